@@ -1,0 +1,92 @@
+"""Exception taxonomy of the gateway.
+
+Every error raised across a layer boundary is a subclass of :class:`GatewayError`.
+Errors caused by what a peer sent carry the wire answer they deserve
+(``status_hint`` for SIP) so that the boundary that catches them can answer
+without guessing. Malformed-input errors also subclass :class:`ValueError`, the
+way PyAV's errors subclass built-ins, so generic code can still catch them.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+
+# --- SIP -------------------------------------------------------------------
+
+
+class SipError(GatewayError):
+    """A SIP-level failure; ``status_hint`` is the response code that answers it."""
+
+    status_hint: int = 500
+
+    def __init__(self, reason: str, *, status_hint: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if status_hint is not None:
+            self.status_hint = status_hint
+
+
+class SipParseError(SipError, ValueError):
+    """Bytes that are not a well-formed SIP message (RFC 3261 §25)."""
+
+    status_hint = 400
+
+
+class MessageTooLarge(SipParseError):
+    """A message, header block or Content-Length above our limits."""
+
+    status_hint = 513
+
+
+class CallDoesNotExist(SipError):
+    """A request inside a dialog or transaction we do not know (481)."""
+
+    status_hint = 481
+
+
+class AuthRequired(SipError):
+    """The request carries no (usable) credentials: challenge it."""
+
+    status_hint = 401
+
+
+class Forbidden(SipError):
+    """Credentials were checked and refused, or the ID may not register."""
+
+    status_hint = 403
+
+
+class DigestError(SipError, ValueError):
+    """A malformed digest challenge or Authorization header."""
+
+    status_hint = 400
+
+
+# --- identifiers ------------------------------------------------------------
+
+
+class InvalidDeviceId(GatewayError, ValueError):
+    """A GB/T 28181 identifier that is not 20 decimal digits (or a civil code)."""
+
+
+# --- MANSCDP ------------------------------------------------------------------
+
+
+class ManscdpError(GatewayError, ValueError):
+    """A MANSCDP body we cannot read; answered with 400 or ``Result=ERROR``."""
+
+    status_hint = 400
+
+
+# --- store --------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    """The registry store failed (disk, schema, constraint)."""
+
+
+class ConfigError(GatewayError, ValueError):
+    """A configuration file or option that cannot be used."""
