@@ -1,0 +1,551 @@
+"""SIP digest authentication, server and client side (RFC 2617, RFC 7616, RFC 3261 §22.4).
+
+Sans-I/O: nothing here reads a clock or a random source. The server takes
+``now`` and a secret; the client takes the ``cnonce``.
+
+GB/T 28181 registration uses plain RFC 2617 MD5 digest (notes §3.3). Devices
+disagree on the details, so the server side is liberal in what it verifies:
+
+* it offers ``qop="auth"`` but accepts RFC 2069 style answers without qop
+  (camsim ignores qop; some NVRs do too);
+* it hashes the ``uri`` *parameter exactly as sent*, never its own idea of the
+  Request-URI: Hikvision sends ``sip:<serverId>@<domain>``, sbgb ``sip:<domain>``,
+  camsim the platform's ``ip:port`` (notes §3.3, §19 item 7);
+* it hashes ``nc`` exactly as sent (WVP's re-formatting breaks at ``nc`` 10);
+* it always names ``algorithm=MD5`` in the challenge, because some Dahua NVRs
+  never answer a challenge without it.
+
+Nonces are stateless (no table for ~20k devices): ``nonce`` is the issue time
+as 12 hex digits followed by 32 hex digits of HMAC-SHA256(secret, time|realm).
+The price is that a captured REGISTER can be replayed until its nonce goes
+stale; REGISTER carries no secrets and the registrar's Call-ID/CSeq checks
+limit what a replay achieves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+from enum import Enum
+
+from gateway.errors import ConfigError, DigestError
+
+__all__ = [
+    "Algorithm",
+    "AuthResult",
+    "DigestClient",
+    "DigestServer",
+    "UnsupportedAlgorithm",
+    "build_authorization",
+    "compute_ha1",
+    "compute_response",
+    "parse_auth_params",
+    "username_of",
+]
+
+#: Longest credentials/challenge value we parse; real ones are ~300 characters.
+MAX_HEADER_LENGTH = 8192
+
+# RFC 7230 §3.2.6 tchar.
+_TOKEN_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_WS = " \t"
+# Characters that end an unquoted value. Values are parsed more liberally than
+# RFC 7235's token, because devices send e.g. ``uri=sip:3402000000`` unquoted.
+_UNQUOTED_END = frozenset(', \t"')
+_CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+
+_NONCE_TIME_HEX = 12
+_NONCE_MAC_HEX = 32
+_NONCE_RE = re.compile(r"[0-9a-f]{%d}" % (_NONCE_TIME_HEX + _NONCE_MAC_HEX))
+#: A nonce up to this many seconds "from the future" is still fresh (we truncate
+#: the issue time to whole seconds, and callers' clocks may jitter).
+_CLOCK_SKEW = 2.0
+
+
+class UnsupportedAlgorithm(DigestError):
+    """An ``algorithm`` token we do not implement (RFC 7616 §3.3 says: ignore the challenge)."""
+
+
+def _b(text: str) -> bytes:
+    """UTF-8 bytes of ``text``; ``surrogatepass`` so that no str can make hashing raise."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+class Algorithm(Enum):
+    """Digest ``algorithm`` tokens (RFC 7616 §3.3); a missing token means MD5."""
+
+    MD5 = "MD5"
+    MD5_SESS = "MD5-sess"
+    SHA256 = "SHA-256"
+    SHA256_SESS = "SHA-256-sess"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Algorithm | None:
+        # Tokens are case-insensitive (RFC 7616 §3.3 uses "MD5-sess", devices "md5").
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.lower():
+                    return member
+        return None
+
+    @classmethod
+    def from_token(cls, token: str | None) -> Algorithm:
+        """The algorithm named by ``token``; None (parameter absent) means MD5 (RFC 2617 §3.2.1)."""
+        if token is None:
+            return cls.MD5
+        try:
+            return cls(token)
+        except ValueError:
+            raise UnsupportedAlgorithm(f"unsupported digest algorithm {token!r:.40}") from None
+
+    @property
+    def is_session(self) -> bool:
+        """True for the ``-sess`` variants, whose H(A1) also covers nonce and cnonce."""
+        return self in (Algorithm.MD5_SESS, Algorithm.SHA256_SESS)
+
+    def hexdigest(self, data: bytes) -> str:
+        """Lower-case hex digest of ``data`` with this algorithm's hash."""
+        if self in (Algorithm.MD5, Algorithm.MD5_SESS):
+            # The protocol mandates MD5; allow it even on FIPS-restricted builds.
+            return hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+
+# --- parsing ------------------------------------------------------------------
+
+
+def _skip_ws(s: str, pos: int) -> int:
+    while pos < len(s) and s[pos] in _WS:
+        pos += 1
+    return pos
+
+
+def _scan_token(s: str, pos: int) -> int:
+    while pos < len(s) and s[pos] in _TOKEN_CHARS:
+        pos += 1
+    return pos
+
+
+def _scan_quoted(s: str, pos: int) -> tuple[str, int]:
+    """Read the quoted-string starting at ``s[pos] == '"'`` (RFC 7230 §3.2.6, with quoted-pair)."""
+    out: list[str] = []
+    i = pos + 1
+    while i < len(s):
+        ch = s[i]
+        if ch == '"':
+            return "".join(out), i + 1
+        if ch == "\\":
+            if i + 1 >= len(s):
+                break
+            out.append(s[i + 1])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    raise DigestError("unterminated quoted string in digest parameters")
+
+
+def _scan_value(s: str, pos: int) -> tuple[str, int]:
+    """Read a parameter value at ``pos``: a quoted-string or a liberal unquoted run."""
+    if pos < len(s) and s[pos] == '"':
+        return _scan_quoted(s, pos)
+    end = pos
+    while end < len(s) and s[end] not in _UNQUOTED_END:
+        end += 1
+    if end == pos:
+        raise DigestError("empty digest parameter value")
+    return s[pos:end], end
+
+
+def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split a challenge or credentials value into ``(scheme, params)`` (RFC 7235 §2.1).
+
+    The scheme and parameter names are returned lower-cased; values are
+    unquoted and unescaped. Empty list elements and trailing commas are
+    allowed (RFC 7230 §7). Raises :class:`DigestError`, and nothing else, for
+    any input it cannot read: control characters, unterminated quotes,
+    duplicate parameters (an ambiguity an attacker could exploit), overlong input.
+    """
+    if not isinstance(value, str):
+        raise DigestError("digest parameters must be text")
+    if len(value) > MAX_HEADER_LENGTH:
+        raise DigestError("digest parameters too long")
+    if _CTL_RE.search(value):
+        raise DigestError("control character in digest parameters")
+    pos = _skip_ws(value, 0)
+    end = _scan_token(value, pos)
+    if end == pos:
+        raise DigestError("missing authentication scheme")
+    scheme = value[pos:end].lower()
+    if end < len(value) and value[end] not in _WS:
+        raise DigestError("authentication scheme not followed by whitespace")
+    params: dict[str, str] = {}
+    pos = end
+    while True:
+        pos = _skip_ws(value, pos)
+        if pos >= len(value):
+            return scheme, params
+        if value[pos] == ",":
+            pos += 1
+            continue
+        key_end = _scan_token(value, pos)
+        if key_end == pos:
+            raise DigestError("expected a digest parameter name")
+        key = value[pos:key_end].lower()
+        pos = _skip_ws(value, key_end)
+        if pos >= len(value) or value[pos] != "=":
+            raise DigestError("expected '=' after a digest parameter name")
+        param, pos = _scan_value(value, _skip_ws(value, pos + 1))
+        if key in params:
+            raise DigestError("duplicate digest parameter")
+        params[key] = param
+        pos = _skip_ws(value, pos)
+        if pos < len(value) and value[pos] != ",":
+            raise DigestError("expected ',' between digest parameters")
+
+
+_USERNAME_RE = re.compile(r'(?:^|[\s,])username[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))', re.I)
+
+
+def username_of(authorization: str) -> str | None:
+    """The ``username`` in credentials, or None; never raises.
+
+    Falls back to a pattern search when the header does not parse, so that a
+    malformed REGISTER can still be attributed to a device for throttling and logs.
+    """
+    try:
+        _, params = parse_auth_params(authorization)
+    except DigestError:
+        pass
+    else:
+        return params.get("username")
+    if not isinstance(authorization, str):
+        return None
+    match = _USERNAME_RE.search(authorization[:MAX_HEADER_LENGTH])
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return re.sub(r"\\(.)", r"\1", match.group(1), flags=re.S)
+    return match.group(2)
+
+
+# --- computing ------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    """A quoted-string for ``value``; refuses control characters (header injection)."""
+    if _CTL_RE.search(value):
+        raise DigestError("control character in a digest parameter value")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def compute_ha1(algorithm: Algorithm | str, username: str, realm: str, password: str) -> str:
+    """H(username:realm:password), the storable secret of RFC 2617 §3.2.2.2."""
+    alg = algorithm if isinstance(algorithm, Algorithm) else Algorithm.from_token(algorithm)
+    return alg.hexdigest(_b(f"{username}:{realm}:{password}"))
+
+
+def compute_response(
+    algorithm: Algorithm | str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None,
+    nc: str | None,
+    cnonce: str | None,
+    body: bytes = b"",
+) -> str:
+    """The digest ``response`` value (RFC 2617 §3.2.2.1, RFC 7616 §3.4.1).
+
+    ``qop`` None gives the RFC 2069 form ``H(HA1:nonce:HA2)``; ``"auth"`` and
+    ``"auth-int"`` (which also hashes ``body``) give the qop form. ``nc`` and
+    ``qop`` are hashed exactly as given. Raises :class:`DigestError` when a
+    value the chosen form needs (``nc``, ``cnonce``) is missing, or for an
+    unknown qop or algorithm.
+    """
+    alg = algorithm if isinstance(algorithm, Algorithm) else Algorithm.from_token(algorithm)
+    digest = alg.hexdigest
+    ha1 = compute_ha1(alg, username, realm, password)
+    if alg.is_session:
+        if cnonce is None:
+            raise DigestError("a -sess algorithm needs a cnonce")
+        ha1 = digest(_b(f"{ha1}:{nonce}:{cnonce}"))  # RFC 7616 §3.4.2
+    if qop is None:
+        return digest(_b(f"{ha1}:{nonce}:{digest(_b(f'{method}:{uri}'))}"))
+    kind = qop.lower()
+    if kind == "auth":
+        ha2 = digest(_b(f"{method}:{uri}"))
+    elif kind == "auth-int":
+        ha2 = digest(_b(f"{method}:{uri}:") + digest(body).encode("ascii"))  # RFC 7616 §3.4.3
+    else:
+        raise DigestError(f"unsupported qop {qop!r:.40}")
+    if nc is None or cnonce is None:
+        raise DigestError("qop needs nc and cnonce")
+    return digest(_b(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+
+
+# --- server side ------------------------------------------------------------------
+
+
+class AuthResult(Enum):
+    """Outcome of :meth:`DigestServer.verify`, with the answer the registrar should give."""
+
+    #: Credentials are right and the nonce is fresh: accept.
+    OK = "ok"
+    #: Our nonce, but the response does not match: wrong password (notes §3.4: 403, not 401).
+    BAD_PASSWORD = "bad_password"
+    #: Our nonce and a correct response, but the nonce expired: re-challenge with ``stale=true``.
+    STALE_NONCE = "stale_nonce"
+    #: A nonce we never issued (forged, tampered, or from before a secret change): fresh 401.
+    FOREIGN_NONCE = "foreign_nonce"
+    #: Credentials that do not parse or lack required fields: 400, or a fresh 401.
+    MALFORMED = "malformed"
+    #: The credentials name another realm: fresh 401.
+    WRONG_REALM = "wrong_realm"
+    #: An algorithm we do not implement or do not offer: fresh 401.
+    UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+
+
+_REQUIRED = ("username", "realm", "nonce", "uri", "response")
+
+
+class DigestServer:
+    """Issues challenges and verifies credentials for one realm, keeping no per-nonce state.
+
+    ``secret`` keys the nonce HMAC; use 32 random bytes. If it is kept across
+    restarts, pass wall-clock ``now`` values (not a monotonic clock) so that
+    nonce ages stay meaningful. ``algorithms`` lists what is accepted; the
+    first is the default challenge.
+    """
+
+    def __init__(
+        self,
+        realm: str,
+        secret: bytes,
+        nonce_ttl: float = 300.0,
+        algorithms: tuple[Algorithm, ...] = (Algorithm.MD5,),
+        offer_qop: bool = True,
+    ) -> None:
+        if not isinstance(realm, str) or not realm or _CTL_RE.search(realm):
+            raise ConfigError("digest realm must be non-empty text without control characters")
+        if not isinstance(secret, bytes) or not secret:
+            raise ConfigError("digest nonce secret must be non-empty bytes")
+        if not (isinstance(nonce_ttl, (int, float)) and math.isfinite(nonce_ttl) and nonce_ttl > 0):
+            raise ConfigError("nonce_ttl must be a positive number of seconds")
+        if not algorithms or not all(isinstance(a, Algorithm) for a in algorithms):
+            raise ConfigError("algorithms must be a non-empty tuple of Algorithm")
+        self.realm = realm
+        self.nonce_ttl = float(nonce_ttl)
+        self.algorithms = tuple(algorithms)
+        self.offer_qop = offer_qop
+        self._secret = secret
+
+    # nonces
+
+    def _mac(self, issued: int) -> str:
+        msg = _b(f"{issued:0{_NONCE_TIME_HEX}x}|{self.realm}")
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:_NONCE_MAC_HEX]
+
+    def make_nonce(self, now: float) -> str:
+        """A nonce stamped with ``now`` (whole seconds) and signed with the secret."""
+        if not math.isfinite(now) or now < 0 or now >= 16**_NONCE_TIME_HEX:
+            raise ConfigError("now must be a finite, non-negative time in seconds")
+        issued = int(now)
+        return f"{issued:0{_NONCE_TIME_HEX}x}{self._mac(issued)}"
+
+    def nonce_issued_at(self, nonce: str) -> int | None:
+        """The issue time of a nonce we signed, or None for any other string."""
+        if not isinstance(nonce, str) or _NONCE_RE.fullmatch(nonce) is None:
+            return None
+        issued = int(nonce[:_NONCE_TIME_HEX], 16)
+        if not hmac.compare_digest(self._mac(issued), nonce[_NONCE_TIME_HEX:]):
+            return None
+        return issued
+
+    def is_stale(self, issued: float, now: float) -> bool:
+        """True when a nonce issued at ``issued`` may no longer be used at ``now``.
+
+        A nonce from the future (the caller's clock went back) counts as stale:
+        only we can have signed it, so a re-challenge is the right answer.
+        """
+        age = now - issued
+        return not -_CLOCK_SKEW <= age <= self.nonce_ttl
+
+    # challenges
+
+    def challenge(self, now: float, *, stale: bool = False, algorithm: Algorithm = Algorithm.MD5) -> str:
+        """A ``WWW-Authenticate`` value, e.g. ``Digest realm="…",nonce="…",algorithm=MD5,qop="auth"``.
+
+        ``algorithm`` is always named (Dahua, notes §3.3); ``stale=true`` tells
+        the client its password was right and only the nonce expired (RFC 2617 §3.2.1).
+        """
+        if algorithm not in self.algorithms:
+            raise ConfigError(f"algorithm {algorithm.value} is not enabled on this server")
+        parts = [
+            f"realm={_quote(self.realm)}",
+            f'nonce="{self.make_nonce(now)}"',
+            f"algorithm={algorithm.value}",
+        ]
+        if self.offer_qop:
+            parts.append('qop="auth"')
+        if stale:
+            parts.append("stale=true")
+        return "Digest " + ",".join(parts)
+
+    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
+        """One challenge per enabled algorithm, most preferred first (RFC 7616 §3.7)."""
+        return [self.challenge(now, stale=stale, algorithm=a) for a in self.algorithms]
+
+    # verification
+
+    def verify(
+        self, authorization: str, method: str, password: str, now: float, body: bytes = b""
+    ) -> AuthResult:
+        """Check ``Authorization`` credentials against ``password``; never raises for bad input.
+
+        The caller must also check that ``username`` is the device it expects
+        (the From user), since the password is looked up by it.
+        """
+        try:
+            scheme, params = parse_auth_params(authorization)
+        except DigestError:
+            return AuthResult.MALFORMED
+        if scheme != "digest" or any(key not in params for key in _REQUIRED):
+            return AuthResult.MALFORMED
+        qop, nc, cnonce = params.get("qop"), params.get("nc"), params.get("cnonce")
+        if qop is not None and (qop.lower() not in ("auth", "auth-int") or nc is None or cnonce is None):
+            return AuthResult.MALFORMED
+        if _HEX_RE.fullmatch(params["response"]) is None:
+            return AuthResult.MALFORMED
+        try:
+            algorithm = Algorithm.from_token(params.get("algorithm"))
+        except UnsupportedAlgorithm:
+            return AuthResult.UNSUPPORTED_ALGORITHM
+        if algorithm not in self.algorithms:
+            return AuthResult.UNSUPPORTED_ALGORITHM
+        if algorithm.is_session and cnonce is None:
+            return AuthResult.MALFORMED
+        if params["realm"] != self.realm:
+            return AuthResult.WRONG_REALM
+        issued = self.nonce_issued_at(params["nonce"])
+        if issued is None:
+            return AuthResult.FOREIGN_NONCE
+        # Verify in the form the client used (qop or RFC 2069), with its uri and nc as sent.
+        expected = compute_response(
+            algorithm, params["username"], self.realm, password, method,
+            params["uri"], params["nonce"], qop, nc, cnonce, body,
+        )  # fmt: skip
+        if not hmac.compare_digest(_b(expected), _b(params["response"].lower())):
+            return AuthResult.BAD_PASSWORD
+        if self.is_stale(issued, now):
+            return AuthResult.STALE_NONCE
+        return AuthResult.OK
+
+    @staticmethod
+    def username_of(authorization: str) -> str | None:
+        """The ``username`` in credentials, or None; see the module-level :func:`username_of`."""
+        return username_of(authorization)
+
+
+# --- client side ------------------------------------------------------------------
+
+
+def _choose_qop(offer: str | None) -> str | None:
+    """Pick ``auth`` from a qop-options list such as ``"auth,auth-int"`` (RFC 2617 §3.2.1)."""
+    if offer is None:
+        return None
+    options = [o.strip().lower() for o in offer.split(",") if o.strip()]
+    if not options:
+        return None
+    for wanted in ("auth", "auth-int"):
+        if wanted in options:
+            return wanted
+    raise DigestError(f"no supported qop in {offer!r:.40}")
+
+
+def build_authorization(
+    challenge: str,
+    method: str,
+    uri: str,
+    username: str,
+    password: str,
+    cnonce: str,
+    nc: int = 1,
+    body: bytes = b"",
+) -> str:
+    """An ``Authorization`` value answering ``challenge`` (a ``WWW-Authenticate`` value).
+
+    Uses qop ``auth`` when offered (even as ``"auth,auth-int"``), MD5 when the
+    challenge names no algorithm (notes §3.3, media-server#90), and echoes
+    ``opaque``. Raises :class:`DigestError` for an unusable challenge and
+    :class:`UnsupportedAlgorithm` for an algorithm we lack.
+    """
+    scheme, params = parse_auth_params(challenge)
+    if scheme != "digest":
+        raise DigestError(f"not a digest challenge: {scheme!r:.20}")
+    realm, nonce = params.get("realm"), params.get("nonce")
+    if realm is None or nonce is None:
+        raise DigestError("digest challenge without realm or nonce")
+    algorithm = Algorithm.from_token(params.get("algorithm"))
+    qop = _choose_qop(params.get("qop"))
+    if not 1 <= nc <= 0xFFFFFFFF:
+        raise DigestError("nonce count out of range")
+    needs_cnonce = qop is not None or algorithm.is_session
+    if needs_cnonce and not cnonce:
+        raise DigestError("an empty cnonce cannot be used")
+    nc_text = f"{nc:08x}"  # RFC 2617 §3.2.2: 8LHEX
+    response = compute_response(
+        algorithm, username, realm, password, method, uri, nonce,
+        qop, nc_text if qop else None, cnonce if needs_cnonce else None, body,
+    )  # fmt: skip
+    parts = [
+        f"username={_quote(username)}",
+        f"realm={_quote(realm)}",
+        f"nonce={_quote(nonce)}",
+        f"uri={_quote(uri)}",
+        f'response="{response}"',
+        f"algorithm={algorithm.value}",
+    ]
+    if qop is not None:
+        parts += [f"qop={qop}", f"nc={nc_text}", f"cnonce={_quote(cnonce)}"]
+    elif algorithm.is_session:
+        parts.append(f"cnonce={_quote(cnonce)}")
+    if "opaque" in params:
+        parts.append(f"opaque={_quote(params['opaque'])}")
+    return "Digest " + ",".join(parts)
+
+
+class DigestClient:
+    """Credentials of one account that answer challenges, counting ``nc`` per nonce.
+
+    Used by the cascade role toward an upper platform. Reusing a nonce (e.g.
+    for a refresh before the server sends a new one) increments ``nc``; a new
+    nonce restarts it at 1 (RFC 2617 §3.2.2).
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self._password = password
+        self._nonce: str | None = None
+        self._nc = 0
+
+    def authorization(
+        self, challenge: str, method: str, uri: str, cnonce: str, body: bytes = b""
+    ) -> str:
+        """An ``Authorization`` value for ``challenge``; see :func:`build_authorization`."""
+        _, params = parse_auth_params(challenge)
+        nonce = params.get("nonce")
+        nc = self._nc + 1 if nonce is not None and nonce == self._nonce else 1
+        value = build_authorization(
+            challenge, method, uri, self.username, self._password, cnonce, nc, body
+        )
+        self._nonce, self._nc = nonce, nc
+        return value
