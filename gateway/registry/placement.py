@@ -1,0 +1,57 @@
+"""Placing devices and channels in the city: kindergarten, district, area tag.
+
+A device's district is its civil code (the first six digits of its ID). Its
+kindergarten comes from provisioning, or from the city's numbering
+convention (DESIGN.md "Simulated city conventions"): digits 15-18 of every
+device and channel ID of a kindergarten are its number ``KKKK``, and the
+kindergarten itself is the virtual-organisation code
+``<first 10 digits>2160KKKK00``. The convention only places a device when a
+kindergarten with that code was provisioned, so a foreign numbering scheme
+never invents kindergartens.
+"""
+
+from __future__ import annotations
+
+from gateway.gb28181.ids import is_civil_code, is_gb_id
+from gateway.gb28181.manscdp import CatalogItem
+from gateway.registry.model import Channel, Device, guess_area
+
+
+def kindergarten_id_by_convention(any_id: str) -> str | None:
+    """``<first 10 digits>2160<KKKK>00`` for a 20-digit ID, else None."""
+    if not is_gb_id(any_id):
+        return None
+    return f"{any_id[:10]}2160{any_id[14:18]}00"
+
+
+def channel_from_item(item: CatalogItem, device: Device, now: float) -> Channel | None:
+    """A registry channel from a catalog item; None for tree nodes (regions, groups).
+
+    Region items (2-8 digit civil codes) and business-group / virtual
+    organisation nodes (215/216) describe the tree, not a camera or alarm input.
+    """
+    if not is_gb_id(item.device_id):
+        return None
+    type_code = int(item.device_id[10:13])
+    if type_code in (215, 216) or is_civil_code(item.device_id):
+        return None
+    name = (item.name or "").strip()[:200]
+    district = item.civil_code[:6] if item.civil_code and is_civil_code(item.civil_code[:6]) else device.district_code
+    return Channel(
+        id=item.device_id,
+        device_id=device.id,
+        kindergarten_id=device.kindergarten_id,
+        district_code=district,
+        name=name,
+        area=guess_area(name),
+        type_code=type_code,
+        manufacturer=(item.manufacturer or "")[:80],
+        model=(item.model or "")[:80],
+        address=(item.address or "")[:200],
+        parent_id=(item.parent_id or "")[:40],
+        online=item.online is not False,
+        longitude=item.longitude,
+        latitude=item.latitude,
+        ptz_type=item.ptz_type,
+        updated_at=now,
+    )

@@ -1,0 +1,406 @@
+"""The SQLite registry store: CRUD, filters, pagination, batches, counts, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import StoreError
+from gateway.registry import (
+    MIGRATIONS,
+    AreaTag,
+    Channel,
+    ChannelFilter,
+    Device,
+    DeviceFilter,
+    DistrictCount,
+    EntityKind,
+    InvalidFilter,
+    Kindergarten,
+    SqliteStore,
+    StatusEvent,
+    Store,
+    StoreConstraintError,
+    open_store,
+)
+
+DISTRICTS = ["120101", "120102", "120103", "120104", "120105", "120106", "120110", "120111"]
+AREAS = list(AreaTag)
+N_KG = 200
+DEVICES_PER_KG = 10  # 2,000 devices
+CHANNELS_PER_DEVICE = 10  # 20,000 channels
+
+
+def kg_id(k: int) -> str:
+    return f"{DISTRICTS[k % len(DISTRICTS)]}0011216{k:07d}"
+
+
+def dev_id(k: int, n: int) -> str:
+    return f"{DISTRICTS[k % len(DISTRICTS)]}0011132{k * DEVICES_PER_KG + n:07d}"
+
+
+def make_city() -> tuple[list[Kindergarten], list[Device], list[Channel]]:
+    kgs, devices, channels = [], [], []
+    for k in range(N_KG):
+        district = DISTRICTS[k % len(DISTRICTS)]
+        kgs.append(Kindergarten(kg_id(k), f"{district}区第{k}幼儿园", district, "天津市某路1号"))
+        for n in range(DEVICES_PER_KG):
+            did = dev_id(k, n)
+            devices.append(
+                Device(did, kg_id(k), district, f"NVR {n}", 118, online=(n % 2 == 0))
+            )
+            for c in range(CHANNELS_PER_DEVICE):
+                serial = (k * DEVICES_PER_KG + n) * CHANNELS_PER_DEVICE + c
+                channels.append(
+                    Channel(
+                        f"{district}0011131{serial:07d}",
+                        did,
+                        kg_id(k),
+                        district,
+                        name=f"通道{c}",
+                        area=AREAS[c % len(AREAS)],
+                        type_code=131,
+                        online=(c % 3 == 0),
+                    )
+                )
+    return kgs, devices, channels
+
+
+City = tuple[SqliteStore, list[Device], list[Channel]]
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    """A read-only populated store shared by the query tests (built once: fast)."""
+    kgs, devices, channels = make_city()
+    store = SqliteStore(str(tmp_path_factory.mktemp("city") / "city.db"))
+    store.open()
+    store.migrate()
+    started = time.perf_counter()
+    assert store.upsert_kindergartens(kgs) == N_KG
+    assert store.upsert_devices(devices) == len(devices)
+    assert store.upsert_channels(channels) == len(channels)
+    print(f"loaded {len(devices)} devices, {len(channels)} channels in "
+          f"{time.perf_counter() - started:.3f}s")
+    yield store, devices, channels
+    store.close()
+
+
+@pytest.fixture
+def store() -> Iterator[SqliteStore]:
+    s = SqliteStore(":memory:")
+    s.open()
+    s.migrate()
+    yield s
+    s.close()
+
+
+def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
+    assert isinstance(store, Store)
+
+
+def test_columns_equal_model_fields(store: SqliteStore) -> None:
+    conn = sqlite3.connect(":memory:")
+    for script in MIGRATIONS:
+        conn.executescript(script)
+    for table, model in (("kindergarten", Kindergarten), ("device", Device), ("channel", Channel)):
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+        assert columns == [f.name for f in fields(model)]
+
+
+def test_file_database_runs_wal_with_foreign_keys(tmp_path: Path) -> None:
+    with SqliteStore(str(tmp_path / "kgw.db")) as s:
+        s.migrate()
+        assert s.journal_mode == "wal"
+        conn = s._conn
+        assert conn is not None
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_kindergarten_round_trip_and_chinese_names(store: SqliteStore) -> None:
+    kg = Kindergarten(
+        "12010100112160000001", "和平区第三幼儿园", "120101", "和平区南京路1号", 117.2, 39.1
+    )
+    store.upsert_kindergartens([kg])
+    assert store.get_kindergarten(kg.id) == kg
+    renamed = replace(kg, name="和平区第三幼儿园（总园）")
+    store.upsert_kindergartens([renamed])
+    assert store.get_kindergarten(kg.id) == renamed
+    assert store.get_kindergarten("nope") is None
+
+
+def test_device_crud_and_cascade(store: SqliteStore) -> None:
+    d = Device("12010100111180000001", None, "120101", "大门NVR · 海康", 118, "Hikvision",
+               host="10.0.0.2", port=5060, online=True, registered_at=1.5, expires=3600)
+    store.upsert_devices([d])
+    assert store.get_device(d.id) == d
+    ch = Channel("12010100111310000001", d.id, None, "120101", "大门口", AreaTag.ENTRANCE)
+    store.upsert_channels([ch])
+    assert store.get_channel(ch.id) == ch
+    assert store.delete_device(d.id) is True
+    assert store.get_device(d.id) is None
+    assert store.get_channel(ch.id) is None  # ON DELETE CASCADE
+    assert store.delete_device(d.id) is False
+
+
+def test_channel_of_unknown_device_is_a_constraint_error(store: SqliteStore) -> None:
+    with pytest.raises(StoreConstraintError):
+        store.upsert_channels([Channel("c1", "no-such-device", None, "120101")])
+
+
+def test_list_devices_filters_and_pages(city: City) -> None:
+    store, devices, _ = city
+    district = DISTRICTS[2]
+    expected = sorted(d.id for d in devices if d.district_code == district and d.online)
+    seen: list[str] = []
+    offset = 0
+    while True:
+        flt = DeviceFilter(district_code=district, online=True, offset=offset, limit=37)
+        page = store.list_devices(flt)
+        assert page.total == len(expected)
+        seen.extend(d.id for d in page.items)
+        offset += page.limit
+        if offset >= page.total:
+            break
+    assert seen == expected
+    assert store.list_devices(DeviceFilter(kindergarten_id=kg_id(5))).total == DEVICES_PER_KG
+    assert store.list_devices(DeviceFilter(device_type=132)).total == 0
+    all_page = store.list_devices(DeviceFilter(limit=1000, offset=1500))
+    assert all_page.total == len(devices) and len(all_page.items) == 500
+
+
+def test_list_channels_filters(city: City) -> None:
+    store, devices, channels = city
+    did = devices[3].id
+    page = store.list_channels(ChannelFilter(device_id=did))
+    assert [c.id for c in page.items] == sorted(c.id for c in channels if c.device_id == did)
+    assert store.list_channels(ChannelFilter(limit=1)).total == len(channels)
+
+    police = store.list_channels(
+        ChannelFilter(district_code=DISTRICTS[0], public_only=True, limit=1000)
+    )
+    assert police.total == sum(
+        1 for c in channels if c.district_code == DISTRICTS[0] and c.area.is_public
+    )
+    assert police.items and all(c.area.is_public for c in police.items)
+
+    classrooms = store.list_channels(ChannelFilter(area=AreaTag.CLASSROOM, online=True))
+    assert classrooms.total == sum(1 for c in channels if c.area is AreaTag.CLASSROOM and c.online)
+    assert store.list_channels(ChannelFilter(area=AreaTag.CLASSROOM, public_only=True)).total == 0
+    assert store.list_channels(ChannelFilter(kindergarten_id=kg_id(7), type_code=131)).total == (
+        DEVICES_PER_KG * CHANNELS_PER_DEVICE
+    )
+    first = store.get_channel(channels[0].id)
+    assert first == channels[0] and first.name == "通道0"
+
+
+def test_bad_pages_are_rejected() -> None:
+    for kwargs in ({"limit": 0}, {"limit": 1001}, {"offset": -1}):
+        with pytest.raises(InvalidFilter):
+            DeviceFilter(**kwargs)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):  # InvalidFilter is also a ValueError
+            ChannelFilter(**kwargs)  # type: ignore[arg-type]
+
+
+def test_list_kindergartens(city: City) -> None:
+    store, _, _ = city
+    page = store.list_kindergartens(DISTRICTS[1], offset=0, limit=10)
+    assert page.total == N_KG // len(DISTRICTS)
+    ids = sorted(kg_id(k) for k in range(N_KG) if k % len(DISTRICTS) == 1)
+    assert [k.id for k in page.items] == ids[:10]
+    assert store.list_kindergartens(limit=1000).total == N_KG
+
+
+def test_district_counts_match_python(city: City) -> None:
+    store, devices, channels = city
+    kg_n = Counter(DISTRICTS[k % len(DISTRICTS)] for k in range(N_KG))
+    expected = [
+        DistrictCount(
+            code,
+            kg_n[code],
+            sum(1 for d in devices if d.district_code == code),
+            sum(1 for d in devices if d.district_code == code and d.online),
+            sum(1 for c in channels if c.district_code == code),
+            sum(1 for c in channels if c.district_code == code and c.online),
+        )
+        for code in sorted(DISTRICTS)
+    ]
+    assert store.district_counts() == expected
+
+
+def test_load_all_devices(city: City) -> None:
+    store, devices, _ = city
+    assert store.load_all_devices() == sorted(devices, key=lambda d: d.id)
+
+
+def _small_device(store: SqliteStore, did: str = "dev-a") -> None:
+    store.upsert_devices([Device(did, None, "120101")])
+
+
+def _ch(cid: str, did: str = "dev-a", **kw: object) -> Channel:
+    return Channel(cid, did, None, "120101", **kw)  # type: ignore[arg-type]
+
+
+def test_replace_channels_inserts_updates_and_deletes(store: SqliteStore) -> None:
+    _small_device(store)
+    _small_device(store, "dev-b")
+    first = store.replace_channels("dev-a", [_ch("c1", name="大门口"), _ch("c2"), _ch("c3")])
+    assert first.added == ("c1", "c2", "c3") and not first.changed and not first.removed
+    store.upsert_channels([_ch("c9", "dev-b")])
+
+    second = store.replace_channels(
+        "dev-a",
+        [
+            _ch("c1", name="大门口", online=True, updated_at=5.0),  # presence only: not "changed"
+            _ch("c2", name="教室门口", area=AreaTag.CLASSROOM),
+            _ch("c9"),  # moved over from dev-b
+            _ch("c4"),
+        ],
+    )
+    assert set(second.added) == {"c9", "c4"}
+    assert second.changed == ("c2",)
+    assert second.removed == ("c3",)
+    page = store.list_channels(ChannelFilter(device_id="dev-a"))
+    assert [c.id for c in page.items] == ["c1", "c2", "c4", "c9"]
+    assert store.list_channels(ChannelFilter(device_id="dev-b")).total == 0
+    assert store.replace_channels("dev-a", []).removed == ("c1", "c2", "c4", "c9")
+
+
+def test_replace_channels_is_atomic(store: SqliteStore) -> None:
+    _small_device(store)
+    store.replace_channels("dev-a", [_ch("c1"), _ch("c2")])
+    unbindable = _ch("c3", name=object())  # fails half-way, after the deletes
+    with pytest.raises(StoreError):
+        store.replace_channels("dev-a", [_ch("c1"), unbindable])
+    kept = store.list_channels(ChannelFilter(device_id="dev-a")).items
+    assert [c.id for c in kept] == ["c1", "c2"]
+    with pytest.raises(StoreConstraintError):
+        store.replace_channels("dev-a", [_ch("c5", "dev-b")])
+    with pytest.raises(StoreConstraintError):
+        store.replace_channels("dev-zzz", [_ch("c5", "dev-zzz")])  # unknown device
+
+
+def test_update_presence_of_20000_devices_in_one_transaction(tmp_path: Path) -> None:
+    with SqliteStore(str(tmp_path / "presence.db")) as s:
+        s.migrate()
+        s.upsert_devices(Device(f"d{n:05d}", None, "120101", last_seen=1.0) for n in range(20_000))
+        s.upsert_channels(_ch(f"c{n:05d}", f"d{n:05d}") for n in range(20_000))
+        statements: list[str] = []
+        assert s._conn is not None
+        s._conn.set_trace_callback(statements.append)
+        started = time.perf_counter()
+        counts = s.update_presence(
+            ((f"d{n:05d}", True, None if n == 0 else 120.0) for n in range(20_000)),
+            [(f"c{n:05d}", n % 2 == 0) for n in range(20_000)] + [("ghost", True)],
+        )
+        elapsed = time.perf_counter() - started
+        s._conn.set_trace_callback(None)
+        print(f"update_presence: 20,000 devices + 20,000 channels in {elapsed * 1000:.1f} ms")
+        assert (counts.devices, counts.channels) == (20_000, 20_000)
+        assert sum(1 for st in statements if st.startswith("BEGIN")) == 1
+        assert sum(1 for st in statements if st == "COMMIT") == 1
+        assert s.list_devices(DeviceFilter(online=True)).total == 20_000
+        d0, d1 = s.get_device("d00000"), s.get_device("d00001")
+        assert d0 is not None and d0.last_seen == 1.0  # None keeps the stored value
+        assert d1 is not None and d1.last_seen == 120.0
+        assert s.list_channels(ChannelFilter(online=True)).total == 10_000
+
+
+def test_status_events(store: SqliteStore) -> None:
+    events = [
+        StatusEvent("d1", EntityKind.DEVICE, True, 10.0, "registered"),
+        StatusEvent("c1", EntityKind.CHANNEL, True, 11.0, "catalog"),
+        StatusEvent("d1", EntityKind.DEVICE, False, 200.0, "3 keepalives missed"),
+        StatusEvent("d1", EntityKind.DEVICE, True, 260.0, "心跳恢复"),
+    ]
+    assert store.append_status_events(events) == 4
+    assert store.list_status_events() == events[::-1]
+    assert store.list_status_events(entity_id="d1", since=100.0) == [events[3], events[2]]
+    assert store.list_status_events(limit=1) == [events[3]]
+    assert store.prune_status_events(before=100.0) == 2
+    assert len(store.list_status_events()) == 2
+    with pytest.raises(InvalidFilter):
+        store.list_status_events(limit=0)
+
+
+def test_migration_from_v1_upgrades_and_rerun_is_a_noop(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    with SqliteStore(path) as old:
+        assert old.migrate(target=1) == 1
+        assert old.schema_version() == 1
+        old.upsert_devices([Device("d1", None, "120101", "旧设备")])
+        with pytest.raises(StoreError):  # v1 has no status history yet
+            old.append_status_events([StatusEvent("d1", EntityKind.DEVICE, True, 1.0, "")])
+
+    with SqliteStore(path) as s:
+        assert s.migrate() == len(MIGRATIONS) - 1
+        assert s.schema_version() == len(MIGRATIONS)
+        assert s.migrate() == 0
+        device = s.get_device("d1")
+        assert device is not None and device.name == "旧设备"
+        assert s.append_status_events([StatusEvent("d1", EntityKind.DEVICE, True, 1.0, "")]) == 1
+        assert s._conn is not None
+        rows = s._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        indexes = {r[0] for r in rows}
+        assert {"device_district", "channel_device", "channel_area"} <= indexes
+
+    reopened = open_store(f"{path}")
+    try:
+        assert reopened.schema_version() == len(MIGRATIONS)
+    finally:
+        reopened.close()
+
+
+def test_database_from_newer_code_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "new.db")
+    with SqliteStore(path) as s:
+        s.migrate()
+        assert s._conn is not None
+        s._conn.execute("INSERT INTO schema_version (version) VALUES (99)")
+    with SqliteStore(path) as s, pytest.raises(StoreError, match="newer"):
+        s.migrate()
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url, expected_file in (
+        ("sqlite:///rel.db", tmp_path / "rel.db"),
+        (f"sqlite:///{tmp_path / 'abs.db'}", tmp_path / "abs.db"),
+        (str(tmp_path / "plain.db"), tmp_path / "plain.db"),
+    ):
+        s = open_store(url)
+        try:
+            assert s.schema_version() == len(MIGRATIONS)
+        finally:
+            s.close()
+        assert expected_file.exists(), url
+    for url in (":memory:", "sqlite://"):
+        s = open_store(url)
+        s.close()
+    with pytest.raises(StoreError, match="PostgreSQL"):
+        open_store("postgresql://kgw@localhost/kgw")
+    with pytest.raises(StoreError):
+        open_store("mysql://x")
+
+
+def test_closed_store_raises_store_error() -> None:
+    s = SqliteStore(":memory:")
+    with pytest.raises(StoreError):
+        s.get_device("d1")
+    s.open()
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreError):
+        s.list_devices(DeviceFilter())
+
+
+def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        SqliteStore(str(tmp_path / "missing-dir" / "x.db")).open()
