@@ -11,12 +11,17 @@ a single CRLF pong.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gateway.errors import MessageTooLarge, SipParseError
 from gateway.gb28181.sip.message import MAX_MESSAGE_SIZE
 
 MAX_HEADER_BLOCK = 16_384
+
+# The first empty line ends the head, whatever the line ends: the same rule as
+# parse_message, so the framer and the parser agree on where the body starts.
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 class SipFramingError(SipParseError):
@@ -75,12 +80,12 @@ class StreamFramer:
                 del buf[: max(0, skip - 3)]
                 return None
             del buf[:skip]
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        blank = _BLANK_LINE.search(buf)
+        if blank is None:
             if len(buf) > self._max_header:
                 raise SipFramingError("header block too large or not SIP")
             return None
-        head_len = end + 4
+        end, head_len = blank.start(), blank.end()
         if head_len > self._max_header:
             raise SipFramingError("header block too large")
         length = _content_length(bytes(buf[:end]))
@@ -95,7 +100,7 @@ class StreamFramer:
 
 
 def _content_length(head: bytes) -> int:
-    for line in head.split(b"\r\n")[1:]:
+    for line in head.split(b"\n")[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
             continue

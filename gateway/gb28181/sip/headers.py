@@ -46,15 +46,23 @@ _CANONICAL: dict[str, str] = {
 }
 
 
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 4096  # header names are few; a flood of made-up ones must not grow memory
+
+
 def canonical_name(name: str) -> str:
     """Return the conventional spelling of a header name (compact forms expanded)."""
+    cached = _NAME_CACHE.get(name)
+    if cached is not None:
+        return cached
     lowered = name.strip().lower()
     if len(lowered) == 1 and lowered in COMPACT_FORMS:
-        return COMPACT_FORMS[lowered]
-    known = _CANONICAL.get(lowered)
-    if known is not None:
-        return known
-    return "-".join(part.capitalize() for part in lowered.split("-"))
+        result = COMPACT_FORMS[lowered]
+    else:
+        result = _CANONICAL.get(lowered) or "-".join(part.capitalize() for part in lowered.split("-"))
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[name] = result
+    return result
 
 
 class Headers:
@@ -142,6 +150,8 @@ class Headers:
 
 def split_top_level(value: str, sep: str = ",") -> list[str]:
     """Split on ``sep`` outside quotes and angle brackets (RFC 3261 §7.3.1)."""
+    if '"' not in value and "<" not in value:  # the common case, at C speed
+        return [p.strip() for p in value.split(sep) if p.strip()]
     parts: list[str] = []
     depth = 0
     quoted = False

@@ -12,8 +12,9 @@ arbitrary bytes.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Union
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 from gateway.errors import MessageTooLarge, SipParseError
 from gateway.gb28181.sip.headers import (
@@ -49,6 +50,17 @@ _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 class _MessageBase:
     headers: Headers
     body: bytes
+    # Parsed header values keyed by (header, raw text): a message is asked for
+    # its From/To/Via/CSeq many times on its way through the stack, and keying
+    # on the raw text keeps the cache right when a header is replaced.
+    _parsed: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def _cached(self, name: str, value: str, parse: Callable[[str], Any]) -> Any:
+        key = (name, value)
+        hit = self._parsed.get(key)
+        if hit is None:
+            hit = self._parsed[key] = parse(value)
+        return hit
 
     # Convenience accessors for the headers every transaction needs. They
     # raise SipParseError when the header is missing or malformed.
@@ -67,7 +79,7 @@ class _MessageBase:
         value = self.headers.get("CSeq")
         if value is None:
             raise SipParseError("missing CSeq")
-        return CSeq.parse(value)
+        return self._cached("CSeq", value, CSeq.parse)  # type: ignore[no-any-return]
 
     @property
     def vias(self) -> list[Via]:
@@ -75,7 +87,7 @@ class _MessageBase:
         values = self.headers.get_all("Via")
         if not values:
             raise SipParseError("missing Via")
-        return parse_via_values(values)
+        return list(self._cached("Via", "\n".join(values), lambda _: tuple(parse_via_values(values))))
 
     @property
     def top_via(self) -> Via:
@@ -88,12 +100,18 @@ class _MessageBase:
     @property
     def from_(self) -> NameAddr:
         """The parsed From header."""
-        return _name_addr(self.headers, "From")
+        return self._name_addr("From")
 
     @property
     def to(self) -> NameAddr:
         """The parsed To header."""
-        return _name_addr(self.headers, "To")
+        return self._name_addr("To")
+
+    def _name_addr(self, name: str) -> NameAddr:
+        value = self.headers.get(name)
+        if value is None:
+            raise SipParseError(f"missing {name}")
+        return self._cached(name, value, NameAddr.parse)  # type: ignore[no-any-return]
 
     @property
     def contact(self) -> NameAddr | None:
@@ -119,13 +137,6 @@ class _MessageBase:
                 lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + self.body
-
-
-def _name_addr(headers: Headers, name: str) -> NameAddr:
-    value = headers.get(name)
-    if value is None:
-        raise SipParseError(f"missing {name}")
-    return NameAddr.parse(value)
 
 
 @dataclass(slots=True)

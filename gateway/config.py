@@ -1,0 +1,109 @@
+"""Gateway configuration: embedded defaults, a TOML file, then command-line flags.
+
+Everything has a default that works on one machine (``kgw demo``); a TOML file
+(``--config``) sets the rest, and flags override both. Unknown keys are
+refused so that a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.gb28181.ids import is_gb_id
+
+DEFAULT_GATEWAY_ID = "12010000002090000001"  # Tianjin (1201), type 209 access gateway
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionedDevice:
+    """A device known in advance: its own password and kindergarten."""
+
+    id: str
+    password: str | None = None
+    kindergarten_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Every setting of ``kgw gateway``."""
+
+    id: str = DEFAULT_GATEWAY_ID
+    realm: str = ""  # default: the first 10 digits of id
+    password: str = "12345678"
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    sip_tcp: bool = True
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    db: str = "var/kgw.db"
+    enrolment: str = "auto"  # or "strict"
+    keepalive_interval: float = 60.0
+    keepalive_missed: int = 3
+    query_timeout: float = 10.0
+    flush_interval: float = 2.0
+    nonce_ttl: float = 300.0
+    max_message_size: int = 65_536
+    log_level: str = "INFO"
+    devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
+
+    @property
+    def domain(self) -> str:
+        """The SIP domain / digest realm (GB/T 28181: first 10 digits of the ID)."""
+        return self.realm or self.id[:10]
+
+    def validate(self) -> GatewayConfig:
+        """Raise ConfigError for values that cannot work."""
+        if not is_gb_id(self.id):
+            raise ConfigError(f"gateway id must be 20 digits, got {self.id!r}")
+        if self.enrolment not in ("auto", "strict"):
+            raise ConfigError("enrolment must be 'auto' or 'strict'")
+        if not 0 <= self.sip_port < 65536 or not 0 <= self.http_port < 65536:
+            raise ConfigError("ports must be within 0..65535")
+        if self.keepalive_interval <= 0 or self.keepalive_missed < 1:
+            raise ConfigError("keepalive interval must be > 0 and missed count >= 1")
+        if self.flush_interval <= 0:
+            raise ConfigError("flush_interval must be > 0")
+        for device in self.devices:
+            if not is_gb_id(device.id):
+                raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
+        return self
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConfig:
+    """Defaults ← TOML file (``[gateway]`` table or top level) ← non-None overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        values.update(data.get("gateway", {k: v for k, v in data.items() if not isinstance(v, dict)}))
+        if "devices" in data:
+            values["devices"] = data["devices"]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(GatewayConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"unknown gateway settings: {', '.join(sorted(unknown))}")
+    if "devices" in values:
+        values["devices"] = tuple(_device(d) for d in values["devices"])
+    try:
+        config = replace(GatewayConfig(), **values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+    return config.validate()
+
+
+def _device(raw: Any) -> ProvisionedDevice:
+    if isinstance(raw, ProvisionedDevice):
+        return raw
+    if not isinstance(raw, dict) or "id" not in raw:
+        raise ConfigError("each [[devices]] entry needs an id")
+    extra = set(raw) - {"id", "password", "kindergarten_id"}
+    if extra:
+        raise ConfigError(f"unknown device settings: {', '.join(sorted(extra))}")
+    return ProvisionedDevice(id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id"))

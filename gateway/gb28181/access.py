@@ -1,0 +1,497 @@
+"""Device access: the gateway's GB/T 28181 core towards devices (sans-I/O).
+
+:class:`DeviceAccess` sits on a :class:`SipEndpoint` the way ``H3Connection``
+sits on ``QuicConnection``: it consumes the endpoint's events, answers
+REGISTER and MESSAGE, sends DeviceInfo/Catalog/DeviceStatus queries, tracks
+online state, and emits application events (:data:`AccessEvent`) for the
+registry, metrics and logs. Time comes in as ``now`` (loop time); the wall
+clock, needed only for the REGISTER ``Date`` header, is ``now + wall_offset``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway.errors import ManscdpError
+from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
+from gateway.gb28181.liveness import Liveness, LivenessEvent, WentOffline, WentOnline
+from gateway.gb28181.manscdp import (
+    CatalogQuery,
+    CatalogResponse,
+    DeviceInfoQuery,
+    DeviceInfoResponse,
+    DeviceStatusQuery,
+    DeviceStatusResponse,
+    Keepalive,
+    Root,
+    decode_xml,
+    parse_element,
+    serialize,
+)
+from gateway.gb28181.registrar import RegisterDecision, Registrar, Registration
+from gateway.gb28181.requests import build_message, sip_uri
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.message import SipRequest, make_response
+from gateway.gb28181.sip.transport import Peer
+
+log = logging.getLogger("kgw.access")
+ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, INVITE, INFO, SUBSCRIBE, NOTIFY, CANCEL"
+
+
+# --- events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRegistered:
+    """A device registered (``first`` is False for a refresh of a live registration)."""
+
+    device_id: str
+    peer: Peer
+    expires: int
+    user_agent: str
+    first: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUnregistered:
+    """A device sent Expires: 0."""
+
+    device_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOnline:
+    """A device came online."""
+
+    device_id: str
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceOffline:
+    """A device went offline."""
+
+    device_id: str
+    at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRefused:
+    """A REGISTER got 4xx (401 challenges included; ``status`` tells)."""
+
+    device_id: str | None
+    peer: Peer
+    status: int
+    reason: str
+    newly_blocked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogReceived:
+    """A catalog finished assembling (``partial`` when chunks were missing)."""
+
+    device_id: str
+    items: tuple[Any, ...]
+    sum_num: int
+    partial: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfoReceived:
+    """A DeviceInfo answer (solicited or not)."""
+
+    device_id: str
+    info: DeviceInfoResponse
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatusReceived:
+    """A DeviceStatus answer."""
+
+    device_id: str
+    status: DeviceStatusResponse
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFailed:
+    """A query got an error status, no transport answer, or no Response in time."""
+
+    device_id: str
+    cmd_type: str
+    sn: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManscdpReceived:
+    """Any other MANSCDP MESSAGE from a registered device (alarms come here later)."""
+
+    device_id: str
+    message: Any
+    peer: Peer
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefused:
+    """A MESSAGE was answered with an error status."""
+
+    device_id: str | None
+    peer: Peer
+    status: int
+    reason: str
+
+
+AccessEvent = (
+    DeviceRegistered | DeviceUnregistered | DeviceOnline | DeviceOffline | RegistrationRefused
+    | CatalogReceived | DeviceInfoReceived | DeviceStatusReceived | QueryFailed | ManscdpReceived
+    | MessageRefused
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessConfig:
+    """Behaviour switches of the access core."""
+
+    gateway_id: str
+    realm: str
+    keepalive_interval: float = 60.0
+    keepalive_missed: int = 3
+    query_timeout: float = 10.0
+    query_on_register: bool = True
+    catalog_first_chunk_timeout: float = 120.0
+    # WVP waits 5 s between chunks; over UDP a lost chunk is retransmitted after up to
+    # 0.5+1+2+4+4 s (Timer E), so a shorter gap commits partial catalogs needlessly.
+    catalog_gap_timeout: float = 16.0
+
+
+@dataclass(slots=True)
+class DeviceSession:
+    """What the core remembers about a registered device."""
+
+    device_id: str
+    peer: Peer
+    call_id: str
+    expires: int
+    registered_at: float
+    user_agent: str = ""
+    charset: str = "GB2312"
+    gb_version: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    device_id: str
+    cmd_type: str
+    sn: int
+    deadline: float
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _Queries:
+    by_key: dict[tuple[str, str, int], _Pending] = field(default_factory=dict)
+    heap: list[tuple[float, int, tuple[str, str, int]]] = field(default_factory=list)
+
+
+class DeviceAccess:
+    """The gateway's device-facing GB/T 28181 logic."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        registrar: Registrar,
+        config: AccessConfig,
+        *,
+        wall_offset: float = 0.0,
+    ) -> None:
+        self.endpoint = endpoint
+        self.registrar = registrar
+        self.config = config
+        self.wall_offset = wall_offset
+        self.liveness = Liveness(interval=config.keepalive_interval, missed=config.keepalive_missed)
+        self.catalogs = CatalogAssembler(
+            first_chunk_timeout=config.catalog_first_chunk_timeout, gap_timeout=config.catalog_gap_timeout
+        )
+        self.sessions: dict[str, DeviceSession] = {}
+        self._events: deque[AccessEvent] = deque()
+        self._queries = _Queries()
+        self._cseq = endpoint.ids.number(4) + 1
+        self._sn = endpoint.ids.number(5) + 1
+        self._seq = 0
+
+    # --- plumbing -------------------------------------------------------------
+
+    def next_event(self) -> AccessEvent | None:
+        """The next application event, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The earliest deadline of the core and its endpoint."""
+        candidates = [
+            t for t in (
+                self.endpoint.get_timer(),
+                self.liveness.get_timer(),
+                self.catalogs.get_timer(),
+                self._queries.heap[0][0] if self._queries.heap else None,
+            ) if t is not None
+        ]  # fmt: skip
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run every timer due at ``now``, then process resulting endpoint events."""
+        self.endpoint.handle_timer(now)
+        self._liveness_events(self.liveness.handle_timer(now))
+        for done in self.catalogs.handle_timer(now):
+            self._catalog_done(done, now)
+        self._expire_queries(now)
+        self.process(now)
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """Feed one datagram / framed message and process what it caused."""
+        self.endpoint.receive(data, peer, now)
+        self.process(now)
+
+    def process(self, now: float) -> None:
+        """Drain the endpoint's events into this core."""
+        while (event := self.endpoint.next_event()) is not None:
+            try:
+                self.handle_sip_event(event, now)
+            except Exception:  # a bug: contain it to this one event, keep serving the rest
+                log.exception("device access failed on %s", type(event).__name__)
+
+    def handle_sip_event(self, event: SipEvent, now: float) -> None:
+        """Dispatch one endpoint event."""
+        if isinstance(event, RequestReceived):
+            self._on_request(event, now)
+        elif isinstance(event, ResponseReceived):
+            self._on_response(event)
+        elif isinstance(event, TransactionTimedOut):
+            self._on_timeout(event)
+
+    # --- commands ---------------------------------------------------------------
+
+    def query_catalog(self, device_id: str, now: float) -> int | None:
+        """Ask a registered device for its catalog; returns the SN or None if unknown."""
+        sn = self._query(device_id, CatalogQuery(sn=self._next_sn(), device_id=device_id), now, track=False)
+        if sn is not None:
+            self.catalogs.expect(device_id, sn, now)
+        return sn
+
+    def query_device_info(self, device_id: str, now: float) -> int | None:
+        """Ask a registered device for DeviceInfo."""
+        return self._query(device_id, DeviceInfoQuery(sn=self._next_sn(), device_id=device_id), now)
+
+    def query_device_status(self, device_id: str, now: float) -> int | None:
+        """Ask a registered device for DeviceStatus."""
+        return self._query(device_id, DeviceStatusQuery(sn=self._next_sn(), device_id=device_id), now)
+
+    def restore_session(self, session: DeviceSession, *, online: bool, last_seen: float, expires_at: float) -> None:
+        """Seed a device known from the store after a restart."""
+        self.sessions[session.device_id] = session
+        self.liveness.restore(session.device_id, online=online, last_seen=last_seen, expires_at=expires_at)
+
+    # --- requests from devices ------------------------------------------------------
+
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request, txn = event.request, event.transaction
+        if txn is None:  # ACK for a 2xx: nothing to do in device access
+            return
+        if request.method == "REGISTER":
+            self._on_register(request, event.peer, txn, now)
+        elif request.method == "MESSAGE":
+            self._on_message(request, event.peer, txn, now)
+        elif request.method == "OPTIONS":
+            self._answer(request, txn, 200, now, extra=[("Allow", ALLOW)])
+        elif request.method in ("BYE", "INFO", "NOTIFY", "CANCEL"):
+            self._answer(request, txn, 481, now)
+        else:
+            self._answer(request, txn, 405, now, extra=[("Allow", ALLOW)])
+
+    def _on_register(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
+        wall = datetime.fromtimestamp(now + self.wall_offset)
+        decision = self.registrar.handle(request, peer, now, wall)
+        self._answer(request, txn, decision.status, now, extra=decision.headers)
+        if decision.registration is None:
+            self._events.append(RegistrationRefused(
+                decision.device_id, peer, decision.status,
+                decision.refusal.value if decision.refusal else "refused", decision.newly_blocked,
+            ))  # fmt: skip
+            return
+        self._registered(decision, decision.registration, now)
+
+    def _registered(self, decision: RegisterDecision, reg: Registration, now: float) -> None:
+        if reg.expires == 0:
+            self.sessions.pop(reg.device_id, None)
+            self._events.append(DeviceUnregistered(reg.device_id, now))
+            self._liveness_events(self.liveness.unregistered(reg.device_id, now))
+            return
+        old = self.sessions.get(reg.device_id)
+        first = not (old is not None and old.call_id == reg.call_id and self.liveness.is_registered(reg.device_id, now))
+        session = DeviceSession(
+            device_id=reg.device_id, peer=reg.peer, call_id=reg.call_id, expires=reg.expires,
+            registered_at=now, user_agent=reg.user_agent, charset=old.charset if old else "GB2312",
+            gb_version=reg.gb_version,
+        )  # fmt: skip
+        self.sessions[reg.device_id] = session
+        self._events.append(DeviceRegistered(reg.device_id, reg.peer, reg.expires, reg.user_agent, first, now))
+        self._liveness_events(self.liveness.registered(reg.device_id, reg.expires, now))
+        if first and self.config.query_on_register:
+            self.query_device_info(reg.device_id, now)
+            self.query_catalog(reg.device_id, now)
+
+    def _on_message(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
+        device_id = request.from_.uri.user or ""
+        session = self.sessions.get(device_id)
+        if session is None or not self.liveness.is_registered(device_id, now):
+            # WVP answers 404 for an unknown From user; devices then re-register.
+            self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
+            return
+        try:
+            decoded = decode_xml(request.body)
+            message = parse_element(decoded.root)
+        except ManscdpError as exc:
+            self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
+            return
+        self._answer(request, txn, 200, now)
+        session.charset = decoded.charset
+        if session.peer != peer:  # NAT rebinding or new TCP connection (notes §19 item 5)
+            session.peer = peer
+        self._liveness_events(self.liveness.heard(device_id, now))
+        self._dispatch_manscdp(device_id, message, peer, now)
+
+    def _dispatch_manscdp(self, device_id: str, message: Any, peer: Peer, now: float) -> None:
+        if isinstance(message, Keepalive):
+            return
+        if isinstance(message, CatalogResponse):
+            done = self.catalogs.add(message, now)
+            if done is not None:
+                self._catalog_done(done, now)
+        elif isinstance(message, DeviceInfoResponse):
+            self._complete_query(device_id, "DeviceInfo", message.sn)
+            self._events.append(DeviceInfoReceived(device_id, message, now))
+        elif isinstance(message, DeviceStatusResponse):
+            self._complete_query(device_id, "DeviceStatus", message.sn)
+            self._events.append(DeviceStatusReceived(device_id, message, now))
+        else:
+            self._events.append(ManscdpReceived(device_id, message, peer, now))
+
+    def _refuse_message(
+        self, request: SipRequest, peer: Peer, txn: str, device_id: str, status: int, reason: str, now: float
+    ) -> None:
+        self._answer(request, txn, status, now)
+        self._events.append(MessageRefused(device_id or None, peer, status, reason))
+
+    def _answer(
+        self, request: SipRequest, txn: str, status: int, now: float, *, extra: list[tuple[str, str]] | None = None
+    ) -> None:
+        response = make_response(request, status, to_tag=self.endpoint.new_tag(), extra=extra)
+        self.endpoint.send_response(txn, response, now)
+
+    # --- our queries ---------------------------------------------------------------
+
+    def _next_sn(self) -> int:
+        self._sn += 1
+        return self._sn
+
+    def _query(self, device_id: str, query: Any, now: float, *, track: bool = True) -> int | None:
+        session = self.sessions.get(device_id)
+        if session is None:
+            return None
+        self._cseq += 1
+        realm = device_id[:10]
+        request = build_message(
+            from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
+            to_id=device_id, to_domain=realm,
+            request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
+            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(query, session.charset),
+        )  # fmt: skip
+        context = (device_id, query.cmd_type, query.sn)
+        self.endpoint.send_request(request, session.peer, now, context=context)
+        if track:
+            key = (device_id, str(query.cmd_type), query.sn)
+            deadline = now + self.config.query_timeout
+            self._queries.by_key[key] = _Pending(device_id, str(query.cmd_type), query.sn, deadline)
+            self._seq += 1
+            heapq.heappush(self._queries.heap, (deadline, self._seq, key))
+        return int(query.sn)
+
+    def _complete_query(self, device_id: str, cmd_type: str, sn: int) -> None:
+        pending = self._queries.by_key.pop((device_id, cmd_type, sn), None)
+        if pending is not None:
+            pending.done = True
+
+    def _expire_queries(self, now: float) -> None:
+        heap = self._queries.heap
+        while heap and heap[0][0] <= now:
+            _, _, key = heapq.heappop(heap)
+            pending = self._queries.by_key.pop(key, None)
+            if pending is not None:
+                self._events.append(QueryFailed(pending.device_id, pending.cmd_type, pending.sn, "no_response"))
+
+    def _on_response(self, event: ResponseReceived) -> None:
+        if not isinstance(event.context, tuple) or event.response.status < 300:
+            return
+        device_id, cmd_type, sn = event.context
+        self._fail_query(device_id, str(cmd_type), sn, f"status_{event.response.status}")
+
+    def _on_timeout(self, event: TransactionTimedOut) -> None:
+        if isinstance(event.context, tuple):
+            device_id, cmd_type, sn = event.context
+            self._fail_query(device_id, str(cmd_type), sn, "transport_timeout")
+
+    def _fail_query(self, device_id: str, cmd_type: str, sn: int, reason: str) -> None:
+        """Report a failed query once: only if it is still outstanding."""
+        if cmd_type == "Catalog":
+            outstanding = self.catalogs.cancel(device_id, sn)
+        else:
+            outstanding = self._queries.by_key.pop((device_id, cmd_type, sn), None) is not None
+        if outstanding:
+            self._events.append(QueryFailed(device_id, cmd_type, sn, reason))
+
+    def _catalog_done(self, done: CatalogCompleted, now: float) -> None:
+        if done.timed_out and not done.items:
+            self._events.append(QueryFailed(done.device_id, "Catalog", done.sn, "no_response"))
+            return
+        self._events.append(CatalogReceived(done.device_id, done.items, done.sum_num, done.partial, now))
+
+    def _liveness_events(self, events: list[LivenessEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, WentOnline):
+                self._events.append(DeviceOnline(ev.device_id, ev.at, ev.reason))
+            elif isinstance(ev, WentOffline):
+                self._events.append(DeviceOffline(ev.device_id, ev.at, ev.reason.value))
+            else:  # the registration lapsed: forget the session (the registry keeps the device)
+                self.sessions.pop(ev.device_id, None)
+
+
+__all__ = [
+    "AccessConfig",
+    "AccessEvent",
+    "CatalogReceived",
+    "DeviceAccess",
+    "DeviceInfoReceived",
+    "DeviceOffline",
+    "DeviceOnline",
+    "DeviceRegistered",
+    "DeviceSession",
+    "DeviceStatusReceived",
+    "DeviceUnregistered",
+    "ManscdpReceived",
+    "MessageRefused",
+    "QueryFailed",
+    "RegistrationRefused",
+    "Root",
+]

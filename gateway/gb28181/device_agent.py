@@ -1,0 +1,458 @@
+"""A GB/T 28181 device in the device role (sans-I/O), for simulators and tests.
+
+:class:`DeviceAgent` registers with digest, refreshes before expiry, sends
+keepalives, and answers Catalog / DeviceInfo / DeviceStatus queries the way
+an NVR, IPC or alarm box does. Many agents share one :class:`SipEndpoint`
+(one socket per kindergarten, as behind a NAT); :class:`AgentHost` routes the
+endpoint's events to them. Misbehaviour switches (wrong password, silent,
+flapping, malformed bodies) let tests and operators provoke every failure
+path of the gateway.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from gateway.errors import GatewayError
+from gateway.gb28181.manscdp import (
+    CatalogItem,
+    CatalogQuery,
+    DeviceInfoQuery,
+    DeviceInfoResponse,
+    DeviceStatusQuery,
+    DeviceStatusResponse,
+    Keepalive,
+    decode_xml,
+    parse_element,
+    serialize,
+    split_catalog,
+)
+from gateway.gb28181.requests import build_message, build_register, register_uri, sip_uri
+from gateway.gb28181.sip.auth import DigestClient
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.message import SipRequest, make_response
+from gateway.gb28181.sip.transport import Peer
+
+
+class AgentState(str, Enum):
+    """Registration state of a simulated device."""
+
+    IDLE = "idle"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    RETRY_WAIT = "retry_wait"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """Who the device is and what it reports."""
+
+    device_id: str
+    password: str
+    name: str
+    manufacturer: str = "kgw-sim"
+    model: str = "SIM-1"
+    firmware: str = "V1.0.0"
+    channels: tuple[CatalogItem, ...] = ()
+    user_agent: str = "kgw-sim"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """The platform the device registers with."""
+
+    server_id: str
+    domain: str
+    peer: Peer
+
+
+@dataclass(slots=True)
+class Misbehaviour:
+    """Switches that make a device misbehave on purpose."""
+
+    wrong_password: bool = False
+    silent: bool = False          # stop keepalives (and answer nothing)
+    flap_period: float = 0.0      # > 0: alternate silent/talking every period seconds
+    malformed_every: int = 0      # > 0: every n-th keepalive body is broken XML
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTiming:
+    """Registration and keepalive timing."""
+
+    expires: int = 3600
+    keepalive_interval: float = 60.0
+    refresh_ratio: float = 0.8
+    retry_delay: float = 5.0
+    catalog_per_message: int = 4
+
+
+class _Timer(str, Enum):
+    REGISTER = "register"
+    KEEPALIVE = "keepalive"
+
+
+class AgentError(GatewayError):
+    """A simulated device cannot proceed (bad challenge…)."""
+
+
+@dataclass(slots=True)
+class AgentStats:
+    """What the device saw, for tests and the fleet summary."""
+
+    registrations: int = 0
+    challenges: int = 0
+    refusals: int = 0
+    keepalives_sent: int = 0
+    keepalive_failures: int = 0
+    queries_answered: int = 0
+    last_refusal: int | None = None
+    invites_received: int = 0
+
+
+class DeviceAgent:
+    """One simulated device on a (possibly shared) endpoint."""
+
+    def __init__(
+        self,
+        profile: DeviceProfile,
+        server: ServerInfo,
+        endpoint: SipEndpoint,
+        *,
+        timing: AgentTiming | None = None,
+        misbehaviour: Misbehaviour | None = None,
+    ) -> None:
+        self.profile = profile
+        self.server = server
+        self.endpoint = endpoint
+        self.timing = timing or AgentTiming()
+        self.misbehaviour = misbehaviour or Misbehaviour()
+        self.state = AgentState.IDLE
+        self.stats = AgentStats()
+        self._digest = DigestClient(profile.device_id, "wrong-" + profile.password if self.misbehaviour.wrong_password else profile.password)
+        self._call_id = endpoint.new_call_id()
+        self._from_tag = endpoint.new_tag()
+        self._cseq = 0
+        self._sn = 0
+        self._challenge: str | None = None
+        self._challenges_in_row = 0
+        self._timers: dict[_Timer, float] = {}
+        self._catalog_queue: list[Any] = []
+        self._started_at = 0.0
+
+    # --- lifecycle -----------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Begin registering."""
+        self._started_at = now
+        self._register(now, self.timing.expires)
+
+    def stop(self, now: float, *, unregister: bool = True) -> None:
+        """Stop; optionally send REGISTER Expires: 0 first."""
+        if unregister and self.state is AgentState.REGISTERED:
+            self._register(now, 0)
+        self.state = AgentState.STOPPED
+        self._timers.clear()
+
+    @property
+    def registered(self) -> bool:
+        """True once the server accepted the registration."""
+        return self.state is AgentState.REGISTERED
+
+    def owns(self, target_id: str) -> bool:
+        """Whether a request for ``target_id`` is for this device (itself or a channel)."""
+        return target_id == self.profile.device_id or any(c.device_id == target_id for c in self.profile.channels)
+
+    def get_timer(self) -> float | None:
+        """This agent's earliest deadline."""
+        return min(self._timers.values()) if self._timers else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run due timers."""
+        for timer, at in list(self._timers.items()):
+            if at > now:
+                continue
+            del self._timers[timer]
+            if timer is _Timer.REGISTER:
+                self._register(now, self.timing.expires)
+            elif timer is _Timer.KEEPALIVE:
+                self._keepalive(now)
+
+    # --- events from the shared endpoint -----------------------------------------
+
+    def handle_request(self, event: RequestReceived, now: float) -> None:
+        """A request addressed to this device."""
+        request = event.request
+        if event.transaction is None:
+            return
+        if self._is_silent(now):
+            return  # a dead device answers nothing; the gateway's transaction times out
+        if request.method != "MESSAGE":
+            if request.method == "INVITE":
+                self.stats.invites_received += 1
+            self._answer(request, event.transaction, 501 if request.method == "INVITE" else 405, now)
+            return
+        try:
+            message = parse_element(decode_xml(request.body).root)
+        except GatewayError:
+            self._answer(request, event.transaction, 400, now)
+            return
+        self._answer(request, event.transaction, 200, now)
+        self._on_query(message, now)
+
+    def handle_response(self, event: ResponseReceived, now: float) -> None:
+        """A response to something this device sent."""
+        kind = event.context[1] if isinstance(event.context, tuple) else None
+        status = event.response.status
+        if kind == "register":
+            self._on_register_response(event, now)
+        elif kind == "keepalive" and status >= 300:
+            self.stats.keepalive_failures += 1
+            if status in (401, 403, 404, 481):  # the platform forgot us: register again
+                self._reregister_soon(now)
+        elif kind == "catalog" and status >= 200:
+            self._send_next_catalog_chunk(now)
+
+    def handle_timeout(self, event: TransactionTimedOut, now: float) -> None:
+        """A request of this device got no answer."""
+        kind = event.context[1] if isinstance(event.context, tuple) else None
+        if kind == "register" and self.state is not AgentState.STOPPED:
+            self.state = AgentState.RETRY_WAIT
+            self._timers[_Timer.REGISTER] = now + self.timing.retry_delay
+        elif kind == "keepalive":
+            self.stats.keepalive_failures += 1
+        elif kind == "catalog":
+            self._send_next_catalog_chunk(now)
+
+    # --- registration ------------------------------------------------------------------
+
+    def _register(self, now: float, expires: int, authorization: str | None = None) -> None:
+        if self.state is AgentState.STOPPED and expires > 0:
+            return  # a stopped device may still finish its unregistration
+        if authorization is None and self._challenge is not None:
+            authorization = self._authorize(self._challenge)  # re-use the nonce (nc+1)
+        self._cseq += 1
+        host, port = self.endpoint.local_host, self.endpoint.local_port
+        request = build_register(
+            device_id=self.profile.device_id, domain=self.server.domain, server_id=self.server.server_id,
+            contact_host=host, contact_port=port, from_tag=self._from_tag, call_id=self._call_id,
+            cseq=self._cseq, expires=expires, authorization=authorization, user_agent=self.profile.user_agent,
+        )  # fmt: skip
+        if expires > 0:
+            self.state = AgentState.REGISTERING
+        self.endpoint.send_request(request, self.server.peer, now, context=(self, "register", expires))
+
+    def _authorize(self, challenge: str) -> str:
+        uri = register_uri(self.server.server_id, self.server.domain)
+        return self._digest.authorization(challenge, "REGISTER", uri, cnonce=self.endpoint.ids.token(4))
+
+    def _on_register_response(self, event: ResponseReceived, now: float) -> None:
+        status = event.response.status
+        expires = event.context[2] if isinstance(event.context, tuple) else self.timing.expires
+        if status < 200:
+            return
+        if status == 401:
+            challenge = event.response.headers.get("WWW-Authenticate")
+            self.stats.challenges += 1
+            self._challenges_in_row += 1
+            if challenge is None or self._challenges_in_row > 3:  # never loop on 401s
+                self._challenges_in_row = 0
+                self._reregister_soon(now)
+                return
+            self._challenge = challenge
+            try:
+                authorization = self._authorize(challenge)
+            except GatewayError:
+                self._reregister_soon(now)
+                return
+            self._register(now, expires, authorization)
+            return
+        if 200 <= status < 300:
+            self._challenges_in_row = 0
+            if expires == 0:
+                return
+            self.state = AgentState.REGISTERED
+            self.stats.registrations += 1
+            self._timers[_Timer.REGISTER] = now + expires * self.timing.refresh_ratio
+            if _Timer.KEEPALIVE not in self._timers:
+                self._keepalive(now)
+            return
+        self.stats.refusals += 1
+        self.stats.last_refusal = status
+        self._challenge = None
+        self._reregister_soon(now, delay=max(self.timing.retry_delay, 30.0) if status == 403 else None)
+
+    def _reregister_soon(self, now: float, delay: float | None = None) -> None:
+        if self.state is AgentState.STOPPED:
+            return
+        self.state = AgentState.RETRY_WAIT
+        self._timers.pop(_Timer.KEEPALIVE, None)
+        self._timers[_Timer.REGISTER] = now + (delay if delay is not None else self.timing.retry_delay)
+
+    # --- keepalive ------------------------------------------------------------------------
+
+    def _is_silent(self, now: float) -> bool:
+        if self.misbehaviour.silent:
+            return True
+        period = self.misbehaviour.flap_period
+        return period > 0 and int((now - self._started_at) / period) % 2 == 1
+
+    def _keepalive(self, now: float) -> None:
+        if self.state is not AgentState.REGISTERED:
+            return
+        self._timers[_Timer.KEEPALIVE] = now + self.timing.keepalive_interval
+        if self._is_silent(now):
+            return
+        self.stats.keepalives_sent += 1
+        body = serialize(Keepalive(sn=self._next_sn(), device_id=self.profile.device_id, status="OK"))
+        every = self.misbehaviour.malformed_every
+        if every and self.stats.keepalives_sent % every == 0:
+            body = body.replace(b"</Notify>", b"<Notify>")  # broken on purpose
+        self._send_message(body, now, "keepalive")
+
+    def send_keepalive_now(self, now: float) -> None:
+        """Send a keepalive immediately (tests, and after resuming)."""
+        self._keepalive(now)
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def _on_query(self, message: Any, now: float) -> None:
+        self.stats.queries_answered += 1
+        device_id = self.profile.device_id
+        if isinstance(message, DeviceInfoQuery):
+            info = DeviceInfoResponse(
+                sn=message.sn, device_id=device_id, device_name=self.profile.name, result="OK",
+                manufacturer=self.profile.manufacturer, model=self.profile.model,
+                firmware=self.profile.firmware, channel=len(self.profile.channels),
+            )  # fmt: skip
+            self._send_message(serialize(info), now, "response")
+        elif isinstance(message, DeviceStatusQuery):
+            status = DeviceStatusResponse(
+                sn=message.sn, device_id=device_id, result="OK", online="ONLINE", status="OK",
+                encode="ON", record="OFF",
+            )  # fmt: skip
+            self._send_message(serialize(status), now, "response")
+        elif isinstance(message, CatalogQuery):
+            chunks = split_catalog(message.sn, device_id, self.profile.channels, self.timing.catalog_per_message)
+            self._catalog_queue = list(chunks)
+            self._send_next_catalog_chunk(now)
+
+    def _send_next_catalog_chunk(self, now: float) -> None:
+        """Send chunks one at a time, each after the previous one's 200 (WVP's pacing)."""
+        if not self._catalog_queue:
+            return
+        chunk = self._catalog_queue.pop(0)
+        self._send_message(serialize(chunk), now, "catalog")
+
+    def _next_sn(self) -> int:
+        self._sn += 1
+        return self._sn
+
+    def _send_message(self, body: bytes, now: float, kind: str) -> None:
+        self._cseq += 1
+        request = build_message(
+            from_id=self.profile.device_id, from_domain=self.server.domain, from_tag=self.endpoint.new_tag(),
+            to_id=self.server.server_id, to_domain=self.server.domain,
+            request_uri=sip_uri(self.server.server_id, self.server.domain),
+            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=body,
+        )  # fmt: skip
+        self.endpoint.send_request(request, self.server.peer, now, context=(self, kind))
+
+    def _answer(self, request: SipRequest, txn: str, status: int, now: float) -> None:
+        self.endpoint.send_response(txn, make_response(request, status, to_tag=self.endpoint.new_tag()), now)
+
+
+@dataclass
+class AgentHost:
+    """Agents sharing one endpoint; routes endpoint events to the right agent."""
+
+    endpoint: SipEndpoint
+    agents: dict[str, DeviceAgent] = field(default_factory=dict)
+    _routes: dict[str, DeviceAgent] = field(default_factory=dict)
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
+    _seq: int = 0
+    unrouted: int = 0
+
+    def add(self, agent: DeviceAgent) -> None:
+        """Attach an agent; requests for its ID or channel IDs reach it."""
+        self.agents[agent.profile.device_id] = agent
+        self._routes[agent.profile.device_id] = agent
+        for channel in agent.profile.channels:
+            self._routes.setdefault(channel.device_id, agent)
+
+    def start_all(self, now: float, agents: Iterable[DeviceAgent] | None = None) -> None:
+        """Start agents (all by default)."""
+        for agent in agents if agents is not None else self.agents.values():
+            agent.start(now)
+            self._schedule(agent)
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None:
+        """Feed bytes to the shared endpoint and route what comes out."""
+        self.endpoint.receive(data, peer, now)
+        self.process(now)
+
+    def process(self, now: float) -> None:
+        """Route every pending endpoint event."""
+        while (event := self.endpoint.next_event()) is not None:
+            self._route(event, now)
+
+    def _route(self, event: SipEvent, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            target = _target_id(event.request)
+            agent = self._routes.get(target or "")
+            if agent is None:
+                self.unrouted += 1
+                if event.transaction is not None:
+                    response = make_response(event.request, 404, to_tag=self.endpoint.new_tag())
+                    self.endpoint.send_response(event.transaction, response, now)
+                return
+            agent.handle_request(event, now)
+            self._schedule(agent)
+            return
+        context = getattr(event, "context", None)
+        agent = context[0] if isinstance(context, tuple) and context and isinstance(context[0], DeviceAgent) else None
+        if agent is None:
+            return
+        if isinstance(event, ResponseReceived):
+            agent.handle_response(event, now)
+        else:
+            agent.handle_timeout(event, now)
+        self._schedule(agent)
+
+    def get_timer(self) -> float | None:
+        """Earliest deadline of the endpoint and every agent."""
+        candidates = [t for t in (self.endpoint.get_timer(), self._heap[0][0] if self._heap else None) if t is not None]
+        return min(candidates) if candidates else None
+
+    def handle_timer(self, now: float) -> None:
+        """Run due endpoint and agent timers."""
+        self.endpoint.handle_timer(now)
+        self.process(now)
+        while self._heap and self._heap[0][0] <= now:
+            _, _, device_id = heapq.heappop(self._heap)
+            agent = self.agents.get(device_id)
+            if agent is None:
+                continue
+            agent.handle_timer(now)
+            self.process(now)
+            self._schedule(agent)
+
+    def _schedule(self, agent: DeviceAgent) -> None:
+        deadline = agent.get_timer()
+        if deadline is not None:
+            self._seq += 1
+            heapq.heappush(self._heap, (deadline, self._seq, agent.profile.device_id))
+
+
+def _target_id(request: SipRequest) -> str | None:
+    """The device or channel a request is for: Request-URI user, else To user."""
+    try:
+        user = request.uri.split(":", 1)[1].split("@", 1)[0] if "@" in request.uri else None
+        return user or request.to.uri.user
+    except GatewayError:
+        return None

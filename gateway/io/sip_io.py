@@ -1,0 +1,199 @@
+"""asyncio adapters for SIP cores: they move bytes and run one timer, nothing else.
+
+:class:`SipDriver` binds one UDP socket and (optionally) one TCP listener on
+the same port, feeds every datagram / framed stream message to a sans-I/O
+core, sends what the core's endpoint queued, and keeps exactly one
+``loop.call_at`` armed at the core's next deadline. Exceptions from the core
+are contained here (STYLE.md §6): one bad packet must never stall the loop
+or tear down a device's TCP connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+from gateway.gb28181.sip.endpoint import SipEndpoint
+from gateway.gb28181.sip.framing import FramedMessage, SipFramingError, StreamFramer
+from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.errors import MessageTooLarge
+
+log = logging.getLogger("kgw.sip.io")
+UDP_BUFFER = 4 * 1024 * 1024
+
+
+class SipCore(Protocol):
+    """What a driver needs from a core (DeviceAccess, AgentHost…)."""
+
+    endpoint: SipEndpoint
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> None: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+
+
+class SipDriver:
+    """Runs a core on a UDP socket and a TCP listener/connections."""
+
+    def __init__(self, core: SipCore, *, on_activity: Callable[[], None] | None = None) -> None:
+        self.core = core
+        self.loop = asyncio.get_running_loop()
+        self.on_activity = on_activity or (lambda: None)
+        self.udp: asyncio.DatagramTransport | None = None
+        self.tcp_server: asyncio.base_events.Server | None = None
+        self.connections: dict[int, _SipStream] = {}
+        self._by_addr: dict[tuple[str, int], int] = {}
+        self._next_conn = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+
+    async def listen(self, host: str, port: int, *, tcp: bool = True) -> int:
+        """Bind UDP (and TCP on the same port); returns the bound port."""
+        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _SipDatagram(self), local_addr=(host, port))
+        bound = self.udp.get_extra_info("sockname")[1]
+        sock = self.udp.get_extra_info("socket")
+        try:  # a registration storm arrives in bursts: give the kernel room (ZLM uses 4 MiB too)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER)
+        except OSError:
+            pass
+        if tcp:
+            self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, bound)
+        self.core.endpoint.local_host, self.core.endpoint.local_port = host, bound
+        return int(bound)
+
+    async def connect_tcp(self, host: str, port: int) -> Peer:
+        """Open a TCP connection (device side); returns the Peer to send on."""
+        transport, stream = await self.loop.create_connection(lambda: _SipStream(self), host, port)
+        assert stream.conn_id is not None
+        local = transport.get_extra_info("sockname")
+        self.core.endpoint.local_host, self.core.endpoint.local_port = local[0], local[1]
+        return Peer(Transport.TCP, host, port, stream.conn_id)
+
+    def close(self) -> None:
+        """Close every socket and the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp_server is not None:
+            self.tcp_server.close()
+        for stream in list(self.connections.values()):
+            stream.transport.close()
+
+    # --- called by the protocols ---------------------------------------------
+
+    def deliver(self, data: bytes, peer: Peer) -> None:
+        """Hand bytes to the core, contain failures, then flush and re-arm."""
+        try:
+            self.core.receive(data, peer, self.loop.time())
+        except Exception:  # a bug, not bad input: log once with context, keep serving
+            log.exception("SIP core failed on %d bytes from %s", len(data), peer)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the endpoint queued, notify the app, re-arm the timer."""
+        for data, peer in self.core.endpoint.data_to_send():
+            self._send(data, peer)
+        try:
+            self.on_activity()
+        except Exception:
+            log.exception("activity callback failed")
+        for data, peer in self.core.endpoint.data_to_send():
+            self._send(data, peer)
+        self._rearm()
+
+    def _send(self, data: bytes, peer: Peer) -> None:
+        if peer.transport is Transport.UDP:
+            if self.udp is not None:
+                self.udp.sendto(data, (peer.host, peer.port))
+            return
+        conn = peer.conn_id if peer.conn_id is not None else self._by_addr.get((peer.host, peer.port))
+        stream = self.connections.get(conn) if conn is not None else None
+        if stream is None:
+            log.debug("no TCP connection for %s; dropping %d bytes", peer, len(data))
+            return
+        stream.transport.write(data)
+
+    def _rearm(self) -> None:
+        deadline = self.core.get_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        try:
+            self.core.handle_timer(self.loop.time())
+        except Exception:
+            log.exception("SIP core timer failed")
+        self.flush()
+
+    def _register_stream(self, stream: _SipStream, addr: tuple[str, int]) -> int:
+        self._next_conn += 1
+        self.connections[self._next_conn] = stream
+        self._by_addr[addr] = self._next_conn
+        return self._next_conn
+
+    def _forget_stream(self, stream: _SipStream) -> None:
+        if stream.conn_id is None:
+            return
+        self.connections.pop(stream.conn_id, None)
+        if self._by_addr.get(stream.addr) == stream.conn_id:
+            del self._by_addr[stream.addr]
+        self.core.endpoint.transport_error(stream.peer, self.loop.time())
+        self.flush()
+
+
+class _SipDatagram(asyncio.DatagramProtocol):
+    def __init__(self, driver: SipDriver) -> None:
+        self.driver = driver
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        self.driver.deliver(data, Peer(Transport.UDP, addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _SipStream(asyncio.Protocol):
+    def __init__(self, driver: SipDriver) -> None:
+        self.driver = driver
+        self.framer = StreamFramer(max_message=driver.core.endpoint.max_message_size)
+        self.conn_id: int | None = None
+        self.addr: tuple[str, int] = ("", 0)
+        self.peer = Peer(Transport.TCP, "", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        host, port = transport.get_extra_info("peername")[:2]
+        self.addr = (host, port)
+        self.conn_id = self.driver._register_stream(self, self.addr)
+        self.peer = Peer(Transport.TCP, host, port, self.conn_id)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            items = self.framer.feed(data)
+        except MessageTooLarge:
+            self.driver.core.endpoint.reject_oversized(data[:4096], self.peer)
+            self.driver.flush()
+            self.transport.close()
+            return
+        except SipFramingError as exc:
+            log.info("closing SIP/TCP %s: %s", self.peer, exc.reason)
+            self.transport.close()
+            return
+        for item in items:
+            if isinstance(item, FramedMessage):
+                self.driver.deliver(item.data, self.peer)
+            else:
+                self.transport.write(b"\r\n")  # RFC 5626 pong
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.driver._forget_stream(self)

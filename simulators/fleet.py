@@ -1,0 +1,219 @@
+"""A fleet of simulated GB/T 28181 devices: one kindergarten = one socket.
+
+Each kindergarten of the simulated city sits behind its own address, as it
+would behind its NAT: its devices (NVR, alarm box, perimeter alarm, or one
+IPC per camera) share one UDP socket or one TCP connection to the gateway,
+exactly like devices behind a kindergarten's router share its public
+address. The SIP logic is the gateway's own device-role core
+(:class:`~gateway.gb28181.device_agent.DeviceAgent`); this module only builds
+profiles from the city plan and runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.gb28181.device_agent import (
+    AgentHost,
+    AgentState,
+    AgentTiming,
+    DeviceAgent,
+    DeviceProfile,
+    Misbehaviour,
+    ServerInfo,
+)
+from gateway.gb28181.manscdp import CatalogItem
+from gateway.gb28181.sip.endpoint import SipEndpoint
+from gateway.gb28181.sip.idsource import RandomIds
+from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.io.sip_io import SipDriver
+from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
+
+log = logging.getLogger("kgw.simulate")
+
+
+@dataclass(frozen=True, slots=True)
+class FleetOptions:
+    """Everything ``kgw simulate`` can set."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 5060
+    gateway_id: str = "12010000002090000001"
+    password: str = "12345678"
+    kindergartens: int = 10
+    transport: Transport = Transport.UDP
+    seed: int = 2020
+    ipc_mode: bool = False
+    cameras: tuple[int, int] = (8, 16)
+    expires: int = 3600
+    keepalive_interval: float = 60.0
+    rate: float = 2000.0  # devices started per second
+    wrong_password: int = 0  # how many devices use a wrong password
+    silent: int = 0  # how many devices never keep alive
+    flap: int = 0  # how many devices alternate silent/talking
+    flap_period: float = 180.0
+    malformed: int = 0  # how many devices send a broken keepalive every 3rd time
+    local_host: str = "127.0.0.1"
+    api: str | None = None  # gateway HTTP API to provision kindergartens into
+
+    @property
+    def domain(self) -> str:
+        """The gateway's SIP domain."""
+        return self.gateway_id[:10]
+
+
+@dataclass
+class KindergartenNode:
+    """One simulated kindergarten's devices and socket."""
+
+    plan: SimKindergarten
+    host: AgentHost
+    driver: SipDriver | None = None
+
+
+@dataclass
+class Fleet:
+    """Runs the simulated city against a gateway."""
+
+    options: FleetOptions
+    city: list[SimKindergarten] = field(default_factory=list)
+    nodes: list[KindergartenNode] = field(default_factory=list)
+    agents: dict[str, DeviceAgent] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        """Build the city, provision it (if an API is given), open sockets, start registering."""
+        opts = self.options
+        raise_fd_limit()
+        self.city = build_city(opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras,
+                               ipc_mode=opts.ipc_mode)
+        summary = city_summary(self.city)
+        log.info("simulated city: %d kindergartens, %d devices, %d channels",
+                 summary["kindergartens"], summary["devices"], summary["channels"])
+        if opts.api:
+            await asyncio.to_thread(provision, opts.api, self.city)
+        misbehaviours = self._misbehaviour_plan(summary["devices"])
+        index = 0
+        for plan in self.city:
+            endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
+            node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
+            node.driver = SipDriver(node.host)
+            if opts.transport is Transport.UDP:
+                await node.driver.listen(opts.local_host, 0, tcp=False)
+                server_peer = Peer(Transport.UDP, opts.gateway_host, opts.gateway_port)
+            else:
+                server_peer = await node.driver.connect_tcp(opts.gateway_host, opts.gateway_port)
+                endpoint.local_host = opts.local_host
+            server = ServerInfo(server_id=opts.gateway_id, domain=opts.domain, peer=server_peer)
+            for device in plan.devices:
+                agent = DeviceAgent(
+                    device_profile(device, plan, opts.password), server, endpoint,
+                    timing=AgentTiming(expires=opts.expires, keepalive_interval=opts.keepalive_interval),
+                    misbehaviour=misbehaviours.get(index, Misbehaviour()),
+                )  # fmt: skip
+                index += 1
+                node.host.add(agent)
+                self.agents[device.id] = agent
+            self.nodes.append(node)
+        await self._ramp()
+
+    async def _ramp(self) -> None:
+        """Start devices at ``rate`` per second so the first burst does not overflow buffers."""
+        loop = asyncio.get_running_loop()
+        batch = max(1, int(self.options.rate / 20))
+        started = 0
+        for node in self.nodes:
+            node.host.start_all(loop.time())
+            assert node.driver is not None
+            node.driver.flush()
+            started += len(node.host.agents)
+            if started >= batch:
+                started = 0
+                await asyncio.sleep(batch / self.options.rate)
+
+    def _misbehaviour_plan(self, total: int) -> dict[int, Misbehaviour]:
+        """Spread the misbehaving devices evenly over the city (deterministic)."""
+        opts = self.options
+        kinds = [
+            (opts.wrong_password, lambda: Misbehaviour(wrong_password=True)),
+            (opts.silent, lambda: Misbehaviour(silent=True)),
+            (opts.flap, lambda: Misbehaviour(flap_period=opts.flap_period)),
+            (opts.malformed, lambda: Misbehaviour(malformed_every=3)),
+        ]
+        wanted = [make for count, make in kinds for _ in range(count)][:total]
+        step = max(1, total // max(1, len(wanted)))
+        return {i * step: make() for i, make in enumerate(wanted)}
+
+    async def stop(self, *, unregister: bool = True) -> None:
+        """Unregister (optionally), wait briefly for the answers, close sockets."""
+        loop = asyncio.get_running_loop()
+        for node in self.nodes:
+            for agent in node.host.agents.values():
+                agent.stop(loop.time(), unregister=unregister)
+            if node.driver is not None:
+                node.driver.flush()
+        if unregister and self.nodes:
+            await asyncio.sleep(0.3)
+        for node in self.nodes:
+            if node.driver is not None:
+                node.driver.close()
+
+    def summary(self) -> dict[str, Any]:
+        """Counts by agent state, for progress lines and tests."""
+        states: dict[str, int] = {}
+        for agent in self.agents.values():
+            states[agent.state.value] = states.get(agent.state.value, 0) + 1
+        return {
+            "devices": len(self.agents),
+            "registered": states.get(AgentState.REGISTERED.value, 0),
+            "states": states,
+            "keepalives_sent": sum(a.stats.keepalives_sent for a in self.agents.values()),
+            "refusals": sum(a.stats.refusals for a in self.agents.values()),
+        }
+
+
+def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: str) -> DeviceProfile:
+    """A device-role profile from the city plan; channels become catalog items."""
+    items = tuple(
+        CatalogItem(
+            device_id=channel.id, name=channel.name, manufacturer=device.manufacturer, model=device.model,
+            owner="Owner", civil_code=kindergarten.district_code, address=channel.address, parental=0,
+            parent_id=device.id, safety_way=0, register_way=1, secrecy=0, status="ON",
+            longitude=channel.longitude, latitude=channel.latitude,
+            ptz_type=3 if channel.kind == "camera" else None,
+        )
+        for channel in device.channels
+    )  # fmt: skip
+    return DeviceProfile(
+        device_id=device.id, password=password, name=device.name, manufacturer=device.manufacturer,
+        model=device.model, firmware=device.firmware, channels=items, user_agent=f"{device.manufacturer} kgw-sim",
+    )  # fmt: skip
+
+
+def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
+    """POST the city's kindergartens to the gateway API (blocking; run in a thread)."""
+    rows = [
+        {"id": k.id, "name": k.name, "district_code": k.district_code, "address": k.address,
+         "longitude": k.longitude, "latitude": k.latitude}
+        for k in city
+    ]  # fmt: skip
+    for start in range(0, len(rows), chunk):
+        body = json.dumps(rows[start : start + chunk], ensure_ascii=False).encode()
+        request = urllib.request.Request(
+            api.rstrip("/") + "/api/kindergartens", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+    log.info("provisioned %d kindergartens at %s", len(rows), api)
+
+
+def raise_fd_limit() -> None:
+    """One socket per kindergarten: lift the soft file limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
