@@ -10,10 +10,9 @@ clock, needed only for the REGISTER ``Date`` header, is ``now + wall_offset``.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +32,7 @@ from gateway.gb28181.manscdp import (
     parse_element,
     serialize,
 )
+from gateway.gb28181.queries import QueryBook
 from gateway.gb28181.registrar import RegisterDecision, Registrar, Registration
 from gateway.gb28181.requests import build_message, sip_uri
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
@@ -170,6 +170,7 @@ class AccessConfig:
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0
+    max_inflight_queries: int = 64
     query_on_register: bool = True
     catalog_first_chunk_timeout: float = 120.0
     # WVP waits 5 s between chunks; over UDP a lost chunk is retransmitted after up to
@@ -189,21 +190,6 @@ class DeviceSession:
     user_agent: str = ""
     charset: str = "GB2312"
     gb_version: str | None = None
-
-
-@dataclass(slots=True)
-class _Pending:
-    device_id: str
-    cmd_type: str
-    sn: int
-    deadline: float
-    done: bool = False
-
-
-@dataclass(slots=True)
-class _Queries:
-    by_key: dict[tuple[str, str, int], _Pending] = field(default_factory=dict)
-    heap: list[tuple[float, int, tuple[str, str, int]]] = field(default_factory=list)
 
 
 class DeviceAccess:
@@ -227,10 +213,9 @@ class DeviceAccess:
         )
         self.sessions: dict[str, DeviceSession] = {}
         self._events: deque[AccessEvent] = deque()
-        self._queries = _Queries()
+        self.queries = QueryBook(max_inflight=config.max_inflight_queries, timeout=config.query_timeout)
         self._cseq = endpoint.ids.number(4) + 1
         self._sn = endpoint.ids.number(5) + 1
-        self._seq = 0
 
     # --- plumbing -------------------------------------------------------------
 
@@ -245,7 +230,7 @@ class DeviceAccess:
                 self.endpoint.get_timer(),
                 self.liveness.get_timer(),
                 self.catalogs.get_timer(),
-                self._queries.heap[0][0] if self._queries.heap else None,
+                self.queries.get_timer(),
             ) if t is not None
         ]  # fmt: skip
         return min(candidates) if candidates else None
@@ -277,18 +262,15 @@ class DeviceAccess:
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):
-            self._on_response(event)
+            self._on_response(event, now)
         elif isinstance(event, TransactionTimedOut):
-            self._on_timeout(event)
+            self._on_timeout(event, now)
 
     # --- commands ---------------------------------------------------------------
 
     def query_catalog(self, device_id: str, now: float) -> int | None:
         """Ask a registered device for its catalog; returns the SN or None if unknown."""
-        sn = self._query(device_id, CatalogQuery(sn=self._next_sn(), device_id=device_id), now, track=False)
-        if sn is not None:
-            self.catalogs.expect(device_id, sn, now)
-        return sn
+        return self._query(device_id, CatalogQuery(sn=self._next_sn(), device_id=device_id), now)
 
     def query_device_info(self, device_id: str, now: float) -> int | None:
         """Ask a registered device for DeviceInfo."""
@@ -380,10 +362,10 @@ class DeviceAccess:
             if done is not None:
                 self._catalog_done(done, now)
         elif isinstance(message, DeviceInfoResponse):
-            self._complete_query(device_id, "DeviceInfo", message.sn)
+            self._complete_query(device_id, "DeviceInfo", message.sn, now)
             self._events.append(DeviceInfoReceived(device_id, message, now))
         elif isinstance(message, DeviceStatusResponse):
-            self._complete_query(device_id, "DeviceStatus", message.sn)
+            self._complete_query(device_id, "DeviceStatus", message.sn, now)
             self._events.append(DeviceStatusReceived(device_id, message, now))
         else:
             self._events.append(ManscdpReceived(device_id, message, peer, now))
@@ -406,62 +388,65 @@ class DeviceAccess:
         self._sn += 1
         return self._sn
 
-    def _query(self, device_id: str, query: Any, now: float, *, track: bool = True) -> int | None:
-        session = self.sessions.get(device_id)
-        if session is None:
+    def _query(self, device_id: str, query: Any, now: float) -> int | None:
+        """Queue a query (QueryBook caps how many run at once) and send what may go."""
+        if device_id not in self.sessions:
             return None
-        self._cseq += 1
-        realm = device_id[:10]
-        request = build_message(
-            from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
-            to_id=device_id, to_domain=realm,
-            request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
-            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(query, session.charset),
-        )  # fmt: skip
-        context = (device_id, query.cmd_type, query.sn)
-        self.endpoint.send_request(request, session.peer, now, context=context)
-        if track:
-            key = (device_id, str(query.cmd_type), query.sn)
-            deadline = now + self.config.query_timeout
-            self._queries.by_key[key] = _Pending(device_id, str(query.cmd_type), query.sn, deadline)
-            self._seq += 1
-            heapq.heappush(self._queries.heap, (deadline, self._seq, key))
+        catalog = isinstance(query, CatalogQuery)
+        self.queries.submit((device_id, str(query.cmd_type), query.sn), query, report_timeout=not catalog)
+        self._send_admitted(now)
         return int(query.sn)
 
-    def _complete_query(self, device_id: str, cmd_type: str, sn: int) -> None:
-        pending = self._queries.by_key.pop((device_id, cmd_type, sn), None)
-        if pending is not None:
-            pending.done = True
+    def _send_admitted(self, now: float) -> None:
+        for key, query in self.queries.admit(now):
+            device_id = key[0]
+            session = self.sessions.get(device_id)
+            if session is None:
+                self.queries.finish(key)
+                self._events.append(QueryFailed(device_id, key[1], key[2], "not_registered"))
+                continue
+            self._cseq += 1
+            request = build_message(
+                from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
+                to_id=device_id, to_domain=device_id[:10],
+                request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
+                call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(query, session.charset),
+            )  # fmt: skip
+            self.endpoint.send_request(request, session.peer, now, context=key)
+            if isinstance(query, CatalogQuery):
+                self.catalogs.expect(device_id, query.sn, now)
+
+    def _complete_query(self, device_id: str, cmd_type: str, sn: int, now: float) -> None:
+        if self.queries.finish((device_id, cmd_type, sn)):
+            self._send_admitted(now)
 
     def _expire_queries(self, now: float) -> None:
-        heap = self._queries.heap
-        while heap and heap[0][0] <= now:
-            _, _, key = heapq.heappop(heap)
-            pending = self._queries.by_key.pop(key, None)
-            if pending is not None:
-                self._events.append(QueryFailed(pending.device_id, pending.cmd_type, pending.sn, "no_response"))
+        for device_id, cmd_type, sn in self.queries.expire(now):
+            self._events.append(QueryFailed(device_id, cmd_type, sn, "no_response"))
+        self._send_admitted(now)
 
-    def _on_response(self, event: ResponseReceived) -> None:
+    def _on_response(self, event: ResponseReceived, now: float) -> None:
         if not isinstance(event.context, tuple) or event.response.status < 300:
             return
         device_id, cmd_type, sn = event.context
-        self._fail_query(device_id, str(cmd_type), sn, f"status_{event.response.status}")
+        self._fail_query(device_id, str(cmd_type), sn, f"status_{event.response.status}", now)
 
-    def _on_timeout(self, event: TransactionTimedOut) -> None:
+    def _on_timeout(self, event: TransactionTimedOut, now: float) -> None:
         if isinstance(event.context, tuple):
             device_id, cmd_type, sn = event.context
-            self._fail_query(device_id, str(cmd_type), sn, "transport_timeout")
+            self._fail_query(device_id, str(cmd_type), sn, "transport_timeout", now)
 
-    def _fail_query(self, device_id: str, cmd_type: str, sn: int, reason: str) -> None:
+    def _fail_query(self, device_id: str, cmd_type: str, sn: int, reason: str, now: float) -> None:
         """Report a failed query once: only if it is still outstanding."""
+        outstanding = self.queries.finish((device_id, cmd_type, sn))
         if cmd_type == "Catalog":
-            outstanding = self.catalogs.cancel(device_id, sn)
-        else:
-            outstanding = self._queries.by_key.pop((device_id, cmd_type, sn), None) is not None
+            outstanding = self.catalogs.cancel(device_id, sn) or outstanding
         if outstanding:
             self._events.append(QueryFailed(device_id, cmd_type, sn, reason))
+            self._send_admitted(now)
 
     def _catalog_done(self, done: CatalogCompleted, now: float) -> None:
+        self._complete_query(done.device_id, "Catalog", done.sn, now)
         if done.timed_out and not done.items:
             self._events.append(QueryFailed(done.device_id, "Catalog", done.sn, "no_response"))
             return

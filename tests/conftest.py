@@ -1,0 +1,92 @@
+"""Shared test helpers: start gateways and simulated fleets on ephemeral loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from gateway.app import GatewayService
+from gateway.config import load_config
+from gateway.gb28181.sip.transport import Transport
+from simulators.fleet import Fleet, FleetOptions
+
+GatewayFactory = Callable[..., Awaitable[GatewayService]]
+FleetFactory = Callable[..., Awaitable[Fleet]]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; returns the last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(interval)
+    return predicate()
+
+
+async def http_json(url: str, data: Any = None, method: str | None = None) -> tuple[int, Any]:
+    """GET (or POST ``data``) a JSON URL from a worker thread, so the loop keeps serving."""
+
+    def call() -> tuple[int, Any]:
+        body = None if data is None else json.dumps(data).encode()
+        request = urllib.request.Request(url, data=body, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    return await asyncio.to_thread(call)
+
+
+async def http_text(url: str) -> str:
+    """GET a URL as text from a worker thread."""
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=20).read().decode())
+
+
+@pytest.fixture
+async def gateway_factory() -> AsyncIterator[GatewayFactory]:
+    """Start gateways on 127.0.0.1 port 0 (SIP and HTTP) with an in-memory store by default."""
+    started: list[GatewayService] = []
+
+    async def make(**overrides: Any) -> GatewayService:
+        settings: dict[str, Any] = {"sip_port": 0, "http_port": 0, "db": ":memory:", "flush_interval": 0.2}
+        settings.update(overrides)
+        service = GatewayService(load_config(None, **settings))
+        await service.start()
+        started.append(service)
+        return service
+
+    yield make
+    for service in started:
+        await service.stop()
+
+
+@pytest.fixture
+async def fleet_factory() -> AsyncIterator[FleetFactory]:
+    """Start simulated fleets against a gateway service; stopped (without unregister) at the end."""
+    started: list[Fleet] = []
+
+    async def make(service: GatewayService, *, provision: bool = True, **options: Any) -> Fleet:
+        settings: dict[str, Any] = {
+            "gateway_port": service.sip_port, "gateway_id": service.config.id,
+            "password": service.config.password, "kindergartens": 2, "transport": Transport.UDP,
+        }
+        if provision:
+            settings["api"] = f"http://127.0.0.1:{service.http_port}"
+        settings.update(options)
+        fleet = Fleet(FleetOptions(**settings))
+        await fleet.start()
+        started.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in started:
+        await fleet.stop(unregister=False)

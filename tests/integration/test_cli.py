@@ -1,0 +1,221 @@
+"""The ``kgw`` command as an operator runs it: real processes, real ports, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.registry import DeviceFilter, open_store
+from simulators.city import build_city
+from tests.conftest import http_json, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+KGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_sip_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (closed again before use)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return int(port)
+    raise RuntimeError("no free port")
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        return int(tcp.getsockname()[1])
+
+
+class Proc:
+    """A ``kgw`` subprocess whose output goes to files (no pipe can fill up and block it)."""
+
+    def __init__(self, name: str, args: list[str], tmp: Path) -> None:
+        self.out = tmp / f"{name}.out"
+        self.err = tmp / f"{name}.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.popen = subprocess.Popen([*KGW, *args], cwd=ROOT, stdout=out, stderr=err,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+
+    async def stop(self, sig: int, timeout: float = 10.0) -> int:
+        self.popen.send_signal(sig)
+        return await asyncio.to_thread(self.popen.wait, timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
+
+
+async def get_json(url: str) -> tuple[int, Any] | None:
+    """None while nothing listens yet."""
+    try:
+        return await http_json(url)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return None
+
+
+async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 15.0) -> Any:
+    """Poll ``url`` until ``predicate(body)``; fail early (with its output) if ``proc`` died."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        assert proc.popen.poll() is None, f"process exited {proc.popen.returncode}:\n{proc.output()[-3000:]}"
+        result = await get_json(url)
+        if result is not None and result[0] == 200:
+            last = result[1]
+            if predicate(last):
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never satisfied the condition; last {last!r}\n{proc.output()[-3000:]}")
+
+
+def run_kgw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KGW, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+# --- help and errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--help"], ["gateway", "--help"], ["simulate", "--help"], ["demo", "--help"]])
+async def test_help_exits_zero(args):
+    result = await asyncio.to_thread(run_kgw, *args)
+    assert result.returncode == 0, result.stderr
+    assert "usage: kgw" in result.stdout
+
+
+async def test_help_names_every_command_and_gateway_option():
+    top = (await asyncio.to_thread(run_kgw, "--help")).stdout
+    for command in ("gateway", "simulate", "demo"):
+        assert command in top
+    gateway = (await asyncio.to_thread(run_kgw, "gateway", "--help")).stdout
+    for flag in ("--config", "--sip-port", "--http-port", "--id", "--db", "--enrolment", "--keepalive-interval"):
+        assert flag in gateway
+
+
+async def test_bad_gateway_id_is_a_clear_error(tmp_path):
+    result = await asyncio.to_thread(run_kgw, "gateway", "--id", "123", "--db", str(tmp_path / "g.db"))
+    assert result.returncode != 0
+    assert "123" in result.stderr and "20 digits" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gateway", "--sip-port", "notaport"],
+        ["gateway", "--enrolment", "sometimes"],
+        ["gateway", "--config", "/nonexistent/kgw.toml"],
+        ["simulate", "--gateway", "nohostport"],
+        ["bogus-command"],
+    ],
+)
+async def test_bad_arguments_exit_nonzero_without_traceback(args):
+    result = await asyncio.to_thread(run_kgw, *args)
+    assert result.returncode != 0
+    assert result.stderr.strip()
+    assert "Traceback" not in result.stderr
+
+
+async def test_unknown_config_key_is_refused(tmp_path):
+    config = tmp_path / "kgw.toml"
+    config.write_text('[gateway]\nsip_prot = 5060\n', encoding="utf-8")
+    result = await asyncio.to_thread(run_kgw, "gateway", "--config", str(config))
+    assert result.returncode != 0
+    assert "sip_prot" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- gateway + simulator as two processes ---------------------------------------------------------------------
+
+
+async def test_gateway_and_simulator_processes(tmp_path, procs):
+    sip, http = free_sip_port(), free_tcp_port()
+    db = tmp_path / "g.db"
+    gateway = Proc("gateway", ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", str(db),
+                               "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    procs.append(gateway)
+    api = f"http://127.0.0.1:{http}"
+    health = await until_json(f"{api}/healthz", lambda b: b["status"] == "ok", gateway)
+    assert health["sip_port"] == sip
+
+    simulator = Proc("simulate", ["simulate", "--gateway", f"127.0.0.1:{sip}", "--kindergartens", "2",
+                                  "--api", api, "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    procs.append(simulator)
+    ids = {d.id for k in build_city(2, seed=2020) for d in k.devices}  # what `kgw simulate` plans by default
+    devices = await until_json(
+        f"{api}/api/devices?limit=1000",
+        lambda b: {d["id"] for d in b["items"] if d["online"]} == ids,
+        simulator,
+    )
+    assert devices["total"] == len(ids)
+    assert all(d["kindergarten_id"] for d in devices["items"]), "the simulator provisioned its kindergartens"
+    status, kindergartens = await http_json(f"{api}/api/kindergartens")
+    assert kindergartens["total"] == 2
+
+    assert await simulator.stop(signal.SIGINT) == 0, simulator.output()[-3000:]
+    assert await gateway.stop(signal.SIGTERM) == 0, gateway.output()[-3000:]
+    assert "Traceback" not in gateway.output() + simulator.output()
+
+    def read_store() -> tuple[list[Any], list[Any]]:
+        store = open_store(str(db))
+        try:
+            page = store.list_devices(DeviceFilter(limit=1000))
+            return list(page.items), store.list_status_events(limit=1000)
+        finally:
+            store.close()
+
+    rows, events = await asyncio.to_thread(read_store)
+    assert {d.id for d in rows} == ids
+    assert not any(d.online for d in rows), "devices are stored offline after they unregistered"
+    latest: dict[str, Any] = {}
+    for event in events:  # newest first
+        latest.setdefault(event.entity_id, event)
+    assert all(latest[i].reason == "unregistered" and not latest[i].online for i in ids)
+
+
+# --- demo ---------------------------------------------------------------------------------------------------------
+
+
+async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
+    sip, http = free_sip_port(), free_tcp_port()
+    demo = Proc("demo", ["demo", "--kindergartens", "3", "--sip-port", str(sip), "--http-port", str(http),
+                         "--db", str(tmp_path / "d.db"), "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    procs.append(demo)
+    api = f"http://127.0.0.1:{http}"
+    health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo)
+    assert health["sip_port"] == sip
+    assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=5)
+    status, districts = await http_json(f"{api}/api/districts")
+    assert status == 200 and districts["items"]
+    assert await demo.stop(signal.SIGINT) == 0, demo.output()[-3000:]
+    assert "Traceback" not in demo.output()
