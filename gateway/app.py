@@ -180,6 +180,10 @@ class GatewayService:
         rows = await self._run(self.store.load_all_devices)
         for row in rows:
             self.devices[row.id] = DeviceState(row=row)
+        for channel_id, device_id in await self._run(self.store.load_channel_index):
+            state = self.devices.get(device_id)
+            if state is not None:
+                state.channels[channel_id] = None  # status unknown until the next catalog
         page_size = 1000
         offset = 0
         while True:

@@ -40,7 +40,7 @@ from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.transport import Peer
 
 log = logging.getLogger("kgw.access")
-ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, INVITE, INFO, SUBSCRIBE, NOTIFY, CANCEL"
+ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, CANCEL"  # what device access answers today
 
 
 # --- events ---------------------------------------------------------------------
@@ -349,7 +349,10 @@ class DeviceAccess:
             return
         self._answer(request, txn, 200, now)
         session.charset = decoded.charset
-        if session.peer != peer:  # NAT rebinding or new TCP connection (notes §19 item 5)
+        if session.peer != peer and session.peer.host == peer.host:
+            # NAT port rebinding or a new TCP connection (notes §19 item 5). A new
+            # *address* is only believed from an authenticated REGISTER: MESSAGEs
+            # carry no credentials, and anyone could otherwise redirect our queries.
             session.peer = peer
         self._liveness_events(self.liveness.heard(device_id, now))
         self._dispatch_manscdp(device_id, message, peer, now)

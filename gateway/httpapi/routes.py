@@ -207,9 +207,11 @@ async def status_events(request: web.Request) -> web.Response:
     entity = request.query.get("entity") or None
     try:
         since = float(request.query["since"]) if "since" in request.query else None
-        limit = min(int(request.query.get("limit", "100")), 1000)
+        limit = int(request.query.get("limit", "100"))
     except ValueError as exc:
         raise _error(400, "since must be a number and limit an integer") from exc
+    if not 1 <= limit <= 1000:
+        raise _error(400, "limit must be within 1..1000")
     events = await _service(request).store_call(lambda s, e, t, n: s.list_status_events(e, t, n), entity, since, limit)
     return _json({"items": [asdict(e) for e in events]})
 

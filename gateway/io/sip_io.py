@@ -11,6 +11,7 @@ or tear down a device's TCP connection.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Callable
@@ -51,7 +52,21 @@ class SipDriver:
         self._timer_at: float | None = None
 
     async def listen(self, host: str, port: int, *, tcp: bool = True) -> int:
-        """Bind UDP (and TCP on the same port); returns the bound port."""
+        """Bind UDP (and TCP on the same port); returns the bound port.
+
+        With port 0 the kernel picks a UDP port whose TCP twin may be taken
+        (e.g. by a socket in TIME_WAIT): then we try another one.
+        """
+        for attempt in range(50):
+            try:
+                return await self._bind(host, port, tcp=tcp)
+            except OSError as exc:
+                if port != 0 or exc.errno != errno.EADDRINUSE or attempt == 49:
+                    raise
+                self.close()
+        raise AssertionError("unreachable")
+
+    async def _bind(self, host: str, port: int, *, tcp: bool) -> int:
         self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _SipDatagram(self), local_addr=(host, port))
         bound = self.udp.get_extra_info("sockname")[1]
         sock = self.udp.get_extra_info("socket")
@@ -77,10 +92,13 @@ class SipDriver:
         """Close every socket and the timer."""
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = self._timer_at = None
         if self.udp is not None:
             self.udp.close()
+            self.udp = None
         if self.tcp_server is not None:
             self.tcp_server.close()
+            self.tcp_server = None
         for stream in list(self.connections.values()):
             stream.transport.close()
 

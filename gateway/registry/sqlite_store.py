@@ -410,6 +410,11 @@ class SqliteStore:
             rows = conn.execute(f"{_DEVICE_SELECT} ORDER BY id").fetchall()
         return [_device_from(r) for r in rows]
 
+    def load_channel_index(self) -> list[tuple[str, str]]:
+        """Every channel as ``(channel id, device id)`` (startup warm-up)."""
+        with self._transaction(write=False) as conn:
+            return [(r[0], r[1]) for r in conn.execute("SELECT id, device_id FROM channel ORDER BY id")]
+
     # --- channels --------------------------------------------------------------
 
     def replace_channels(self, device_id: str, channels: Iterable[Channel]) -> ChannelChanges:

@@ -123,6 +123,9 @@ class Store(Protocol):
     def load_all_devices(self) -> list[Device]:
         """Every device, for warming up the in-memory state at startup."""
 
+    def load_channel_index(self) -> list[tuple[str, str]]:
+        """Every channel as ``(channel id, device id)``, for the same warm-up."""
+
 
 _SQLITE_PREFIX = "sqlite://"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+")

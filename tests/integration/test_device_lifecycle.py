@@ -232,12 +232,6 @@ async def test_restart_keeps_devices_channels_and_kindergartens(tmp_path, fleet_
         await service.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/app.py GatewayService._restore loads device rows but not their channels: "
-    "DeviceState.channels stays empty after a restart, so online_counts()/healthz/kgw_channels_online "
-    "report 0 channels online and presence changes never reach the stored channels",
-)
 async def test_restart_keeps_channels_online_in_memory(tmp_path, fleet_factory):
     service, fleet, _ = await _restart(tmp_path, fleet_factory)
     try:

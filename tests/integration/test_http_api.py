@@ -269,12 +269,6 @@ async def test_events_list_and_bad_parameters(district):
         assert await get_status(f"{district.api}/api/events?{query}") == 400, query
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/httpapi/routes.py status_events clamps limit only from above (min(int(limit), 1000)); "
-    "limit=0 or a negative limit reaches SqliteStore.list_status_events, whose InvalidFilter escapes "
-    "the handler: 500 Internal Server Error instead of 400",
-)
 @pytest.mark.parametrize("query", ["limit=0", "limit=-1"])
 async def test_events_with_non_positive_limit_is_400(district, query):
     assert await get_status(f"{district.api}/api/events?{query}") == 400

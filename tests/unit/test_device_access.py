@@ -245,9 +245,7 @@ def test_malformed_keepalive_is_400_and_not_a_sign_of_life() -> None:
     assert len(offline) == 1 and offline[0].at == last + 180.0
 
 
-def test_good_message_from_new_address_updates_session_peer() -> None:
-    h, agent = registered()
-    moved = Peer(Transport.UDP, "10.0.0.77", 6000)
+def _keepalive_from(h, peer: Peer) -> tuple[bytes, Peer]:
     ep = h.host.endpoint
     request = build_message(
         from_id=IPC_ID, from_domain=REALM, from_tag=ep.new_tag(), to_id=GATEWAY_ID, to_domain=REALM,
@@ -256,13 +254,27 @@ def test_good_message_from_new_address_updates_session_peer() -> None:
     )  # fmt: skip
     ep.send_request(request, GW_PEER, h.clock.now)
     (raw, _), = ep.data_to_send()
-
-    h.access.receive(raw, moved, h.clock.now)
-
-    assert h.access.sessions[IPC_ID].peer == moved
+    h.access.receive(raw, peer, h.clock.now)
     (answer, to), = h.access.endpoint.data_to_send()
-    assert to == moved
+    return answer, to
+
+
+@pytest.mark.parametrize("new_host", [False, True])
+def test_message_from_new_port_rebinds_but_new_host_does_not(new_host: bool) -> None:
+    """NAT port rebinding is followed; a new address is only believed from a REGISTER.
+
+    MESSAGEs are unauthenticated: following them to a new host would let anyone
+    who knows a device ID redirect the gateway's queries.
+    """
+    h, agent = registered()
+    before = h.access.sessions[IPC_ID].peer
+    moved = Peer(Transport.UDP, "10.0.0.77" if new_host else before.host, 6000)
+
+    answer, to = _keepalive_from(h, moved)
+
+    assert to == moved  # the answer goes where the request came from
     assert parse_message(answer).status == 200  # type: ignore[union-attr]
+    assert h.access.sessions[IPC_ID].peer == (before if new_host else moved)
 
 
 def test_options_answered_200_with_allow_and_unknown_method_405() -> None:
