@@ -40,7 +40,7 @@ from gateway.gb28181.access import (
 from gateway.gb28181.auth_throttle import AuthThrottle
 from gateway.gb28181.ids import GbId
 from gateway.gb28181.registrar import EnrolmentMode, Registrar, RegistrarConfig
-from gateway.gb28181.sip.auth import DigestServer
+from gateway.gb28181.sip.auth import Algorithm, DigestServer
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.transport import Peer, Transport
@@ -61,6 +61,7 @@ from gateway.registry import (
 from gateway.registry.placement import channel_from_item, kindergarten_id_by_convention
 
 log = logging.getLogger("kgw.gateway")
+LAST_SEEN_PERIOD = 60.0  # seconds between batched writes of keepalive times
 T = TypeVar("T")
 
 
@@ -116,7 +117,10 @@ class GatewayService:
                 gateway_id=self.config.id, realm=self.config.domain, device_password=self.config.password,
                 mode=EnrolmentMode(self.config.enrolment),
             ),
-            DigestServer(self.config.domain, os.urandom(32), nonce_ttl=self.config.nonce_ttl),
+            # Challenge with MD5 (what GB/T 28181 devices expect) but accept SHA-256
+            # credentials (RFC 7616) from peers that use it.
+            DigestServer(self.config.domain, os.urandom(32), nonce_ttl=self.config.nonce_ttl,
+                         algorithms=(Algorithm.MD5, Algorithm.SHA256)),
             AuthThrottle(),
             provisioned_password=lambda d: (p.password if (p := self._provisioned.get(d)) else None),
             is_provisioned=lambda d: d in self._provisioned,
@@ -204,9 +208,10 @@ class GatewayService:
                 continue
             peer = Peer(Transport(row.transport) if row.transport in ("UDP", "TCP") else Transport.UDP, row.host, row.port)
             session = DeviceSession(row.id, peer, call_id="", expires=row.expires, registered_at=row.registered_at - self.wall_offset)
-            last_seen = (row.last_seen or row.registered_at) - self.wall_offset
+            # We cannot know whether it kept alive while we were down: give every
+            # device a full silence window from now to prove it (no offline flap).
             self.access.restore_session(
-                session, online=row.online, last_seen=last_seen, expires_at=row.registered_at + row.expires - self.wall_offset
+                session, online=row.online, last_seen=now, expires_at=row.registered_at + row.expires - self.wall_offset
             )
 
     # --- core events -----------------------------------------------------------------------
@@ -377,12 +382,26 @@ class GatewayService:
     # --- batched writes ---------------------------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_last_seen = loop.time() + LAST_SEEN_PERIOD
         while True:
             await asyncio.sleep(self.config.flush_interval)
+            if loop.time() >= next_last_seen:
+                next_last_seen = loop.time() + LAST_SEEN_PERIOD
+                self._mark_last_seen()
             try:
                 await self.flush()
             except Exception:
                 log.exception("registry flush failed; will retry")
+
+    def _mark_last_seen(self) -> None:
+        """Queue every online device's last keepalive time: one batched write a period."""
+        assert self.access is not None
+        for device_id, state in self.devices.items():
+            seen = self.access.liveness.last_seen(device_id)
+            if state.row.online and seen is not None:
+                state.row = replace(state.row, last_seen=self._wall(seen))
+                self.presence.mark_device(device_id, True, state.row.last_seen)
 
     async def flush(self) -> None:
         """Write pending registrations, catalogs and presence in one go on the store thread."""

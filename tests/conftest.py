@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +18,26 @@ from simulators.fleet import Fleet, FleetOptions
 
 GatewayFactory = Callable[..., Awaitable[GatewayService]]
 FleetFactory = Callable[..., Awaitable[Fleet]]
+
+
+def free_sip_port() -> int:
+    """A loopback port free for both UDP and TCP right now (SIP uses both on one port).
+
+    Used where a process needs its port on the command line (sipp's ``-p``,
+    ``kgw gateway --sip-port``). The plain TCP bind, without SO_REUSEADDR,
+    also skips ports a TIME_WAIT socket still holds.
+    """
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:

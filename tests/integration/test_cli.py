@@ -17,25 +17,10 @@ import pytest
 
 from gateway.registry import DeviceFilter, open_store
 from simulators.city import build_city
-from tests.conftest import http_json, wait_for
+from tests.conftest import free_sip_port, http_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 KGW = [sys.executable, "-m", "gateway.cli"]
-
-
-def free_sip_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (closed again before use)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return int(port)
-    raise RuntimeError("no free port")
 
 
 def free_tcp_port() -> int:

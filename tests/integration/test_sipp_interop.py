@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import pytest
 
 from gateway.app import GatewayService
 from gateway.gb28181.sip.transport import Transport
-from tests.conftest import http_json
+from tests.conftest import free_sip_port, http_json
 
 SCENARIOS = Path(__file__).parent / "sipp"
 DEVICE_ID = "12010100001320000077"  # Heping district (120101), type 132 IPC
@@ -76,29 +75,6 @@ def sipp_binary() -> str:
     return path
 
 
-def free_port() -> int:
-    """A loopback port free for UDP and TCP right now.
-
-    Used for sipp's ``-p`` (not every sipp accepts ``-p 0``) and for the
-    gateway's SIP port: with ``sip_port=0`` kgw binds UDP to port 0 and then TCP
-    to the same number without retrying, which fails (EADDRINUSE) about once in
-    50 starts when a TIME_WAIT client socket (e.g. an earlier HTTP request)
-    holds that TCP port. The plain TCP bind below, without SO_REUSEADDR, sees
-    such a socket and skips the port.
-    """
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no loopback port free for both UDP and TCP")
-
-
 def sipp_args(
     sipp: str, service: GatewayService, scenario: str, tmp_path: Path, *,
     transport: Transport, device_id: str, password: str, local_port: int, tag: str,
@@ -127,7 +103,7 @@ async def run_sipp(
     """Run one sipp call without blocking the loop (the gateway lives on it); always reap sipp."""
     tag = Path(scenario).stem
     for _ in range(3):
-        local_port = free_port()
+        local_port = free_sip_port()
         args = sipp_args(
             sipp, service, scenario, tmp_path, transport=transport, device_id=device_id,
             password=service.config.password if password is None else password, local_port=local_port, tag=tag,
@@ -181,7 +157,7 @@ async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(
     gateway_factory, tmp_path, transport
 ):
     sipp = sipp_binary()
-    service = await gateway_factory(sip_port=free_port())  # not 0: see free_port
+    service = await gateway_factory(sip_port=free_sip_port())  # a port sipp also needs to know
 
     run = await run_sipp(sipp, service, "register_keepalive.xml", tmp_path, transport=transport)
 
@@ -214,7 +190,7 @@ async def test_sipp_device_with_wrong_password_gets_403_and_stays_offline(
     gateway_factory, tmp_path, transport
 ):
     sipp = sipp_binary()
-    service = await gateway_factory(sip_port=free_port())  # not 0: see free_port
+    service = await gateway_factory(sip_port=free_sip_port())  # a port sipp also needs to know
 
     run = await run_sipp(
         sipp, service, "register_wrong_password.xml", tmp_path, transport=transport,

@@ -30,21 +30,7 @@ from gateway.gb28181.sip.idsource import SeededIds
 from gateway.gb28181.sip.message import SipMessage, parse_message
 from gateway.gb28181.sip.transport import Peer, Transport
 
-try:  # the shared helper, when present (do not edit it)
-    from gateway.gb28181.sip.testing import FakeClock
-except ImportError:  # pragma: no cover - fallback for an older tree
-
-    @dataclass(slots=True)
-    class FakeClock:  # type: ignore[no-redef]
-        """A clock that only moves when told to."""
-
-        now: float = 0.0
-
-        def advance(self, seconds: float) -> float:
-            if seconds < 0:
-                raise ValueError("a clock does not go backwards")
-            self.now += seconds
-            return self.now
+from gateway.gb28181.sip.testing import FakeClock
 
 
 GATEWAY_ID = "12010000002090000001"
