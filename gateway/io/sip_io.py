@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Protocol
@@ -24,6 +25,7 @@ from gateway.errors import MessageTooLarge
 
 log = logging.getLogger("kgw.sip.io")
 UDP_BUFFER = 4 * 1024 * 1024
+TIMER_TICK = 0.02  # s; SIP timers start at T1 = 500 ms, so 20 ms of rounding is harmless
 
 
 class SipCore(Protocol):
@@ -137,13 +139,23 @@ class SipDriver:
         stream.transport.write(data)
 
     def _rearm(self) -> None:
+        """Keep one wake-up armed, rounded up to a TIMER_TICK boundary.
+
+        Under load every keepalive starts a transaction with its own Timer J;
+        rounding lets one wake-up serve all deadlines of a tick instead of one
+        loop callback per deadline. An armed wake-up at or before the new tick
+        is kept: when it fires, the core handles what is due and we re-arm.
+        """
         deadline = self.core.get_timer()
-        if deadline == self._timer_at:
+        if deadline is None:
+            return
+        tick = math.ceil(deadline / TIMER_TICK) * TIMER_TICK
+        if self._timer_at is not None and self._timer_at <= tick:
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+        self._timer_at = tick
+        self._timer = self.loop.call_at(tick, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None

@@ -339,16 +339,20 @@ class ChildIndex:
 
     def __init__(self, element: Element | None) -> None:
         self._exact: dict[str, Element] = {}
-        self._folded: dict[str, Element] = {}
+        self._folded: dict[str, Element] | None = None  # built on the first miss only
         for child in element if element is not None else ():
-            name = local_name(child.tag)
-            self._exact.setdefault(name, child)
-            self._folded.setdefault(name.lower(), child)
+            self._exact.setdefault(local_name(child.tag), child)
 
     def get(self, tag: str) -> Element | None:
         """The child named ``tag``, or None."""
         found = self._exact.get(tag)
-        return found if found is not None else self._folded.get(tag.lower())
+        if found is not None:
+            return found
+        if self._folded is None:
+            self._folded = {}
+            for name, child in self._exact.items():
+                self._folded.setdefault(name.lower(), child)
+        return self._folded.get(tag.lower())
 
     def text(self, tag: str) -> str | None:
         """Trimmed text of the child named ``tag``; None when absent or empty."""

@@ -20,7 +20,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from gateway.errors import MessageTooLarge, SipError, SipParseError
-from gateway.gb28181.sip.headers import Headers, Via, split_top_level
+from gateway.gb28181.sip.headers import Via, split_top_level
 from gateway.gb28181.sip.idsource import IdSource, new_branch
 from gateway.gb28181.sip.message import (
     MAX_MESSAGE_SIZE,
@@ -262,8 +262,8 @@ class SipEndpoint:
     def _receive_request(self, request: SipRequest, peer: Peer, now: float) -> None:
         method_label = request.method if request.method in _COUNTED_METHODS else "other"
         self.stats[f"in_request_{method_label}"] += 1
-        _stamp_via(request, peer)
-        via = request.top_via
+        via = request.top_via  # parsed once (cached); stamping keeps branch, host and port
+        _stamp_via(request, peer, via)
         method = "INVITE" if request.method == "ACK" else request.method
         key = f"{via.branch}|{via.host}:{via.port or 5060}|{method}"
         txn = self._transactions.get(key)
@@ -380,7 +380,7 @@ class SipEndpoint:
         self.stats[f"out_response_{status // 100}xx"] += 1
 
 
-def _stamp_via(request: SipRequest, peer: Peer) -> None:
+def _stamp_via(request: SipRequest, peer: Peer, parsed: Via | None = None) -> None:
     """RFC 3261 §18.2.1 ``received`` and RFC 3581 ``rport`` on the top Via."""
     values = request.headers.get_all("Via")
     if not values:
@@ -388,7 +388,10 @@ def _stamp_via(request: SipRequest, peer: Peer) -> None:
     parts = split_top_level(values[0])
     if not parts:
         return
-    top = Via.parse(parts[0])
+    if parsed is None:
+        top = Via.parse(parts[0])
+    else:  # a copy: the parsed one is shared through the message's cache
+        top = Via(parsed.transport, parsed.host, parsed.port, dict(parsed.params))
     changed = False
     if top.host != peer.host:
         top.params["received"] = peer.host
@@ -399,15 +402,7 @@ def _stamp_via(request: SipRequest, peer: Peer) -> None:
     if not changed:
         return
     parts[0] = str(top)
-    rebuilt = Headers()
-    first = True
-    for name, value in request.headers:
-        if name == "Via" and first:
-            rebuilt.add("Via", ", ".join(parts))
-            first = False
-        else:
-            rebuilt.add(name, value)
-    request.headers = rebuilt
+    request.headers.replace_first("Via", ", ".join(parts))
 
 
 def response_peer(request_peer: Peer) -> Peer:

@@ -75,11 +75,14 @@ class Headers:
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        cache = _NAME_CACHE
+        self._items: list[tuple[str, str]] = [(cache.get(n) or canonical_name(n), v) for n, v in items]
+
+    # get/get_all run ~20 times per message: the name cache is consulted inline.
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """First value of ``name``, or ``default``."""
-        key = canonical_name(name)
+        key = _NAME_CACHE.get(name) or canonical_name(name)
         for n, v in self._items:
             if n == key:
                 return v
@@ -87,7 +90,7 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name`` in order."""
-        key = canonical_name(name)
+        key = _NAME_CACHE.get(name) or canonical_name(name)
         return [v for n, v in self._items if n == key]
 
     def __contains__(self, name: object) -> bool:
@@ -114,6 +117,15 @@ class Headers:
         if not placed:
             out.append((key, value))
         self._items = out
+
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the value of the first field called ``name`` in place (keeps the others)."""
+        key = canonical_name(name)
+        for index, (n, _) in enumerate(self._items):
+            if n == key:
+                self._items[index] = (key, value)
+                return
+        self._items.append((key, value))
 
     def add(self, name: str, value: str) -> None:
         """Append a field (for repeatable headers)."""
@@ -238,6 +250,9 @@ def is_ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+_BAD_HOST = re.compile(r'[ \t<>"]')
+
+
 def _split_hostport(text: str) -> tuple[str, int | None]:
     text = text.strip()
     if not text:
@@ -250,7 +265,7 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
         port_text = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_text = text.partition(":")
-    if any(c in host for c in " \t<>\"") or not host:
+    if not host or _BAD_HOST.search(host):
         raise SipParseError(f"bad host {host[:40]!r}")
     if not port_text:
         return host, None

@@ -271,6 +271,17 @@ def _unfold(raw_lines: list[str]) -> list[str]:
     return lines
 
 
+_CHECKED_NAMES: set[str] = set()  # header names already validated (a few dozen in practice)
+
+
+def _valid_header_name(name: str) -> bool:
+    if not name or not all(c in _TOKEN_CHARS for c in name):
+        return False
+    if len(_CHECKED_NAMES) < 4096:
+        _CHECKED_NAMES.add(name)
+    return True
+
+
 def _parse_header_lines(lines: list[str]) -> Headers:
     if len(lines) > MAX_HEADER_COUNT:
         raise MessageTooLarge(f"{len(lines)} header fields")
@@ -280,7 +291,7 @@ def _parse_header_lines(lines: list[str]) -> Headers:
             continue
         name, colon, value = line.partition(":")
         name = name.strip()
-        if not colon or not name or not all(c in _TOKEN_CHARS for c in name):
+        if not colon or (name not in _CHECKED_NAMES and not _valid_header_name(name)):
             raise SipParseError(f"bad header line {line[:60]!r}")
         items.append((name, value.strip()))
     return Headers(items)

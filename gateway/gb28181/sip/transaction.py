@@ -115,10 +115,15 @@ class Transaction:
         self.state = self.INITIAL
         self.timers: dict[TxInput, float] = {}
         self._interval = timers.t1
-        self._request_bytes = bytes(request)
+        self._request_bytes = b""  # serialised on first send: server transactions never need it
         self.last_response: SipResponse | None = None
         self._last_response_bytes = b""
         self._ack = b""
+
+    def _request_wire(self) -> bytes:
+        if not self._request_bytes:
+            self._request_bytes = bytes(self.request)
+        return self._request_bytes
 
     @property
     def reliable(self) -> bool:
@@ -155,7 +160,7 @@ class Transaction:
 
     def _act(self, action: Action, inp: TxInput, now: float, response: SipResponse | None, fx: Effects) -> None:
         if action is A.RETRANSMIT_REQUEST:
-            fx.send.append(self._request_bytes)
+            fx.send.append(self._request_wire())
             self._interval = self._next_interval()
             self.timers[inp] = now + self._interval
         elif action in (A.DELIVER, A.DELIVER_AND_ACK):
@@ -223,7 +228,7 @@ class ClientNonInvite(Transaction):
             self.timers[I.TIMER_E] = now + self.sip_timers.e
         self._timer_f_at = now + self.sip_timers.f
         self.timers[I.TIMER_F] = self._timer_f_at
-        return Effects(send=[self._request_bytes])
+        return Effects(send=[self._request_wire()])
 
     def _next_interval(self) -> float:
         if self.state is S.PROCEEDING:  # §17.1.2.2: T2 once a provisional arrived
@@ -273,7 +278,7 @@ class ClientInvite(Transaction):
         if not self.reliable:
             self.timers[I.TIMER_A] = now + self.sip_timers.a
         self.timers[I.TIMER_B] = now + self.sip_timers.b
-        return Effects(send=[self._request_bytes])
+        return Effects(send=[self._request_wire()])
 
     def _next_interval(self) -> float:
         # §17.1.1.2: Timer A doubles without the T2 cap that Timer E has.
