@@ -72,14 +72,22 @@ class _LiveCollector(Collector):
             "kgw_sip_responses", "SIP responses sent by status class", labels=["class"]
         )
         dropped = CounterMetricFamily("kgw_sip_dropped", "SIP input dropped or refused, by reason", labels=["reason"])
+        answered = CounterMetricFamily(
+            "kgw_sip_requests_answered", "Final answers to SIP requests by method and status class",
+            labels=["method", "class"],
+        )
         for key, value in sorted(stats.items()):
             if key.startswith("in_request_"):
                 requests.add_metric([key.removeprefix("in_request_")], value)
+            elif key.startswith("answered_"):
+                method, _, status_class = key.removeprefix("answered_").rpartition("_")
+                answered.add_metric([method, status_class], value)
             elif key.startswith("out_response_"):
                 responses.add_metric([key.removeprefix("out_response_")], value)
             elif key.startswith(("dropped_", "stray_", "refused_")):
                 dropped.add_metric([key], value)
         yield requests
+        yield answered
         yield responses
         yield dropped
         yield GaugeMetricFamily("kgw_sip_transactions", "Live SIP transactions",

@@ -134,6 +134,10 @@ async def test_healthz_and_metrics(district):
     assert samples[("kgw_sip_requests_total", (("method", "MESSAGE"),))] > devices
     assert samples[("kgw_sip_responses_total", (("class", "2xx"),))] >= devices
     assert samples[("kgw_sip_responses_total", (("class", "4xx"),))] >= devices  # the 401 challenges
+    answered = "kgw_sip_requests_answered_total"
+    assert samples[(answered, (("class", "4xx"), ("method", "REGISTER")))] >= devices
+    assert samples[(answered, (("class", "2xx"), ("method", "REGISTER")))] >= devices
+    assert samples[(answered, (("class", "2xx"), ("method", "MESSAGE")))] > devices
     assert samples[("kgw_registrations_total", (("result", "ok"),))] == devices
     per_district = Counter(k.district_code for k in fleet.city for d in k.devices if d.id != district.offline_id)
     for code, count in per_district.items():

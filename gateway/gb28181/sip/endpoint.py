@@ -239,6 +239,9 @@ class SipEndpoint:
             return False
         if "User-Agent" not in response.headers and "Server" not in response.headers:
             response.headers.add("Server", self.user_agent)
+        if response.status >= 200:  # final answers, by request method and class
+            method = txn.request.method if txn.request.method in _COUNTED_METHODS else "other"
+            self.stats[f"answered_{method}_{response.status // 100}xx"] += 1
         self._fire(txn, inp, now, response)
         if isinstance(txn, ServerInvite) and 200 <= response.status < 300:
             self._accepted_invites[(txn.request.call_id, txn.request.cseq.seq)] = txn.key

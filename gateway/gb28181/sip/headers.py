@@ -78,6 +78,17 @@ class Headers:
         cache = _NAME_CACHE
         self._items: list[tuple[str, str]] = [(cache.get(n) or canonical_name(n), v) for n, v in items]
 
+    @classmethod
+    def from_canonical(cls, items: list[tuple[str, str]]) -> Headers:
+        """Wrap fields whose names are already canonical (no copy, no renaming)."""
+        new = cls()
+        new._items = items
+        return new
+
+    def names(self) -> set[str]:
+        """The canonical names present."""
+        return {n for n, _ in self._items}
+
     # get/get_all run ~20 times per message: the name cache is consulted inline.
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -194,6 +205,8 @@ def split_top_level(value: str, sep: str = ",") -> list[str]:
 def parse_params(text: str) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` parameters into an ordered dict (names lower-cased)."""
     params: dict[str, str | None] = {}
+    if not text:
+        return params
     for raw in split_top_level(text, ";"):
         name, eq, value = raw.partition("=")
         name = name.strip().lower()
@@ -310,6 +323,8 @@ class NameAddr:
 
 
 def _find_unquoted(text: str, ch: str) -> int:
+    if '"' not in text:
+        return text.find(ch)
     quoted = False
     for i, c in enumerate(text):
         if c == '"':

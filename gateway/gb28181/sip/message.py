@@ -169,6 +169,9 @@ def make_request(method: str, uri: str, headers: Headers | None = None, body: by
     return SipRequest(headers=headers or Headers(), body=body, method=method, uri=uri)
 
 
+_COPIED_INTO_RESPONSE = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
+
+
 def make_response(
     request: SipRequest,
     status: int,
@@ -183,17 +186,14 @@ def make_response(
     ``to_tag`` is added to To when it has none yet (every final response to a
     dialog-less request needs one).
     """
-    headers = Headers()
-    for value in request.headers.get_all("Via"):
-        headers.add("Via", value)
-    for name in ("From", "To", "Call-ID", "CSeq"):
-        value = request.headers.get(name)
-        if value is not None:
-            headers.add(name, value)
+    items = [(n, v) for n, v in request.headers.items() if n in _COPIED_INTO_RESPONSE]
     if to_tag is not None and status > 100:
-        to_value = headers.get("To")
-        if to_value is not None and ";tag=" not in to_value.replace(" ", "").lower():
-            headers.set("To", f"{to_value};tag={to_tag}")
+        for index, (name, value) in enumerate(items):
+            if name == "To":
+                if ";tag=" not in value.replace(" ", "").lower():
+                    items[index] = ("To", f"{value};tag={to_tag}")
+                break
+    headers = Headers.from_canonical(items)
     for name, value in extra or ():
         headers.add(name, value)
     return SipResponse(
@@ -329,6 +329,7 @@ def _parse_status_line(line: str, headers: Headers, body: bytes) -> SipResponse:
 
 
 MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+_MANDATORY = frozenset(MANDATORY_REQUEST_HEADERS)
 
 
 def check_mandatory(message: SipMessage) -> None:
@@ -337,14 +338,15 @@ def check_mandatory(message: SipMessage) -> None:
     A request that fails this gets a stateless 400 when it can be answered at
     all (sipgo does the same); a response that fails it is dropped.
     """
-    for name in MANDATORY_REQUEST_HEADERS:
-        if message.headers.get(name) is None:
-            raise SipParseError(f"missing {name}")
-    _ = message.top_via, message.from_, message.to, message.call_id
+    missing = _MANDATORY - message.headers.names()
+    if missing:
+        raise SipParseError(f"missing {', '.join(sorted(missing))}")
+    top_via = message.top_via
+    _ = message.from_, message.to, message.call_id
     cseq = message.cseq
     if isinstance(message, SipRequest) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method")
-    if message.top_via.branch is None and isinstance(message, SipRequest):
+    if top_via.branch is None and isinstance(message, SipRequest):
         # RFC 2543 peers have no branch; we key transactions on it, so refuse.
         raise SipParseError("Via without branch")
 

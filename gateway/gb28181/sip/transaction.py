@@ -197,6 +197,10 @@ class Transaction:
         """Arm the timers of a new state."""
 
 
+RELEASED_REQUEST = SipRequest(headers=Headers(), body=b"", method="", uri="")
+"""Stands in for a request a finished server transaction no longer needs."""
+
+
 class ClientNonInvite(Transaction):
     """RFC 3261 §17.1.2 non-INVITE client transaction (REGISTER, MESSAGE, BYE…)."""
 
@@ -318,6 +322,11 @@ class ServerNonInvite(Transaction):
     def _on_enter(self, state: TxState, now: float) -> None:
         if state is S.COMPLETED:
             self.timers[I.TIMER_J] = now + self.sip_timers.j(self.reliable)
+            # For the 32 s of Timer J only the response bytes matter: drop the parsed
+            # request and response (dozens of objects each) so that a city's worth of
+            # keepalive transactions stays cheap for memory and the garbage collector.
+            self.request = RELEASED_REQUEST
+            self.last_response = None
 
 
 class ServerInvite(Transaction):
