@@ -28,8 +28,7 @@ from gateway.gb28181.manscdp import (
     DeviceStatusResponse,
     Keepalive,
     Root,
-    decode_xml,
-    parse_element,
+    decode_message,
     serialize,
 )
 from gateway.gb28181.queries import QueryBook
@@ -342,13 +341,12 @@ class DeviceAccess:
             self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
             return
         try:
-            decoded = decode_xml(request.body)
-            message = parse_element(decoded.root)
+            message, charset = decode_message(request.body)
         except ManscdpError as exc:
             self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
             return
         self._answer(request, txn, 200, now)
-        session.charset = decoded.charset
+        session.charset = charset
         if session.peer != peer and session.peer.host == peer.host:
             # NAT port rebinding or a new TCP connection (notes §19 item 5). A new
             # *address* is only believed from an authenticated REGISTER: MESSAGEs

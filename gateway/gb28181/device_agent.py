@@ -26,8 +26,7 @@ from gateway.gb28181.manscdp import (
     DeviceStatusQuery,
     DeviceStatusResponse,
     Keepalive,
-    decode_xml,
-    parse_element,
+    decode_message,
     serialize,
     split_catalog,
 )
@@ -198,7 +197,7 @@ class DeviceAgent:
             self._answer(request, event.transaction, 501 if request.method == "INVITE" else 405, now)
             return
         try:
-            message = parse_element(decode_xml(request.body).root)
+            message, _ = decode_message(request.body)
         except GatewayError:
             self._answer(request, event.transaction, 400, now)
             return

@@ -21,6 +21,7 @@ from .codec import (
     encode_xml,
     local_name,
 )
+from .fastpath import decode_message
 from .messages import (
     AlarmDuty,
     CatalogItem,
@@ -48,6 +49,7 @@ from .messages import (
 )
 
 __all__ = [
+    "decode_message",
     "MAX_BODY_SIZE",
     "AlarmDuty",
     "BodyTooLarge",
