@@ -298,8 +298,7 @@ class GatewayService:
         if state is None:
             return
         now = self._wall(event.at)
-        channels = [channel_from_item(item, state.row, now) for item in event.items]
-        channels = [c for c in channels if c is not None]
+        channels = [c for item in event.items if (c := channel_from_item(item, state.row, now)) is not None]
         if event.partial:
             state.channels.update({c.id: c.online for c in channels})
         else:
@@ -357,7 +356,7 @@ class GatewayService:
         self._waiters[(device_id, cmd_type, sn)] = future
         try:
             return await asyncio.wait_for(future, timeout or self.config.query_timeout + 1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self._waiters.pop((device_id, cmd_type, sn), None)

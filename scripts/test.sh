@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# Lint and type-check the product code first (fast), then the tests.
+.venv/bin/ruff check --quiet gateway simulators bench
+.venv/bin/mypy --no-error-summary gateway simulators
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -97,7 +97,7 @@ class Fleet:
                  summary["kindergartens"], summary["devices"], summary["channels"])
         if opts.api:
             await asyncio.to_thread(provision, opts.api, self.city)
-        misbehaviours = self._misbehaviour_plan(summary["devices"])
+        misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
         index = 0
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")

@@ -8,7 +8,7 @@ accepts all three) or with a space instead of ``T`` (owl).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
 from gateway.errors import ManscdpError
@@ -51,7 +51,7 @@ def _zone(zone: str | None) -> timezone | None:
     if zone is None:
         return None
     if zone in ("Z", "z"):
-        return timezone.utc
+        return UTC
     digits = zone[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:] or "0")
     if hours > 23 or minutes > 59:

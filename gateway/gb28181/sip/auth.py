@@ -61,7 +61,7 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 
 _NONCE_TIME_HEX = 12
 _NONCE_MAC_HEX = 32
-_NONCE_RE = re.compile(r"[0-9a-f]{%d}" % (_NONCE_TIME_HEX + _NONCE_MAC_HEX))
+_NONCE_RE = re.compile(f"[0-9a-f]{{{_NONCE_TIME_HEX + _NONCE_MAC_HEX}}}")
 #: A nonce up to this many seconds "from the future" is still fresh (we truncate
 #: the issue time to whole seconds, and callers' clocks may jitter).
 _CLOCK_SKEW = 2.0

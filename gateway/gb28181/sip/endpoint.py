@@ -15,6 +15,7 @@ and :meth:`data_to_send`, and re-arm one timer at :meth:`get_timer`.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -373,10 +374,8 @@ class SipEndpoint:
         """Answer without a transaction (sipgo does this for broken requests)."""
         if not request.headers.get_all("Via"):
             return
-        try:
+        with contextlib.suppress(SipParseError):  # answer even if the Via is odd
             _stamp_via(request, peer)
-        except SipParseError:
-            pass
         response = make_response(request, status, to_tag=self.new_tag())
         response.headers.add("Server", self.user_agent)
         self._outgoing.append((bytes(response), peer))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from gateway.errors import MessageTooLarge, SipParseError
 from gateway.gb28181.sip.headers import (
@@ -163,7 +163,7 @@ class SipResponse(_MessageBase):
         return self._serialize(f"SIP/2.0 {self.status} {self.reason}")
 
 
-SipMessage = Union[SipRequest, SipResponse]
+SipMessage = SipRequest | SipResponse
 
 
 def make_request(method: str, uri: str, headers: Headers | None = None, body: bytes = b"") -> SipRequest:

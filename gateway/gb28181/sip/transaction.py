@@ -78,7 +78,7 @@ class Action(Enum):
     STOP = "stop"
 
 
-S, I, A = TxState, TxInput, Action
+S, I, A = TxState, TxInput, Action  # noqa: E741 - short names keep the tables readable
 Transition = tuple[Action, TxState]
 
 
