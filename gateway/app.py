@@ -83,7 +83,7 @@ class GatewayService:
         self._store = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-store")
         self.devices: dict[str, DeviceState] = {}
-        self.kindergarten_ids: set[str] = set()
+        self.kindergarten_names: dict[str, str] = {}  # id -> name, for placement and log lines
         self.presence = PresenceBuffer()
         self.metrics = GatewayMetrics(self)
         self._pending_devices: dict[str, Device] = {}
@@ -195,11 +195,11 @@ class GatewayService:
         offset = 0
         while True:
             page = await self._run(self.store.list_kindergartens, None, offset, page_size)
-            self.kindergarten_ids.update(k.id for k in page.items)
+            self.kindergarten_names.update((k.id, k.name) for k in page.items)
             offset += page_size
             if offset >= page.total:
                 break
-        log.info("restored %d devices and %d kindergartens from the store", len(rows), len(self.kindergarten_ids))
+        log.info("restored %d devices and %d kindergartens from the store", len(rows), len(self.kindergarten_names))
 
     def _restore_sessions(self, now: float) -> None:
         """Devices whose registration is still valid need not re-register after a restart."""
@@ -272,14 +272,15 @@ class GatewayService:
             state.row = row
         self._pending_devices[event.device_id] = row
         if event.first:
-            log.info("device %s registered from %s (expires %d)", event.device_id, event.peer, event.expires)
+            where = self.kindergarten_names.get(row.kindergarten_id or "", "unplaced")
+            log.info("device %s (%s) registered from %s (expires %d)", event.device_id, where, event.peer, event.expires)
 
     def _place(self, device_id: str) -> str | None:
         provisioned = self._provisioned.get(device_id)
         if provisioned is not None and provisioned.kindergarten_id:
             return provisioned.kindergarten_id
         candidate = kindergarten_id_by_convention(device_id)
-        return candidate if candidate in self.kindergarten_ids else None
+        return candidate if candidate in self.kindergarten_names else None
 
     def _on_presence(self, device_id: str, online: bool, at: float, reason: str) -> None:
         state = self.devices.get(device_id)
@@ -371,7 +372,7 @@ class GatewayService:
     async def add_kindergartens(self, kindergartens: list[Kindergarten]) -> int:
         """Store kindergartens and re-place devices that were waiting for them."""
         count = await self._run(self.store.upsert_kindergartens, kindergartens)
-        self.kindergarten_ids.update(k.id for k in kindergartens)
+        self.kindergarten_names.update((k.id, k.name) for k in kindergartens)
         for device_id, state in self.devices.items():
             if state.row.kindergarten_id is None:
                 placed = self._place(device_id)
