@@ -15,7 +15,7 @@ import gateway
 import simulators
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_DIRS = [ROOT / "gateway" / "gb28181"]
+CORE_DIRS = [ROOT / "gateway" / "gb28181", ROOT / "gateway" / "media"]
 FORBIDDEN_IN_CORE = {"asyncio", "socket", "time", "random", "selectors", "threading", "aiohttp"}
 
 
