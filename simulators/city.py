@@ -21,6 +21,8 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from gateway.registry.placement import kindergarten_id_by_convention
+
 __all__ = [
     "AREAS",
     "CameraSpec",
@@ -403,9 +405,15 @@ def kindergarten_number_of(device_or_channel_id: str) -> int:
 
 
 def kindergarten_id_for(any_sim_id: str) -> str:
-    """The kindergarten's 216 virtual-organisation ID for any ID of the simulated city."""
+    """The kindergarten's 216 virtual-organisation ID for any ID of the simulated city.
+
+    The gateway places auto-enrolled devices by the same convention, so both
+    sides use its one definition.
+    """
     _check_id(any_sim_id)
-    return f"{any_sim_id[:10]}{TYPE_VIRTUAL_ORG}0{any_sim_id[14:18]}00"
+    kindergarten_id = kindergarten_id_by_convention(any_sim_id)
+    assert kindergarten_id is not None  # _check_id passed
+    return kindergarten_id
 
 
 # --------------------------------------------------------------------------- apportionment
