@@ -11,7 +11,6 @@ import asyncio
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-import pytest
 
 from gateway.app import GatewayService
 from gateway.config import load_config

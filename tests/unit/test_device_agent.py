@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from gb_harness import DEV_PEER, GATEWAY_ID, IPC_ID, NVR_ID, REALM, GbHarness, make_harness
 
 from gateway.gb28181.access import (
