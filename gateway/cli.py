@@ -70,35 +70,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
-    demo.add_argument("--sip-port", type=int, default=5060)
-    demo.add_argument("--http-port", type=int, default=8080)
-    demo.add_argument("--db", default="var/demo.db")
-    demo.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    demo.add_argument("--sip-port", type=int, default=5060, help="gateway SIP port, UDP and TCP (default 5060)")
+    demo.add_argument("--http-port", type=int, default=8080, help="gateway HTTP API port (default 8080)")
+    demo.add_argument("--db", default="var/demo.db", help="registry SQLite file (default var/demo.db)")
+    demo.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport of the devices")
     demo.add_argument("--keepalive-interval", type=float, default=20.0,
                       help="demo devices keep alive every N s (default 20, so offline shows within a minute)")
-    demo.add_argument("--log-level", default="INFO")
+    demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return parser
 
 
 def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 5060), help="gateway SIP HOST:PORT")
     sim.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="gateway 20-digit SIP ID")
-    sim.add_argument("--password", default="12345678", help="device password")
-    sim.add_argument("--kindergartens", type=int, default=10, help="how many kindergartens (2314 = whole city)")
-    sim.add_argument("--transport", choices=["udp", "tcp"], default="udp")
+    sim.add_argument("--password", default="12345678", help="device password (default 12345678)")
+    sim.add_argument("--kindergartens", type=int, default=10, help="how many kindergartens (default 10; 2314 = whole city)")
+    sim.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport (default udp)")
     sim.add_argument("--api", help="gateway HTTP base URL to provision kindergartens (names, addresses)")
     sim.add_argument("--ipc", action="store_true", help="every camera registers itself (no NVR)")
     sim.add_argument("--cameras", type=_range, default=(8, 16), help="cameras per kindergarten, N or N-M")
-    sim.add_argument("--seed", type=int, default=2020)
-    sim.add_argument("--expires", type=int, default=3600, help="REGISTER Expires")
-    sim.add_argument("--keepalive-interval", type=float, default=60.0)
-    sim.add_argument("--rate", type=float, default=2000.0, help="devices started per second")
+    sim.add_argument("--seed", type=int, default=2020, help="seed of the simulated city (same seed, same city)")
+    sim.add_argument("--expires", type=int, default=3600, help="REGISTER Expires in s (default 3600)")
+    sim.add_argument("--keepalive-interval", type=float, default=60.0, help="keepalive period in s (default 60)")
+    sim.add_argument("--rate", type=float, default=2000.0, help="devices started per second (default 2000)")
     sim.add_argument("--wrong-password", type=int, default=0, help="N devices use a wrong password")
     sim.add_argument("--silent", type=int, default=0, help="N devices never keep alive")
     sim.add_argument("--flap", type=int, default=0, help="N devices alternate silent/talking")
-    sim.add_argument("--flap-period", type=float, default=180.0)
+    sim.add_argument("--flap-period", type=float, default=180.0, help="s silent, then s talking (default 180)")
     sim.add_argument("--malformed", type=int, default=0, help="N devices send broken XML now and then")
-    sim.add_argument("--log-level", default="INFO")
+    sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
 async def _run_until_signal(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> None:
