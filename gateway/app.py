@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,8 @@ class GatewayService:
         await self._restore()
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
         endpoint = SipEndpoint(
-            RandomIds(), max_message_size=self.config.max_message_size, user_agent="kgw-gateway"
+            RandomIds(), local_host=_advertised_host(self.config), max_message_size=self.config.max_message_size,
+            user_agent="kgw-gateway",
         )
         registrar = Registrar(
             RegistrarConfig(
@@ -453,3 +455,16 @@ def _write_all(store: Store, devices: list[Device], catalogs: list[tuple[str, li
             store.replace_channels(device_id, channels)
     if not batch.is_empty:
         write_presence_batch(store, batch)
+
+
+def _advertised_host(config: GatewayConfig) -> str:
+    """The address devices should reach us at (Via, Contact): never a wildcard."""
+    if config.sip_advertise:
+        return config.sip_advertise
+    if config.sip_host not in ("0.0.0.0", "::"):
+        return config.sip_host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        log.warning("cannot tell this host's address; set sip_advertise in the config")
+        return "127.0.0.1"

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--config", help="TOML file with [gateway] settings and [[devices]] provisioning")
     gw.add_argument("--sip-host", help="address for SIP UDP+TCP (default 127.0.0.1)")
     gw.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    gw.add_argument("--sip-advertise", help="address devices reach us at, for Via/Contact when --sip-host is 0.0.0.0")
     gw.add_argument("--http-host", help="address for the HTTP API (default 127.0.0.1)")
     gw.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     gw.add_argument("--id", help=f"gateway 20-digit SIP ID (default {DEFAULT_GATEWAY_ID})")
@@ -119,7 +120,8 @@ async def _run_until_signal(start: Callable[[], Awaitable[Any]], stop: Callable[
 def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """Merge --config with flags."""
     return load_config(
-        args.config, sip_host=args.sip_host, sip_port=args.sip_port, http_host=args.http_host,
+        args.config, sip_host=args.sip_host, sip_port=args.sip_port, sip_advertise=args.sip_advertise,
+        http_host=args.http_host,
         http_port=args.http_port, id=args.id, password=args.password, db=args.db, enrolment=args.enrolment,
         keepalive_interval=args.keepalive_interval, keepalive_missed=args.keepalive_missed,
         log_level=args.log_level,

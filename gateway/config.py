@@ -35,6 +35,7 @@ class GatewayConfig:
     realm: str = ""  # default: the first 10 digits of id
     password: str = "12345678"
     sip_host: str = "127.0.0.1"
+    sip_advertise: str = ""  # address put in Via/Contact; default: sip_host, or this host's address for 0.0.0.0
     sip_port: int = 5060
     sip_tcp: bool = True
     http_host: str = "127.0.0.1"

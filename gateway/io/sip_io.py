@@ -79,7 +79,9 @@ class SipDriver:
             pass
         if tcp:
             self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, bound)
-        self.core.endpoint.local_host, self.core.endpoint.local_port = host, bound
+        self.core.endpoint.local_port = bound
+        if host not in ("0.0.0.0", "::"):  # a wildcard is no address to put in Via/Contact
+            self.core.endpoint.local_host = host
         return int(bound)
 
     async def connect_tcp(self, host: str, port: int) -> Peer:

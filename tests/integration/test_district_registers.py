@@ -32,3 +32,13 @@ async def test_district_registers_and_reports_catalogs(gateway_factory, fleet_fa
     names = {c["name"] for c in channels["items"]}
     plan_names = {ch.name for k in fleet.city for d in k.devices for ch in d.channels}
     assert names == plan_names, "Chinese names arrive intact"
+
+
+async def test_gateway_bound_to_all_interfaces_advertises_a_real_address(gateway_factory, fleet_factory):
+    """Listening on 0.0.0.0 must never put 0.0.0.0 into Via/Contact: devices could not answer."""
+    service = await gateway_factory(sip_host="0.0.0.0", sip_advertise="127.0.0.1")
+    assert service.access is not None and service.access.endpoint.local_host == "127.0.0.1"
+    fleet = await fleet_factory(service, kindergartens=1)
+    assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=15)
+    # the DeviceInfo query (our request, our Via) was answered: the device could reach us back
+    assert await wait_for(lambda: all(s.row.manufacturer for s in service.devices.values()), timeout=15)
