@@ -1,0 +1,426 @@
+"""Live play of one channel, signalling half: the gateway as UAC (gb28181-notes.md §15).
+
+:class:`PlaySession` sends the INVITE with the live offer (Subject, ``y=``),
+ACKs the device's 2xx, turns offer plus answer into the
+:class:`~gateway.gb28181.sdp.MediaSessionSpec` the media layer needs, and
+tears the call down with BYE. It sits on a :class:`SipEndpoint` the way
+:mod:`gateway.gb28181.access` does: the owner routes the endpoint's events
+to :meth:`PlaySession.handle_response` / :meth:`PlaySession.handle_request`
+(each returns False for events that are not this session's; the INVITE and
+BYE transactions carry the session as their ``context``), drains
+:meth:`PlaySession.next_event`, and runs :meth:`PlaySession.handle_timer`
+at :meth:`PlaySession.get_timer`.
+
+The machine is one table, :data:`TRANSITIONS`. Network inputs that can
+arrive late or twice (a 1xx after the 2xx, the answer to our BYE after the
+device's own BYE…) are absorbed by explicit ``IGNORE`` entries; a pair that
+is missing raises :class:`PlaySessionError` and moves the session to FAILED
+(h2's rule, STYLE.md §3).
+
+Known gap: an unanswered INVITE is not CANCELled when the play timeout fires
+or the viewer leaves — :meth:`SipEndpoint.send_request` always puts a fresh
+Via branch on top, and a CANCEL must repeat the INVITE's. Instead a 2xx that
+arrives after we gave up is ACKed and hung up at once (RFC 3261 §15).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum
+
+from gateway.errors import SipError
+from gateway.gb28181.dialog import Dialog
+from gateway.gb28181.requests import sip_uri
+from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, answer_to_spec, build_sdp, offer_for_play, parse_sdp
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimedOut
+from gateway.gb28181.sip.headers import Headers
+from gateway.gb28181.sip.message import SipRequest, SipResponse, make_response
+from gateway.gb28181.sip.transport import Peer
+
+__all__ = [
+    "DEFAULT_PLAY_TIMEOUT", "TRANSITIONS", "PlayAction", "PlayEnded", "PlayEvent", "PlayFailed", "PlayInput",
+    "PlaySession", "PlaySessionError", "PlayStarted", "PlayState",
+]  # fmt: skip
+
+DEFAULT_PLAY_TIMEOUT = 10.0  # WVP playTimeout: INVITE sent → stream up (notes §15.8)
+SDP_CONTENT_TYPE = "APPLICATION/SDP"  # as WVP writes it (notes §15.1)
+
+
+class PlaySessionError(SipError):
+    """An input the play machine has no transition for; the session is FAILED."""
+
+
+class PlayState(Enum):
+    """Where a live view stands (STYLE.md §3)."""
+
+    IDLE = "idle"
+    INVITING = "inviting"
+    STREAMING = "streaming"
+    TEARING_DOWN = "tearing down"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class PlayInput(Enum):
+    """What can happen to a live view."""
+
+    START = "start"
+    RECV_1XX = "recv 1xx"
+    RECV_2XX = "recv 2xx"
+    RECV_2XX_BAD_SDP = "recv 2xx with an unusable answer"
+    RECV_ERROR = "recv 300-699"
+    TIMEOUT = "no final answer (play timeout or Timer B)"
+    RTP_TIMEOUT = "no media"
+    STOP = "stop"
+    RECV_BYE = "recv BYE"
+    BYE_ANSWERED = "our BYE answered or timed out"
+
+
+class PlayAction(Enum):
+    """What a transition does besides changing state."""
+
+    IGNORE = "ignore"
+    SEND_INVITE = "send INVITE"
+    CONFIRM = "form dialog, ACK, report PlayStarted"
+    REJECT_ANSWER = "form dialog, ACK, BYE, report PlayFailed(488)"
+    RESEND_ACK = "re-send the ACK for a retransmitted 2xx"
+    HANG_UP_LATE = "ACK and BYE a 2xx that came after we gave up"
+    FAIL = "report PlayFailed"
+    ABANDON = "report PlayEnded before any answer"
+    SEND_BYE = "send BYE"
+    ANSWER_BYE = "answer the device's BYE 200, report PlayEnded"
+    END = "report PlayEnded"
+
+
+@dataclass(frozen=True, slots=True)
+class PlayStarted:
+    """The device accepted: media may flow as ``spec`` says."""
+
+    spec: MediaSessionSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PlayFailed:
+    """The play never started: the device refused, never answered, or answered nonsense."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlayEnded:
+    """The play is over: ``reason`` is ``stopped``, ``rtp_timeout``, ``device_bye`` or ``error``."""
+
+    reason: str
+
+
+PlayEvent = PlayStarted | PlayFailed | PlayEnded
+
+S, I, A = PlayState, PlayInput, PlayAction  # noqa: E741 - short names keep the table readable
+_QUIET = (I.RECV_1XX, I.RECV_ERROR, I.TIMEOUT, I.RTP_TIMEOUT, I.STOP, I.BYE_ANSWERED)
+
+TRANSITIONS: dict[tuple[PlayState, PlayInput], tuple[PlayAction, PlayState]] = {
+    (S.IDLE, I.START): (A.SEND_INVITE, S.INVITING),
+    (S.IDLE, I.STOP): (A.ABANDON, S.CLOSED),
+    (S.INVITING, I.RECV_1XX): (A.IGNORE, S.INVITING),
+    (S.INVITING, I.RECV_2XX): (A.CONFIRM, S.STREAMING),
+    (S.INVITING, I.RECV_2XX_BAD_SDP): (A.REJECT_ANSWER, S.FAILED),
+    (S.INVITING, I.RECV_ERROR): (A.FAIL, S.FAILED),
+    (S.INVITING, I.TIMEOUT): (A.FAIL, S.FAILED),
+    (S.INVITING, I.RTP_TIMEOUT): (A.FAIL, S.FAILED),
+    (S.INVITING, I.STOP): (A.ABANDON, S.CLOSED),
+    (S.STREAMING, I.RECV_1XX): (A.IGNORE, S.STREAMING),
+    (S.STREAMING, I.RECV_2XX): (A.RESEND_ACK, S.STREAMING),
+    (S.STREAMING, I.RECV_2XX_BAD_SDP): (A.RESEND_ACK, S.STREAMING),
+    (S.STREAMING, I.RECV_ERROR): (A.IGNORE, S.STREAMING),
+    (S.STREAMING, I.TIMEOUT): (A.IGNORE, S.STREAMING),
+    (S.STREAMING, I.RTP_TIMEOUT): (A.SEND_BYE, S.TEARING_DOWN),
+    (S.STREAMING, I.STOP): (A.SEND_BYE, S.TEARING_DOWN),
+    (S.STREAMING, I.RECV_BYE): (A.ANSWER_BYE, S.CLOSED),
+    (S.TEARING_DOWN, I.RECV_2XX): (A.RESEND_ACK, S.TEARING_DOWN),
+    (S.TEARING_DOWN, I.RECV_2XX_BAD_SDP): (A.RESEND_ACK, S.TEARING_DOWN),
+    (S.TEARING_DOWN, I.RECV_BYE): (A.ANSWER_BYE, S.CLOSED),  # BYE glare: both hung up
+    (S.TEARING_DOWN, I.BYE_ANSWERED): (A.END, S.CLOSED),
+    **{(S.TEARING_DOWN, i): (A.IGNORE, S.TEARING_DOWN) for i in _QUIET if i is not I.BYE_ANSWERED},
+    **{(s, i): (A.IGNORE, s) for s in (S.CLOSED, S.FAILED) for i in _QUIET},
+    **{(s, i): (A.HANG_UP_LATE, s) for s in (S.CLOSED, S.FAILED) for i in (I.RECV_2XX, I.RECV_2XX_BAD_SDP)},
+}
+
+
+class PlaySession:
+    """One live view of one channel; the gateway is the UAC (notes §15.1, §15.6, §15.8)."""
+
+    def __init__(
+        self,
+        endpoint: SipEndpoint,
+        gateway_id: str,
+        domain: str,
+        channel_id: str,
+        device_peer: Peer,
+        media_host: str,
+        media_port: int,
+        transport: MediaTransport,
+        ssrc: str,
+        *,
+        play_timeout: float = DEFAULT_PLAY_TIMEOUT,
+        stream_number: int | None = None,
+        cseq: int = 1,
+    ) -> None:
+        self.endpoint = endpoint
+        self.gateway_id = gateway_id
+        self.domain = domain
+        self.channel_id = channel_id
+        self.device_peer = device_peer
+        self.play_timeout = play_timeout
+        self.state = PlayState.IDLE
+        self.offer = offer_for_play(
+            origin_user=channel_id,  # notes §15.6 writes the channel in o=
+            media_host=media_host,
+            media_port=media_port,
+            ssrc=ssrc,
+            transport=transport,
+            stream_number=stream_number,
+        )
+        self.dialog: Dialog | None = None
+        self.spec: MediaSessionSpec | None = None
+        self.invite: SipRequest | None = None
+        self._cseq = cseq
+        self._invite_key: str | None = None
+        self._bye_key: str | None = None
+        self._deadline: float | None = None
+        self._events: deque[PlayEvent] = deque()
+        # What the current input carries, for the action that needs it.
+        self._response: SipResponse | None = None
+        self._request: RequestReceived | None = None
+        self._failure: tuple[int, str] = (500, "")
+        self._end_reason = "stopped"
+
+    @property
+    def invite_transaction(self) -> str | None:
+        """The endpoint's key of our INVITE transaction, once sent."""
+        return self._invite_key
+
+    @property
+    def bye_transaction(self) -> str | None:
+        """The endpoint's key of our BYE transaction, once sent."""
+        return self._bye_key
+
+    # --- commands -------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Send the INVITE and arm the play timeout."""
+        self._fire(I.START, now)
+
+    def stop(self, now: float) -> None:
+        """The last viewer left: BYE when streaming, give up when still inviting."""
+        self._end_reason = "stopped"
+        self._fire(I.STOP, now)
+
+    def media_timeout(self, now: float) -> None:
+        """The media side saw no RTP in time: hang up."""
+        self._end_reason = "rtp_timeout"
+        self._failure = (408, "no media")
+        self._fire(I.RTP_TIMEOUT, now)
+
+    def next_event(self) -> PlayEvent | None:
+        """The next :data:`PlayEvent`, or None."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (the play timeout while inviting)."""
+        return self._deadline if self.state is PlayState.INVITING else None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire the play timeout if it is due."""
+        if self._deadline is not None and now >= self._deadline and self.state is PlayState.INVITING:
+            self._deadline = None
+            self._failure = (408, "play timeout")
+            self._fire(I.TIMEOUT, now)
+
+    # --- endpoint events --------------------------------------------------------------------
+
+    def handle_response(self, event: ResponseReceived | TransactionTimedOut, now: float) -> bool:
+        """Feed a response or transaction timeout; False when it is not this session's."""
+        if isinstance(event, TransactionTimedOut):
+            if event.transaction == self._invite_key:
+                self._failure = (408, "no answer (Timer B)")
+                self._fire(I.TIMEOUT, now)
+            elif event.transaction == self._bye_key:
+                self._fire(I.BYE_ANSWERED, now)
+            else:
+                return False
+            return True
+        response = event.response
+        if event.transaction is not None and event.transaction == self._bye_key:
+            if response.status >= 200:
+                self._fire(I.BYE_ANSWERED, now)
+            return True
+        if not self._is_invite_response(event):
+            return False
+        self._response = response
+        self._fire(self._classify(response), now)
+        return True
+
+    def handle_request(self, event: RequestReceived, now: float) -> bool:
+        """Feed a BYE from the device; False when it is not for this session's live dialog."""
+        request = event.request
+        if (
+            request.method != "BYE"
+            or event.transaction is None
+            or self.dialog is None
+            or self.state not in (PlayState.STREAMING, PlayState.TEARING_DOWN)
+            or not self.dialog.matches(request)
+        ):
+            return False
+        self._request = event
+        self._fire(I.RECV_BYE, now)
+        return True
+
+    # --- the machine -------------------------------------------------------------------------
+
+    def _fire(self, inp: PlayInput, now: float) -> None:
+        transition = TRANSITIONS.get((self.state, inp))
+        if transition is None:
+            error = PlaySessionError(f"{inp.name} in state {self.state.name}")
+            self._abort(now, error.reason)
+            raise error
+        action, next_state = transition
+        try:
+            self._run(action, inp, now)
+        except SipError as exc:
+            self._abort(now, exc.reason)
+            raise
+        self.state = next_state
+        self._response = None
+        self._request = None
+
+    def _run(self, action: PlayAction, inp: PlayInput, now: float) -> None:
+        if action is A.SEND_INVITE:
+            self._send_invite(now)
+        elif action is A.CONFIRM:
+            self._confirm()
+        elif action is A.REJECT_ANSWER:
+            self._form_dialog_and_ack()
+            self._send_bye(now)
+            self._events.append(PlayFailed(*self._failure))
+        elif action is A.RESEND_ACK:
+            self._resend_ack()
+        elif action is A.HANG_UP_LATE:
+            self._hang_up_late(now)
+        elif action is A.FAIL:
+            self._events.append(PlayFailed(*self._failure))
+        elif action is A.ABANDON:
+            self._events.append(PlayEnded(self._end_reason))
+        elif action is A.SEND_BYE:
+            self._send_bye(now)
+        elif action is A.ANSWER_BYE:
+            self._answer_bye(now)
+        elif action is A.END:
+            self._events.append(PlayEnded(self._end_reason))
+        # A.IGNORE: nothing to do
+
+    def _abort(self, now: float, reason: str) -> None:
+        """Missing pair or broken input: FAILED, hanging up a confirmed call, reporting once."""
+        if self.dialog is not None and self._bye_key is None and self.state is PlayState.STREAMING:
+            self._send_bye(now)
+        if self.state in (PlayState.IDLE, PlayState.INVITING):
+            self._events.append(PlayFailed(500, reason))
+        elif self.state in (PlayState.STREAMING, PlayState.TEARING_DOWN):
+            self._events.append(PlayEnded("error"))
+        self.state = PlayState.FAILED
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _send_invite(self, now: float) -> None:
+        host, port = self.device_peer.host, self.device_peer.port
+        target = sip_uri(self.channel_id, host, port)
+        headers = Headers(
+            [
+                ("From", f"<{sip_uri(self.gateway_id, self.domain)}>;tag={self.endpoint.new_tag()}"),
+                ("To", f"<{target}>"),
+                ("Call-ID", self.endpoint.new_call_id()),
+                ("CSeq", f"{self._cseq} INVITE"),
+                ("Max-Forwards", "70"),
+                ("Contact", f"<{sip_uri(self.gateway_id, self.endpoint.local_host, self.endpoint.local_port)}>"),
+                # notes §15.2: <sender id>:<ssrc>,<receiver id>:0
+                ("Subject", f"{self.channel_id}:{self.offer.ssrc},{self.gateway_id}:0"),
+                ("Content-Type", SDP_CONTENT_TYPE),
+            ]
+        )
+        self.invite = SipRequest(headers=headers, body=build_sdp(self.offer), method="INVITE", uri=target)
+        self._invite_key = self.endpoint.send_request(self.invite, self.device_peer, now, context=self)
+        self._deadline = now + self.play_timeout
+
+    def _confirm(self) -> None:
+        self._form_dialog_and_ack()
+        if self.spec is None:
+            raise PlaySessionError("2xx confirmed without a media spec")
+        self._events.append(PlayStarted(self.spec))
+
+    def _form_dialog_and_ack(self) -> None:
+        if self.invite is None or self._response is None:
+            raise PlaySessionError("no 2xx to form a dialog from")
+        self.dialog = Dialog.from_uac(self.invite, self._response)
+        self.endpoint.send_ack(self.dialog.ack_for(self._response), self.device_peer)
+        self._deadline = None
+
+    def _resend_ack(self) -> None:
+        ack = self.dialog.last_ack() if self.dialog is not None else None
+        if ack is None:
+            raise PlaySessionError("2xx retransmission without an ACK to repeat")
+        self.endpoint.send_ack(ack, self.device_peer)
+
+    def _hang_up_late(self, now: float) -> None:
+        """RFC 3261 §15: a 2xx after we gave up is still ACKed, then BYE'd."""
+        if self.dialog is not None:
+            self._resend_ack()
+            return
+        self._form_dialog_and_ack()
+        self._send_bye(now)
+
+    def _send_bye(self, now: float) -> None:
+        if self.dialog is None:
+            raise PlaySessionError("BYE without a dialog")
+        bye = self.dialog.new_request("BYE")
+        self._bye_key = self.endpoint.send_request(bye, self.device_peer, now, context=self)
+
+    def _answer_bye(self, now: float) -> None:
+        event = self._request
+        if event is None or event.transaction is None or self.dialog is None:
+            raise PlaySessionError("no BYE to answer")
+        self.dialog.accept_remote(event.request)
+        response = make_response(event.request, 200)
+        self.endpoint.send_response(event.transaction, response, now)
+        self._events.append(PlayEnded("device_bye" if self.state is PlayState.STREAMING else self._end_reason))
+
+    # --- classification --------------------------------------------------------------------------
+
+    def _is_invite_response(self, event: ResponseReceived) -> bool:
+        if self._invite_key is None or self.invite is None:
+            return False
+        if event.transaction is not None:
+            return event.transaction == self._invite_key
+        # A 2xx retransmitted after the INVITE transaction ended (RFC 6026 Timer M).
+        response = event.response
+        try:
+            same_call = response.call_id == self.invite.call_id and response.cseq == self.invite.cseq
+            tag = response.to.tag
+        except SipError:
+            return False
+        return same_call and (self.dialog is None or tag == self.dialog.remote_tag)
+
+    def _classify(self, response: SipResponse) -> PlayInput:
+        if response.status < 200:
+            return I.RECV_1XX
+        if response.status >= 300:
+            self._failure = (response.status, response.reason)
+            return I.RECV_ERROR
+        if self.state is not PlayState.INVITING:
+            return I.RECV_2XX  # a retransmission or a late answer: its SDP no longer matters
+        try:
+            self.spec = answer_to_spec(self.offer, parse_sdp(response.body))
+        except SipError as exc:  # SdpError: 488
+            self._failure = (exc.status_hint, exc.reason)
+            return I.RECV_2XX_BAD_SDP
+        return I.RECV_2XX
