@@ -4,7 +4,9 @@ Each kindergarten of the simulated city sits behind its own address, as it
 would behind its NAT: its devices (NVR, alarm box, perimeter alarm, or one
 IPC per camera) share one UDP socket or one TCP connection to the gateway,
 exactly like devices behind a kindergarten's router share its public
-address. The SIP logic is the gateway's own device-role core
+address. Cameras answer live INVITEs and stream a drawn, encoded test card
+(:mod:`simulators.streamer`, one :class:`StreamHub` per kindergarten, one
+shared :class:`ClipCache`). The SIP logic is the gateway's own device-role core
 (:class:`~gateway.gb28181.device_agent.DeviceAgent`); this module only builds
 profiles from the city plan and runs them.
 """
@@ -34,6 +36,8 @@ from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
+from simulators.streamer import StreamHub, StreamStats
+from simulators.video import ClipCache, VideoProfile
 
 log = logging.getLogger("kgw.simulate")
 
@@ -61,6 +65,7 @@ class FleetOptions:
     malformed: int = 0  # how many devices send a broken keepalive every 3rd time
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
+    video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
 
     @property
     def domain(self) -> str:
@@ -75,6 +80,7 @@ class KindergartenNode:
     plan: SimKindergarten
     host: AgentHost
     driver: SipDriver | None = None
+    media: StreamHub | None = None
 
 
 @dataclass
@@ -85,6 +91,7 @@ class Fleet:
     city: list[SimKindergarten] = field(default_factory=list)
     nodes: list[KindergartenNode] = field(default_factory=list)
     agents: dict[str, DeviceAgent] = field(default_factory=dict)
+    clips: ClipCache = field(default_factory=ClipCache)
 
     async def start(self) -> None:
         """Build the city, provision it (if an API is given), open sockets, start registering."""
@@ -102,7 +109,9 @@ class Fleet:
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
             node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
-            node.driver = SipDriver(node.host)
+            node.media = StreamHub(node.host, plan.name, self.clips, opts.video, local_host=opts.local_host)
+            node.driver = SipDriver(node.host, on_activity=node.media.drain)
+            node.media.flush = node.driver.flush
             if opts.transport is Transport.UDP:
                 await node.driver.listen(opts.local_host, 0, tcp=False)
                 server_peer = Peer(Transport.UDP, opts.gateway_host, opts.gateway_port)
@@ -153,6 +162,8 @@ class Fleet:
         """Unregister (optionally), wait briefly for the answers, close sockets."""
         loop = asyncio.get_running_loop()
         for node in self.nodes:
+            if node.media is not None:
+                node.media.close()
             for agent in node.host.agents.values():
                 agent.stop(loop.time(), unregister=unregister)
             if node.driver is not None:
@@ -174,7 +185,17 @@ class Fleet:
             "states": states,
             "keepalives_sent": sum(a.stats.keepalives_sent for a in self.agents.values()),
             "refusals": sum(a.stats.refusals for a in self.agents.values()),
+            "streams": sum(len(n.media.streams) for n in self.nodes if n.media is not None),
+            "video_frames": self.media_totals().frames,
         }
+
+    def media_totals(self) -> StreamStats:
+        """Frames, packets and bytes every camera of the fleet sent so far."""
+        total = StreamStats()
+        for node in self.nodes:
+            if node.media is not None:
+                total.add(node.media.totals())
+        return total
 
 
 def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: str) -> DeviceProfile:

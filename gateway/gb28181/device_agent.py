@@ -2,9 +2,12 @@
 
 :class:`DeviceAgent` registers with digest, refreshes before expiry, sends
 keepalives, and answers Catalog / DeviceInfo / DeviceStatus queries the way
-an NVR, IPC or alarm box does. Many agents share one :class:`SipEndpoint`
-(one socket per kindergarten, as behind a NAT); :class:`AgentHost` routes the
-endpoint's events to them. Misbehaviour switches (wrong password, silent,
+an NVR, IPC or alarm box does. A device with camera channels (type 131/132)
+also answers live INVITEs for them through a
+:class:`~gateway.gb28181.device_calls.DeviceCalls`; the media side drains the
+call events with :meth:`AgentHost.next_call_event`. Many agents share one
+:class:`SipEndpoint` (one socket per kindergarten, as behind a NAT);
+:class:`AgentHost` routes the endpoint's events to them. Misbehaviour switches (wrong password, silent,
 flapping, malformed bodies) let tests and operators provoke every failure
 path of the gateway.
 """
@@ -18,6 +21,7 @@ from enum import Enum
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.gb28181.device_calls import CallEvent, DeviceCalls
 from gateway.gb28181.manscdp import (
     CatalogItem,
     CatalogQuery,
@@ -35,6 +39,15 @@ from gateway.gb28181.sip.auth import DigestClient
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.transport import Peer
+
+
+CALL_METHODS = frozenset({"INVITE", "ACK", "BYE"})
+CAMERA_TYPE_CODES = frozenset({"131", "132"})  # camera, IPC (GB/T 28181 Annex D type codes)
+
+
+def is_camera(item: CatalogItem) -> bool:
+    """Whether a catalog channel is a camera (type code 131 or 132 in its ID)."""
+    return item.device_id[10:13] in CAMERA_TYPE_CODES
 
 
 class AgentState(str, Enum):
@@ -143,6 +156,9 @@ class DeviceAgent:
         self._timers: dict[_Timer, float] = {}
         self._catalog_queue: list[Any] = []
         self._started_at = 0.0
+        self.camera_ids = frozenset(c.device_id for c in profile.channels if is_camera(c))
+        self.calls: DeviceCalls | None = DeviceCalls(endpoint) if self.camera_ids else None
+        """Live calls of this device's cameras; None for a device without cameras."""
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -184,16 +200,20 @@ class DeviceAgent:
 
     # --- events from the shared endpoint -----------------------------------------
 
-    def handle_request(self, event: RequestReceived, now: float) -> None:
-        """A request addressed to this device."""
+    def handle_request(self, event: RequestReceived, now: float, target: str | None = None) -> None:
+        """A request addressed to this device (``target``: the device or channel ID it names)."""
         request = event.request
-        if event.transaction is None:
+        if event.transaction is None and request.method != "ACK":
             return
         if self._is_silent(now):
             return  # a dead device answers nothing; the gateway's transaction times out
+        if request.method == "INVITE":
+            self.stats.invites_received += 1
+        if self._handle_call(event, target if target is not None else _target_id(request), now):
+            return
+        if event.transaction is None:
+            return  # an ACK that is no call's
         if request.method != "MESSAGE":
-            if request.method == "INVITE":
-                self.stats.invites_received += 1
             self._answer(request, event.transaction, 501 if request.method == "INVITE" else 405, now)
             return
         try:
@@ -203,6 +223,16 @@ class DeviceAgent:
             return
         self._answer(request, event.transaction, 200, now)
         self._on_query(message, now)
+
+    def _handle_call(self, event: RequestReceived, target: str | None, now: float) -> bool:
+        """INVITE/ACK/BYE for one of our cameras go to :attr:`calls`; True when handled."""
+        if self.calls is None or event.request.method not in CALL_METHODS or target not in self.camera_ids:
+            return False
+        return self.calls.on_request(event, target, now)
+
+    def next_call_event(self) -> CallEvent | None:
+        """The next live-call event of this device's cameras, or None."""
+        return self.calls.next_event() if self.calls is not None else None
 
     def handle_response(self, event: ResponseReceived, now: float) -> None:
         """A response to something this device sent."""
@@ -410,7 +440,7 @@ class AgentHost:
                     response = make_response(event.request, 404, to_tag=self.endpoint.new_tag())
                     self.endpoint.send_response(event.transaction, response, now)
                 return
-            agent.handle_request(event, now)
+            agent.handle_request(event, now, target)
             self._schedule(agent)
             return
         context = getattr(event, "context", None)
@@ -422,6 +452,13 @@ class AgentHost:
         else:
             agent.handle_timeout(event, now)
         self._schedule(agent)
+
+    def next_call_event(self) -> tuple[DeviceAgent, CallEvent] | None:
+        """The next live-call event of any camera on this endpoint, with its device, or None."""
+        for agent in self.agents.values():
+            if agent.calls is not None and (event := agent.calls.next_event()) is not None:
+                return agent, event
+        return None
 
     def get_timer(self) -> float | None:
         """Earliest deadline of the endpoint and every agent."""
