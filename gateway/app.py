@@ -49,6 +49,7 @@ from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.httpapi.metrics import GatewayMetrics
 from gateway.httpapi.routes import make_app
 from gateway.io.sip_io import SipDriver
+from gateway.live import LiveService
 from gateway.registry import (
     Channel,
     Device,
@@ -95,6 +96,7 @@ class GatewayService:
         self._provisioned = {d.id: d for d in config.devices}
         self.driver: SipDriver | None = None
         self.access: DeviceAccess | None = None
+        self.live: LiveService | None = None
         self._runner: web.AppRunner | None = None
         self.sip_port = 0
         self.http_port = 0
@@ -141,6 +143,8 @@ class GatewayService:
         )  # fmt: skip
         self._restore_sessions(loop.time())
         self.driver = SipDriver(self.access, on_activity=self._drain_events)
+        self.live = LiveService(self, media_host=_advertised_host(self.config))
+        self.access.media_router = self.live.route
         self.sip_port = await self.driver.listen(self.config.sip_host, self.config.sip_port, tcp=self.config.sip_tcp)
         self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -156,6 +160,9 @@ class GatewayService:
 
     async def stop(self) -> None:
         """Flush what is pending and close everything."""
+        if self.live is not None:
+            for channel_id in list(self.live.streams):
+                self.live.close(channel_id, "gateway stopping")
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -211,6 +212,8 @@ class DeviceAccess:
             first_chunk_timeout=config.catalog_first_chunk_timeout, gap_timeout=config.catalog_gap_timeout
         )
         self.sessions: dict[str, DeviceSession] = {}
+        # Takes the SIP events of INVITE dialogs (the live service); returns True when consumed.
+        self.media_router: Callable[[SipEvent, float], bool] | None = None
         self._events: deque[AccessEvent] = deque()
         self.queries = QueryBook(max_inflight=config.max_inflight_queries, timeout=config.query_timeout)
         self._cseq = endpoint.ids.number(4) + 1
@@ -257,7 +260,9 @@ class DeviceAccess:
                 log.exception("device access failed on %s", type(event).__name__)
 
     def handle_sip_event(self, event: SipEvent, now: float) -> None:
-        """Dispatch one endpoint event."""
+        """Dispatch one endpoint event (live-play dialogs go to ``media_router`` first)."""
+        if self.media_router is not None and self.media_router(event, now):
+            return
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
         elif isinstance(event, ResponseReceived):

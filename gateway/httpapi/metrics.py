@@ -64,6 +64,15 @@ class _LiveCollector(Collector):
         yield by_district
         yield GaugeMetricFamily("kgw_registry_pending_writes", "Presence changes waiting for the next flush",
                                 value=service.presence.pending)
+        if service.live is not None:
+            live = service.live
+            yield GaugeMetricFamily("kgw_streams_active", "Live upstream streams open now", value=len(live.streams))
+            yield GaugeMetricFamily("kgw_stream_viewers", "Viewers of all live streams",
+                                    value=sum(s.fanout.consumer_count for s in live.streams.values()))
+            totals = live.rtp_totals()
+            for key, help_text in (("packets", "RTP packets received"), ("bytes", "RTP bytes received"),
+                                   ("lost", "RTP packets lost")):
+                yield CounterMetricFamily(f"kgw_rtp_{key}", help_text, value=totals[key])
         if service.access is None:
             return
         stats = service.access.endpoint.stats

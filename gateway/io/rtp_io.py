@@ -13,6 +13,7 @@ the TCP ones live in :mod:`gateway.io.rtp_tcp_io`.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import errno
@@ -154,7 +155,7 @@ async def bind_in_range(bind: Callable[[int], Awaitable[T]], host: str, ports: P
     raise PortRangeExhausted(host, low, high)
 
 
-class MediaTransport:
+class MediaTransport(abc.ABC):
     """What every media transport shares: delivery to the sink, counters, watchdog, closing once."""
 
     def __init__(self, sink: MediaSink, rtp_timeout: float) -> None:
@@ -206,9 +207,9 @@ class MediaTransport:
         self.watchdog.cancel()
         self._release()
 
+    @abc.abstractmethod
     def _release(self) -> None:
         """Close the sockets and timers of the subclass."""
-        raise NotImplementedError
 
 
 class UdpRtpReceiverTransport(MediaTransport):

@@ -1,0 +1,140 @@
+"""HTTP endpoints of live video: stream list, snapshot, WebRTC (H.264 passed through).
+
+The WebRTC exchange is one round trip (the WHEP shape): the browser POSTs its
+offer, the gateway answers with an H.264-only answer whose track reads the
+channel's relay; the upstream INVITE is shared by every viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from gateway.errors import GatewayError
+from gateway.live import LiveError
+from gateway.media.snapshot import SnapshotError, snapshot_jpeg
+from gateway.media.webrtc import FanoutVideoTrack, answer_offer
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayService
+    from gateway.live import LiveService
+
+log = logging.getLogger("kgw.http.live")
+SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
+SERVICE: web.AppKey[Any] = web.AppKey("kgw_live_service", object)
+PEERS: web.AppKey[set[Any]] = web.AppKey("kgw_webrtc_peers")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
+
+
+def _live(request: web.Request) -> LiveService:
+    service: GatewayService = request.app[SERVICE]
+    if service.live is None:
+        raise web.HTTPServiceUnavailable(text="live service not started")
+    return service.live
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    """GET /api/live: every open upstream with viewers, rates and RTP counters."""
+    live = _live(request)
+    now = live.loop.time()
+    items = []
+    for stream in live.streams.values():
+        fanout = stream.fanout.stats(now)
+        rtp = stream.receiver.stats
+        items.append({
+            "channel_id": stream.channel_id, "device_id": stream.device_id, "state": stream.session.state.value,
+            "viewers": stream.fanout.consumer_count, "fps": round(fanout.fps, 1), "bitrate": round(fanout.bitrate),
+            "rtp_received": rtp.received, "rtp_lost": rtp.lost, "rtp_bytes": rtp.bytes,
+            "age_s": round(now - stream.opened_at, 1),
+        })  # fmt: skip
+    return _json({"items": items})
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """GET /api/channels/{id}/snapshot.jpg: a JPEG of the latest key frame (opens a short session if needed)."""
+    live = _live(request)
+    channel_id = request.match_info["id"]
+    try:
+        stream, viewer = await live.watch(channel_id)
+    except (LiveError, TimeoutError) as exc:
+        raise web.HTTPNotFound(text=f"cannot open {channel_id}: {exc}") from exc
+    try:
+        units: list[Any] = []
+        deadline = live.loop.time() + SNAPSHOT_WAIT
+        while live.loop.time() < deadline:
+            units.extend(stream.fanout.pull(viewer))
+            if any(u.keyframe and u.is_video for u in units):
+                try:
+                    jpeg = await asyncio.to_thread(snapshot_jpeg, units)
+                except SnapshotError:
+                    pass  # the key frame needs the next unit to come out of the decoder
+                else:
+                    return web.Response(body=jpeg, content_type="image/jpeg")
+            stream.wakeup.clear()
+            try:
+                await asyncio.wait_for(stream.wakeup.wait(), max(0.05, deadline - live.loop.time()))
+            except TimeoutError:
+                break
+        raise web.HTTPGatewayTimeout(text=f"no decodable key frame from {channel_id}")
+    finally:
+        live.leave(channel_id, viewer)
+
+
+async def webrtc_offer(request: web.Request) -> web.Response:
+    """POST /api/channels/{id}/webrtc {"sdp": offer} → {"sdp": answer}."""
+    live = _live(request)
+    channel_id = request.match_info["id"]
+    try:
+        offer = (await request.json())["sdp"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise web.HTTPBadRequest(text="expected JSON {\"sdp\": \"<offer>\"}") from exc
+    try:
+        stream, viewer = await live.watch(channel_id)
+    except (LiveError, TimeoutError) as exc:
+        raise web.HTTPNotFound(text=f"cannot open {channel_id}: {exc}") from exc
+    # The track is its own consumer (attached first, so the stream never sees zero viewers).
+    track = FanoutVideoTrack(stream.fanout, f"webrtc-{viewer}", wakeup=stream.wakeup, clock=live.loop.time)
+    live.leave(channel_id, viewer)
+    try:
+        pc, answer = await answer_offer(offer, track)
+    except GatewayError as exc:
+        live.leave(channel_id, track.consumer_id)
+        track.stop()
+        raise web.HTTPBadRequest(text=f"unusable offer: {exc}") from exc
+    peers = request.app[PEERS]
+    peers.add(pc)
+
+    @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+    async def _on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track
+            track.stop()
+            peers.discard(pc)
+            await pc.close()
+
+    return _json({"sdp": answer, "channel_id": channel_id})
+
+
+async def close_peers(app: web.Application) -> None:
+    """On shutdown: close every WebRTC peer connection."""
+    peers = app[PEERS]
+    for pc in list(peers):
+        await pc.close()
+    peers.clear()
+
+
+def add_live_routes(app: web.Application, service: GatewayService) -> None:
+    """Register the live endpoints on the gateway's application."""
+    app[SERVICE] = service
+    app[PEERS] = set()
+    app.router.add_get("/api/live", list_streams)
+    app.router.add_get("/api/channels/{id}/snapshot.jpg", snapshot)
+    app.router.add_post("/api/channels/{id}/webrtc", webrtc_offer)
+    app.on_shutdown.append(close_peers)

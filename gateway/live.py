@@ -1,0 +1,263 @@
+"""Live streams: one upstream INVITE per channel, any number of viewers (issue 3).
+
+:class:`LiveService` glues the sans-I/O pieces together in the gateway's loop:
+a viewer asks for a channel; the first one opens a UDP RTP port and sends the
+INVITE (:class:`~gateway.gb28181.play.PlaySession`); RTP goes through
+:class:`~gateway.media.rtp.RtpReceiver` and :class:`~gateway.media.ps.PsDemuxer`
+into the channel's :class:`~gateway.media.relay.StreamFanout`, which every
+viewer reads. The last viewer leaving starts a linger; then BYE. A device BYE
+or an RTP timeout ends the stream for everyone.
+
+SIP events of these sessions reach this service through
+``DeviceAccess.media_router``; everything else stays with device access.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import GatewayError
+from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
+from gateway.gb28181.sdp import MediaTransport, make_ssrc
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.io.rtp_io import UdpRtpReceiverTransport
+from gateway.media.ps import PsDemuxer
+from gateway.media.relay import StreamFanout
+from gateway.media.rtp import RtpReceiver
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayService
+
+log = logging.getLogger("kgw.live")
+
+LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-opens are free)
+PS_PAYLOAD_TYPES = frozenset({96})
+
+
+class LiveError(GatewayError):
+    """A live stream could not be opened (unknown channel, device offline, INVITE refused…)."""
+
+
+@dataclass
+class LiveStream:
+    """One channel's upstream session and what it feeds."""
+
+    channel_id: str
+    device_id: str
+    session: PlaySession
+    transport: UdpRtpReceiverTransport
+    fanout: StreamFanout
+    receiver: RtpReceiver
+    demuxer: PsDemuxer
+    started: asyncio.Future[None]
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None
+    linger: asyncio.TimerHandle | None = None
+    opened_at: float = 0.0
+
+
+class _Sink:
+    """RTP packets → RtpReceiver → PsDemuxer → StreamFanout (called by the UDP transport)."""
+
+    def __init__(self, service: LiveService, channel_id: str) -> None:
+        self.service = service
+        self.channel_id = channel_id
+
+    def feed(self, data: bytes, source: tuple[str, int]) -> None:
+        stream = self.service.streams.get(self.channel_id)
+        if stream is None:
+            return
+        now = self.service.loop.time()
+        stream.receiver.receive(data, source, now)
+        published = False
+        while (packet := stream.receiver.next_packet()) is not None:
+            for unit in stream.demuxer.feed(packet.payload):
+                stream.fanout.publish(unit, now)
+                published = True
+        if published:
+            stream.wakeup.set()
+
+    def on_closed(self, reason: str) -> None:
+        self.service.media_closed(self.channel_id, reason)
+
+
+class LiveService:
+    """Opens, shares and closes live streams of the gateway's channels."""
+
+    def __init__(self, gateway: GatewayService, *, media_host: str = "127.0.0.1", play_timeout: float = 10.0) -> None:
+        self.gateway = gateway
+        self.loop = asyncio.get_running_loop()
+        self.media_host = media_host
+        self.play_timeout = play_timeout
+        self.streams: dict[str, LiveStream] = {}
+        self._by_call: dict[str, str] = {}  # Call-ID -> channel
+        self._opening: dict[str, asyncio.Task[LiveStream]] = {}
+        self._ssrc_seq = itertools.count(1)
+        self._viewer_seq = itertools.count(1)
+        self.invites_sent = 0
+        self.closed_totals = {"packets": 0, "bytes": 0, "lost": 0}  # RTP counters of ended streams
+
+    def rtp_totals(self) -> dict[str, int]:
+        """RTP packets, bytes and losses over every stream so far (for /metrics)."""
+        totals = dict(self.closed_totals)
+        for stream in self.streams.values():
+            rtp = stream.receiver.stats
+            totals["packets"] += rtp.received
+            totals["bytes"] += rtp.bytes
+            totals["lost"] += rtp.lost
+        return totals
+
+    # --- viewers ---------------------------------------------------------------------
+
+    async def watch(self, channel_id: str) -> tuple[LiveStream, str]:
+        """Attach a new viewer to a channel (opening the upstream if needed); returns its consumer id."""
+        stream = self.streams.get(channel_id)
+        if stream is None:
+            # Concurrent viewers of a closed channel share one opening: one INVITE.
+            opening = self._opening.get(channel_id)
+            if opening is None:
+                opening = self.loop.create_task(self._open(channel_id))
+                self._opening[channel_id] = opening
+                opening.add_done_callback(lambda _: self._opening.pop(channel_id, None))
+            stream = await asyncio.shield(opening)
+        await asyncio.wait_for(asyncio.shield(stream.started), self.play_timeout + 1)
+        consumer = f"viewer-{next(self._viewer_seq)}"
+        stream.fanout.attach(consumer, self.loop.time())
+        if stream.linger is not None:
+            stream.linger.cancel()
+            stream.linger = None
+        return stream, consumer
+
+    def leave(self, channel_id: str, consumer: str) -> None:
+        """A viewer left; the last one starts the linger before the BYE."""
+        stream = self.streams.get(channel_id)
+        if stream is None or consumer not in stream.fanout.consumers:
+            return
+        stream.fanout.detach(consumer, self.loop.time())
+        if stream.fanout.consumer_count == 0 and stream.linger is None:
+            stream.linger = self.loop.call_later(LINGER, self.close, channel_id, "no_viewers")
+
+    def close(self, channel_id: str, reason: str = "closed") -> None:
+        """End a stream: BYE (if it was streaming) and release its port."""
+        stream = self.streams.pop(channel_id, None)
+        if stream is None:
+            return
+        log.info("live %s closed: %s", channel_id, reason)
+        if stream.session.invite is not None:
+            self._by_call.pop(stream.session.invite.call_id, None)
+        rtp = stream.receiver.stats
+        for key, value in (("packets", rtp.received), ("bytes", rtp.bytes), ("lost", rtp.lost)):
+            self.closed_totals[key] += value
+        stream.session.stop(self.loop.time())
+        self._after(stream)
+        stream.transport.close()
+        for handle in (stream.timer, stream.linger):
+            if handle is not None:
+                handle.cancel()
+        if not stream.started.done():
+            stream.started.set_exception(LiveError(f"stream of {channel_id} closed: {reason}"))
+        stream.wakeup.set()
+
+    def media_closed(self, channel_id: str, reason: str) -> None:
+        """The RTP transport ended by itself (no packets for the RTP timeout)."""
+        stream = self.streams.get(channel_id)
+        if stream is not None:
+            stream.session.media_timeout(self.loop.time())
+            self.close(channel_id, reason)
+
+    # --- opening ------------------------------------------------------------------------
+
+    async def _open(self, channel_id: str) -> LiveStream:
+        device_id = self._device_of(channel_id)
+        access = self.gateway.access
+        assert access is not None
+        session_info = access.sessions.get(device_id)
+        if session_info is None:
+            raise LiveError(f"device {device_id} of channel {channel_id} is not registered")
+        transport = await UdpRtpReceiverTransport.open(_Sink(self, channel_id), host=self.media_host)
+        config = self.gateway.config
+        ssrc = make_ssrc(config.domain, next(self._ssrc_seq))
+        session = PlaySession(
+            access.endpoint, config.id, config.domain, channel_id, session_info.peer, self.media_host,
+            transport.port, MediaTransport.UDP, ssrc, play_timeout=self.play_timeout,
+        )  # fmt: skip
+        stream = LiveStream(
+            channel_id=channel_id, device_id=device_id, session=session, transport=transport,
+            fanout=StreamFanout(channel_id), receiver=RtpReceiver(None, PS_PAYLOAD_TYPES),
+            demuxer=PsDemuxer(), started=self.loop.create_future(), opened_at=self.loop.time(),
+        )  # fmt: skip
+        self.streams[channel_id] = stream
+        session.start(self.loop.time())
+        self.invites_sent += 1
+        if session.invite is not None:
+            self._by_call[session.invite.call_id] = channel_id
+        self._after(stream)
+        return stream
+
+    def _device_of(self, channel_id: str) -> str:
+        for device_id, state in self.gateway.devices.items():
+            if channel_id in state.channels or channel_id == device_id:
+                return device_id
+        raise LiveError(f"unknown channel {channel_id}")
+
+    # --- SIP events (from DeviceAccess.media_router) ---------------------------------------
+
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Take the SIP events of our play sessions; False for everything else."""
+        channel_id = self._channel_for(event)
+        stream = self.streams.get(channel_id) if channel_id else None
+        if stream is None:
+            return False
+        if isinstance(event, RequestReceived):
+            handled = stream.session.handle_request(event, now)
+        else:
+            handled = stream.session.handle_response(event, now)
+        if handled:
+            self._after(stream)
+        return handled
+
+    def _channel_for(self, event: SipEvent) -> str | None:
+        if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
+            return event.context.channel_id
+        if isinstance(event, ResponseReceived):
+            message: Any = event.response
+        elif isinstance(event, RequestReceived):
+            message = event.request
+        else:
+            return None
+        try:
+            return self._by_call.get(message.call_id)
+        except GatewayError:
+            return None
+
+    def _after(self, stream: LiveStream) -> None:
+        """Drain the session's events, re-arm its timer, and send what it queued."""
+        session = stream.session
+        while (event := session.next_event()) is not None:
+            if isinstance(event, PlayStarted):
+                log.info("live %s streaming (ssrc %s)", stream.channel_id, event.spec.ssrc_text)
+                if not stream.started.done():
+                    stream.started.set_result(None)
+            elif isinstance(event, (PlayFailed, PlayEnded)):
+                reason = f"{type(event).__name__}: {getattr(event, 'reason', '')}"
+                if not stream.started.done():
+                    stream.started.set_exception(LiveError(f"{stream.channel_id}: {reason}"))
+                if self.streams.get(stream.channel_id) is stream:
+                    self.loop.call_soon(self.close, stream.channel_id, reason)
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        deadline = session.get_timer()
+        if deadline is not None:
+            stream.timer = self.loop.call_at(deadline, self._on_timer, stream)
+        if self.gateway.driver is not None:  # not from inside the driver's own delivery
+            self.loop.call_soon(self.gateway.driver.flush)
+
+    def _on_timer(self, stream: LiveStream) -> None:
+        stream.timer = None
+        stream.session.handle_timer(self.loop.time())
+        self._after(stream)

@@ -1,0 +1,121 @@
+"""Live video through the gateway: simulated camera → INVITE → RTP/PS → relay → viewers (issue 3).
+
+One upstream per channel however many viewers; a snapshot and a WebRTC viewer
+(an aiortc client) read the same stream; the last viewer leaving ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import av
+import cv2
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from gateway import live as live_module
+from tests.conftest import http_json, wait_for
+
+
+def _camera_channel(fleet) -> tuple[str, object]:
+    for agent in fleet.agents.values():
+        for channel in agent.profile.channels:
+            if channel.device_id[10:13] == "131":
+                return channel.device_id, agent
+    raise AssertionError("no camera in the simulated kindergarten")
+
+
+async def _decode_from_fanout(stream, viewer: str, want: int, timeout: float) -> list[av.VideoFrame]:
+    decoder = av.CodecContext.create("h264", "r")
+    frames: list[av.VideoFrame] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    first = True
+    while len(frames) < want and loop.time() < deadline:
+        units = stream.fanout.pull(viewer)
+        for unit in units:
+            if first:
+                assert unit.keyframe, "a viewer starts on a key frame"
+                first = False
+            frames.extend(decoder.decode(av.Packet(unit.data)))
+        if not units:
+            stream.wakeup.clear()
+            try:
+                await asyncio.wait_for(stream.wakeup.wait(), 0.5)
+            except TimeoutError:
+                pass
+    return frames
+
+
+async def test_two_viewers_share_one_invite_and_decode(gateway_factory, fleet_factory, monkeypatch):
+    monkeypatch.setattr(live_module, "LINGER", 0.2)
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, agent = _camera_channel(fleet)
+    live = service.live
+    assert live is not None
+
+    (stream, first), (same, second) = await asyncio.gather(live.watch(channel_id), live.watch(channel_id))
+    assert stream is same and live.invites_sent == 1 and agent.stats.invites_received == 1
+
+    frames_a = await _decode_from_fanout(stream, first, 25, 8.0)
+    frames_b = await _decode_from_fanout(stream, second, 25, 8.0)
+    assert len(frames_a) >= 25 and len(frames_b) >= 25
+    assert frames_a[0].width == 640 and frames_a[0].height == 360
+
+    status, listing = await http_json(f"http://127.0.0.1:{service.http_port}/api/live")
+    assert status == 200 and [s["channel_id"] for s in listing["items"]] == [channel_id]
+    assert listing["items"][0]["viewers"] == 2 and listing["items"][0]["rtp_received"] > 0
+
+    live.leave(channel_id, first)
+    live.leave(channel_id, second)
+    assert await wait_for(lambda: channel_id not in live.streams, timeout=3), "the last viewer leaving ends it"
+    assert await wait_for(lambda: not any(s.streams for n in fleet.nodes for s in [n.media] if s), timeout=3)
+
+
+async def test_snapshot_and_webrtc_viewer(gateway_factory, fleet_factory):
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, agent = _camera_channel(fleet)
+    api = f"http://127.0.0.1:{service.http_port}"
+
+    jpeg = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg",
+                                                                   timeout=20).read())
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[:2] == (360, 640) and float(image.std()) > 10.0
+
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    got_track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+    client.on("track", lambda track: got_track.done() or got_track.set_result(track))
+    client.addTransceiver("video", direction="recvonly")
+    await client.setLocalDescription(await client.createOffer())
+    status, answer = await http_json(f"{api}/api/channels/{channel_id}/webrtc", {"sdp": client.localDescription.sdp})
+    assert status == 200, answer
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    try:
+        track = await asyncio.wait_for(got_track, 10)
+        frames = [await asyncio.wait_for(track.recv(), 10) for _ in range(10)]
+        assert all(f.width == 640 and f.height == 360 for f in frames)
+        assert service.live is not None and service.live.invites_sent == 1, "snapshot and viewer shared the upstream"
+        assert agent.stats.invites_received == 1
+    finally:
+        await client.close()
+
+
+async def test_live_metrics(gateway_factory, fleet_factory):
+    from tests.conftest import http_text
+
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, _ = _camera_channel(fleet)
+    assert service.live is not None
+    stream, viewer = await service.live.watch(channel_id)
+    assert len(await _decode_from_fanout(stream, viewer, 5, 8.0)) >= 5
+    text = await http_text(f"http://127.0.0.1:{service.http_port}/metrics")
+    assert "kgw_streams_active 1.0" in text and "kgw_stream_viewers 1.0" in text
+    packets = [line for line in text.splitlines() if line.startswith("kgw_rtp_packets_total ")]
+    assert packets and float(packets[0].split()[1]) > 0
