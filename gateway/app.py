@@ -42,6 +42,7 @@ from gateway.gb28181.access import (
 from gateway.gb28181.auth_throttle import AuthThrottle
 from gateway.gb28181.ids import GbId
 from gateway.gb28181.registrar import EnrolmentMode, Registrar, RegistrarConfig
+from gateway.gb28181.sdp import MediaTransport
 from gateway.gb28181.sip.auth import Algorithm, DigestServer
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
@@ -143,7 +144,10 @@ class GatewayService:
         )  # fmt: skip
         self._restore_sessions(loop.time())
         self.driver = SipDriver(self.access, on_activity=self._drain_events)
-        self.live = LiveService(self, media_host=_advertised_host(self.config))
+        self.live = LiveService(
+            self, media_host=_advertised_host(self.config),
+            default_transport=MediaTransport[self.config.media_transport.upper().replace("-", "_")],
+        )
         self.access.media_router = self.live.route
         self.sip_port = await self.driver.listen(self.config.sip_host, self.config.sip_port, tcp=self.config.sip_tcp)
         self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)

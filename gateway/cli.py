@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--password", help="device password that auto-enrols devices (default 12345678)")
     gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
     gw.add_argument("--enrolment", choices=["auto", "strict"], help="strict: only provisioned device IDs")
+    gw.add_argument("--media-transport", choices=["udp", "tcp-passive", "tcp-active"],
+                    help="how cameras send RTP for live views (default udp; tcp-passive: we listen)")
     gw.add_argument("--keepalive-interval", type=float, help="expected keepalive period in s (default 60)")
     gw.add_argument("--keepalive-missed", type=int, help="missed keepalives before offline (default 3)")
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
@@ -123,6 +125,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         args.config, sip_host=args.sip_host, sip_port=args.sip_port, sip_advertise=args.sip_advertise,
         http_host=args.http_host,
         http_port=args.http_port, id=args.id, password=args.password, db=args.db, enrolment=args.enrolment,
+        media_transport=args.media_transport,
         keepalive_interval=args.keepalive_interval, keepalive_missed=args.keepalive_missed,
         log_level=args.log_level,
     )  # fmt: skip

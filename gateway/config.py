@@ -42,6 +42,7 @@ class GatewayConfig:
     http_port: int = 8080
     db: str = "var/kgw.db"
     enrolment: str = "auto"  # or "strict"
+    media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0
@@ -62,6 +63,8 @@ class GatewayConfig:
             raise ConfigError(f"gateway id must be 20 digits, got {self.id!r}")
         if self.enrolment not in ("auto", "strict"):
             raise ConfigError("enrolment must be 'auto' or 'strict'")
+        if self.media_transport not in ("udp", "tcp-passive", "tcp-active"):
+            raise ConfigError("media_transport must be udp, tcp-passive or tcp-active")
         if not 0 <= self.sip_port < 65536 or not 0 <= self.http_port < 65536:
             raise ConfigError("ports must be within 0..65535")
         if self.keepalive_interval <= 0 or self.keepalive_missed < 1:

@@ -24,7 +24,9 @@ from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaTransport, make_ssrc
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_io import UdpRtpReceiverTransport
+from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.media.ps import PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
@@ -49,7 +51,7 @@ class LiveStream:
     channel_id: str
     device_id: str
     session: PlaySession
-    transport: UdpRtpReceiverTransport
+    transport: RtpTransport | None  # None until a TCP-active connection is made
     fanout: StreamFanout
     receiver: RtpReceiver
     demuxer: PsDemuxer
@@ -58,6 +60,7 @@ class LiveStream:
     timer: asyncio.TimerHandle | None = None
     linger: asyncio.TimerHandle | None = None
     opened_at: float = 0.0
+    mode: MediaTransport = MediaTransport.UDP
 
 
 class _Sink:
@@ -88,8 +91,16 @@ class _Sink:
 class LiveService:
     """Opens, shares and closes live streams of the gateway's channels."""
 
-    def __init__(self, gateway: GatewayService, *, media_host: str = "127.0.0.1", play_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        gateway: GatewayService,
+        *,
+        media_host: str = "127.0.0.1",
+        play_timeout: float = 10.0,
+        default_transport: MediaTransport = MediaTransport.UDP,
+    ) -> None:
         self.gateway = gateway
+        self.default_transport = default_transport
         self.loop = asyncio.get_running_loop()
         self.media_host = media_host
         self.play_timeout = play_timeout
@@ -113,14 +124,18 @@ class LiveService:
 
     # --- viewers ---------------------------------------------------------------------
 
-    async def watch(self, channel_id: str) -> tuple[LiveStream, str]:
-        """Attach a new viewer to a channel (opening the upstream if needed); returns its consumer id."""
+    async def watch(self, channel_id: str, transport: MediaTransport | None = None) -> tuple[LiveStream, str]:
+        """Attach a new viewer to a channel (opening the upstream if needed); returns its consumer id.
+
+        ``transport`` chooses how a *new* upstream carries RTP (default: the
+        service's); a running stream is shared whatever it uses.
+        """
         stream = self.streams.get(channel_id)
         if stream is None:
             # Concurrent viewers of a closed channel share one opening: one INVITE.
             opening = self._opening.get(channel_id)
             if opening is None:
-                opening = self.loop.create_task(self._open(channel_id))
+                opening = self.loop.create_task(self._open(channel_id, transport or self.default_transport))
                 self._opening[channel_id] = opening
                 opening.add_done_callback(lambda _: self._opening.pop(channel_id, None))
             stream = await asyncio.shield(opening)
@@ -154,7 +169,8 @@ class LiveService:
             self.closed_totals[key] += value
         stream.session.stop(self.loop.time())
         self._after(stream)
-        stream.transport.close()
+        if stream.transport is not None:
+            stream.transport.close()
         for handle in (stream.timer, stream.linger):
             if handle is not None:
                 handle.cancel()
@@ -171,24 +187,33 @@ class LiveService:
 
     # --- opening ------------------------------------------------------------------------
 
-    async def _open(self, channel_id: str) -> LiveStream:
+    async def _open(self, channel_id: str, mode: MediaTransport) -> LiveStream:
         device_id = self._device_of(channel_id)
         access = self.gateway.access
         assert access is not None
         session_info = access.sessions.get(device_id)
         if session_info is None:
             raise LiveError(f"device {device_id} of channel {channel_id} is not registered")
-        transport = await UdpRtpReceiverTransport.open(_Sink(self, channel_id), host=self.media_host)
+        sink = _Sink(self, channel_id)
+        transport: RtpTransport | None
+        if mode is MediaTransport.UDP:
+            transport = await UdpRtpReceiverTransport.open(sink, host=self.media_host)
+            port = transport.port
+        elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
+            transport = await TcpPassiveRtpReceiver.open(sink, host=self.media_host, connect_timeout=self.play_timeout)
+            port = transport.port
+        else:  # TCP active: we connect to the port in the device's answer once it has answered
+            transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
         config = self.gateway.config
         ssrc = make_ssrc(config.domain, next(self._ssrc_seq))
         session = PlaySession(
             access.endpoint, config.id, config.domain, channel_id, session_info.peer, self.media_host,
-            transport.port, MediaTransport.UDP, ssrc, play_timeout=self.play_timeout,
+            port, mode, ssrc, play_timeout=self.play_timeout,
         )  # fmt: skip
         stream = LiveStream(
             channel_id=channel_id, device_id=device_id, session=session, transport=transport,
             fanout=StreamFanout(channel_id), receiver=RtpReceiver(None, PS_PAYLOAD_TYPES),
-            demuxer=PsDemuxer(), started=self.loop.create_future(), opened_at=self.loop.time(),
+            demuxer=PsDemuxer(), started=self.loop.create_future(), opened_at=self.loop.time(), mode=mode,
         )  # fmt: skip
         self.streams[channel_id] = stream
         session.start(self.loop.time())
@@ -239,8 +264,10 @@ class LiveService:
         session = stream.session
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
-                log.info("live %s streaming (ssrc %s)", stream.channel_id, event.spec.ssrc_text)
-                if not stream.started.done():
+                log.info("live %s streaming (ssrc %s, %s)", stream.channel_id, event.spec.ssrc_text, stream.mode.name)
+                if stream.mode is MediaTransport.TCP_ACTIVE and stream.transport is None:
+                    self.loop.create_task(self._connect_active(stream, event.spec.remote_host, event.spec.remote_port))
+                elif not stream.started.done():
                     stream.started.set_result(None)
             elif isinstance(event, (PlayFailed, PlayEnded)):
                 reason = f"{type(event).__name__}: {getattr(event, 'reason', '')}"
@@ -256,6 +283,23 @@ class LiveService:
             stream.timer = self.loop.call_at(deadline, self._on_timer, stream)
         if self.gateway.driver is not None:  # not from inside the driver's own delivery
             self.loop.call_soon(self.gateway.driver.flush)
+
+    async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
+        """TCP active: connect to the device's listening port from its answer."""
+        try:
+            stream.transport = await TcpActiveRtpReceiver.connect(
+                _Sink(self, stream.channel_id), host, port, connect_timeout=self.play_timeout
+            )
+        except GatewayError as exc:
+            log.warning("live %s: cannot connect to %s:%d for media: %s", stream.channel_id, host, port, exc)
+            if not stream.started.done():
+                stream.started.set_exception(LiveError(f"{stream.channel_id}: media connect failed"))
+            self.close(stream.channel_id, "media_connect_failed")
+            return
+        if self.streams.get(stream.channel_id) is not stream:  # closed meanwhile
+            stream.transport.close()
+        elif not stream.started.done():
+            stream.started.set_result(None)
 
     def _on_timer(self, stream: LiveStream) -> None:
         stream.timer = None

@@ -12,9 +12,11 @@ import urllib.request
 import av
 import cv2
 import numpy as np
+import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway import live as live_module
+from gateway.gb28181.sdp import MediaTransport
 from tests.conftest import http_json, wait_for
 
 
@@ -119,3 +121,17 @@ async def test_live_metrics(gateway_factory, fleet_factory):
     assert "kgw_streams_active 1.0" in text and "kgw_stream_viewers 1.0" in text
     packets = [line for line in text.splitlines() if line.startswith("kgw_rtp_packets_total ")]
     assert packets and float(packets[0].split()[1]) > 0
+
+
+@pytest.mark.parametrize("mode", [MediaTransport.TCP_PASSIVE, MediaTransport.TCP_ACTIVE])
+async def test_live_over_tcp(gateway_factory, fleet_factory, mode):
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, agent = _camera_channel(fleet)
+    assert service.live is not None
+    stream, viewer = await service.live.watch(channel_id, mode)
+    frames = await _decode_from_fanout(stream, viewer, 25, 8.0)
+    assert len(frames) >= 25 and frames[0].width == 640
+    assert stream.mode is mode and agent.stats.invites_received == 1
+    service.live.close(channel_id, "test done")
