@@ -43,6 +43,8 @@ class GatewayConfig:
     db: str = "var/kgw.db"
     enrolment: str = "auto"  # or "strict"
     media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
+    play_timeout: float = 10.0  # s for a camera to answer a live INVITE
+    rtp_timeout: float = 10.0  # s without RTP before a live stream is ended (BYE)
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0

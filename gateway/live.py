@@ -27,7 +27,7 @@ from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipE
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
-from gateway.media.ps import PsDemuxer
+from gateway.media.ps import PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 
@@ -98,9 +98,11 @@ class LiveService:
         media_host: str = "127.0.0.1",
         play_timeout: float = 10.0,
         default_transport: MediaTransport = MediaTransport.UDP,
+        rtp_timeout: float = 10.0,
     ) -> None:
         self.gateway = gateway
         self.default_transport = default_transport
+        self.rtp_timeout = rtp_timeout
         self.loop = asyncio.get_running_loop()
         self.media_host = media_host
         self.play_timeout = play_timeout
@@ -197,10 +199,12 @@ class LiveService:
         sink = _Sink(self, channel_id)
         transport: RtpTransport | None
         if mode is MediaTransport.UDP:
-            transport = await UdpRtpReceiverTransport.open(sink, host=self.media_host)
+            transport = await UdpRtpReceiverTransport.open(sink, host=self.media_host, rtp_timeout=self.rtp_timeout)
             port = transport.port
         elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
-            transport = await TcpPassiveRtpReceiver.open(sink, host=self.media_host, connect_timeout=self.play_timeout)
+            transport = await TcpPassiveRtpReceiver.open(
+                sink, host=self.media_host, connect_timeout=self.play_timeout, rtp_timeout=self.rtp_timeout
+            )
             port = transport.port
         else:  # TCP active: we connect to the port in the device's answer once it has answered
             transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
@@ -222,6 +226,13 @@ class LiveService:
             self._by_call[session.invite.call_id] = channel_id
         self._after(stream)
         return stream
+
+    def video_codec(self, channel_id: str) -> StreamType | None:
+        """The video stream type seen on a running stream (None before the first PSM/frame)."""
+        stream = self.streams.get(channel_id)
+        if stream is None:
+            return None
+        return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
 
     def _device_of(self, channel_id: str) -> str:
         for device_id, state in self.gateway.devices.items():
@@ -265,6 +276,8 @@ class LiveService:
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
                 log.info("live %s streaming (ssrc %s, %s)", stream.channel_id, event.spec.ssrc_text, stream.mode.name)
+                if stream.receiver.stats.received == 0:  # filter on the SSRC the device answered (notes §19.1)
+                    stream.receiver = RtpReceiver(event.spec.ssrc, PS_PAYLOAD_TYPES)
                 if stream.mode is MediaTransport.TCP_ACTIVE and stream.transport is None:
                     self.loop.create_task(self._connect_active(stream, event.spec.remote_host, event.spec.remote_port))
                 elif not stream.started.done():
@@ -288,7 +301,8 @@ class LiveService:
         """TCP active: connect to the device's listening port from its answer."""
         try:
             stream.transport = await TcpActiveRtpReceiver.connect(
-                _Sink(self, stream.channel_id), host, port, connect_timeout=self.play_timeout
+                _Sink(self, stream.channel_id), host, port, connect_timeout=self.play_timeout,
+                rtp_timeout=self.rtp_timeout,
             )
         except GatewayError as exc:
             log.warning("live %s: cannot connect to %s:%d for media: %s", stream.channel_id, host, port, exc)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.live import LiveError
+from gateway.media.ps import StreamType
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 
@@ -33,10 +34,15 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
 
 
+def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error with a JSON body, like the rest of the API."""
+    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
+
+
 def _live(request: web.Request) -> LiveService:
     service: GatewayService = request.app[SERVICE]
     if service.live is None:
-        raise web.HTTPServiceUnavailable(text="live service not started")
+        raise _fail(web.HTTPServiceUnavailable, "live service not started")
     return service.live
 
 
@@ -57,6 +63,32 @@ async def list_streams(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
+async def open_stream(request: web.Request) -> web.Response:
+    """POST /api/channels/{id}/live: open (or join) the upstream; it stays for the linger time unless watched."""
+    live = _live(request)
+    channel_id = request.match_info["id"]
+    try:
+        stream, viewer = await live.watch(channel_id)
+    except (LiveError, TimeoutError) as exc:
+        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+    live.leave(channel_id, viewer)
+    codec = live.video_codec(channel_id)
+    return _json({
+        "channel_id": channel_id, "state": stream.session.state.value, "transport": stream.mode.name.lower(),
+        "codec": codec.name.lower() if codec else None, "needs_transcoding": codec is StreamType.H265,
+    })  # fmt: skip
+
+
+async def close_stream(request: web.Request) -> web.Response:
+    """DELETE /api/channels/{id}/live: end the upstream now (BYE), whoever watches."""
+    live = _live(request)
+    channel_id = request.match_info["id"]
+    if channel_id not in live.streams:
+        raise _fail(web.HTTPNotFound, f"no live stream of {channel_id}")
+    live.close(channel_id, "closed by API")
+    return _json({"channel_id": channel_id, "state": "closed"})
+
+
 async def snapshot(request: web.Request) -> web.Response:
     """GET /api/channels/{id}/snapshot.jpg: a JPEG of the latest key frame (opens a short session if needed)."""
     live = _live(request)
@@ -64,7 +96,7 @@ async def snapshot(request: web.Request) -> web.Response:
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
-        raise web.HTTPNotFound(text=f"cannot open {channel_id}: {exc}") from exc
+        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
     try:
         units: list[Any] = []
         deadline = live.loop.time() + SNAPSHOT_WAIT
@@ -82,7 +114,7 @@ async def snapshot(request: web.Request) -> web.Response:
                 await asyncio.wait_for(stream.wakeup.wait(), max(0.05, deadline - live.loop.time()))
             except TimeoutError:
                 break
-        raise web.HTTPGatewayTimeout(text=f"no decodable key frame from {channel_id}")
+        raise _fail(web.HTTPGatewayTimeout, f"no decodable key frame from {channel_id}")
     finally:
         live.leave(channel_id, viewer)
 
@@ -94,11 +126,16 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     try:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise web.HTTPBadRequest(text="expected JSON {\"sdp\": \"<offer>\"}") from exc
+        raise _fail(web.HTTPBadRequest, "expected JSON {\"sdp\": \"<offer>\"}") from exc
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
-        raise web.HTTPNotFound(text=f"cannot open {channel_id}: {exc}") from exc
+        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+    if live.video_codec(channel_id) is StreamType.H265:
+        live.leave(channel_id, viewer)
+        # Browsers' WebRTC has no H.265 and we never transcode on the relay path.
+        return _json({"error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
+                      "codec": "h265"}, status=415)
     # The track is its own consumer (attached first, so the stream never sees zero viewers).
     track = FanoutVideoTrack(stream.fanout, f"webrtc-{viewer}", wakeup=stream.wakeup, clock=live.loop.time)
     live.leave(channel_id, viewer)
@@ -107,7 +144,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     except GatewayError as exc:
         live.leave(channel_id, track.consumer_id)
         track.stop()
-        raise web.HTTPBadRequest(text=f"unusable offer: {exc}") from exc
+        raise _fail(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     peers = request.app[PEERS]
     peers.add(pc)
 
@@ -135,6 +172,8 @@ def add_live_routes(app: web.Application, service: GatewayService) -> None:
     app[SERVICE] = service
     app[PEERS] = set()
     app.router.add_get("/api/live", list_streams)
+    app.router.add_post("/api/channels/{id}/live", open_stream)
+    app.router.add_delete("/api/channels/{id}/live", close_stream)
     app.router.add_get("/api/channels/{id}/snapshot.jpg", snapshot)
     app.router.add_post("/api/channels/{id}/webrtc", webrtc_offer)
     app.on_shutdown.append(close_peers)

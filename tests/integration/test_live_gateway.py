@@ -135,3 +135,31 @@ async def test_live_over_tcp(gateway_factory, fleet_factory, mode):
     assert len(frames) >= 25 and frames[0].width == 640
     assert stream.mode is mode and agent.stats.invites_received == 1
     service.live.close(channel_id, "test done")
+
+
+async def test_open_close_api_and_rtp_timeout(gateway_factory, fleet_factory):
+    service = await gateway_factory(rtp_timeout=0.6)
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, agent = _camera_channel(fleet)
+    api = f"http://127.0.0.1:{service.http_port}"
+    live = service.live
+    assert live is not None
+
+    status, opened = await http_json(f"{api}/api/channels/{channel_id}/live", {})
+    assert status == 200 and opened["transport"] == "udp" and opened["needs_transcoding"] is False
+    status, _ = await http_json(f"{api}/api/channels/{channel_id}/live", method="DELETE")
+    assert status == 200 and channel_id not in live.streams
+    status, _ = await http_json(f"{api}/api/channels/{channel_id}/live", method="DELETE")
+    assert status == 404
+
+    # A camera that stops sending media (without a BYE): the stream ends after the RTP timeout.
+    stream, viewer = await live.watch(channel_id)
+    assert len(await _decode_from_fanout(stream, viewer, 3, 8.0)) >= 1
+    hub = fleet.nodes[0].media
+    for streamer in list(hub.streams.values()):
+        streamer.close("test: camera stops sending")
+    assert await wait_for(lambda: channel_id not in live.streams, timeout=5)
+
+    status, _ = await http_json(f"{api}/api/channels/99999999999999999999/live", {})
+    assert status == 404
