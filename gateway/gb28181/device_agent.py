@@ -41,7 +41,7 @@ from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.transport import Peer
 
 
-CALL_METHODS = frozenset({"INVITE", "ACK", "BYE"})
+CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL"})
 CAMERA_TYPE_CODES = frozenset({"131", "132"})  # camera, IPC (GB/T 28181 Annex D type codes)
 
 

@@ -109,7 +109,7 @@ class DeviceCalls:
             return True
         call = self._calls.get(event.request.call_id)
         if call is None:
-            if method == "BYE" and event.transaction is not None:
+            if method in ("BYE", "CANCEL") and event.transaction is not None:
                 self._answer(event.request, event.transaction, 481, now)
                 return True
             return False
@@ -121,6 +121,13 @@ class DeviceCalls:
         if method == "BYE" and event.transaction is not None:
             self._answer(event.request, event.transaction, 200, now)
             self._end(event.request.call_id, "bye")
+            return True
+        if method == "CANCEL" and event.transaction is not None:
+            # RFC 3261 §9.2: 200 to the CANCEL; 487 to the INVITE if it has no final answer yet.
+            self._answer(event.request, event.transaction, 200, now)
+            if call.dialog is None:
+                self._answer(call.invite, call.transaction, 487, now)
+                self._end(event.request.call_id, "cancelled")
             return True
         return False
 

@@ -88,6 +88,7 @@ class PlayAction(Enum):
     HANG_UP_LATE = "ACK and BYE a 2xx that came after we gave up"
     FAIL = "report PlayFailed"
     ABANDON = "report PlayEnded before any answer"
+    CANCEL = "CANCEL the pending INVITE, report PlayEnded"
     SEND_BYE = "send BYE"
     ANSWER_BYE = "answer the device's BYE 200, report PlayEnded"
     END = "report PlayEnded"
@@ -129,7 +130,7 @@ TRANSITIONS: dict[tuple[PlayState, PlayInput], tuple[PlayAction, PlayState]] = {
     (S.INVITING, I.RECV_ERROR): (A.FAIL, S.FAILED),
     (S.INVITING, I.TIMEOUT): (A.FAIL, S.FAILED),
     (S.INVITING, I.RTP_TIMEOUT): (A.FAIL, S.FAILED),
-    (S.INVITING, I.STOP): (A.ABANDON, S.CLOSED),
+    (S.INVITING, I.STOP): (A.CANCEL, S.CLOSED),
     (S.STREAMING, I.RECV_1XX): (A.IGNORE, S.STREAMING),
     (S.STREAMING, I.RECV_2XX): (A.RESEND_ACK, S.STREAMING),
     (S.STREAMING, I.RECV_2XX_BAD_SDP): (A.RESEND_ACK, S.STREAMING),
@@ -311,6 +312,10 @@ class PlaySession:
         elif action is A.FAIL:
             self._events.append(PlayFailed(*self._failure))
         elif action is A.ABANDON:
+            self._events.append(PlayEnded(self._end_reason))
+        elif action is A.CANCEL:
+            if self._invite_key is not None:  # RFC 3261 §9.1; a 2xx that crosses it is ACKed and BYEd
+                self.endpoint.send_cancel(self._invite_key, now)
             self._events.append(PlayEnded(self._end_reason))
         elif action is A.SEND_BYE:
             self._send_bye(now)

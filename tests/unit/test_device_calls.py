@@ -127,3 +127,35 @@ def test_an_unusable_offer_is_answered_488() -> None:
     ((answer, _),) = dev.data_to_send()
     assert parse_message(answer).status == 488  # type: ignore[union-attr]
     assert calls.active == 0 and calls.next_event() is None
+
+
+def test_stop_before_the_answer_cancels_the_invite() -> None:
+    """RFC 3261 §9: CANCEL reuses the INVITE's branch; the device answers 200 and 487."""
+    r = Rig(MediaTransport.UDP)
+    r.session.start(r.clock.now)
+    r.deliver()
+    requested = next(e for e in r.call_events if isinstance(e, MediaRequested))
+
+    r.session.stop(r.clock.now)
+    r.deliver()
+
+    assert r.session.state is PlayState.CLOSED
+    assert any(isinstance(e, PlayEnded) for e in r.play_events)
+    assert isinstance(r.call_events[-1], MediaStopped) and r.call_events[-1].reason == "cancelled"
+    assert r.calls.active == 0
+    messages = [parse_message(data) for data in r.wire]
+    cancel = next(m for m in messages if getattr(m, "method", "") == "CANCEL")
+    invite = next(m for m in messages if getattr(m, "method", "") == "INVITE")
+    assert cancel.top_via.branch == invite.top_via.branch and str(cancel.cseq) == f"{invite.cseq.seq} CANCEL"
+    statuses = sorted(m.status for m in messages if hasattr(m, "status") and m.status >= 200)
+    assert statuses == [200, 487]
+    with pytest.raises(CallError):
+        r.calls.accept(requested.call_id, "127.0.0.2", 40000, r.clock.now)
+    # every transaction (INVITE, CANCEL, the ACK for 487) ends once the timers have run
+    for _ in range(200):
+        r.clock.advance(1.0)
+        for ep in (r.gw, r.dev):
+            if (t := ep.get_timer()) is not None and t <= r.clock.now:
+                ep.handle_timer(r.clock.now)
+        r.deliver()
+    assert r.gw.transaction_count == 0 and r.dev.transaction_count == 0

@@ -21,7 +21,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 
 from gateway.errors import MessageTooLarge, SipError, SipParseError
-from gateway.gb28181.sip.headers import Via, split_top_level
+from gateway.gb28181.sip.headers import Headers, Via, split_top_level
 from gateway.gb28181.sip.idsource import IdSource, new_branch
 from gateway.gb28181.sip.message import (
     MAX_MESSAGE_SIZE,
@@ -218,6 +218,35 @@ class SipEndpoint:
         self._emit(txn, txn.start(now))
         self._after(txn)
         self.stats[f"out_request_{request.method}"] += 1
+        return key
+
+    def send_cancel(self, invite_transaction: str, now: float) -> str | None:
+        """CANCEL a pending INVITE (RFC 3261 §9.1): same branch, Call-ID, From, To and CSeq number.
+
+        Returns the CANCEL's transaction key, or None when the INVITE already has a
+        final answer (then the caller BYEs the dialog instead).
+        """
+        txn = self._transactions.get(invite_transaction)
+        if not isinstance(txn, ClientInvite) or txn.state not in (TxState.CALLING, TxState.PROCEEDING):
+            return None
+        invite = txn.request
+        headers = Headers()
+        headers.add("Via", invite.headers.get_all("Via")[0])
+        for name in ("From", "To", "Call-ID"):
+            value = invite.headers.get(name)
+            if value is not None:
+                headers.add(name, value)
+        for route in invite.headers.get_all("Route"):
+            headers.add("Route", route)
+        headers.add("CSeq", f"{invite.cseq.seq} CANCEL")
+        headers.add("Max-Forwards", "70")
+        cancel = SipRequest(headers=headers, body=b"", method="CANCEL", uri=invite.uri)
+        key = f"{invite.top_via.branch}|CANCEL"
+        cancel_txn = ClientNonInvite(key, cancel, txn.peer, self.timers, txn.context)
+        self._transactions[key] = cancel_txn
+        self._emit(cancel_txn, cancel_txn.start(now))
+        self._after(cancel_txn)
+        self.stats["out_request_CANCEL"] += 1
         return key
 
     def send_ack(self, ack: SipRequest, peer: Peer) -> None:
