@@ -1,0 +1,360 @@
+"""Benchmark: how many ~2 Mbit/s live streams the gateway relays per core without loss.
+
+The gateway (:class:`gateway.app.GatewayService`, SIP and HTTP on port 0, on
+uvloop like ``kgw gateway``) runs in this process; the simulated cameras run
+in a separate process (this script with ``simulate``: a
+:class:`simulators.fleet.Fleet` whose cameras replay one pre-encoded clip over
+RTP/PS). ``kgw simulate`` has no video options, hence the child: the default
+640x360 test card tops out at ~0.9 Mbit/s whatever bitrate is asked, so the
+cameras stream 1280x720 @ 25 fps asked for 3 Mbit/s, which is ~1.9 Mbit/s on
+the wire (``--width/--height/--bitrate``). Every camera streams the same clip
+(one encode instead of one per camera; the gateway cannot tell).
+
+For each N of ``--streams`` (streams are added, not reopened), the benchmark
+calls ``service.live.watch(channel)`` for N camera channels, runs one consumer
+task per stream that pulls access units (counting, no decoding), lets it
+settle, then measures over ``--window`` seconds: RTP packets/s and Mbit/s
+received by the gateway, RTP loss (sum of ``receiver.stats.lost``), kernel UDP
+receive-buffer drops (``/proc/net/snmp``), units the consumers got or the
+fanout skipped, the gateway's CPU (``time.process_time()`` of this process)
+and VmRSS, and the simulator's CPU. "Streams per core" = N / (gateway CPU
+seconds per second), given for the rows with zero loss.
+
+Target (issue 3): at least 200 concurrent streams per core with no loss.
+
+Usage: .venv/bin/python bench/relay_capacity.py [--streams 25,50,100] [--window 20]
+Prints a table and writes bench/results/relay_capacity.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CAMERAS_PER_KINDERGARTEN = 16
+
+
+# --------------------------------------------------------------------------- helpers shared with first_frame.py
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int, key: str = "VmRSS") -> float:
+    """Resident set size (VmRSS, or VmHWM for the peak) in MiB."""
+    match = re.search(rf"{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def udp_rcvbuf_errors() -> int:
+    """Datagrams the kernel dropped host-wide because a UDP receive buffer was full."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines() if line.startswith("Udp:")]
+    return int(dict(zip(lines[0], lines[1], strict=True)).get("RcvbufErrors", 0))
+
+
+def run_loop(coro: Awaitable[Any]) -> Any:
+    """Run on uvloop when installed, like ``kgw gateway``."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]
+
+
+def camera_channels(service: Any) -> list[str]:
+    """Camera channel IDs (type code 131) the gateway knows, sorted."""
+    return sorted(c for state in service.devices.values() for c in state.channels if c[10:13] == "131")
+
+
+async def start_gateway() -> Any:
+    from gateway.app import GatewayService
+    from gateway.config import load_config
+
+    config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.5, log_level="WARNING")
+    service = GatewayService(config)
+    await service.start()
+    return service
+
+
+def start_simulator(service: Any, cameras: int, args: argparse.Namespace, stats_file: str) -> subprocess.Popen[bytes]:
+    """The simulated cameras in a child process: enough kindergartens of 16 cameras for ``cameras``."""
+    kindergartens = max(1, math.ceil(cameras / CAMERAS_PER_KINDERGARTEN))
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "simulate", "--sip-port", str(service.sip_port),
+         "--api", f"http://127.0.0.1:{service.http_port}", "--gateway-id", service.config.id,
+         "--kindergartens", str(kindergartens), "--width", str(args.width), "--height", str(args.height),
+         "--bitrate", str(args.bitrate), "--stats-file", stats_file],
+        cwd=ROOT,
+    )  # fmt: skip
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def wait_channels(service: Any, wanted: int, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> list[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        channels = camera_channels(service)
+        if len(channels) >= wanted:
+            return channels
+        if proc.poll() is not None:
+            raise RuntimeError(f"simulator exited with {proc.returncode}")
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"only {len(camera_channels(service))} of {wanted} camera channels showed up")
+
+
+def add_video_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--bitrate", type=int, default=3_000_000,
+                        help="encoder bitrate asked for (3 Mbit/s at 1280x720 gives ~1.9 Mbit/s on the wire)")
+
+
+# --------------------------------------------------------------------------- the simulator child
+
+
+def simulate_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="relay_capacity.py simulate")
+    parser.add_argument("--sip-port", type=int, required=True)
+    parser.add_argument("--api", required=True)
+    parser.add_argument("--gateway-id", required=True)
+    parser.add_argument("--kindergartens", type=int, required=True)
+    parser.add_argument("--stats-file", required=True)
+    add_video_args(parser)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(_simulate(args))
+
+
+async def _simulate(args: argparse.Namespace) -> None:
+    from simulators.fleet import Fleet, FleetOptions
+    from simulators.video import ClipCache, EncodedClip, VideoProfile
+
+    class SharedClip(ClipCache):
+        """Every camera replays the same clip: one encode for the whole fleet."""
+
+        def get(self, title: str, subtitle: str, profile: VideoProfile) -> EncodedClip:
+            return super().get("kgw relay bench", "camera", profile)
+
+    profile = VideoProfile(width=args.width, height=args.height, bitrate=args.bitrate)
+    clips = SharedClip()
+    clip = clips.get("", "", profile)  # encode before any INVITE
+    wire = sum(len(frame[0]) for frame in clip.frames) * 8 / profile.seconds
+    options = FleetOptions(
+        gateway_port=args.sip_port, gateway_id=args.gateway_id, kindergartens=args.kindergartens,
+        cameras=(CAMERAS_PER_KINDERGARTEN, CAMERAS_PER_KINDERGARTEN), api=args.api, video=profile,
+    )  # fmt: skip
+    fleet = Fleet(options, clips=clips)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await fleet.start()
+    try:
+        while not stopping.is_set():
+            totals = fleet.media_totals()
+            stats = {"frames": totals.frames, "packets": totals.packets, "bytes": totals.bytes,
+                     "streams": fleet.summary()["streams"], "clip_ps_bits_per_s": wire}  # fmt: skip
+            tmp = args.stats_file + ".tmp"
+            Path(tmp).write_text(json.dumps(stats))
+            os.replace(tmp, args.stats_file)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 1.0)
+    finally:
+        await fleet.stop(unregister=False)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Consumer:
+    channel_id: str
+    stream: Any
+    viewer: str
+    units: int = 0
+    bytes: int = 0
+    keyframes: int = 0
+    active: bool = True
+
+
+async def consume(consumer: Consumer) -> None:
+    """Pull every unit the fanout has for this viewer; count, never decode."""
+    stream, viewer = consumer.stream, consumer.viewer
+    while consumer.active:
+        units = stream.fanout.pull(viewer)
+        for unit in units:
+            consumer.units += 1
+            consumer.bytes += len(unit.data)
+            consumer.keyframes += unit.keyframe
+        if not units:
+            stream.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):  # (wait_for can swallow a cancel in 3.11)
+                    await stream.wakeup.wait()
+
+
+def snapshot(service: Any, consumers: list[Consumer], sim_pid: int, stats_file: str) -> dict[str, float]:
+    live = service.live
+    rtp = {"received": 0, "bytes": 0, "lost": 0}
+    skipped = 0
+    for consumer in consumers:
+        stream = live.streams.get(consumer.channel_id)
+        if stream is None:
+            continue
+        stats = stream.receiver.stats
+        rtp["received"] += stats.received
+        rtp["bytes"] += stats.bytes
+        rtp["lost"] += stats.lost
+        with contextlib.suppress(Exception):
+            skipped += stream.fanout.consumer_stats(consumer.viewer).dropped_units
+    try:
+        sim = json.loads(Path(stats_file).read_text())
+    except (OSError, ValueError):
+        sim = {}
+    return {
+        "t": time.monotonic(), "cpu": time.process_time(), "sim_cpu": cpu_seconds(sim_pid),
+        "packets": rtp["received"], "bytes": rtp["bytes"], "lost": rtp["lost"], "skipped": skipped,
+        "units": sum(c.units for c in consumers), "unit_bytes": sum(c.bytes for c in consumers),
+        "rcvbuf_errors": udp_rcvbuf_errors(), "sim_packets": sim.get("packets", 0),
+        "clip_ps_bits_per_s": sim.get("clip_ps_bits_per_s", 0.0),
+    }  # fmt: skip
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    counts = sorted(args.streams)
+    service = await start_gateway()
+    tmp = tempfile.mkdtemp(prefix="kgw-relay-")
+    stats_file = f"{tmp}/sim.json"
+    sim = start_simulator(service, counts[-1], args, stats_file)
+    consumers: list[Consumer] = []
+    tasks: list[asyncio.Task[None]] = []
+    rows: list[dict[str, Any]] = []
+    clip_bits = 0.0
+    try:
+        t0 = time.monotonic()
+        channels = await wait_channels(service, counts[-1], sim)
+        print(f"{len(channels)} camera channels online after {time.monotonic() - t0:.1f} s", flush=True)
+        live = service.live
+        for n in counts:
+            new = channels[len(consumers) : n]
+            t_open = time.monotonic()
+            opened = await asyncio.gather(*(live.watch(c) for c in new))
+            open_s = time.monotonic() - t_open
+            for channel_id, (stream, viewer) in zip(new, opened, strict=True):
+                consumer = Consumer(channel_id, stream, viewer)
+                consumers.append(consumer)
+                tasks.append(asyncio.create_task(consume(consumer)))
+            await asyncio.sleep(args.settle)
+            before = snapshot(service, consumers, sim.pid, stats_file)
+            await asyncio.sleep(args.window)
+            after = snapshot(service, consumers, sim.pid, stats_file)
+            d = {k: after[k] - before[k] for k in before}
+            clip_bits = after["clip_ps_bits_per_s"]
+            secs = d["t"]
+            cpu_share = d["cpu"] / secs
+            lost = int(d["lost"])
+            row = {
+                "streams": n,
+                "open_s": round(open_s, 2),
+                "window_s": round(secs, 1),
+                "packets_per_s": round(d["packets"] / secs),
+                "mbit_per_s": round(d["bytes"] * 8 / secs / 1e6, 1),
+                "mbit_per_s_per_stream": round(d["bytes"] * 8 / secs / 1e6 / n, 2),
+                "sim_packets_per_s": round(d["sim_packets"] / secs),
+                "rtp_lost": lost,
+                "udp_rcvbuf_errors": int(d["rcvbuf_errors"]),
+                "units_per_s_to_consumers": round(d["units"] / secs),
+                "units_skipped": int(d["skipped"]),
+                "gateway_cpu_percent_of_one_core": round(100 * cpu_share, 1),
+                "gateway_cpu_us_per_packet": round(1e6 * d["cpu"] / max(d["packets"], 1), 1),
+                "gateway_rss_mib": round(rss_mib(os.getpid()), 1),
+                "simulator_cpu_percent_of_one_core": round(100 * d["sim_cpu"] / secs, 1),
+                "streams_per_core": round(n / cpu_share, 1) if cpu_share > 0 else None,
+                "zero_loss": lost == 0 and d["rcvbuf_errors"] == 0 and d["skipped"] == 0,
+            }
+            rows.append(row)
+            print(f"N={n}: {row['packets_per_s']} pkt/s, {row['mbit_per_s']} Mbit/s, lost {lost}, "
+                  f"gateway {row['gateway_cpu_percent_of_one_core']} % CPU, "
+                  f"simulator {row['simulator_cpu_percent_of_one_core']} %", flush=True)  # fmt: skip
+    finally:
+        for consumer in consumers:
+            consumer.active = False
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for consumer in consumers:
+            service.live.leave(consumer.channel_id, consumer.viewer)
+        await service.stop()
+        stop_process(sim)
+    clean = [r for r in rows if r["zero_loss"] and r["streams_per_core"]]
+    return {
+        "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate,
+                  "clip_ps_mbit_per_s": round(clip_bits / 1e6, 2)},
+        "rows": rows,
+        "streams_per_core_at_zero_loss": max((r["streams_per_core"] for r in clean), default=None),
+        "max_streams_tested_at_zero_loss": max((r["streams"] for r in clean), default=0),
+    }  # fmt: skip
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "simulate":
+        simulate_main(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[25, 50, 100],
+                        help="comma-separated stream counts (default 25,50,100)")
+    parser.add_argument("--window", type=float, default=20.0, help="measurement window per count, s")
+    parser.add_argument("--settle", type=float, default=5.0, help="s between opening streams and measuring")
+    add_video_args(parser)
+    args = parser.parse_args()
+    report: dict[str, Any] = {"benchmark": "relay_capacity", "python": sys.version.split()[0],
+                              "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report.update(run_loop(bench(args)))
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "relay_capacity.json").write_text(json.dumps(report, indent=2))
+    cols = [("streams", "N"), ("packets_per_s", "pkt/s"), ("mbit_per_s", "Mbit/s"), ("rtp_lost", "lost"),
+            ("udp_rcvbuf_errors", "rcvbuf"), ("units_skipped", "skipped"),
+            ("gateway_cpu_percent_of_one_core", "gw CPU %"), ("gateway_cpu_us_per_packet", "us/pkt"),
+            ("gateway_rss_mib", "RSS MiB"), ("simulator_cpu_percent_of_one_core", "sim CPU %"),
+            ("streams_per_core", "streams/core")]  # fmt: skip
+    print("\nvideo:", report["video"])
+    print(" ".join(f"{title:>12}" for _, title in cols))
+    for row in report["rows"]:
+        print(" ".join(f"{row[key]!s:>12}" for key, _ in cols))
+    print(f"streams per core at zero loss: {report['streams_per_core_at_zero_loss']} "
+          f"(largest zero-loss N tested: {report['max_streams_tested_at_zero_loss']}; target >= 200)")  # fmt: skip
+    print(f"report: {out / 'relay_capacity.json'}")
+
+
+if __name__ == "__main__":
+    main()
