@@ -112,16 +112,14 @@ class LiveService:
         self._ssrc_seq = itertools.count(1)
         self._viewer_seq = itertools.count(1)
         self.invites_sent = 0
-        self.closed_totals = {"packets": 0, "bytes": 0, "lost": 0}  # RTP counters of ended streams
+        self.closed_totals: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # counters of ended streams
 
     def rtp_totals(self) -> dict[str, int]:
-        """RTP packets, bytes and losses over every stream so far (for /metrics)."""
+        """RTP and PS counters over every stream so far (for /metrics)."""
         totals = dict(self.closed_totals)
         for stream in self.streams.values():
-            rtp = stream.receiver.stats
-            totals["packets"] += rtp.received
-            totals["bytes"] += rtp.bytes
-            totals["lost"] += rtp.lost
+            for key, value in _counters(stream).items():
+                totals[key] = totals.get(key, 0) + value
         return totals
 
     # --- viewers ---------------------------------------------------------------------
@@ -166,9 +164,8 @@ class LiveService:
         log.info("live %s closed: %s", channel_id, reason)
         if stream.session.invite is not None:
             self._by_call.pop(stream.session.invite.call_id, None)
-        rtp = stream.receiver.stats
-        for key, value in (("packets", rtp.received), ("bytes", rtp.bytes), ("lost", rtp.lost)):
-            self.closed_totals[key] += value
+        for key, value in _counters(stream).items():
+            self.closed_totals[key] = self.closed_totals.get(key, 0) + value
         stream.session.stop(self.loop.time())
         self._after(stream)
         if stream.transport is not None:
@@ -319,3 +316,21 @@ class LiveService:
         stream.timer = None
         stream.session.handle_timer(self.loop.time())
         self._after(stream)
+
+
+# What one stream counts: RTP received/bytes/lost, input dropped by reason, PS resyncs.
+COUNTERS = (
+    "packets", "bytes", "lost", "dropped_foreign_ssrc", "dropped_foreign_source", "dropped_bad_pt",
+    "dropped_malformed", "dropped_duplicate", "ps_resyncs", "ps_dropped_bytes",
+)  # fmt: skip
+
+
+def _counters(stream: LiveStream) -> dict[str, int]:
+    rtp = stream.receiver.stats
+    ps = stream.demuxer.stats
+    return {
+        "packets": rtp.received, "bytes": rtp.bytes, "lost": rtp.lost,
+        "dropped_foreign_ssrc": rtp.foreign_ssrc, "dropped_foreign_source": rtp.foreign_source,
+        "dropped_bad_pt": rtp.bad_pt, "dropped_malformed": rtp.malformed, "dropped_duplicate": rtp.duplicates,
+        "ps_resyncs": ps.resyncs, "ps_dropped_bytes": ps.dropped_bytes,
+    }  # fmt: skip

@@ -73,6 +73,12 @@ class _LiveCollector(Collector):
             for key, help_text in (("packets", "RTP packets received"), ("bytes", "RTP bytes received"),
                                    ("lost", "RTP packets lost")):
                 yield CounterMetricFamily(f"kgw_rtp_{key}", help_text, value=totals[key])
+            dropped = CounterMetricFamily("kgw_rtp_dropped", "RTP packets dropped, by reason", labels=["reason"])
+            for key, value in totals.items():
+                if key.startswith("dropped_"):
+                    dropped.add_metric([key.removeprefix("dropped_")], value)
+            yield dropped
+            yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
         if service.access is None:
             return
         stats = service.access.endpoint.stats

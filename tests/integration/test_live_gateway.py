@@ -28,12 +28,15 @@ def _camera_channel(fleet) -> tuple[str, object]:
     raise AssertionError("no camera in the simulated kindergarten")
 
 
-async def _decode_from_fanout(stream, viewer: str, want: int, timeout: float) -> list[av.VideoFrame]:
-    decoder = av.CodecContext.create("h264", "r")
+async def _decode_from_fanout(
+    stream, viewer: str, want: int, timeout: float, *, fresh: bool = True, decoder=None
+) -> list[av.VideoFrame]:
+    """Decode what a viewer pulls; a ``fresh`` viewer must start on a key frame."""
+    decoder = decoder or av.CodecContext.create("h264", "r")
     frames: list[av.VideoFrame] = []
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    first = True
+    first = fresh
     while len(frames) < want and loop.time() < deadline:
         units = stream.fanout.pull(viewer)
         for unit in units:
@@ -163,3 +166,34 @@ async def test_open_close_api_and_rtp_timeout(gateway_factory, fleet_factory):
 
     status, _ = await http_json(f"{api}/api/channels/99999999999999999999/live", {})
     assert status == 404
+
+
+async def test_garbage_on_the_media_port_is_dropped_and_counted(gateway_factory, fleet_factory):
+    import socket
+
+    from gateway.media.rtp import RtpPacket
+
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, _ = _camera_channel(fleet)
+    assert service.live is not None
+    stream, viewer = await service.live.watch(channel_id)
+    decoder = av.CodecContext.create("h264", "r")
+    assert len(await _decode_from_fanout(stream, viewer, 3, 8.0, decoder=decoder)) >= 1
+    assert stream.transport is not None
+    port = stream.transport.port  # type: ignore[attr-defined]
+    foreign = RtpPacket(payload_type=96, sequence=1, timestamp=0, ssrc=123456,
+                        payload=b"\x00\x00\x01\xba" + b"\xff" * 200)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
+        for datagram in (b"", b"garbage", b"\x80", bytes(foreign), b"\x80\x60" + b"\x00" * 10, b"\xff" * 1400):
+            attacker.sendto(datagram, ("127.0.0.1", port))
+    await asyncio.sleep(0.3)
+    frames = await _decode_from_fanout(stream, viewer, 10, 8.0, fresh=False, decoder=decoder)
+    assert len(frames) >= 10, "the real stream goes on"
+    totals = service.live.rtp_totals()
+    assert sum(v for k, v in totals.items() if k.startswith("dropped_")) >= 3
+    from tests.conftest import http_text
+
+    text = await http_text(f"http://127.0.0.1:{service.http_port}/metrics")
+    assert 'kgw_rtp_dropped_total{reason="foreign_source"}' in text
