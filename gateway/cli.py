@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, load_config
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
 
 log = logging.getLogger("kgw")
@@ -101,6 +101,10 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--flap", type=int, default=0, help="N devices alternate silent/talking")
     sim.add_argument("--flap-period", type=float, default=180.0, help="s silent, then s talking (default 180)")
     sim.add_argument("--malformed", type=int, default=0, help="N devices send broken XML now and then")
+    sim.add_argument("--video-codec", choices=["h264", "hevc"], default="h264",
+                     help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)")
+    sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
+    sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -149,7 +153,18 @@ def fleet_options_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed, ipc_mode=args.ipc, cameras=args.cameras, expires=args.expires,
         keepalive_interval=args.keepalive_interval, rate=args.rate, wrong_password=args.wrong_password,
         silent=args.silent, flap=args.flap, flap_period=args.flap_period, malformed=args.malformed, api=args.api,
+        video=_video_profile(args),
     )  # fmt: skip
+
+
+def _video_profile(args: argparse.Namespace) -> Any:
+    """The simulated cameras' VideoProfile from ``--video-*`` flags."""
+    from simulators.video import VideoProfile
+
+    width, _, height = args.video_size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise ConfigError(f"--video-size must be WxH, not {args.video_size!r}")
+    return VideoProfile(width=int(width), height=int(height), codec=args.video_codec, bitrate=args.video_bitrate)
 
 
 async def run_simulate(options: Any) -> None:

@@ -197,3 +197,24 @@ async def test_garbage_on_the_media_port_is_dropped_and_counted(gateway_factory,
 
     text = await http_text(f"http://127.0.0.1:{service.http_port}/metrics")
     assert 'kgw_rtp_dropped_total{reason="foreign_source"}' in text
+
+
+async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, fleet_factory):
+    from simulators.video import VideoProfile
+
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2),
+                                video=VideoProfile(width=320, height=180, seconds=2.0, codec="hevc"))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, _ = _camera_channel(fleet)
+    api = f"http://127.0.0.1:{service.http_port}"
+    status, opened = await http_json(f"{api}/api/channels/{channel_id}/live", {})
+    assert status == 200
+    assert service.live is not None
+    assert await wait_for(lambda: service.live.video_codec(channel_id) is not None, timeout=8)
+    status, refused = await http_json(f"{api}/api/channels/{channel_id}/webrtc", {"sdp": "v=0\r\n"})
+    assert status == 415 and refused["codec"] == "h265" and "transcoding" in refused["error"]
+    jpeg = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg",
+                                                                   timeout=20).read())
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[:2] == (180, 320)
