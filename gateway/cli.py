@@ -218,6 +218,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         print(
             f"\nkgw demo is running: {args.kindergartens} simulated kindergartens, "
             f"{len(fleet.agents)} devices registering with gateway {config.id}\n"
+            f"  console   {api}/   (实时视频: click a camera; /live/<channel id> opens one directly)\n"
             f"  SIP       udp/tcp 127.0.0.1:{service.sip_port}\n"
             f"  health    {api}/healthz\n"
             f"  devices   {api}/api/devices?limit=20\n"
