@@ -148,6 +148,7 @@ class GatewayService:
             self, media_host=_advertised_host(self.config),
             default_transport=MediaTransport[self.config.media_transport.upper().replace("-", "_")],
             play_timeout=self.config.play_timeout, rtp_timeout=self.config.rtp_timeout,
+            media_ports=self.config.media_port_range,
         )
         self.access.media_router = self.live.route
         self.sip_port = await self.driver.listen(self.config.sip_host, self.config.sip_port, tcp=self.config.sip_tcp)

@@ -45,6 +45,7 @@ class GatewayConfig:
     media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
     play_timeout: float = 10.0  # s for a camera to answer a live INVITE
     rtp_timeout: float = 10.0  # s without RTP before a live stream is ended (BYE)
+    media_ports: str = ""  # "30000-30999": RTP ports for live streams (firewalls); "" = any free port
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0
@@ -59,12 +60,22 @@ class GatewayConfig:
         """The SIP domain / digest realm (GB/T 28181: first 10 digits of the ID)."""
         return self.realm or self.id[:10]
 
+    @property
+    def media_port_range(self) -> tuple[int, int] | None:
+        """``media_ports`` as (low, high), or None for "any free port" (and for bad text)."""
+        low, _, high = self.media_ports.partition("-")
+        if not (low.isdigit() and high.isdigit()) or not 0 < int(low) <= int(high) < 65536:
+            return None
+        return int(low), int(high)
+
     def validate(self) -> GatewayConfig:
         """Raise ConfigError for values that cannot work."""
         if not is_gb_id(self.id):
             raise ConfigError(f"gateway id must be 20 digits, got {self.id!r}")
         if self.enrolment not in ("auto", "strict"):
             raise ConfigError("enrolment must be 'auto' or 'strict'")
+        if self.media_ports and self.media_port_range is None:
+            raise ConfigError(f"media_ports must look like 30000-30999, not {self.media_ports!r}")
         if self.media_transport not in ("udp", "tcp-passive", "tcp-active"):
             raise ConfigError("media_transport must be udp, tcp-passive or tcp-active")
         if not 0 <= self.sip_port < 65536 or not 0 <= self.http_port < 65536:

@@ -99,8 +99,10 @@ class LiveService:
         play_timeout: float = 10.0,
         default_transport: MediaTransport = MediaTransport.UDP,
         rtp_timeout: float = 10.0,
+        media_ports: tuple[int, int] | None = None,
     ) -> None:
         self.gateway = gateway
+        self.media_ports: tuple[int, int] | int = media_ports or 0
         self.default_transport = default_transport
         self.rtp_timeout = rtp_timeout
         self.loop = asyncio.get_running_loop()
@@ -196,11 +198,14 @@ class LiveService:
         sink = _Sink(self, channel_id)
         transport: RtpTransport | None
         if mode is MediaTransport.UDP:
-            transport = await UdpRtpReceiverTransport.open(sink, host=self.media_host, rtp_timeout=self.rtp_timeout)
+            transport = await UdpRtpReceiverTransport.open(
+                sink, host=self.media_host, ports=self.media_ports, rtp_timeout=self.rtp_timeout
+            )
             port = transport.port
         elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
             transport = await TcpPassiveRtpReceiver.open(
-                sink, host=self.media_host, connect_timeout=self.play_timeout, rtp_timeout=self.rtp_timeout
+                sink, host=self.media_host, ports=self.media_ports, connect_timeout=self.play_timeout,
+                rtp_timeout=self.rtp_timeout,
             )
             port = transport.port
         else:  # TCP active: we connect to the port in the device's answer once it has answered

@@ -218,3 +218,17 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
                                                                    timeout=20).read())
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[:2] == (180, 320)
+
+
+async def test_media_port_range_is_used(gateway_factory, fleet_factory):
+    from tests.conftest import free_sip_port
+
+    low = free_sip_port()
+    service = await gateway_factory(media_ports=f"{low}-{low + 20}")
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id, _ = _camera_channel(fleet)
+    assert service.live is not None
+    stream, viewer = await service.live.watch(channel_id)
+    assert stream.transport is not None and low <= stream.transport.port <= low + 20  # type: ignore[attr-defined]
+    assert len(await _decode_from_fanout(stream, viewer, 3, 8.0)) >= 1
