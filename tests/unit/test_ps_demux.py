@@ -33,9 +33,18 @@ H264 = FIXTURES / "zlm_h264_640x360_idr50.ps"
 H265 = FIXTURES / "zlm_h265_640x360_idr50.ps"
 PCMA = FIXTURES / "zlm_h264_pcma_psm_v2.ps"
 
-needs_ffmpeg = pytest.mark.skipif(
-    shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None, reason="ffmpeg/ffprobe not installed"
-)
+def _require_ffmpeg() -> None:
+    """ffmpeg/ffprobe are the independent PS writer/reader: scripts/setup.sh installs them."""
+    if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg/ffprobe not installed: run scripts/setup.sh", pytrace=False)
+
+
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg_installed")
+
+
+@pytest.fixture
+def ffmpeg_installed() -> None:
+    _require_ffmpeg()
 
 
 def demux(data: bytes, demuxer: PsDemuxer | None = None) -> list[AccessUnit]:
@@ -124,8 +133,7 @@ def test_pcma_audio_units() -> None:
 
 @pytest.fixture(scope="module")
 def ffmpeg_ps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed")
+    _require_ffmpeg()
     out = {}
     for name, codec in (("h264", ["-c:v", "libx264"]), ("h265", ["-c:v", "libx265", "-x265-params", "log-level=error"])):
         path = tmp_path_factory.mktemp("ffmpeg") / f"{name}.ps"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +55,6 @@ class Frame:
     is_video: bool
 
 
-@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
 @pytest.mark.parametrize(("path", "codec", "name"), [(H264, StreamType.H264, "h264"), (H265, StreamType.H265, "hevc")])
 def test_ffprobe_reads_our_ps(tmp_path: Path, path: Path, codec: StreamType, name: str) -> None:
     units = demux(path.read_bytes())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -92,7 +91,6 @@ def test_hevc_clip_frames_and_decode(hevc_clip: EncodedClip) -> None:
     assert hevc_clip.access_units[0].stream_type is StreamType.H265
 
 
-@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
 @pytest.mark.parametrize(("fixture", "codec", "count"), [("h264_clip", "h264", 50), ("hevc_clip", "hevc", 25)])
 def test_ffprobe_reads_ps(fixture: str, codec: str, count: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     clip: EncodedClip = request.getfixturevalue(fixture)
