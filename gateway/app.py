@@ -86,6 +86,7 @@ class GatewayService:
         self._store = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-store")
         self.devices: dict[str, DeviceState] = {}
+        self.channel_owner: dict[str, str] = {}  # channel id -> device id (live streams look it up)
         self.kindergarten_names: dict[str, str] = {}  # id -> name, for placement and log lines
         self.presence = PresenceBuffer()
         self.metrics = GatewayMetrics(self)
@@ -206,6 +207,7 @@ class GatewayService:
             state = self.devices.get(device_id)
             if state is not None:
                 state.channels[channel_id] = None  # status unknown until the next catalog
+                self.channel_owner[channel_id] = device_id
         page_size = 1000
         offset = 0
         while True:
@@ -315,10 +317,12 @@ class GatewayService:
             return
         now = self._wall(event.at)
         channels = [c for item in event.items if (c := channel_from_item(item, state.row, now)) is not None]
-        if event.partial:
-            state.channels.update({c.id: c.online for c in channels})
-        else:
-            state.channels = {c.id: c.online for c in channels}
+        if not event.partial:
+            for channel_id in state.channels:
+                self.channel_owner.pop(channel_id, None)
+            state.channels = {}
+        state.channels.update({c.id: c.online for c in channels})
+        self.channel_owner.update({c.id: event.device_id for c in channels})
         state.row = replace(state.row, channel_count=len(state.channels))
         self._pending_devices[event.device_id] = state.row
         stored = [replace(c, online=c.online and state.row.online) for c in channels]
@@ -414,6 +418,8 @@ class GatewayService:
                 # rescan them cost a quarter of the keepalive CPU and 230 ms pauses.
                 # Frozen objects are still freed by reference counting when they die.
                 gc.freeze()
+                if self.access is not None:  # forget wrong-password records that went quiet
+                    self.access.registrar.throttle.prune(loop.time())
             try:
                 await self.flush()
             except Exception:

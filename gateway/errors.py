@@ -47,18 +47,6 @@ class CallDoesNotExist(SipError):
     status_hint = 481
 
 
-class AuthRequired(SipError):
-    """The request carries no (usable) credentials: challenge it."""
-
-    status_hint = 401
-
-
-class Forbidden(SipError):
-    """Credentials were checked and refused, or the ID may not register."""
-
-    status_hint = 403
-
-
 class DigestError(SipError, ValueError):
     """A malformed digest challenge or Authorization header."""
 

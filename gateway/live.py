@@ -237,10 +237,12 @@ class LiveService:
         return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
 
     def _device_of(self, channel_id: str) -> str:
-        for device_id, state in self.gateway.devices.items():
-            if channel_id in state.channels or channel_id == device_id:
-                return device_id
-        raise LiveError(f"unknown channel {channel_id}")
+        device_id = self.gateway.channel_owner.get(channel_id)
+        if device_id is None and channel_id in self.gateway.devices:
+            device_id = channel_id  # an IPC's channel may carry the device's own ID
+        if device_id is None:
+            raise LiveError(f"unknown channel {channel_id}")
+        return device_id
 
     # --- SIP events (from DeviceAccess.media_router) ---------------------------------------
 

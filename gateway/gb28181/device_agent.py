@@ -109,10 +109,6 @@ class _Timer(str, Enum):
     KEEPALIVE = "keepalive"
 
 
-class AgentError(GatewayError):
-    """A simulated device cannot proceed (bad challenge…)."""
-
-
 @dataclass(slots=True)
 class AgentStats:
     """What the device saw, for tests and the fleet summary."""

@@ -436,11 +436,6 @@ def _stamp_via(request: SipRequest, peer: Peer, parsed: Via | None = None) -> No
     request.headers.replace_first("Via", ", ".join(parts))
 
 
-def response_peer(request_peer: Peer) -> Peer:
-    """Where responses to a request go: back to its source (RFC 3581 symmetric response)."""
-    return request_peer
-
-
 __all__ = [
     "RequestReceived",
     "ResponseReceived",

@@ -113,11 +113,6 @@ def is_video_stream_id(stream_id: int) -> bool:
     return 0xE0 <= stream_id <= 0xEF
 
 
-def is_audio_stream_id(stream_id: int) -> bool:
-    """0xC0-0xDF: MPEG audio stream numbers."""
-    return 0xC0 <= stream_id <= 0xDF
-
-
 @dataclass(frozen=True, slots=True)
 class AccessUnit:
     """One coded frame of one elementary stream.
