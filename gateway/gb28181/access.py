@@ -21,6 +21,7 @@ from gateway.errors import ManscdpError
 from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
 from gateway.gb28181.liveness import Liveness, LivenessEvent, WentOffline, WentOnline
 from gateway.gb28181.manscdp import (
+    AlarmNotify,
     CatalogQuery,
     CatalogResponse,
     DeviceInfoQuery,
@@ -28,6 +29,7 @@ from gateway.gb28181.manscdp import (
     DeviceStatusQuery,
     DeviceStatusResponse,
     Keepalive,
+    ResultResponse,
     Root,
     decode_message,
     serialize,
@@ -145,6 +147,26 @@ class ManscdpReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmNotified:
+    """An Alarm notification, NOT answered yet: call :meth:`DeviceAccess.confirm_alarm`.
+
+    The device hears "received" (200 OK, then the standard's Response MESSAGE)
+    only once the alarm is stored durably; until then its retransmissions are
+    absorbed by the open transaction. ``registered`` is False for a device we
+    know whose registration lapsed: its alarm is kept all the same.
+    """
+
+    device_id: str
+    alarm: AlarmNotify
+    peer: Peer
+    transaction: str
+    request: SipRequest
+    charset: str
+    registered: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class MessageRefused:
     """A MESSAGE was answered with an error status."""
 
@@ -157,8 +179,9 @@ class MessageRefused:
 AccessEvent = (
     DeviceRegistered | DeviceUnregistered | DeviceOnline | DeviceOffline | RegistrationRefused
     | CatalogReceived | DeviceInfoReceived | DeviceStatusReceived | QueryFailed | ManscdpReceived
-    | MessageRefused
+    | MessageRefused | AlarmNotified
 )
+_ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +237,8 @@ class DeviceAccess:
         self.sessions: dict[str, DeviceSession] = {}
         # Takes the SIP events of INVITE dialogs (the live service); returns True when consumed.
         self.media_router: Callable[[SipEvent, float], bool] | None = None
+        # Whether an unregistered sender is a device we know (its alarms are kept, not refused).
+        self.known_device: Callable[[str], bool] = lambda device_id: False
         self._events: deque[AccessEvent] = deque()
         self.queries = QueryBook(max_inflight=config.max_inflight_queries, timeout=config.query_timeout)
         self._cseq = endpoint.ids.number(4) + 1
@@ -341,7 +366,8 @@ class DeviceAccess:
     def _on_message(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
         device_id = request.from_.uri.user or ""
         session = self.sessions.get(device_id)
-        if session is None or not self.liveness.is_registered(device_id, now):
+        registered = session is not None and self.liveness.is_registered(device_id, now)
+        if not registered and not self.known_device(device_id):
             # WVP answers 404 for an unknown From user; devices then re-register.
             self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
             return
@@ -350,7 +376,12 @@ class DeviceAccess:
         except ManscdpError as exc:
             self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
             return
-        self._answer(request, txn, 200, now)
+        if session is None or not registered:
+            if isinstance(message, AlarmNotify):  # a known device's alarm is never turned away
+                self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, False, now))
+            else:
+                self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
+            return
         session.charset = charset
         if session.peer != peer and session.peer.host == peer.host:
             # NAT port rebinding or a new TCP connection (notes §19 item 5). A new
@@ -358,7 +389,39 @@ class DeviceAccess:
             # carry no credentials, and anyone could otherwise redirect our queries.
             session.peer = peer
         self._liveness_events(self.liveness.heard(device_id, now))
+        if isinstance(message, AlarmNotify):
+            self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, True, now))
+            return
+        self._answer(request, txn, 200, now)
         self._dispatch_manscdp(device_id, message, peer, now)
+
+    def confirm_alarm(self, event: AlarmNotified, now: float, *, stored: bool = True) -> bool:
+        """Answer an alarm once it is stored: 200 OK, then the Response MESSAGE (notes §9.2).
+
+        ``stored=False`` (the store failed) answers 500 so the device sends it
+        again. Returns False when the transaction is gone (the device gave up
+        waiting; its retry is recognised as the same alarm).
+        """
+        if not stored:
+            return self.endpoint.send_response(
+                event.transaction,
+                make_response(event.request, 500, to_tag=self.endpoint.new_tag(), extra=[("Retry-After", "1")]), now,
+            )  # fmt: skip
+        answered = self.endpoint.send_response(
+            event.transaction, make_response(event.request, 200, to_tag=self.endpoint.new_tag()), now
+        )
+        session = self.sessions.get(event.device_id)
+        peer = session.peer if session is not None else event.peer
+        ack = ResultResponse("Alarm", event.alarm.sn, event.alarm.device_id or event.device_id, "OK")
+        self._cseq += 1
+        request = build_message(
+            from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
+            to_id=event.device_id, to_domain=event.device_id[:10],
+            request_uri=sip_uri(event.device_id, peer.host, peer.port),
+            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(ack, event.charset),
+        )  # fmt: skip
+        self.endpoint.send_request(request, peer, now, context=_ALARM_ACK)
+        return answered
 
     def _dispatch_manscdp(self, device_id: str, message: Any, peer: Peer, now: float) -> None:
         if isinstance(message, Keepalive):
@@ -470,6 +533,7 @@ class DeviceAccess:
 
 __all__ = [
     "AccessConfig",
+    "AlarmNotified",
     "AccessEvent",
     "CatalogReceived",
     "DeviceAccess",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, UTC
 from pathlib import Path
 
 import pytest
@@ -575,7 +575,7 @@ CST = timezone(timedelta(hours=8))
         ("2024-05-20T08:00:00,5", datetime(2024, 5, 20, 8, 0, 0, 500000)),
         ("2024-05-20T08:00:00+08:00", datetime(2024, 5, 20, 8, 0, 0, tzinfo=CST)),
         ("2024-05-20T08:00:00.123+0800", datetime(2024, 5, 20, 8, 0, 0, 123000, tzinfo=CST)),
-        ("2024-05-20T00:00:00Z", datetime(2024, 5, 20, tzinfo=timezone.utc)),
+        ("2024-05-20T00:00:00Z", datetime(2024, 5, 20, tzinfo=UTC)),
         ("2024-05-20T08:00:00-05", datetime(2024, 5, 20, 8, tzinfo=timezone(timedelta(hours=-5)))),
         (" 2024-05-20T08:00:00 ", datetime(2024, 5, 20, 8, 0, 0)),
     ],

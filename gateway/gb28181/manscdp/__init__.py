@@ -24,6 +24,7 @@ from .codec import (
 from .fastpath import decode_message
 from .messages import (
     AlarmDuty,
+    AlarmNotify,
     CatalogItem,
     CatalogQuery,
     CatalogResponse,
@@ -52,6 +53,7 @@ __all__ = [
     "decode_message",
     "MAX_BODY_SIZE",
     "AlarmDuty",
+    "AlarmNotify",
     "BodyTooLarge",
     "CatalogItem",
     "CatalogQuery",

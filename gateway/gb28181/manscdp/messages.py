@@ -31,6 +31,7 @@ from .gbtime import format_gb_time, parse_gb_time
 
 __all__ = [
     "AlarmDuty",
+    "AlarmNotify",
     "CatalogItem",
     "CatalogQuery",
     "CatalogResponse",
@@ -72,6 +73,7 @@ class CmdType(StrEnum):
     CATALOG = "Catalog"
     DEVICE_INFO = "DeviceInfo"
     DEVICE_STATUS = "DeviceStatus"
+    ALARM = "Alarm"
 
 
 class UnsupportedRoot(ManscdpError):
@@ -265,6 +267,33 @@ class DeviceStatusResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmNotify:
+    """``Notify/Alarm``: a device reports an alarm (notes §9.1).
+
+    The coded fields stay text as received: an alarm with a broken priority is
+    still an alarm, so the parser keeps it and the alarm intake judges each
+    field (and records what was wrong). ``AlarmType``/``EventType`` are read from
+    ``Info`` (any case, as WVP relays ``<info>``) or from the top level, and
+    ``AlarmMethod`` from the top level or ``Info`` (owl). ``device_id`` is empty
+    when the body has none; the sender's SIP ID stands in for it then.
+    """
+
+    root: ClassVar[Root] = Root.NOTIFY
+    cmd_type: ClassVar[str] = CmdType.ALARM
+
+    sn: int
+    device_id: str
+    priority: str | None = None
+    method: str | None = None
+    alarm_time: str | None = None
+    description: str | None = None
+    longitude: float | None = None
+    latitude: float | None = None
+    alarm_type: str | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ResultResponse:
     """A ``Response`` that carries only a ``Result`` we need (DeviceControl, Alarm ack, ...).
 
@@ -308,6 +337,7 @@ ManscdpMessage: TypeAlias = (
     | DeviceInfoResponse
     | DeviceStatusQuery
     | DeviceStatusResponse
+    | AlarmNotify
     | ResultResponse
     | UnknownCommand
 )
@@ -418,9 +448,9 @@ def parse_element(root: Element) -> ManscdpMessage:
     known = _CMD_TYPES.get(cmd_type.lower())
     parser = _PARSERS.get((kind, known)) if known is not None else None
     if parser is not None:
-        if device_id is None:
+        if device_id is None and known is not CmdType.ALARM:  # an alarm is kept even without one
             raise InvalidField("DeviceID", "missing")
-        return parser(fields, sn, device_id, kind)
+        return parser(fields, sn, device_id or "", kind)
     if kind is Root.RESPONSE and fields.get("Result") is not None:
         result = fields.text("Result") or ""
         return ResultResponse(cmd_type, sn, device_id or "", result, element=root)
@@ -489,6 +519,22 @@ def _parse_device_status(
     return DeviceStatusResponse(sn, device_id, **_read(fields, _DEVICE_STATUS_FIELDS), alarm_status=tuple(duties))
 
 
+def _parse_alarm(fields: ChildIndex, sn: int, device_id: str, kind: Root) -> AlarmNotify:
+    info = ChildIndex(fields.get("Info"))
+    param = ChildIndex(info.get("AlarmTypeParam") or fields.get("AlarmTypeParam"))
+    return AlarmNotify(
+        sn, device_id,
+        priority=fields.text("AlarmPriority"),
+        method=fields.text("AlarmMethod") or info.text("AlarmMethod"),
+        alarm_time=fields.text("AlarmTime"),
+        description=fields.text("AlarmDescription"),
+        longitude=_opt_float(fields.text("Longitude")),
+        latitude=_opt_float(fields.text("Latitude")),
+        alarm_type=info.text("AlarmType") or fields.text("AlarmType"),
+        event_type=param.text("EventType") or info.text("EventType") or fields.text("EventType"),
+    )  # fmt: skip
+
+
 _Parser: TypeAlias = Callable[[ChildIndex, int, str, Root], ManscdpMessage]
 _PARSERS: Final[dict[tuple[Root, CmdType], _Parser]] = {
     (Root.NOTIFY, CmdType.KEEPALIVE): _parse_keepalive,
@@ -499,6 +545,7 @@ _PARSERS: Final[dict[tuple[Root, CmdType], _Parser]] = {
     (Root.RESPONSE, CmdType.DEVICE_INFO): _parse_device_info,
     (Root.QUERY, CmdType.DEVICE_STATUS): _parse_device_status,
     (Root.RESPONSE, CmdType.DEVICE_STATUS): _parse_device_status,
+    (Root.NOTIFY, CmdType.ALARM): _parse_alarm,
 }
 
 
@@ -552,9 +599,26 @@ def to_element(msg: ManscdpMessage) -> Element:
         _write(root, msg, _DEVICE_INFO_FIELDS)
     elif isinstance(msg, DeviceStatusResponse):
         _status_body(root, msg)
+    elif isinstance(msg, AlarmNotify):
+        _alarm_body(root, msg)
     elif isinstance(msg, ResultResponse):
         _add(root, "Result", msg.result)
     return root  # DeviceInfoQuery / DeviceStatusQuery carry the header only
+
+
+def _alarm_body(root: Element, msg: AlarmNotify) -> None:
+    """Element order of the notes' §9.1 example; AlarmType inside Info (2016 Annex A)."""
+    _add(root, "AlarmPriority", msg.priority)
+    _add(root, "AlarmMethod", msg.method)
+    _add(root, "AlarmTime", msg.alarm_time)
+    _add(root, "AlarmDescription", msg.description)
+    _add(root, "Longitude", msg.longitude)
+    _add(root, "Latitude", msg.latitude)
+    if msg.alarm_type is not None or msg.event_type is not None:
+        info = SubElement(root, "Info")
+        _add(info, "AlarmType", msg.alarm_type)
+        if msg.event_type is not None:
+            _add(SubElement(info, "AlarmTypeParam"), "EventType", msg.event_type)
 
 
 def _status_body(root: Element, msg: DeviceStatusResponse) -> None:
