@@ -78,3 +78,32 @@ class StoreError(GatewayError):
 
 class ConfigError(GatewayError, ValueError):
     """A configuration file or option that cannot be used."""
+
+
+# --- alarms ---------------------------------------------------------------------
+
+
+class AlarmError(GatewayError):
+    """An alarm operation that cannot be done (unknown alarm, wrong state)."""
+
+
+class UnknownAlarm(AlarmError, KeyError):
+    """No alarm has this id (HTTP 404)."""
+
+
+class InvalidTransition(AlarmError):
+    """A lifecycle step that is not allowed from the alarm's state (HTTP 409)."""
+
+
+class DeliveryError(AlarmError):
+    """A sink could not deliver; ``permanent`` means retrying the same message is pointless.
+
+    Transient failures (broker down, 5xx, timeout) are retried with backoff; a
+    permanent one (the receiver rejected the payload with a 4xx) dead-letters the
+    delivery at once so it stops holding back the kindergarten's later alarms.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent

@@ -119,6 +119,73 @@ MIGRATIONS: Final[list[str]] = [
     CREATE INDEX channel_online ON channel (online);
     CREATE INDEX channel_area ON channel (area, district_code);
     """,
+    # v3: alarms, their outbox deliveries and their audit trail (gateway.registry.sqlite_alarms).
+    """
+    -- No foreign key to device or kindergarten: an alarm from an unregistered
+    -- sender is still kept (sender_registered = 0), and the audit trail must
+    -- survive the device being deleted.
+    CREATE TABLE alarm (
+        id                TEXT PRIMARY KEY,
+        seq               INTEGER NOT NULL UNIQUE,
+        dedupe_key        TEXT NOT NULL,
+        device_id         TEXT NOT NULL,
+        source_id         TEXT NOT NULL,
+        kindergarten_id   TEXT,
+        district_code     TEXT NOT NULL,
+        priority          INTEGER,
+        method            INTEGER,
+        alarm_type        INTEGER,
+        event_type        INTEGER,
+        alarm_time        TEXT,
+        description       TEXT NOT NULL DEFAULT '',
+        longitude         REAL,
+        latitude          REAL,
+        sn                INTEGER NOT NULL,
+        received_at       REAL NOT NULL,
+        state             TEXT NOT NULL DEFAULT 'new',
+        escalated_at      REAL,
+        acknowledged_by   TEXT,
+        acknowledged_at   REAL,
+        resolved_by       TEXT,
+        resolved_at       REAL,
+        sender_registered INTEGER NOT NULL DEFAULT 1 CHECK (sender_registered IN (0, 1)),
+        problems          TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX alarm_received ON alarm (received_at);
+    CREATE INDEX alarm_district ON alarm (district_code, received_at);
+    CREATE INDEX alarm_kindergarten ON alarm (kindergarten_id, received_at);
+    CREATE INDEX alarm_state ON alarm (state);
+    CREATE INDEX alarm_dedupe ON alarm (dedupe_key);
+    CREATE TABLE alarm_delivery (
+        alarm_id        TEXT NOT NULL REFERENCES alarm (id) ON DELETE CASCADE,
+        sink            TEXT NOT NULL,
+        event           TEXT NOT NULL,
+        order_key       TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        created_at      REAL NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error      TEXT NOT NULL DEFAULT '',
+        delivered_at    REAL,
+        PRIMARY KEY (alarm_id, sink, event)
+    );
+    -- Dead-letter listings (state = 'dead', oldest first).
+    CREATE INDEX alarm_delivery_state ON alarm_delivery (state, seq);
+    -- Startup reloads the open outbox: a partial index holds only those rows,
+    -- already in the order the outbox wants them.
+    CREATE INDEX alarm_delivery_open ON alarm_delivery (seq, sink, event)
+        WHERE state <> 'delivered';
+    CREATE TABLE alarm_transition (
+        seq      INTEGER PRIMARY KEY,
+        alarm_id TEXT NOT NULL,
+        at       REAL NOT NULL,
+        action   TEXT NOT NULL,
+        actor    TEXT NOT NULL DEFAULT 'system',
+        detail   TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX alarm_transition_alarm ON alarm_transition (alarm_id, seq);
+    """,
 ]
 
 _KG_COLS: Final = tuple(f.name for f in fields(Kindergarten))
@@ -410,10 +477,13 @@ class SqliteStore:
             rows = conn.execute(f"{_DEVICE_SELECT} ORDER BY id").fetchall()
         return [_device_from(r) for r in rows]
 
-    def load_channel_index(self) -> list[tuple[str, str]]:
-        """Every channel as ``(channel id, device id)`` (startup warm-up)."""
+    def load_channel_index(self) -> list[tuple[str, str, str, str]]:
+        """Every channel as ``(channel id, device id, name, area)`` (startup warm-up)."""
         with self._transaction(write=False) as conn:
-            return [(r[0], r[1]) for r in conn.execute("SELECT id, device_id FROM channel ORDER BY id")]
+            return [
+                (r[0], r[1], r[2], r[3])
+                for r in conn.execute("SELECT id, device_id, name, area FROM channel ORDER BY id")
+            ]
 
     # --- channels --------------------------------------------------------------
 

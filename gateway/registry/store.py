@@ -30,7 +30,7 @@ from gateway.registry.model import (
 )
 from gateway.registry.presence import PresenceBatch
 
-__all__ = ["Store", "StoreConstraintError", "open_store", "write_presence_batch"]
+__all__ = ["Store", "StoreConstraintError", "open_store", "sqlite_path", "write_presence_batch"]
 
 
 class StoreConstraintError(StoreError):
@@ -123,8 +123,8 @@ class Store(Protocol):
     def load_all_devices(self) -> list[Device]:
         """Every device, for warming up the in-memory state at startup."""
 
-    def load_channel_index(self) -> list[tuple[str, str]]:
-        """Every channel as ``(channel id, device id)``, for the same warm-up."""
+    def load_channel_index(self) -> list[tuple[str, str, str, str]]:
+        """Every channel as ``(channel id, device id, name, area)``, for the same warm-up."""
 
 
 _SQLITE_PREFIX = "sqlite://"
@@ -141,6 +141,19 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     """
     from gateway.registry.sqlite_store import SqliteStore  # noqa: PLC0415 (cycle)
 
+    store = SqliteStore(sqlite_path(url))
+    store.open()
+    if migrate:
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+def sqlite_path(url: str) -> str:
+    """The SQLite file (or ``:memory:``) a store URL names; StoreError for other backends."""
     if url.startswith(_POSTGRES_PREFIXES):
         raise StoreError("PostgreSQL backend not available yet")
     if url.startswith(_SQLITE_PREFIX):
@@ -153,15 +166,7 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
         path = url
     if not path:
         raise StoreError("empty store path")
-    store = SqliteStore(path)
-    store.open()
-    if migrate:
-        try:
-            store.migrate()
-        except BaseException:
-            store.close()
-            raise
-    return store
+    return path
 
 
 def write_presence_batch(store: Store, batch: PresenceBatch) -> PresenceCounts:

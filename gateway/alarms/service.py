@@ -1,0 +1,621 @@
+"""The alarm service: intake, durable outbox, sinks, lifecycle and live events on asyncio.
+
+The decisions are made by sans-I/O parts (:class:`AlarmIntake`,
+:class:`Outbox`, :class:`Lifecycle`); this module moves data between them,
+the store thread, the sinks and the consoles:
+
+* ``receive`` (one per Alarm MESSAGE) assigns the alarm, queues it for the
+  writer and returns once it is committed — only then does the device get its
+  200 and are the sinks told. The writer commits everything queued meanwhile
+  in one transaction (group commit), so a storm of 2,314 presses costs a few
+  fsyncs, not 2,314.
+* one pump task per sink takes due deliveries from the outbox (at most
+  ``sink.max_inflight`` at once, one per kindergarten) and runs them; results
+  go back to the outbox and, batched, to the store.
+* the timer task escalates unacknowledged alarms.
+
+Time is ``clock()`` (wall seconds), injectable so tests can drive escalation
+with a fake clock through :meth:`AlarmService.run_timers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from gateway.alarms.intake import AlarmIntake, AlarmNotice
+from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve
+from gateway.alarms.model import (
+    Alarm,
+    AlarmFilter,
+    Delivery,
+    DeliveryEvent,
+    DeliveryKey,
+    DeliveryState,
+    Transition,
+    TransitionAction,
+)
+from gateway.alarms.outbox import Outbox, RetryPolicy
+from gateway.alarms.payload import Enrichment, build_payload, encode_payload
+from gateway.alarms.sinks.base import OutboundMessage, Sink
+from gateway.alarms.store import AlarmStore
+from gateway.errors import DeliveryError, StoreError, UnknownAlarm
+from gateway.registry.model import Page
+
+log = logging.getLogger("kgw.alarms")
+T = TypeVar("T")
+
+__all__ = ["AlarmService", "AlarmSettings", "ReceiveResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmSettings:
+    """Alarm behaviour (config keys ``alarm_*``)."""
+
+    escalate_after: float = 180.0  # s without acknowledgement before escalating (0 = never)
+    dedupe_window: float = 600.0  # s within which the same event notified again is one alarm
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    attempt_timeout: float = 15.0  # s: a sink call that takes longer counts as failed (the sink has its own)
+    snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
+    snapshot_timeout: float = 8.0  # s to capture the entrance snapshot at all
+    write_retries: int = 3  # store attempts before the device is answered 500
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveResult:
+    """What ``receive`` did: a new alarm or a repeat of ``alarm_id``."""
+
+    alarm_id: str
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class _Intake:
+    alarm: Alarm
+    deliveries: list[Delivery]
+    transitions: list[Transition]
+    done: asyncio.Future[None]
+
+
+class AlarmService:
+    """Runs one gateway's alarms."""
+
+    def __init__(
+        self,
+        store: AlarmStore,
+        sinks: Sequence[Sink],
+        settings: AlarmSettings | None = None,
+        *,
+        enrich: Callable[[Alarm], Enrichment],
+        capture_snapshot: Callable[[Alarm], Awaitable[bytes | None]] | None = None,
+        metrics: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.sinks = {sink.name: sink for sink in sinks}
+        self.settings = settings or AlarmSettings()
+        self.enrich = enrich
+        self.capture_snapshot = capture_snapshot
+        self.metrics = metrics
+        self.clock = clock
+        self.outbox = Outbox(self.settings.retry, random.random)
+        self.lifecycle = Lifecycle(self.settings.escalate_after)
+        self.intake = AlarmIntake(lambda: uuid.uuid4().hex, window=self.settings.dedupe_window,
+                                  local_offset=_local_utc_offset)
+        self.snapshots: dict[str, bytes] = {}  # alarm id -> JPEG of the entrance camera (bounded)
+        self._outbound: dict[str, Alarm] = {}  # alarms with deliveries still open (any event)
+        self._open_count: dict[str, int] = {}  # alarm id -> deliveries not delivered yet
+        self._remaining: dict[str, set[str]] = {}  # alarm id -> sinks that do not have the alarm yet
+        self._committing: dict[str, asyncio.Future[None]] = {}
+        self._intakes: list[_Intake] = []
+        self._progress_alarms: dict[str, Alarm] = {}
+        self._progress_deliveries: dict[DeliveryKey, Delivery] = {}
+        self._progress_transitions: list[Transition] = []
+        self._writer_wake = asyncio.Event()
+        self._pump_wake = {name: asyncio.Event() for name in self.sinks}
+        self._timer_wake = asyncio.Event()
+        self._snapshot_ready: dict[str, asyncio.Event] = {}
+        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-alarms")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._attempts: set[asyncio.Task[None]] = set()
+        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "store_failures": 0, "escalated": 0}
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore open alarms and undelivered deliveries, start sinks, pumps and timers."""
+        now = self.clock()
+        recent = await self._run(self.store.load_alarms_since, now - self.settings.dedupe_window)
+        for alarm in recent:
+            self.intake.remember(alarm)
+            self.lifecycle.track(alarm)
+        self.intake.remember_seq(await self._run(self.store.max_seq))
+        known = {a.id: a for a in recent}
+        restored = await self._run(self.store.load_open_deliveries)
+        for delivery in restored:
+            found = known.get(delivery.alarm_id) or await self._run(self.store.get_alarm, delivery.alarm_id)
+            if found is None:
+                log.error("delivery %s of an unknown alarm skipped", delivery.key)
+                continue
+            alarm = known[found.id] = found
+            if delivery.sink not in self.sinks:
+                log.warning("alarm %s has a delivery to sink %r, which is not configured now; it waits for it",
+                            alarm.id, delivery.sink)
+            if delivery.event is DeliveryEvent.ALARM:
+                self._remaining.setdefault(alarm.id, set()).add(delivery.sink)
+            self._hold(alarm)
+            self.outbox.add(delivery)
+        if restored:
+            log.info("alarm outbox restored: %d undelivered deliveries of %d alarms",
+                     len(restored), len({d.alarm_id for d in restored}))
+        for sink in self.sinks.values():
+            try:
+                await sink.start()
+            except Exception:
+                log.exception("alarm sink %s failed to start; deliveries will retry", sink.name)
+        self._tasks.append(asyncio.create_task(self._writer(), name="kgw-alarm-writer"))
+        self._tasks.append(asyncio.create_task(self._timer_loop(), name="kgw-alarm-timers"))
+        for name in self.sinks:
+            self._tasks.append(asyncio.create_task(self._pump(name), name=f"kgw-alarm-pump-{name}"))
+
+    async def stop(self) -> None:
+        """Stop pumps (in-flight attempts are released, not lost), write what is pending, close sinks."""
+        for task in self._tasks:
+            task.cancel()
+        for attempt in list(self._attempts):
+            attempt.cancel()
+        await asyncio.gather(*self._tasks, *self._attempts, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self._write_progress()
+        for sink in self.sinks.values():
+            with contextlib.suppress(Exception):
+                await sink.close()
+        for queue in self._subscribers:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait({"type": "closed"})
+        await self._run(self.store.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- intake ----------------------------------------------------------------------------
+
+    async def receive(self, notice: AlarmNotice) -> ReceiveResult:
+        """Store the alarm durably (or recognise a repeat); raises StoreError when it cannot be stored."""
+        result = self.intake.accept(notice)
+        if result.alarm is None:
+            assert result.duplicate_of is not None
+            self.counters["duplicates"] += 1
+            if self.metrics is not None:
+                self.metrics.duplicates.inc()
+            pending = self._committing.get(result.duplicate_of)
+            if pending is not None:
+                await asyncio.shield(pending)  # the original is still being written: answer after it
+            log.info("alarm from %s (SN %d) repeats alarm %s", notice.device_id, notice.body.sn, result.duplicate_of)
+            self._queue_progress(transitions=[Transition(
+                result.duplicate_of, self.clock(), TransitionAction.DUPLICATE, "device",
+                f"SN {notice.body.sn} from {notice.device_id}",
+            )])  # fmt: skip
+            return ReceiveResult(result.duplicate_of, True)
+        alarm = result.alarm
+        deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ALARM, alarm.received_at) for name in self.sinks]
+        detail = f"SN {alarm.sn} from {alarm.device_id}" + (f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else "")
+        transitions = [Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "device", detail)]
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._committing[alarm.id] = done
+        self._intakes.append(_Intake(alarm, deliveries, transitions, done))
+        self._writer_wake.set()
+        try:
+            await asyncio.shield(done)
+        except StoreError:
+            self.intake.forget(alarm.dedupe_key)  # the device's retry must be stored as new
+            raise
+        finally:
+            self._committing.pop(alarm.id, None)
+        self._accepted(alarm, deliveries)
+        return ReceiveResult(alarm.id, False)
+
+    def _new_delivery(self, alarm: Alarm, sink: str, event: DeliveryEvent, now: float) -> Delivery:
+        return Delivery(alarm.id, sink, event, alarm.order_key, alarm.seq, created_at=now, next_attempt_at=now)
+
+    def _accepted(self, alarm: Alarm, deliveries: list[Delivery]) -> None:
+        """The alarm is stored: tell the sinks, the consoles, the metrics; start the snapshot."""
+        self.counters["received"] += 1
+        kind = alarm.kind
+        if self.metrics is not None:
+            self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
+        log.warning(
+            "ALARM %s: %s priority %s from %s (kindergarten %s)%s", alarm.id, kind.name, alarm.priority,
+            alarm.source_id, alarm.kindergarten_id or "unplaced",
+            f" problems: {'; '.join(alarm.problems)}" if alarm.problems else "",
+        )  # fmt: skip
+        self.lifecycle.track(alarm)
+        if deliveries:
+            self._remaining[alarm.id] = {d.sink for d in deliveries}
+        if self.capture_snapshot is not None:
+            self._snapshot_ready[alarm.id] = asyncio.Event()
+            self._spawn(self._snapshot(alarm))
+        for delivery in deliveries:
+            self._hold(alarm)
+            self.outbox.add(delivery)
+            self._pump_wake[delivery.sink].set()
+        self._timer_wake.set()
+        self._broadcast("alarm", alarm)
+
+    def _hold(self, alarm: Alarm) -> None:
+        """Keep the alarm in memory while one more of its deliveries is open."""
+        self._outbound[alarm.id] = alarm
+        self._open_count[alarm.id] = self._open_count.get(alarm.id, 0) + 1
+
+    def _release(self, alarm_id: str) -> None:
+        left = self._open_count.get(alarm_id, 1) - 1
+        if left > 0:
+            self._open_count[alarm_id] = left
+        else:
+            self._open_count.pop(alarm_id, None)
+            self._outbound.pop(alarm_id, None)
+
+    # --- the writer (group commit) ------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            await self._writer_wake.wait()
+            self._writer_wake.clear()
+            if self._intakes:
+                batch, self._intakes = self._intakes, []
+                await self._commit_intakes(batch)
+            if self._has_progress():
+                try:
+                    await self._write_progress()
+                except StoreError:
+                    log.exception("alarm progress write failed; will retry")
+                    await asyncio.sleep(1.0)
+                    self._writer_wake.set()
+
+    async def _commit_intakes(self, batch: list[_Intake]) -> None:
+        alarms = [i.alarm for i in batch]
+        deliveries = [d for i in batch for d in i.deliveries]
+        transitions = [t for i in batch for t in i.transitions]
+        error: StoreError | None = None
+        for attempt in range(self.settings.write_retries):
+            try:
+                await self._run(self.store.save_intake, alarms, deliveries, transitions)
+                error = None
+                break
+            except StoreError as exc:
+                error = exc
+                self.counters["store_failures"] += 1
+                log.error("storing %d alarm(s) failed (attempt %d): %s", len(batch), attempt + 1, exc)
+                await asyncio.sleep(0.05 * 4**attempt)
+        for item in batch:
+            if item.done.done():
+                continue
+            if error is None:
+                item.done.set_result(None)
+            else:
+                item.done.set_exception(error)
+                item.done.exception()  # retrieved here too: a device that gave up must not log "never retrieved"
+
+    def _queue_progress(
+        self, alarms: Sequence[Alarm] = (), deliveries: Sequence[Delivery] = (), transitions: Sequence[Transition] = ()
+    ) -> None:
+        for alarm in alarms:
+            self._progress_alarms[alarm.id] = alarm
+        for delivery in deliveries:
+            self._progress_deliveries[delivery.key] = delivery
+        self._progress_transitions.extend(transitions)
+        self._writer_wake.set()
+
+    def _has_progress(self) -> bool:
+        return bool(self._progress_alarms or self._progress_deliveries or self._progress_transitions)
+
+    async def _write_progress(self) -> None:
+        alarms, self._progress_alarms = list(self._progress_alarms.values()), {}
+        deliveries = [replace(d) for d in self._progress_deliveries.values()]  # snapshot: the outbox mutates them
+        self._progress_deliveries = {}
+        transitions, self._progress_transitions = self._progress_transitions, []
+        if not (alarms or deliveries or transitions):
+            return
+        try:
+            await self._run(self.store.save_progress, alarms, deliveries, transitions)
+        except BaseException:
+            for alarm in alarms:
+                self._progress_alarms.setdefault(alarm.id, alarm)
+            for delivery in deliveries:
+                self._progress_deliveries.setdefault(delivery.key, delivery)
+            self._progress_transitions[:0] = transitions
+            raise
+
+    # --- delivery ----------------------------------------------------------------------------------
+
+    async def _pump(self, name: str) -> None:
+        sink = self.sinks[name]
+        wake = self._pump_wake[name]
+        while True:
+            room = sink.max_inflight - self.outbox.in_flight(name)
+            if room > 0:
+                for delivery in self.outbox.take_due(name, self.clock(), room):
+                    self._spawn(self._attempt(sink, delivery))
+            timer = self.outbox.get_timer(name)
+            wait = None if timer is None else max(0.0, min(timer - self.clock(), 1.0))
+            wake.clear()
+            if wait == 0.0 and self.outbox.in_flight(name) >= sink.max_inflight:
+                wait = None  # full: the next result wakes us
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), wait)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
+
+    async def _attempt(self, sink: Sink, delivery: Delivery) -> None:
+        key = delivery.key
+        alarm = self._current(delivery.alarm_id)
+        if alarm is None:
+            self.outbox.failed(key, self.clock(), "alarm not found", permanent=True)
+            return
+        try:
+            if delivery.attempts == 0 and self.settings.snapshot_budget > 0:
+                await self._wait_snapshot(alarm.id, self.settings.snapshot_budget)
+            message = self._message(alarm, delivery.event)
+            await asyncio.wait_for(sink.deliver(message), self.settings.attempt_timeout)
+        except asyncio.CancelledError:
+            self.outbox.release(key)
+            raise
+        except (DeliveryError, TimeoutError, Exception) as exc:  # noqa: BLE001 - a sink bug must not stop the pump
+            if isinstance(exc, DeliveryError):
+                reason, permanent = exc.reason, exc.permanent
+            elif isinstance(exc, TimeoutError):
+                reason, permanent = f"no answer within {self.settings.attempt_timeout:g} s", False
+            else:
+                log.exception("alarm sink %s raised unexpectedly", sink.name)
+                reason, permanent = f"{type(exc).__name__}: {exc}", False
+            self._on_failure(sink.name, key, reason, permanent)
+        else:
+            self._on_success(sink.name, key, alarm)
+        finally:
+            self._pump_wake[sink.name].set()
+
+    def _on_success(self, sink: str, key: DeliveryKey, alarm: Alarm) -> None:
+        now = self.clock()
+        delivery = self.outbox.succeeded(key, now)
+        latency = max(0.0, now - alarm.received_at)
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(sink=sink, outcome="delivered").inc()
+            self.metrics.latency.labels(sink=sink).observe(latency)
+        detail = f"{sink} ({delivery.event.value}) after {delivery.attempts} attempt(s), {latency * 1000:.0f} ms"
+        changes: list[Alarm] = []
+        transitions = [Transition(alarm.id, now, TransitionAction.DELIVERED, sink, detail)]
+        if delivery.event is DeliveryEvent.ALARM:
+            remaining = self._remaining.get(alarm.id)
+            if remaining is not None:
+                remaining.discard(sink)
+                if not remaining:
+                    del self._remaining[alarm.id]
+                    current = self._current(alarm.id) or alarm
+                    step = mark_delivered(current, now)
+                    if step is not None:
+                        changes.append(step[0])
+                        transitions.append(step[1])
+                        self._update(step[0])
+                        self._broadcast("updated", step[0])
+        self._release(alarm.id)
+        self._queue_progress(changes, [delivery], transitions)
+        self._broadcast_delivery(delivery)
+
+    def _on_failure(self, sink: str, key: DeliveryKey, reason: str, permanent: bool) -> None:
+        now = self.clock()
+        before = self.outbox.get(key)
+        was_dead = before is not None and before.state is DeliveryState.DEAD
+        delivery = self.outbox.failed(key, now, reason, permanent=permanent)
+        transitions: list[Transition] = []
+        if delivery.attempts == 1:
+            transitions.append(Transition(key[0], now, TransitionAction.DELIVERY_FAILED, sink, reason))
+        if delivery.state is DeliveryState.DEAD and not was_dead:
+            transitions.append(Transition(
+                key[0], now, TransitionAction.DEAD_LETTERED, sink,
+                f"{'rejected' if permanent else f'{delivery.attempts} attempts failed'}: {reason}"
+                + ("" if permanent else "; still retrying"),
+            ))  # fmt: skip
+            log.error("alarm %s to %s dead-lettered after %d attempt(s): %s", key[0], sink, delivery.attempts, reason)
+        if self.metrics is not None:
+            outcome = "rejected" if permanent else "retry"
+            self.metrics.deliveries.labels(sink=sink, outcome=outcome).inc()
+        self._queue_progress((), [delivery], transitions)
+        if transitions:
+            self._broadcast_delivery(delivery)
+
+    def _message(self, alarm: Alarm, event: DeliveryEvent) -> OutboundMessage:
+        current = self._current(alarm.id) or alarm
+        payload = build_payload(current, event, self.enrich(current))
+        return OutboundMessage(current, event, encode_payload(payload))
+
+    def _current(self, alarm_id: str) -> Alarm | None:
+        if alarm_id in self.lifecycle:
+            return self.lifecycle.get(alarm_id)
+        return self._outbound.get(alarm_id)
+
+    def _update(self, alarm: Alarm) -> None:
+        """A changed alarm replaces its copies in memory."""
+        self.lifecycle.update(alarm)
+        if alarm.id in self._outbound:
+            self._outbound[alarm.id] = alarm
+
+    # --- snapshots ------------------------------------------------------------------------------
+
+    async def _snapshot(self, alarm: Alarm) -> None:
+        assert self.capture_snapshot is not None
+        ready = self._snapshot_ready.get(alarm.id)
+        try:
+            jpeg = await asyncio.wait_for(self.capture_snapshot(alarm), self.settings.snapshot_timeout)
+        except Exception as exc:  # noqa: BLE001 - a snapshot is a bonus, never a failure of the alarm
+            log.info("no entrance snapshot for alarm %s: %s", alarm.id, exc or type(exc).__name__)
+            jpeg = None
+        if jpeg:
+            self.snapshots[alarm.id] = jpeg
+            while len(self.snapshots) > 500:
+                self.snapshots.pop(next(iter(self.snapshots)))
+            self._broadcast_raw({"type": "snapshot", "alarm_id": alarm.id})
+        if ready is not None:
+            ready.set()
+        self._snapshot_ready.pop(alarm.id, None)
+
+    async def _wait_snapshot(self, alarm_id: str, budget: float) -> None:
+        ready = self._snapshot_ready.get(alarm_id)
+        if ready is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), budget)
+
+    # --- timers: escalation ---------------------------------------------------------------------
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self.run_timers()
+            timer = self.lifecycle.get_timer()
+            wait = 1.0 if timer is None else max(0.01, min(timer - self.clock(), 1.0))
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    def run_timers(self) -> int:
+        """Escalate what is due at ``clock()``; returns how many escalated (tests call it with a fake clock)."""
+        now = self.clock()
+        escalated = self.lifecycle.escalate_due(now)
+        for alarm, transition in escalated:
+            self.counters["escalated"] += 1
+            if self.metrics is not None:
+                self.metrics.escalations.inc()
+            log.warning("alarm %s not acknowledged in time: escalated to the municipal level", alarm.id)
+            deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ESCALATED, now) for name in self.sinks]
+            self._update(alarm)
+            self._queue_progress([alarm], deliveries, [transition])
+            for delivery in deliveries:
+                self._hold(alarm)
+                self.outbox.add(delivery)
+                self._pump_wake[delivery.sink].set()
+            self._broadcast("escalated", alarm)
+        self.intake.prune(now)
+        return len(escalated)
+
+    # --- operator actions -------------------------------------------------------------------------
+
+    async def get_alarm(self, alarm_id: str) -> Alarm:
+        """The alarm (current state), from memory when open, else from the store."""
+        alarm = self._current(alarm_id)
+        if alarm is not None:
+            return alarm
+        stored = await self._run(self.store.get_alarm, alarm_id)
+        if stored is None:
+            raise UnknownAlarm(alarm_id)
+        return stored
+
+    async def acknowledge(self, alarm_id: str, user: str, note: str = "") -> Alarm:
+        """A named user acknowledges; stored before it returns."""
+        return await self._step(alarm_id, lambda a, now: acknowledge(a, user, now, note))
+
+    async def resolve(self, alarm_id: str, user: str, note: str = "") -> Alarm:
+        """A named user resolves; stored before it returns."""
+        return await self._step(alarm_id, lambda a, now: resolve(a, user, now, note))
+
+    async def _step(self, alarm_id: str, step: Callable[[Alarm, float], tuple[Alarm, Transition]]) -> Alarm:
+        alarm = await self.get_alarm(alarm_id)
+        changed, transition = step(alarm, self.clock())
+        self._update(changed)
+        await self._run(self.store.save_progress, [changed], [], [transition])
+        log.info("alarm %s %s by %s", alarm_id, transition.action.value, transition.actor)
+        self._broadcast("updated", changed)
+        return changed
+
+    async def retry_delivery(self, key: DeliveryKey) -> Delivery:
+        """Operator: try a (dead-lettered) delivery again now."""
+        delivery = self.outbox.retry_now(key, self.clock())
+        self._queue_progress((), [delivery], [Transition(key[0], self.clock(), TransitionAction.DELIVERY_FAILED,
+                                                          "operator", f"manual retry of {key[1]} requested")])
+        if key[1] in self._pump_wake:
+            self._pump_wake[key[1]].set()
+        return delivery
+
+    async def list_alarms(self, flt: AlarmFilter) -> Page[Alarm]:
+        """Stored alarms (writes queued before the call are flushed first, so the list is current)."""
+        await self._flush()
+        return await self._run(self.store.list_alarms, flt)
+
+    async def details(self, alarm_id: str) -> tuple[Alarm, list[Delivery], list[Transition]]:
+        """An alarm with its deliveries and audit trail."""
+        await self._flush()
+        alarm = await self.get_alarm(alarm_id)
+        deliveries = await self._run(self.store.deliveries_of, alarm_id)
+        live = {d.key: d for d in deliveries}
+        for delivery in list(self.outbox.pending()):
+            if delivery.alarm_id == alarm_id:
+                live[delivery.key] = delivery
+        transitions = await self._run(self.store.transitions_of, alarm_id)
+        return alarm, sorted(live.values(), key=lambda d: (d.sink, d.event.value)), transitions
+
+    async def list_deliveries(self, state: str | None, sink: str | None, offset: int, limit: int) -> Page[Delivery]:
+        """Deliveries by state/sink (``dead`` lists the dead letters)."""
+        await self._flush()
+        return await self._run(self.store.list_deliveries, state, sink, offset, limit)
+
+    async def _flush(self) -> None:
+        if self._has_progress():
+            with contextlib.suppress(StoreError):
+                await self._write_progress()
+
+    # --- consoles -----------------------------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """A queue of live alarm events for one console (dropped if it falls 1,000 behind)."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Forget a console's queue."""
+        self._subscribers.discard(queue)
+
+    def _broadcast(self, kind: str, alarm: Alarm) -> None:
+        if self._subscribers:
+            self._broadcast_raw({"type": kind, "alarm": alarm})
+
+    def _broadcast_delivery(self, delivery: Delivery) -> None:
+        if self._subscribers:
+            self._broadcast_raw({"type": "delivery", "delivery": delivery})
+
+    def _broadcast_raw(self, event: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                self._subscribers.discard(queue)
+                log.warning("an alarm console fell behind by 1,000 events; dropped (it reloads when it reconnects)")
+
+    # --- views ------------------------------------------------------------------------------------------
+
+    def sink_status(self) -> list[dict[str, Any]]:
+        """Per sink: up, in flight, outbox depth, dead letters, error counts."""
+        return [
+            {
+                "sink": name, "up": sink.up, "in_flight": self.outbox.in_flight(name),
+                "depth": self.outbox.depth(name), "dead": self.outbox.dead_count(name),
+                "errors": dict(getattr(sink, "errors", {})),
+            }
+            for name, sink in self.sinks.items()
+        ]  # fmt: skip
+
+
+def _local_utc_offset(t: float) -> float:
+    """This machine's UTC offset at ``t`` in s (GB/T 28181 device times are local time)."""
+    return float(time.localtime(t).tm_gmtoff)
