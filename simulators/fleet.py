@@ -9,6 +9,13 @@ address. Cameras answer live INVITEs and stream a drawn, encoded test card
 shared :class:`ClipCache`). The SIP logic is the gateway's own device-role core
 (:class:`~gateway.gb28181.device_agent.DeviceAgent`); this module only builds
 profiles from the city plan and runs them.
+
+Alarms: :meth:`Fleet.press` raises one alarm in a kindergarten (one-key button,
+perimeter trip or a camera fault), :meth:`Fleet.press_all` presses every
+kindergarten's button at once (the alarm-storm benchmark), ``alarm_rate`` keeps a
+steady trickle of alarms going, and ``control_port`` opens the HTTP control
+endpoint of :mod:`simulators.control` so that tests and operators can press
+buttons from outside.
 """
 
 from __future__ import annotations
@@ -16,15 +23,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import resource
+import time
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from aiohttp import web
+
 from gateway.gb28181.device_agent import (
+    ALARM_KINDS,
     AgentHost,
     AgentState,
     AgentTiming,
+    AlarmRecord,
     DeviceAgent,
     DeviceProfile,
     Misbehaviour,
@@ -36,10 +50,19 @@ from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
+from simulators.control import bound_port, start_control
 from simulators.streamer import StreamHub, StreamStats
 from simulators.video import ClipCache, VideoProfile
 
 log = logging.getLogger("kgw.simulate")
+
+CAMERA_ALARM_KINDS = frozenset({"video_loss", "tamper", "disk_fault"})
+"""Alarm kinds a camera device raises (the NVR, or the first IPC in ``ipc_mode``)."""
+PERIMETER_SHARE = 0.2  # of the steady alarm rate, when the kindergarten has a perimeter alarm
+
+
+class FleetLookupError(LookupError):
+    """No such kindergarten, or the kindergarten has no device for that alarm kind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +89,8 @@ class FleetOptions:
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
+    alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
+    control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
 
     @property
     def domain(self) -> str:
@@ -92,11 +117,18 @@ class Fleet:
     nodes: list[KindergartenNode] = field(default_factory=list)
     agents: dict[str, DeviceAgent] = field(default_factory=dict)
     clips: ClipCache = field(default_factory=ClipCache)
+    control: web.AppRunner | None = field(default=None, init=False)
+    control_port: int | None = field(default=None, init=False)
+    """The bound port of the control endpoint once started."""
+    _by_id: dict[str, KindergartenNode] = field(default_factory=dict, init=False)
+    _rng: random.Random = field(default_factory=random.Random, init=False)
+    _alarm_task: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def start(self) -> None:
         """Build the city, provision it (if an API is given), open sockets, start registering."""
         opts = self.options
         raise_fd_limit()
+        self._rng = random.Random(opts.seed)
         self.city = build_city(opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras,
                                ipc_mode=opts.ipc_mode)
         summary = city_summary(self.city)
@@ -129,7 +161,14 @@ class Fleet:
                 node.host.add(agent)
                 self.agents[device.id] = agent
             self.nodes.append(node)
+            self._by_id[plan.id] = node
+        if opts.control_port is not None:
+            self.control = await start_control(self, "127.0.0.1", opts.control_port)
+            self.control_port = bound_port(self.control)
+            log.info("simulator control endpoint on http://127.0.0.1:%d/", self.control_port)
         await self._ramp()
+        if opts.alarm_rate > 0 and self.nodes:
+            self._alarm_task = asyncio.create_task(self._alarm_loop(opts.alarm_rate), name="kgw-sim-alarms")
 
     async def _ramp(self) -> None:
         """Start devices at ``rate`` per second so the first burst does not overflow buffers."""
@@ -161,6 +200,13 @@ class Fleet:
     async def stop(self, *, unregister: bool = True) -> None:
         """Unregister (optionally), wait briefly for the answers, close sockets."""
         loop = asyncio.get_running_loop()
+        if self._alarm_task is not None:
+            self._alarm_task.cancel()
+            await asyncio.gather(self._alarm_task, return_exceptions=True)
+            self._alarm_task = None
+        if self.control is not None:
+            await self.control.cleanup()
+            self.control = None
         for node in self.nodes:
             if node.media is not None:
                 node.media.close()
@@ -187,7 +233,116 @@ class Fleet:
             "refusals": sum(a.stats.refusals for a in self.agents.values()),
             "streams": sum(len(n.media.streams) for n in self.nodes if n.media is not None),
             "video_frames": self.media_totals().frames,
+            "alarms_pressed": sum(a.stats.alarms_sent for a in self.agents.values()),
+            "alarms_answered": sum(a.stats.alarms_answered for a in self.agents.values()),
+            "alarm_responses": sum(a.stats.alarm_responses for a in self.agents.values()),
+            "alarm_attempts": sum(a.stats.alarm_attempts for a in self.agents.values()),
         }
+
+    # --- alarms ------------------------------------------------------------------------------
+
+    def press(self, kindergarten: str | int | None = None, kind: str = "button") -> AlarmRecord:
+        """Raise one alarm now and send it at once.
+
+        ``kindergarten`` is a kindergarten ID, its index in :attr:`city`, or None for
+        a random one that has a device for ``kind``. "button" presses the one-key
+        alarm box, "perimeter" trips the perimeter alarm, the camera kinds come from
+        the NVR (or the first IPC). Raises ValueError for an unknown kind and
+        :class:`FleetLookupError` for an unknown kindergarten or a missing device.
+        """
+        if kind not in ALARM_KINDS:
+            raise ValueError(f"unknown alarm kind {kind!r}; known: {', '.join(ALARM_KINDS)}")
+        node = self._pick(kindergarten, kind)
+        record = self._press_on(node, alarm_device_of(node.plan, kind), kind)
+        assert node.driver is not None
+        node.driver.flush()
+        return record
+
+    def press_all(self, kind: str = "button") -> list[AlarmRecord]:
+        """Press ``kind`` once in every kindergarten that has the device, as fast as possible.
+
+        Kindergartens without such a device (e.g. no perimeter alarm) are skipped.
+        """
+        if kind not in ALARM_KINDS:
+            raise ValueError(f"unknown alarm kind {kind!r}; known: {', '.join(ALARM_KINDS)}")
+        records = []
+        for node in self.nodes:
+            device = _find_alarm_device(node.plan, kind)
+            if device is None:
+                continue
+            records.append(self._press_on(node, device, kind))
+            assert node.driver is not None
+            node.driver.flush()
+        return records
+
+    def alarm_records(self) -> list[AlarmRecord]:
+        """Every alarm the fleet raised (each device keeps its latest ones), oldest first."""
+        records = [r for agent in self.agents.values() for r in agent.alarms.values()]
+        records.sort(key=lambda r: (r.pressed_at, r.device_id, r.sn))
+        return records
+
+    def alarm_summary(self) -> dict[str, Any]:
+        """Alarm counts, and which devices still wait for a 2xx (their IDs, sorted)."""
+        records = self.alarm_records()
+        unanswered = [r for r in records if not r.answered]
+        return {
+            "pressed": sum(a.stats.alarms_sent for a in self.agents.values()),
+            "answered": sum(a.stats.alarms_answered for a in self.agents.values()),
+            "responses": sum(a.stats.alarm_responses for a in self.agents.values()),
+            "attempts": sum(a.stats.alarm_attempts for a in self.agents.values()),
+            "messages": sum(a.stats.alarm_messages for a in self.agents.values()),
+            "gave_up": sum(1 for r in records if r.gave_up and not r.answered),
+            "no_response": sum(1 for r in records if r.answered and r.response_at is None),
+            "unanswered": len(unanswered),
+            "unanswered_ids": sorted({r.device_id for r in unanswered}),
+        }
+
+    def _pick(self, kindergarten: str | int | None, kind: str) -> KindergartenNode:
+        if not self.nodes:
+            raise FleetLookupError("the fleet has no kindergartens (not started?)")
+        if kindergarten is None:
+            fitting = [n for n in self.nodes if _find_alarm_device(n.plan, kind) is not None]
+            if not fitting:
+                raise FleetLookupError(f"no kindergarten has a device for {kind!r} alarms")
+            return self._rng.choice(fitting)
+        if isinstance(kindergarten, int) and not isinstance(kindergarten, bool):
+            if not 0 <= kindergarten < len(self.nodes):
+                raise FleetLookupError(f"no kindergarten #{kindergarten} (the city has {len(self.nodes)})")
+            return self.nodes[kindergarten]
+        node = self._by_id.get(str(kindergarten))
+        if node is None:
+            raise FleetLookupError(f"unknown kindergarten {kindergarten!r}")
+        return node
+
+    def _press_on(self, node: KindergartenNode, device: SimDevice, kind: str) -> AlarmRecord:
+        assert node.driver is not None
+        wall = datetime.fromtimestamp(time.time())  # local time: GB/T 28181 AlarmTime has no zone
+        return node.host.press_alarm(device.id, node.driver.loop.time(), wall, kind=kind)
+
+    async def _alarm_loop(self, rate: float) -> None:
+        """Press random buttons (1 in 5: perimeter trips where there is one) at ``rate`` per second.
+
+        Due alarms are counted from the start so the rate holds on average; a
+        backlog longer than a second (a stalled loop) is dropped, not burst out.
+        """
+        loop = asyncio.get_running_loop()
+        rng = random.Random(self.options.seed + 1)
+        tick = max(1.0 / rate, 0.01)
+        started, done = loop.time(), 0
+        while True:
+            await asyncio.sleep(tick)
+            due = int((loop.time() - started) * rate)
+            if due - done > rate:
+                done = due - int(rate)
+            while done < due:
+                done += 1
+                node = rng.choice(self.nodes)
+                perimeter = rng.random() < PERIMETER_SHARE and _find_alarm_device(node.plan, "perimeter")
+                kind = "perimeter" if perimeter else "button"
+                try:
+                    self.press(node.plan.id, kind)
+                except (LookupError, ValueError) as exc:
+                    log.warning("steady alarm not pressed: %s", exc)
 
     def media_totals(self) -> StreamStats:
         """Frames, packets and bytes every camera of the fleet sent so far."""
@@ -196,6 +351,23 @@ class Fleet:
             if node.media is not None:
                 total.add(node.media.totals())
         return total
+
+
+def alarm_device_of(kindergarten: SimKindergarten, kind: str) -> SimDevice:
+    """The device of ``kindergarten`` that raises ``kind`` alarms; FleetLookupError if it has none."""
+    device = _find_alarm_device(kindergarten, kind)
+    if device is None:
+        wanted = {"button": "one-key alarm box", "perimeter": "perimeter alarm"}.get(kind, "camera device")
+        raise FleetLookupError(f"kindergarten {kindergarten.id} ({kindergarten.name}) has no {wanted}")
+    return device
+
+
+def _find_alarm_device(kindergarten: SimKindergarten, kind: str) -> SimDevice | None:
+    if kind in CAMERA_ALARM_KINDS:
+        kinds: tuple[str, ...] = ("nvr", "ipc")
+    else:
+        kinds = {"button": ("alarm_box",), "perimeter": ("perimeter_alarm",)}.get(kind, ())
+    return next((d for want in kinds for d in kindergarten.devices if d.kind == want), None)
 
 
 def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: str) -> DeviceProfile:

@@ -5,10 +5,13 @@ keepalives, and answers Catalog / DeviceInfo / DeviceStatus queries the way
 an NVR, IPC or alarm box does. A device with camera channels (type 131/132)
 also answers live INVITEs for them through a
 :class:`~gateway.gb28181.device_calls.DeviceCalls`; the media side drains the
-call events with :meth:`AgentHost.next_call_event`. Many agents share one
+call events with :meth:`AgentHost.next_call_event`. :meth:`DeviceAgent.press_alarm`
+raises a ``Notify/Alarm`` (notes §9.1) and retries it like a real device until
+the platform answers 2xx; the platform's ``Response/Alarm`` MESSAGE (§9.2) is
+recorded on the :class:`AlarmRecord`. Many agents share one
 :class:`SipEndpoint` (one socket per kindergarten, as behind a NAT);
 :class:`AgentHost` routes the endpoint's events to them. Misbehaviour switches (wrong password, silent,
-flapping, malformed bodies) let tests and operators provoke every failure
+flapping, malformed bodies, duplicated alarms) let tests and operators provoke every failure
 path of the gateway.
 """
 
@@ -17,12 +20,14 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from gateway.errors import GatewayError
 from gateway.gb28181.device_calls import CallEvent, DeviceCalls
 from gateway.gb28181.manscdp import (
+    AlarmNotify,
     CatalogItem,
     CatalogQuery,
     DeviceInfoQuery,
@@ -30,7 +35,11 @@ from gateway.gb28181.manscdp import (
     DeviceStatusQuery,
     DeviceStatusResponse,
     Keepalive,
+    ResultResponse,
+    Root,
+    UnknownCommand,
     decode_message,
+    format_gb_time,
     serialize,
     split_catalog,
 )
@@ -43,11 +52,82 @@ from gateway.gb28181.sip.transport import Peer
 
 CALL_METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL"})
 CAMERA_TYPE_CODES = frozenset({"131", "132"})  # camera, IPC (GB/T 28181 Annex D type codes)
+ALARM_INPUT_TYPE_CODES = frozenset({"134"})  # alarm input: one-key button, perimeter detector
+MAX_ALARM_RECORDS = 10_000
 
 
 def is_camera(item: CatalogItem) -> bool:
     """Whether a catalog channel is a camera (type code 131 or 132 in its ID)."""
     return item.device_id[10:13] in CAMERA_TYPE_CODES
+
+
+def is_alarm_input(item: CatalogItem) -> bool:
+    """Whether a catalog channel is an alarm input (type code 134 in its ID)."""
+    return item.device_id[10:13] in ALARM_INPUT_TYPE_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmKind:
+    """How one kind of alarm is coded in ``Notify/Alarm`` (notes §9.1) and which channel raises it.
+
+    ``source`` names the channels that fit as default source: "alarm" (134 inputs),
+    "camera" (131/132) or "device" (the device itself, e.g. its disk).
+    """
+
+    name: str
+    method: str
+    priority: str
+    description: str
+    source: str
+    alarm_type: str | None = None
+    event_type: str | None = None
+
+
+ALARM_KINDS: dict[str, AlarmKind] = {
+    k.name: k
+    for k in (
+        AlarmKind("button", method="1", priority="1", description="一键报警按钮按下", source="alarm"),
+        AlarmKind("perimeter", method="5", priority="2", description="周界入侵", source="alarm",
+                  alarm_type="6", event_type="1"),
+        AlarmKind("video_loss", method="2", priority="3", description="视频丢失", source="camera", alarm_type="1"),
+        AlarmKind("tamper", method="2", priority="3", description="设备防拆报警", source="camera", alarm_type="2"),
+        AlarmKind("disk_fault", method="6", priority="4", description="存储设备磁盘故障", source="device",
+                  alarm_type="1"),
+    )
+}  # fmt: skip
+"""The alarms a simulated device can raise, by name."""
+
+
+@dataclass(slots=True)
+class AlarmRecord:
+    """One pressed alarm as the device sees it: what it sent and what the platform answered.
+
+    ``body`` is kept so that every retry resends exactly the same bytes (same SN,
+    same AlarmTime): the platform must recognise the repeat, not count a new alarm.
+    ``attempts`` counts rounds (first send + retries); ``messages`` counts MESSAGE
+    transactions on the wire (twice the rounds with ``Misbehaviour.alarm_duplicate``).
+    """
+
+    device_id: str
+    source_id: str
+    sn: int
+    kind: str
+    pressed_at: float
+    wall: datetime
+    alarm_time: str
+    body: bytes
+    attempts: int = 0
+    messages: int = 0
+    timeouts: int = 0
+    answered_at: float | None = None  # first 2xx to any attempt
+    status: int | None = None  # last final status (None: only timeouts so far)
+    response_at: float | None = None  # the platform's Response/Alarm MESSAGE arrived
+    gave_up: bool = False  # stopped trying unanswered: retries used up, or a final 3xx/4xx/6xx
+
+    @property
+    def answered(self) -> bool:
+        """True once some attempt got a 2xx."""
+        return self.answered_at is not None
 
 
 class AgentState(str, Enum):
@@ -91,6 +171,7 @@ class Misbehaviour:
     silent: bool = False          # stop keepalives (and answer nothing)
     flap_period: float = 0.0      # > 0: alternate silent/talking every period seconds
     malformed_every: int = 0      # > 0: every n-th keepalive body is broken XML
+    alarm_duplicate: bool = False  # send every alarm MESSAGE twice, as two transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +183,8 @@ class AgentTiming:
     refresh_ratio: float = 0.8
     retry_delay: float = 5.0
     catalog_per_message: int = 4
+    alarm_retry_delay: float = 2.0  # wait after a timeout or 5xx before resending an alarm
+    alarm_retries: int = 5  # resends after the first attempt
 
 
 class _Timer(str, Enum):
@@ -121,6 +204,11 @@ class AgentStats:
     queries_answered: int = 0
     last_refusal: int | None = None
     invites_received: int = 0
+    alarms_sent: int = 0  # presses
+    alarm_attempts: int = 0  # rounds: first sends and retries
+    alarm_messages: int = 0  # MESSAGE transactions (duplicates included)
+    alarms_answered: int = 0  # alarms that got a 2xx
+    alarm_responses: int = 0  # alarms whose Response/Alarm MESSAGE arrived
 
 
 class DeviceAgent:
@@ -150,6 +238,9 @@ class DeviceAgent:
         self._challenge: str | None = None
         self._challenges_in_row = 0
         self._timers: dict[_Timer, float] = {}
+        self._alarm_retries: dict[int, float] = {}  # SN -> when to resend
+        self.alarms: dict[int, AlarmRecord] = {}
+        """Alarms this device raised, by SN (oldest dropped beyond MAX_ALARM_RECORDS)."""
         self._catalog_queue: list[Any] = []
         self._started_at = 0.0
         self.camera_ids = frozenset(c.device_id for c in profile.channels if is_camera(c))
@@ -169,6 +260,7 @@ class DeviceAgent:
             self._register(now, 0)
         self.state = AgentState.STOPPED
         self._timers.clear()
+        self._alarm_retries.clear()
 
     @property
     def registered(self) -> bool:
@@ -181,7 +273,8 @@ class DeviceAgent:
 
     def get_timer(self) -> float | None:
         """This agent's earliest deadline."""
-        return min(self._timers.values()) if self._timers else None
+        deadlines = [*self._timers.values(), *self._alarm_retries.values()]
+        return min(deadlines) if deadlines else None
 
     def handle_timer(self, now: float) -> None:
         """Run due timers."""
@@ -193,6 +286,12 @@ class DeviceAgent:
                 self._register(now, self.timing.expires)
             elif timer is _Timer.KEEPALIVE:
                 self._keepalive(now)
+        for sn, at in list(self._alarm_retries.items()):
+            if at <= now:
+                del self._alarm_retries[sn]
+                record = self.alarms.get(sn)
+                if record is not None and not record.answered:
+                    self._send_alarm(record, now)
 
     # --- events from the shared endpoint -----------------------------------------
 
@@ -218,6 +317,9 @@ class DeviceAgent:
             self._answer(request, event.transaction, 400, now)
             return
         self._answer(request, event.transaction, 200, now)
+        if _is_alarm_response(message):
+            self._on_alarm_response(message.sn, now)
+            return
         self._on_query(message, now)
 
     def _handle_call(self, event: RequestReceived, target: str | None, now: float) -> bool:
@@ -242,6 +344,8 @@ class DeviceAgent:
                 self._reregister_soon(now)
         elif kind == "catalog" and status >= 200:
             self._send_next_catalog_chunk(now)
+        elif kind == "alarm" and status >= 200 and isinstance(event.context, tuple):
+            self._on_alarm_answer(event.context[2], event.context[3], status, now)
 
     def handle_timeout(self, event: TransactionTimedOut, now: float) -> None:
         """A request of this device got no answer."""
@@ -253,6 +357,11 @@ class DeviceAgent:
             self.stats.keepalive_failures += 1
         elif kind == "catalog":
             self._send_next_catalog_chunk(now)
+        elif kind == "alarm" and isinstance(event.context, tuple):
+            record = self.alarms.get(event.context[2])
+            if record is not None:
+                record.timeouts += 1
+                self._maybe_retry_alarm(record, event.context[3], now)
 
     # --- registration ------------------------------------------------------------------
 
@@ -344,6 +453,111 @@ class DeviceAgent:
         """Send a keepalive immediately (tests, and after resuming)."""
         self._keepalive(now)
 
+    # --- alarms ----------------------------------------------------------------------------------
+
+    def press_alarm(
+        self,
+        now: float,
+        wall: datetime,
+        *,
+        kind: str = "button",
+        source_id: str | None = None,
+        description: str | None = None,
+    ) -> AlarmRecord:
+        """Raise an alarm: send ``Notify/Alarm`` now and keep it until the platform answers 2xx.
+
+        ``wall`` gives AlarmTime (local time) because a sans-I/O core reads no clock.
+        ``source_id`` defaults to the first channel that fits the kind (see
+        :data:`ALARM_KINDS`), else the device itself. Raises ValueError for an
+        unknown kind or a source that is not this device or one of its channels.
+        A stopped device keeps the record but sends nothing.
+        """
+        spec = ALARM_KINDS.get(kind)
+        if spec is None:
+            raise ValueError(f"unknown alarm kind {kind!r}; known: {', '.join(ALARM_KINDS)}")
+        if source_id is None:
+            source_id = self._default_alarm_source(spec)
+        elif not self.owns(source_id):
+            raise ValueError(f"{source_id} is neither device {self.profile.device_id} nor one of its channels")
+        channel = next((c for c in self.profile.channels if c.device_id == source_id), None)
+        notify = AlarmNotify(
+            sn=self._next_sn(), device_id=source_id, priority=spec.priority, method=spec.method,
+            alarm_time=format_gb_time(wall), description=description if description is not None else spec.description,
+            longitude=channel.longitude if channel is not None else None,
+            latitude=channel.latitude if channel is not None else None,
+            alarm_type=spec.alarm_type, event_type=spec.event_type,
+        )  # fmt: skip
+        record = AlarmRecord(
+            device_id=self.profile.device_id, source_id=source_id, sn=notify.sn, kind=kind, pressed_at=now,
+            wall=wall, alarm_time=notify.alarm_time or "", body=serialize(notify),
+        )  # fmt: skip
+        self._keep_alarm(record)
+        self.stats.alarms_sent += 1
+        self._send_alarm(record, now)
+        return record
+
+    def _default_alarm_source(self, spec: AlarmKind) -> str:
+        fits = {"alarm": is_alarm_input, "camera": is_camera}.get(spec.source)
+        if fits is not None:
+            for channel in self.profile.channels:
+                if fits(channel):
+                    return channel.device_id
+        return self.profile.device_id
+
+    def _keep_alarm(self, record: AlarmRecord) -> None:
+        self.alarms[record.sn] = record
+        while len(self.alarms) > MAX_ALARM_RECORDS:
+            oldest = next(iter(self.alarms))
+            del self.alarms[oldest]
+            self._alarm_retries.pop(oldest, None)
+
+    def _send_alarm(self, record: AlarmRecord, now: float) -> None:
+        """One round: the same body as a new transaction (twice when duplicating on purpose)."""
+        if self.state is AgentState.STOPPED:
+            return
+        record.attempts += 1
+        self.stats.alarm_attempts += 1
+        for _ in range(2 if self.misbehaviour.alarm_duplicate else 1):
+            record.messages += 1
+            self.stats.alarm_messages += 1
+            self._send_message(record.body, now, "alarm", record.sn, record.attempts)
+
+    def _on_alarm_answer(self, sn: int, attempt: int, status: int, now: float) -> None:
+        record = self.alarms.get(sn)
+        if record is None:
+            return
+        record.status = status
+        if 200 <= status < 300:
+            if record.answered_at is None:
+                record.answered_at = now
+                self.stats.alarms_answered += 1
+            record.gave_up = False
+            self._alarm_retries.pop(sn, None)
+        elif 500 <= status < 600:
+            self._maybe_retry_alarm(record, attempt, now)
+        elif status in (401, 404, 481) and not record.answered:
+            # The platform does not know us (it lost our registration, e.g. after a crash):
+            # register again at once, then send the alarm again, as devices do.
+            self._reregister_soon(now, delay=0.0)
+            self._maybe_retry_alarm(record, attempt, now)
+        elif not record.answered:
+            record.gave_up = True  # 3xx/4xx/6xx: resending the same body cannot help
+
+    def _maybe_retry_alarm(self, record: AlarmRecord, attempt: int, now: float) -> None:
+        """Schedule one resend after a failed round; late failures of older rounds change nothing."""
+        if record.answered or attempt != record.attempts or record.sn in self._alarm_retries:
+            return
+        if record.attempts > self.timing.alarm_retries:
+            record.gave_up = True
+            return
+        self._alarm_retries[record.sn] = now + self.timing.alarm_retry_delay
+
+    def _on_alarm_response(self, sn: int, now: float) -> None:
+        record = self.alarms.get(sn)
+        if record is not None and record.response_at is None:
+            record.response_at = now
+            self.stats.alarm_responses += 1
+
     # --- queries ------------------------------------------------------------------------------
 
     def _on_query(self, message: Any, now: float) -> None:
@@ -378,7 +592,7 @@ class DeviceAgent:
         self._sn += 1
         return self._sn
 
-    def _send_message(self, body: bytes, now: float, kind: str) -> None:
+    def _send_message(self, body: bytes, now: float, kind: str, *extra: object) -> None:
         self._cseq += 1
         request = build_message(
             from_id=self.profile.device_id, from_domain=self.server.domain, from_tag=self.endpoint.new_tag(),
@@ -386,7 +600,7 @@ class DeviceAgent:
             request_uri=sip_uri(self.server.server_id, self.server.domain),
             call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=body,
         )  # fmt: skip
-        self.endpoint.send_request(request, self.server.peer, now, context=(self, kind))
+        self.endpoint.send_request(request, self.server.peer, now, context=(self, kind, *extra))
 
     def _answer(self, request: SipRequest, txn: str, status: int, now: float) -> None:
         self.endpoint.send_response(txn, make_response(request, status, to_tag=self.endpoint.new_tag()), now)
@@ -449,6 +663,32 @@ class AgentHost:
             agent.handle_timeout(event, now)
         self._schedule(agent)
 
+    def device_for(self, target_id: str) -> DeviceAgent | None:
+        """The agent that owns ``target_id`` (a device ID or one of its channels), or None."""
+        return self._routes.get(target_id)
+
+    def press_alarm(
+        self,
+        target_id: str,
+        now: float,
+        wall: datetime,
+        *,
+        kind: str = "button",
+        description: str | None = None,
+    ) -> AlarmRecord:
+        """Raise an alarm on the device owning ``target_id`` and schedule its retries.
+
+        ``target_id`` is a device ID (default source channel) or a channel ID (the
+        source). Raises KeyError for an ID no agent here owns, ValueError for a bad kind.
+        """
+        agent = self._routes.get(target_id)
+        if agent is None:
+            raise KeyError(target_id)
+        source = None if target_id == agent.profile.device_id else target_id
+        record = agent.press_alarm(now, wall, kind=kind, source_id=source, description=description)
+        self._schedule(agent)
+        return record
+
     def next_call_event(self) -> tuple[DeviceAgent, CallEvent] | None:
         """The next live-call event of any camera on this endpoint, with its device, or None."""
         for agent in self.agents.values():
@@ -479,6 +719,13 @@ class AgentHost:
         if deadline is not None:
             self._seq += 1
             heapq.heappush(self._heap, (deadline, self._seq, agent.profile.device_id))
+
+
+def _is_alarm_response(message: Any) -> bool:
+    """The platform's ``Response/Alarm`` acknowledgement (notes §9.2), with or without a Result."""
+    if isinstance(message, ResultResponse):
+        return message.cmd_type.strip().lower() == "alarm"
+    return isinstance(message, UnknownCommand) and message.root is Root.RESPONSE and message.cmd_type.lower() == "alarm"
 
 
 def _target_id(request: SipRequest) -> str | None:
