@@ -23,9 +23,18 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from gateway.alarms.intake import AlarmNotice
+from gateway.alarms.model import Alarm
+from gateway.alarms.outbox import RetryPolicy
+from gateway.alarms.payload import Enrichment, KindergartenInfo
+from gateway.alarms.service import AlarmService, AlarmSettings
+from gateway.alarms.sinks.base import Sink
+from gateway.alarms.store import open_alarm_store
 from gateway.config import GatewayConfig
+from gateway.errors import StoreError
 from gateway.gb28181.access import (
     AccessConfig,
+    AlarmNotified,
     CatalogReceived,
     DeviceAccess,
     DeviceInfoReceived,
@@ -40,7 +49,7 @@ from gateway.gb28181.access import (
     RegistrationRefused,
 )
 from gateway.gb28181.auth_throttle import AuthThrottle
-from gateway.gb28181.ids import GbId
+from gateway.gb28181.ids import GbId, district_name
 from gateway.gb28181.registrar import EnrolmentMode, Registrar, RegistrarConfig
 from gateway.gb28181.sdp import MediaTransport
 from gateway.gb28181.sip.auth import Algorithm, DigestServer
@@ -52,6 +61,7 @@ from gateway.httpapi.routes import make_app
 from gateway.io.sip_io import SipDriver
 from gateway.live import LiveService
 from gateway.registry import (
+    AreaTag,
     Channel,
     Device,
     EntityKind,
@@ -87,7 +97,8 @@ class GatewayService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-store")
         self.devices: dict[str, DeviceState] = {}
         self.channel_owner: dict[str, str] = {}  # channel id -> device id (live streams look it up)
-        self.kindergarten_names: dict[str, str] = {}  # id -> name, for placement and log lines
+        self.kindergartens: dict[str, Kindergarten] = {}  # for placement, log lines and alarm payloads
+        self.channel_info: dict[str, tuple[str, AreaTag]] = {}  # channel id -> (name, area), for alarms
         self.presence = PresenceBuffer()
         self.metrics = GatewayMetrics(self)
         self._pending_devices: dict[str, Device] = {}
@@ -99,6 +110,10 @@ class GatewayService:
         self.driver: SipDriver | None = None
         self.access: DeviceAccess | None = None
         self.live: LiveService | None = None
+        self.alarms: AlarmService | None = None
+        self._alarm_tasks: set[asyncio.Task[None]] = set()
+        self._kg_devices: dict[str, list[str]] = {}  # kindergarten -> device ids (rebuilt lazily)
+        self._kg_devices_at = float("-inf")
         self._runner: web.AppRunner | None = None
         self.sip_port = 0
         self.http_port = 0
@@ -116,6 +131,7 @@ class GatewayService:
                 os.makedirs(os.path.dirname(os.path.abspath(self.config.db)), exist_ok=True)
             self._store = await self._run(open_store, self.config.db)
         await self._restore()
+        await self._start_alarms()
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
         endpoint = SipEndpoint(
             RandomIds(), local_host=_advertised_host(self.config), max_message_size=self.config.max_message_size,
@@ -152,6 +168,7 @@ class GatewayService:
             media_ports=self.config.media_port_range,
         )
         self.access.media_router = self.live.route
+        self.access.known_device = self.devices.__contains__  # their alarms are kept even when unregistered
         self.sip_port = await self.driver.listen(self.config.sip_host, self.config.sip_port, tcp=self.config.sip_tcp)
         self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -173,10 +190,15 @@ class GatewayService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._alarm_tasks:  # alarms being stored: let them finish (they are answered after)
+            await asyncio.wait(list(self._alarm_tasks), timeout=5.0)
         if self.driver is not None:
+            self.driver.flush()
             self.driver.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.alarms is not None:
+            await self.alarms.stop()
         if self._store is not None:
             await self.flush()
             await self._run(self._store.close)
@@ -203,20 +225,21 @@ class GatewayService:
         rows = await self._run(self.store.load_all_devices)
         for row in rows:
             self.devices[row.id] = DeviceState(row=row)
-        for channel_id, device_id in await self._run(self.store.load_channel_index):
+        for channel_id, device_id, name, area in await self._run(self.store.load_channel_index):
             state = self.devices.get(device_id)
             if state is not None:
                 state.channels[channel_id] = None  # status unknown until the next catalog
                 self.channel_owner[channel_id] = device_id
+                self.channel_info[channel_id] = (name, AreaTag(area))
         page_size = 1000
         offset = 0
         while True:
             page = await self._run(self.store.list_kindergartens, None, offset, page_size)
-            self.kindergarten_names.update((k.id, k.name) for k in page.items)
+            self.kindergartens.update((k.id, k) for k in page.items)
             offset += page_size
             if offset >= page.total:
                 break
-        log.info("restored %d devices and %d kindergartens from the store", len(rows), len(self.kindergarten_names))
+        log.info("restored %d devices and %d kindergartens from the store", len(rows), len(self.kindergartens))
 
     def _restore_sessions(self, now: float) -> None:
         """Devices whose registration is still valid need not re-register after a restart."""
@@ -267,6 +290,10 @@ class GatewayService:
             self._resolve(event.device_id, event.cmd_type, event.sn, None)
         elif isinstance(event, RegistrationRefused):
             self._on_refused(event)
+        elif isinstance(event, AlarmNotified):
+            task = asyncio.ensure_future(self._on_alarm(event))
+            self._alarm_tasks.add(task)
+            task.add_done_callback(self._alarm_tasks.discard)
         elif isinstance(event, MessageRefused):
             self.metrics.messages_refused.labels(status=str(event.status)).inc()
             log.debug("MESSAGE from %s (%s) refused %d: %s", event.device_id, event.peer, event.status, event.reason)
@@ -289,7 +316,8 @@ class GatewayService:
             state.row = row
         self._pending_devices[event.device_id] = row
         if event.first:
-            where = self.kindergarten_names.get(row.kindergarten_id or "", "unplaced")
+            kg = self.kindergartens.get(row.kindergarten_id or "")
+            where = kg.name if kg else "unplaced"
             log.info("device %s (%s) registered from %s (expires %d)", event.device_id, where, event.peer, event.expires)
 
     def _place(self, device_id: str) -> str | None:
@@ -297,7 +325,7 @@ class GatewayService:
         if provisioned is not None and provisioned.kindergarten_id:
             return provisioned.kindergarten_id
         candidate = kindergarten_id_by_convention(device_id)
-        return candidate if candidate in self.kindergarten_names else None
+        return candidate if candidate in self.kindergartens else None
 
     def _on_presence(self, device_id: str, online: bool, at: float, reason: str) -> None:
         state = self.devices.get(device_id)
@@ -322,6 +350,7 @@ class GatewayService:
                 self.channel_owner.pop(channel_id, None)
             state.channels = {}
         state.channels.update({c.id: c.online for c in channels})
+        self.channel_info.update((c.id, (c.name, AreaTag(c.area))) for c in channels)
         self.channel_owner.update({c.id: event.device_id for c in channels})
         state.row = replace(state.row, channel_count=len(state.channels))
         self._pending_devices[event.device_id] = state.row
@@ -354,6 +383,109 @@ class GatewayService:
             )
         elif event.reason != "throttled":
             log.info("REGISTER of %s from %s refused %d (%s)", event.device_id, event.peer, event.status, event.reason)
+
+    # --- alarms ---------------------------------------------------------------------------------
+
+    async def _start_alarms(self) -> None:
+        """Open the alarm outbox (its own connection and thread) and the configured sinks."""
+        config = self.config
+        sinks: list[Sink] = []
+        if config.mqtt:
+            from gateway.alarms.sinks.mqtt import MqttSink  # noqa: PLC0415 (only when configured)
+
+            sinks.append(MqttSink(config.mqtt, config.mqtt_client_id or f"kgw-{config.id}"))
+        if config.webhook_url:
+            from gateway.alarms.sinks.webhook import WebhookSink  # noqa: PLC0415
+
+            sinks.append(WebhookSink(config.webhook_url, config.webhook_secret, timeout=config.webhook_timeout))
+        store = await asyncio.to_thread(open_alarm_store, self.config.db)
+        settings = AlarmSettings(
+            escalate_after=config.alarm_escalate_after, dedupe_window=config.alarm_dedupe_window,
+            retry=RetryPolicy(cap=config.alarm_retry_cap, dead_after=config.alarm_dead_after),
+            snapshot_budget=config.alarm_snapshot_budget,
+        )  # fmt: skip
+        self.alarms = AlarmService(
+            store, sinks, settings, enrich=self.enrich_alarm, capture_snapshot=self._entrance_snapshot,
+            metrics=self.metrics,
+        )  # fmt: skip
+        await self.alarms.start()
+        if not sinks:
+            log.warning("no alarm sink configured (--mqtt, webhook_url): alarms reach the API and consoles only")
+
+    async def _on_alarm(self, event: AlarmNotified) -> None:
+        """Store the alarm, then answer the device (200 + Response MESSAGE)."""
+        assert self.access is not None and self.driver is not None and self.alarms is not None
+        state = self.devices.get(event.device_id)
+        row = state.row if state is not None else None
+        notice = AlarmNotice(
+            device_id=event.device_id, body=event.alarm, received_at=self._wall(event.at),
+            sender_registered=event.registered, kindergarten_id=row.kindergarten_id if row else None,
+            district_code=row.district_code if row else "",
+        )  # fmt: skip
+        stored = True
+        try:
+            await self.alarms.receive(notice)
+        except StoreError:
+            stored = False
+            log.error("alarm from %s (SN %d) could not be stored: answered 500 so the device sends it again",
+                      event.device_id, event.alarm.sn)
+        self.access.confirm_alarm(event, asyncio.get_running_loop().time(), stored=stored)
+        self.driver.flush()
+
+    def public_base(self) -> str:
+        """Base URL for links in alarm payloads."""
+        return (self.config.public_url or f"http://{self.config.http_host}:{self.http_port}").rstrip("/")
+
+    def entrance_camera(self, kindergarten_id: str | None) -> str | None:
+        """The kindergarten's entrance camera (an online one first), for live links and snapshots."""
+        if not kindergarten_id:
+            return None
+        now = time.monotonic()
+        if now - self._kg_devices_at > 30.0:
+            index: dict[str, list[str]] = {}
+            for device_id, device in self.devices.items():
+                if device.row.kindergarten_id:
+                    index.setdefault(device.row.kindergarten_id, []).append(device_id)
+            self._kg_devices, self._kg_devices_at = index, now
+        fallback = None
+        for device_id in self._kg_devices.get(kindergarten_id, ()):
+            state = self.devices.get(device_id)
+            if state is None:
+                continue
+            for channel_id, reported in state.channels.items():
+                info = self.channel_info.get(channel_id)
+                if info is None or info[1] is not AreaTag.ENTRANCE or channel_id[10:13] not in ("131", "132"):
+                    continue
+                if state.row.online and reported is not False:
+                    return channel_id
+                fallback = fallback or channel_id
+        return fallback
+
+    def enrich_alarm(self, alarm: Alarm) -> Enrichment:
+        """Kindergarten, device, source and links of an alarm, from memory only (never waits)."""
+        kg = self.kindergartens.get(alarm.kindergarten_id or "")
+        state = self.devices.get(alarm.device_id)
+        source = self.channel_info.get(alarm.source_id)
+        camera = self.entrance_camera(alarm.kindergarten_id)
+        base = self.public_base()
+        return Enrichment(
+            gateway_id=self.config.id,
+            kindergarten=KindergartenInfo(
+                kg.id, kg.name, kg.district_code, district_name(kg.district_code) or "", kg.address,
+                kg.longitude, kg.latitude,
+            ) if kg else None,
+            device_name=state.row.name if state else "",
+            source_name=source[0] if source else "", source_area=source[1].value if source else "",
+            live_channel_id=camera, live_url=f"{base}/live/{camera}" if camera else None,
+            snapshot_url=f"{base}/api/alarms/{alarm.id}/snapshot.jpg" if camera else None,
+            alarm_url=f"{base}/api/alarms/{alarm.id}",
+        )  # fmt: skip
+
+    async def _entrance_snapshot(self, alarm: Alarm) -> bytes | None:
+        camera = self.entrance_camera(alarm.kindergarten_id)
+        if camera is None or self.live is None:
+            return None
+        return await self.live.snapshot(camera)
 
     # --- queries the API can await ----------------------------------------------------------------
 
@@ -391,7 +523,8 @@ class GatewayService:
     async def add_kindergartens(self, kindergartens: list[Kindergarten]) -> int:
         """Store kindergartens and re-place devices that were waiting for them."""
         count = await self._run(self.store.upsert_kindergartens, kindergartens)
-        self.kindergarten_names.update((k.id, k.name) for k in kindergartens)
+        self.kindergartens.update((k.id, k) for k in kindergartens)
+        self._kg_devices_at = float("-inf")
         for device_id, state in self.devices.items():
             if state.row.kindergarten_id is None:
                 placed = self._place(device_id)

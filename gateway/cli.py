@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how cameras send RTP for live views (default udp; tcp-passive: we listen)")
     gw.add_argument("--keepalive-interval", type=float, help="expected keepalive period in s (default 60)")
     gw.add_argument("--keepalive-missed", type=int, help="missed keepalives before offline (default 3)")
+    gw.add_argument("--mqtt", metavar="URL",
+                    help="police alarm integration: mqtt://[user:pass@]HOST:PORT (QoS 1, topic kgw/alarms/<district>/<kg>)")
+    gw.add_argument("--webhook-url", help="POST every alarm (schema-1 JSON, HMAC-signed) to this URL")
+    gw.add_argument("--webhook-secret", help="HMAC-SHA256 key for the X-KGW-Signature header of the webhook")
+    gw.add_argument("--alarm-escalate-after", type=float, metavar="S",
+                    help="escalate alarms not acknowledged within S seconds (default 180; 0 = never)")
+    gw.add_argument("--public-url", help="base URL put in alarm links (default http://HTTP_HOST:HTTP_PORT)")
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
@@ -105,6 +112,10 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
                      help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)")
     sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
     sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
+    sim.add_argument("--alarm-rate", type=float, default=0.0, metavar="PER_SECOND",
+                     help="press alarm buttons (1 in 5: trip perimeter detectors) at this steady rate (default 0)")
+    sim.add_argument("--control-port", type=int, metavar="PORT",
+                     help="HTTP control endpoint on 127.0.0.1:PORT: POST /press {\"kindergarten\": ID, \"kind\": \"button\"}")
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -131,7 +142,8 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         http_port=args.http_port, id=args.id, password=args.password, db=args.db, enrolment=args.enrolment,
         media_transport=args.media_transport,
         keepalive_interval=args.keepalive_interval, keepalive_missed=args.keepalive_missed,
-        log_level=args.log_level,
+        log_level=args.log_level, mqtt=args.mqtt, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret,
+        alarm_escalate_after=args.alarm_escalate_after, public_url=args.public_url,
     )  # fmt: skip
 
 
@@ -153,7 +165,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> Any:
         seed=args.seed, ipc_mode=args.ipc, cameras=args.cameras, expires=args.expires,
         keepalive_interval=args.keepalive_interval, rate=args.rate, wrong_password=args.wrong_password,
         silent=args.silent, flap=args.flap, flap_period=args.flap_period, malformed=args.malformed, api=args.api,
-        video=_video_profile(args),
+        video=_video_profile(args), alarm_rate=args.alarm_rate, control_port=args.control_port,
     )  # fmt: skip
 
 
@@ -178,11 +190,15 @@ async def run_simulate(options: Any) -> None:
         while True:
             await asyncio.sleep(5)
             s = fleet.summary()
-            log.info("simulator: %d/%d devices registered, %d keepalives sent, states %s",
-                     s["registered"], s["devices"], s["keepalives_sent"], s["states"])
+            log.info("simulator: %d/%d devices registered, %d keepalives sent, %d/%d alarms answered, states %s",
+                     s["registered"], s["devices"], s["keepalives_sent"], s["alarms_answered"], s["alarms_pressed"],
+                     s["states"])
 
     async def start() -> None:
         await fleet.start()
+        if fleet.control_port is not None:
+            log.info("simulator control: POST http://127.0.0.1:%d/press {\"kindergarten\": ID, \"kind\": \"button\"}",
+                     fleet.control_port)
         progress.append(asyncio.create_task(report()))
 
     async def stop() -> None:

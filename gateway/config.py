@@ -53,6 +53,18 @@ class GatewayConfig:
     nonce_ttl: float = 300.0
     max_message_size: int = 65_536
     log_level: str = "INFO"
+    public_url: str = ""  # base URL put in alarm links (live view, snapshot); default http://http_host:http_port
+    # --- alarms (README "Alarms") ---
+    mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink
+    mqtt_client_id: str = ""  # persistent-session client id; default kgw-<gateway id>
+    webhook_url: str = ""  # POST every alarm here (signed); "" = no webhook sink
+    webhook_secret: str = ""  # HMAC-SHA256 key of the X-KGW-Signature header (required with webhook_url)
+    webhook_timeout: float = 5.0
+    alarm_escalate_after: float = 180.0  # s without acknowledgement before escalating to the municipal level (0 = never)
+    alarm_dedupe_window: float = 600.0  # s within which a repeated notification of the same event is one alarm
+    alarm_retry_cap: float = 60.0  # s: the longest wait between delivery attempts
+    alarm_dead_after: int = 10  # attempts before a delivery is shown as dead-letter (it keeps being retried)
+    alarm_snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
 
     @property
@@ -84,6 +96,19 @@ class GatewayConfig:
             raise ConfigError("keepalive interval must be > 0 and missed count >= 1")
         if self.flush_interval <= 0:
             raise ConfigError("flush_interval must be > 0")
+        if self.mqtt:
+            from gateway.alarms.sinks.mqtt import parse_mqtt_url  # noqa: PLC0415 (keeps config import-light)
+
+            parse_mqtt_url(self.mqtt)
+        if self.webhook_url:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError(f"webhook_url must be an http(s) URL, not {self.webhook_url!r}")
+            if not self.webhook_secret:
+                raise ConfigError("webhook_url needs webhook_secret (receivers verify the HMAC signature)")
+        if self.alarm_escalate_after < 0 or self.alarm_dedupe_window < 0 or self.alarm_snapshot_budget < 0:
+            raise ConfigError("alarm_* times must be >= 0")
+        if self.alarm_retry_cap <= 0 or self.alarm_dead_after < 1 or self.webhook_timeout <= 0:
+            raise ConfigError("alarm_retry_cap and webhook_timeout must be > 0, alarm_dead_after >= 1")
         for device in self.devices:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")

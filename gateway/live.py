@@ -30,6 +30,7 @@ from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.media.ps import PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
+from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 
 if TYPE_CHECKING:
     from gateway.app import GatewayService
@@ -148,6 +149,35 @@ class LiveService:
             stream.linger.cancel()
             stream.linger = None
         return stream, consumer
+
+    async def snapshot(self, channel_id: str, wait: float = 5.0) -> bytes:
+        """A JPEG of the channel's latest key frame, opening a short session if needed.
+
+        Raises LiveError when the stream cannot be opened or gives no decodable
+        key frame within ``wait`` seconds.
+        """
+        try:
+            stream, viewer = await self.watch(channel_id)
+        except (LiveError, TimeoutError) as exc:
+            raise LiveError(f"cannot open {channel_id}: {exc or type(exc).__name__}") from exc
+        try:
+            units: list[Any] = []
+            deadline = self.loop.time() + wait
+            while self.loop.time() < deadline:
+                units.extend(stream.fanout.pull(viewer))
+                if any(u.keyframe and u.is_video for u in units):
+                    try:
+                        return await asyncio.to_thread(snapshot_jpeg, units)
+                    except SnapshotError:
+                        pass  # the key frame needs the next unit to come out of the decoder
+                stream.wakeup.clear()
+                try:
+                    await asyncio.wait_for(stream.wakeup.wait(), max(0.05, deadline - self.loop.time()))
+                except TimeoutError:
+                    break
+            raise LiveError(f"no decodable key frame from {channel_id}")
+        finally:
+            self.leave(channel_id, viewer)
 
     def leave(self, channel_id: str, consumer: str) -> None:
         """A viewer left; the last one starts the linger before the BYE."""

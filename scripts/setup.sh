@@ -10,6 +10,7 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)       # sipp: independ
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)         # ffmpeg/ffprobe: independent MPEG-PS writer/reader in the tests
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)  # Chinese names on simulated video
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)               # headless browser for the web-console test
+[ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)           # MQTT broker: alarm tests start their own on a loopback port
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

@@ -6,7 +6,7 @@ import asyncio
 import json
 import socket
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,8 @@ from gateway.app import GatewayService
 from gateway.config import load_config
 from gateway.gb28181.sip.transport import Transport
 from simulators.fleet import Fleet, FleetOptions
+
+pytest_plugins = ["tests.mqtt_broker"]  # the mosquitto / mosquitto_factory fixtures
 
 GatewayFactory = Callable[..., Awaitable[GatewayService]]
 FleetFactory = Callable[..., Awaitable[Fleet]]
@@ -111,3 +113,12 @@ async def fleet_factory() -> AsyncIterator[FleetFactory]:
     yield make
     for fleet in started:
         await fleet.stop(unregister=False)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Any]]:
+    """``tests.processes.Proc`` objects started by a test; killed at the end if still running."""
+    started: list[Any] = []
+    yield started
+    for proc in started:
+        proc.kill()

@@ -7,7 +7,6 @@ channel's relay; the upstream INVITE is shared by every viewer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,6 @@ from aiohttp import web
 from gateway.errors import GatewayError
 from gateway.live import LiveError
 from gateway.media.ps import StreamType
-from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 
 if TYPE_CHECKING:
@@ -94,29 +92,11 @@ async def snapshot(request: web.Request) -> web.Response:
     live = _live(request)
     channel_id = request.match_info["id"]
     try:
-        stream, viewer = await live.watch(channel_id)
-    except (LiveError, TimeoutError) as exc:
-        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
-    try:
-        units: list[Any] = []
-        deadline = live.loop.time() + SNAPSHOT_WAIT
-        while live.loop.time() < deadline:
-            units.extend(stream.fanout.pull(viewer))
-            if any(u.keyframe and u.is_video for u in units):
-                try:
-                    jpeg = await asyncio.to_thread(snapshot_jpeg, units)
-                except SnapshotError:
-                    pass  # the key frame needs the next unit to come out of the decoder
-                else:
-                    return web.Response(body=jpeg, content_type="image/jpeg")
-            stream.wakeup.clear()
-            try:
-                await asyncio.wait_for(stream.wakeup.wait(), max(0.05, deadline - live.loop.time()))
-            except TimeoutError:
-                break
-        raise _fail(web.HTTPGatewayTimeout, f"no decodable key frame from {channel_id}")
-    finally:
-        live.leave(channel_id, viewer)
+        jpeg = await live.snapshot(channel_id, SNAPSHOT_WAIT)
+    except LiveError as exc:
+        status = web.HTTPGatewayTimeout if "key frame" in str(exc) else web.HTTPNotFound
+        raise _fail(status, str(exc)) from exc
+    return web.Response(body=jpeg, content_type="image/jpeg")
 
 
 async def webrtc_offer(request: web.Request) -> web.Response:

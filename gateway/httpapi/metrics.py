@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -36,6 +36,26 @@ class GatewayMetrics:
         )
         self.messages_refused = Counter(
             "kgw_messages_refused", "MESSAGEs answered with an error, by status", ["status"], registry=self.registry
+        )
+        self.received = Counter(
+            "kgw_alarms_received", "Alarms received (new, not repeats) by category and kind", ["category", "kind"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "kgw_alarms_duplicate", "Alarm notifications recognised as repeats of a stored alarm", registry=self.registry
+        )
+        self.deliveries = Counter(
+            "kgw_alarm_deliveries", "Alarm delivery attempts by sink and outcome (delivered, retry, rejected)",
+            ["sink", "outcome"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kgw_alarm_delivery_latency_seconds", "From the alarm MESSAGE's arrival to the sink's acknowledgement",
+            ["sink"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+        )
+        self.escalations = Counter(
+            "kgw_alarm_escalations", "Alarms escalated to the municipal level (not acknowledged in time)",
+            registry=self.registry,
         )
         self.registry.register(_LiveCollector(service))
 
@@ -79,6 +99,8 @@ class _LiveCollector(Collector):
                     dropped.add_metric([key.removeprefix("dropped_")], value)
             yield dropped
             yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
+        if service.alarms is not None:
+            yield from _alarm_gauges(service)
         if service.access is None:
             return
         stats = service.access.endpoint.stats
@@ -107,3 +129,32 @@ class _LiveCollector(Collector):
         yield dropped
         yield GaugeMetricFamily("kgw_sip_transactions", "Live SIP transactions",
                                 value=service.access.endpoint.transaction_count)
+
+
+def _alarm_gauges(service: GatewayService) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Outbox depth, dead letters, sink health and open alarms, from memory."""
+    assert service.alarms is not None
+    depth = GaugeMetricFamily("kgw_alarm_outbox_depth", "Alarm deliveries not yet delivered, by sink", labels=["sink"])
+    dead = GaugeMetricFamily(
+        "kgw_alarm_dead_letters", "Deliveries shown as dead-letter (still retried unless rejected), by sink",
+        labels=["sink"],
+    )
+    up = GaugeMetricFamily("kgw_alarm_sink_up", "1 when the sink's last contact worked, 0 when not", labels=["sink"])
+    errors = CounterMetricFamily("kgw_alarm_sink_errors", "Sink errors by sink and reason", labels=["sink", "reason"])
+    for status in service.alarms.sink_status():
+        depth.add_metric([status["sink"]], status["depth"])
+        dead.add_metric([status["sink"]], status["dead"])
+        up.add_metric([status["sink"]], 1 if status["up"] else 0)
+        for reason, count in sorted(status["errors"].items()):
+            errors.add_metric([status["sink"], reason], count)
+    yield depth
+    yield dead
+    yield up
+    yield errors
+    open_alarms = GaugeMetricFamily("kgw_alarms_open", "Unresolved alarms by state", labels=["state"])
+    counts: dict[str, int] = {}
+    for alarm in service.alarms.lifecycle.open_alarms():
+        counts[alarm.state.value] = counts.get(alarm.state.value, 0) + 1
+    for state, count in sorted(counts.items()):
+        open_alarms.add_metric([state], count)
+    yield open_alarms

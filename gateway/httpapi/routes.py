@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import StoreError
+from gateway.httpapi.alarm_routes import add_alarm_routes
 from gateway.httpapi.console_routes import add_console_routes
 from gateway.httpapi.live_routes import add_live_routes
 from gateway.gb28181.ids import TIANJIN_DISTRICTS, is_gb_id
@@ -234,5 +235,6 @@ def make_app(service: GatewayService) -> web.Application:
     app.router.add_get("/api/districts", districts)
     app.router.add_get("/api/events", status_events)
     add_live_routes(app, service)
+    add_alarm_routes(app, service)
     add_console_routes(app)
     return app

@@ -200,7 +200,7 @@ class RawTcp:
                 pass
         except ConnectionResetError:
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

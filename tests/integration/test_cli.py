@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
-import urllib.error
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,70 +12,7 @@ import pytest
 from gateway.registry import DeviceFilter, open_store
 from simulators.city import build_city
 from tests.conftest import free_sip_port, http_json, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-KGW = [sys.executable, "-m", "gateway.cli"]
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        return int(tcp.getsockname()[1])
-
-
-class Proc:
-    """A ``kgw`` subprocess whose output goes to files (no pipe can fill up and block it)."""
-
-    def __init__(self, name: str, args: list[str], tmp: Path) -> None:
-        self.out = tmp / f"{name}.out"
-        self.err = tmp / f"{name}.err"
-        with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen([*KGW, *args], cwd=ROOT, stdout=out, stderr=err,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
-
-    async def stop(self, sig: int, timeout: float = 10.0) -> int:
-        self.popen.send_signal(sig)
-        return await asyncio.to_thread(self.popen.wait, timeout)
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(5)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
-async def get_json(url: str) -> tuple[int, Any] | None:
-    """None while nothing listens yet."""
-    try:
-        return await http_json(url)
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return None
-
-
-async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 15.0) -> Any:
-    """Poll ``url`` until ``predicate(body)``; fail early (with its output) if ``proc`` died."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: Any = None
-    while loop.time() < deadline:
-        assert proc.popen.poll() is None, f"process exited {proc.popen.returncode}:\n{proc.output()[-3000:]}"
-        result = await get_json(url)
-        if result is not None and result[0] == 200:
-            last = result[1]
-            if predicate(last):
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{url} never satisfied the condition; last {last!r}\n{proc.output()[-3000:]}")
+from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json
 
 
 def run_kgw(*args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,300 @@
+"""HTTP endpoints of alarms: list/filter, details with deliveries and audit, ack/resolve, live events.
+
+``GET /api/alarms/ws`` is a WebSocket of alarm events for consoles: a new
+alarm, a state change, an escalation, a delivery outcome, a snapshot ready.
+Operator actions need a named user (``{"user": "张三"}``) and are stored
+before the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from gateway.alarms.model import MAX_ALARM_PAGE, Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
+from gateway.alarms.payload import rfc3339_ms
+from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
+from gateway.gb28181.ids import district_name
+from gateway.registry.model import InvalidFilter
+
+if TYPE_CHECKING:
+    from gateway.alarms.service import AlarmService
+    from gateway.app import GatewayService
+
+log = logging.getLogger("kgw.http.alarms")
+SERVICE: web.AppKey[Any] = web.AppKey("kgw_alarm_gateway", object)
+SOCKETS: web.AppKey[set[Any]] = web.AppKey("kgw_alarm_sockets")
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
+
+
+def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
+
+
+def _gateway(request: web.Request) -> GatewayService:
+    return request.app[SERVICE]  # type: ignore[no-any-return]
+
+
+def _alarms(request: web.Request) -> AlarmService:
+    service = _gateway(request).alarms
+    if service is None:
+        raise _fail(web.HTTPServiceUnavailable, "alarms are not running")
+    return service
+
+
+def alarm_json(alarm: Alarm, gateway: GatewayService | None = None) -> dict[str, Any]:
+    """The API's view of an alarm (times as RFC 3339 and as epoch seconds)."""
+    kind = alarm.kind
+    kg = gateway.kindergartens.get(alarm.kindergarten_id or "") if gateway is not None else None
+    return {
+        "id": alarm.id, "seq": alarm.seq, "state": alarm.state.value,
+        "received_at": rfc3339_ms(alarm.received_at), "received_ts": alarm.received_at,
+        "device_time": alarm.alarm_time, "priority": alarm.priority, "method": alarm.method,
+        "type": alarm.alarm_type, "event_type": alarm.event_type,
+        "category": kind.category, "kind": kind.name, "kind_name": kind.name_zh,
+        "description": alarm.description, "device_id": alarm.device_id, "source_id": alarm.source_id,
+        "kindergarten_id": alarm.kindergarten_id, "kindergarten_name": kg.name if kg else "",
+        "district_code": alarm.district_code, "district_name": district_name(alarm.district_code) or "",
+        "longitude": alarm.longitude, "latitude": alarm.latitude,
+        "escalated_at": _time(alarm.escalated_at),
+        "acknowledged_by": alarm.acknowledged_by, "acknowledged_at": _time(alarm.acknowledged_at),
+        "resolved_by": alarm.resolved_by, "resolved_at": _time(alarm.resolved_at),
+        "sender_registered": alarm.sender_registered, "problems": list(alarm.problems),
+    }  # fmt: skip
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """The API's view of a delivery."""
+    return {
+        "alarm_id": delivery.alarm_id, "sink": delivery.sink, "event": delivery.event.value,
+        "state": delivery.state.value, "attempts": delivery.attempts,
+        "next_attempt_at": _time(delivery.next_attempt_at) if delivery.state.value != "delivered" else None,
+        "last_error": delivery.last_error, "delivered_at": _time(delivery.delivered_at),
+        "created_at": _time(delivery.created_at),
+    }  # fmt: skip
+
+
+def _transition_json(transition: Transition) -> dict[str, Any]:
+    return {"at": _time(transition.at), "action": transition.action.value, "actor": transition.actor,
+            "detail": transition.detail}
+
+
+def _time(t: float | None) -> str | None:
+    return rfc3339_ms(t) if t is not None else None
+
+
+def _query_time(request: web.Request, name: str) -> float | None:
+    """Epoch seconds or an ISO/RFC 3339 time (local time when it has no zone)."""
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise _fail(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
+
+
+def _paging(request: web.Request, maximum: int = MAX_ALARM_PAGE) -> tuple[int, int]:
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError as exc:
+        raise _fail(web.HTTPBadRequest, "offset and limit must be integers") from exc
+    if offset < 0 or not 1 <= limit <= maximum:
+        raise _fail(web.HTTPBadRequest, f"offset must be >= 0 and limit within 1..{maximum}")
+    return offset, limit
+
+
+async def list_alarms(request: web.Request) -> web.Response:
+    """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&offset=&limit=."""
+    state_text = request.query.get("state")
+    try:
+        state = AlarmState(state_text) if state_text else None
+    except ValueError as exc:
+        raise _fail(web.HTTPBadRequest, f"state must be one of {[s.value for s in AlarmState]}") from exc
+    escalated_text = request.query.get("escalated", "").lower()
+    escalated = {"true": True, "1": True, "false": False, "0": False}.get(escalated_text)
+    if escalated_text and escalated is None:
+        raise _fail(web.HTTPBadRequest, "escalated must be true or false")
+    offset, limit = _paging(request)
+    flt = AlarmFilter(
+        district_code=request.query.get("district") or None, kindergarten_id=request.query.get("kindergarten") or None,
+        state=state, since=_query_time(request, "since"), until=_query_time(request, "until"), escalated=escalated,
+        offset=offset, limit=limit,
+    )  # fmt: skip
+    try:
+        page = await _alarms(request).list_alarms(flt)
+    except InvalidFilter as exc:
+        raise _fail(web.HTTPBadRequest, str(exc)) from exc
+    gateway = _gateway(request)
+    return _json({"items": [alarm_json(a, gateway) for a in page.items], "total": page.total,
+                  "offset": page.offset, "limit": page.limit})
+
+
+async def get_alarm(request: web.Request) -> web.Response:
+    """GET /api/alarms/{id}: the alarm, its deliveries and its audit trail."""
+    try:
+        alarm, deliveries, transitions = await _alarms(request).details(request.match_info["id"])
+    except UnknownAlarm as exc:
+        raise _fail(web.HTTPNotFound, f"no alarm {request.match_info['id']}") from exc
+    data = alarm_json(alarm, _gateway(request))
+    data["deliveries"] = [delivery_json(d) for d in deliveries]
+    data["transitions"] = [_transition_json(t) for t in transitions]
+    return _json(data)
+
+
+async def _operator_step(request: web.Request, action: str) -> web.Response:
+    try:
+        body = await request.json()
+        user, note = str(body["user"]), str(body.get("note", ""))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _fail(web.HTTPBadRequest, 'expected JSON {"user": "<name>", "note": "<optional>"}') from exc
+    service = _alarms(request)
+    alarm_id = request.match_info["id"]
+    try:
+        if action == "ack":
+            alarm = await service.acknowledge(alarm_id, user, note)
+        else:
+            alarm = await service.resolve(alarm_id, user, note)
+    except UnknownAlarm as exc:
+        raise _fail(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    except InvalidTransition as exc:
+        raise _fail(web.HTTPConflict, str(exc)) from exc
+    except StoreError as exc:
+        raise _fail(web.HTTPServiceUnavailable, f"could not store: {exc}") from exc
+    return _json(alarm_json(alarm, _gateway(request)))
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    """POST /api/alarms/{id}/ack {"user": "…", "note": "…"}."""
+    return await _operator_step(request, "ack")
+
+
+async def resolve(request: web.Request) -> web.Response:
+    """POST /api/alarms/{id}/resolve {"user": "…", "note": "…"}."""
+    return await _operator_step(request, "resolve")
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    """POST /api/alarms/{id}/deliveries/{sink}/{event}/retry: try a dead letter again now."""
+    info = request.match_info
+    try:
+        event = DeliveryEvent(info["event"])
+        delivery = await _alarms(request).retry_delivery((info["id"], info["sink"], event.value))
+    except (ValueError, KeyError) as exc:
+        raise _fail(web.HTTPNotFound, "no such undelivered delivery") from exc
+    return _json(delivery_json(delivery))
+
+
+async def list_deliveries(request: web.Request) -> web.Response:
+    """GET /api/alarm-deliveries?state=dead&sink=mqtt: dead letters and the rest of the outbox."""
+    offset, limit = _paging(request)
+    try:
+        page = await _alarms(request).list_deliveries(
+            request.query.get("state") or None, request.query.get("sink") or None, offset, limit
+        )
+    except InvalidFilter as exc:
+        raise _fail(web.HTTPBadRequest, str(exc)) from exc
+    return _json({"items": [delivery_json(d) for d in page.items], "total": page.total,
+                  "offset": page.offset, "limit": page.limit})
+
+
+async def sinks(request: web.Request) -> web.Response:
+    """GET /api/alarm-sinks: each sink's health, outbox depth and dead letters."""
+    return _json({"items": _alarms(request).sink_status()})
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    """GET /api/alarms/{id}/snapshot.jpg: the entrance camera when the alarm came in."""
+    jpeg = _alarms(request).snapshots.get(request.match_info["id"])
+    if jpeg is None:
+        raise _fail(web.HTTPNotFound, "no snapshot for this alarm (yet)")
+    return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """GET /api/alarms/ws: WebSocket of alarm events (JSON text frames)."""
+    service = _alarms(request)
+    gateway = _gateway(request)
+    ws = web.WebSocketResponse(heartbeat=20.0)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    queue = service.subscribe()
+
+    async def reader() -> None:
+        async for message in ws:  # consoles only listen; this notices the close
+            if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                break
+
+    reading = asyncio.ensure_future(reader())
+    try:
+        await ws.send_str(json.dumps({"type": "hello", "open": len(service.lifecycle)}))
+        while not ws.closed:
+            getting = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({getting, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if getting not in done:
+                getting.cancel()
+                break
+            event = getting.result()
+            if event.get("type") == "closed":
+                break
+            await ws.send_str(json.dumps(_event_json(event, gateway), ensure_ascii=False))
+    except (ConnectionError, RuntimeError):
+        pass  # the console went away mid-send
+    finally:
+        reading.cancel()
+        service.unsubscribe(queue)
+        request.app[SOCKETS].discard(ws)
+        with contextlib.suppress(Exception):
+            await ws.close()
+    return ws
+
+
+def _event_json(event: dict[str, Any], gateway: GatewayService) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": event["type"]}
+    if "alarm" in event:
+        out["alarm"] = alarm_json(event["alarm"], gateway)
+    if "delivery" in event:
+        out["delivery"] = delivery_json(event["delivery"])
+    if "alarm_id" in event:
+        out["alarm_id"] = event["alarm_id"]
+    return out
+
+
+async def _close_sockets(app: web.Application) -> None:
+    sockets = app[SOCKETS]
+    for ws in list(sockets):
+        with contextlib.suppress(Exception):
+            await ws.close(code=1001, message=b"gateway stopping")
+
+
+def add_alarm_routes(app: web.Application, service: GatewayService) -> None:
+    """Register the alarm endpoints on the gateway's app."""
+    app[SERVICE] = service
+    app[SOCKETS] = set()
+    app.router.add_get("/api/alarms", list_alarms)
+    app.router.add_get("/api/alarms/ws", events)
+    app.router.add_get("/api/alarms/{id}", get_alarm)
+    app.router.add_get("/api/alarms/{id}/snapshot.jpg", snapshot)
+    app.router.add_post("/api/alarms/{id}/ack", acknowledge)
+    app.router.add_post("/api/alarms/{id}/resolve", resolve)
+    app.router.add_post("/api/alarms/{id}/deliveries/{sink}/{event}/retry", retry_delivery)
+    app.router.add_get("/api/alarm-deliveries", list_deliveries)
+    app.router.add_get("/api/alarm-sinks", sinks)
+    app.on_shutdown.append(_close_sockets)
+
+
+__all__ = ["add_alarm_routes", "alarm_json", "delivery_json"]

@@ -1,0 +1,170 @@
+"""Alarms end to end over the webhook sink: simulated button → gateway → signed POST; API; bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway.alarms.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from simulators.fleet import alarm_device_of
+from tests.conftest import http_json, wait_for
+
+SECRET = "s3cret-香港"
+
+
+class WebhookReceiver:
+    """A police-integration stand-in: verifies signatures; can fail or hang on demand."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        self.mode = "ok"  # ok | fail | hang
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify(SECRET.encode(), request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
+                      body, now=time.time()):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        if self.mode == "fail":
+            return web.Response(status=503)
+        if self.mode == "hang":
+            await asyncio.sleep(30)
+        self.received.append(json.loads(body))
+        return web.Response(status=204)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/alarms", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{self.port}/alarms"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    r = WebhookReceiver()
+    yield r
+    await r.stop()
+
+
+async def _city(gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver, **overrides: Any) -> Any:
+    url = await receiver.start()
+    settings = {"webhook_url": url, "webhook_secret": SECRET, "webhook_timeout": 1.0, "alarm_retry_cap": 0.5}
+    settings.update(overrides)
+    service = await gateway_factory(**settings)
+    fleet = await fleet_factory(service, kindergartens=3, cameras=(2, 2))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 15)
+    assert await wait_for(lambda: all(s.channels for s in service.devices.values()), 15)
+    return service, fleet
+
+
+async def test_button_press_reaches_the_webhook_signed_and_enriched(gateway_factory: Any, fleet_factory: Any,
+                                                                    receiver: WebhookReceiver) -> None:
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    kg = fleet.city[1]
+    record = fleet.press(kg.id, "button")
+    assert await wait_for(lambda: len(receiver.received) == 1, 10)
+    payload = receiver.received[0]
+    assert payload["schema"] == 1 and payload["event"] == "alarm"
+    assert payload["kindergarten"]["id"] == kg.id and payload["kindergarten"]["name"] == kg.name
+    assert payload["kindergarten"]["address"] == kg.address and payload["kindergarten"]["district_name"]
+    assert payload["device"]["id"] == record.device_id and payload["kind"] == "one_button"
+    assert payload["priority"] == 1 and payload["problems"] == []
+    assert payload["live"] is not None and payload["live"]["url"].endswith(payload["live"]["channel_id"])
+    assert payload["snapshot_url"].endswith(f"/api/alarms/{payload['alarm_id']}/snapshot.jpg")
+    assert receiver.bad_signatures == 0
+    # the device got its 200 and the Response MESSAGE
+    assert await wait_for(lambda: record.answered and record.response_at is not None, 5)
+
+    base = f"http://127.0.0.1:{service.http_port}"
+    status, listed = await http_json(f"{base}/api/alarms?kindergarten={kg.id}")
+    assert status == 200 and listed["total"] == 1 and listed["items"][0]["id"] == payload["alarm_id"]
+    assert await wait_for(lambda: service.alarms.lifecycle.get(payload["alarm_id"]).state.value == "delivered", 5)
+    status, ack = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "张三", "note": "已出警"})
+    assert status == 200 and ack["state"] == "acknowledged" and ack["acknowledged_by"] == "张三"
+    status, again = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "李四"})
+    assert status == 409
+    status, missing_user = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", {"note": "x"})
+    assert status == 400
+    status, resolved = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", {"user": "李四"})
+    assert status == 200 and resolved["state"] == "resolved"
+    status, details = await http_json(f"{base}/api/alarms/{payload['alarm_id']}")
+    actions = [t["action"] for t in details["transitions"]]
+    assert actions[:1] == ["received"] and "delivered" in actions and actions[-2:] == ["acknowledged", "resolved"]
+    assert details["deliveries"][0]["state"] == "delivered" and details["deliveries"][0]["sink"] == "webhook"
+    status, _ = await http_json(f"{base}/api/alarms/nope")
+    assert status == 404
+    status, filtered = await http_json(f"{base}/api/alarms?state=new")
+    assert status == 200 and filtered["total"] == 0
+    status, _ = await http_json(f"{base}/api/alarms?state=bogus")
+    assert status == 400
+
+
+async def test_snapshot_of_the_entrance_camera_is_captured(gateway_factory: Any, fleet_factory: Any,
+                                                           receiver: WebhookReceiver) -> None:
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    fleet.press(fleet.city[0].id, "button")
+    assert await wait_for(lambda: len(receiver.received) == 1, 10)
+    alarm_id = receiver.received[0]["alarm_id"]
+    assert await wait_for(lambda: alarm_id in service.alarms.snapshots, 15)
+    async with aiohttp.ClientSession() as session, session.get(receiver.received[0]["snapshot_url"]) as response:
+        assert response.status == 200 and response.content_type == "image/jpeg"
+        assert (await response.read())[:2] == b"\xff\xd8"
+
+
+async def test_webhook_outage_is_retried_in_order_and_a_hang_does_not_stall(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    receiver.mode = "fail"
+    kg = fleet.city[0]
+    records = []
+    for kind in ("button", "video_loss", "tamper"):
+        records.append(fleet.press(kg.id, kind))
+        await asyncio.sleep(0.05)
+    # every press is answered (stored) although the sink is down
+    assert await wait_for(lambda: all(r.answered for r in records), 5)
+    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 3, 5)
+    status, sinks = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarm-sinks")
+    assert sinks["items"][0]["up"] is False and sinks["items"][0]["depth"] == 3
+    receiver.mode = "hang"
+    await asyncio.sleep(1.5)
+    assert receiver.received == []
+    receiver.mode = "ok"
+    assert await wait_for(lambda: len(receiver.received) == 3, 15)
+    assert [p["kind"] for p in receiver.received] == ["one_button", "video_loss", "tamper"]  # kindergarten order kept
+    metrics = await asyncio.to_thread(lambda: __import__("urllib.request").request.urlopen(
+        f"http://127.0.0.1:{service.http_port}/metrics").read().decode())
+    assert 'kgw_alarm_deliveries_total{outcome="retry",sink="webhook"}' in metrics
+    assert 'kgw_alarm_outbox_depth{sink="webhook"} 0.0' in metrics
+
+
+async def test_duplicate_transactions_make_one_alarm(gateway_factory: Any, fleet_factory: Any,
+                                                     receiver: WebhookReceiver) -> None:
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    kg = fleet.city[2]
+    box = fleet.agents[alarm_device_of(kg, "button").id]
+    box.misbehaviour.alarm_duplicate = True
+    record = fleet.press(kg.id, "button")
+    assert await wait_for(lambda: record.answered, 5)
+    await asyncio.sleep(0.5)
+    assert await wait_for(lambda: len(receiver.received) == 1, 5)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1
+    assert service.alarms.counters["duplicates"] >= 1 and service.alarms.counters["received"] == 1

@@ -1,0 +1,70 @@
+"""Helpers for tests that run ``kgw`` as real processes (signals, SIGKILL, restarts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import http_json
+
+ROOT = Path(__file__).resolve().parents[1]
+KGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        return int(tcp.getsockname()[1])
+
+
+class Proc:
+    """A ``kgw`` subprocess whose output goes to files (no pipe can fill up and block it)."""
+
+    def __init__(self, name: str, args: list[str], tmp: Path) -> None:
+        self.out = tmp / f"{name}.out"
+        self.err = tmp / f"{name}.err"
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.popen = subprocess.Popen([*KGW, *args], cwd=ROOT, stdout=out, stderr=err,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+
+    async def stop(self, sig: int, timeout: float = 10.0) -> int:
+        self.popen.send_signal(sig)
+        return await asyncio.to_thread(self.popen.wait, timeout)
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+
+
+async def get_json(url: str) -> tuple[int, Any] | None:
+    """None while nothing listens yet."""
+    try:
+        return await http_json(url)
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return None
+
+
+async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 15.0) -> Any:
+    """Poll ``url`` until ``predicate(body)``; fail early (with its output) if ``proc`` died."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: Any = None
+    while loop.time() < deadline:
+        assert proc.popen.poll() is None, f"process exited {proc.popen.returncode}:\n{proc.output()[-3000:]}"
+        result = await get_json(url)
+        if result is not None and result[0] == 200:
+            last = result[1]
+            if predicate(last):
+                return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} never satisfied the condition; last {last!r}\n{proc.output()[-3000:]}")
