@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
     _simulate_args(sim)
 
+    police = sub.add_parser("police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook")
+    police.add_argument("--mqtt", metavar="URL", help="broker to subscribe to: mqtt://[user:pass@]HOST:PORT")
+    police.add_argument("--webhook", type=_hostport, metavar="HOST:PORT", help="also receive signed webhook POSTs here")
+    police.add_argument("--secret", help="webhook HMAC secret (the gateway's webhook_secret)")
+    police.add_argument("--report-every", type=float, default=10.0, help="s between report lines (default 10)")
+    police.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
     demo.add_argument("--sip-port", type=int, default=5060, help="gateway SIP port, UDP and TCP (default 5060)")
@@ -209,6 +216,26 @@ async def run_simulate(options: Any) -> None:
     await _run_until_signal(start, stop)
 
 
+async def run_police_receiver(args: argparse.Namespace) -> None:
+    """``kgw police-receiver``: count, deduplicate and time the alarms the police would get."""
+    from simulators.police_receiver import run_receiver
+
+    if args.mqtt is None and args.webhook is None:
+        raise ConfigError("police-receiver needs --mqtt URL and/or --webhook HOST:PORT")
+    task: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        task.append(asyncio.create_task(run_receiver(args.mqtt, args.webhook, args.secret, args.report_every)))
+        await asyncio.sleep(0)
+
+    async def stop() -> None:
+        for t in task:
+            t.cancel()
+        await asyncio.gather(*task, return_exceptions=True)
+
+    await _run_until_signal(start, stop)
+
+
 async def run_demo(args: argparse.Namespace) -> None:
     """``kgw demo``: a gateway and a simulated city in one process."""
     from gateway.app import GatewayService
@@ -265,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "simulate":
             _setup_logging(args.log_level)
             runner = run_simulate(fleet_options_from_args(args))
+        elif args.command == "police-receiver":
+            _setup_logging(args.log_level)
+            runner = run_police_receiver(args)
         else:
             _setup_logging(args.log_level)
             runner = run_demo(args)

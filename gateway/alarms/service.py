@@ -127,6 +127,7 @@ class AlarmService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-alarms")
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "store_failures": 0, "escalated": 0}
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -169,11 +170,15 @@ class AlarmService:
 
     async def stop(self) -> None:
         """Stop pumps (in-flight attempts are released, not lost), write what is pending, close sinks."""
-        for task in self._tasks:
-            task.cancel()
+        # The flag ends the loops even when a cancellation is swallowed: Python 3.11's
+        # wait_for drops it if the awaited event is set at the same moment (bpo-42130).
+        self._stopping = True
         for attempt in list(self._attempts):
             attempt.cancel()
-        await asyncio.gather(*self._tasks, *self._attempts, return_exceptions=True)
+        await asyncio.gather(*self._attempts, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         with contextlib.suppress(Exception):
             await self._write_progress()
@@ -269,7 +274,7 @@ class AlarmService:
     # --- the writer (group commit) ------------------------------------------------------------
 
     async def _writer(self) -> None:
-        while True:
+        while not self._stopping:
             await self._writer_wake.wait()
             self._writer_wake.clear()
             if self._intakes:
@@ -342,7 +347,7 @@ class AlarmService:
     async def _pump(self, name: str) -> None:
         sink = self.sinks[name]
         wake = self._pump_wake[name]
-        while True:
+        while not self._stopping:
             room = sink.max_inflight - self.outbox.in_flight(name)
             if room > 0:
                 for delivery in self.outbox.take_due(name, self.clock(), room):
@@ -481,13 +486,19 @@ class AlarmService:
     # --- timers: escalation ---------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
-        while True:
+        while not self._stopping:
             self.run_timers()
             timer = self.lifecycle.get_timer()
             wait = 1.0 if timer is None else max(0.01, min(timer - self.clock(), 1.0))
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), wait)
+
+    def poke(self) -> None:
+        """Re-check every timer now (after a fake clock moved; real time needs no poking)."""
+        for wake in self._pump_wake.values():
+            wake.set()
+        self._timer_wake.set()
 
     def run_timers(self) -> int:
         """Escalate what is due at ``clock()``; returns how many escalated (tests call it with a fake clock)."""

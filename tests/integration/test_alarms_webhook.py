@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -12,10 +14,13 @@ import pytest
 from aiohttp import web
 
 from gateway.alarms.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from gateway.gb28181.requests import build_message, sip_uri
+from gateway.gb28181.sip.message import SipResponse, parse_message
 from simulators.fleet import alarm_device_of
 from tests.conftest import http_json, wait_for
 
 SECRET = "s3cret-香港"
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "manscdp"
 
 
 class WebhookReceiver:
@@ -25,6 +30,7 @@ class WebhookReceiver:
         self.received: list[dict[str, Any]] = []
         self.bad_signatures = 0
         self.mode = "ok"  # ok | fail | hang
+        self.release = asyncio.Event()  # ends hanging requests at stop()
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -37,7 +43,8 @@ class WebhookReceiver:
         if self.mode == "fail":
             return web.Response(status=503)
         if self.mode == "hang":
-            await asyncio.sleep(30)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 30)
         self.received.append(json.loads(body))
         return web.Response(status=204)
 
@@ -52,6 +59,7 @@ class WebhookReceiver:
         return f"http://127.0.0.1:{self.port}/alarms"
 
     async def stop(self) -> None:
+        self.release.set()
         if self.runner is not None:
             await self.runner.cleanup()
 
@@ -168,3 +176,72 @@ async def test_duplicate_transactions_make_one_alarm(gateway_factory: Any, fleet
     await asyncio.sleep(0.3)
     assert len(receiver.received) == 1
     assert service.alarms.counters["duplicates"] >= 1 and service.alarms.counters["received"] == 1
+
+
+async def test_console_websocket_streams_alarm_events(gateway_factory: Any, fleet_factory: Any,
+                                                      receiver: WebhookReceiver) -> None:
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    base = f"http://127.0.0.1:{service.http_port}"
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/alarms/ws") as ws:
+        hello = await ws.receive_json(timeout=5)
+        assert hello["type"] == "hello"
+        with_perimeter = next(k for k in fleet.city if any(d.kind == "perimeter_alarm" for d in k.devices))
+        fleet.press(with_perimeter.id, "perimeter")
+        seen: dict[str, dict[str, Any]] = {}
+        while "alarm" not in seen or "delivery" not in seen:
+            event = await ws.receive_json(timeout=10)
+            seen.setdefault(event["type"], event)
+        alarm = seen["alarm"]["alarm"]
+        assert alarm["kind"] == "perimeter_intrusion" and alarm["kindergarten_name"] == with_perimeter.name
+        assert seen["delivery"]["delivery"]["sink"] == "webhook"
+        status, _ = await http_json(f"{base}/api/alarms/{alarm['id']}/ack", {"user": "值班员"})
+        assert status == 200
+        while True:
+            event = await ws.receive_json(timeout=10)
+            if event["type"] == "updated" and event["alarm"]["state"] == "acknowledged":
+                assert event["alarm"]["acknowledged_by"] == "值班员"
+                break
+
+
+async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
+    """Bad fields do not lose an alarm; an unknown sender is refused 404; garbage is 400."""
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    box_id = alarm_device_of(fleet.city[0], "button").id
+    body = (FIXTURE_DIR / "alarm_missing_and_invalid_fields_utf8.xml").read_bytes()
+    loop = asyncio.get_running_loop()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            answers.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, local_addr=("127.0.0.1", 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+
+        async def send(sender: str, payload: bytes, call_id: str) -> int:
+            request = build_message(
+                from_id=sender, from_domain="1201000000", from_tag="t1", to_id=service.config.id,
+                to_domain="1201000000", request_uri=sip_uri(service.config.id, "1201000000"), call_id=call_id,
+                cseq=1, body=payload,
+            )  # fmt: skip
+            request.headers.prepend("Via", f"SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{call_id}")
+            transport.sendto(bytes(request), ("127.0.0.1", service.sip_port))
+            while True:
+                message = parse_message(await asyncio.wait_for(answers.get(), 5))
+                if isinstance(message, SipResponse) and message.call_id == call_id:
+                    return message.status
+
+        assert await send(box_id, body, "bad-fields-1") == 200
+        assert await send("12010000001340009999", body, "stranger-1") == 404
+        assert await send(box_id, b"<Notify><CmdType>Alarm</CmdType>", "garbage-1") == 400
+    finally:
+        transport.close()
+    assert await wait_for(lambda: len(receiver.received) == 1, 5)
+    payload = receiver.received[0]
+    assert payload["device"]["id"] == box_id and payload["priority"] is None
+    assert any("AlarmPriority" in p for p in payload["problems"])
+    status, details = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarms/{payload['alarm_id']}")
+    assert "problems" in details["transitions"][0]["detail"]
