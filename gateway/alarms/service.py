@@ -66,6 +66,7 @@ class AlarmSettings:
     attempt_timeout: float = 15.0  # s: a sink call that takes longer counts as failed (the sink has its own)
     snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     snapshot_timeout: float = 8.0  # s to capture the entrance snapshot at all
+    snapshot_concurrency: int = 4  # snapshots taken at once (an alarm storm must not open 2,314 streams)
     write_retries: int = 3  # store attempts before the device is answered 500
 
 
@@ -123,6 +124,7 @@ class AlarmService:
         self._pump_wake = {name: asyncio.Event() for name in self.sinks}
         self._timer_wake = asyncio.Event()
         self._snapshot_ready: dict[str, asyncio.Event] = {}
+        self._snapshot_slots = asyncio.Semaphore(self.settings.snapshot_concurrency)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-alarms")
         self._tasks: list[asyncio.Task[None]] = []
@@ -464,7 +466,9 @@ class AlarmService:
         assert self.capture_snapshot is not None
         ready = self._snapshot_ready.get(alarm.id)
         try:
-            jpeg = await asyncio.wait_for(self.capture_snapshot(alarm), self.settings.snapshot_timeout)
+            async with asyncio.timeout(self.settings.snapshot_timeout):  # queueing for a slot included
+                async with self._snapshot_slots:
+                    jpeg = await self.capture_snapshot(alarm)
         except Exception as exc:  # noqa: BLE001 - a snapshot is a bonus, never a failure of the alarm
             log.info("no entrance snapshot for alarm %s: %s", alarm.id, exc or type(exc).__name__)
             jpeg = None

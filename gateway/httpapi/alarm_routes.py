@@ -69,6 +69,8 @@ def alarm_json(alarm: Alarm, gateway: GatewayService | None = None) -> dict[str,
         "acknowledged_by": alarm.acknowledged_by, "acknowledged_at": _time(alarm.acknowledged_at),
         "resolved_by": alarm.resolved_by, "resolved_at": _time(alarm.resolved_at),
         "sender_registered": alarm.sender_registered, "problems": list(alarm.problems),
+        "live_channel_id": gateway.entrance_camera(alarm.kindergarten_id) if gateway is not None else None,
+        "has_snapshot": bool(gateway is not None and gateway.alarms is not None and alarm.id in gateway.alarms.snapshots),
     }  # fmt: skip
 
 

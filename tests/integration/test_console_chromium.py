@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import http_text, wait_for
+from tests.conftest import http_json, http_text, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -111,18 +112,11 @@ async def _devtools_ws_url(profile: Path, proc: asyncio.subprocess.Process, time
     return f"ws://127.0.0.1:{port}{path}"
 
 
-async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
+@contextlib.asynccontextmanager
+async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
+    """Headless Chromium with one page at ``url``: yields (DevTools client, session id, log path)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium)")
-    service = await gateway_factory()
-    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
-    channel_id = _camera_channel(fleet)
-    base = f"http://127.0.0.1:{service.http_port}"
-    for path in ("/", "/console", f"/live/{channel_id}"):
-        assert "摄像机列表" in await http_text(base + path)
-    assert "RTCPeerConnection" in await http_text(base + "/console/assets/console.js")
-
     with tempfile.TemporaryDirectory(prefix="kgw-chromium-") as tmp:
         profile = Path(tmp) / "profile"
         log_path = Path(tmp) / "chromium.log"
@@ -132,53 +126,107 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
                 stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         try:
-            async with asyncio.timeout(25):
-                await _play_and_check(profile, proc, f"{base}/live/{channel_id}", log_path)
+            ws_url = await _devtools_ws_url(profile, proc, timeout=10)
+            async with aiohttp.ClientSession() as http:
+                cdp = Cdp(await http.ws_connect(ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)))
+                try:
+                    target = (await cdp.call("Target.createTarget", url="about:blank"))["targetId"]
+                    session = (await cdp.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
+                    await cdp.call("Page.enable", session)
+                    await cdp.call("Page.navigate", session, url=url)
+                    yield cdp, session, log_path
+                finally:
+                    await cdp.close()
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.wait_for(proc.wait(), 10)
 
 
-async def _play_and_check(profile: Path, proc: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
-    ws_url = await _devtools_ws_url(profile, proc, timeout=10)
-    async with aiohttp.ClientSession() as http:
-        cdp = Cdp(await http.ws_connect(ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)))
-        try:
-            target = (await cdp.call("Target.createTarget", url="about:blank"))["targetId"]
-            session = (await cdp.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
-            await cdp.call("Page.enable", session)
-            await cdp.call("Page.navigate", session, url=url)
+async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    channel_id = _camera_channel(fleet)
+    base = f"http://127.0.0.1:{service.http_port}"
+    for path in ("/", "/console", f"/live/{channel_id}"):
+        assert "摄像机列表" in await http_text(base + path)
+    assert "RTCPeerConnection" in await http_text(base + "/console/assets/console.js")
+    async with asyncio.timeout(25), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
+        await _play_and_check(cdp, session, log_path)
 
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            state: dict[str, Any] = {}
-            while loop.time() < deadline:
-                state = await cdp.evaluate(session, VIDEO_STATE) or {}
-                if state.get("readyState", -1) >= 2 and state.get("videoWidth") == 640:
-                    break
-                assert not state.get("error"), f"the page shows an error: {state['error']}"
-                await asyncio.sleep(0.2)
-            else:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise AssertionError(f"video never played: {state}\nchromium log tail:\n{tail}")
-            assert state["videoHeight"] == 360
-            # The page listed the kindergarten's channels too, with their online state.
-            state = await cdp.evaluate(session, VIDEO_STATE)
-            assert state["channels"] > 0 and "在线" in state["listText"], state
 
-            # A screenshot of the video element (retry briefly: the first composited frame may lag).
-            rect = state["rect"]
-            clip = {"x": rect["x"], "y": rect["y"], "width": rect["width"], "height": rect["height"], "scale": 1}
-            std = 0.0
-            for _ in range(20):
-                shot = await cdp.call("Page.captureScreenshot", session, format="png", clip=clip)
-                image = cv2.imdecode(np.frombuffer(base64.b64decode(shot["data"]), np.uint8), cv2.IMREAD_COLOR)
-                assert image is not None and image.shape[0] >= 100 and image.shape[1] >= 100, clip
-                std = float(image.std())
-                if std > 10.0:
-                    break
-                await asyncio.sleep(0.2)
-            assert std > 10.0, f"the video element looks blank (std-dev {std:.1f})"
-        finally:
-            await cdp.close()
+async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    state: dict[str, Any] = {}
+    while loop.time() < deadline:
+        state = await cdp.evaluate(session, VIDEO_STATE) or {}
+        if state.get("readyState", -1) >= 2 and state.get("videoWidth") == 640:
+            break
+        assert not state.get("error"), f"the page shows an error: {state['error']}"
+        await asyncio.sleep(0.2)
+    else:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise AssertionError(f"video never played: {state}\nchromium log tail:\n{tail}")
+    assert state["videoHeight"] == 360
+    # The page listed the kindergarten's channels too, with their online state.
+    state = await cdp.evaluate(session, VIDEO_STATE)
+    assert state["channels"] > 0 and "在线" in state["listText"], state
+
+    # A screenshot of the video element (retry briefly: the first composited frame may lag).
+    rect = state["rect"]
+    clip = {"x": rect["x"], "y": rect["y"], "width": rect["width"], "height": rect["height"], "scale": 1}
+    std = 0.0
+    for _ in range(20):
+        shot = await cdp.call("Page.captureScreenshot", session, format="png", clip=clip)
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(shot["data"]), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape[0] >= 100 and image.shape[1] >= 100, clip
+        std = float(image.std())
+        if std > 10.0:
+            break
+        await asyncio.sleep(0.2)
+    assert std > 10.0, f"the video element looks blank (std-dev {std:.1f})"
+
+
+ALARM_STATE = """(() => ({
+  link: document.getElementById('alarm-link')?.textContent || '',
+  items: [...document.querySelectorAll('#alarms li')].map((li) => ({id: li.dataset.id, cls: li.className,
+                                                                    text: li.textContent})),
+  error: document.getElementById('alarm-error')?.hidden === false ? document.getElementById('alarm-error').textContent : '',
+}))()"""
+
+
+async def _until(cdp: Cdp, session: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state: dict[str, Any] = {}
+    while loop.time() < deadline:
+        state = await cdp.evaluate(session, ALARM_STATE) or {}
+        if predicate(state):
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the alarm panel never got there: {state}")
+
+
+async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gateway_factory, fleet_factory):
+    """The guard presses; the district console (zh-CN) shows it at once over the WebSocket; the
+    named operator acknowledges it with one click and the gateway records who."""
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), timeout=15)
+    kg = fleet.city[0]
+    base = f"http://127.0.0.1:{service.http_port}"
+    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, _log):
+        await _until(cdp, session, lambda s: s.get("link") == "报警已连接")
+        await cdp.evaluate(session, "document.getElementById('operator').value = '张警官'")
+        fleet.press(kg.id, "button")
+        state = await _until(cdp, session, lambda s: any(kg.name in i["text"] for i in s.get("items", [])))
+        item = next(i for i in state["items"] if kg.name in i["text"])
+        assert "一键报警" in item["text"] and ("state-new" in item["cls"] or "state-delivered" in item["cls"])
+        await cdp.evaluate(session, f"document.querySelector('#alarms li[data-id=\"{item['id']}\"] button.ack').click()")
+        state = await _until(cdp, session, lambda s: any("已确认" in i["text"] and "张警官" in i["text"]
+                                                          for i in s.get("items", [])))
+        assert not state["error"]
+    status, alarm = await http_json(f"{base}/api/alarms/{item['id']}")
+    assert status == 200 and alarm["state"] == "acknowledged" and alarm["acknowledged_by"] == "张警官"
