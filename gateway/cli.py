@@ -93,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport of the devices")
     demo.add_argument("--keepalive-interval", type=float, default=20.0,
                       help="demo devices keep alive every N s (default 20, so offline shows within a minute)")
+    demo.add_argument("--alarm-rate", type=float, default=1 / 30,
+                      help="simulated alarm presses per second across the city (default one every 30 s; 0 = none)")
+    demo.add_argument("--control-port", type=int, default=8090,
+                      help="simulator control endpoint: POST /press presses a button on demand (default 8090)")
+    demo.add_argument("--escalate-after", type=float, default=120.0,
+                      help="s before an unacknowledged alarm escalates to the municipal level (default 120)")
+    demo.add_argument("--no-mqtt", action="store_true",
+                      help="do not start the local Mosquitto broker and police receiver")
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return parser
 
@@ -237,32 +245,68 @@ async def run_police_receiver(args: argparse.Namespace) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    """``kgw demo``: a gateway and a simulated city in one process."""
+    """``kgw demo``: a gateway, a simulated city, and the police side of the alarms, in one process.
+
+    When Mosquitto is installed (scripts/setup.sh does it) the demo starts one on a
+    loopback port, points the gateway's MQTT alarm sink at it and subscribes a
+    simulated police receiver, which logs what it got every minute.
+    """
     from gateway.app import GatewayService
     from simulators.fleet import Fleet, FleetOptions
+    from simulators.mosquitto import MosquittoBroker, mosquitto_available
+    from simulators.police_receiver import PoliceReceiver, format_report
 
-    config = load_config(
-        None, sip_port=args.sip_port, http_port=args.http_port, db=args.db,
-        keepalive_interval=args.keepalive_interval, flush_interval=1.0,
-    )  # fmt: skip
-    service = GatewayService(config)
+    broker: MosquittoBroker | None = None
+    police: PoliceReceiver | None = None
     fleet_holder: list[Fleet] = []
+    tasks: list[asyncio.Task[None]] = []
+    service: GatewayService | None = None
+
+    async def report() -> None:
+        while police is not None:
+            await asyncio.sleep(60)
+            log.info("police receiver: %s", format_report(police.report()))
 
     async def start() -> None:
+        nonlocal broker, police, service
+        mqtt = ""
+        if not args.no_mqtt and mosquitto_available():
+            broker = MosquittoBroker()
+            await broker.start()
+            mqtt = broker.url
+        elif not args.no_mqtt:
+            log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the console and API only")
+        config = load_config(
+            None, sip_port=args.sip_port, http_port=args.http_port, db=args.db,
+            keepalive_interval=args.keepalive_interval, flush_interval=1.0, mqtt=mqtt,
+            alarm_escalate_after=args.escalate_after,
+        )  # fmt: skip
+        service = GatewayService(config)
         await service.start()
+        if broker is not None:
+            police = PoliceReceiver(broker.url, topic=("kgw/alarms/#", "kgw/escalations/#"),
+                                    client_id="kgw-demo-police", persistent=True)
+            await police.start()
+            tasks.append(asyncio.create_task(report()))
         api = f"http://127.0.0.1:{service.http_port}"
         fleet = Fleet(FleetOptions(
             gateway_port=service.sip_port, gateway_id=config.id, password=config.password,
             kindergartens=args.kindergartens, transport=Transport(args.transport.upper()),
-            keepalive_interval=args.keepalive_interval, api=api,
+            keepalive_interval=args.keepalive_interval, api=api, alarm_rate=args.alarm_rate,
+            control_port=args.control_port,
         ))  # fmt: skip
         fleet_holder.append(fleet)
         await fleet.start()
+        control = f"http://127.0.0.1:{fleet.control_port}"
         print(
             f"\nkgw demo is running: {args.kindergartens} simulated kindergartens, "
             f"{len(fleet.agents)} devices registering with gateway {config.id}\n"
-            f"  console   {api}/   (实时视频: click a camera; /live/<channel id> opens one directly)\n"
+            f"  console   {api}/   (实时视频 and 报警: enter 值班员, acknowledge alarms; /live/<channel id>)\n"
             f"  SIP       udp/tcp 127.0.0.1:{service.sip_port}\n"
+            f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{service.http_port}/api/alarms/ws)\n"
+            f"  press     curl -X POST {control}/press -d '{{\"kind\": \"button\"}}'   "
+            f"(kinds: button, perimeter, video_loss, tamper, disk_fault)\n"
+            f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}\n"
             f"  health    {api}/healthz\n"
             f"  devices   {api}/api/devices?limit=20\n"
             f"  channels  {api}/api/channels?limit=20\n"
@@ -274,9 +318,21 @@ async def run_demo(args: argparse.Namespace) -> None:
         )
 
     async def stop() -> None:
+        nonlocal police
         for fleet in fleet_holder:
             await fleet.stop()
-        await service.stop()
+        if service is not None:
+            await service.stop()
+        if police is not None:
+            print(f"police receiver: {format_report(police.report())}", flush=True)
+            await police.stop()
+            police = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if broker is not None:
+            await broker.stop()
+            broker.cleanup()
 
     await _run_until_signal(start, stop)
 

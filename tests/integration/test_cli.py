@@ -123,8 +123,11 @@ async def test_gateway_and_simulator_processes(tmp_path, procs):
 
 
 async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
-    sip, http = free_sip_port(), free_tcp_port()
+    """The demo brings up the gateway, the city, a Mosquitto broker and the police receiver; a
+    button pressed through the simulator's control endpoint reaches the police over MQTT."""
+    sip, http, control = free_sip_port(), free_tcp_port(), free_tcp_port()
     demo = Proc("demo", ["demo", "--kindergartens", "3", "--sip-port", str(sip), "--http-port", str(http),
+                         "--control-port", str(control), "--alarm-rate", "0",
                          "--db", str(tmp_path / "d.db"), "--log-level", "WARNING"], tmp_path)  # fmt: skip
     procs.append(demo)
     api = f"http://127.0.0.1:{http}"
@@ -133,5 +136,13 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=5)
     status, districts = await http_json(f"{api}/api/districts")
     assert status == 200 and districts["items"]
+    await until_json(f"{api}/healthz", lambda b: b["devices_online"] >= 6, demo)
+    status, pressed = await http_json(f"http://127.0.0.1:{control}/press", {"kind": "button"})
+    assert status == 200, pressed
+    alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo)
+    assert alarms["items"][0]["device_id"] == pressed["device_id"]
+    sinks = await until_json(f"{api}/api/alarm-sinks", lambda b: b["items"] and b["items"][0]["depth"] == 0, demo)
+    assert sinks["items"][0]["sink"] == "mqtt" and sinks["items"][0]["up"] is True
     assert await demo.stop(signal.SIGINT) == 0, demo.output()[-3000:]
     assert "Traceback" not in demo.output()
+    assert "police receiver: mqtt: 1 received, 1 unique" in demo.output(), demo.output()[-2000:]
