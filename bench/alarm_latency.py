@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.registration_storm import cpu_seconds, free_port, rss_mib, scrape, wait_http  # noqa: E402
+from bench.registration_storm import cpu_seconds, free_port, rss_mib, scrape, stop, wait_http  # noqa: E402
 from simulators.city import build_city, city_summary  # noqa: E402
 from simulators.mosquitto import MosquittoBroker  # noqa: E402
 from simulators.police_receiver import PoliceReceiver  # noqa: E402
@@ -183,14 +182,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["storm"] = storm
             report["receiver"] = police.report()
         finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGINT)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            await asyncio.to_thread(stop, *reversed(procs))
             await police.stop()
             await broker.stop()
             broker.cleanup()

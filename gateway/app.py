@@ -429,6 +429,9 @@ class GatewayService:
             stored = False
             log.error("alarm from %s (SN %d) could not be stored: answered 500 so the device sends it again",
                       event.device_id, event.alarm.sn)
+        except Exception:  # a bug must still leave the device an answer it retries on
+            stored = False
+            log.exception("alarm from %s (SN %d) failed: answered 500", event.device_id, event.alarm.sn)
         self.access.confirm_alarm(event, asyncio.get_running_loop().time(), stored=stored)
         self.driver.flush()
 

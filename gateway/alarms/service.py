@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
@@ -47,6 +47,7 @@ from gateway.alarms.outbox import Outbox, RetryPolicy
 from gateway.alarms.payload import Enrichment, build_payload, encode_payload
 from gateway.alarms.sinks.base import OutboundMessage, Sink
 from gateway.alarms.store import AlarmStore
+from gateway.alarms.writer import AlarmWriter
 from gateway.errors import DeliveryError, StoreError, UnknownAlarm
 from gateway.registry.model import Page
 
@@ -76,14 +77,6 @@ class ReceiveResult:
 
     alarm_id: str
     duplicate: bool
-
-
-@dataclass(slots=True)
-class _Intake:
-    alarm: Alarm
-    deliveries: list[Delivery]
-    transitions: list[Transition]
-    done: asyncio.Future[None]
 
 
 class AlarmService:
@@ -116,21 +109,17 @@ class AlarmService:
         self._open_count: dict[str, int] = {}  # alarm id -> deliveries not delivered yet
         self._remaining: dict[str, set[str]] = {}  # alarm id -> sinks that do not have the alarm yet
         self._committing: dict[str, asyncio.Future[None]] = {}
-        self._intakes: list[_Intake] = []
-        self._progress_alarms: dict[str, Alarm] = {}
-        self._progress_deliveries: dict[DeliveryKey, Delivery] = {}
-        self._progress_transitions: list[Transition] = []
-        self._writer_wake = asyncio.Event()
         self._pump_wake = {name: asyncio.Event() for name in self.sinks}
         self._timer_wake = asyncio.Event()
         self._snapshot_ready: dict[str, asyncio.Event] = {}
         self._snapshot_slots = asyncio.Semaphore(self.settings.snapshot_concurrency)
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-alarms")
+        self.writer = AlarmWriter(store, self._run, retries=self.settings.write_retries)
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "store_failures": 0, "escalated": 0}
+        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "escalated": 0}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -165,7 +154,7 @@ class AlarmService:
                 await sink.start()
             except Exception:
                 log.exception("alarm sink %s failed to start; deliveries will retry", sink.name)
-        self._tasks.append(asyncio.create_task(self._writer(), name="kgw-alarm-writer"))
+        self._tasks.append(asyncio.create_task(self.writer.run(), name="kgw-alarm-writer"))
         self._tasks.append(asyncio.create_task(self._timer_loop(), name="kgw-alarm-timers"))
         for name in self.sinks:
             self._tasks.append(asyncio.create_task(self._pump(name), name=f"kgw-alarm-pump-{name}"))
@@ -175,6 +164,7 @@ class AlarmService:
         # The flag ends the loops even when a cancellation is swallowed: Python 3.11's
         # wait_for drops it if the awaited event is set at the same moment (bpo-42130).
         self._stopping = True
+        self.writer.stop()
         for attempt in list(self._attempts):
             attempt.cancel()
         await asyncio.gather(*self._attempts, return_exceptions=True)
@@ -183,7 +173,7 @@ class AlarmService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         with contextlib.suppress(Exception):
-            await self._write_progress()
+            await self.writer.flush()
         for sink in self.sinks.values():
             with contextlib.suppress(Exception):
                 await sink.close()
@@ -210,7 +200,7 @@ class AlarmService:
             if pending is not None:
                 await asyncio.shield(pending)  # the original is still being written: answer after it
             log.info("alarm from %s (SN %d) repeats alarm %s", notice.device_id, notice.body.sn, result.duplicate_of)
-            self._queue_progress(transitions=[Transition(
+            self.writer.queue(transitions=[Transition(
                 result.duplicate_of, self.clock(), TransitionAction.DUPLICATE, "device",
                 f"SN {notice.body.sn} from {notice.device_id}",
             )])  # fmt: skip
@@ -219,10 +209,8 @@ class AlarmService:
         deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ALARM, alarm.received_at) for name in self.sinks]
         detail = f"SN {alarm.sn} from {alarm.device_id}" + (f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else "")
         transitions = [Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "device", detail)]
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done = self.writer.submit(alarm, deliveries, transitions)
         self._committing[alarm.id] = done
-        self._intakes.append(_Intake(alarm, deliveries, transitions, done))
-        self._writer_wake.set()
         try:
             await asyncio.shield(done)
         except StoreError:
@@ -272,77 +260,6 @@ class AlarmService:
         else:
             self._open_count.pop(alarm_id, None)
             self._outbound.pop(alarm_id, None)
-
-    # --- the writer (group commit) ------------------------------------------------------------
-
-    async def _writer(self) -> None:
-        while not self._stopping:
-            await self._writer_wake.wait()
-            self._writer_wake.clear()
-            if self._intakes:
-                batch, self._intakes = self._intakes, []
-                await self._commit_intakes(batch)
-            if self._has_progress():
-                try:
-                    await self._write_progress()
-                except StoreError:
-                    log.exception("alarm progress write failed; will retry")
-                    await asyncio.sleep(1.0)
-                    self._writer_wake.set()
-
-    async def _commit_intakes(self, batch: list[_Intake]) -> None:
-        alarms = [i.alarm for i in batch]
-        deliveries = [d for i in batch for d in i.deliveries]
-        transitions = [t for i in batch for t in i.transitions]
-        error: StoreError | None = None
-        for attempt in range(self.settings.write_retries):
-            try:
-                await self._run(self.store.save_intake, alarms, deliveries, transitions)
-                error = None
-                break
-            except StoreError as exc:
-                error = exc
-                self.counters["store_failures"] += 1
-                log.error("storing %d alarm(s) failed (attempt %d): %s", len(batch), attempt + 1, exc)
-                await asyncio.sleep(0.05 * 4**attempt)
-        for item in batch:
-            if item.done.done():
-                continue
-            if error is None:
-                item.done.set_result(None)
-            else:
-                item.done.set_exception(error)
-                item.done.exception()  # retrieved here too: a device that gave up must not log "never retrieved"
-
-    def _queue_progress(
-        self, alarms: Sequence[Alarm] = (), deliveries: Sequence[Delivery] = (), transitions: Sequence[Transition] = ()
-    ) -> None:
-        for alarm in alarms:
-            self._progress_alarms[alarm.id] = alarm
-        for delivery in deliveries:
-            self._progress_deliveries[delivery.key] = delivery
-        self._progress_transitions.extend(transitions)
-        self._writer_wake.set()
-
-    def _has_progress(self) -> bool:
-        return bool(self._progress_alarms or self._progress_deliveries or self._progress_transitions)
-
-    async def _write_progress(self) -> None:
-        alarms, self._progress_alarms = list(self._progress_alarms.values()), {}
-        deliveries = [replace(d) for d in self._progress_deliveries.values()]  # snapshot: the outbox mutates them
-        self._progress_deliveries = {}
-        transitions, self._progress_transitions = self._progress_transitions, []
-        if not (alarms or deliveries or transitions):
-            return
-        try:
-            await self._run(self.store.save_progress, alarms, deliveries, transitions)
-        except BaseException:
-            for alarm in alarms:
-                self._progress_alarms.setdefault(alarm.id, alarm)
-            for delivery in deliveries:
-                self._progress_deliveries.setdefault(delivery.key, delivery)
-            self._progress_transitions[:0] = transitions
-            raise
 
     # --- delivery ----------------------------------------------------------------------------------
 
@@ -419,7 +336,7 @@ class AlarmService:
                         self._update(step[0])
                         self._broadcast("updated", step[0])
         self._release(alarm.id)
-        self._queue_progress(changes, [delivery], transitions)
+        self.writer.queue(changes, [delivery], transitions)
         self._broadcast_delivery(delivery)
 
     def _on_failure(self, sink: str, key: DeliveryKey, reason: str, permanent: bool) -> None:
@@ -440,7 +357,7 @@ class AlarmService:
         if self.metrics is not None:
             outcome = "rejected" if permanent else "retry"
             self.metrics.deliveries.labels(sink=sink, outcome=outcome).inc()
-        self._queue_progress((), [delivery], transitions)
+        self.writer.queue((), [delivery], transitions)
         if transitions:
             self._broadcast_delivery(delivery)
 
@@ -515,7 +432,7 @@ class AlarmService:
             log.warning("alarm %s not acknowledged in time: escalated to the municipal level", alarm.id)
             deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ESCALATED, now) for name in self.sinks]
             self._update(alarm)
-            self._queue_progress([alarm], deliveries, [transition])
+            self.writer.queue([alarm], deliveries, [transition])
             for delivery in deliveries:
                 self._hold(alarm)
                 self.outbox.add(delivery)
@@ -556,7 +473,7 @@ class AlarmService:
     async def retry_delivery(self, key: DeliveryKey) -> Delivery:
         """Operator: try a (dead-lettered) delivery again now."""
         delivery = self.outbox.retry_now(key, self.clock())
-        self._queue_progress((), [delivery], [Transition(key[0], self.clock(), TransitionAction.DELIVERY_FAILED,
+        self.writer.queue((), [delivery], [Transition(key[0], self.clock(), TransitionAction.DELIVERY_FAILED,
                                                           "operator", f"manual retry of {key[1]} requested")])
         if key[1] in self._pump_wake:
             self._pump_wake[key[1]].set()
@@ -585,9 +502,9 @@ class AlarmService:
         return await self._run(self.store.list_deliveries, state, sink, offset, limit)
 
     async def _flush(self) -> None:
-        if self._has_progress():
+        if self.writer.has_progress:
             with contextlib.suppress(StoreError):
-                await self._write_progress()
+                await self.writer.flush()
 
     # --- consoles -----------------------------------------------------------------------------------
 

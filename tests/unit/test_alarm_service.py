@@ -228,7 +228,7 @@ async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starte
     service = await running(clock, [sink], store=FailingOnce(open_alarm_store(":memory:")))  # type: ignore[arg-type]
     with pytest.raises(StoreError):
         await service.receive(notice())
-    assert sink.got == [] and service.counters["store_failures"] == 3
+    assert sink.got == [] and service.writer.failures == 3
     result = await service.receive(notice(sn=2))  # the device sends it again
     assert not result.duplicate
     assert await wait_for(lambda: len(sink.got) == 1, 5)

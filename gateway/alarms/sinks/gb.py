@@ -18,7 +18,7 @@ from typing import Final
 
 from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
-from gateway.alarms.sinks.mqtt import SinkHealth
+from gateway.alarms.sinks.health import ReportsHealth, SinkHealth
 from gateway.errors import ConfigError, DeliveryError
 
 __all__ = ["PERMANENT_SIP_STATUSES", "GbAlarmSink", "SendAlarm", "TargetPolicy"]
@@ -33,8 +33,11 @@ PERMANENT_SIP_STATUSES: Final = frozenset({403, 404})
 _MAX_REMEMBERED: Final = 10_000  # (alarm, event) pairs with partial acknowledgements kept
 
 
-class GbAlarmSink:
-    """Fans one alarm event out to upper platforms; acknowledged when every one answered 2xx."""
+class GbAlarmSink(ReportsHealth):
+    """Fans one alarm event out to upper platforms; acknowledged when every one answered 2xx.
+
+    Error reasons: send_failed (an exception), sip_error (a transient status), rejected.
+    """
 
     name = "gb"
 
@@ -47,15 +50,6 @@ class GbAlarmSink:
         self._acked: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
         self._health = SinkHealth(self.name, log)
 
-    @property
-    def up(self) -> bool | None:
-        """Whether every platform of the last delivery answered (None before the first one)."""
-        return self._health.up
-
-    @property
-    def errors(self) -> dict[str, int]:
-        """Failures by short reason: send_failed (exception), sip_error (transient status), rejected."""
-        return self._health.errors
 
     def acknowledged(self, alarm_id: str, event: str) -> frozenset[str]:
         """Platforms that already answered 2xx for a partly delivered event (for tests and the API)."""

@@ -27,9 +27,10 @@ import aiomqtt
 
 from gateway.alarms.model import DeliveryEvent
 from gateway.alarms.sinks.base import OutboundMessage
+from gateway.alarms.sinks.health import ReportsHealth, SinkHealth
 from gateway.errors import ConfigError, DeliveryError
 
-__all__ = ["DEFAULT_MQTT_PORT", "BrokerUnavailable", "MqttSink", "MqttTarget", "SinkHealth", "parse_mqtt_url", "topic_for"]
+__all__ = ["DEFAULT_MQTT_PORT", "BrokerUnavailable", "MqttSink", "MqttTarget", "parse_mqtt_url", "topic_for"]
 
 log = logging.getLogger("kgw.alarms.mqtt")
 _CLIENT_LOG = logging.getLogger("kgw.alarms.mqtt.client")  # paho-mqtt's own chatter, under our name
@@ -117,48 +118,6 @@ def topic_for(message: OutboundMessage, prefix: str = "kgw") -> str:
 # --- health: shared by the sinks --------------------------------------------------------
 
 
-@dataclass(slots=True)
-class SinkHealth:
-    """Up/down state and error counters of one sink; logs state changes, never each attempt."""
-
-    name: str
-    logger: logging.Logger
-    up: bool | None = None
-    errors: dict[str, int] = field(default_factory=dict)
-    last_error: str = ""
-    _last_rejection: str | None = None
-
-    def ok(self) -> None:
-        """The destination acknowledged something."""
-        if self.up is False:
-            self.logger.info("%s sink is back up", self.name)
-        elif self.up is None:
-            self.logger.info("%s sink is up", self.name)
-        self.up = True
-        self._last_rejection = None
-
-    def failed(self, key: str, reason: str) -> None:
-        """A transient failure: the destination is down (warn on the transition only)."""
-        self._count(key, reason)
-        if self.up is not False:
-            self.logger.warning("%s sink is down: %s", self.name, reason)
-        self.up = False
-
-    def rejected(self, key: str, reason: str) -> None:
-        """A permanent rejection: the destination answered, so it is up, but it refused the message."""
-        self._count(key, reason)
-        if self.up is False:
-            self.logger.info("%s sink is back up", self.name)
-        self.up = True
-        if self._last_rejection != key:
-            self.logger.warning("%s sink rejects deliveries: %s", self.name, reason)
-            self._last_rejection = key
-
-    def _count(self, key: str, reason: str) -> None:
-        self.errors[key] = self.errors.get(key, 0) + 1
-        self.last_error = reason
-
-
 # --- the sink ------------------------------------------------------------------------
 
 
@@ -179,8 +138,11 @@ class _Connection:
     watcher: asyncio.Task[None] | None = None
 
 
-class MqttSink:
-    """Publishes each alarm event once with QoS 1 and returns on PUBACK."""
+class MqttSink(ReportsHealth):
+    """Publishes each alarm event once with QoS 1 and returns on PUBACK.
+
+    Error reasons: unreachable, not_authorised, refused, timeout, publish_failed, rejected.
+    """
 
     name = "mqtt"
 
@@ -216,15 +178,6 @@ class MqttSink:
 
     # --- metrics ---------------------------------------------------------------------------
 
-    @property
-    def up(self) -> bool | None:
-        """Whether the last contact with the broker worked (None before the first one)."""
-        return self._health.up
-
-    @property
-    def errors(self) -> dict[str, int]:
-        """Failures by short reason: unreachable, not_authorised, refused, timeout, publish_failed."""
-        return self._health.errors
 
     # --- Sink protocol ---------------------------------------------------------------------
 

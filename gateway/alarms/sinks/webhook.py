@@ -19,7 +19,7 @@ import aiohttp
 
 from gateway.alarms.signing import ALARM_ID_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from gateway.alarms.sinks.base import OutboundMessage
-from gateway.alarms.sinks.mqtt import SinkHealth
+from gateway.alarms.sinks.health import ReportsHealth, SinkHealth
 from gateway.errors import ConfigError, DeliveryError
 
 __all__ = ["CONTENT_TYPE", "IDEMPOTENCY_HEADER", "WebhookSink", "is_transient_status"]
@@ -39,8 +39,11 @@ def is_transient_status(status: int) -> bool:
     return status in _TRANSIENT_4XX or 500 <= status <= 599
 
 
-class WebhookSink:
-    """Delivers by POST; 2xx is the acknowledgement."""
+class WebhookSink(ReportsHealth):
+    """Delivers by POST; 2xx is the acknowledgement.
+
+    Error reasons: unreachable, timeout, http_3xx, http_4xx, http_5xx.
+    """
 
     name = "webhook"
 
@@ -77,15 +80,6 @@ class WebhookSink:
 
     # --- metrics ----------------------------------------------------------------------------
 
-    @property
-    def up(self) -> bool | None:
-        """Whether the last contact with the receiver worked (None before the first one)."""
-        return self._health.up
-
-    @property
-    def errors(self) -> dict[str, int]:
-        """Failures by short reason: unreachable, timeout, http_3xx, http_4xx, http_5xx."""
-        return self._health.errors
 
     # --- Sink protocol --------------------------------------------------------------------
 
