@@ -114,6 +114,7 @@ class GatewayService:
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         self._kg_devices: dict[str, list[str]] = {}  # kindergarten -> device ids (rebuilt lazily)
         self._kg_devices_at = float("-inf")
+        self._refused_alarm_logged: dict[str, float] = {}  # sender -> when its refused alarm was logged
         self._runner: web.AppRunner | None = None
         self.sip_port = 0
         self.http_port = 0
@@ -296,7 +297,22 @@ class GatewayService:
             task.add_done_callback(self._alarm_tasks.discard)
         elif isinstance(event, MessageRefused):
             self.metrics.messages_refused.labels(status=str(event.status)).inc()
+            if event.reason == "alarm_from_unknown_device":
+                self.metrics.alarms_refused.labels(reason="unknown_device").inc()
+                self._log_refused_alarm(event)
             log.debug("MESSAGE from %s (%s) refused %d: %s", event.device_id, event.peer, event.status, event.reason)
+
+    def _log_refused_alarm(self, event: MessageRefused) -> None:
+        """A loud line per sender and minute (a flood of forged alarms must not flood the log)."""
+        now = time.monotonic()
+        key = event.device_id or event.peer.host
+        if now - self._refused_alarm_logged.get(key, float("-inf")) < 60.0:
+            return
+        if len(self._refused_alarm_logged) > 10_000:
+            self._refused_alarm_logged.clear()
+        self._refused_alarm_logged[key] = now
+        log.warning("ALARM REFUSED (404): %s at %s is not a device this gateway knows; it must register",
+                    event.device_id, event.peer)
 
     def _on_registered(self, event: DeviceRegistered) -> None:
         self.metrics.registrations.labels(result="ok" if event.first else "refresh").inc()

@@ -230,6 +230,8 @@ class AlarmService:
         kind = alarm.kind
         if self.metrics is not None:
             self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
+            if alarm.problems:
+                self.metrics.flawed.inc()
         log.warning(
             "ALARM %s: %s priority %s from %s (kindergarten %s)%s", alarm.id, kind.name, alarm.priority,
             alarm.source_id, alarm.kindergarten_id or "unplaced",

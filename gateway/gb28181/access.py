@@ -368,8 +368,10 @@ class DeviceAccess:
         session = self.sessions.get(device_id)
         registered = session is not None and self.liveness.is_registered(device_id, now)
         if not registered and not self.known_device(device_id):
-            # WVP answers 404 for an unknown From user; devices then re-register.
-            self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
+            # WVP answers 404 for an unknown From user; devices then re-register. An alarm
+            # is told apart (a cheap byte test, no parsing) so that its refusal is loud.
+            reason = "alarm_from_unknown_device" if b"<CmdType>Alarm<" in request.body else "not_registered"
+            self._refuse_message(request, peer, txn, device_id, 404, reason, now)
             return
         try:
             message, charset = decode_message(request.body)

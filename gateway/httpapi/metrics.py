@@ -41,6 +41,14 @@ class GatewayMetrics:
             "kgw_alarms_received", "Alarms received (new, not repeats) by category and kind", ["category", "kind"],
             registry=self.registry,
         )
+        self.alarms_refused = Counter(
+            "kgw_alarms_refused", "Alarm notifications refused, by reason (unknown_device)", ["reason"],
+            registry=self.registry,
+        )
+        self.flawed = Counter(
+            "kgw_alarms_with_problems", "Alarms kept although fields were missing, invalid or absurd",
+            registry=self.registry,
+        )
         self.duplicates = Counter(
             "kgw_alarms_duplicate", "Alarm notifications recognised as repeats of a stored alarm", registry=self.registry
         )

@@ -235,6 +235,7 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
                     return message.status
 
         assert await send(box_id, body, "bad-fields-1") == 200
+        assert await send(box_id, body, "bad-fields-1") == 200  # the same datagram again: a retransmission
         assert await send("12010000001340009999", body, "stranger-1") == 404
         assert await send(box_id, b"<Notify><CmdType>Alarm</CmdType>", "garbage-1") == 400
     finally:
@@ -245,3 +246,9 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
     assert any("AlarmPriority" in p for p in payload["problems"])
     status, details = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarms/{payload['alarm_id']}")
     assert "problems" in details["transitions"][0]["detail"]
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1 and service.alarms.counters["received"] == 1  # the retransmission too
+    metrics = await asyncio.to_thread(lambda: __import__("urllib.request").request.urlopen(
+        f"http://127.0.0.1:{service.http_port}/metrics").read().decode())
+    assert 'kgw_alarms_refused_total{reason="unknown_device"} 1.0' in metrics
+    assert "kgw_alarms_with_problems_total 1.0" in metrics

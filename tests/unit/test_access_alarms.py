@@ -68,7 +68,7 @@ def test_unknown_sender_is_refused_404_without_an_event() -> None:
     h.pump()
     assert h.of_type(AlarmNotified) == []
     refused = h.of_type(MessageRefused)
-    assert refused and refused[-1].status == 404 and refused[-1].reason == "not_registered"
+    assert refused and refused[-1].status == 404 and refused[-1].reason == "alarm_from_unknown_device"
 
 
 def test_known_but_unregistered_device_alarm_is_kept() -> None:
