@@ -68,6 +68,7 @@ class AlarmSettings:
     snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     snapshot_timeout: float = 8.0  # s to capture the entrance snapshot at all
     snapshot_concurrency: int = 4  # snapshots taken at once (an alarm storm must not open 2,314 streams)
+    snapshot_backlog: int = 32  # alarms waiting for a snapshot beyond which new ones get none (a storm)
     write_retries: int = 3  # store attempts before the device is answered 500
 
 
@@ -119,7 +120,7 @@ class AlarmService:
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "escalated": 0}
+        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "escalated": 0, "snapshots_skipped": 0}
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -241,8 +242,11 @@ class AlarmService:
         if deliveries:
             self._remaining[alarm.id] = {d.sink for d in deliveries}
         if self.capture_snapshot is not None:
-            self._snapshot_ready[alarm.id] = asyncio.Event()
-            self._spawn(self._snapshot(alarm))
+            if len(self._snapshot_ready) < self.settings.snapshot_backlog:
+                self._snapshot_ready[alarm.id] = asyncio.Event()
+                self._spawn(self._snapshot(alarm))
+            else:
+                self.counters["snapshots_skipped"] += 1
         for delivery in deliveries:
             self._hold(alarm)
             self.outbox.add(delivery)
@@ -278,8 +282,7 @@ class AlarmService:
             wake.clear()
             if wait == 0.0 and self.outbox.in_flight(name) >= sink.max_inflight:
                 wait = None  # full: the next result wakes us
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait)
+            await _wait_event(wake, wait)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -296,7 +299,8 @@ class AlarmService:
             if delivery.attempts == 0 and self.settings.snapshot_budget > 0:
                 await self._wait_snapshot(alarm.id, self.settings.snapshot_budget)
             message = self._message(alarm, delivery.event)
-            await asyncio.wait_for(sink.deliver(message), self.settings.attempt_timeout)
+            async with asyncio.timeout(self.settings.attempt_timeout):  # no extra task, unlike wait_for
+                await sink.deliver(message)
         except asyncio.CancelledError:
             self.outbox.release(key)
             raise
@@ -403,8 +407,7 @@ class AlarmService:
     async def _wait_snapshot(self, alarm_id: str, budget: float) -> None:
         ready = self._snapshot_ready.get(alarm_id)
         if ready is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), budget)
+            await _wait_event(ready, budget)
 
     # --- timers: escalation ---------------------------------------------------------------------
 
@@ -414,8 +417,7 @@ class AlarmService:
             timer = self.lifecycle.get_timer()
             wait = 1.0 if timer is None else max(0.01, min(timer - self.clock(), 1.0))
             self._timer_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wake.wait(), wait)
+            await _wait_event(self._timer_wake, wait)
 
     def poke(self) -> None:
         """Re-check every timer now (after a fake clock moved; real time needs no poking)."""
@@ -548,6 +550,13 @@ class AlarmService:
             }
             for name, sink in self.sinks.items()
         ]  # fmt: skip
+
+
+async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """Wait for ``event`` at most ``timeout`` s (asyncio.timeout: no task per wait, unlike wait_for)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 def _local_utc_offset(t: float) -> float:
