@@ -72,7 +72,7 @@ from gateway.registry import (
     open_store,
     write_presence_batch,
 )
-from gateway.registry.placement import channel_from_item, kindergarten_id_by_convention
+from gateway.registry.placement import channel_from_item, kindergarten_id_by_convention, kindergartens_in_catalog
 
 log = logging.getLogger("kgw.gateway")
 LAST_SEEN_PERIOD = 300.0  # s between batched writes of every device's last keepalive time
@@ -103,6 +103,7 @@ class GatewayService:
         self.metrics = GatewayMetrics(self)
         self._pending_devices: dict[str, Device] = {}
         self._pending_catalogs: list[tuple[str, list[Channel], bool]] = []
+        self._pending_kindergartens: list[Kindergarten] = []  # learned from lower platforms' catalogs
         self._waiters: dict[tuple[str, str, int], asyncio.Future[Any]] = {}
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -360,7 +361,17 @@ class GatewayService:
         if state is None:
             return
         now = self._wall(event.at)
-        channels = [c for item in event.items if (c := channel_from_item(item, state.row, now)) is not None]
+        learned = kindergartens_in_catalog(event.items)  # a lower platform's tree (empty for an NVR)
+        fresh = [kg for kg in learned.values() if self.kindergartens.get(kg.id) is None]
+        if fresh:
+            self.kindergartens.update((kg.id, kg) for kg in fresh)
+            self._pending_kindergartens.extend(fresh)
+            self._kg_devices_at = float("-inf")
+        channels = [
+            c for item in event.items
+            if (c := channel_from_item(item, state.row, now,
+                                       kindergarten_id=item.parent_id if item.parent_id in learned else None))
+        ]  # fmt: skip
         if not event.partial:
             for channel_id in state.channels:
                 self.channel_owner.pop(channel_id, None)
@@ -591,16 +602,18 @@ class GatewayService:
         async with self._flush_lock:
             devices, self._pending_devices = list(self._pending_devices.values()), {}
             catalogs, self._pending_catalogs = self._pending_catalogs, []
+            kindergartens, self._pending_kindergartens = self._pending_kindergartens, []
             batch = self.presence.drain()
-            if not devices and not catalogs and batch.is_empty:
+            if not devices and not catalogs and not kindergartens and batch.is_empty:
                 return
             try:
-                await self._run(_write_all, self.store, devices, catalogs, batch)
+                await self._run(_write_all, self.store, kindergartens, devices, catalogs, batch)
             except Exception:
                 self.presence.restore(batch)
                 for row in devices:
                     self._pending_devices.setdefault(row.id, row)
                 self._pending_catalogs[:0] = catalogs
+                self._pending_kindergartens[:0] = kindergartens
                 raise
 
     # --- views for the API and metrics ----------------------------------------------------------------
@@ -615,8 +628,13 @@ class GatewayService:
         return len(self.devices), devices_online, channels_online
 
 
-def _write_all(store: Store, devices: list[Device], catalogs: list[tuple[str, list[Channel], bool]], batch: Any) -> None:
-    """One flush: device rows first (channels reference them), then catalogs, then presence."""
+def _write_all(
+    store: Store, kindergartens: list[Kindergarten], devices: list[Device],
+    catalogs: list[tuple[str, list[Channel], bool]], batch: Any,
+) -> None:
+    """One flush: kindergartens and device rows first (channels reference them), then catalogs, then presence."""
+    if kindergartens:
+        store.upsert_kindergartens(kindergartens)
     if devices:
         store.upsert_devices(devices)
     for device_id, channels, partial in catalogs:

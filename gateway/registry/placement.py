@@ -12,9 +12,13 @@ never invents kindergartens.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.gb28181.ids import is_civil_code, is_gb_id
 from gateway.gb28181.manscdp import CatalogItem
-from gateway.registry.model import Channel, Device, guess_area
+from gateway.registry.model import Channel, Device, Kindergarten, guess_area
+
+VIRTUAL_ORGANISATION = 216
 
 
 def kindergarten_id_by_convention(any_id: str) -> str | None:
@@ -24,8 +28,37 @@ def kindergarten_id_by_convention(any_id: str) -> str | None:
     return f"{any_id[:10]}2160{any_id[14:18]}00"
 
 
-def channel_from_item(item: CatalogItem, device: Device, now: float) -> Channel | None:
+def kindergartens_in_catalog(items: Sequence[CatalogItem]) -> dict[str, Kindergarten]:
+    """Kindergartens a lower *platform's* catalog describes: the 216 nodes channels hang under.
+
+    A platform (unlike an NVR) sends its tree: virtual-organisation nodes and, under
+    them, channels whose ParentID names their kindergarten. A 216 node that no
+    channel hangs under (a district, a group) is not a kindergarten.
+    """
+    parents = {item.parent_id for item in items if item.parent_id and _type_code(item.device_id) not in (215, 216)}
+    found: dict[str, Kindergarten] = {}
+    for item in items:
+        if _type_code(item.device_id) != VIRTUAL_ORGANISATION or item.device_id not in parents:
+            continue
+        district = item.civil_code[:6] if item.civil_code and is_civil_code(item.civil_code[:6]) else item.device_id[:6]
+        found[item.device_id] = Kindergarten(
+            id=item.device_id, name=(item.name or item.device_id).strip()[:200], district_code=district,
+            address=(item.address or "")[:200], longitude=item.longitude, latitude=item.latitude,
+        )  # fmt: skip
+    return found
+
+
+def _type_code(any_id: str) -> int | None:
+    return int(any_id[10:13]) if is_gb_id(any_id) else None
+
+
+def channel_from_item(
+    item: CatalogItem, device: Device, now: float, *, kindergarten_id: str | None = None
+) -> Channel | None:
     """A registry channel from a catalog item; None for tree nodes (regions, groups).
+
+    ``kindergarten_id`` overrides the device's (a lower platform's channel hangs
+    under its kindergarten's 216 node, see :func:`kindergartens_in_catalog`).
 
     Region items (2-8 digit civil codes) and business-group / virtual
     organisation nodes (215/216) describe the tree, not a camera or alarm input.
@@ -40,7 +73,7 @@ def channel_from_item(item: CatalogItem, device: Device, now: float) -> Channel 
     return Channel(
         id=item.device_id,
         device_id=device.id,
-        kindergarten_id=device.kindergarten_id,
+        kindergarten_id=kindergarten_id or device.kindergarten_id,
         district_code=district,
         name=name,
         area=guess_area(name),
