@@ -98,7 +98,7 @@ class GatewayService:
         self.devices: dict[str, DeviceState] = {}
         self.channel_owner: dict[str, str] = {}  # channel id -> device id (live streams look it up)
         self.kindergartens: dict[str, Kindergarten] = {}  # for placement, log lines and alarm payloads
-        self.channel_info: dict[str, tuple[str, AreaTag]] = {}  # channel id -> (name, area), for alarms
+        self.channels: dict[str, Channel] = {}  # every channel as last reported (alarms, upper catalogs)
         self.presence = PresenceBuffer()
         self.metrics = GatewayMetrics(self)
         self._pending_devices: dict[str, Device] = {}
@@ -227,12 +227,12 @@ class GatewayService:
         rows = await self._run(self.store.load_all_devices)
         for row in rows:
             self.devices[row.id] = DeviceState(row=row)
-        for channel_id, device_id, name, area in await self._run(self.store.load_channel_index):
-            state = self.devices.get(device_id)
+        for channel in await self._run(self.store.load_channels):
+            state = self.devices.get(channel.device_id)
             if state is not None:
-                state.channels[channel_id] = None  # status unknown until the next catalog
-                self.channel_owner[channel_id] = device_id
-                self.channel_info[channel_id] = (name, AreaTag(area))
+                state.channels[channel.id] = None  # status unknown until the next catalog
+                self.channel_owner[channel.id] = channel.device_id
+                self.channels[channel.id] = replace(channel, online=False)
         page_size = 1000
         offset = 0
         while True:
@@ -375,9 +375,10 @@ class GatewayService:
         if not event.partial:
             for channel_id in state.channels:
                 self.channel_owner.pop(channel_id, None)
+                self.channels.pop(channel_id, None)
             state.channels = {}
         state.channels.update({c.id: c.online for c in channels})
-        self.channel_info.update((c.id, (c.name, AreaTag(c.area))) for c in channels)
+        self.channels.update((c.id, c) for c in channels)
         self.channel_owner.update({c.id: event.device_id for c in channels})
         state.row = replace(state.row, channel_count=len(state.channels))
         self._pending_devices[event.device_id] = state.row
@@ -444,10 +445,14 @@ class GatewayService:
         assert self.access is not None and self.driver is not None and self.alarms is not None
         state = self.devices.get(event.device_id)
         row = state.row if state is not None else None
+        # The source channel places the alarm best: behind a lower platform the sender
+        # is the platform, which belongs to no kindergarten.
+        source = self.channels.get(event.alarm.device_id)
         notice = AlarmNotice(
             device_id=event.device_id, body=event.alarm, received_at=self._wall(event.at),
-            sender_registered=event.registered, kindergarten_id=row.kindergarten_id if row else None,
-            district_code=row.district_code if row else "",
+            sender_registered=event.registered,
+            kindergarten_id=(source.kindergarten_id if source else None) or (row.kindergarten_id if row else None),
+            district_code=(source.district_code if source else "") or (row.district_code if row else ""),
         )  # fmt: skip
         stored = True
         try:
@@ -483,8 +488,8 @@ class GatewayService:
             if state is None:
                 continue
             for channel_id, reported in state.channels.items():
-                info = self.channel_info.get(channel_id)
-                if info is None or info[1] is not AreaTag.ENTRANCE or channel_id[10:13] not in ("131", "132"):
+                info = self.channels.get(channel_id)
+                if info is None or info.area is not AreaTag.ENTRANCE or channel_id[10:13] not in ("131", "132"):
                     continue
                 if state.row.online and reported is not False:
                     return channel_id
@@ -495,7 +500,7 @@ class GatewayService:
         """Kindergarten, device, source and links of an alarm, from memory only (never waits)."""
         kg = self.kindergartens.get(alarm.kindergarten_id or "")
         state = self.devices.get(alarm.device_id)
-        source = self.channel_info.get(alarm.source_id)
+        source = self.channels.get(alarm.source_id)
         camera = self.entrance_camera(alarm.kindergarten_id)
         base = self.public_base()
         return Enrichment(
@@ -505,7 +510,7 @@ class GatewayService:
                 kg.longitude, kg.latitude,
             ) if kg else None,
             device_name=state.row.name if state else "",
-            source_name=source[0] if source else "", source_area=source[1].value if source else "",
+            source_name=source.name if source else "", source_area=AreaTag(source.area).value if source else "",
             live_channel_id=camera, live_url=f"{base}/live/{camera}" if camera else None,
             snapshot_url=f"{base}/api/alarms/{alarm.id}/snapshot.jpg" if camera else None,
             alarm_url=f"{base}/api/alarms/{alarm.id}",

@@ -1,12 +1,13 @@
 """Alarm intake (sans-I/O): a parsed Alarm notification becomes an :class:`Alarm`, or a repeat.
 
 Devices repeat themselves: a retransmitted MESSAGE, a device that did not get
-the Response MESSAGE and notifies the same event again with a new SN, a
-retry after the gateway restarted. The same event must be one alarm, so each
-alarm gets a *dedupe key* built from what identifies the event at the
-device — sender, source, method, type and the device's own alarm time (or,
-when that time is unusable, the SN) — and a repeat of a key seen within
-``window`` seconds is answered "received" without becoming a new alarm.
+the Response MESSAGE and notifies the same event again with a new SN, a retry
+after the gateway restarted, the same alarm relayed by two platforms. The same
+event must be one alarm, so each alarm gets a *dedupe key* built from what
+identifies the event at its source — the source's 20-digit ID, method, type and
+the device's own alarm time (or, when that time is unusable, the sender and its
+SN) — and a repeat of a key seen within ``window`` seconds is answered
+"received" without becoming a new alarm.
 
 Every field is judged here, not in the parser: a broken priority or an absurd
 clock does not make the alarm any less real, so the alarm is kept and the
@@ -104,8 +105,12 @@ class AlarmIntake:
         alarm_time = self._judge_time(body.alarm_time, notice.received_at, problems)
         if not notice.sender_registered:
             problems.append("sender not registered")
-        identity = alarm_time or f"sn:{body.sn}"
-        key = f"{notice.device_id}|{source_id}|{body.method}|{body.alarm_type}|{identity}"
+        # A 20-digit source ID is unique in the whole system, so the same event relayed by
+        # two paths (straight from the gateway and through a district platform) is one
+        # alarm; an SN only means something for its sender.
+        identity = alarm_time or f"{notice.device_id}:sn:{body.sn}"
+        origin = source_id if is_gb_id(source_id) else f"{notice.device_id}|{source_id}"
+        key = f"{origin}|{body.method}|{body.alarm_type}|{identity}"
         seen = self._recent.get(key)
         if seen is not None and notice.received_at - seen[1] <= self.window:
             return IntakeResult(None, seen[0])

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import ManscdpError
 from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
@@ -184,6 +184,23 @@ AccessEvent = (
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
 
+class AttachedCore(Protocol):
+    """Another sans-I/O core on the same endpoint (the cascade towards upper platforms).
+
+    It sees every endpoint event first and keeps the ones that are its own, and
+    its timers run with the access core's.
+    """
+
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Take the event if it is this core's; True when taken."""
+
+    def get_timer(self) -> float | None:
+        """The core's earliest deadline."""
+
+    def handle_timer(self, now: float) -> None:
+        """Run the core's due timers."""
+
+
 @dataclass(frozen=True, slots=True)
 class AccessConfig:
     """Behaviour switches of the access core."""
@@ -237,6 +254,7 @@ class DeviceAccess:
         self.sessions: dict[str, DeviceSession] = {}
         # Takes the SIP events of INVITE dialogs (the live service); returns True when consumed.
         self.media_router: Callable[[SipEvent, float], bool] | None = None
+        self.attached: list[AttachedCore] = []  # cores sharing the endpoint, asked before this one
         # Whether an unregistered sender is a device we know (its alarms are kept, not refused).
         self.known_device: Callable[[str], bool] = lambda device_id: False
         self._events: deque[AccessEvent] = deque()
@@ -258,6 +276,7 @@ class DeviceAccess:
                 self.liveness.get_timer(),
                 self.catalogs.get_timer(),
                 self.queries.get_timer(),
+                *(core.get_timer() for core in self.attached),
             ) if t is not None
         ]  # fmt: skip
         return min(candidates) if candidates else None
@@ -269,6 +288,8 @@ class DeviceAccess:
         for done in self.catalogs.handle_timer(now):
             self._catalog_done(done, now)
         self._expire_queries(now)
+        for core in self.attached:
+            core.handle_timer(now)
         self.process(now)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
@@ -287,6 +308,8 @@ class DeviceAccess:
     def handle_sip_event(self, event: SipEvent, now: float) -> None:
         """Dispatch one endpoint event (live-play dialogs go to ``media_router`` first)."""
         if self.media_router is not None and self.media_router(event, now):
+            return
+        if any(core.route(event, now) for core in self.attached):
             return
         if isinstance(event, RequestReceived):
             self._on_request(event, now)

@@ -477,13 +477,11 @@ class SqliteStore:
             rows = conn.execute(f"{_DEVICE_SELECT} ORDER BY id").fetchall()
         return [_device_from(r) for r in rows]
 
-    def load_channel_index(self) -> list[tuple[str, str, str, str]]:
-        """Every channel as ``(channel id, device id, name, area)`` (startup warm-up)."""
+    def load_channels(self) -> list[Channel]:
+        """Every channel ordered by id (startup warm-up)."""
         with self._transaction(write=False) as conn:
-            return [
-                (r[0], r[1], r[2], r[3])
-                for r in conn.execute("SELECT id, device_id, name, area FROM channel ORDER BY id")
-            ]
+            rows = conn.execute(f"{_CHANNEL_SELECT} ORDER BY id").fetchall()
+        return [_channel_from(r) for r in rows]
 
     # --- channels --------------------------------------------------------------
 

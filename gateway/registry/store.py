@@ -123,8 +123,8 @@ class Store(Protocol):
     def load_all_devices(self) -> list[Device]:
         """Every device, for warming up the in-memory state at startup."""
 
-    def load_channel_index(self) -> list[tuple[str, str, str, str]]:
-        """Every channel as ``(channel id, device id, name, area)``, for the same warm-up."""
+    def load_channels(self) -> list[Channel]:
+        """Every channel, for the same warm-up (catalogs to upper platforms are built from memory)."""
 
 
 _SQLITE_PREFIX = "sqlite://"

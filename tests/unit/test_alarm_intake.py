@@ -252,3 +252,12 @@ def test_rfc3339_ms_rounds_to_milliseconds() -> None:
     assert rfc3339_ms(0.0) == "1970-01-01T00:00:00.000Z"
     assert rfc3339_ms(1.9996) == "1970-01-01T00:00:02.000Z"
     assert rfc3339_ms(1_764_387_259.5) == "2025-11-29T03:34:19.500Z"
+
+
+def test_the_same_event_relayed_by_another_platform_is_one_alarm() -> None:
+    """Straight from the gateway and again through a district platform: the source ID decides."""
+    core = intake()
+    first = core.accept(notice(button(sn=1), sender="12010000002090000001")).alarm
+    assert first is not None
+    relayed = core.accept(notice(button(sn=77), sender="12010100002000000001", at=T0 + 0.2))
+    assert relayed.alarm is None and relayed.duplicate_of == first.id
