@@ -28,8 +28,10 @@ from gateway.alarms.model import Alarm
 from gateway.alarms.outbox import RetryPolicy
 from gateway.alarms.payload import Enrichment, KindergartenInfo
 from gateway.alarms.service import AlarmService, AlarmSettings
-from gateway.alarms.sinks.base import Sink
+from gateway.alarms.sinks.base import OutboundMessage, Sink
+from gateway.alarms.sinks.gb import GbAlarmSink
 from gateway.alarms.store import open_alarm_store
+from gateway.cascade.service import CascadeService
 from gateway.config import GatewayConfig
 from gateway.errors import StoreError
 from gateway.gb28181.access import (
@@ -112,6 +114,7 @@ class GatewayService:
         self.access: DeviceAccess | None = None
         self.live: LiveService | None = None
         self.alarms: AlarmService | None = None
+        self.cascade: CascadeService | None = None
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         self._kg_devices: dict[str, list[str]] = {}  # kindergarten -> device ids (rebuilt lazily)
         self._kg_devices_at = float("-inf")
@@ -121,6 +124,7 @@ class GatewayService:
         self.http_port = 0
         self.wall_offset = 0.0
         self.started_at = time.time()
+        self._stopped = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -171,6 +175,8 @@ class GatewayService:
         )
         self.access.media_router = self.live.route
         self.access.known_device = self.devices.__contains__  # their alarms are kept even when unregistered
+        if self.config.upper_platforms:
+            self.cascade = CascadeService(self, self.config.upper_platforms)
         self.sip_port = await self.driver.listen(self.config.sip_host, self.config.sip_port, tcp=self.config.sip_tcp)
         self._runner = web.AppRunner(make_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -178,6 +184,9 @@ class GatewayService:
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="kgw-flush"))
+        if self.cascade is not None:
+            self.cascade.start(loop.time())
+            self.driver.flush()
         log.info(
             "gateway %s listening: SIP udp/tcp %s:%d, HTTP http://%s:%d/ (db %s, enrolment %s)",
             self.config.id, self.config.sip_host, self.sip_port, self.config.http_host, self.http_port,
@@ -185,7 +194,10 @@ class GatewayService:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        """Flush what is pending and close everything."""
+        """Flush what is pending and close everything (a second call does nothing)."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self.live is not None:
             for channel_id in list(self.live.streams):
                 self.live.close(channel_id, "gateway stopping")
@@ -194,6 +206,10 @@ class GatewayService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._alarm_tasks:  # alarms being stored: let them finish (they are answered after)
             await asyncio.wait(list(self._alarm_tasks), timeout=5.0)
+        if self.cascade is not None and self.driver is not None:
+            self.cascade.stop(asyncio.get_running_loop().time())  # unregister from the uppers
+            self.driver.flush()
+            await asyncio.sleep(0.2)
         if self.driver is not None:
             self.driver.flush()
             self.driver.close()
@@ -263,6 +279,8 @@ class GatewayService:
 
     def _drain_events(self) -> None:
         assert self.access is not None
+        if self.cascade is not None:
+            self.cascade.drain()
         while (event := self.access.next_event()) is not None:
             try:
                 self._on_event(event)
@@ -355,6 +373,11 @@ class GatewayService:
         for channel_id, reported in state.channels.items():
             self.presence.mark_channel(channel_id, online and reported is not False)
         log.info("device %s %s (%s)", device_id, "online" if online else "OFFLINE", reason)
+        if self.cascade is not None and state.channels:  # the uppers see its channels go ON/OFF
+            mine = [c for i in state.channels if (c := self.channels.get(i)) is not None]
+            before = {c.id: replace(c, online=c.online and not online) for c in mine}
+            after = {c.id: replace(c, online=c.online and online) for c in mine}
+            self.cascade.channels_changed(before, after, at)
 
     def _on_catalog(self, event: CatalogReceived) -> None:
         state = self.devices.get(event.device_id)
@@ -372,6 +395,8 @@ class GatewayService:
             if (c := channel_from_item(item, state.row, now,
                                        kindergarten_id=item.parent_id if item.parent_id in learned else None))
         ]  # fmt: skip
+        ids = state.channels if not event.partial else {c.id: None for c in channels}
+        before = {i: c for i in ids if (c := self.channels.get(i)) is not None and self.channel_owner.get(i) == event.device_id}
         if not event.partial:
             for channel_id in state.channels:
                 self.channel_owner.pop(channel_id, None)
@@ -385,6 +410,12 @@ class GatewayService:
         stored = [replace(c, online=c.online and state.row.online) for c in channels]
         self._pending_catalogs.append((event.device_id, stored, event.partial))
         self.metrics.catalogs.labels(result="partial" if event.partial else "complete").inc()
+        if self.cascade is not None:
+            up = state.row.online
+            self.cascade.channels_changed(
+                {i: replace(c, online=c.online and up) for i, c in before.items()},
+                {c.id: replace(c, online=c.online and up) for c in channels}, event.at,
+            )  # fmt: skip
         log.info(
             "catalog of %s: %d channels%s", event.device_id, len(channels), " (partial)" if event.partial else ""
         )
@@ -426,6 +457,11 @@ class GatewayService:
             from gateway.alarms.sinks.webhook import WebhookSink  # noqa: PLC0415
 
             sinks.append(WebhookSink(config.webhook_url, config.webhook_secret, timeout=config.webhook_timeout))
+        if config.upper_platforms:  # the cascade exists once SIP is up; deliveries come later
+            sinks.append(GbAlarmSink(
+                lambda alarm: self.cascade.alarm_targets(alarm) if self.cascade is not None else [],
+                self._send_alarm_upward,
+            ))  # fmt: skip
         store = await asyncio.to_thread(open_alarm_store, self.config.db)
         settings = AlarmSettings(
             escalate_after=config.alarm_escalate_after, dedupe_window=config.alarm_dedupe_window,
@@ -466,6 +502,11 @@ class GatewayService:
             log.exception("alarm from %s (SN %d) failed: answered 500", event.device_id, event.alarm.sn)
         self.access.confirm_alarm(event, asyncio.get_running_loop().time(), stored=stored)
         self.driver.flush()
+
+    async def _send_alarm_upward(self, name: str, message: OutboundMessage) -> int:
+        if self.cascade is None:
+            return 480
+        return await self.cascade.send_alarm(name, message)
 
     def public_base(self) -> str:
         """Base URL for links in alarm payloads."""

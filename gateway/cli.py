@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, load_config
+from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, UpperSpec, load_config, parse_upper_flag
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
 
@@ -73,10 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--alarm-escalate-after", type=float, metavar="S",
                     help="escalate alarms not acknowledged within S seconds (default 180; 0 = never)")
     gw.add_argument("--public-url", help="base URL put in alarm links (default http://HTTP_HOST:HTTP_PORT)")
+    gw.add_argument("--upper", action="append", metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
+                    help="register with an upper platform (repeatable): e.g. district/120101=12010100002000000001@"
+                         "10.0.0.5:5060, municipal=…, police=…; the password is --password unless set in --config")
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
     _simulate_args(sim)
+
+    plat = sub.add_parser("platform", help="a GB/T 28181 upper platform: district, municipal or police")
+    plat.add_argument("--level", choices=["district", "municipal", "police"], required=True)
+    plat.add_argument("--district", help="the district's 6-digit civil code (level district), e.g. 120101")
+    plat.add_argument("--id", help="the platform's 20-digit SIP ID (default by level, type 200)")
+    plat.add_argument("--sip-host", default="127.0.0.1")
+    plat.add_argument("--sip-port", type=int, default=5070, help="SIP port, UDP and TCP (default 5070)")
+    plat.add_argument("--http-host", default="127.0.0.1")
+    plat.add_argument("--http-port", type=int, default=8070, help="console and API port (default 8070)")
+    plat.add_argument("--password", default="12345678", help="password lower platforms and devices register with")
+    plat.add_argument("--db", help="SQLite file (default var/platform-<level>.db)")
+    plat.add_argument("--upper", action="append", metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
+                      help="cascade upward too (a district platform registering with the municipal one)")
+    plat.add_argument("--config", help="TOML file with [gateway] settings and [[upper_platforms]]")
+    plat.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
     police = sub.add_parser("police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook")
     police.add_argument("--mqtt", metavar="URL", help="broker to subscribe to: mqtt://[user:pass@]HOST:PORT")
@@ -149,6 +167,31 @@ async def _run_until_signal(start: Callable[[], Awaitable[Any]], stop: Callable[
             loop.remove_signal_handler(sig)
 
 
+def _uppers(args: argparse.Namespace, password: str) -> tuple[UpperSpec, ...] | None:
+    if not args.upper:
+        return None
+    return tuple(parse_upper_flag(text, password) for text in args.upper)
+
+
+def platform_id(level: str, district: str | None) -> str:
+    """Default SIP IDs of the platforms (type 200): the district's, the city's, the police's."""
+    if level == "district":
+        if not district:
+            raise ConfigError("--level district needs --district CODE (e.g. 120101)")
+        return f"{district}00002000000001"
+    return "12010000002000000001" if level == "municipal" else "12010000002000000110"
+
+
+def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
+    """``kgw platform``: a gateway service with a platform's ID that lower platforms register with."""
+    return load_config(
+        args.config, id=args.id or platform_id(args.level, args.district), sip_host=args.sip_host,
+        sip_port=args.sip_port, http_host=args.http_host, http_port=args.http_port, password=args.password,
+        db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
+        upper_platforms=_uppers(args, args.password), log_level=args.log_level,
+    )  # fmt: skip
+
+
 def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """Merge --config with flags."""
     return load_config(
@@ -159,6 +202,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         keepalive_interval=args.keepalive_interval, keepalive_missed=args.keepalive_missed,
         log_level=args.log_level, mqtt=args.mqtt, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret,
         alarm_escalate_after=args.alarm_escalate_after, public_url=args.public_url,
+        upper_platforms=_uppers(args, args.password or GatewayConfig().password),
     )  # fmt: skip
 
 
@@ -348,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "simulate":
             _setup_logging(args.log_level)
             runner = run_simulate(fleet_options_from_args(args))
+        elif args.command == "platform":
+            config = platform_config_from_args(args)
+            _setup_logging(config.log_level)
+            runner = run_gateway(config)
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)

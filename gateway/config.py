@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import ConfigError
+from gateway.cascade.policy import PolicyLevel, SharePolicy
+from gateway.cascade.upper import UpperPlatformConfig
+from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 
 DEFAULT_GATEWAY_ID = "12010000002090000001"  # Tianjin (1201), type 209 access gateway
@@ -25,6 +27,14 @@ class ProvisionedDevice:
     id: str
     password: str | None = None
     kindergarten_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpperSpec:
+    """An upper platform to register with (``[[upper_platforms]]``) and the policy of what it may see."""
+
+    link: UpperPlatformConfig
+    policy: SharePolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,7 @@ class GatewayConfig:
     alarm_dead_after: int = 10  # attempts before a delivery is shown as dead-letter (it keeps being retried)
     alarm_snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
+    upper_platforms: tuple[UpperSpec, ...] = field(default_factory=tuple)  # cascade (README "Cascade")
 
     @property
     def domain(self) -> str:
@@ -126,6 +137,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         values.update(data.get("gateway", {k: v for k, v in data.items() if not isinstance(v, dict)}))
         if "devices" in data:
             values["devices"] = data["devices"]
+        if "upper_platforms" in data:
+            values["upper_platforms"] = data["upper_platforms"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(GatewayConfig)}
     unknown = set(values) - known
@@ -133,6 +146,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         raise ConfigError(f"unknown gateway settings: {', '.join(sorted(unknown))}")
     if "devices" in values:
         values["devices"] = tuple(_device(d) for d in values["devices"])
+    if "upper_platforms" in values:
+        password = str(values.get("password", GatewayConfig().password))
+        values["upper_platforms"] = tuple(_upper(u, password) for u in values["upper_platforms"])
     try:
         config = replace(GatewayConfig(), **values)
     except TypeError as exc:
@@ -149,3 +165,48 @@ def _device(raw: Any) -> ProvisionedDevice:
     if extra:
         raise ConfigError(f"unknown device settings: {', '.join(sorted(extra))}")
     return ProvisionedDevice(id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id"))
+
+
+_UPPER_LINK_FIELDS = frozenset(f.name for f in fields(UpperPlatformConfig))
+
+
+def _upper(raw: Any, default_password: str) -> UpperSpec:
+    """``[[upper_platforms]]``: the link's settings plus ``level`` and (district level) ``district``."""
+    if isinstance(raw, UpperSpec):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError("each [[upper_platforms]] entry must be a table")
+    extra = set(raw) - _UPPER_LINK_FIELDS - {"level", "district"}
+    if extra:
+        raise ConfigError(f"unknown upper platform settings: {', '.join(sorted(extra))}")
+    level = str(raw.get("level", ""))
+    district = raw.get("district")
+    try:
+        policy = SharePolicy(PolicyLevel(level), str(district) if district is not None else None)
+    except ValueError as exc:
+        raise ConfigError(f"upper platform level must be district, municipal or police, not {level!r}") from exc
+    settings = {k: v for k, v in raw.items() if k in _UPPER_LINK_FIELDS}
+    settings.setdefault("name", level if level != "district" else f"district-{district}")
+    settings.setdefault("password", default_password)
+    try:
+        link = UpperPlatformConfig(**settings)
+        link.validate()
+    except TypeError as exc:
+        raise ConfigError(f"upper platform {settings.get('name')!r}: {exc}") from exc
+    except GatewayError as exc:
+        raise ConfigError(str(exc)) from exc
+    return UpperSpec(link, policy)
+
+
+def parse_upper_flag(text: str, default_password: str) -> UpperSpec:
+    """``LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT`` from the command line (password: the gateway's)."""
+    target, _, address = text.partition("=")
+    server_id, _, hostport = address.partition("@")
+    host, _, port = hostport.rpartition(":")
+    level, _, district = target.partition("/")
+    if not (level and server_id and host and port.isdigit()):
+        raise ConfigError(f"--upper wants LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT, not {text!r}")
+    raw: dict[str, Any] = {"level": level, "server_id": server_id, "host": host, "port": int(port)}
+    if district:
+        raw["district"] = district
+    return _upper(raw, default_password)

@@ -65,6 +65,14 @@ class GatewayMetrics:
             "kgw_alarm_escalations", "Alarms escalated to the municipal level (not acknowledged in time)",
             registry=self.registry,
         )
+        self.upper_transitions = Counter(
+            "kgw_upper_platform_transitions", "Upper platform links going online/offline", ["platform", "state"],
+            registry=self.registry,
+        )
+        self.upper_catalog_items = Counter(
+            "kgw_upper_catalog_items", "Catalog items sent to an upper platform (answers and NOTIFYs)", ["platform"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(service))
 
 
@@ -109,6 +117,12 @@ class _LiveCollector(Collector):
             yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
         if service.alarms is not None:
             yield from _alarm_gauges(service)
+        if service.cascade is not None:
+            up = GaugeMetricFamily("kgw_upper_platform_registered", "1 while registered with the upper platform",
+                                   labels=["platform", "level"])
+            for link in service.cascade.status():
+                up.add_metric([link["name"], link["level"]], 1 if link["state"] == "registered" else 0)
+            yield up
         if service.access is None:
             return
         stats = service.access.endpoint.stats

@@ -219,6 +219,12 @@ async def status_events(request: web.Request) -> web.Response:
     return _json({"items": [asdict(e) for e in events]})
 
 
+async def upper_platforms(request: web.Request) -> web.Response:
+    """GET /api/upper-platforms: each upper platform link (state, policy, failures, subscriptions)."""
+    cascade = _service(request).cascade
+    return _json({"items": cascade.status() if cascade is not None else []})
+
+
 def make_app(service: GatewayService) -> web.Application:
     """The aiohttp application of one gateway."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
@@ -234,6 +240,7 @@ def make_app(service: GatewayService) -> web.Application:
     app.router.add_post("/api/kindergartens", add_kindergartens)
     app.router.add_get("/api/districts", districts)
     app.router.add_get("/api/events", status_events)
+    app.router.add_get("/api/upper-platforms", upper_platforms)
     add_live_routes(app, service)
     add_alarm_routes(app, service)
     add_console_routes(app)

@@ -1,0 +1,156 @@
+"""The cascade on loopback: simulated kindergartens → gateway → district / municipal / police platforms.
+
+Every platform is a real ``GatewayService`` with a platform ID (type 200) on its own
+ephemeral ports; the gateway registers with them over UDP with digest and answers
+their Catalog queries with its policy's subset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gateway.app import GatewayService
+from gateway.cascade.policy import PolicyLevel, SharePolicy
+from gateway.config import UpperSpec
+from gateway.cascade.upper import UpperPlatformConfig
+from gateway.registry.model import AreaTag, guess_area
+from tests.conftest import http_json, wait_for
+
+PASSWORD = "platform-pw"
+
+
+def upper(platform: GatewayService, level: str, district: str | None = None, **kw: Any) -> UpperSpec:
+    link = UpperPlatformConfig(name=level if level != "district" else f"district-{district}",
+                               server_id=platform.config.id, host="127.0.0.1", port=platform.sip_port,
+                               password=PASSWORD, keepalive_interval=kw.pop("keepalive_interval", 5.0),
+                               register_retry_min=0.2, register_retry_max=1.0, **kw)
+    return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
+
+
+async def platform(gateway_factory: Any, level: str, district: str | None = None, **kw: Any) -> GatewayService:
+    ids = {"municipal": "12010000002000000001", "police": "12010000002000000110"}
+    platform_id = ids.get(level) or f"{district}00002000000001"
+    return await gateway_factory(id=platform_id, password=PASSWORD, **kw)
+
+
+async def channel_ids(service: GatewayService) -> set[str]:
+    status, page = await http_json(f"http://127.0.0.1:{service.http_port}/api/channels?limit=1000")
+    assert status == 200
+    return {c["id"] for c in page["items"]}
+
+
+def city_channels(gateway: GatewayService) -> dict[str, Any]:
+    return dict(gateway.channels)
+
+
+async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: Any, fleet_factory: Any) -> None:
+    heping, hexi = "120101", "120103"
+    d1 = await platform(gateway_factory, "district", heping)
+    d2 = await platform(gateway_factory, "district", hexi)
+    municipal = await platform(gateway_factory, "municipal")
+    police = await platform(gateway_factory, "police")
+    gateway = await gateway_factory(upper_platforms=(
+        upper(d1, "district", heping), upper(d2, "district", hexi), upper(municipal, "municipal"),
+        upper(police, "police"),
+    ))  # fmt: skip
+    fleet = await fleet_factory(gateway, kindergartens=40, cameras=(4, 6))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    assert await wait_for(lambda: len(gateway.channels) >= sum(
+        len(c.channels) for k in fleet.city for c in k.devices), 20)
+    # the uppers saw the gateway register and queried its catalog; ask again now that it is complete
+    assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
+    for p in (d1, d2, municipal, police):
+        await p.query(gateway.config.id, "Catalog")
+    everything = city_channels(gateway)
+    expect = {
+        d1: {i for i, c in everything.items() if c.district_code == heping},
+        d2: {i for i, c in everything.items() if c.district_code == hexi},
+        municipal: set(everything),
+        police: {i for i, c in everything.items() if SharePolicy.police().allows_channel(c)},
+    }
+    assert expect[d1] and expect[d2] and expect[police]
+    for p, wanted in expect.items():
+        assert await wait_for(lambda p=p, wanted=wanted: len(p.channels) == len(wanted), 20), (p.config.id, len(p.channels), len(wanted))  # type: ignore[misc]
+        assert set(p.channels) == wanted
+        await p.flush()
+        assert await channel_ids(p) == wanted  # the registry has them too
+    # police: never an indoor camera, over the whole simulated city
+    for channel in police.channels.values():
+        assert channel.type_code == 134 or (AreaTag(guess_area(channel.name)).is_public), channel
+    # the platforms learned the kindergartens from the tree, with names
+    kg = fleet.city[0]
+    assert municipal.kindergartens[kg.id].name == kg.name
+    status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
+    assert {u["name"]: u["state"] for u in uppers["items"]} == {
+        f"district-{heping}": "registered", f"district-{hexi}": "registered", "municipal": "registered",
+        "police": "registered"}
+
+
+async def test_three_level_chain_municipal_sees_exactly_the_district(gateway_factory: Any, fleet_factory: Any) -> None:
+    """devices → gateway → district platform → municipal platform."""
+    municipal = await platform(gateway_factory, "municipal")
+    fleet_probe_district = "120101"
+    district = await platform(gateway_factory, "district", fleet_probe_district,
+                              upper_platforms=(upper(municipal, "municipal"),))
+    gateway = await gateway_factory(upper_platforms=(upper(district, "district", fleet_probe_district),))
+    fleet = await fleet_factory(gateway, kindergartens=60, cameras=(3, 4))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    wanted = {i for i, c in gateway.channels.items() if c.district_code == fleet_probe_district}
+    assert wanted, "the simulated city should have kindergartens in 和平区"
+    await asyncio.sleep(0.5)
+    await district.query(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: set(district.channels) == wanted, 20)
+    await municipal.query(district.config.id, "Catalog")
+    assert await wait_for(lambda: set(municipal.channels) == wanted, 20), (len(municipal.channels), len(wanted))
+
+
+async def test_upper_restart_gets_the_gateway_back_without_help(gateway_factory: Any, fleet_factory: Any,
+                                                                 tmp_path: Any) -> None:
+    db = str(tmp_path / "municipal.db")
+    municipal = await platform(gateway_factory, "municipal", db=db)
+    port = municipal.sip_port
+    gateway = await gateway_factory(upper_platforms=(upper(municipal, "municipal", keepalive_interval=1.0),))
+    fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    assert await wait_for(lambda: gateway.config.id in municipal.devices and municipal.devices[gateway.config.id].row.online, 10)
+    await municipal.stop()
+    assert await wait_for(lambda: gateway.cascade.status()[0]["state"] != "registered", 15)
+    restarted = await platform(gateway_factory, "municipal", db=":memory:", sip_port=port)  # forgot everything
+    assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 20)
+    await asyncio.sleep(0.3)
+    await restarted.query(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: len(restarted.channels) == len(gateway.channels) > 0, 20)
+
+
+async def test_an_alarm_reaches_district_municipal_and_police_once_each(gateway_factory: Any,
+                                                                       fleet_factory: Any) -> None:
+    fleet_district = "120101"
+    d1 = await platform(gateway_factory, "district", fleet_district)
+    other = await platform(gateway_factory, "district", "120103")
+    municipal = await platform(gateway_factory, "municipal")
+    police = await platform(gateway_factory, "police")
+    gateway = await gateway_factory(upper_platforms=(
+        upper(d1, "district", fleet_district), upper(other, "district", "120103"), upper(municipal, "municipal"),
+        upper(police, "police"),
+    ))  # fmt: skip
+    fleet = await fleet_factory(gateway, kindergartens=30, cameras=(2, 3))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
+    kg = next(k for k in fleet.city if k.district_code == fleet_district)
+    for p in (d1, municipal, police):
+        await p.query(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: all(len(p.channels) > 0 for p in (d1, municipal, police)), 20)
+    fleet.press(kg.id, "button")
+    fleet.press(kg.id, "tamper")  # a device fault: not for the police
+    for p in (d1, municipal):
+        assert await wait_for(lambda p=p: p.alarms is not None and p.alarms.counters["received"] == 2, 15)  # type: ignore[misc]
+    assert await wait_for(lambda: police.alarms is not None and police.alarms.counters["received"] == 1, 15)
+    await asyncio.sleep(1.0)
+    assert other.alarms is not None and other.alarms.counters["received"] == 0  # another district
+    assert [p.alarms.counters["received"] for p in (d1, municipal, police)] == [2, 2, 1]  # once each
+    status, listed = await http_json(f"http://127.0.0.1:{police.http_port}/api/alarms")
+    alarm = listed["items"][0]
+    assert alarm["kind"] == "one_button" and alarm["kindergarten_id"] == kg.id
+    assert alarm["kindergarten_name"] == kg.name
+    assert gateway.alarms is not None and gateway.alarms.outbox.depth("gb") == 0
