@@ -37,6 +37,7 @@ from gateway.errors import StoreError
 from gateway.gb28181.access import (
     AccessConfig,
     AlarmNotified,
+    CatalogNotified,
     CatalogReceived,
     DeviceAccess,
     DeviceInfoReceived,
@@ -106,6 +107,7 @@ class GatewayService:
         self._pending_devices: dict[str, Device] = {}
         self._pending_catalogs: list[tuple[str, list[Channel], bool]] = []
         self._pending_kindergartens: list[Kindergarten] = []  # learned from lower platforms' catalogs
+        self._pending_channel_deletes: list[str] = []  # DELs of lower platforms' catalog NOTIFYs
         self._waiters: dict[tuple[str, str, int], asyncio.Future[Any]] = {}
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -302,6 +304,8 @@ class GatewayService:
             self._on_catalog(event)
         elif isinstance(event, DeviceInfoReceived):
             self._on_device_info(event)
+        elif isinstance(event, CatalogNotified):
+            self._on_catalog_notify(event)
         elif isinstance(event, DeviceStatusReceived):
             self._resolve(event.device_id, "DeviceStatus", event.status.sn, event.status)
         elif isinstance(event, QueryFailed):
@@ -392,8 +396,7 @@ class GatewayService:
             self._kg_devices_at = float("-inf")
         channels = [
             c for item in event.items
-            if (c := channel_from_item(item, state.row, now,
-                                       kindergarten_id=item.parent_id if item.parent_id in learned else None))
+            if (c := channel_from_item(item, state.row, now, kindergarten_id=self._kindergarten_node(item.parent_id)))
         ]  # fmt: skip
         ids = state.channels if not event.partial else {c.id: None for c in channels}
         before = {i: c for i in ids if (c := self.channels.get(i)) is not None and self.channel_owner.get(i) == event.device_id}
@@ -419,6 +422,66 @@ class GatewayService:
         log.info(
             "catalog of %s: %d channels%s", event.device_id, len(channels), " (partial)" if event.partial else ""
         )
+
+    def _kindergarten_node(self, parent_id: str | None) -> str | None:
+        """The kindergarten a lower platform's channel hangs under (its ParentID), if known."""
+        return parent_id if parent_id and parent_id in self.kindergartens else None
+
+    def _on_catalog_notify(self, event: CatalogNotified) -> None:
+        """A lower platform's catalog changes: ADD/UPDATE, DEL, ON/OFF (notes §14.3)."""
+        state = self.devices.get(event.device_id)
+        if state is None:
+            return
+        now = self._wall(event.at)
+        fresh = [kg for kg in kindergartens_in_catalog(event.items).values() if kg.id not in self.kindergartens]
+        if fresh:
+            self.kindergartens.update((kg.id, kg) for kg in fresh)
+            self._pending_kindergartens.extend(fresh)
+            self._kg_devices_at = float("-inf")
+        up = state.row.online
+        before: dict[str, Channel] = {}
+        after: dict[str, Channel] = {}
+        upserts: dict[str, Channel] = {}
+        deleted: list[str] = []
+        for item in event.items:
+            kind = (item.event or "UPDATE").upper()
+            old = self.channels.get(item.device_id)
+            if old is not None and self.channel_owner.get(item.device_id) != event.device_id:
+                continue  # another device's channel: a lower platform may only change its own
+            if kind == "DEL":
+                if old is not None:
+                    before[old.id] = old
+                    deleted.append(old.id)
+                    self.channels.pop(old.id, None)
+                    self.channel_owner.pop(old.id, None)
+                    state.channels.pop(old.id, None)
+                continue
+            if kind in ("ON", "OFF", "VLOST", "DEFECT"):
+                if old is None:
+                    continue
+                channel = replace(old, online=kind == "ON", updated_at=now)
+            else:  # ADD / UPDATE (and items without an Event)
+                made = channel_from_item(item, state.row, now, kindergarten_id=self._kindergarten_node(item.parent_id))
+                if made is None:
+                    continue  # a tree node
+                channel = made
+            if old is not None:
+                before[old.id] = replace(old, online=old.online and up)
+            after[channel.id] = replace(channel, online=channel.online and up)
+            self.channels[channel.id] = channel
+            self.channel_owner[channel.id] = event.device_id
+            state.channels[channel.id] = channel.online
+            upserts[channel.id] = replace(channel, online=channel.online and up)
+        if upserts:
+            self._pending_catalogs.append((event.device_id, list(upserts.values()), True))
+        if deleted:
+            self._pending_channel_deletes.extend(deleted)
+        if upserts or deleted:
+            state.row = replace(state.row, channel_count=len(state.channels))
+            self._pending_devices[event.device_id] = state.row
+            log.info("catalog NOTIFY from %s: %d changed, %d removed", event.device_id, len(upserts), len(deleted))
+            if self.cascade is not None:
+                self.cascade.channels_changed(before, after, event.at)
 
     def _on_device_info(self, event: DeviceInfoReceived) -> None:
         self._resolve(event.device_id, "DeviceInfo", event.info.sn, event.info)
@@ -474,7 +537,7 @@ class GatewayService:
         )  # fmt: skip
         await self.alarms.start()
         if not sinks:
-            log.warning("no alarm sink configured (--mqtt, webhook_url): alarms reach the API and consoles only")
+            log.info("no alarm sink configured (--mqtt, webhook_url, upper platforms): alarms reach the API and consoles")
 
     async def _on_alarm(self, event: AlarmNotified) -> None:
         """Store the alarm, then answer the device (200 + Response MESSAGE)."""
@@ -649,17 +712,19 @@ class GatewayService:
             devices, self._pending_devices = list(self._pending_devices.values()), {}
             catalogs, self._pending_catalogs = self._pending_catalogs, []
             kindergartens, self._pending_kindergartens = self._pending_kindergartens, []
+            deletes, self._pending_channel_deletes = self._pending_channel_deletes, []
             batch = self.presence.drain()
-            if not devices and not catalogs and not kindergartens and batch.is_empty:
+            if not devices and not catalogs and not kindergartens and not deletes and batch.is_empty:
                 return
             try:
-                await self._run(_write_all, self.store, kindergartens, devices, catalogs, batch)
+                await self._run(_write_all, self.store, kindergartens, devices, catalogs, batch, deletes)
             except Exception:
                 self.presence.restore(batch)
                 for row in devices:
                     self._pending_devices.setdefault(row.id, row)
                 self._pending_catalogs[:0] = catalogs
                 self._pending_kindergartens[:0] = kindergartens
+                self._pending_channel_deletes[:0] = deletes
                 raise
 
     # --- views for the API and metrics ----------------------------------------------------------------
@@ -676,7 +741,7 @@ class GatewayService:
 
 def _write_all(
     store: Store, kindergartens: list[Kindergarten], devices: list[Device],
-    catalogs: list[tuple[str, list[Channel], bool]], batch: Any,
+    catalogs: list[tuple[str, list[Channel], bool]], batch: Any, deletes: list[str],
 ) -> None:
     """One flush: kindergartens and device rows first (channels reference them), then catalogs, then presence."""
     if kindergartens:
@@ -688,6 +753,8 @@ def _write_all(
             store.upsert_channels(channels)
         else:
             store.replace_channels(device_id, channels)
+    if deletes:
+        store.delete_channels(deletes)
     if not batch.is_empty:
         write_presence_batch(store, batch)
 

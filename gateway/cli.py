@@ -106,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
     demo.add_argument("--sip-port", type=int, default=5060, help="gateway SIP port, UDP and TCP (default 5060)")
-    demo.add_argument("--http-port", type=int, default=8080, help="gateway HTTP API port (default 8080)")
-    demo.add_argument("--db", default="var/demo.db", help="registry SQLite file (default var/demo.db)")
+    demo.add_argument("--http-port", type=int, default=8080,
+                      help="gateway console/API port (default 8080); the 18 platforms take the next 18 ports")
+    demo.add_argument("--data-dir", default="var/demo", help="SQLite files of the gateway and platforms (default var/demo)")
     demo.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport of the devices")
     demo.add_argument("--keepalive-interval", type=float, default=20.0,
                       help="demo devices keep alive every N s (default 20, so offline shows within a minute)")
@@ -119,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="s before an unacknowledged alarm escalates to the municipal level (default 120)")
     demo.add_argument("--no-mqtt", action="store_true",
                       help="do not start the local Mosquitto broker and police receiver")
+    demo.add_argument("--no-platforms", action="store_true",
+                      help="only the gateway and the city, without the 16 district, municipal and police platforms")
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return parser
 
@@ -173,17 +176,12 @@ def _uppers(args: argparse.Namespace, password: str) -> tuple[UpperSpec, ...] | 
     return tuple(parse_upper_flag(text, password) for text in args.upper)
 
 
-def platform_id(level: str, district: str | None) -> str:
-    """Default SIP IDs of the platforms (type 200): the district's, the city's, the police's."""
-    if level == "district":
-        if not district:
-            raise ConfigError("--level district needs --district CODE (e.g. 120101)")
-        return f"{district}00002000000001"
-    return "12010000002000000001" if level == "municipal" else "12010000002000000110"
-
-
 def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """``kgw platform``: a gateway service with a platform's ID that lower platforms register with."""
+    from gateway.demo import platform_id
+
+    if args.level == "district" and not args.district:
+        raise ConfigError("--level district needs --district CODE (e.g. 120101)")
     return load_config(
         args.config, id=args.id or platform_id(args.level, args.district), sip_host=args.sip_host,
         sip_port=args.sip_port, http_host=args.http_host, http_port=args.http_port, password=args.password,
@@ -289,96 +287,21 @@ async def run_police_receiver(args: argparse.Namespace) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    """``kgw demo``: a gateway, a simulated city, and the police side of the alarms, in one process.
+    """``kgw demo``: the gateway, 18 platforms, a simulated city and the police alarm side (gateway/demo.py)."""
+    from gateway.demo import Demo, DemoOptions
 
-    When Mosquitto is installed (scripts/setup.sh does it) the demo starts one on a
-    loopback port, points the gateway's MQTT alarm sink at it and subscribes a
-    simulated police receiver, which logs what it got every minute.
-    """
-    from gateway.app import GatewayService
-    from simulators.fleet import Fleet, FleetOptions
-    from simulators.mosquitto import MosquittoBroker, mosquitto_available
-    from simulators.police_receiver import PoliceReceiver, format_report
-
-    broker: MosquittoBroker | None = None
-    police: PoliceReceiver | None = None
-    fleet_holder: list[Fleet] = []
-    tasks: list[asyncio.Task[None]] = []
-    service: GatewayService | None = None
-
-    async def report() -> None:
-        while police is not None:
-            await asyncio.sleep(60)
-            log.info("police receiver: %s", format_report(police.report()))
+    demo = Demo(DemoOptions(
+        kindergartens=args.kindergartens, sip_port=args.sip_port, http_port=args.http_port, data_dir=args.data_dir,
+        transport=args.transport, keepalive_interval=args.keepalive_interval, alarm_rate=args.alarm_rate,
+        control_port=args.control_port, escalate_after=args.escalate_after, mqtt=not args.no_mqtt,
+        platforms=not args.no_platforms,
+    ))  # fmt: skip
 
     async def start() -> None:
-        nonlocal broker, police, service
-        mqtt = ""
-        if not args.no_mqtt and mosquitto_available():
-            broker = MosquittoBroker()
-            await broker.start()
-            mqtt = broker.url
-        elif not args.no_mqtt:
-            log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the console and API only")
-        config = load_config(
-            None, sip_port=args.sip_port, http_port=args.http_port, db=args.db,
-            keepalive_interval=args.keepalive_interval, flush_interval=1.0, mqtt=mqtt,
-            alarm_escalate_after=args.escalate_after,
-        )  # fmt: skip
-        service = GatewayService(config)
-        await service.start()
-        if broker is not None:
-            police = PoliceReceiver(broker.url, topic=("kgw/alarms/#", "kgw/escalations/#"),
-                                    client_id="kgw-demo-police", persistent=True)
-            await police.start()
-            tasks.append(asyncio.create_task(report()))
-        api = f"http://127.0.0.1:{service.http_port}"
-        fleet = Fleet(FleetOptions(
-            gateway_port=service.sip_port, gateway_id=config.id, password=config.password,
-            kindergartens=args.kindergartens, transport=Transport(args.transport.upper()),
-            keepalive_interval=args.keepalive_interval, api=api, alarm_rate=args.alarm_rate,
-            control_port=args.control_port,
-        ))  # fmt: skip
-        fleet_holder.append(fleet)
-        await fleet.start()
-        control = f"http://127.0.0.1:{fleet.control_port}"
-        print(
-            f"\nkgw demo is running: {args.kindergartens} simulated kindergartens, "
-            f"{len(fleet.agents)} devices registering with gateway {config.id}\n"
-            f"  console   {api}/   (实时视频 and 报警: enter 值班员, acknowledge alarms; /live/<channel id>)\n"
-            f"  SIP       udp/tcp 127.0.0.1:{service.sip_port}\n"
-            f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{service.http_port}/api/alarms/ws)\n"
-            f"  press     curl -X POST {control}/press -d '{{\"kind\": \"button\"}}'   "
-            f"(kinds: button, perimeter, video_loss, tamper, disk_fault)\n"
-            f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}\n"
-            f"  health    {api}/healthz\n"
-            f"  devices   {api}/api/devices?limit=20\n"
-            f"  channels  {api}/api/channels?limit=20\n"
-            f"  districts {api}/api/districts\n"
-            f"  history   {api}/api/events\n"
-            f"  metrics   {api}/metrics\n"
-            "Press Ctrl-C to stop.\n",
-            flush=True,
-        )
+        await demo.start()
+        print(f"\n{demo.banner()}\n", flush=True)
 
-    async def stop() -> None:
-        nonlocal police
-        for fleet in fleet_holder:
-            await fleet.stop()
-        if service is not None:
-            await service.stop()
-        if police is not None:
-            print(f"police receiver: {format_report(police.report())}", flush=True)
-            await police.stop()
-            police = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if broker is not None:
-            await broker.stop()
-            broker.cleanup()
-
-    await _run_until_signal(start, stop)
+    await _run_until_signal(start, demo.stop)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from gateway.errors import ManscdpError
 from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
+from gateway.gb28181.catalog_subscriptions import CatalogSubscriber
 from gateway.gb28181.liveness import Liveness, LivenessEvent, WentOffline, WentOnline
 from gateway.gb28181.manscdp import (
     AlarmNotify,
@@ -147,6 +148,15 @@ class ManscdpReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogNotified:
+    """A lower platform's catalog NOTIFY: items carrying ``Event`` ADD/DEL/UPDATE/ON/OFF (notes §14.3)."""
+
+    device_id: str
+    items: tuple[Any, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class AlarmNotified:
     """An Alarm notification, NOT answered yet: call :meth:`DeviceAccess.confirm_alarm`.
 
@@ -179,7 +189,7 @@ class MessageRefused:
 AccessEvent = (
     DeviceRegistered | DeviceUnregistered | DeviceOnline | DeviceOffline | RegistrationRefused
     | CatalogReceived | DeviceInfoReceived | DeviceStatusReceived | QueryFailed | ManscdpReceived
-    | MessageRefused | AlarmNotified
+    | MessageRefused | AlarmNotified | CatalogNotified
 )
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
@@ -216,6 +226,7 @@ class AccessConfig:
     # WVP waits 5 s between chunks; over UDP a lost chunk is retransmitted after up to
     # 0.5+1+2+4+4 s (Timer E), so a shorter gap commits partial catalogs needlessly.
     catalog_gap_timeout: float = 16.0
+    subscribe_catalogs: bool = True  # subscribe to registered lower platforms' catalogs (type 200/209)
 
 
 @dataclass(slots=True)
@@ -255,6 +266,7 @@ class DeviceAccess:
         # Takes the SIP events of INVITE dialogs (the live service); returns True when consumed.
         self.media_router: Callable[[SipEvent, float], bool] | None = None
         self.attached: list[AttachedCore] = []  # cores sharing the endpoint, asked before this one
+        self.subscriptions = CatalogSubscriber(endpoint, config.gateway_id, config.realm)
         # Whether an unregistered sender is a device we know (its alarms are kept, not refused).
         self.known_device: Callable[[str], bool] = lambda device_id: False
         self._events: deque[AccessEvent] = deque()
@@ -276,6 +288,7 @@ class DeviceAccess:
                 self.liveness.get_timer(),
                 self.catalogs.get_timer(),
                 self.queries.get_timer(),
+                self.subscriptions.get_timer(),
                 *(core.get_timer() for core in self.attached),
             ) if t is not None
         ]  # fmt: skip
@@ -288,6 +301,7 @@ class DeviceAccess:
         for done in self.catalogs.handle_timer(now):
             self._catalog_done(done, now)
         self._expire_queries(now)
+        self.subscriptions.handle_timer(now)
         for core in self.attached:
             core.handle_timer(now)
         self.process(now)
@@ -310,6 +324,8 @@ class DeviceAccess:
         if self.media_router is not None and self.media_router(event, now):
             return
         if any(core.route(event, now) for core in self.attached):
+            return
+        if self.subscriptions.route(event, now):
             return
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
@@ -349,7 +365,9 @@ class DeviceAccess:
             self._on_message(request, event.peer, txn, now)
         elif request.method == "OPTIONS":
             self._answer(request, txn, 200, now, extra=[("Allow", ALLOW)])
-        elif request.method in ("BYE", "INFO", "NOTIFY", "CANCEL"):
+        elif request.method == "NOTIFY":
+            self._on_notify(request, event.peer, txn, now)
+        elif request.method in ("BYE", "INFO", "CANCEL"):
             self._answer(request, txn, 481, now)
         else:
             self._answer(request, txn, 405, now, extra=[("Allow", ALLOW)])
@@ -369,6 +387,7 @@ class DeviceAccess:
     def _registered(self, decision: RegisterDecision, reg: Registration, now: float) -> None:
         if reg.expires == 0:
             self.sessions.pop(reg.device_id, None)
+            self.subscriptions.forget(reg.device_id)
             self._events.append(DeviceUnregistered(reg.device_id, now))
             self._liveness_events(self.liveness.unregistered(reg.device_id, now))
             return
@@ -385,6 +404,8 @@ class DeviceAccess:
         if first and self.config.query_on_register:
             self.query_device_info(reg.device_id, now)
             self.query_catalog(reg.device_id, now)
+        if first and self.config.subscribe_catalogs and CatalogSubscriber.wants(reg.device_id):
+            self.subscriptions.subscribe(reg.device_id, reg.peer, now)
 
     def _on_message(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
         device_id = request.from_.uri.user or ""
@@ -419,6 +440,26 @@ class DeviceAccess:
             return
         self._answer(request, txn, 200, now)
         self._dispatch_manscdp(device_id, message, peer, now)
+
+    def _on_notify(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
+        """A subscription NOTIFY from a registered lower platform: catalog changes or an alarm."""
+        device_id = request.from_.uri.user or ""
+        session = self.sessions.get(device_id)
+        if session is None or not self.liveness.is_registered(device_id, now):
+            self._answer(request, txn, 481, now)  # no subscription of ours can be behind it
+            return
+        try:
+            message, charset = decode_message(request.body)
+        except ManscdpError as exc:
+            self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
+            return
+        self._liveness_events(self.liveness.heard(device_id, now))
+        if isinstance(message, AlarmNotify):  # an alarm subscription's NOTIFY: stored before the 200
+            self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, True, now))
+            return
+        self._answer(request, txn, 200, now)
+        if isinstance(message, CatalogResponse) and message.items:
+            self._events.append(CatalogNotified(device_id, tuple(message.items), now))
 
     def confirm_alarm(self, event: AlarmNotified, now: float, *, stored: bool = True) -> bool:
         """Answer an alarm once it is stored: 200 OK, then the Response MESSAGE (notes §9.2).
@@ -554,11 +595,13 @@ class DeviceAccess:
                 self._events.append(DeviceOffline(ev.device_id, ev.at, ev.reason.value))
             else:  # the registration lapsed: forget the session (the registry keeps the device)
                 self.sessions.pop(ev.device_id, None)
+                self.subscriptions.forget(ev.device_id)
 
 
 __all__ = [
     "AccessConfig",
     "AlarmNotified",
+    "CatalogNotified",
     "AccessEvent",
     "CatalogReceived",
     "DeviceAccess",

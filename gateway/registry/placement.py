@@ -33,12 +33,18 @@ def kindergartens_in_catalog(items: Sequence[CatalogItem]) -> dict[str, Kinderga
 
     A platform (unlike an NVR) sends its tree: virtual-organisation nodes and, under
     them, channels whose ParentID names their kindergarten. A 216 node that no
-    channel hangs under (a district, a group) is not a kindergarten.
+    channel hangs under and no other 216 contains (a district, a group) is not a
+    kindergarten.
     """
     parents = {item.parent_id for item in items if item.parent_id and _type_code(item.device_id) not in (215, 216)}
     found: dict[str, Kindergarten] = {}
     for item in items:
-        if _type_code(item.device_id) != VIRTUAL_ORGANISATION or item.device_id not in parents:
+        if _type_code(item.device_id) != VIRTUAL_ORGANISATION:
+            continue
+        # A NOTIFY may carry a node without its channels (they come in the next chunk):
+        # a 216 nested under another 216 (kindergarten under district) counts too.
+        nested = bool(item.parent_id) and _type_code(item.parent_id or "") == VIRTUAL_ORGANISATION
+        if item.device_id not in parents and not nested:
             continue
         district = item.civil_code[:6] if item.civil_code and is_civil_code(item.civil_code[:6]) else item.device_id[:6]
         found[item.device_id] = Kindergarten(

@@ -519,6 +519,11 @@ class SqliteStore:
         with self._transaction() as conn:
             return _changes(conn.executemany(_CHANNEL_UPSERT, map(_channel_row, channels)))
 
+    def delete_channels(self, channel_ids: Iterable[str]) -> int:
+        """Forget channels (a lower platform's catalog NOTIFY said DEL); return the count deleted."""
+        with self._transaction() as conn:
+            return _changes(conn.executemany("DELETE FROM channel WHERE id = ?", ((i,) for i in channel_ids)))
+
     def get_channel(self, channel_id: str) -> Channel | None:
         """One channel by id, or None."""
         with self._transaction(write=False) as conn:

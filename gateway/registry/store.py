@@ -90,6 +90,9 @@ class Store(Protocol):
     def upsert_channels(self, channels: Iterable[Channel]) -> int:
         """Insert or overwrite channels (a partial catalog); return the count written."""
 
+    def delete_channels(self, channel_ids: Iterable[str]) -> int:
+        """Forget channels by id in one transaction; return the count deleted."""
+
     def get_channel(self, channel_id: str) -> Channel | None:
         """One channel by id."""
 

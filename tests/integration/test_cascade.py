@@ -154,3 +154,24 @@ async def test_an_alarm_reaches_district_municipal_and_police_once_each(gateway_
     assert alarm["kind"] == "one_button" and alarm["kindergarten_id"] == kg.id
     assert alarm["kindergarten_name"] == kg.name
     assert gateway.alarms is not None and gateway.alarms.outbox.depth("gb") == 0
+
+
+async def test_subscribed_platform_follows_changes_without_asking(gateway_factory: Any, fleet_factory: Any) -> None:
+    """The municipal platform subscribes to the gateway's catalog when it registers; channels that
+    come later arrive by NOTIFY, and a device going away turns its channels OFF up there."""
+    municipal = await platform(gateway_factory, "municipal")
+    gateway = await gateway_factory(upper_platforms=(upper(municipal, "municipal"),))
+    assert await wait_for(lambda: gateway.cascade.status()[0]["subscriptions"] == 1, 10)
+    fleet = await fleet_factory(gateway, kindergartens=3, cameras=(2, 3))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    assert await wait_for(lambda: len(gateway.channels) > 0 and set(municipal.channels) == set(gateway.channels), 20)
+    kg = fleet.city[0]
+    assert all(municipal.channels[c.id].kindergarten_id == kg.id for d in kg.devices for c in d.channels)
+    nvr = next(d for d in kg.devices if d.kind == "nvr")
+    agent = fleet.agents[nvr.id]
+    agent.stop(asyncio.get_running_loop().time(), unregister=True)
+    next(n for n in fleet.nodes if nvr.id in n.host.agents).driver.flush()
+    cameras = [c.id for c in nvr.channels]
+    assert await wait_for(lambda: all(not municipal.channels[i].online for i in cameras), 15)
+    assert all(municipal.channels[c].online for c in municipal.channels if c not in cameras
+               and gateway.channels[c].online)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 from typing import Any
 
@@ -122,27 +123,53 @@ async def test_gateway_and_simulator_processes(tmp_path, procs):
 # --- demo ---------------------------------------------------------------------------------------------------------
 
 
+def free_port_run(count: int) -> int:
+    """A base port with ``count`` consecutive loopback TCP ports free after it (the demo's platforms)."""
+    for _ in range(50):
+        base = free_tcp_port()
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count + 1):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no run of free ports")
+
+
 async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
-    """The demo brings up the gateway, the city, a Mosquitto broker and the police receiver; a
-    button pressed through the simulator's control endpoint reaches the police over MQTT."""
-    sip, http, control = free_sip_port(), free_tcp_port(), free_tcp_port()
+    """The demo brings up the 18 platforms, the gateway (registered with all of them), the city, a
+    Mosquitto broker and the police receiver; a button pressed through the simulator's control
+    endpoint reaches the police over MQTT and the district, municipal and police platforms."""
+    sip, http, control = free_sip_port(), free_port_run(18), free_tcp_port()
     demo = Proc("demo", ["demo", "--kindergartens", "3", "--sip-port", str(sip), "--http-port", str(http),
-                         "--control-port", str(control), "--alarm-rate", "0",
-                         "--db", str(tmp_path / "d.db"), "--log-level", "WARNING"], tmp_path)  # fmt: skip
+                         "--control-port", str(control), "--alarm-rate", "0", "--keepalive-interval", "5",
+                         "--data-dir", str(tmp_path / "demo"), "--log-level", "WARNING"], tmp_path)  # fmt: skip
     procs.append(demo)
     api = f"http://127.0.0.1:{http}"
-    health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo)
+    health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo, timeout=30)
     assert health["sip_port"] == sip
     assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=5)
+    assert demo.output().count("  platform  http://127.0.0.1:") == 18
     status, districts = await http_json(f"{api}/api/districts")
     assert status == 200 and districts["items"]
+    uppers = await until_json(f"{api}/api/upper-platforms",
+                              lambda b: len(b["items"]) == 18 and all(u["state"] == "registered" for u in b["items"]),
+                              demo)
+    municipal = f"http://127.0.0.1:{http + 1}"  # the municipal platform's console and API
     await until_json(f"{api}/healthz", lambda b: b["devices_online"] >= 6, demo)
+    await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=30)
     status, pressed = await http_json(f"http://127.0.0.1:{control}/press", {"kind": "button"})
     assert status == 200, pressed
     alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo)
     assert alarms["items"][0]["device_id"] == pressed["device_id"]
-    sinks = await until_json(f"{api}/api/alarm-sinks", lambda b: b["items"] and b["items"][0]["depth"] == 0, demo)
-    assert sinks["items"][0]["sink"] == "mqtt" and sinks["items"][0]["up"] is True
+    sinks = await until_json(f"{api}/api/alarm-sinks",
+                             lambda b: b["items"] and all(s["depth"] == 0 for s in b["items"]), demo)
+    assert {s["sink"] for s in sinks["items"]} == {"mqtt", "gb"}
+    await until_json(f"{municipal}/api/alarms", lambda b: b["total"] == 1, demo)
+    assert len(uppers["items"]) == 18
     assert await demo.stop(signal.SIGINT) == 0, demo.output()[-3000:]
     assert "Traceback" not in demo.output()
     assert "police receiver: mqtt: 1 received, 1 unique" in demo.output(), demo.output()[-2000:]

@@ -1,0 +1,188 @@
+"""``kgw demo``: the whole three-level system on one machine, on embedded defaults.
+
+One process runs: the 16 district platforms, the municipal platform and the
+police platform (each a :class:`GatewayService` with a platform ID and its own
+console); the access gateway, which registers with all 18 of them and shares
+with each what its policy allows; a simulated city of kindergartens pressing an
+alarm button now and then; and, when Mosquitto is installed, an MQTT broker
+with the simulated police alarm integration subscribed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.app import GatewayService
+from gateway.cascade.policy import PolicyLevel, SharePolicy
+from gateway.cascade.upper import UpperPlatformConfig
+from gateway.config import UpperSpec, load_config
+from gateway.gb28181.ids import TIANJIN_DISTRICTS
+from gateway.gb28181.sip.transport import Transport
+from simulators.fleet import Fleet, FleetOptions
+from simulators.mosquitto import MosquittoBroker, mosquitto_available
+from simulators.police_receiver import PoliceReceiver, format_report
+
+log = logging.getLogger("kgw.demo")
+
+__all__ = ["Demo", "DemoOptions", "platform_id"]
+
+PLATFORM_PASSWORD = "platform-demo"  # what the gateway registers with at the platforms
+
+
+def platform_id(level: str, district: str | None = None) -> str:
+    """Default SIP IDs of the platforms (type 200): the district's, the city's, the police's."""
+    if level == "district":
+        if not district:
+            raise ValueError("a district platform needs its district code")
+        return f"{district}00002000000001"
+    return "12010000002000000001" if level == "municipal" else "12010000002000000110"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What ``kgw demo`` can set."""
+
+    kindergartens: int = 20
+    sip_port: int = 5060
+    http_port: int = 8080  # the gateway's; platforms use the next 18 ports
+    data_dir: str = "var/demo"
+    transport: str = "udp"
+    keepalive_interval: float = 20.0
+    alarm_rate: float = 1 / 30
+    control_port: int = 8090
+    escalate_after: float = 120.0
+    mqtt: bool = True
+    platforms: bool = True
+
+
+@dataclass
+class Demo:
+    """Starts and stops everything of the demo, in dependency order."""
+
+    options: DemoOptions
+    platforms: dict[str, GatewayService] = field(default_factory=dict)  # name -> platform
+    gateway: GatewayService | None = None
+    fleet: Fleet | None = None
+    broker: MosquittoBroker | None = None
+    police_receiver: PoliceReceiver | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Platforms first (the gateway registers with them), then the gateway, broker and city."""
+        opts = self.options
+        Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
+        if opts.platforms:
+            await self._start_platforms()
+        mqtt = ""
+        if opts.mqtt and mosquitto_available():
+            self.broker = MosquittoBroker()
+            await self.broker.start()
+            mqtt = self.broker.url
+        elif opts.mqtt:
+            log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the platforms and API only")
+        uppers = tuple(self._upper_spec(name, service) for name, service in self.platforms.items())
+        config = load_config(
+            None, sip_port=opts.sip_port, http_port=opts.http_port, db=f"{opts.data_dir}/gateway.db",
+            keepalive_interval=opts.keepalive_interval, flush_interval=1.0, mqtt=mqtt,
+            alarm_escalate_after=opts.escalate_after, upper_platforms=uppers,
+        )  # fmt: skip
+        self.gateway = GatewayService(config)
+        await self.gateway.start()
+        if self.broker is not None:
+            self.police_receiver = PoliceReceiver(
+                self.broker.url, topic=("kgw/alarms/#", "kgw/escalations/#"), client_id="kgw-demo-police",
+                persistent=True,
+            )  # fmt: skip
+            await self.police_receiver.start()
+            self._tasks.append(asyncio.create_task(self._report()))
+        api = f"http://127.0.0.1:{self.gateway.http_port}"
+        self.fleet = Fleet(FleetOptions(
+            gateway_port=self.gateway.sip_port, gateway_id=config.id, password=config.password,
+            kindergartens=opts.kindergartens, transport=Transport(opts.transport.upper()),
+            keepalive_interval=opts.keepalive_interval, api=api, alarm_rate=opts.alarm_rate,
+            control_port=opts.control_port,
+        ))  # fmt: skip
+        await self.fleet.start()
+
+    async def _start_platforms(self) -> None:
+        opts = self.options
+        levels: list[tuple[str, str, str | None]] = [("municipal", "municipal", None), ("police", "police", None)]
+        levels += [(f"district-{code}", "district", code) for code in sorted(TIANJIN_DISTRICTS)]
+        for index, (name, level, district) in enumerate(levels, start=1):
+            config = load_config(
+                None, id=platform_id(level, district), sip_port=0, http_port=opts.http_port + index,
+                password=PLATFORM_PASSWORD, db=f"{opts.data_dir}/{name}.db", flush_interval=1.0,
+                keepalive_interval=opts.keepalive_interval, alarm_escalate_after=opts.escalate_after,
+            )  # fmt: skip
+            service = GatewayService(config)
+            await service.start()
+            self.platforms[name] = service
+
+    def _upper_spec(self, name: str, service: GatewayService) -> UpperSpec:
+        level = "district" if name.startswith("district-") else name
+        district = name.removeprefix("district-") if level == "district" else None
+        link = UpperPlatformConfig(
+            name=name, server_id=service.config.id, host="127.0.0.1", port=service.sip_port,
+            password=PLATFORM_PASSWORD, keepalive_interval=self.options.keepalive_interval,
+        )  # fmt: skip
+        return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
+
+    async def _report(self) -> None:
+        while self.police_receiver is not None:
+            await asyncio.sleep(60)
+            log.info("police receiver: %s", format_report(self.police_receiver.report()))
+
+    def banner(self) -> str:
+        """What to open, for the operator."""
+        assert self.gateway is not None and self.fleet is not None
+        gw = self.gateway
+        api = f"http://127.0.0.1:{gw.http_port}"
+        lines = [
+            f"kgw demo is running: {self.options.kindergartens} simulated kindergartens, "
+            f"{len(self.fleet.agents)} devices registering with gateway {gw.config.id}",
+            f"  console   {api}/   (gateway: 实时视频 and 报警: enter 值班员, acknowledge alarms; /live/<channel id>)",
+        ]
+        for name, service in self.platforms.items():
+            label = {"municipal": "市级平台 municipal", "police": "公安平台 police"}.get(
+                name, f"{TIANJIN_DISTRICTS.get(name.removeprefix('district-'), name)} district")
+            lines.append(f"  platform  http://127.0.0.1:{service.http_port}/   {label} ({service.config.id})")
+        control = f"http://127.0.0.1:{self.fleet.control_port}"
+        mqtt = self.broker.url if self.broker is not None else ""
+        lines += [
+            f"  SIP       udp/tcp 127.0.0.1:{gw.sip_port}",
+            f"  uppers    {api}/api/upper-platforms",
+            f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{gw.http_port}/api/alarms/ws)",
+            f"  press     curl -X POST {control}/press -d '{{\"kind\": \"button\"}}'   "
+            "(kinds: button, perimeter, video_loss, tamper, disk_fault)",
+            f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}",
+            f"  health    {api}/healthz",
+            f"  devices   {api}/api/devices?limit=20",
+            f"  channels  {api}/api/channels?limit=20",
+            f"  districts {api}/api/districts",
+            f"  history   {api}/api/events",
+            f"  metrics   {api}/metrics",
+            "Press Ctrl-C to stop.",
+        ]
+        return "\n".join(lines)
+
+    async def stop(self) -> None:
+        """Everything in reverse order; the gateway unregisters from its uppers on the way."""
+        if self.fleet is not None:
+            await self.fleet.stop()
+        if self.gateway is not None:
+            await self.gateway.stop()
+        for service in self.platforms.values():
+            await service.stop()
+        if self.police_receiver is not None:
+            print(f"police receiver: {format_report(self.police_receiver.report())}", flush=True)
+            receiver, self.police_receiver = self.police_receiver, None
+            await receiver.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.broker is not None:
+            await self.broker.stop()
+            self.broker.cleanup()
