@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     plat.add_argument("--district", help="the district's 6-digit civil code (level district), e.g. 120101")
     plat.add_argument("--id", help="the platform's 20-digit SIP ID (default by level, type 200)")
     plat.add_argument("--sip-host", default="127.0.0.1")
+    plat.add_argument("--sip-advertise", help="address lower platforms reach us at, when --sip-host is 0.0.0.0")
     plat.add_argument("--sip-port", type=int, default=5070, help="SIP port, UDP and TCP (default 5070)")
     plat.add_argument("--http-host", default="127.0.0.1")
     plat.add_argument("--http-port", type=int, default=8070, help="console and API port (default 8070)")
@@ -148,6 +149,8 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
                      help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)")
     sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
     sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
+    sim.add_argument("--bind", default="127.0.0.1", metavar="HOST",
+                     help="address the simulated devices' sockets use (default 127.0.0.1; 0.0.0.0 in containers)")
     sim.add_argument("--alarm-rate", type=float, default=0.0, metavar="PER_SECOND",
                      help="press alarm buttons (1 in 5: trip perimeter detectors) at this steady rate (default 0)")
     sim.add_argument("--control-port", type=int, metavar="PORT",
@@ -184,6 +187,7 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError("--level district needs --district CODE (e.g. 120101)")
     return load_config(
         args.config, id=args.id or platform_id(args.level, args.district), sip_host=args.sip_host,
+        sip_advertise=args.sip_advertise,
         sip_port=args.sip_port, http_host=args.http_host, http_port=args.http_port, password=args.password,
         db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
         upper_platforms=_uppers(args, args.password), log_level=args.log_level,
@@ -223,6 +227,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> Any:
         keepalive_interval=args.keepalive_interval, rate=args.rate, wrong_password=args.wrong_password,
         silent=args.silent, flap=args.flap, flap_period=args.flap_period, malformed=args.malformed, api=args.api,
         video=_video_profile(args), alarm_rate=args.alarm_rate, control_port=args.control_port,
+        local_host=args.bind,
     )  # fmt: skip
 
 
