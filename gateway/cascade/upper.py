@@ -24,7 +24,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -289,6 +289,8 @@ class _Subscription:
     event: str | None  # the Event header to echo (Monibuca sends none)
     expires_at: float
     sn: int
+    pushing: bool = False  # a NOTIFY push is under way in this dialog
+    pending: list[CatalogItem] = field(default_factory=list)  # changes waiting for it to end
 
 
 @dataclass(slots=True)
@@ -464,7 +466,10 @@ class UpperLink:
             return 0
         live = [s for s in self._subscriptions.values() if s.expires_at > now]
         for subscription in live:
-            self._start_push(self._next_sn(), list(items), now, subscription)
+            if subscription.pushing:  # one NOTIFY push per dialog at a time: queue, never drop
+                subscription.pending.extend(items)
+            else:
+                self._start_push(self._next_sn(), list(items), now, subscription)
         return len(live)
 
     @property
@@ -848,8 +853,11 @@ class UpperLink:
     def _start_push(self, sn: int, items: list[CatalogItem], now: float, subscription: _Subscription | None) -> None:
         if subscription is None and any(p.sn == sn and p.subscription is None for p in self._pushes.values()):
             return  # the same query again while we are still answering it
-        while len(self._pushes) >= MAX_PUSHES:
-            self._finish_push(next(iter(self._pushes.values())))  # the oldest gives way
+        queries = [p for p in self._pushes.values() if p.subscription is None]
+        if subscription is None and len(queries) >= MAX_PUSHES:
+            self._finish_push(queries[0])  # the oldest answer to a query gives way (NOTIFYs never do)
+        if subscription is not None:
+            subscription.pushing = True
         root = Root.RESPONSE if subscription is None else Root.NOTIFY
         chunks = split_catalog(sn, self.local_id, items, self.config.catalog_per_message, root)
         self._push_seq += 1
@@ -863,7 +871,7 @@ class UpperLink:
             self._subscriptions.get(subscription.dialog.call_id) is subscription and subscription.expires_at > now
         )
         if not push.chunks or not alive:
-            self._finish_push(push)
+            self._finish_push(push, now)
             return
         body = serialize(push.chunks.popleft(), self._charset)
         push.messages += 1
@@ -882,11 +890,19 @@ class UpperLink:
         subscription = push.subscription
         if status == 481 and subscription is not None:  # the upper forgot the dialog (restart)
             self._drop_subscription(subscription)
-        self._finish_push(push)  # any other refusal stops the push, as WVP's does
+        self._finish_push(push, now)  # any other refusal stops the push, as WVP's does
 
-    def _finish_push(self, push: _Push) -> None:
+    def _finish_push(self, push: _Push, now: float | None = None) -> None:
         if self._pushes.pop(push.id, None) is not None:
             self._events.append(CatalogSent(self.name, push.sn, push.items, push.messages))
+        subscription = push.subscription
+        if subscription is None:
+            return
+        subscription.pushing = False
+        alive = self._subscriptions.get(subscription.dialog.call_id) is subscription
+        if subscription.pending and alive and now is not None:
+            items, subscription.pending = subscription.pending, []
+            self._start_push(self._next_sn(), items, now, subscription)
 
     def _send_notify(self, subscription: _Subscription, body: bytes, now: float, push_id: int) -> None:
         """NOTIFY in the subscription dialog (notes §14.3): Event echoed, Subscription-State with the time left."""

@@ -88,6 +88,8 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("kgw_devices_known", "Devices known to the gateway", value=registered)
         yield GaugeMetricFamily("kgw_devices_online", "Devices online now", value=devices_online)
         yield GaugeMetricFamily("kgw_channels_online", "Channels online now", value=channels_online)
+        yield GaugeMetricFamily("kgw_channels_known", "Channels known (every device's last catalog)",
+                                value=len(service.channels))
         by_district = GaugeMetricFamily(
             "kgw_district_devices_online", "Devices online by district civil code", labels=["district"]
         )

@@ -831,6 +831,22 @@ def test_subscribe_is_accepted_and_notify_goes_in_the_dialog() -> None:
     assert len(rig.of_type(CatalogSent)) == 1
 
 
+def test_changes_arriving_during_a_notify_push_are_queued_never_dropped() -> None:
+    """A registration storm: many catalog changes while NOTIFYs are still going out."""
+    rig = registered_rig()
+    subscribe(rig)
+    rig.pump(until=100.0)
+    for n in range(30):  # 30 change sets, no pumping in between: pushes overlap
+        rig.link.notify_catalog([CatalogItem(device_id=f"1201010011131000{n:04d}", event="ADD")], rig.clock.now)
+    rig.pump()
+    items: list[str] = []
+    for _, notify in rig.upper.of_method("NOTIFY"):
+        body, _ = decode_message(notify.body)
+        assert isinstance(body, CatalogResponse)
+        items.extend(i.device_id for i in body.items)
+    assert items == [f"1201010011131000{n:04d}" for n in range(30)]  # all, in order
+
+
 def test_unsubscribe_in_dialog_ends_the_subscription() -> None:
     rig = registered_rig()
     first = subscribe(rig)
