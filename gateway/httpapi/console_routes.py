@@ -1,9 +1,11 @@
-"""The web console: one static page (zh-CN) that lists cameras and plays one over WebRTC.
+"""The web console: one static page (zh-CN) for the staff of a gateway or platform.
 
-The page lives in ``platform/gbplatform/console/`` (HTML, CSS and vanilla JS,
-no build step, no external URLs). ``/``, ``/console`` and ``/live/{channel_id}``
-all serve the same ``index.html``; on ``/live/{id}`` the script reads the id
-from ``location.pathname`` and plays that channel straight away.
+A tree 行政区划 → 幼儿园 → 通道 with online state, a live-view grid of 1/4/9/16
+WebRTC cells and the alarm list; it reads only this service's own API, so each
+platform shows what it received. The page lives in ``platform/gbplatform/console/``
+(HTML, CSS and vanilla JS, no build step, no external URLs). ``/``, ``/console``
+and ``/live/{channel_id}`` all serve the same ``index.html``; on ``/live/{id}``
+the script reads the id from ``location.pathname`` and plays that channel in cell 1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The web console in a real browser (issue 3 item 6): headless Chromium opens
+"""The web console in a real browser (issue 3 item 6, issue 5): headless Chromium opens
 ``/live/{channel_id}``, the page plays the camera over WebRTC, and a screenshot
-of the <video> element is not blank.
+of the <video> element is not blank; the tree 行政区划 → 幼儿园 → 通道 loads lazily,
+the grid plays several cameras at once, the alarm panel follows the WebSocket.
 
 Chromium is Debian's ``/usr/bin/chromium`` (scripts/setup.sh installs it),
 driven over the Chrome DevTools Protocol with aiohttp's websocket client; the
@@ -39,12 +40,15 @@ CHROMIUM_FLAGS = [
 VIDEO_STATE = """(() => {
   const v = document.querySelector('video');
   const e = document.getElementById('error');
+  const cell = document.getElementById('cell-0');
   const r = v ? v.getBoundingClientRect() : null;
+  const failed = cell && cell.dataset.state === 'failed' ? cell.querySelector('.cell-status').textContent : '';
   return {
     readyState: v ? v.readyState : -1, videoWidth: v ? v.videoWidth : 0, videoHeight: v ? v.videoHeight : 0,
-    error: e && !e.hidden ? e.textContent : '', status: document.getElementById('status')?.textContent || '',
-    channels: document.querySelectorAll('#channels li').length,
-    listText: document.getElementById('channels')?.textContent || '',
+    error: (e && !e.hidden ? e.textContent : '') + failed,
+    status: cell ? cell.querySelector('.cell-status').textContent : '',
+    channels: document.querySelectorAll('#tree li.node').length,
+    listText: document.getElementById('tree')?.textContent || '',
     rect: r ? {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height} : null,
   };
 })()"""
@@ -150,7 +154,7 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     channel_id = _camera_channel(fleet)
     base = f"http://127.0.0.1:{service.http_port}"
     for path in ("/", "/console", f"/live/{channel_id}"):
-        assert "摄像机列表" in await http_text(base + path)
+        assert "行政区划" in await http_text(base + path)
     assert "RTCPeerConnection" in await http_text(base + "/console/assets/console.js")
     async with asyncio.timeout(25), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
         await _play_and_check(cdp, session, log_path)
@@ -170,8 +174,12 @@ async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise AssertionError(f"video never played: {state}\nchromium log tail:\n{tail}")
     assert state["videoHeight"] == 360
-    # The page listed the kindergarten's channels too, with their online state.
-    state = await cdp.evaluate(session, VIDEO_STATE)
+    # The page shows the tree too (its district), with the online counts.
+    for _ in range(50):
+        state = await cdp.evaluate(session, VIDEO_STATE)
+        if state["channels"] > 0 and "在线" in state["listText"]:
+            break
+        await asyncio.sleep(0.1)
     assert state["channels"] > 0 and "在线" in state["listText"], state
 
     # A screenshot of the video element (retry briefly: the first composited frame may lag).
@@ -187,6 +195,39 @@ async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
             break
         await asyncio.sleep(0.2)
     assert std > 10.0, f"the video element looks blank (std-dev {std:.1f})"
+
+
+# --- helpers of the tree / grid / alarm tests (issue 5) -----------------------------------
+
+GRID_STATE = """(() => [...document.querySelectorAll('#grid .cell')].filter((c) => !c.hidden).map((c) => {
+  const v = c.querySelector('video');
+  const pc = window.kgwConsole.cells[Number(c.dataset.index)].pc;
+  return {index: Number(c.dataset.index), state: c.dataset.state, title: c.querySelector('.cell-title').textContent,
+          status: c.querySelector('.cell-status').textContent, readyState: v.readyState, width: v.videoWidth,
+          height: v.videoHeight, hasStream: v.srcObject !== null, pc: pc ? pc.connectionState : null,
+          shown: c.getBoundingClientRect().width > 0};
+}))()"""
+
+
+async def _poll(cdp: Cdp, session: str, expression: str, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
+    """Evaluate ``expression`` until ``predicate(value)`` holds; fail with the last value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value: Any = None
+    while loop.time() < deadline:
+        value = await cdp.evaluate(session, expression)
+        if predicate(value):
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what or expression} never held: {value}")
+
+
+def _click(selector: str) -> str:
+    return f"(() => {{ const e = document.querySelector({json.dumps(selector)}); if (e) e.click(); return !!e; }})()"
+
+
+def _texts(selector: str) -> str:
+    return f"[...document.querySelectorAll({json.dumps(selector)})].map((e) => e.textContent)"
 
 
 ALARM_STATE = """(() => ({
@@ -228,5 +269,201 @@ async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gate
         state = await _until(cdp, session, lambda s: any("已确认" in i["text"] and "张警官" in i["text"]
                                                           for i in s.get("items", [])))
         assert not state["error"]
+        # 查看现场 plays the kindergarten's entrance camera in the grid and opens it in the tree.
+        alarm_li = f'#alarms li[data-id="{item["id"]}"]'
+        await cdp.evaluate(session, _click(f"{alarm_li} button.live"))
+        cells = await _poll(cdp, session, GRID_STATE, lambda c: any(x["readyState"] >= 2 for x in c),
+                            timeout=15, what="the alarm's live view")
+        playing = next(c for c in cells if c["readyState"] >= 2)
+        assert kg.name in playing["title"] and playing["width"] == 640, cells
+        await _poll(cdp, session, "document.querySelectorAll('#tree li.channel.playing').length", lambda n: n == 1,
+                    what="the camera shown in the tree")
+        # Resolved alarms leave the 未处理 filter.
+        await cdp.evaluate(session, _click(f"{alarm_li} button.resolve"))
+        await _until(cdp, session, lambda s: any("已处置" in i["text"] for i in s.get("items", [])))
+        await cdp.evaluate(session, _click('#alarm-filter button[data-filter="open"]'))
+        visible = await cdp.evaluate(session, f"document.querySelector('{alarm_li}').offsetParent !== null")
+        empty = await cdp.evaluate(session, "document.getElementById('alarm-empty').hidden")
+        assert visible is False and empty is False
+        await cdp.evaluate(session, _click('#alarm-filter button[data-filter="all"]'))
+        assert await cdp.evaluate(session, f"document.querySelector('{alarm_li}').offsetParent !== null")
     status, alarm = await http_json(f"{base}/api/alarms/{item['id']}")
-    assert status == 200 and alarm["state"] == "acknowledged" and alarm["acknowledged_by"] == "张警官"
+    assert status == 200 and alarm["acknowledged_by"] == "张警官" and alarm["resolved_by"] == "张警官", alarm
+
+
+# --- issue 5: tree, grid of 1/4/9/16, what the platform received ------------------------------
+
+
+async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, fleet_factory):
+    """The tree shows the district; expanding it shows the kindergarten, expanding that its
+    channels (在线, area labels, the alarm input not playable). In the 4-cell layout two
+    clicked cameras play side by side; closing one ends its connection, the other plays on."""
+    service = await gateway_factory()
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    assert await wait_for(lambda: service.online_counts()[2] >= 3, timeout=15)
+    kg = fleet.city[0]
+    base = f"http://127.0.0.1:{service.http_port}"
+    page: dict[str, Any] = {}
+    for _ in range(50):  # the store follows memory within a flush interval
+        _, page = await http_json(f"{base}/api/channels?kindergarten={kg.id}&online=true")
+        if page["total"] >= 3:
+            break
+        await asyncio.sleep(0.1)
+    cameras = [c["id"] for c in page["items"] if c["id"][10:13] == "131"]
+    alarm_inputs = [c["id"] for c in page["items"] if c["id"][10:13] == "134"]
+    assert len(cameras) == 2 and alarm_inputs, page
+    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, log_path):
+        # Header: the service's own id.
+        header = await _poll(cdp, session, "document.getElementById('service')?.textContent || ''",
+                             lambda t: service.config.id in (t or ""), what="service id in the header")
+        assert header == f"kgw · {service.config.id}"
+        assert await cdp.evaluate(session, "document.getElementById('role').textContent") == "接入网关"
+
+        # Tree: district → kindergarten → channels, loaded on expand.
+        district = f'#tree li[data-key="district:{kg.district_code}"]'
+        text = await _poll(cdp, session, f"document.querySelector('{district}')?.textContent || ''",
+                           lambda t: kg.district_name in t and "在线 3/3" in t, what="district row")
+        assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.kg').length") == 0, text
+        await cdp.evaluate(session, _click(f"{district} > .row"))
+        kg_li = f'#tree li[data-key="kg:{kg.id}"]'
+        await _poll(cdp, session, f"document.querySelector('{kg_li}')?.textContent || ''",
+                    lambda t: kg.name in t and "在线 3/3" in t, what="kindergarten row with its online count")
+        await cdp.evaluate(session, _click(f"{kg_li} > .row"))
+        rows = await _poll(cdp, session, _texts(f"{kg_li} li.channel"), lambda r: len(r) == 3, what="channel rows")
+        assert all("在线" in r for r in rows), rows
+        assert any("出入口" in r for r in rows) and any("周界" in r for r in rows), rows
+        not_playable = await cdp.evaluate(session, f"document.querySelector('li[data-key=\"channel:{alarm_inputs[0]}\"]')"
+                                                   ".classList.contains('not-playable')")
+        assert not_playable
+
+        # Search filters the loaded names (the kindergarten's prefix is cut from channel names).
+        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '周界';"
+                                    " s.dispatchEvent(new Event('input')); })()")
+        await _poll(cdp, session, _texts("#tree li.channel"), lambda r: len(r) == 1 and "周界" in r[0], what="search")
+        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '';"
+                                    " s.dispatchEvent(new Event('input')); })()")
+        await _poll(cdp, session, _texts("#tree li.channel"), lambda r: len(r) == 3, what="search cleared")
+
+        # 4-cell layout; the alarm input does not play; two cameras play at once.
+        await cdp.evaluate(session, _click('#layouts button[data-layout="4"]'))
+        cells = await _poll(cdp, session, GRID_STATE, lambda c: len(c) == 4, what="4 cells")
+        assert all(c["shown"] and c["state"] == "empty" for c in cells), cells
+        await cdp.evaluate(session, _click(f'li[data-key="channel:{alarm_inputs[0]}"] > .row'))
+        assert "不能播放" in await cdp.evaluate(session, "document.getElementById('error').textContent")
+        for camera in cameras:
+            await cdp.evaluate(session, _click(f'li[data-key="channel:{camera}"] > .row'))
+
+        def both_play(cells: list[dict[str, Any]]) -> bool:
+            assert not any(c["state"] == "failed" for c in cells), cells
+            return all(c["readyState"] >= 2 and c["width"] == 640 and c["height"] == 360 for c in cells[:2])
+
+        try:
+            cells = await _poll(cdp, session, GRID_STATE, both_play, timeout=15, what="two videos playing")
+        except AssertionError:
+            raise AssertionError(f"chromium log tail:\n{log_path.read_text(errors='replace')[-2000:]}") from None
+        assert [c["state"] for c in cells] == ["playing", "playing", "empty", "empty"], cells
+        assert all(c["pc"] == "connected" and c["status"] == "播放中" for c in cells[:2]), cells
+        assert "大门口" in cells[0]["title"] or "大门口" in cells[1]["title"], cells
+        assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.channel.playing').length") == 2
+        live = await http_json(f"{base}/api/live")
+        assert {s["channel_id"] for s in live[1]["items"]} == set(cameras), live
+
+        # Close cell 2: its connection closes, its video goes; cell 1 plays on.
+        await cdp.evaluate(session, _click("#cell-1 .cell-close"))
+        cells = await _poll(cdp, session, GRID_STATE, lambda c: c[1]["state"] == "empty", what="cell 2 closed")
+        assert cells[1]["pc"] is None and not cells[1]["hasStream"] and cells[1]["title"] == "", cells
+        assert cells[0]["state"] == "playing" and cells[0]["pc"] == "connected", cells
+        closed = await cdp.evaluate(session, "window.kgwConsole.peerLog.filter((p) => p.cell === 1)"
+                                             ".map((p) => [p.channelId, p.pc.connectionState])")
+        assert len(closed) == 1 and closed[0][1] == "closed", closed
+        # The gateway sees that viewer go too; the other camera keeps its viewer.
+        await _until_viewers(base, {closed[0][0]: 0, next(c for c in cameras if c != closed[0][0]): 1})
+
+        # Back to one cell: the first camera stays, hidden cells have no connection.
+        await cdp.evaluate(session, _click('#layouts button[data-layout="1"]'))
+        cells = await _poll(cdp, session, GRID_STATE, lambda c: len(c) == 1, what="1 cell")
+        assert cells[0]["state"] == "playing", cells
+        assert await cdp.evaluate(session, "window.kgwConsole.cells.slice(1).every((c) => c.pc === null)")
+
+        # The kindergarten goes offline: a refresh (every 30 s, here at once) shows it, on the
+        # collapsed kindergarten (district scan) and, expanded again, on each channel.
+        await cdp.evaluate(session, _click(f"{kg_li} > .row"))
+        await fleet.stop(unregister=True)
+        assert await wait_for(lambda: service.online_counts()[2] == 0, timeout=10)
+        kg_row = district_row = ""
+        for _ in range(50):
+            await cdp.evaluate(session, "window.kgwConsole.refresh()")
+            kg_row = await cdp.evaluate(session, f"document.querySelector('{kg_li} > .row').textContent")
+            district_row = await cdp.evaluate(session, f"document.querySelector('{district} > .row').textContent")
+            if "在线 0/3" in kg_row and "在线 0/3" in district_row:
+                break
+            await asyncio.sleep(0.2)
+        assert "在线 0/3" in kg_row and "在线 0/3" in district_row, (kg_row, district_row)
+        assert await cdp.evaluate(session, f"document.querySelectorAll('{kg_li} li.channel').length") == 0
+        await cdp.evaluate(session, _click(f"{kg_li} > .row"))
+        rows = await _poll(cdp, session, _texts(f"{kg_li} li.channel"), lambda r: len(r) == 3, what="channels again")
+        assert all("离线" in r for r in rows), rows
+
+
+async def _until_viewers(base: str, expected: dict[str, int], timeout: float = 10.0) -> None:
+    """Poll /api/live until each channel has the expected WebRTC viewer count (absent = 0)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    viewers: dict[str, int] = {}
+    while loop.time() < deadline:
+        _, live = await http_json(f"{base}/api/live")
+        viewers = {s["channel_id"]: s["viewers"] for s in live["items"]}
+        if all(viewers.get(ch, 0) == n for ch, n in expected.items()):
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"viewers {viewers}, expected {expected}")
+
+
+async def test_console_tree_stays_responsive_with_the_whole_city(gateway_factory):
+    """2,314 kindergartens in 16 districts: the tree lists the districts, a district's
+    kindergartens come on expand (only expanded nodes are in the DOM), search filters them."""
+    from simulators.city import build_city
+    from simulators.fleet import provision
+
+    service = await gateway_factory(id="12010000002000000001")  # the municipal platform's ID
+    base = f"http://127.0.0.1:{service.http_port}"
+    city = build_city(2314, cameras_per_kindergarten=(2, 2))
+    await asyncio.to_thread(provision, base, city)
+    by_district: dict[str, list[Any]] = {}
+    for kg in city:
+        by_district.setdefault(kg.district_code, []).append(kg)
+    assert len(by_district) == 16
+    biggest = max(by_district, key=lambda code: len(by_district[code]))
+    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, _log):
+        await _poll(cdp, session, "document.querySelectorAll('#tree li.district').length", lambda n: n == 16,
+                    what="16 districts")
+        summary = await cdp.evaluate(session, "document.getElementById('tree-summary').textContent")
+        assert "2314 所幼儿园" in summary, summary
+        role = await _poll(cdp, session, "document.getElementById('role').textContent", bool, what="role")
+        assert role == "市级平台", role
+        assert await cdp.evaluate(session, "document.querySelectorAll('#tree li').length") == 16
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await cdp.evaluate(session, _click(f'#tree li[data-key="district:{biggest}"] > .row'))
+        count = len(by_district[biggest])
+        await _poll(cdp, session, "document.querySelectorAll('#tree li.kg').length", lambda n: n == count,
+                    what=f"{count} kindergartens of {biggest}")
+        assert loop.time() - started < 3.0, f"expanding {count} kindergartens took {loop.time() - started:.1f} s"
+        # Only the expanded district's children are in the DOM (no channels yet: none registered).
+        assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.node').length") == 16 + count
+        # Search among the loaded names, then clear it.
+        target = by_district[biggest][count // 2]
+        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search');"
+                                    f" s.value = {json.dumps(target.name)}; s.dispatchEvent(new Event('input')); }})()")
+        names = await _poll(cdp, session, _texts("#tree li.kg > .row .name"), lambda r: 0 < len(r) <= 3 and target.name in r,
+                            what="search result")
+        assert all(target.name in n for n in names), names
+        assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.district').length") == 1
+        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '';"
+                                    " s.dispatchEvent(new Event('input')); })()")
+        await _poll(cdp, session, "document.querySelectorAll('#tree li.kg').length", lambda n: n == count,
+                    what="search cleared")
+        # Collapsing takes them out of the DOM again.
+        await cdp.evaluate(session, _click(f'#tree li[data-key="district:{biggest}"] > .row'))
+        await _poll(cdp, session, "document.querySelectorAll('#tree li.node').length", lambda n: n == 16,
+                    what="collapsed")
