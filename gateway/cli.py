@@ -187,7 +187,7 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         raise ConfigError("--level district needs --district CODE (e.g. 120101)")
     return load_config(
         args.config, id=args.id or platform_id(args.level, args.district), sip_host=args.sip_host,
-        sip_advertise=args.sip_advertise,
+        sip_advertise=args.sip_advertise, role=args.level,
         sip_port=args.sip_port, http_host=args.http_host, http_port=args.http_port, password=args.password,
         db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
         upper_platforms=_uppers(args, args.password), log_level=args.log_level,

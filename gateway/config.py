@@ -42,6 +42,7 @@ class GatewayConfig:
     """Every setting of ``kgw gateway``."""
 
     id: str = DEFAULT_GATEWAY_ID
+    role: str = "gateway"  # gateway | district | municipal | police (what the console calls itself)
     realm: str = ""  # default: the first 10 digits of id
     password: str = "12345678"
     sip_host: str = "127.0.0.1"
@@ -95,6 +96,8 @@ class GatewayConfig:
         """Raise ConfigError for values that cannot work."""
         if not is_gb_id(self.id):
             raise ConfigError(f"gateway id must be 20 digits, got {self.id!r}")
+        if self.role not in ("gateway", "district", "municipal", "police"):
+            raise ConfigError("role must be gateway, district, municipal or police")
         if self.enrolment not in ("auto", "strict"):
             raise ConfigError("enrolment must be 'auto' or 'strict'")
         if self.media_ports and self.media_port_range is None:

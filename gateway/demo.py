@@ -113,7 +113,7 @@ class Demo:
         levels += [(f"district-{code}", "district", code) for code in sorted(TIANJIN_DISTRICTS)]
         for index, (name, level, district) in enumerate(levels, start=1):
             config = load_config(
-                None, id=platform_id(level, district), sip_port=0, http_port=opts.http_port + index,
+                None, id=platform_id(level, district), role=level, sip_port=0, http_port=opts.http_port + index,
                 password=PLATFORM_PASSWORD, db=f"{opts.data_dir}/{name}.db", flush_interval=1.0,
                 keepalive_interval=opts.keepalive_interval, alarm_escalate_after=opts.escalate_after,
             )  # fmt: skip

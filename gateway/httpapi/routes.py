@@ -86,7 +86,7 @@ async def healthz(request: web.Request) -> web.Response:
     service = _service(request)
     known, online, channels_online = service.online_counts()
     return _json({
-        "status": "ok", "gateway_id": service.config.id, "sip_port": service.sip_port,
+        "status": "ok", "gateway_id": service.config.id, "role": service.config.role, "sip_port": service.sip_port,
         "devices_known": known, "devices_online": online, "channels_online": channels_online,
     })  # fmt: skip
 
