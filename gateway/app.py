@@ -118,8 +118,8 @@ class GatewayService:
         self.alarms: AlarmService | None = None
         self.cascade: CascadeService | None = None
         self._alarm_tasks: set[asyncio.Task[None]] = set()
-        self._kg_devices: dict[str, list[str]] = {}  # kindergarten -> device ids (rebuilt lazily)
-        self._kg_devices_at = float("-inf")
+        self._kg_cameras: dict[str, list[str]] = {}  # kindergarten -> entrance cameras (rebuilt lazily)
+        self._kg_cameras_at = float("-inf")
         self._refused_alarm_logged: dict[str, float] = {}  # sender -> when its refused alarm was logged
         self._runner: web.AppRunner | None = None
         self.sip_port = 0
@@ -393,7 +393,7 @@ class GatewayService:
         if fresh:
             self.kindergartens.update((kg.id, kg) for kg in fresh)
             self._pending_kindergartens.extend(fresh)
-            self._kg_devices_at = float("-inf")
+            self._kg_cameras_at = float("-inf")
         channels = [
             c for item in event.items
             if (c := channel_from_item(item, state.row, now, kindergarten_id=self._kindergarten_node(item.parent_id)))
@@ -437,7 +437,7 @@ class GatewayService:
         if fresh:
             self.kindergartens.update((kg.id, kg) for kg in fresh)
             self._pending_kindergartens.extend(fresh)
-            self._kg_devices_at = float("-inf")
+            self._kg_cameras_at = float("-inf")
         up = state.row.online
         before: dict[str, Channel] = {}
         after: dict[str, Channel] = {}
@@ -576,28 +576,29 @@ class GatewayService:
         return (self.config.public_url or f"http://{self.config.http_host}:{self.http_port}").rstrip("/")
 
     def entrance_camera(self, kindergarten_id: str | None) -> str | None:
-        """The kindergarten's entrance camera (an online one first), for live links and snapshots."""
+        """The kindergarten's entrance camera (an online one first), for live links and snapshots.
+
+        Channels are indexed by kindergarten (rebuilt at most every 30 s): behind a lower
+        platform the channels' device is the platform, which belongs to no kindergarten.
+        """
         if not kindergarten_id:
             return None
         now = time.monotonic()
-        if now - self._kg_devices_at > 30.0:
+        if now - self._kg_cameras_at > 30.0:
             index: dict[str, list[str]] = {}
-            for device_id, device in self.devices.items():
-                if device.row.kindergarten_id:
-                    index.setdefault(device.row.kindergarten_id, []).append(device_id)
-            self._kg_devices, self._kg_devices_at = index, now
+            for channel in self.channels.values():
+                if channel.kindergarten_id and channel.area is AreaTag.ENTRANCE and channel.id[10:13] in ("131", "132"):
+                    index.setdefault(channel.kindergarten_id, []).append(channel.id)
+            self._kg_cameras, self._kg_cameras_at = index, now
         fallback = None
-        for device_id in self._kg_devices.get(kindergarten_id, ()):
-            state = self.devices.get(device_id)
+        for channel_id in self._kg_cameras.get(kindergarten_id, ()):
+            camera = self.channels.get(channel_id)
+            state = self.devices.get(camera.device_id) if camera is not None else None
             if state is None:
                 continue
-            for channel_id, reported in state.channels.items():
-                info = self.channels.get(channel_id)
-                if info is None or info.area is not AreaTag.ENTRANCE or channel_id[10:13] not in ("131", "132"):
-                    continue
-                if state.row.online and reported is not False:
-                    return channel_id
-                fallback = fallback or channel_id
+            if state.row.online and state.channels.get(channel_id) is not False:
+                return channel_id
+            fallback = fallback or channel_id
         return fallback
 
     def enrich_alarm(self, alarm: Alarm) -> Enrichment:
@@ -663,7 +664,7 @@ class GatewayService:
         """Store kindergartens and re-place devices that were waiting for them."""
         count = await self._run(self.store.upsert_kindergartens, kindergartens)
         self.kindergartens.update((k.id, k) for k in kindergartens)
-        self._kg_devices_at = float("-inf")
+        self._kg_cameras_at = float("-inf")
         for device_id, state in self.devices.items():
             if state.row.kindergarten_id is None:
                 placed = self._place(device_id)

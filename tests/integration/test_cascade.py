@@ -153,6 +153,7 @@ async def test_an_alarm_reaches_district_municipal_and_police_once_each(gateway_
     alarm = listed["items"][0]
     assert alarm["kind"] == "one_button" and alarm["kindergarten_id"] == kg.id
     assert alarm["kindergarten_name"] == kg.name
+    assert alarm["live_channel_id"] in police.channels  # 查看现场 on the police console: the entrance camera
     assert gateway.alarms is not None and gateway.alarms.outbox.depth("gb") == 0
 
 
