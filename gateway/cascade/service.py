@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
+from gateway.cascade.relay import UpperRelay
 from gateway.cascade.upper import (
     AlarmAnswered,
     CascadeHost,
@@ -70,6 +71,7 @@ class CascadeService:
             self.host.add(link)
             self.policies[link.name] = policy
         gateway.access.attached.append(self.host)
+        self.relay = UpperRelay(gateway, self.host.links, self.policies)  # the uppers' live INVITEs
 
     @property
     def links(self) -> tuple[UpperLink, ...]:
@@ -85,6 +87,7 @@ class CascadeService:
 
     def stop(self, now: float) -> None:
         """Unregister from every upper; pending alarm answers fail (their outbox retries them)."""
+        self.relay.close()  # BYE to every upper still watching
         self.host.stop_all(now, unregister=True)
         for future in self._answers.values():
             if not future.done():
@@ -169,6 +172,7 @@ class CascadeService:
         elif isinstance(event, UpperOffline):
             log.warning("upper platform %s is offline: %s", event.name, event.reason)
             metrics.upper_transitions.labels(platform=event.name, state="offline").inc()
+            self.relay.upper_offline(event.name)
         elif isinstance(event, AlarmAnswered):
             future = self._answers.get(event.key)
             if future is not None and not future.done():

@@ -425,7 +425,7 @@ async def test_console_tree_stays_responsive_with_the_whole_city(gateway_factory
     from simulators.city import build_city
     from simulators.fleet import provision
 
-    service = await gateway_factory(id="12010000002000000001")  # the municipal platform's ID
+    service = await gateway_factory(id="12010000002000000001", role="municipal")  # the municipal platform
     base = f"http://127.0.0.1:{service.http_port}"
     city = build_city(2314, cameras_per_kindergarten=(2, 2))
     await asyncio.to_thread(provision, base, city)

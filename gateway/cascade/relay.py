@@ -1,0 +1,571 @@
+"""An upper platform's live INVITE, served from the gateway's shared relay (notes §15, §16.4).
+
+To an upper platform the gateway is the "device" of every channel it shares
+(notes §16.1), so the signalling half reuses the device role's sans-I/O UAS,
+:class:`~gateway.gb28181.device_calls.DeviceCalls` (one per upper): 100 Trying,
+200 with ``a=sendonly``, ``y=`` and mirrored ``a=setup``, ACK, BYE, CANCEL.
+What differs from a camera is where the media comes from: like WVP as a lower
+platform (notes §16.4) we answer from the stream we pull from the device, here
+the gateway's own :class:`~gateway.live.LiveService` stream of that channel, so
+a camera gets exactly one INVITE whatever the number of browsers and uppers.
+
+Per call the access units of the shared fan-out are re-muxed into GB PS (PSM
+on key frames) and cut into RTP with the upper's SSRC — no re-encoding — and
+sent over UDP, TCP where we connect (the upper's offer said
+``a=setup:passive``), or TCP where the upper connects to us
+(``a=setup:active``).
+
+The decisions are sans-I/O and come first in this module
+(:func:`target_channel`, :func:`admit`, :class:`PsRtpRemuxer`);
+:class:`UpperRelay` is the asyncio adapter that only moves bytes and runs timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Final
+
+from prometheus_client import Counter
+
+from gateway.cascade.policy import SharePolicy
+from gateway.cascade.upper import UpperLink
+from gateway.errors import GatewayError, SipError
+from gateway.gb28181.device_calls import CallError, CallEvent, DeviceCalls, MediaRequested, MediaStarted, MediaStopped
+from gateway.gb28181.ids import is_gb_id
+from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SessionType
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.headers import SipUri
+from gateway.gb28181.sip.message import SipRequest, make_response
+from gateway.io.rtp_io import MediaTransportError
+from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
+from gateway.live import LiveError, LiveStream
+from gateway.media.ps import AccessUnit, PsDemuxError, PsMuxer, StreamType
+from gateway.media.relay import RelayError
+from gateway.media.rtp import RtpPacketizer
+from gateway.registry.model import Channel
+
+if TYPE_CHECKING:
+    from gateway.app import GatewayService
+    from gateway.live import LiveService
+
+__all__ = [
+    "ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "RESULTS", "PsRtpRemuxer", "UpperRelay", "admit", "target_channel",
+]  # fmt: skip
+
+log = logging.getLogger("kgw.cascade.relay")
+
+DEFAULT_MAX_CALLS_PER_UPPER: Final = 32
+ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (WVP waits 60 s, notes §16.4)
+CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
+STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
+PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
+NOT_REGISTERED: Final = 403  # an upper we are not registered with is switched off (as UpperLink answers)
+
+# What an INVITE from an upper came to (the ``result`` label of kgw_upper_calls_total).
+RESULTS: Final = {
+    200: "accepted", 403: "forbidden", 404: "not_found", 480: "unavailable",
+    486: "busy", 488: "bad_offer", 500: "error", 503: "no_live_service",
+}  # fmt: skip
+
+
+# --- sans-I/O decisions --------------------------------------------------------------------------
+
+
+def target_channel(request: SipRequest, local_id: str) -> str | None:
+    """The channel an INVITE asks for: Request-URI user, else Subject's first ID (notes §15.2).
+
+    The Request-URI wins when it names a 20-digit ID other than our own
+    platform ID; uppers that address the lower platform itself name the
+    channel in Subject (WVP reads Subject, notes §15.2).
+    """
+    with contextlib.suppress(SipError):
+        user = SipUri.parse(request.uri).user
+        if is_gb_id(user) and user != local_id:
+            return user
+    subject = request.headers.get("Subject") or ""
+    first = subject.split(",", 1)[0].split(":", 1)[0].strip()
+    return first if is_gb_id(first) else None
+
+
+def admit(
+    channel: Channel | None, policy: SharePolicy, *, registered: bool, active_calls: int, max_calls: int
+) -> int | None:
+    """The status refusing an upper's INVITE, or None to serve it.
+
+    In this order: an upper we are not registered with (403, the link's rule),
+    an unknown channel (404), a channel this upper's policy does not share (403:
+    the police never see a classroom), the per-upper call limit (486 Busy Here:
+    an INVITE flood must not open streams without bound).
+    """
+    if not registered:
+        return NOT_REGISTERED
+    if channel is None:
+        return 404
+    if not policy.allows_channel(channel):
+        return 403
+    if active_calls >= max_calls:
+        return 486
+    return None
+
+
+class PsRtpRemuxer:
+    """Access units of the shared stream → RTP packets of GB PS for one receiver; sans-I/O.
+
+    No re-encoding: the elementary-stream bytes pass through :class:`PsMuxer`
+    (pack header per frame, system header + PSM on every video key frame) and
+    :class:`RtpPacketizer` (the receiver's SSRC; the 90 kHz RTP timestamp is the
+    unit's DTS, else PTS, so the receiver's clock follows the camera's). Nothing
+    goes out before the first video key frame. Audio passes when ``audio`` names
+    its PSM type, else it is dropped and counted.
+    """
+
+    def __init__(
+        self, ssrc: int, *, audio: StreamType | None = None, initial_sequence: int = 0, initial_timestamp: int = 0
+    ) -> None:
+        self.audio = audio if audio is not None and audio.wire_value is not None else None
+        self._packetizer = RtpPacketizer(ssrc, initial_sequence=initial_sequence, initial_timestamp=initial_timestamp)
+        self._muxer: PsMuxer | None = None
+        self._last_ts = 0
+        self.units = 0
+        self.dropped = 0  # before the first key frame, or audio we cannot name
+
+    def remux(self, unit: AccessUnit) -> list[bytes]:
+        """The RTP packets of one access unit (none while waiting for a key frame).
+
+        Raises :class:`PsDemuxError` for a video stream PS cannot name (no PSM type).
+        """
+        if self._muxer is None:
+            if not (unit.is_video and unit.keyframe):
+                self.dropped += 1
+                return []
+            self._muxer = PsMuxer(unit.stream_type, self.audio)
+        if not unit.is_video and self._muxer.audio is None:
+            self.dropped += 1
+            return []
+        ps = self._muxer.mux(unit)
+        stamp = unit.dts if unit.dts is not None else unit.pts
+        if stamp is not None:
+            self._last_ts = stamp
+        self.units += 1
+        return [bytes(p) for p in self._packetizer.packetize(ps, self._last_ts)]
+
+
+# --- the asyncio adapter ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _UpperCall:
+    """One upper's live call and the media half serving it."""
+
+    upper: str
+    call_id: str
+    channel_id: str
+    spec: MediaSessionSpec
+    opened_at: float
+    stream: LiveStream | None = None
+    viewer: str | None = None
+    sender: RtpSendTransport | None = None
+    remuxer: PsRtpRemuxer | None = None
+    answered: bool = False
+    acked: bool = False
+    closed: bool = False
+    end_reason: str = ""
+    first_sent_at: float | None = None
+    ack_timer: asyncio.TimerHandle | None = None
+    pump: asyncio.Task[None] | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class UpperRelay:
+    """Serves every upper platform's live calls from the gateway's live streams.
+
+    Wired by setting each link's ``on_call``; :meth:`upper_offline` hangs up an
+    upper's calls when the cascade sees it go away. It also sits among the
+    access core's attached cores, only to take the answers to its own BYEs.
+    """
+
+    def __init__(
+        self,
+        gateway: GatewayService,
+        links: Iterable[UpperLink],
+        policies: Mapping[str, SharePolicy],
+        *,
+        max_calls_per_upper: int = DEFAULT_MAX_CALLS_PER_UPPER,
+    ) -> None:
+        assert gateway.access is not None
+        self.gateway = gateway
+        self._max_calls = max_calls_per_upper
+        self.policies = policies
+        self.counters: dict[str, int] = dict.fromkeys(RESULTS.values(), 0)
+        self.counters.update(calls_ended=0, packets=0, bytes=0)
+        self.loop = asyncio.get_running_loop()
+        self._links: dict[str, UpperLink] = {}
+        self._cores: dict[str, DeviceCalls] = {}
+        self._calls: dict[tuple[str, str], _UpperCall] = {}
+        self._busy: dict[str, int] = {}  # 486s given in the current burst, per upper
+        self._flush_armed = False
+        self._ids = gateway.access.endpoint.ids
+        self._metric: Counter | None = None
+        with contextlib.suppress(ValueError):  # already registered (a second relay on one gateway)
+            self._metric = Counter(
+                "kgw_upper_calls", "Live INVITEs from upper platforms by outcome", ["platform", "result"],
+                registry=gateway.metrics.registry,
+            )  # fmt: skip
+        for link in links:
+            self.attach(link)
+        gateway.access.attached.append(self)
+
+    @property
+    def max_calls_per_upper(self) -> int:
+        """Calls one upper may have at once (offered, answered or streaming); more get 486."""
+        return self._max_calls
+
+    @max_calls_per_upper.setter
+    def max_calls_per_upper(self, value: int) -> None:
+        self._max_calls = value
+        for core in self._cores.values():
+            core.max_calls = value
+
+    @property
+    def live(self) -> LiveService | None:
+        """The gateway's live service (where the streams come from)."""
+        return self.gateway.live
+
+    def attach(self, link: UpperLink) -> None:
+        """Take ``link``'s calls."""
+        self._links[link.name] = link
+        self._cores[link.name] = DeviceCalls(link.endpoint, max_calls=self.max_calls_per_upper)
+        link.on_call = partial(self.on_call, link.name)
+
+    # --- signalling in (called inside the SIP driver's delivery) --------------------------------
+
+    def on_call(self, upper: str, event: RequestReceived, now: float) -> bool:
+        """INVITE/ACK/BYE/CANCEL from ``upper``; False leaves the request to the link (INFO: 481)."""
+        core = self._cores[upper]
+        request = event.request
+        if request.method == "INVITE" and event.transaction is not None:
+            if (upper, request.call_id) in self._calls:
+                self._refuse(upper, request, event.transaction, 488, now)  # no re-INVITE (no renegotiation)
+                return True
+            channel_id = target_channel(request, self._links[upper].local_id)
+            status = self._admission(upper, channel_id)
+            if status is not None or channel_id is None:
+                self._refuse(upper, request, event.transaction, status or 404, now)
+                return True
+            before = core.active
+            core.on_request(event, channel_id, now)
+            if core.active == before:  # DeviceCalls refused the offer itself (488)
+                self._count(upper, 488)
+        elif not core.on_request(event, "", now):
+            return False
+        self._drain(upper)
+        return True
+
+    def _admission(self, upper: str, channel_id: str | None) -> int | None:
+        link = self._links[upper]
+        channel = self.gateway.channels.get(channel_id) if channel_id is not None else None
+        status = admit(channel, self.policies[upper], registered=link.registered,
+                       active_calls=self._cores[upper].active, max_calls=self.max_calls_per_upper)
+        if status is None and self.live is None:
+            status = 503
+        if status == 403 and channel is not None:
+            log.warning("upper platform %s asked for live video of %s (%s), which its policy does not share: 403",
+                        upper, channel_id, channel.name[:60])
+        elif status == 486:
+            refused = self._busy.get(upper, 0)
+            if refused == 0:
+                log.warning("upper platform %s has %d live calls, the limit: refusing further INVITEs with 486",
+                            upper, self._cores[upper].active)
+            self._busy[upper] = refused + 1
+        return status
+
+    def _refuse(self, upper: str, request: SipRequest, transaction: str, status: int, now: float) -> None:
+        response = make_response(request, status, to_tag=self._links[upper].endpoint.new_tag())
+        self._links[upper].endpoint.send_response(transaction, response, now)
+        self._count(upper, status)
+
+    def _count(self, upper: str, status: int) -> None:
+        result = RESULTS.get(status, "error")
+        self.counters[result] += 1
+        if self._metric is not None:
+            self._metric.labels(platform=upper, result=result).inc()
+
+    def _drain(self, upper: str) -> None:
+        core = self._cores[upper]
+        while (event := core.next_event()) is not None:
+            try:
+                self._on_event(upper, event)
+            except Exception:  # a bug: contain it to this call
+                log.exception("upper %s: call event %s failed", upper, type(event).__name__)
+
+    def _on_event(self, upper: str, event: CallEvent) -> None:
+        if isinstance(event, MediaRequested):
+            if event.spec.session_type is not SessionType.PLAY:
+                # Playback/Download need the device's recordings, Talk an audio path: not relayed here.
+                log.info("upper %s: %s of %s refused (live only)", upper, event.spec.session_type.value, event.channel_id)
+                self._cores[upper].reject(event.call_id, 488, self.loop.time())
+                self._count(upper, 488)
+                return
+            new = _UpperCall(upper, event.call_id, event.channel_id, event.spec, self.loop.time())
+            self._calls[(upper, event.call_id)] = new
+            self._spawn(new, self._open(new))
+            return
+        call = self._calls.get((upper, event.call_id))
+        if call is None:
+            return
+        if isinstance(event, MediaStarted):
+            call.acked = True
+            if call.ack_timer is not None:
+                call.ack_timer.cancel()
+                call.ack_timer = None
+            if call.sender is not None and call.pump is None:
+                call.pump = self._spawn(call, self._stream(call))
+        elif isinstance(event, MediaStopped):
+            self._finish(call, event.reason)
+
+    # --- AttachedCore: the answers to our BYEs --------------------------------------------------
+
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Take the final answer (or time-out) of a BYE we sent; nothing else."""
+        if not isinstance(event, (ResponseReceived, TransactionTimedOut)):
+            return False
+        context = event.context
+        return (
+            isinstance(context, tuple) and len(context) == 2
+            and any(context[0] is core for core in self._cores.values())
+        )  # fmt: skip
+
+    def get_timer(self) -> float | None:
+        """No SIP timers of our own (ours are asyncio's)."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing: see :meth:`get_timer`."""
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def upper_offline(self, upper: str) -> int:
+        """The upper went away: hang up (BYE) each of its calls and release their viewers."""
+        calls = [c for c in self._calls.values() if c.upper == upper]
+        for call in calls:
+            self._hang_up(call, "upper_offline")
+        self._busy.pop(upper, None)
+        if calls:
+            log.info("upper platform %s is offline: %d live calls ended", upper, len(calls))
+        return len(calls)
+
+    def close(self) -> None:
+        """The gateway stops: hang up every call and cancel what still runs."""
+        for call in list(self._calls.values()):
+            self._hang_up(call, "shutdown")
+        for call in list(self._calls.values()):  # calls DeviceCalls no longer knew
+            self._finish(call, "shutdown")
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per running call (for logs and the API)."""
+        return [
+            {
+                "upper": c.upper, "channel_id": c.channel_id, "call_id": c.call_id,
+                "transport": c.spec.transport.value, "target": f"{c.spec.local_host}:{c.spec.local_port}",
+                "ssrc": c.spec.ssrc_text, "answered": c.answered, "streaming": c.pump is not None,
+                "packets": c.sender.stats.packets if c.sender else 0, "bytes": c.sender.stats.bytes if c.sender else 0,
+                "first_packet_after": None if c.first_sent_at is None else round(c.first_sent_at - c.opened_at, 3),
+            }
+            for c in self._calls.values()
+        ]  # fmt: skip
+
+    # --- one call's life ----------------------------------------------------------------------
+
+    async def _open(self, call: _UpperCall) -> None:
+        """Join (or open) the channel's stream, open the sender, then answer 200."""
+        live = self.live
+        assert live is not None
+        try:
+            call.stream, call.viewer = await live.watch(call.channel_id)
+        except (LiveError, TimeoutError) as exc:
+            log.info("upper %s: live %s unavailable: %s", call.upper, call.channel_id, exc or "timeout")
+            self._reject(call, 480)
+            return
+        if call.closed:  # CANCEL or offline while the camera answered
+            self._release(call)
+            return
+        try:
+            call.sender = await self._open_sender(call, live)
+        except (OSError, MediaTransportError) as exc:
+            log.warning("upper %s: no media socket for %s: %s", call.upper, call.channel_id, exc)
+            self._reject(call, 500)
+            return
+        if call.closed:
+            self._release(call)
+            return
+        try:
+            self._cores[call.upper].accept(call.call_id, live.media_host, call.sender.port, self.loop.time())
+        except CallError:  # cancelled while we prepared
+            self._finish(call, "gone")
+            return
+        except GatewayError as exc:  # an offer we cannot answer after all (SipError, SdpBuildError)
+            log.warning("upper %s: cannot answer call %s: %s", call.upper, call.call_id[:40], exc)
+            self._reject(call, 500)
+            return
+        call.answered = True
+        self._count(call.upper, 200)
+        call.ack_timer = self.loop.call_later(ACK_TIMEOUT, self._hang_up, call, "no_ack")
+        self._kick()
+
+    async def _open_sender(self, call: _UpperCall, live: LiveService) -> RtpSendTransport:
+        spec, host, ports = call.spec, live.media_host, live.media_ports
+        target = (spec.local_host, spec.local_port)  # the upper's offered c=/m=
+        on_closed = partial(self._lost, call)
+        if spec.transport is MediaTransport.UDP:
+            return await UdpRtpSender.open(host, target, ports=ports, on_closed=on_closed)
+        if spec.transport is MediaTransport.TCP_PASSIVE:  # the upper listens: we connect after the ACK
+            return await TcpRtpSender.bind(host, target, ports=ports, on_closed=on_closed)
+        # The upper connects to us; only from the address its offer named (c=), when it named one.
+        allowed = None if spec.local_host in ("", "0.0.0.0", "::") else spec.local_host
+        return await TcpRtpSender.listen(host, ports=ports, allowed_host=allowed, on_closed=on_closed)
+
+    async def _stream(self, call: _UpperCall) -> None:
+        """After the ACK: make the media path, then pump the fan-out into it."""
+        sender = call.sender
+        assert sender is not None
+        try:
+            await sender.start(CONNECT_TIMEOUT)
+        except MediaTransportError as exc:
+            log.info("upper %s: media path for %s failed: %s", call.upper, call.channel_id, exc)
+            self._hang_up(call, "media_connect_failed")
+            return
+        log.info("upper %s: live %s streaming (%s, ssrc %s)", call.upper, call.channel_id, sender,
+                 call.spec.ssrc_text)
+        try:
+            await self._pump(call, sender)
+        except (PsDemuxError, RelayError) as exc:
+            log.warning("upper %s: cannot relay %s: %s", call.upper, call.channel_id, exc)
+            self._hang_up(call, "relay_error")
+
+    async def _pump(self, call: _UpperCall, sender: RtpSendTransport) -> None:
+        stream, viewer, live = call.stream, call.viewer, self.live
+        assert stream is not None and viewer is not None and live is not None
+        audio = next((t for t in stream.demuxer.stream_types.values() if not t.is_video), None)
+        remuxer = call.remuxer = PsRtpRemuxer(
+            call.spec.ssrc, audio=audio, initial_sequence=self._ids.number(5) % 0x10000,
+            initial_timestamp=self._ids.number(9),
+        )  # fmt: skip
+        stalled_since: float | None = None
+        while not call.closed:
+            if live.streams.get(call.channel_id) is not stream:
+                self._hang_up(call, "camera_ended")  # device BYE or RTP timeout: BYE upward
+                return
+            if not sender.writable:
+                # A slow upper: stop pulling, and the fan-out skips its queue to the next key frame.
+                stalled_since = stalled_since if stalled_since is not None else self.loop.time()
+                if self.loop.time() - stalled_since > STALL_TIMEOUT:
+                    self._hang_up(call, "stalled")
+                    return
+                await sender.wait_writable(0.5)
+                continue
+            stalled_since = None
+            units = stream.fanout.pull(viewer, PULL_BATCH)
+            if units:
+                sender.send([packet for unit in units for packet in remuxer.remux(unit)])
+                if call.first_sent_at is None and sender.stats.packets:
+                    call.first_sent_at = self.loop.time()
+                await asyncio.sleep(0)  # let the other uppers and viewers have their turn
+                continue
+            stream.wakeup.clear()  # nothing queued: clear and wait in one step (no lost wake-up)
+            await stream.wakeup.wait()
+
+    def _lost(self, call: _UpperCall, reason: str) -> None:
+        """The TCP connection to the upper broke: BYE, release the viewer."""
+        log.info("upper %s: media connection for %s lost: %s", call.upper, call.channel_id, reason)
+        self._hang_up(call, f"media_{reason}")
+
+    def _hang_up(self, call: _UpperCall, reason: str) -> None:
+        """End a call from our side: BYE when answered, else refuse the INVITE; then clean up."""
+        if call.closed:
+            return
+        call.end_reason = reason
+        core = self._cores[call.upper]
+        core.hang_up(call.call_id, self.loop.time())
+        self._drain(call.upper)
+        if not call.closed:  # not answered yet: hang_up sends nothing
+            self._reject(call, 480)
+        if not call.closed:  # DeviceCalls no longer knew it
+            self._finish(call, reason)
+        self._kick()
+
+    def _reject(self, call: _UpperCall, status: int) -> None:
+        with contextlib.suppress(CallError):
+            self._cores[call.upper].reject(call.call_id, status, self.loop.time())
+            self._count(call.upper, status)
+        self._drain(call.upper)
+        self._kick()
+
+    def _finish(self, call: _UpperCall, reason: str) -> None:
+        """The call is over (BYE either way, CANCEL, refusal): stop sending, leave the viewer."""
+        if call.closed:
+            return
+        call.closed = True
+        reason = call.end_reason or reason
+        self._calls.pop((call.upper, call.call_id), None)
+        if call.ack_timer is not None:
+            call.ack_timer.cancel()
+            call.ack_timer = None
+        current = asyncio.current_task()
+        if call.pump is not None and call.pump is not current:
+            call.pump.cancel()
+        self._release(call)
+        self.counters["calls_ended"] += 1
+        if call.sender is not None:
+            self.counters["packets"] += call.sender.stats.packets
+            self.counters["bytes"] += call.sender.stats.bytes
+        if call.answered:
+            log.info("upper %s: live %s ended (%s) after %.1f s", call.upper, call.channel_id, reason,
+                     self.loop.time() - call.opened_at)
+        refused = self._busy.get(call.upper, 0)
+        if refused and self._cores[call.upper].active < self.max_calls_per_upper:
+            log.info("upper platform %s: call burst over, %d INVITEs were refused with 486", call.upper, refused)
+            self._busy[call.upper] = 0
+
+    def _release(self, call: _UpperCall) -> None:
+        """Close the sender and leave the shared stream (its linger then ends the camera's session)."""
+        if call.sender is not None:
+            call.sender.close()
+        live = self.live
+        if call.viewer is not None and live is not None:
+            live.leave(call.channel_id, call.viewer)
+            call.viewer = None
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _spawn(self, call: _UpperCall, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self.loop.create_task(coro)
+        call.tasks.add(task)
+        task.add_done_callback(lambda t: self._task_done(call, t))
+        return task
+
+    def _task_done(self, call: _UpperCall, task: asyncio.Task[None]) -> None:
+        call.tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:  # a bug: end this call only
+            log.error("upper %s: call %s failed", call.upper, call.call_id[:40], exc_info=exc)
+            with contextlib.suppress(GatewayError):
+                self._hang_up(call, "error")
+
+    def _kick(self) -> None:
+        """Flush the SIP driver soon (never from inside its own flush)."""
+        driver = self.gateway.driver
+        if driver is not None and not self._flush_armed:
+            self._flush_armed = True
+            self.loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_armed = False
+        if self.gateway.driver is not None:
+            self.gateway.driver.flush()
