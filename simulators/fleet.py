@@ -332,8 +332,9 @@ class Fleet:
         while True:
             await asyncio.sleep(tick)
             due = int((loop.time() - started) * rate)
-            if due - done > rate:
-                done = due - int(rate)
+            backlog = max(1, int(rate))  # a second's worth, and at least the one that is due
+            if due - done > backlog:
+                done = due - backlog
             while done < due:
                 done += 1
                 node = rng.choice(self.nodes)

@@ -214,3 +214,11 @@ async def test_steady_alarm_rate_presses_buttons(sim: Started) -> None:
     await fleet.stop(unregister=False)
     pressed = fleet.alarm_summary()["pressed"]
     assert pressed >= 5
+
+
+async def test_a_slow_alarm_rate_presses_too(sim: Started) -> None:
+    """Below one alarm a second (the demo's one every 30 s) the first is due after 1/rate s."""
+    fleet, platform, _base = await sim(alarm_rate=0.9, control_port=None)
+    assert await wait_for(lambda: len(platform.alarms) >= 1, timeout=3)
+    await fleet.stop(unregister=False)
+    assert 1 <= fleet.alarm_summary()["pressed"] <= 3
