@@ -191,10 +191,6 @@ def _upper(raw: Any, default_password: str) -> UpperSpec:
     settings = {k: v for k, v in raw.items() if k in _UPPER_LINK_FIELDS}
     settings.setdefault("name", level if level != "district" else f"district-{district}")
     settings.setdefault("password", default_password)
-    if str(settings.get("transport", "UDP")).upper() != "UDP":
-        # The sans-I/O link speaks TCP, but the gateway does not open and re-open TCP
-        # connections to uppers yet: refuse rather than fail silently at runtime.
-        raise ConfigError(f"upper platform {settings.get('name')!r}: only transport = \"UDP\" is supported for now")
     try:
         link = UpperPlatformConfig(**settings)
         link.validate()

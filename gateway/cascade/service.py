@@ -59,6 +59,7 @@ class CascadeService:
         self._answers: dict[object, asyncio.Future[int]] = {}
         self._keys = itertools.count(1)
         self._sn = itertools.count(1)
+        self._tcp_tasks: list[asyncio.Future[None]] = []
         info = PlatformInfo(name=f"kgw {gateway.config.id}", model="gateway")
         for spec in specs:
             policy = spec.policy
@@ -79,14 +80,45 @@ class CascadeService:
         return self.host.links
 
     def start(self, now: float) -> None:
-        """Register with every upper."""
+        """Register with every upper (over TCP once a connection is open, see ``_keep_connected``)."""
         self.host.start_all(now)
+        for link in self.links:
+            if link.config.transport == "TCP":
+                self._tcp_tasks.append(asyncio.ensure_future(self._keep_connected(link)))
         for link in self.links:
             log.info("registering with upper platform %s (%s at %s:%d, %s policy)", link.name,
                      link.config.server_id, link.config.host, link.config.port, self.policies[link.name].level.value)
 
+    async def _keep_connected(self, link: UpperLink) -> None:
+        """Keep a TCP connection to a TCP upper open; the link's retries ride on the new one.
+
+        Requests to ``Peer(TCP, host, port)`` go over whatever connection to that
+        address is open, so reconnecting is all it takes after an upper restarts.
+        """
+        driver = self.gateway.driver
+        assert driver is not None
+        host, port = link.config.host, link.config.port
+        delay, logged = 1.0, False
+        while True:
+            if not driver.has_connection(host, port):
+                try:
+                    await asyncio.wait_for(driver.open_tcp(host, port), 5.0)
+                    log.info("TCP connection to upper platform %s (%s:%d) open", link.name, host, port)
+                    delay, logged = 1.0, False
+                    link.retry_now(asyncio.get_running_loop().time())
+                    driver.flush()
+                except (OSError, TimeoutError) as exc:
+                    if not logged:
+                        log.warning("cannot connect to upper platform %s over TCP (%s:%d): %s", link.name, host, port,
+                                    exc or type(exc).__name__)
+                        logged = True
+                    delay = min(delay * 2, 30.0)
+            await asyncio.sleep(delay)
+
     def stop(self, now: float) -> None:
         """Unregister from every upper; pending alarm answers fail (their outbox retries them)."""
+        for task in self._tcp_tasks:
+            task.cancel()
         self.relay.close()  # BYE to every upper still watching
         self.host.stop_all(now, unregister=True)
         for future in self._answers.values():

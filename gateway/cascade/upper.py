@@ -383,6 +383,12 @@ class UpperLink:
         self._rejections = self._stale_in_row = 0
         self._send_register(now, self._expires)
 
+    def retry_now(self, now: float) -> None:
+        """Register again at once (the I/O layer opened a new TCP connection to the upper)."""
+        if self.state in (UpperState.IDLE, UpperState.STOPPED):
+            return
+        self._timers[_Timer.REGISTER] = now
+
     def stop(self, now: float, unregister: bool = True) -> None:
         """Stop every timer, drop subscriptions and pushes; send REGISTER Expires: 0 if registered."""
         if self.state is UpperState.STOPPED:

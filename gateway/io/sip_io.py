@@ -92,6 +92,22 @@ class SipDriver:
         self.core.endpoint.local_host, self.core.endpoint.local_port = local[0], local[1]
         return Peer(Transport.TCP, host, port, stream.conn_id)
 
+    async def open_tcp(self, host: str, port: int) -> Peer:
+        """Open an outgoing TCP connection from the gateway side (towards an upper platform).
+
+        Unlike :meth:`connect_tcp` the endpoint keeps advertising its listening
+        address; requests to ``Peer(TCP, host, port)`` without a connection id use
+        this connection while it lasts.
+        """
+        _transport, stream = await self.loop.create_connection(lambda: _SipStream(self), host, port)
+        assert stream.conn_id is not None
+        return Peer(Transport.TCP, host, port, stream.conn_id)
+
+    def has_connection(self, host: str, port: int) -> bool:
+        """Whether a TCP connection to ``host:port`` is open."""
+        conn = self._by_addr.get((host, port))
+        return conn is not None and conn in self.connections
+
     def close(self) -> None:
         """Close every socket and the timer."""
         if self._timer is not None:

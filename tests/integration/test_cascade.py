@@ -176,3 +176,23 @@ async def test_subscribed_platform_follows_changes_without_asking(gateway_factor
     assert await wait_for(lambda: all(not municipal.channels[i].online for i in cameras), 15)
     assert all(municipal.channels[c].online for c in municipal.channels if c not in cameras
                and gateway.channels[c].online)
+
+
+async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(gateway_factory: Any,
+                                                                        fleet_factory: Any) -> None:
+    """transport = "TCP": the gateway opens the connection, registers over it, and after the upper
+    restarts (the connection drops) connects again and registers again by itself."""
+    municipal = await platform(gateway_factory, "municipal")
+    port = municipal.sip_port
+    gateway = await gateway_factory(upper_platforms=(
+        upper(municipal, "municipal", transport="TCP", keepalive_interval=1.0),))
+    assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 15)
+    assert municipal.devices[gateway.config.id].row.transport == "TCP"
+    fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
+    assert await wait_for(lambda: len(gateway.channels) > 0 and set(municipal.channels) == set(gateway.channels), 20)
+    await municipal.stop()
+    assert await wait_for(lambda: gateway.cascade.status()[0]["state"] != "registered", 15)
+    restarted = await platform(gateway_factory, "municipal", sip_port=port)
+    assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 30)
+    assert await wait_for(lambda: set(restarted.channels) == set(gateway.channels), 20)

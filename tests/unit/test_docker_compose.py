@@ -63,11 +63,3 @@ def test_each_command_is_valid_for_kgw(name: str) -> None:
     else:
         assert args.command in ("simulate", "police-receiver")
 
-
-def test_upper_platforms_over_tcp_are_refused_clearly() -> None:
-    from gateway.config import load_config
-    from gateway.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="only transport"):
-        load_config(None, upper_platforms=[{"level": "municipal", "server_id": "12010000002000000001",
-                                            "host": "127.0.0.1", "transport": "TCP"}])
