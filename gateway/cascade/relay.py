@@ -15,9 +15,9 @@ sent over UDP, TCP where we connect (the upper's offer said
 ``a=setup:passive``), or TCP where the upper connects to us
 (``a=setup:active``).
 
-The decisions are sans-I/O and come first in this module
-(:func:`target_channel`, :func:`admit`, :class:`PsRtpRemuxer`);
-:class:`UpperRelay` is the asyncio adapter that only moves bytes and runs timers.
+The decisions are sans-I/O (:mod:`gateway.cascade.admission`,
+:class:`~gateway.media.remux.PsRtpRemuxer`); :class:`UpperRelay` is the
+asyncio adapter that only moves bytes and runs timers.
 """
 
 from __future__ import annotations
@@ -32,30 +32,26 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Counter
 
+from gateway.cascade.admission import RESULTS, admit, target_channel
 from gateway.cascade.policy import SharePolicy
 from gateway.cascade.upper import UpperLink
-from gateway.errors import GatewayError, SipError
+from gateway.errors import GatewayError
 from gateway.gb28181.device_calls import CallError, CallEvent, DeviceCalls, MediaRequested, MediaStarted, MediaStopped
-from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SessionType
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
-from gateway.gb28181.sip.headers import SipUri
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.io.rtp_io import MediaTransportError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import LiveError, LiveStream
-from gateway.media.ps import AccessUnit, PsDemuxError, PsMuxer, StreamType
+from gateway.media.remux import PsRtpRemuxer
+from gateway.media.ps import PsDemuxError
 from gateway.media.relay import RelayError
-from gateway.media.rtp import RtpPacketizer
-from gateway.registry.model import Channel
 
 if TYPE_CHECKING:
     from gateway.app import GatewayService
     from gateway.live import LiveService
 
-__all__ = [
-    "ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "RESULTS", "PsRtpRemuxer", "UpperRelay", "admit", "target_channel",
-]  # fmt: skip
+__all__ = ["ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "UpperRelay"]
 
 log = logging.getLogger("kgw.cascade.relay")
 
@@ -64,95 +60,7 @@ ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (W
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
-NOT_REGISTERED: Final = 403  # an upper we are not registered with is switched off (as UpperLink answers)
 
-# What an INVITE from an upper came to (the ``result`` label of kgw_upper_calls_total).
-RESULTS: Final = {
-    200: "accepted", 403: "forbidden", 404: "not_found", 480: "unavailable",
-    486: "busy", 488: "bad_offer", 500: "error", 503: "no_live_service",
-}  # fmt: skip
-
-
-# --- sans-I/O decisions --------------------------------------------------------------------------
-
-
-def target_channel(request: SipRequest, local_id: str) -> str | None:
-    """The channel an INVITE asks for: Request-URI user, else Subject's first ID (notes §15.2).
-
-    The Request-URI wins when it names a 20-digit ID other than our own
-    platform ID; uppers that address the lower platform itself name the
-    channel in Subject (WVP reads Subject, notes §15.2).
-    """
-    with contextlib.suppress(SipError):
-        user = SipUri.parse(request.uri).user
-        if is_gb_id(user) and user != local_id:
-            return user
-    subject = request.headers.get("Subject") or ""
-    first = subject.split(",", 1)[0].split(":", 1)[0].strip()
-    return first if is_gb_id(first) else None
-
-
-def admit(
-    channel: Channel | None, policy: SharePolicy, *, registered: bool, active_calls: int, max_calls: int
-) -> int | None:
-    """The status refusing an upper's INVITE, or None to serve it.
-
-    In this order: an upper we are not registered with (403, the link's rule),
-    an unknown channel (404), a channel this upper's policy does not share (403:
-    the police never see a classroom), the per-upper call limit (486 Busy Here:
-    an INVITE flood must not open streams without bound).
-    """
-    if not registered:
-        return NOT_REGISTERED
-    if channel is None:
-        return 404
-    if not policy.allows_channel(channel):
-        return 403
-    if active_calls >= max_calls:
-        return 486
-    return None
-
-
-class PsRtpRemuxer:
-    """Access units of the shared stream → RTP packets of GB PS for one receiver; sans-I/O.
-
-    No re-encoding: the elementary-stream bytes pass through :class:`PsMuxer`
-    (pack header per frame, system header + PSM on every video key frame) and
-    :class:`RtpPacketizer` (the receiver's SSRC; the 90 kHz RTP timestamp is the
-    unit's DTS, else PTS, so the receiver's clock follows the camera's). Nothing
-    goes out before the first video key frame. Audio passes when ``audio`` names
-    its PSM type, else it is dropped and counted.
-    """
-
-    def __init__(
-        self, ssrc: int, *, audio: StreamType | None = None, initial_sequence: int = 0, initial_timestamp: int = 0
-    ) -> None:
-        self.audio = audio if audio is not None and audio.wire_value is not None else None
-        self._packetizer = RtpPacketizer(ssrc, initial_sequence=initial_sequence, initial_timestamp=initial_timestamp)
-        self._muxer: PsMuxer | None = None
-        self._last_ts = 0
-        self.units = 0
-        self.dropped = 0  # before the first key frame, or audio we cannot name
-
-    def remux(self, unit: AccessUnit) -> list[bytes]:
-        """The RTP packets of one access unit (none while waiting for a key frame).
-
-        Raises :class:`PsDemuxError` for a video stream PS cannot name (no PSM type).
-        """
-        if self._muxer is None:
-            if not (unit.is_video and unit.keyframe):
-                self.dropped += 1
-                return []
-            self._muxer = PsMuxer(unit.stream_type, self.audio)
-        if not unit.is_video and self._muxer.audio is None:
-            self.dropped += 1
-            return []
-        ps = self._muxer.mux(unit)
-        stamp = unit.dts if unit.dts is not None else unit.pts
-        if stamp is not None:
-            self._last_ts = stamp
-        self.units += 1
-        return [bytes(p) for p in self._packetizer.packetize(ps, self._last_ts)]
 
 
 # --- the asyncio adapter ---------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import pytest
 from gateway import live as live_module
 from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
-from gateway.cascade.relay import PsRtpRemuxer, admit, target_channel
+from gateway.cascade.admission import admit, target_channel
+from gateway.media.remux import PsRtpRemuxer
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec
 from gateway.gb28181.sdp import MediaTransport, SessionType, build_sdp, offer_for_play
