@@ -194,6 +194,13 @@ AccessEvent = (
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
 
+@dataclass(frozen=True, slots=True)
+class _QueryContext:
+    """The context of our query MESSAGEs: whose answer failed (other cores' contexts are not ours)."""
+
+    key: tuple[str, str, int]  # (device id, CmdType, SN), the QueryBook key
+
+
 class AttachedCore(Protocol):
     """Another sans-I/O core on the same endpoint (the cascade towards upper platforms).
 
@@ -547,7 +554,7 @@ class DeviceAccess:
                 request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
                 call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(query, session.charset),
             )  # fmt: skip
-            self.endpoint.send_request(request, session.peer, now, context=key)
+            self.endpoint.send_request(request, session.peer, now, context=_QueryContext(key))
             if isinstance(query, CatalogQuery):
                 self.catalogs.expect(device_id, query.sn, now)
 
@@ -561,15 +568,15 @@ class DeviceAccess:
         self._send_admitted(now)
 
     def _on_response(self, event: ResponseReceived, now: float) -> None:
-        if not isinstance(event.context, tuple) or event.response.status < 300:
+        if not isinstance(event.context, _QueryContext) or event.response.status < 300:
             return
-        device_id, cmd_type, sn = event.context
-        self._fail_query(device_id, str(cmd_type), sn, f"status_{event.response.status}", now)
+        device_id, cmd_type, sn = event.context.key
+        self._fail_query(device_id, cmd_type, sn, f"status_{event.response.status}", now)
 
     def _on_timeout(self, event: TransactionTimedOut, now: float) -> None:
-        if isinstance(event.context, tuple):
-            device_id, cmd_type, sn = event.context
-            self._fail_query(device_id, str(cmd_type), sn, "transport_timeout", now)
+        if isinstance(event.context, _QueryContext):
+            device_id, cmd_type, sn = event.context.key
+            self._fail_query(device_id, cmd_type, sn, "transport_timeout", now)
 
     def _fail_query(self, device_id: str, cmd_type: str, sn: int, reason: str, now: float) -> None:
         """Report a failed query once: only if it is still outstanding."""
