@@ -173,3 +173,28 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     assert await demo.stop(signal.SIGINT) == 0, demo.output()[-3000:]
     assert "Traceback" not in demo.output()
     assert "police receiver: mqtt: 1 received, 1 unique" in demo.output(), demo.output()[-2000:]
+
+
+async def test_platform_and_gateway_processes_cascade(tmp_path, procs):
+    """`kgw platform --level police` and `kgw gateway --upper police=…` as an operator runs them."""
+    p_sip, p_http, g_sip, g_http = free_sip_port(), free_tcp_port(), free_sip_port(), free_tcp_port()
+    police = Proc("police", ["platform", "--level", "police", "--sip-port", str(p_sip), "--http-port", str(p_http),
+                             "--password", "pw-police", "--db", str(tmp_path / "police.db"), "--log-level", "INFO"],
+                  tmp_path)  # fmt: skip
+    procs.append(police)
+    health = await until_json(f"http://127.0.0.1:{p_http}/healthz", lambda b: True, police)
+    assert health["role"] == "police" and health["gateway_id"] == "12010000002000000110"
+    gateway = Proc("gateway", ["gateway", "--sip-port", str(g_sip), "--http-port", str(g_http), "--password",
+                               "pw-police", "--db", str(tmp_path / "gw.db"),
+                               "--upper", f"police=12010000002000000110@127.0.0.1:{p_sip}", "--log-level", "INFO"],
+                   tmp_path)  # fmt: skip
+    procs.append(gateway)
+    uppers = await until_json(f"http://127.0.0.1:{g_http}/api/upper-platforms",
+                              lambda b: b["items"] and b["items"][0]["state"] == "registered", gateway)
+    assert uppers["items"][0]["level"] == "police"
+    devices = await until_json(f"http://127.0.0.1:{p_http}/api/devices", lambda b: b["total"] == 1, police)
+    assert devices["items"][0]["id"] == "12010000002090000001"
+    assert await gateway.stop(signal.SIGTERM) == 0
+    assert "registered with upper platform police" in gateway.output()
+    assert await police.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in gateway.output() + police.output()
