@@ -202,7 +202,8 @@ class CascadeService:
             log.info("registered with upper platform %s", event.name)
             metrics.upper_transitions.labels(platform=event.name, state="online").inc()
         elif isinstance(event, UpperOffline):
-            log.warning("upper platform %s is offline: %s", event.name, event.reason)
+            level = logging.INFO if event.reason == "stopped" else logging.WARNING  # our own shutdown is no news
+            log.log(level, "upper platform %s is offline: %s", event.name, event.reason)
             metrics.upper_transitions.labels(platform=event.name, state="offline").inc()
             self.relay.upper_offline(event.name)
         elif isinstance(event, AlarmAnswered):
