@@ -220,9 +220,11 @@ class CascadeService:
     def status(self) -> list[dict[str, Any]]:
         """Per upper: state, registration, failures, subscriptions, policy."""
         wall = self.gateway.wall_offset
+        calls = self.relay.status()
         out = []
         for link in self.links:
             status = link.status()
+            status["live_calls"] = [c for c in calls if c["upper"] == link.name]
             policy = self.policies[link.name]
             for key in ("registered_at", "retry_at"):
                 if status.get(key) is not None:

@@ -33,7 +33,7 @@ from gateway.media.rtp import RtpPacket
 from gateway.registry.model import AreaTag, Channel
 from simulators.city import build_city
 from simulators.video import VideoProfile
-from tests.conftest import wait_for
+from tests.conftest import http_json, wait_for
 
 PASSWORD = "platform-pw"
 VIDEO = VideoProfile(width=320, height=180, seconds=2.0)
@@ -150,6 +150,9 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(gateway_factor
     assert agent.stats.invites_received == 1 and gateway.live.invites_sent == 1, "one INVITE to the camera"
     assert _viewers(gateway, ENTRANCE) == 3
     assert {(row["upper"], row["streaming"]) for row in relay.status()} == {("district", True), ("municipal", True)}
+    status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
+    assert {u["name"]: [c["channel_id"] for c in u["live_calls"]] for u in uppers["items"]} == {
+        "district": [ENTRANCE], "municipal": [ENTRANCE], "police": []}
 
     # A slow upper must not stall the other: while the district's sender reports a full buffer
     # (a shut TCP window) the relay stops pulling for it and the fan-out skips to a later key frame.
