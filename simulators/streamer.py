@@ -5,15 +5,18 @@ inside each :class:`~gateway.gb28181.device_agent.DeviceAgent`). This module is 
 I/O that answers it, one :class:`StreamHub` per kindergarten (per shared SIP endpoint)
 and one :class:`CameraStreamer` per call:
 
-* ``MediaRequested``: open the sender — UDP: a datagram socket on port 0; TCP passive
-  (the gateway listens): a bound TCP socket, connected after the ACK; TCP active (the
-  gateway connects): a listener on port 0 — then ``accept`` with that port. The clip
+* ``MediaRequested``: open the sender (:mod:`gateway.io.rtp_send_io`) — UDP:
+  :meth:`~gateway.io.rtp_send_io.UdpRtpSender.open` on port 0; TCP passive (the gateway
+  listens): :meth:`~gateway.io.rtp_send_io.TcpRtpSender.bind`, connected after the ACK;
+  TCP active (the gateway connects): :meth:`~gateway.io.rtp_send_io.TcpRtpSender.listen`
+  on port 0 — then ``accept`` with that port. The clip
   (title = kindergarten, subtitle = camera name) is fetched from the shared
   :class:`~simulators.video.ClipCache` in a worker thread at the same time, so the
   loop never blocks on an encode.
-* ``MediaStarted`` (the ACK): pace :meth:`ClipReplayer.frames_due` with one
-  ``loop.call_at`` chain per stream, cut frames with :class:`RtpPacketizer` (the
-  offer's SSRC) and send them as datagrams or RFC 4571 frames.
+* ``MediaStarted`` (the ACK): make the path ready (connect, or wait for the gateway's
+  connection), pace :meth:`ClipReplayer.frames_due` with one ``loop.call_at`` chain per
+  stream, cut frames with :class:`RtpPacketizer` (the offer's SSRC) and hand them to the
+  sender (datagrams, or RFC 4571 frames over TCP).
 * ``MediaStopped`` (BYE) or a lost connection: stop and close; a lost connection
   also hangs the call up (the device sends BYE).
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,9 @@ from typing import Any
 from gateway.gb28181.device_agent import AgentHost, DeviceAgent
 from gateway.gb28181.device_calls import CallError, CallEvent, MediaRequested, MediaStarted, MediaStopped
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
-from gateway.media.rtp import Rfc4571Framer, RtpPacketizer
+from gateway.io.rtp_io import MediaTransportError
+from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
+from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
 from simulators.video import ClipCache, EncodedClip, VideoProfile
 
@@ -40,7 +45,8 @@ __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "
 log = logging.getLogger("kgw.simulate.media")
 TCP_HIGH_WATER = 2 * 1024 * 1024  # bytes queued on a TCP stream before frames are dropped
 CONNECT_TIMEOUT = 5.0  # s for a TCP-passive connect to the gateway's media port
-UDP_SNDBUF = 1024 * 1024  # a key frame is a burst of dozens of datagrams
+# TCP active: the gateway's connection is awaited without a deadline (until BYE or close).
+# UDP: UdpRtpSender.open sets the socket's SO_SNDBUF (1 MiB, a key frame is a burst of datagrams).
 
 
 @dataclass(slots=True)
@@ -83,13 +89,9 @@ class CameraStreamer:
         self._clip = clip
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
-        self._udp: asyncio.DatagramTransport | None = None
-        self._tcp: asyncio.Transport | None = None
-        self._server: asyncio.base_events.Server | None = None
-        self._sock: socket.socket | None = None  # TCP passive: bound before the answer, connected after the ACK
+        self._sender: RtpSendTransport | None = None  # opened by prepare(), ready after start()
         self._replayer: ClipReplayer | None = None
         self._packetizer = RtpPacketizer(request.spec.ssrc)
-        self._framer = Rfc4571Framer()
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = 0.0
         self._wait_key = False
@@ -111,29 +113,22 @@ class CameraStreamer:
     async def prepare(self) -> int:
         """Open the sender; returns the port to put in the SDP answer."""
         host = self.local_host
+        target = (self.spec.local_host, self.spec.local_port)  # the offer's c=/m=
+        sender: RtpSendTransport
         if self.transport is MediaTransport.UDP:
-            self._udp, _ = await self._loop.create_datagram_endpoint(
-                lambda: _UdpSender(self), local_addr=(host, 0)
-            )
-            sock = self._udp.get_extra_info("socket")
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_SNDBUF)
-            return int(self._udp.get_extra_info("sockname")[1])
-        if self.transport is MediaTransport.TCP_PASSIVE:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                sock.bind((host, 0))
-            except OSError:
-                sock.close()
-                raise
-            self._sock = sock
-            return int(sock.getsockname()[1])
-        self._server = await self._loop.create_server(lambda: _TcpSender(self), host, 0)
-        return int(self._server.sockets[0].getsockname()[1])
+            sender = await UdpRtpSender.open(host, target, on_closed=self._sender_closed)
+        elif self.transport is MediaTransport.TCP_PASSIVE:  # bound now, connected after the ACK
+            sender = await TcpRtpSender.bind(host, target, on_closed=self._sender_closed, high_water=TCP_HIGH_WATER)
+        else:  # the gateway connects to us (one connection per stream, a=connection:new)
+            sender = await TcpRtpSender.listen(host, on_closed=self._sender_closed, high_water=TCP_HIGH_WATER)
+        if self.closed:  # stopped while we opened it
+            sender.close()
+        else:
+            self._sender = sender
+        return sender.port
 
     def start(self) -> None:
-        """The ACK arrived: connect if we must, wait for the clip, then send."""
+        """The ACK arrived: wait for the clip, connect if we must, then send."""
         if self.closed or self.started:
             return
         self.started = True
@@ -149,38 +144,25 @@ class CameraStreamer:
         if self.closed:
             return
         self._replayer = ClipReplayer(clip.frames, clip.profile.fps)
-        if self.transport is MediaTransport.TCP_PASSIVE:
-            await self._connect()
-        self._maybe_begin()
-
-    async def _connect(self) -> None:
-        """TCP passive: connect the pre-bound socket to the gateway's listening port."""
-        sock, self._sock = self._sock, None
-        if sock is None:
+        sender = self._sender
+        if sender is None:
             return
-        target = (self.spec.local_host, self.spec.local_port)
+        # TCP passive: connect to the gateway's listening port; TCP active: wait for its connection.
+        timeout = CONNECT_TIMEOUT if self.transport is MediaTransport.TCP_PASSIVE else math.inf
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                await self._loop.sock_connect(sock, target)
-            await self._loop.create_connection(lambda: _TcpSender(self), sock=sock)
-        except asyncio.CancelledError:
-            sock.close()
-            raise
-        except (OSError, TimeoutError) as exc:
-            sock.close()
-            log.info("camera %s cannot connect to %s:%d: %s", self.channel_id, *target, exc or "timeout")
+            await sender.start(timeout)
+        except MediaTransportError as exc:
+            log.info("camera %s: %s", self.channel_id, exc)
             self._lost("connect_failed")
+            return
+        self._maybe_begin()
 
     # --- sending ----------------------------------------------------------------------------
 
-    def _ready(self) -> bool:
-        if self.transport is MediaTransport.UDP:
-            return self._udp is not None
-        return self._tcp is not None
-
     def _maybe_begin(self) -> None:
         """Start pacing once the ACK, the clip and the connection are all there."""
-        if self.closed or self.sending or not self.started or self._replayer is None or not self._ready():
+        ready = self._sender is not None and self._sender.connected
+        if self.closed or self.sending or not self.started or self._replayer is None or not ready:
             return
         self.sending = True
         self._t0 = self._loop.time()
@@ -213,32 +195,20 @@ class CameraStreamer:
         self.stats.frames += 1
         self.stats.packets += len(packets)
         self.stats.bytes += sum(map(len, packets))
-        if self._udp is not None:
-            target = (self.spec.local_host, self.spec.local_port)
-            for packet in packets:
-                self._udp.sendto(packet, target)
-        elif self._tcp is not None:
-            self._tcp.write(b"".join(self._framer.frame(p) for p in packets))
+        if self._sender is not None:
+            self._sender.send(packets)
 
     def _congested(self) -> bool:
-        return self._tcp is not None and self._tcp.get_write_buffer_size() > TCP_HIGH_WATER
+        """More than ``TCP_HIGH_WATER`` bytes wait on a TCP stream (UDP is never held back)."""
+        sender = self._sender
+        return isinstance(sender, TcpRtpSender) and sender.connected and not sender.writable
 
-    # --- called by the protocols --------------------------------------------------------------
+    # --- called by the sender ------------------------------------------------------------------
 
-    def _attach(self, transport: asyncio.Transport) -> bool:
-        """A TCP connection is up (ours, or the gateway's to our listener)."""
-        if self.closed or self._tcp is not None:
-            return False
-        self._tcp = transport
-        if self._server is not None:  # one connection per stream (a=connection:new)
-            self._server.close()
-            self._server = None
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._maybe_begin()
-        return True
+    def _sender_closed(self, reason: str) -> None:
+        """The sender's ``on_closed``: the TCP connection to the gateway broke."""
+        log.debug("media of %s closed: %s", self.channel_id, reason)
+        self._lost("connection_lost")
 
     def _lost(self, reason: str) -> None:
         """The media path broke: close and tell the hub (which hangs the call up)."""
@@ -259,41 +229,13 @@ class CameraStreamer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for closable in (self._udp, self._tcp, self._server, self._sock):
-            if closable is not None:
-                closable.close()
-        self._udp = self._tcp = self._server = self._sock = None
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-
-
-class _UdpSender(asyncio.DatagramProtocol):
-    def __init__(self, owner: CameraStreamer) -> None:
-        self.owner = owner
-
-    def error_received(self, exc: Exception) -> None:  # ICMP unreachable: the gateway went away
-        log.debug("media UDP of %s: %s", self.owner.channel_id, exc)
-
-
-class _TcpSender(asyncio.Protocol):
-    def __init__(self, owner: CameraStreamer) -> None:
-        self.owner = owner
-        self.attached = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.attached = self.owner._attach(transport)
-        if not self.attached:
-            transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        """RTCP or anything else from the receiver is ignored."""
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.attached:
-            self.owner._lost("connection_lost")
 
 
 class StreamHub:
