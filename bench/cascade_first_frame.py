@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.first_frame import join, summarize  # noqa: E402
+from bench.first_frame import join, joins_report  # noqa: E402
 from bench.relay_capacity import add_video_args, run_loop, start_simulator, stop_process, wait_channels  # noqa: E402
 
 PLATFORM_ID = "12010000002000000001"
@@ -94,12 +94,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await gateway.stop()
         await municipal.stop()
         stop_process(sim)
-    return {
-        "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate},
-        "repeat": args.repeat,
-        **{kind: {**summarize(s), "samples": [{k: round(v, 1) for k, v in x.items()} for x in s]}
-           for kind, s in samples.items()},
-    }  # fmt: skip
+    return joins_report(args, samples)
 
 
 def main() -> None:

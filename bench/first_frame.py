@@ -90,6 +90,16 @@ def summarize(samples: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def joins_report(args: argparse.Namespace, samples: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """The video settings, and per kind of join its p50/max and the raw samples (also cascade_first_frame)."""
+    return {
+        "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate},
+        "repeat": args.repeat,
+        **{kind: {**summarize(s), "samples": [{k: round(v, 1) for k, v in x.items()} for x in s]}
+           for kind, s in samples.items()},
+    }  # fmt: skip
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     service = await start_gateway()
     stats_file = f"{tempfile.mkdtemp(prefix='kgw-ff-')}/sim.json"
@@ -119,12 +129,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             service.live.leave(channel_id, viewer)
         await service.stop()
         stop_process(sim)
-    return {
-        "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate},
-        "repeat": args.repeat,
-        **{kind: {**summarize(s), "samples": [{k: round(v, 1) for k, v in x.items()} for x in s]}
-           for kind, s in samples.items()},
-    }  # fmt: skip
+    return joins_report(args, samples)
 
 
 def main() -> None:
