@@ -95,32 +95,79 @@ async def wait_until(predicate: Any, timeout: float, step: float = 0.05) -> bool
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    report: dict[str, Any] = {"benchmark": "alarm_latency", "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "kindergartens": args.kindergartens}
+    report: dict[str, Any] = {
+        "benchmark": "alarm_latency",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "kindergartens": args.kindergartens,
+    }
     expected = city_summary(build_city(args.kindergartens))["devices"]
     report["devices"] = expected
     broker = MosquittoBroker()
     await broker.start()
     arrivals = Arrivals()
-    police = PoliceReceiver(broker.url, client_id="bench-police", persistent=True, webhook=("127.0.0.1", 0),
-                            secret=SECRET, on_message=arrivals.hook)
+    police = PoliceReceiver(
+        broker.url,
+        client_id="bench-police",
+        persistent=True,
+        webhook=("127.0.0.1", 0),
+        secret=SECRET,
+        on_message=arrivals.hook,
+    )
     await police.start()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             sip, http, control = free_port(), free_port(), free_port()
             gateway = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "gateway", "--sip-port", str(sip), "--http-port", str(http),
-                 "--db", f"{tmp}/bench.db", "--mqtt", broker.url, "--webhook-url", police.webhook_url,
-                 "--webhook-secret", SECRET, "--alarm-escalate-after", "0", "--log-level", "ERROR"], cwd=ROOT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.cli",
+                    "gateway",
+                    "--sip-port",
+                    str(sip),
+                    "--http-port",
+                    str(http),
+                    "--db",
+                    f"{tmp}/bench.db",
+                    "--mqtt",
+                    broker.url,
+                    "--webhook-url",
+                    police.webhook_url,
+                    "--webhook-secret",
+                    SECRET,
+                    "--alarm-escalate-after",
+                    "0",
+                    "--log-level",
+                    "ERROR",
+                ],
+                cwd=ROOT,
+            )
             procs.append(gateway)
             await asyncio.to_thread(wait_http, http)
             simulator = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "simulate", "--gateway", f"127.0.0.1:{sip}", "--api",
-                 f"http://127.0.0.1:{http}", "--kindergartens", str(args.kindergartens), "--control-port",
-                 str(control), "--keepalive-interval", "60", "--log-level", "WARNING"], cwd=ROOT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway.cli",
+                    "simulate",
+                    "--gateway",
+                    f"127.0.0.1:{sip}",
+                    "--api",
+                    f"http://127.0.0.1:{http}",
+                    "--kindergartens",
+                    str(args.kindergartens),
+                    "--control-port",
+                    str(control),
+                    "--keepalive-interval",
+                    "60",
+                    "--log-level",
+                    "WARNING",
+                ],
+                cwd=ROOT,
+            )
             procs.append(simulator)
             online = await wait_until(lambda: scrape(http).get("kgw_devices_online", 0) >= expected, 120, 0.5)
             if not online:
@@ -148,28 +195,50 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu0 = cpu_seconds(gateway.pid)
             spy = None
             if args.py_spy:  # diagnostic: sample the gateway during the storm
-                spy = subprocess.Popen([args.py_spy, "record", "--format", "raw", "-r", "200", "-d", "6", "-p",
-                                        str(gateway.pid), "-o", str(ROOT / "bench" / "results" / "alarm_storm.spy")])
+                spy = subprocess.Popen(
+                    [
+                        args.py_spy,
+                        "record",
+                        "--format",
+                        "raw",
+                        "-r",
+                        "200",
+                        "-d",
+                        "6",
+                        "-p",
+                        str(gateway.pid),
+                        "-o",
+                        str(ROOT / "bench" / "results" / "alarm_storm.spy"),
+                    ]
+                )
                 await asyncio.sleep(1.0)
             answer = await asyncio.to_thread(post, f"{base}/press-all", {"kind": "button"})
-            storm_keys = [((item["device_id"], int(item["sn"])), float(item["pressed_at_wall"])) for item in answer["items"]]
+            storm_keys = [
+                ((item["device_id"], int(item["sn"])), float(item["pressed_at_wall"])) for item in answer["items"]
+            ]
             first_press = min(at for _, at in storm_keys)
             done = await wait_until(
                 lambda: all(sum(1 for k, _ in storm_keys if k in arrivals.at[s]) == len(storm_keys) for s in SINKS),
-                args.storm_timeout, 0.1,
+                args.storm_timeout,
+                0.1,
             )
-            storm: dict[str, Any] = {"pressed": len(storm_keys), "all_delivered": done,
-                                     "press_all_took_s": round(max(at for _, at in storm_keys) - first_press, 3)}
+            storm: dict[str, Any] = {
+                "pressed": len(storm_keys),
+                "all_delivered": done,
+                "press_all_took_s": round(max(at for _, at in storm_keys) - first_press, 3),
+            }
             for sink in SINKS:
                 got = [arrivals.at[sink][k] for k, _ in storm_keys if k in arrivals.at[sink]]
-                ids = arrivals.ids[sink][ids_before[sink]:]
+                ids = arrivals.ids[sink][ids_before[sink] :]
                 storm[sink] = {
-                    "delivered": len(got), "lost": len(storm_keys) - len(got),
+                    "delivered": len(got),
+                    "lost": len(storm_keys) - len(got),
                     "duplicate_ids": len(ids) - len(set(ids)),
                     "last_arrival_after_first_press_s": round(max(got) - first_press, 3) if got else None,
-                    "latency": summarise([(arrivals.at[sink][k] - at) * 1000 for k, at in storm_keys
-                                          if k in arrivals.at[sink]]),
-                }  # fmt: skip
+                    "latency": summarise(
+                        [(arrivals.at[sink][k] - at) * 1000 for k, at in storm_keys if k in arrivals.at[sink]]
+                    ),
+                }
             storm["gateway_cpu_s"] = round(cpu_seconds(gateway.pid) - cpu0, 2)
             if spy is not None:
                 await asyncio.to_thread(spy.wait, 30)
@@ -206,18 +275,24 @@ def main() -> None:
     print(f"\n{'phase':<8} {'sink':<8} {'count':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}")
     for sink in SINKS:
         row = report["latency"][sink]
-        print(f"{'latency':<8} {sink:<8} {row['count']:>6} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['max_ms']:>8} "
-              f"{row['lost']:>5}")
+        print(
+            f"{'latency':<8} {sink:<8} {row['count']:>6} {row['p50_ms']:>8} {row['p99_ms']:>8} {row['max_ms']:>8} "
+            f"{row['lost']:>5}"
+        )
     storm = report["storm"]
     for sink in SINKS:
         row = storm[sink]
         lat = row["latency"]
-        print(f"{'storm':<8} {sink:<8} {row['delivered']:>6} {lat['p50_ms']:>8} {lat['p99_ms']:>8} {lat['max_ms']:>8} "
-              f"{row['lost']:>5}   dup ids {row['duplicate_ids']}, last arrival "
-              f"{row['last_arrival_after_first_press_s']} s after the first press")
-    print(f"storm: {storm['pressed']} pressed (press-all took {storm['press_all_took_s']} s), all delivered: "
-          f"{storm['all_delivered']}, gateway CPU {storm['gateway_cpu_s']} s, "
-          f"devices answered {storm['device_alarms_answered']}/{storm['device_alarms_pressed']}")
+        print(
+            f"{'storm':<8} {sink:<8} {row['delivered']:>6} {lat['p50_ms']:>8} {lat['p99_ms']:>8} {lat['max_ms']:>8} "
+            f"{row['lost']:>5}   dup ids {row['duplicate_ids']}, last arrival "
+            f"{row['last_arrival_after_first_press_s']} s after the first press"
+        )
+    print(
+        f"storm: {storm['pressed']} pressed (press-all took {storm['press_all_took_s']} s), all delivered: "
+        f"{storm['all_delivered']}, gateway CPU {storm['gateway_cpu_s']} s, "
+        f"devices answered {storm['device_alarms_answered']}/{storm['device_alarms_pressed']}"
+    )
     print(f"\nreport: {out / 'alarm_latency.json'}")
 
 

@@ -44,10 +44,19 @@ IDS = {"municipal": "12010000002000000001", "police": "12010000002000000110"}
 def expected_counts(kindergartens: int) -> dict[str, int]:
     """How many channels each platform's policy allows over the simulated city."""
     channels = [
-        Channel(id=ch.id, device_id=d.id, kindergarten_id=k.id, district_code=k.district_code, name=ch.name,
-                area=guess_area(ch.name), type_code=ch.type_code)
-        for k in build_city(kindergartens) for d in k.devices for ch in d.channels
-    ]  # fmt: skip
+        Channel(
+            id=ch.id,
+            device_id=d.id,
+            kindergarten_id=k.id,
+            district_code=k.district_code,
+            name=ch.name,
+            area=guess_area(ch.name),
+            type_code=ch.type_code,
+        )
+        for k in build_city(kindergartens)
+        for d in k.devices
+        for ch in d.channels
+    ]
     police = SharePolicy.police()
     return {"municipal": len(channels), "police": sum(1 for c in channels if police.allows_channel(c))}
 
@@ -71,39 +80,78 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=240.0)
     args = parser.parse_args()
     expected = expected_counts(args.kindergartens)
-    report: dict[str, Any] = {"benchmark": "cascade_catalog", "python": sys.version.split()[0], "cpus": os.cpu_count(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "kindergartens": args.kindergartens,
-                              "expected_channels": expected}
+    report: dict[str, Any] = {
+        "benchmark": "cascade_catalog",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "kindergartens": args.kindergartens,
+        "expected_channels": expected,
+    }
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             ports = {name: (free_port(), free_port()) for name in IDS}
             for name, (sip, http) in ports.items():
-                procs.append(kgw("platform", "--level", name, "--sip-port", str(sip), "--http-port", str(http),
-                                 "--db", f"{tmp}/{name}.db"))
+                procs.append(
+                    kgw(
+                        "platform",
+                        "--level",
+                        name,
+                        "--sip-port",
+                        str(sip),
+                        "--http-port",
+                        str(http),
+                        "--db",
+                        f"{tmp}/{name}.db",
+                    )
+                )
                 wait_http(http)
             gw_sip, gw_http = free_port(), free_port()
             uppers = [f"--upper={name}={IDS[name]}@127.0.0.1:{ports[name][0]}" for name in IDS]
-            gateway = kgw("gateway", "--sip-port", str(gw_sip), "--http-port", str(gw_http), "--db", f"{tmp}/gw.db",
-                          *uppers)
+            gateway = kgw(
+                "gateway", "--sip-port", str(gw_sip), "--http-port", str(gw_http), "--db", f"{tmp}/gw.db", *uppers
+            )
             procs.append(gateway)
             wait_http(gw_http)
-            subscribed = wait_until(lambda: all(
-                scrape(gw_http).get(f'kgw_upper_platform_registered{{level="{n}",platform="{n}"}}') == 1 for n in IDS), 30)
+            subscribed = wait_until(
+                lambda: all(
+                    scrape(gw_http).get(f'kgw_upper_platform_registered{{level="{n}",platform="{n}"}}') == 1
+                    for n in IDS
+                ),
+                30,
+            )
             if subscribed is None:
                 raise RuntimeError("the gateway did not register with the platforms")
             time.sleep(1.0)  # the platforms subscribe right after the registration
             cpu0 = cpu_seconds(gateway.pid)
             start = time.monotonic()
-            procs.append(kgw("simulate", "--gateway", f"127.0.0.1:{gw_sip}", "--api", f"http://127.0.0.1:{gw_http}",
-                             "--kindergartens", str(args.kindergartens), "--rate", "5000"))
+            procs.append(
+                kgw(
+                    "simulate",
+                    "--gateway",
+                    f"127.0.0.1:{gw_sip}",
+                    "--api",
+                    f"http://127.0.0.1:{gw_http}",
+                    "--kindergartens",
+                    str(args.kindergartens),
+                    "--rate",
+                    "5000",
+                )
+            )
             fill: dict[str, Any] = {}
             for name, (_, http) in ports.items():
-                done = wait_until(lambda h=http, n=name: scrape(h).get("kgw_channels_known", 0) >= expected[n],  # type: ignore[misc]
-                                  args.timeout, 0.25)
+                done = wait_until(
+                    lambda h=http, n=name: scrape(h).get("kgw_channels_known", 0) >= expected[n],  # type: ignore[misc]
+                    args.timeout,
+                    0.25,
+                )
                 got = scrape(http).get("kgw_channels_known", 0)
-                fill[name] = {"channels": int(got), "expected": expected[name],
-                              "seconds_from_city_start": round(done - start, 2) if done else None}
+                fill[name] = {
+                    "channels": int(got),
+                    "expected": expected[name],
+                    "seconds_from_city_start": round(done - start, 2) if done else None,
+                }
             fill["gateway_cpu_s"] = round(cpu_seconds(gateway.pid) - cpu0, 2)
             report["fill"] = fill
             time.sleep(3.0)
@@ -114,8 +162,9 @@ def main() -> None:
                 items_key = f'kgw_upper_catalog_items_total{{platform="{name}"}}'
                 gw_before = scrape(gw_http).get(items_key, 0)
                 t0 = time.monotonic()
-                request = urllib.request.Request(f"http://127.0.0.1:{http}/api/devices/{GATEWAY_ID}/query/Catalog",
-                                                 data=b"", method="POST")
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{http}/api/devices/{GATEWAY_ID}/query/Catalog", data=b"", method="POST"
+                )
                 urllib.request.urlopen(request, timeout=30).read()
                 sent = wait_until(lambda g=gw_before, k=items_key: scrape(gw_http).get(k, 0) > g, args.timeout, 0.05)
                 after = scrape(http)
@@ -131,11 +180,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cascade_catalog.json").write_text(json.dumps(report, indent=2))
     print(f"\ncity: {args.kindergartens} kindergartens; expected channels {expected}")
-    print(f"{'platform':<10} {'fill: channels':>15} {'s from city start':>18} {'query s':>8} {'items':>7} {'MESSAGEs':>9}")
+    print(
+        f"{'platform':<10} {'fill: channels':>15} {'s from city start':>18} {'query s':>8} {'items':>7} {'MESSAGEs':>9}"
+    )
     for name in IDS:
         f, q = report["fill"][name], report["query"][name]
-        print(f"{name:<10} {f['channels']:>15} {f['seconds_from_city_start']!s:>18} {q['seconds']!s:>8} "
-              f"{q['items']:>7} {q['messages']:>9}")
+        print(
+            f"{name:<10} {f['channels']:>15} {f['seconds_from_city_start']!s:>18} {q['seconds']!s:>8} "
+            f"{q['items']:>7} {q['messages']:>9}"
+        )
     print(f"gateway CPU during the fill: {report['fill']['gateway_cpu_s']} s")
     print(f"\nreport: {out / 'cascade_catalog.json'}")
 

@@ -46,14 +46,38 @@ async def start_pair() -> tuple[Any, Any]:
     from gateway.cascade.upper import UpperPlatformConfig
     from gateway.config import UpperSpec, load_config
 
-    municipal = GatewayService(load_config(None, id=PLATFORM_ID, role="municipal", sip_port=0, http_port=0,
-                                           db=":memory:", password=PASSWORD, log_level="WARNING"))
+    municipal = GatewayService(
+        load_config(
+            None,
+            id=PLATFORM_ID,
+            role="municipal",
+            sip_port=0,
+            http_port=0,
+            db=":memory:",
+            password=PASSWORD,
+            log_level="WARNING",
+        )
+    )
     await municipal.start()
-    link = UpperPlatformConfig(name="municipal", server_id=PLATFORM_ID, host="127.0.0.1", port=municipal.sip_port,
-                               password=PASSWORD, keepalive_interval=10.0)
-    gateway = GatewayService(load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.5,
-                                         log_level="WARNING",
-                                         upper_platforms=(UpperSpec(link, SharePolicy.municipal()),)))
+    link = UpperPlatformConfig(
+        name="municipal",
+        server_id=PLATFORM_ID,
+        host="127.0.0.1",
+        port=municipal.sip_port,
+        password=PASSWORD,
+        keepalive_interval=10.0,
+    )
+    gateway = GatewayService(
+        load_config(
+            None,
+            sip_port=0,
+            http_port=0,
+            db=":memory:",
+            flush_interval=0.5,
+            log_level="WARNING",
+            upper_platforms=(UpperSpec(link, SharePolicy.municipal()),),
+        )
+    )
     await gateway.start()
     return municipal, gateway
 
@@ -102,8 +126,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=8, help="channels joined cold, and others warm (default 8)")
     add_video_args(parser)
     args = parser.parse_args()
-    report: dict[str, Any] = {"benchmark": "cascade_first_frame", "python": sys.version.split()[0],
-                              "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, Any] = {
+        "benchmark": "cascade_first_frame",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     report.update(run_loop(bench(args)))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +139,10 @@ def main() -> None:
     print(f"\n{'join':<6} {'watch() p50/max ms':>20} {'key frame p50/max ms':>22} {'decoded p50/max ms':>20}")
     for kind in ("cold", "warm"):
         r = report[kind]
-        print(f"{kind:<6} {r['watch_p50_ms']:>9} / {r['watch_max_ms']:<8} {r['keyframe_p50_ms']:>10} / "
-              f"{r['keyframe_max_ms']:<9} {r['decoded_p50_ms']:>9} / {r['decoded_max_ms']:<8}")
+        print(
+            f"{kind:<6} {r['watch_p50_ms']:>9} / {r['watch_max_ms']:<8} {r['keyframe_p50_ms']:>10} / "
+            f"{r['keyframe_max_ms']:<9} {r['decoded_p50_ms']:>9} / {r['decoded_max_ms']:<8}"
+        )
     print(f"report: {out / 'cascade_first_frame.json'}")
 
 

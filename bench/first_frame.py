@@ -95,9 +95,11 @@ def joins_report(args: argparse.Namespace, samples: dict[str, list[dict[str, flo
     return {
         "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate},
         "repeat": args.repeat,
-        **{kind: {**summarize(s), "samples": [{k: round(v, 1) for k, v in x.items()} for x in s]}
-           for kind, s in samples.items()},
-    }  # fmt: skip
+        **{
+            kind: {**summarize(s), "samples": [{k: round(v, 1) for k, v in x.items()} for x in s]}
+            for kind, s in samples.items()
+        },
+    }
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,18 +140,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     add_video_args(parser)
     args = parser.parse_args()
-    report: dict[str, Any] = {"benchmark": "first_frame", "python": sys.version.split()[0],
-                              "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, Any] = {
+        "benchmark": "first_frame",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     report.update(run_loop(bench(args)))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "first_frame.json").write_text(json.dumps(report, indent=2))
-    print(f"\n{'join':<6} {'watch() p50/max ms':>20} {'key frame p50/max ms':>22} {'decoded p50/max ms':>20} {'target':>8}")
+    print(
+        f"\n{'join':<6} {'watch() p50/max ms':>20} {'key frame p50/max ms':>22} {'decoded p50/max ms':>20} {'target':>8}"
+    )
     for kind in ("cold", "warm"):
         r = report[kind]
-        print(f"{kind:<6} {r['watch_p50_ms']:>9} / {r['watch_max_ms']:<8} {r['keyframe_p50_ms']:>10} / "
-              f"{r['keyframe_max_ms']:<9} {r['decoded_p50_ms']:>9} / {r['decoded_max_ms']:<8} "
-              f"{'< ' + str(int(TARGETS_MS[kind])):>8}")  # fmt: skip
+        print(
+            f"{kind:<6} {r['watch_p50_ms']:>9} / {r['watch_max_ms']:<8} {r['keyframe_p50_ms']:>10} / "
+            f"{r['keyframe_max_ms']:<9} {r['decoded_p50_ms']:>9} / {r['decoded_max_ms']:<8} "
+            f"{'< ' + str(int(TARGETS_MS[kind])):>8}"
+        )
     print(f"report: {out / 'first_frame.json'}")
 
 

@@ -92,18 +92,41 @@ def wait_http(http: int, timeout: float = 30.0) -> None:
 
 def start_gateway(tmp: str, sip: int, http: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "gateway", "--sip-port", str(sip), "--http-port", str(http),
-         "--db", f"{tmp}/bench.db", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "gateway",
+            "--sip-port",
+            str(sip),
+            "--http-port",
+            str(http),
+            "--db",
+            f"{tmp}/bench.db",
+            "--log-level",
+            "WARNING",
+        ],
         cwd=ROOT,
-    )  # fmt: skip
+    )
 
 
 def start_simulator(sip: int, http: int, extra: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--gateway", f"127.0.0.1:{sip}", "--api",
-         f"http://127.0.0.1:{http}", "--log-level", "WARNING", *extra],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "simulate",
+            "--gateway",
+            f"127.0.0.1:{sip}",
+            "--api",
+            f"http://127.0.0.1:{http}",
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
         cwd=ROOT,
-    )  # fmt: skip
+    )
 
 
 def stop(*procs: subprocess.Popen[bytes]) -> None:
@@ -158,13 +181,15 @@ def run_phase(name: str, sim_args: list[str], expected: int, window: float, time
                 after = scrape(http)
                 key = 'kgw_sip_requests_total{method="MESSAGE"}'
                 messages = after.get(key, 0) - before.get(key, 0)
-                result.update({
-                    "window_s": round(t1 - t0, 1),
-                    "messages_per_s": round(messages / (t1 - t0), 1),
-                    "gateway_cpu_percent_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 2),
-                    "gateway_cpu_us_per_keepalive": round(1e6 * (c1 - c0) / max(messages, 1), 1),
-                    "devices_online_at_end": after.get("kgw_devices_online", 0),
-                })  # fmt: skip
+                result.update(
+                    {
+                        "window_s": round(t1 - t0, 1),
+                        "messages_per_s": round(messages / (t1 - t0), 1),
+                        "gateway_cpu_percent_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 2),
+                        "gateway_cpu_us_per_keepalive": round(1e6 * (c1 - c0) / max(messages, 1), 1),
+                        "devices_online_at_end": after.get("kgw_devices_online", 0),
+                    }
+                )
             result["gateway_peak_rss_mib"] = round(rss_mib(gateway.pid), 1)
             return result
         finally:
@@ -175,12 +200,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phase", choices=["storm", "keepalive", "both"], default="both")
     parser.add_argument("--kindergartens", type=int, default=2314)
-    parser.add_argument("--window", type=float, default=120.0,
-                        help="keepalive measurement window, s (two 60 s keepalive cycles by default)")
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=120.0,
+        help="keepalive measurement window, s (two 60 s keepalive cycles by default)",
+    )
     parser.add_argument("--rate", type=float, default=5000.0, help="simulator devices started per second")
     args = parser.parse_args()
-    report: dict[str, object] = {"benchmark": "registration_storm", "python": sys.version.split()[0],
-                                 "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, object] = {
+        "benchmark": "registration_storm",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if args.phase in ("storm", "both"):
         n = city_summary(build_city(args.kindergartens))["devices"]
         report["storm"] = run_phase(

@@ -101,12 +101,29 @@ def start_simulator(service: Any, cameras: int, args: argparse.Namespace, stats_
     """The simulated cameras in a child process: enough kindergartens of 16 cameras for ``cameras``."""
     kindergartens = max(1, math.ceil(cameras / CAMERAS_PER_KINDERGARTEN))
     return subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "simulate", "--sip-port", str(service.sip_port),
-         "--api", f"http://127.0.0.1:{service.http_port}", "--gateway-id", service.config.id,
-         "--kindergartens", str(kindergartens), "--width", str(args.width), "--height", str(args.height),
-         "--bitrate", str(args.bitrate), "--stats-file", stats_file],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "simulate",
+            "--sip-port",
+            str(service.sip_port),
+            "--api",
+            f"http://127.0.0.1:{service.http_port}",
+            "--gateway-id",
+            service.config.id,
+            "--kindergartens",
+            str(kindergartens),
+            "--width",
+            str(args.width),
+            "--height",
+            str(args.height),
+            "--bitrate",
+            str(args.bitrate),
+            "--stats-file",
+            stats_file,
+        ],
         cwd=ROOT,
-    )  # fmt: skip
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -134,8 +151,12 @@ async def wait_channels(service: Any, wanted: int, proc: subprocess.Popen[bytes]
 def add_video_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
-    parser.add_argument("--bitrate", type=int, default=3_000_000,
-                        help="encoder bitrate asked for (3 Mbit/s at 1280x720 gives ~1.9 Mbit/s on the wire)")
+    parser.add_argument(
+        "--bitrate",
+        type=int,
+        default=3_000_000,
+        help="encoder bitrate asked for (3 Mbit/s at 1280x720 gives ~1.9 Mbit/s on the wire)",
+    )
 
 
 # --------------------------------------------------------------------------- the simulator child
@@ -169,9 +190,13 @@ async def _simulate(args: argparse.Namespace) -> None:
     clip = clips.get("", "", profile)  # encode before any INVITE
     wire = sum(len(frame[0]) for frame in clip.frames) * 8 / profile.seconds
     options = FleetOptions(
-        gateway_port=args.sip_port, gateway_id=args.gateway_id, kindergartens=args.kindergartens,
-        cameras=(CAMERAS_PER_KINDERGARTEN, CAMERAS_PER_KINDERGARTEN), api=args.api, video=profile,
-    )  # fmt: skip
+        gateway_port=args.sip_port,
+        gateway_id=args.gateway_id,
+        kindergartens=args.kindergartens,
+        cameras=(CAMERAS_PER_KINDERGARTEN, CAMERAS_PER_KINDERGARTEN),
+        api=args.api,
+        video=profile,
+    )
     fleet = Fleet(options, clips=clips)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -181,8 +206,13 @@ async def _simulate(args: argparse.Namespace) -> None:
     try:
         while not stopping.is_set():
             totals = fleet.media_totals()
-            stats = {"frames": totals.frames, "packets": totals.packets, "bytes": totals.bytes,
-                     "streams": fleet.summary()["streams"], "clip_ps_bits_per_s": wire}  # fmt: skip
+            stats = {
+                "frames": totals.frames,
+                "packets": totals.packets,
+                "bytes": totals.bytes,
+                "streams": fleet.summary()["streams"],
+                "clip_ps_bits_per_s": wire,
+            }
             tmp = args.stats_file + ".tmp"
             Path(tmp).write_text(json.dumps(stats))
             os.replace(tmp, args.stats_file)
@@ -241,12 +271,19 @@ def snapshot(service: Any, consumers: list[Consumer], sim_pid: int, stats_file: 
     except (OSError, ValueError):
         sim = {}
     return {
-        "t": time.monotonic(), "cpu": time.process_time(), "sim_cpu": cpu_seconds(sim_pid),
-        "packets": rtp["received"], "bytes": rtp["bytes"], "lost": rtp["lost"], "skipped": skipped,
-        "units": sum(c.units for c in consumers), "unit_bytes": sum(c.bytes for c in consumers),
-        "rcvbuf_errors": udp_rcvbuf_errors(), "sim_packets": sim.get("packets", 0),
+        "t": time.monotonic(),
+        "cpu": time.process_time(),
+        "sim_cpu": cpu_seconds(sim_pid),
+        "packets": rtp["received"],
+        "bytes": rtp["bytes"],
+        "lost": rtp["lost"],
+        "skipped": skipped,
+        "units": sum(c.units for c in consumers),
+        "unit_bytes": sum(c.bytes for c in consumers),
+        "rcvbuf_errors": udp_rcvbuf_errors(),
+        "sim_packets": sim.get("packets", 0),
         "clip_ps_bits_per_s": sim.get("clip_ps_bits_per_s", 0.0),
-    }  # fmt: skip
+    }
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,9 +339,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "zero_loss": lost == 0 and d["rcvbuf_errors"] == 0 and d["skipped"] == 0,
             }
             rows.append(row)
-            print(f"N={n}: {row['packets_per_s']} pkt/s, {row['mbit_per_s']} Mbit/s, lost {lost}, "
-                  f"gateway {row['gateway_cpu_percent_of_one_core']} % CPU, "
-                  f"simulator {row['simulator_cpu_percent_of_one_core']} %", flush=True)  # fmt: skip
+            print(
+                f"N={n}: {row['packets_per_s']} pkt/s, {row['mbit_per_s']} Mbit/s, lost {lost}, "
+                f"gateway {row['gateway_cpu_percent_of_one_core']} % CPU, "
+                f"simulator {row['simulator_cpu_percent_of_one_core']} %",
+                flush=True,
+            )
     finally:
         for consumer in consumers:
             consumer.active = False
@@ -317,12 +357,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         stop_process(sim)
     clean = [r for r in rows if r["zero_loss"] and r["streams_per_core"]]
     return {
-        "video": {"width": args.width, "height": args.height, "fps": 25, "encoder_bitrate": args.bitrate,
-                  "clip_ps_mbit_per_s": round(clip_bits / 1e6, 2)},
+        "video": {
+            "width": args.width,
+            "height": args.height,
+            "fps": 25,
+            "encoder_bitrate": args.bitrate,
+            "clip_ps_mbit_per_s": round(clip_bits / 1e6, 2),
+        },
         "rows": rows,
         "streams_per_core_at_zero_loss": max((r["streams_per_core"] for r in clean), default=None),
         "max_streams_tested_at_zero_loss": max((r["streams"] for r in clean), default=0),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -330,29 +375,47 @@ def main() -> None:
         simulate_main(sys.argv[2:])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[25, 50, 100],
-                        help="comma-separated stream counts (default 25,50,100)")
+    parser.add_argument(
+        "--streams",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[25, 50, 100],
+        help="comma-separated stream counts (default 25,50,100)",
+    )
     parser.add_argument("--window", type=float, default=20.0, help="measurement window per count, s")
     parser.add_argument("--settle", type=float, default=5.0, help="s between opening streams and measuring")
     add_video_args(parser)
     args = parser.parse_args()
-    report: dict[str, Any] = {"benchmark": "relay_capacity", "python": sys.version.split()[0],
-                              "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, Any] = {
+        "benchmark": "relay_capacity",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     report.update(run_loop(bench(args)))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "relay_capacity.json").write_text(json.dumps(report, indent=2))
-    cols = [("streams", "N"), ("packets_per_s", "pkt/s"), ("mbit_per_s", "Mbit/s"), ("rtp_lost", "lost"),
-            ("udp_rcvbuf_errors", "rcvbuf"), ("units_skipped", "skipped"),
-            ("gateway_cpu_percent_of_one_core", "gw CPU %"), ("gateway_cpu_us_per_packet", "us/pkt"),
-            ("gateway_rss_mib", "RSS MiB"), ("simulator_cpu_percent_of_one_core", "sim CPU %"),
-            ("streams_per_core", "streams/core")]  # fmt: skip
+    cols = [
+        ("streams", "N"),
+        ("packets_per_s", "pkt/s"),
+        ("mbit_per_s", "Mbit/s"),
+        ("rtp_lost", "lost"),
+        ("udp_rcvbuf_errors", "rcvbuf"),
+        ("units_skipped", "skipped"),
+        ("gateway_cpu_percent_of_one_core", "gw CPU %"),
+        ("gateway_cpu_us_per_packet", "us/pkt"),
+        ("gateway_rss_mib", "RSS MiB"),
+        ("simulator_cpu_percent_of_one_core", "sim CPU %"),
+        ("streams_per_core", "streams/core"),
+    ]
     print("\nvideo:", report["video"])
     print(" ".join(f"{title:>12}" for _, title in cols))
     for row in report["rows"]:
         print(" ".join(f"{row[key]!s:>12}" for key, _ in cols))
-    print(f"streams per core at zero loss: {report['streams_per_core_at_zero_loss']} "
-          f"(largest zero-loss N tested: {report['max_streams_tested_at_zero_loss']}; target >= 200)")  # fmt: skip
+    print(
+        f"streams per core at zero loss: {report['streams_per_core_at_zero_loss']} "
+        f"(largest zero-loss N tested: {report['max_streams_tested_at_zero_loss']}; target >= 200)"
+    )
     print(f"report: {out / 'relay_capacity.json'}")
 
 

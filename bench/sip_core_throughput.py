@@ -45,9 +45,11 @@ def build(kindergartens: int) -> tuple[DeviceAccess, list[AgentHost]]:
     gw_endpoint = SipEndpoint(SeededIds("gw"), local_host="10.0.0.1", local_port=5060)
     registrar = Registrar(
         RegistrarConfig(gateway_id=GW_ID, realm=GW_ID[:10], device_password="12345678"),
-        DigestServer(GW_ID[:10], b"k" * 32), AuthThrottle(),
-        provisioned_password=lambda _: None, is_provisioned=lambda _: False,
-    )  # fmt: skip
+        DigestServer(GW_ID[:10], b"k" * 32),
+        AuthThrottle(),
+        provisioned_password=lambda _: None,
+        is_provisioned=lambda _: False,
+    )
     access = DeviceAccess(gw_endpoint, registrar, AccessConfig(gateway_id=GW_ID, realm=GW_ID[:10]))
     hosts = []
     for index, kg in enumerate(build_city(kindergartens)):
@@ -55,8 +57,11 @@ def build(kindergartens: int) -> tuple[DeviceAccess, list[AgentHost]]:
         host = AgentHost(endpoint)
         server = ServerInfo(GW_ID, GW_ID[:10], Peer(Transport.UDP, "10.0.0.1", 5060))
         for device in kg.devices:
-            host.add(DeviceAgent(device_profile(device, kg, "12345678"), server, endpoint,
-                                 timing=AgentTiming(keepalive_interval=60)))
+            host.add(
+                DeviceAgent(
+                    device_profile(device, kg, "12345678"), server, endpoint, timing=AgentTiming(keepalive_interval=60)
+                )
+            )
         hosts.append(host)
     return access, hosts
 

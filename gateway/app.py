@@ -142,37 +142,50 @@ class GatewayService:
         await self._start_alarms()
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
         endpoint = SipEndpoint(
-            RandomIds(), local_host=_advertised_host(self.config), max_message_size=self.config.max_message_size,
+            RandomIds(),
+            local_host=_advertised_host(self.config),
+            max_message_size=self.config.max_message_size,
             user_agent="kgw-gateway",
         )
         registrar = Registrar(
             RegistrarConfig(
-                gateway_id=self.config.id, realm=self.config.domain, device_password=self.config.password,
+                gateway_id=self.config.id,
+                realm=self.config.domain,
+                device_password=self.config.password,
                 mode=EnrolmentMode(self.config.enrolment),
             ),
             # Challenge with MD5 (what GB/T 28181 devices expect) but accept SHA-256
             # credentials (RFC 7616) from peers that use it.
-            DigestServer(self.config.domain, os.urandom(32), nonce_ttl=self.config.nonce_ttl,
-                         algorithms=(Algorithm.MD5, Algorithm.SHA256)),
+            DigestServer(
+                self.config.domain,
+                os.urandom(32),
+                nonce_ttl=self.config.nonce_ttl,
+                algorithms=(Algorithm.MD5, Algorithm.SHA256),
+            ),
             AuthThrottle(),
-            provisioned_password=lambda d: (p.password if (p := self._provisioned.get(d)) else None),
+            provisioned_password=lambda d: p.password if (p := self._provisioned.get(d)) else None,
             is_provisioned=lambda d: d in self._provisioned,
         )
         self.access = DeviceAccess(
-            endpoint, registrar,
+            endpoint,
+            registrar,
             AccessConfig(
-                gateway_id=self.config.id, realm=self.config.domain,
-                keepalive_interval=self.config.keepalive_interval, keepalive_missed=self.config.keepalive_missed,
+                gateway_id=self.config.id,
+                realm=self.config.domain,
+                keepalive_interval=self.config.keepalive_interval,
+                keepalive_missed=self.config.keepalive_missed,
                 query_timeout=self.config.query_timeout,
             ),
             wall_offset=self.wall_offset,
-        )  # fmt: skip
+        )
         self._restore_sessions(loop.time())
         self.driver = SipDriver(self.access, on_activity=self._drain_events)
         self.live = LiveService(
-            self, media_host=_advertised_host(self.config),
+            self,
+            media_host=_advertised_host(self.config),
             default_transport=MediaTransport[self.config.media_transport.upper().replace("-", "_")],
-            play_timeout=self.config.play_timeout, rtp_timeout=self.config.rtp_timeout,
+            play_timeout=self.config.play_timeout,
+            rtp_timeout=self.config.rtp_timeout,
             media_ports=self.config.media_port_range,
         )
         self.access.media_router = self.live.route
@@ -191,9 +204,14 @@ class GatewayService:
             self.driver.flush()
         log.info(
             "gateway %s listening: SIP udp/tcp %s:%d, HTTP http://%s:%d/ (db %s, enrolment %s)",
-            self.config.id, self.config.sip_host, self.sip_port, self.config.http_host, self.http_port,
-            self.config.db, self.config.enrolment,
-        )  # fmt: skip
+            self.config.id,
+            self.config.sip_host,
+            self.sip_port,
+            self.config.http_host,
+            self.http_port,
+            self.config.db,
+            self.config.enrolment,
+        )
 
     async def stop(self) -> None:
         """Flush what is pending and close everything (a second call does nothing)."""
@@ -269,8 +287,12 @@ class GatewayService:
             row = state.row
             if row.registered_at is None or row.registered_at + row.expires <= wall or not row.host:
                 continue
-            peer = Peer(Transport(row.transport) if row.transport in ("UDP", "TCP") else Transport.UDP, row.host, row.port)
-            session = DeviceSession(row.id, peer, call_id="", expires=row.expires, registered_at=row.registered_at - self.wall_offset)
+            peer = Peer(
+                Transport(row.transport) if row.transport in ("UDP", "TCP") else Transport.UDP, row.host, row.port
+            )
+            session = DeviceSession(
+                row.id, peer, call_id="", expires=row.expires, registered_at=row.registered_at - self.wall_offset
+            )
             # We cannot know whether it kept alive while we were down: give every
             # device a full silence window from now to prove it (no offline flap).
             self.access.restore_session(
@@ -334,8 +356,11 @@ class GatewayService:
         if len(self._refused_alarm_logged) > 10_000:
             self._refused_alarm_logged.clear()
         self._refused_alarm_logged[key] = now
-        log.warning("ALARM REFUSED (404): %s at %s is not a device this gateway knows; it must register",
-                    event.device_id, event.peer)
+        log.warning(
+            "ALARM REFUSED (404): %s at %s is not a device this gateway knows; it must register",
+            event.device_id,
+            event.peer,
+        )
 
     def _on_registered(self, event: DeviceRegistered) -> None:
         self.metrics.registrations.labels(result="ok" if event.first else "refresh").inc()
@@ -346,9 +371,13 @@ class GatewayService:
             row,
             kindergarten_id=self._place(event.device_id) or row.kindergarten_id,
             device_type=gb.type_code,
-            transport=event.peer.transport.value, host=event.peer.host, port=event.peer.port,
-            registered_at=self._wall(event.at), expires=event.expires, user_agent=event.user_agent[:120],
-        )  # fmt: skip
+            transport=event.peer.transport.value,
+            host=event.peer.host,
+            port=event.peer.port,
+            registered_at=self._wall(event.at),
+            expires=event.expires,
+            user_agent=event.user_agent[:120],
+        )
         if state is None:
             self.devices[event.device_id] = DeviceState(row=row)
         else:
@@ -357,7 +386,9 @@ class GatewayService:
         if event.first:
             kg = self.kindergartens.get(row.kindergarten_id or "")
             where = kg.name if kg else "unplaced"
-            log.info("device %s (%s) registered from %s (expires %d)", event.device_id, where, event.peer, event.expires)
+            log.info(
+                "device %s (%s) registered from %s (expires %d)", event.device_id, where, event.peer, event.expires
+            )
 
     def _place(self, device_id: str) -> str | None:
         provisioned = self._provisioned.get(device_id)
@@ -395,11 +426,16 @@ class GatewayService:
             self._pending_kindergartens.extend(fresh)
             self._kg_cameras_at = float("-inf")
         channels = [
-            c for item in event.items
+            c
+            for item in event.items
             if (c := channel_from_item(item, state.row, now, kindergarten_id=self._kindergarten_node(item.parent_id)))
-        ]  # fmt: skip
+        ]
         ids = state.channels if not event.partial else {c.id: None for c in channels}
-        before = {i: c for i in ids if (c := self.channels.get(i)) is not None and self.channel_owner.get(i) == event.device_id}
+        before = {
+            i: c
+            for i in ids
+            if (c := self.channels.get(i)) is not None and self.channel_owner.get(i) == event.device_id
+        }
         if not event.partial:
             for channel_id in state.channels:
                 self.channel_owner.pop(channel_id, None)
@@ -417,11 +453,10 @@ class GatewayService:
             up = state.row.online
             self.cascade.channels_changed(
                 {i: replace(c, online=c.online and up) for i, c in before.items()},
-                {c.id: replace(c, online=c.online and up) for c in channels}, event.at,
-            )  # fmt: skip
-        log.info(
-            "catalog of %s: %d channels%s", event.device_id, len(channels), " (partial)" if event.partial else ""
-        )
+                {c.id: replace(c, online=c.online and up) for c in channels},
+                event.at,
+            )
+        log.info("catalog of %s: %d channels%s", event.device_id, len(channels), " (partial)" if event.partial else "")
 
     def _kindergarten_node(self, parent_id: str | None) -> str | None:
         """The kindergarten a lower platform's channel hangs under (its ParentID), if known."""
@@ -490,9 +525,12 @@ class GatewayService:
             return
         info = event.info
         state.row = replace(
-            state.row, name=(info.device_name or state.row.name)[:120], manufacturer=(info.manufacturer or "")[:80],
-            model=(info.model or "")[:80], firmware=(info.firmware or "")[:80],
-        )  # fmt: skip
+            state.row,
+            name=(info.device_name or state.row.name)[:120],
+            manufacturer=(info.manufacturer or "")[:80],
+            model=(info.model or "")[:80],
+            firmware=(info.firmware or "")[:80],
+        )
         self._pending_devices[event.device_id] = state.row
 
     def _on_refused(self, event: RegistrationRefused) -> None:
@@ -501,7 +539,9 @@ class GatewayService:
             return  # a challenge is the normal first step
         if event.newly_blocked:
             log.warning(
-                "device %s from %s: repeated wrong passwords, REGISTER blocked for a while", event.device_id, event.peer.host
+                "device %s from %s: repeated wrong passwords, REGISTER blocked for a while",
+                event.device_id,
+                event.peer.host,
             )
         elif event.reason != "throttled":
             log.info("REGISTER of %s from %s refused %d (%s)", event.device_id, event.peer, event.status, event.reason)
@@ -521,23 +561,32 @@ class GatewayService:
 
             sinks.append(WebhookSink(config.webhook_url, config.webhook_secret, timeout=config.webhook_timeout))
         if config.upper_platforms:  # the cascade exists once SIP is up; deliveries come later
-            sinks.append(GbAlarmSink(
-                lambda alarm: self.cascade.alarm_targets(alarm) if self.cascade is not None else [],
-                self._send_alarm_upward,
-            ))  # fmt: skip
+            sinks.append(
+                GbAlarmSink(
+                    lambda alarm: self.cascade.alarm_targets(alarm) if self.cascade is not None else [],
+                    self._send_alarm_upward,
+                )
+            )
         store = await asyncio.to_thread(open_alarm_store, self.config.db)
         settings = AlarmSettings(
-            escalate_after=config.alarm_escalate_after, dedupe_window=config.alarm_dedupe_window,
+            escalate_after=config.alarm_escalate_after,
+            dedupe_window=config.alarm_dedupe_window,
             retry=RetryPolicy(cap=config.alarm_retry_cap, dead_after=config.alarm_dead_after),
             snapshot_budget=config.alarm_snapshot_budget,
-        )  # fmt: skip
+        )
         self.alarms = AlarmService(
-            store, sinks, settings, enrich=self.enrich_alarm, capture_snapshot=self._entrance_snapshot,
+            store,
+            sinks,
+            settings,
+            enrich=self.enrich_alarm,
+            capture_snapshot=self._entrance_snapshot,
             metrics=self.metrics,
-        )  # fmt: skip
+        )
         await self.alarms.start()
         if not sinks:
-            log.info("no alarm sink configured (--mqtt, webhook_url, upper platforms): alarms reach the API and consoles")
+            log.info(
+                "no alarm sink configured (--mqtt, webhook_url, upper platforms): alarms reach the API and consoles"
+            )
 
     async def _on_alarm(self, event: AlarmNotified) -> None:
         """Store the alarm, then answer the device (200 + Response MESSAGE)."""
@@ -548,18 +597,23 @@ class GatewayService:
         # is the platform, which belongs to no kindergarten.
         source = self.channels.get(event.alarm.device_id)
         notice = AlarmNotice(
-            device_id=event.device_id, body=event.alarm, received_at=self._wall(event.at),
+            device_id=event.device_id,
+            body=event.alarm,
+            received_at=self._wall(event.at),
             sender_registered=event.registered,
             kindergarten_id=(source.kindergarten_id if source else None) or (row.kindergarten_id if row else None),
             district_code=(source.district_code if source else "") or (row.district_code if row else ""),
-        )  # fmt: skip
+        )
         stored = True
         try:
             await self.alarms.receive(notice)
         except StoreError:
             stored = False
-            log.error("alarm from %s (SN %d) could not be stored: answered 500 so the device sends it again",
-                      event.device_id, event.alarm.sn)
+            log.error(
+                "alarm from %s (SN %d) could not be stored: answered 500 so the device sends it again",
+                event.device_id,
+                event.alarm.sn,
+            )
         except Exception:  # a bug must still leave the device an answer it retries on
             stored = False
             log.exception("alarm from %s (SN %d) failed: answered 500", event.device_id, event.alarm.sn)
@@ -611,15 +665,24 @@ class GatewayService:
         return Enrichment(
             gateway_id=self.config.id,
             kindergarten=KindergartenInfo(
-                kg.id, kg.name, kg.district_code, district_name(kg.district_code) or "", kg.address,
-                kg.longitude, kg.latitude,
-            ) if kg else None,
+                kg.id,
+                kg.name,
+                kg.district_code,
+                district_name(kg.district_code) or "",
+                kg.address,
+                kg.longitude,
+                kg.latitude,
+            )
+            if kg
+            else None,
             device_name=state.row.name if state else "",
-            source_name=source.name if source else "", source_area=AreaTag(source.area).value if source else "",
-            live_channel_id=camera, live_url=f"{base}/live/{camera}" if camera else None,
+            source_name=source.name if source else "",
+            source_area=AreaTag(source.area).value if source else "",
+            live_channel_id=camera,
+            live_url=f"{base}/live/{camera}" if camera else None,
             snapshot_url=f"{base}/api/alarms/{alarm.id}/snapshot.jpg" if camera else None,
             alarm_url=f"{base}/api/alarms/{alarm.id}",
-        )  # fmt: skip
+        )
 
     async def _entrance_snapshot(self, alarm: Alarm) -> bytes | None:
         camera = self.entrance_camera(alarm.kindergarten_id)
@@ -741,8 +804,12 @@ class GatewayService:
 
 
 def _write_all(
-    store: Store, kindergartens: list[Kindergarten], devices: list[Device],
-    catalogs: list[tuple[str, list[Channel], bool]], batch: Any, deletes: list[str],
+    store: Store,
+    kindergartens: list[Kindergarten],
+    devices: list[Device],
+    catalogs: list[tuple[str, list[Channel], bool]],
+    batch: Any,
+    deletes: list[str],
 ) -> None:
     """One flush: kindergartens and device rows first (channels reference them), then catalogs, then presence."""
     if kindergartens:

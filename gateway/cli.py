@@ -62,20 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--password", help="device password that auto-enrols devices (default 12345678)")
     gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
     gw.add_argument("--enrolment", choices=["auto", "strict"], help="strict: only provisioned device IDs")
-    gw.add_argument("--media-transport", choices=["udp", "tcp-passive", "tcp-active"],
-                    help="how cameras send RTP for live views (default udp; tcp-passive: we listen)")
+    gw.add_argument(
+        "--media-transport",
+        choices=["udp", "tcp-passive", "tcp-active"],
+        help="how cameras send RTP for live views (default udp; tcp-passive: we listen)",
+    )
     gw.add_argument("--keepalive-interval", type=float, help="expected keepalive period in s (default 60)")
     gw.add_argument("--keepalive-missed", type=int, help="missed keepalives before offline (default 3)")
-    gw.add_argument("--mqtt", metavar="URL",
-                    help="police alarm integration: mqtt://[user:pass@]HOST:PORT (QoS 1, topic kgw/alarms/<district>/<kg>)")
+    gw.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="police alarm integration: mqtt://[user:pass@]HOST:PORT (QoS 1, topic kgw/alarms/<district>/<kg>)",
+    )
     gw.add_argument("--webhook-url", help="POST every alarm (schema-1 JSON, HMAC-signed) to this URL")
     gw.add_argument("--webhook-secret", help="HMAC-SHA256 key for the X-KGW-Signature header of the webhook")
-    gw.add_argument("--alarm-escalate-after", type=float, metavar="S",
-                    help="escalate alarms not acknowledged within S seconds (default 180; 0 = never)")
+    gw.add_argument(
+        "--alarm-escalate-after",
+        type=float,
+        metavar="S",
+        help="escalate alarms not acknowledged within S seconds (default 180; 0 = never)",
+    )
     gw.add_argument("--public-url", help="base URL put in alarm links (default http://HTTP_HOST:HTTP_PORT)")
-    gw.add_argument("--upper", action="append", metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
-                    help="register with an upper platform (repeatable): e.g. district/120101=12010100002000000001@"
-                         "10.0.0.5:5060, municipal=…, police=…; the password is --password unless set in --config")
+    gw.add_argument(
+        "--upper",
+        action="append",
+        metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
+        help="register with an upper platform (repeatable): e.g. district/120101=12010100002000000001@"
+        "10.0.0.5:5060, municipal=…, police=…; the password is --password unless set in --config",
+    )
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
@@ -92,12 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
     plat.add_argument("--http-port", type=int, default=8070, help="console and API port (default 8070)")
     plat.add_argument("--password", default="12345678", help="password lower platforms and devices register with")
     plat.add_argument("--db", help="SQLite file (default var/platform-<level>.db)")
-    plat.add_argument("--upper", action="append", metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
-                      help="cascade upward too (a district platform registering with the municipal one)")
+    plat.add_argument(
+        "--upper",
+        action="append",
+        metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
+        help="cascade upward too (a district platform registering with the municipal one)",
+    )
     plat.add_argument("--config", help="TOML file with [gateway] settings and [[upper_platforms]]")
     plat.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
-    police = sub.add_parser("police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook")
+    police = sub.add_parser(
+        "police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook"
+    )
     police.add_argument("--mqtt", metavar="URL", help="broker to subscribe to: mqtt://[user:pass@]HOST:PORT")
     police.add_argument("--webhook", type=_hostport, metavar="HOST:PORT", help="also receive signed webhook POSTs here")
     police.add_argument("--secret", help="webhook HMAC secret (the gateway's webhook_secret)")
@@ -107,22 +127,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
     demo.add_argument("--sip-port", type=int, default=5060, help="gateway SIP port, UDP and TCP (default 5060)")
-    demo.add_argument("--http-port", type=int, default=8080,
-                      help="gateway console/API port (default 8080); the 18 platforms take the next 18 ports")
-    demo.add_argument("--data-dir", default="var/demo", help="SQLite files of the gateway and platforms (default var/demo)")
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        default=8080,
+        help="gateway console/API port (default 8080); the 18 platforms take the next 18 ports",
+    )
+    demo.add_argument(
+        "--data-dir", default="var/demo", help="SQLite files of the gateway and platforms (default var/demo)"
+    )
     demo.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport of the devices")
-    demo.add_argument("--keepalive-interval", type=float, default=20.0,
-                      help="demo devices keep alive every N s (default 20, so offline shows within a minute)")
-    demo.add_argument("--alarm-rate", type=float, default=1 / 30,
-                      help="simulated alarm presses per second across the city (default one every 30 s; 0 = none)")
-    demo.add_argument("--control-port", type=int, default=8090,
-                      help="simulator control endpoint: POST /press presses a button on demand (default 8090)")
-    demo.add_argument("--escalate-after", type=float, default=120.0,
-                      help="s before an unacknowledged alarm escalates to the municipal level (default 120)")
-    demo.add_argument("--no-mqtt", action="store_true",
-                      help="do not start the local Mosquitto broker and police receiver")
-    demo.add_argument("--no-platforms", action="store_true",
-                      help="only the gateway and the city, without the 16 district, municipal and police platforms")
+    demo.add_argument(
+        "--keepalive-interval",
+        type=float,
+        default=20.0,
+        help="demo devices keep alive every N s (default 20, so offline shows within a minute)",
+    )
+    demo.add_argument(
+        "--alarm-rate",
+        type=float,
+        default=1 / 30,
+        help="simulated alarm presses per second across the city (default one every 30 s; 0 = none)",
+    )
+    demo.add_argument(
+        "--control-port",
+        type=int,
+        default=8090,
+        help="simulator control endpoint: POST /press presses a button on demand (default 8090)",
+    )
+    demo.add_argument(
+        "--escalate-after",
+        type=float,
+        default=120.0,
+        help="s before an unacknowledged alarm escalates to the municipal level (default 120)",
+    )
+    demo.add_argument(
+        "--no-mqtt", action="store_true", help="do not start the local Mosquitto broker and police receiver"
+    )
+    demo.add_argument(
+        "--no-platforms",
+        action="store_true",
+        help="only the gateway and the city, without the 16 district, municipal and police platforms",
+    )
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return parser
 
@@ -131,7 +177,9 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 5060), help="gateway SIP HOST:PORT")
     sim.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="gateway 20-digit SIP ID")
     sim.add_argument("--password", default="12345678", help="device password (default 12345678)")
-    sim.add_argument("--kindergartens", type=int, default=10, help="how many kindergartens (default 10; 2314 = whole city)")
+    sim.add_argument(
+        "--kindergartens", type=int, default=10, help="how many kindergartens (default 10; 2314 = whole city)"
+    )
     sim.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport (default udp)")
     sim.add_argument("--api", help="gateway HTTP base URL to provision kindergartens (names, addresses)")
     sim.add_argument("--ipc", action="store_true", help="every camera registers itself (no NVR)")
@@ -145,16 +193,33 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--flap", type=int, default=0, help="N devices alternate silent/talking")
     sim.add_argument("--flap-period", type=float, default=180.0, help="s silent, then s talking (default 180)")
     sim.add_argument("--malformed", type=int, default=0, help="N devices send broken XML now and then")
-    sim.add_argument("--video-codec", choices=["h264", "hevc"], default="h264",
-                     help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)")
+    sim.add_argument(
+        "--video-codec",
+        choices=["h264", "hevc"],
+        default="h264",
+        help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)",
+    )
     sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
     sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
-    sim.add_argument("--bind", default="127.0.0.1", metavar="HOST",
-                     help="address the simulated devices' sockets use (default 127.0.0.1; 0.0.0.0 in containers)")
-    sim.add_argument("--alarm-rate", type=float, default=0.0, metavar="PER_SECOND",
-                     help="press alarm buttons (1 in 5: trip perimeter detectors) at this steady rate (default 0)")
-    sim.add_argument("--control-port", type=int, metavar="PORT",
-                     help="HTTP control endpoint on 127.0.0.1:PORT: POST /press {\"kindergarten\": ID, \"kind\": \"button\"}")
+    sim.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the simulated devices' sockets use (default 127.0.0.1; 0.0.0.0 in containers)",
+    )
+    sim.add_argument(
+        "--alarm-rate",
+        type=float,
+        default=0.0,
+        metavar="PER_SECOND",
+        help="press alarm buttons (1 in 5: trip perimeter detectors) at this steady rate (default 0)",
+    )
+    sim.add_argument(
+        "--control-port",
+        type=int,
+        metavar="PORT",
+        help='HTTP control endpoint on 127.0.0.1:PORT: POST /press {"kindergarten": ID, "kind": "button"}',
+    )
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -186,26 +251,45 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     if args.level == "district" and not args.district:
         raise ConfigError("--level district needs --district CODE (e.g. 120101)")
     return load_config(
-        args.config, id=args.id or platform_id(args.level, args.district), sip_host=args.sip_host,
-        sip_advertise=args.sip_advertise, role=args.level,
-        sip_port=args.sip_port, http_host=args.http_host, http_port=args.http_port, password=args.password,
+        args.config,
+        id=args.id or platform_id(args.level, args.district),
+        sip_host=args.sip_host,
+        sip_advertise=args.sip_advertise,
+        role=args.level,
+        sip_port=args.sip_port,
+        http_host=args.http_host,
+        http_port=args.http_port,
+        password=args.password,
         db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
-        upper_platforms=_uppers(args, args.password), log_level=args.log_level,
-    )  # fmt: skip
+        upper_platforms=_uppers(args, args.password),
+        log_level=args.log_level,
+    )
 
 
 def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """Merge --config with flags."""
     return load_config(
-        args.config, sip_host=args.sip_host, sip_port=args.sip_port, sip_advertise=args.sip_advertise,
+        args.config,
+        sip_host=args.sip_host,
+        sip_port=args.sip_port,
+        sip_advertise=args.sip_advertise,
         http_host=args.http_host,
-        http_port=args.http_port, id=args.id, password=args.password, db=args.db, enrolment=args.enrolment,
+        http_port=args.http_port,
+        id=args.id,
+        password=args.password,
+        db=args.db,
+        enrolment=args.enrolment,
         media_transport=args.media_transport,
-        keepalive_interval=args.keepalive_interval, keepalive_missed=args.keepalive_missed,
-        log_level=args.log_level, mqtt=args.mqtt, webhook_url=args.webhook_url, webhook_secret=args.webhook_secret,
-        alarm_escalate_after=args.alarm_escalate_after, public_url=args.public_url,
+        keepalive_interval=args.keepalive_interval,
+        keepalive_missed=args.keepalive_missed,
+        log_level=args.log_level,
+        mqtt=args.mqtt,
+        webhook_url=args.webhook_url,
+        webhook_secret=args.webhook_secret,
+        alarm_escalate_after=args.alarm_escalate_after,
+        public_url=args.public_url,
         upper_platforms=_uppers(args, args.password or GatewayConfig().password),
-    )  # fmt: skip
+    )
 
 
 async def run_gateway(config: GatewayConfig) -> None:
@@ -221,14 +305,29 @@ def fleet_options_from_args(args: argparse.Namespace) -> Any:
     from simulators.fleet import FleetOptions
 
     return FleetOptions(
-        gateway_host=args.gateway[0], gateway_port=args.gateway[1], gateway_id=args.gateway_id,
-        password=args.password, kindergartens=args.kindergartens, transport=Transport(args.transport.upper()),
-        seed=args.seed, ipc_mode=args.ipc, cameras=args.cameras, expires=args.expires,
-        keepalive_interval=args.keepalive_interval, rate=args.rate, wrong_password=args.wrong_password,
-        silent=args.silent, flap=args.flap, flap_period=args.flap_period, malformed=args.malformed, api=args.api,
-        video=_video_profile(args), alarm_rate=args.alarm_rate, control_port=args.control_port,
+        gateway_host=args.gateway[0],
+        gateway_port=args.gateway[1],
+        gateway_id=args.gateway_id,
+        password=args.password,
+        kindergartens=args.kindergartens,
+        transport=Transport(args.transport.upper()),
+        seed=args.seed,
+        ipc_mode=args.ipc,
+        cameras=args.cameras,
+        expires=args.expires,
+        keepalive_interval=args.keepalive_interval,
+        rate=args.rate,
+        wrong_password=args.wrong_password,
+        silent=args.silent,
+        flap=args.flap,
+        flap_period=args.flap_period,
+        malformed=args.malformed,
+        api=args.api,
+        video=_video_profile(args),
+        alarm_rate=args.alarm_rate,
+        control_port=args.control_port,
         local_host=args.bind,
-    )  # fmt: skip
+    )
 
 
 def _video_profile(args: argparse.Namespace) -> Any:
@@ -252,15 +351,23 @@ async def run_simulate(options: Any) -> None:
         while True:
             await asyncio.sleep(5)
             s = fleet.summary()
-            log.info("simulator: %d/%d devices registered, %d keepalives sent, %d/%d alarms answered, states %s",
-                     s["registered"], s["devices"], s["keepalives_sent"], s["alarms_answered"], s["alarms_pressed"],
-                     s["states"])
+            log.info(
+                "simulator: %d/%d devices registered, %d keepalives sent, %d/%d alarms answered, states %s",
+                s["registered"],
+                s["devices"],
+                s["keepalives_sent"],
+                s["alarms_answered"],
+                s["alarms_pressed"],
+                s["states"],
+            )
 
     async def start() -> None:
         await fleet.start()
         if fleet.control_port is not None:
-            log.info("simulator control: POST http://127.0.0.1:%d/press {\"kindergarten\": ID, \"kind\": \"button\"}",
-                     fleet.control_port)
+            log.info(
+                'simulator control: POST http://127.0.0.1:%d/press {"kindergarten": ID, "kind": "button"}',
+                fleet.control_port,
+            )
         progress.append(asyncio.create_task(report()))
 
     async def stop() -> None:
@@ -295,12 +402,21 @@ async def run_demo(args: argparse.Namespace) -> None:
     """``kgw demo``: the gateway, 18 platforms, a simulated city and the police alarm side (gateway/demo.py)."""
     from gateway.demo import Demo, DemoOptions
 
-    demo = Demo(DemoOptions(
-        kindergartens=args.kindergartens, sip_port=args.sip_port, http_port=args.http_port, data_dir=args.data_dir,
-        transport=args.transport, keepalive_interval=args.keepalive_interval, alarm_rate=args.alarm_rate,
-        control_port=args.control_port, escalate_after=args.escalate_after, mqtt=not args.no_mqtt,
-        platforms=not args.no_platforms,
-    ))  # fmt: skip
+    demo = Demo(
+        DemoOptions(
+            kindergartens=args.kindergartens,
+            sip_port=args.sip_port,
+            http_port=args.http_port,
+            data_dir=args.data_dir,
+            transport=args.transport,
+            keepalive_interval=args.keepalive_interval,
+            alarm_rate=args.alarm_rate,
+            control_port=args.control_port,
+            escalate_after=args.escalate_after,
+            mqtt=not args.no_mqtt,
+            platforms=not args.no_platforms,
+        )
+    )
 
     async def start() -> None:
         await demo.start()

@@ -71,7 +71,9 @@ class GatewayConfig:
     webhook_url: str = ""  # POST every alarm here (signed); "" = no webhook sink
     webhook_secret: str = ""  # HMAC-SHA256 key of the X-KGW-Signature header (required with webhook_url)
     webhook_timeout: float = 5.0
-    alarm_escalate_after: float = 180.0  # s without acknowledgement before escalating to the municipal level (0 = never)
+    alarm_escalate_after: float = (
+        180.0  # s without acknowledgement before escalating to the municipal level (0 = never)
+    )
     alarm_dedupe_window: float = 600.0  # s within which a repeated notification of the same event is one alarm
     alarm_retry_cap: float = 60.0  # s: the longest wait between delivery attempts
     alarm_dead_after: int = 10  # attempts before a delivery is shown as dead-letter (it keeps being retried)
@@ -167,7 +169,9 @@ def _device(raw: Any) -> ProvisionedDevice:
     extra = set(raw) - {"id", "password", "kindergarten_id"}
     if extra:
         raise ConfigError(f"unknown device settings: {', '.join(sorted(extra))}")
-    return ProvisionedDevice(id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id"))
+    return ProvisionedDevice(
+        id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id")
+    )
 
 
 _UPPER_LINK_FIELDS = frozenset(f.name for f in fields(UpperPlatformConfig))

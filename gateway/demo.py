@@ -85,26 +85,41 @@ class Demo:
             log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the platforms and API only")
         uppers = tuple(self._upper_spec(name, service) for name, service in self.platforms.items())
         config = load_config(
-            None, sip_port=opts.sip_port, http_port=opts.http_port, db=f"{opts.data_dir}/gateway.db",
-            keepalive_interval=opts.keepalive_interval, flush_interval=1.0, mqtt=mqtt,
-            alarm_escalate_after=opts.escalate_after, upper_platforms=uppers,
-        )  # fmt: skip
+            None,
+            sip_port=opts.sip_port,
+            http_port=opts.http_port,
+            db=f"{opts.data_dir}/gateway.db",
+            keepalive_interval=opts.keepalive_interval,
+            flush_interval=1.0,
+            mqtt=mqtt,
+            alarm_escalate_after=opts.escalate_after,
+            upper_platforms=uppers,
+        )
         self.gateway = GatewayService(config)
         await self.gateway.start()
         if self.broker is not None:
             self.police_receiver = PoliceReceiver(
-                self.broker.url, topic=("kgw/alarms/#", "kgw/escalations/#"), client_id="kgw-demo-police",
+                self.broker.url,
+                topic=("kgw/alarms/#", "kgw/escalations/#"),
+                client_id="kgw-demo-police",
                 persistent=True,
-            )  # fmt: skip
+            )
             await self.police_receiver.start()
             self._tasks.append(asyncio.create_task(self._report()))
         api = f"http://127.0.0.1:{self.gateway.http_port}"
-        self.fleet = Fleet(FleetOptions(
-            gateway_port=self.gateway.sip_port, gateway_id=config.id, password=config.password,
-            kindergartens=opts.kindergartens, transport=Transport(opts.transport.upper()),
-            keepalive_interval=opts.keepalive_interval, api=api, alarm_rate=opts.alarm_rate,
-            control_port=opts.control_port,
-        ))  # fmt: skip
+        self.fleet = Fleet(
+            FleetOptions(
+                gateway_port=self.gateway.sip_port,
+                gateway_id=config.id,
+                password=config.password,
+                kindergartens=opts.kindergartens,
+                transport=Transport(opts.transport.upper()),
+                keepalive_interval=opts.keepalive_interval,
+                api=api,
+                alarm_rate=opts.alarm_rate,
+                control_port=opts.control_port,
+            )
+        )
         await self.fleet.start()
 
     async def _start_platforms(self) -> None:
@@ -113,10 +128,17 @@ class Demo:
         levels += [(f"district-{code}", "district", code) for code in sorted(TIANJIN_DISTRICTS)]
         for index, (name, level, district) in enumerate(levels, start=1):
             config = load_config(
-                None, id=platform_id(level, district), role=level, sip_port=0, http_port=opts.http_port + index,
-                password=PLATFORM_PASSWORD, db=f"{opts.data_dir}/{name}.db", flush_interval=1.0,
-                keepalive_interval=opts.keepalive_interval, alarm_escalate_after=opts.escalate_after,
-            )  # fmt: skip
+                None,
+                id=platform_id(level, district),
+                role=level,
+                sip_port=0,
+                http_port=opts.http_port + index,
+                password=PLATFORM_PASSWORD,
+                db=f"{opts.data_dir}/{name}.db",
+                flush_interval=1.0,
+                keepalive_interval=opts.keepalive_interval,
+                alarm_escalate_after=opts.escalate_after,
+            )
             service = GatewayService(config)
             await service.start()
             self.platforms[name] = service
@@ -125,9 +147,13 @@ class Demo:
         level = "district" if name.startswith("district-") else name
         district = name.removeprefix("district-") if level == "district" else None
         link = UpperPlatformConfig(
-            name=name, server_id=service.config.id, host="127.0.0.1", port=service.sip_port,
-            password=PLATFORM_PASSWORD, keepalive_interval=self.options.keepalive_interval,
-        )  # fmt: skip
+            name=name,
+            server_id=service.config.id,
+            host="127.0.0.1",
+            port=service.sip_port,
+            password=PLATFORM_PASSWORD,
+            keepalive_interval=self.options.keepalive_interval,
+        )
         return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
 
     async def _report(self) -> None:
@@ -147,7 +173,8 @@ class Demo:
         ]
         for name, service in self.platforms.items():
             label = {"municipal": "市级平台 municipal", "police": "公安平台 police"}.get(
-                name, f"{TIANJIN_DISTRICTS.get(name.removeprefix('district-'), name)} district")
+                name, f"{TIANJIN_DISTRICTS.get(name.removeprefix('district-'), name)} district"
+            )
             lines.append(f"  platform  http://127.0.0.1:{service.http_port}/   {label} ({service.config.id})")
         control = f"http://127.0.0.1:{self.fleet.control_port}"
         mqtt = self.broker.url if self.broker is not None else ""
@@ -155,7 +182,7 @@ class Demo:
             f"  SIP       udp/tcp 127.0.0.1:{gw.sip_port}",
             f"  uppers    {api}/api/upper-platforms",
             f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{gw.http_port}/api/alarms/ws)",
-            f"  press     curl -X POST {control}/press -d '{{\"kind\": \"button\"}}'   "
+            f'  press     curl -X POST {control}/press -d \'{{"kind": "button"}}\'   '
             "(kinds: button, perimeter, video_loss, tamper, disk_fault)",
             f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}",
             f"  health    {api}/healthz",

@@ -234,7 +234,10 @@ class LiveService:
             port = transport.port
         elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
             transport = await TcpPassiveRtpReceiver.open(
-                sink, host=self.media_host, ports=self.media_ports, connect_timeout=self.play_timeout,
+                sink,
+                host=self.media_host,
+                ports=self.media_ports,
+                connect_timeout=self.play_timeout,
                 rtp_timeout=self.rtp_timeout,
             )
             port = transport.port
@@ -243,14 +246,29 @@ class LiveService:
         config = self.gateway.config
         ssrc = make_ssrc(config.domain, next(self._ssrc_seq))
         session = PlaySession(
-            access.endpoint, config.id, config.domain, channel_id, session_info.peer, self.media_host,
-            port, mode, ssrc, play_timeout=self.play_timeout,
-        )  # fmt: skip
+            access.endpoint,
+            config.id,
+            config.domain,
+            channel_id,
+            session_info.peer,
+            self.media_host,
+            port,
+            mode,
+            ssrc,
+            play_timeout=self.play_timeout,
+        )
         stream = LiveStream(
-            channel_id=channel_id, device_id=device_id, session=session, transport=transport,
-            fanout=StreamFanout(channel_id), receiver=RtpReceiver(None, PS_PAYLOAD_TYPES),
-            demuxer=PsDemuxer(), started=self.loop.create_future(), opened_at=self.loop.time(), mode=mode,
-        )  # fmt: skip
+            channel_id=channel_id,
+            device_id=device_id,
+            session=session,
+            transport=transport,
+            fanout=StreamFanout(channel_id),
+            receiver=RtpReceiver(None, PS_PAYLOAD_TYPES),
+            demuxer=PsDemuxer(),
+            started=self.loop.create_future(),
+            opened_at=self.loop.time(),
+            mode=mode,
+        )
         self.streams[channel_id] = stream
         session.start(self.loop.time())
         self.invites_sent += 1
@@ -335,7 +353,10 @@ class LiveService:
         """TCP active: connect to the device's listening port from its answer."""
         try:
             stream.transport = await TcpActiveRtpReceiver.connect(
-                _Sink(self, stream.channel_id), host, port, connect_timeout=self.play_timeout,
+                _Sink(self, stream.channel_id),
+                host,
+                port,
+                connect_timeout=self.play_timeout,
                 rtp_timeout=self.rtp_timeout,
             )
         except GatewayError as exc:
@@ -357,17 +378,31 @@ class LiveService:
 
 # What one stream counts: RTP received/bytes/lost, input dropped by reason, PS resyncs.
 COUNTERS = (
-    "packets", "bytes", "lost", "dropped_foreign_ssrc", "dropped_foreign_source", "dropped_bad_pt",
-    "dropped_malformed", "dropped_duplicate", "ps_resyncs", "ps_dropped_bytes",
-)  # fmt: skip
+    "packets",
+    "bytes",
+    "lost",
+    "dropped_foreign_ssrc",
+    "dropped_foreign_source",
+    "dropped_bad_pt",
+    "dropped_malformed",
+    "dropped_duplicate",
+    "ps_resyncs",
+    "ps_dropped_bytes",
+)
 
 
 def _counters(stream: LiveStream) -> dict[str, int]:
     rtp = stream.receiver.stats
     ps = stream.demuxer.stats
     return {
-        "packets": rtp.received, "bytes": rtp.bytes, "lost": rtp.lost,
-        "dropped_foreign_ssrc": rtp.foreign_ssrc, "dropped_foreign_source": rtp.foreign_source,
-        "dropped_bad_pt": rtp.bad_pt, "dropped_malformed": rtp.malformed, "dropped_duplicate": rtp.duplicates,
-        "ps_resyncs": ps.resyncs, "ps_dropped_bytes": ps.dropped_bytes,
-    }  # fmt: skip
+        "packets": rtp.received,
+        "bytes": rtp.bytes,
+        "lost": rtp.lost,
+        "dropped_foreign_ssrc": rtp.foreign_ssrc,
+        "dropped_foreign_source": rtp.foreign_source,
+        "dropped_bad_pt": rtp.bad_pt,
+        "dropped_malformed": rtp.malformed,
+        "dropped_duplicate": rtp.duplicates,
+        "ps_resyncs": ps.resyncs,
+        "ps_dropped_bytes": ps.dropped_bytes,
+    }

@@ -103,14 +103,16 @@ async def _press(request: web.Request) -> web.Response:
         return _error(404, str(exc.args[0]) if exc.args else "not found")
     except ValueError as exc:
         return _error(400, str(exc))
-    return web.json_response({
-        "device_id": record.device_id,
-        "source_id": record.source_id,
-        "sn": record.sn,
-        "kind": record.kind,
-        "pressed_at_wall": record.wall.timestamp(),
-        "alarm_time": record.alarm_time,
-    })  # fmt: skip
+    return web.json_response(
+        {
+            "device_id": record.device_id,
+            "source_id": record.source_id,
+            "sn": record.sn,
+            "kind": record.kind,
+            "pressed_at_wall": record.wall.timestamp(),
+            "alarm_time": record.alarm_time,
+        }
+    )
 
 
 async def _press_all(request: web.Request) -> web.Response:

@@ -129,11 +129,16 @@ class Fleet:
         opts = self.options
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
-        self.city = build_city(opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras,
-                               ipc_mode=opts.ipc_mode)
+        self.city = build_city(
+            opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
+        )
         summary = city_summary(self.city)
-        log.info("simulated city: %d kindergartens, %d devices, %d channels",
-                 summary["kindergartens"], summary["devices"], summary["channels"])
+        log.info(
+            "simulated city: %d kindergartens, %d devices, %d channels",
+            summary["kindergartens"],
+            summary["devices"],
+            summary["channels"],
+        )
         if opts.api:
             await asyncio.to_thread(provision, opts.api, self.city)
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
@@ -153,10 +158,12 @@ class Fleet:
             server = ServerInfo(server_id=opts.gateway_id, domain=opts.domain, peer=server_peer)
             for device in plan.devices:
                 agent = DeviceAgent(
-                    device_profile(device, plan, opts.password), server, endpoint,
+                    device_profile(device, plan, opts.password),
+                    server,
+                    endpoint,
                     timing=AgentTiming(expires=opts.expires, keepalive_interval=opts.keepalive_interval),
                     misbehaviour=misbehaviours.get(index, Misbehaviour()),
-                )  # fmt: skip
+                )
                 index += 1
                 node.host.add(agent)
                 self.agents[device.id] = agent
@@ -375,27 +382,50 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
     """A device-role profile from the city plan; channels become catalog items."""
     items = tuple(
         CatalogItem(
-            device_id=channel.id, name=channel.name, manufacturer=device.manufacturer, model=device.model,
-            owner="Owner", civil_code=kindergarten.district_code, address=channel.address, parental=0,
-            parent_id=device.id, safety_way=0, register_way=1, secrecy=0, status="ON",
-            longitude=channel.longitude, latitude=channel.latitude,
+            device_id=channel.id,
+            name=channel.name,
+            manufacturer=device.manufacturer,
+            model=device.model,
+            owner="Owner",
+            civil_code=kindergarten.district_code,
+            address=channel.address,
+            parental=0,
+            parent_id=device.id,
+            safety_way=0,
+            register_way=1,
+            secrecy=0,
+            status="ON",
+            longitude=channel.longitude,
+            latitude=channel.latitude,
             ptz_type=3 if channel.kind == "camera" else None,
         )
         for channel in device.channels
-    )  # fmt: skip
+    )
     return DeviceProfile(
-        device_id=device.id, password=password, name=device.name, manufacturer=device.manufacturer,
-        model=device.model, firmware=device.firmware, channels=items, user_agent=f"{device.manufacturer} kgw-sim",
-    )  # fmt: skip
+        device_id=device.id,
+        password=password,
+        name=device.name,
+        manufacturer=device.manufacturer,
+        model=device.model,
+        firmware=device.firmware,
+        channels=items,
+        user_agent=f"{device.manufacturer} kgw-sim",
+    )
 
 
 def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
     """POST the city's kindergartens to the gateway API (blocking; run in a thread)."""
     rows = [
-        {"id": k.id, "name": k.name, "district_code": k.district_code, "address": k.address,
-         "longitude": k.longitude, "latitude": k.latitude}
+        {
+            "id": k.id,
+            "name": k.name,
+            "district_code": k.district_code,
+            "address": k.address,
+            "longitude": k.longitude,
+            "latitude": k.latitude,
+        }
         for k in city
-    ]  # fmt: skip
+    ]
     for start in range(0, len(rows), chunk):
         body = json.dumps(rows[start : start + chunk], ensure_ascii=False).encode()
         request = urllib.request.Request(

@@ -69,8 +69,12 @@ class MosquittoBroker:
             password_file = self.dir / "passwords"
             password_file.touch(mode=0o600)
             for name, password in self.users.items():
-                subprocess.run([MOSQUITTO_PASSWD, "-b", str(password_file), name, password],
-                               check=True, capture_output=True, timeout=10)
+                subprocess.run(
+                    [MOSQUITTO_PASSWD, "-b", str(password_file), name, password],
+                    check=True,
+                    capture_output=True,
+                    timeout=10,
+                )
             lines += [f"password_file {password_file}", "allow_anonymous false"]
         else:
             lines.append("allow_anonymous true")
@@ -118,14 +122,20 @@ class MosquittoBroker:
         stderr_path = self.dir / "stderr.log"
         with stderr_path.open("ab") as stderr:  # a file, not a pipe nobody drains
             self._process = await asyncio.create_subprocess_exec(
-                MOSQUITTO, "-c", str(self.config_path), stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+                MOSQUITTO,
+                "-c",
+                str(self.config_path),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT
         while loop.time() < deadline:
             if self._process.returncode is not None:
-                raise BrokerError(f"mosquitto exited with {self._process.returncode}: "
-                                  f"{stderr_path.read_text(errors='replace')}\n{self.log_tail()}")
+                raise BrokerError(
+                    f"mosquitto exited with {self._process.returncode}: "
+                    f"{stderr_path.read_text(errors='replace')}\n{self.log_tail()}"
+                )
             if not self._log_says_running(log_offset):  # else the port might answer for another process
                 await asyncio.sleep(0.02)
                 continue
@@ -138,8 +148,9 @@ class MosquittoBroker:
             await writer.wait_closed()
             return
         self.kill()
-        raise BrokerError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {START_TIMEOUT} s\n"
-                          f"{self.log_tail()}")
+        raise BrokerError(
+            f"mosquitto did not listen on 127.0.0.1:{self.port} within {START_TIMEOUT} s\n{self.log_tail()}"
+        )
 
     async def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after 5 s)."""

@@ -276,8 +276,14 @@ class PoliceReceiver:
         while True:
             try:
                 async with aiomqtt.Client(
-                    target.host, target.port, username=target.username, password=target.password,
-                    identifier=self.client_id, clean_session=not self.persistent, timeout=5.0, keepalive=30,
+                    target.host,
+                    target.port,
+                    username=target.username,
+                    password=target.password,
+                    identifier=self.client_id,
+                    clean_session=not self.persistent,
+                    timeout=5.0,
+                    keepalive=30,
                 ) as client:
                     for topic in self.topics:
                         await client.subscribe(topic, qos=1)
@@ -308,8 +314,12 @@ class PoliceReceiver:
         arrival = self.clock()
         stats = self.stats["webhook"]
         if self.secret is not None and not verify(
-            self.secret, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER), body,
-            now=arrival, max_age=self.max_age,
+            self.secret,
+            request.headers.get(SIGNATURE_HEADER),
+            request.headers.get(TIMESTAMP_HEADER),
+            body,
+            now=arrival,
+            max_age=self.max_age,
         ):
             stats.received += 1
             stats.bad_signatures += 1
@@ -346,8 +356,12 @@ async def run_receiver(
     if mqtt_url is None and webhook is None:
         raise ConfigError("police receiver needs an MQTT URL, a webhook address, or both")
     receiver = PoliceReceiver(
-        mqtt_url, topic=(DEFAULT_TOPIC, "kgw/escalations/#"), client_id="kgw-police-receiver", persistent=True,
-        webhook=webhook, secret=secret,
+        mqtt_url,
+        topic=(DEFAULT_TOPIC, "kgw/escalations/#"),
+        client_id="kgw-police-receiver",
+        persistent=True,
+        webhook=webhook,
+        secret=secret,
     )
     await receiver.start()
     try:

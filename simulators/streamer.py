@@ -287,8 +287,9 @@ class StreamHub:
             self._stopped(event.call_id, event.reason)
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
-        clip = asyncio.ensure_future(asyncio.to_thread(self.cache.get, self.title, self._camera_name(agent, event),
-                                                       self.profile))
+        clip = asyncio.ensure_future(
+            asyncio.to_thread(self.cache.get, self.title, self._camera_name(agent, event), self.profile)
+        )
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost)
         self.streams[event.call_id] = streamer

@@ -58,8 +58,7 @@ async def http_json(url: str, data: Any = None, method: str | None = None) -> tu
 
     def call() -> tuple[int, Any]:
         body = None if data is None else json.dumps(data).encode()
-        request = urllib.request.Request(url, data=body, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=20) as response:
                 return response.status, json.loads(response.read() or b"null")
@@ -99,8 +98,11 @@ async def fleet_factory() -> AsyncIterator[FleetFactory]:
 
     async def make(service: GatewayService, *, provision: bool = True, **options: Any) -> Fleet:
         settings: dict[str, Any] = {
-            "gateway_port": service.sip_port, "gateway_id": service.config.id,
-            "password": service.config.password, "kindergartens": 2, "transport": Transport.UDP,
+            "gateway_port": service.sip_port,
+            "gateway_id": service.config.id,
+            "password": service.config.password,
+            "kindergartens": 2,
+            "transport": Transport.UDP,
         }
         if provision:
             settings["api"] = f"http://127.0.0.1:{service.http_port}"

@@ -30,8 +30,9 @@ class Proc:
         self.out = tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen([*KGW, *args], cwd=ROOT, stdout=out, stderr=err,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+            self.popen = subprocess.Popen(
+                [*KGW, *args], cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
 
     def output(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")

@@ -115,16 +115,26 @@ class AlarmIntake:
         if seen is not None and notice.received_at - seen[1] <= self.window:
             return IntakeResult(None, seen[0])
         alarm = Alarm(
-            id=self._new_id(), seq=self._next_seq, dedupe_key=key, device_id=notice.device_id,
-            source_id=source_id, kindergarten_id=notice.kindergarten_id,
+            id=self._new_id(),
+            seq=self._next_seq,
+            dedupe_key=key,
+            device_id=notice.device_id,
+            source_id=source_id,
+            kindergarten_id=notice.kindergarten_id,
             district_code=notice.district_code or (notice.device_id[:6] if is_gb_id(notice.device_id) else ""),
-            priority=priority, method=method, alarm_type=alarm_type, event_type=event_type,
-            alarm_time=alarm_time, description=(body.description or "")[:MAX_DESCRIPTION],
+            priority=priority,
+            method=method,
+            alarm_type=alarm_type,
+            event_type=event_type,
+            alarm_time=alarm_time,
+            description=(body.description or "")[:MAX_DESCRIPTION],
             longitude=_coordinate(body.longitude, 180.0, "Longitude", problems),
             latitude=_coordinate(body.latitude, 90.0, "Latitude", problems),
-            sn=body.sn, received_at=round(notice.received_at, 3),
-            sender_registered=notice.sender_registered, problems=tuple(problems),
-        )  # fmt: skip
+            sn=body.sn,
+            received_at=round(notice.received_at, 3),
+            sender_registered=notice.sender_registered,
+            problems=tuple(problems),
+        )
         self._next_seq += 1
         self.remember(alarm)
         return IntakeResult(alarm, None)
@@ -167,9 +177,7 @@ class AlarmIntake:
         return format_gb_time(when)
 
 
-def _coded(
-    text: str | None, name: str, allowed: range, problems: list[str], *, required: bool = True
-) -> int | None:
+def _coded(text: str | None, name: str, allowed: range, problems: list[str], *, required: bool = True) -> int | None:
     if text is None:
         if required:
             problems.append(f"{name} missing")

@@ -48,9 +48,13 @@ def resolve(alarm: Alarm, actor: str, now: float, note: str = "") -> tuple[Alarm
     if alarm.state is AlarmState.RESOLVED:
         raise InvalidTransition(f"alarm {alarm.id} is already resolved")
     changed = replace(
-        alarm, state=AlarmState.RESOLVED, resolved_by=user, resolved_at=now,
-        acknowledged_by=alarm.acknowledged_by or user, acknowledged_at=alarm.acknowledged_at or now,
-    )  # fmt: skip
+        alarm,
+        state=AlarmState.RESOLVED,
+        resolved_by=user,
+        resolved_at=now,
+        acknowledged_by=alarm.acknowledged_by or user,
+        acknowledged_at=alarm.acknowledged_at or now,
+    )
     return changed, Transition(alarm.id, now, TransitionAction.RESOLVED, user, note[:MAX_NOTE])
 
 

@@ -57,7 +57,9 @@ class Enrichment:
     alarm_url: str | None = None  # the alarm in the gateway's API
 
 
-def build_payload(alarm: Alarm, event: DeliveryEvent, info: Enrichment, *, escalated_at: float | None = None) -> dict[str, Any]:
+def build_payload(
+    alarm: Alarm, event: DeliveryEvent, info: Enrichment, *, escalated_at: float | None = None
+) -> dict[str, Any]:
     """The schema-1 object for one alarm event."""
     kind = alarm.kind
     kg = info.kindergarten
@@ -79,12 +81,23 @@ def build_payload(alarm: Alarm, event: DeliveryEvent, info: Enrichment, *, escal
         "kind_name": kind.name_zh,
         "description": alarm.description,
         "kindergarten": {
-            "id": kg.id, "name": kg.name, "district_code": kg.district_code, "district_name": kg.district_name,
-            "address": kg.address, "longitude": kg.longitude, "latitude": kg.latitude,
-        } if kg else {"id": alarm.kindergarten_id, "district_code": alarm.district_code},
+            "id": kg.id,
+            "name": kg.name,
+            "district_code": kg.district_code,
+            "district_name": kg.district_name,
+            "address": kg.address,
+            "longitude": kg.longitude,
+            "latitude": kg.latitude,
+        }
+        if kg
+        else {"id": alarm.kindergarten_id, "district_code": alarm.district_code},
         "device": {
-            "id": alarm.device_id, "name": info.device_name, "source_id": alarm.source_id, "sn": alarm.sn,
-            "source_name": info.source_name, "source_area": info.source_area,
+            "id": alarm.device_id,
+            "name": info.device_name,
+            "source_id": alarm.source_id,
+            "sn": alarm.sn,
+            "source_name": info.source_name,
+            "source_area": info.source_area,
         },
         "location": {"longitude": longitude, "latitude": latitude},
         "live": {"channel_id": info.live_channel_id, "url": info.live_url} if info.live_channel_id else None,
@@ -92,7 +105,7 @@ def build_payload(alarm: Alarm, event: DeliveryEvent, info: Enrichment, *, escal
         "alarm_url": info.alarm_url,
         "gateway_id": info.gateway_id,
         "problems": list(alarm.problems),
-    }  # fmt: skip
+    }
     if event is DeliveryEvent.ESCALATED:
         payload["escalation"] = {
             "level": "municipal",

@@ -103,8 +103,9 @@ class AlarmService:
         self.clock = clock
         self.outbox = Outbox(self.settings.retry, random.random)
         self.lifecycle = Lifecycle(self.settings.escalate_after)
-        self.intake = AlarmIntake(lambda: uuid.uuid4().hex, window=self.settings.dedupe_window,
-                                  local_offset=_local_utc_offset)
+        self.intake = AlarmIntake(
+            lambda: uuid.uuid4().hex, window=self.settings.dedupe_window, local_offset=_local_utc_offset
+        )
         self.snapshots: dict[str, bytes] = {}  # alarm id -> JPEG of the entrance camera (bounded)
         self._outbound: dict[str, Alarm] = {}  # alarms with deliveries still open (any event)
         self._open_count: dict[str, int] = {}  # alarm id -> deliveries not delivered yet
@@ -141,15 +142,21 @@ class AlarmService:
                 continue
             alarm = known[found.id] = found
             if delivery.sink not in self.sinks:
-                log.warning("alarm %s has a delivery to sink %r, which is not configured now; it waits for it",
-                            alarm.id, delivery.sink)
+                log.warning(
+                    "alarm %s has a delivery to sink %r, which is not configured now; it waits for it",
+                    alarm.id,
+                    delivery.sink,
+                )
             if delivery.event is DeliveryEvent.ALARM:
                 self._remaining.setdefault(alarm.id, set()).add(delivery.sink)
             self._hold(alarm)
             self.outbox.add(delivery)
         if restored:
-            log.info("alarm outbox restored: %d undelivered deliveries of %d alarms",
-                     len(restored), len({d.alarm_id for d in restored}))
+            log.info(
+                "alarm outbox restored: %d undelivered deliveries of %d alarms",
+                len(restored),
+                len({d.alarm_id for d in restored}),
+            )
         for sink in self.sinks.values():
             try:
                 await sink.start()
@@ -201,14 +208,23 @@ class AlarmService:
             if pending is not None:
                 await asyncio.shield(pending)  # the original is still being written: answer after it
             log.info("alarm from %s (SN %d) repeats alarm %s", notice.device_id, notice.body.sn, result.duplicate_of)
-            self.writer.queue(transitions=[Transition(
-                result.duplicate_of, self.clock(), TransitionAction.DUPLICATE, "device",
-                f"SN {notice.body.sn} from {notice.device_id}",
-            )])  # fmt: skip
+            self.writer.queue(
+                transitions=[
+                    Transition(
+                        result.duplicate_of,
+                        self.clock(),
+                        TransitionAction.DUPLICATE,
+                        "device",
+                        f"SN {notice.body.sn} from {notice.device_id}",
+                    )
+                ]
+            )
             return ReceiveResult(result.duplicate_of, True)
         alarm = result.alarm
         deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ALARM, alarm.received_at) for name in self.sinks]
-        detail = f"SN {alarm.sn} from {alarm.device_id}" + (f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else "")
+        detail = f"SN {alarm.sn} from {alarm.device_id}" + (
+            f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else ""
+        )
         transitions = [Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "device", detail)]
         done = self.writer.submit(alarm, deliveries, transitions)
         self._committing[alarm.id] = done
@@ -234,10 +250,14 @@ class AlarmService:
             if alarm.problems:
                 self.metrics.flawed.inc()
         log.warning(
-            "ALARM %s: %s priority %s from %s (kindergarten %s)%s", alarm.id, kind.name, alarm.priority,
-            alarm.source_id, alarm.kindergarten_id or "unplaced",
+            "ALARM %s: %s priority %s from %s (kindergarten %s)%s",
+            alarm.id,
+            kind.name,
+            alarm.priority,
+            alarm.source_id,
+            alarm.kindergarten_id or "unplaced",
             f" problems: {'; '.join(alarm.problems)}" if alarm.problems else "",
-        )  # fmt: skip
+        )
         self.lifecycle.track(alarm)
         if deliveries:
             self._remaining[alarm.id] = {d.sink for d in deliveries}
@@ -354,11 +374,16 @@ class AlarmService:
         if delivery.attempts == 1:
             transitions.append(Transition(key[0], now, TransitionAction.DELIVERY_FAILED, sink, reason))
         if delivery.state is DeliveryState.DEAD and not was_dead:
-            transitions.append(Transition(
-                key[0], now, TransitionAction.DEAD_LETTERED, sink,
-                f"{'rejected' if permanent else f'{delivery.attempts} attempts failed'}: {reason}"
-                + ("" if permanent else "; still retrying"),
-            ))  # fmt: skip
+            transitions.append(
+                Transition(
+                    key[0],
+                    now,
+                    TransitionAction.DEAD_LETTERED,
+                    sink,
+                    f"{'rejected' if permanent else f'{delivery.attempts} attempts failed'}: {reason}"
+                    + ("" if permanent else "; still retrying"),
+                )
+            )
             log.error("alarm %s to %s dead-lettered after %d attempt(s): %s", key[0], sink, delivery.attempts, reason)
         if self.metrics is not None:
             outcome = "rejected" if permanent else "retry"
@@ -477,8 +502,19 @@ class AlarmService:
     async def retry_delivery(self, key: DeliveryKey) -> Delivery:
         """Operator: try a (dead-lettered) delivery again now."""
         delivery = self.outbox.retry_now(key, self.clock())
-        self.writer.queue((), [delivery], [Transition(key[0], self.clock(), TransitionAction.DELIVERY_FAILED,
-                                                          "operator", f"manual retry of {key[1]} requested")])
+        self.writer.queue(
+            (),
+            [delivery],
+            [
+                Transition(
+                    key[0],
+                    self.clock(),
+                    TransitionAction.DELIVERY_FAILED,
+                    "operator",
+                    f"manual retry of {key[1]} requested",
+                )
+            ],
+        )
         if key[1] in self._pump_wake:
             self._pump_wake[key[1]].set()
         return delivery
@@ -544,12 +580,15 @@ class AlarmService:
         """Per sink: up, in flight, outbox depth, dead letters, error counts."""
         return [
             {
-                "sink": name, "up": sink.up, "in_flight": self.outbox.in_flight(name),
-                "depth": self.outbox.depth(name), "dead": self.outbox.dead_count(name),
+                "sink": name,
+                "up": sink.up,
+                "in_flight": self.outbox.in_flight(name),
+                "depth": self.outbox.depth(name),
+                "dead": self.outbox.dead_count(name),
                 "errors": dict(getattr(sink, "errors", {})),
             }
             for name, sink in self.sinks.items()
-        ]  # fmt: skip
+        ]
 
 
 async def _wait_event(event: asyncio.Event, timeout: float | None) -> None:

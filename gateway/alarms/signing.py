@@ -69,7 +69,7 @@ def verify(
     signature = signature_header.strip()
     if not signature.startswith(SIGNATURE_PREFIX):
         return False
-    hex_part = signature[len(SIGNATURE_PREFIX):].lower()
+    hex_part = signature[len(SIGNATURE_PREFIX) :].lower()
     if len(hex_part) != _HEX_DIGEST_LEN or not hex_part.isascii():
         return False
     try:

@@ -29,7 +29,9 @@ class AlarmStore(Protocol):
     def close(self) -> None:
         """Release the connection (idempotent)."""
 
-    def save_intake(self, alarms: Sequence[Alarm], deliveries: Sequence[Delivery], transitions: Sequence[Transition]) -> None:
+    def save_intake(
+        self, alarms: Sequence[Alarm], deliveries: Sequence[Delivery], transitions: Sequence[Transition]
+    ) -> None:
         """Insert new alarms with their deliveries and audit lines in ONE durable transaction.
 
         Inserting an alarm id that exists already is an error (intake deduplicates first).
@@ -85,4 +87,3 @@ def open_alarm_store(url: str) -> AlarmStore:
         store.close()
         raise
     return store
-

@@ -50,7 +50,9 @@ class AlarmWriter:
         self._wake = asyncio.Event()
         self._stopping = False
 
-    def submit(self, alarm: Alarm, deliveries: Sequence[Delivery], transitions: Sequence[Transition]) -> asyncio.Future[None]:
+    def submit(
+        self, alarm: Alarm, deliveries: Sequence[Delivery], transitions: Sequence[Transition]
+    ) -> asyncio.Future[None]:
         """Queue a new alarm; the future resolves once it is committed (StoreError if it cannot be)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._intakes.append(_Intake(alarm, deliveries, transitions, done))

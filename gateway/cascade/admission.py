@@ -22,9 +22,15 @@ __all__ = ["NOT_REGISTERED", "RESULTS", "admit", "target_channel"]
 NOT_REGISTERED: Final = 403  # an upper we are not registered with is switched off (as UpperLink answers)
 # What an INVITE from an upper came to (the ``result`` label of kgw_upper_calls_total).
 RESULTS: Final = {
-    200: "accepted", 403: "forbidden", 404: "not_found", 480: "unavailable",
-    486: "busy", 488: "bad_offer", 500: "error", 503: "no_live_service",
-}  # fmt: skip
+    200: "accepted",
+    403: "forbidden",
+    404: "not_found",
+    480: "unavailable",
+    486: "busy",
+    488: "bad_offer",
+    500: "error",
+    503: "no_live_service",
+}
 
 
 def target_channel(request: SipRequest, local_id: str) -> str | None:

@@ -62,7 +62,6 @@ STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before w
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
 
 
-
 # --- the asyncio adapter ---------------------------------------------------------------------------
 
 
@@ -121,9 +120,11 @@ class UpperRelay:
         self._metric: Counter | None = None
         with contextlib.suppress(ValueError):  # already registered (a second relay on one gateway)
             self._metric = Counter(
-                "kgw_upper_calls", "Live INVITEs from upper platforms by outcome", ["platform", "result"],
+                "kgw_upper_calls",
+                "Live INVITEs from upper platforms by outcome",
+                ["platform", "result"],
                 registry=gateway.metrics.registry,
-            )  # fmt: skip
+            )
         for link in links:
             self.attach(link)
         gateway.access.attached.append(self)
@@ -177,18 +178,30 @@ class UpperRelay:
     def _admission(self, upper: str, channel_id: str | None) -> int | None:
         link = self._links[upper]
         channel = self.gateway.channels.get(channel_id) if channel_id is not None else None
-        status = admit(channel, self.policies[upper], registered=link.registered,
-                       active_calls=self._cores[upper].active, max_calls=self.max_calls_per_upper)
+        status = admit(
+            channel,
+            self.policies[upper],
+            registered=link.registered,
+            active_calls=self._cores[upper].active,
+            max_calls=self.max_calls_per_upper,
+        )
         if status is None and self.live is None:
             status = 503
         if status == 403 and channel is not None:
-            log.warning("upper platform %s asked for live video of %s (%s), which its policy does not share: 403",
-                        upper, channel_id, channel.name[:60])
+            log.warning(
+                "upper platform %s asked for live video of %s (%s), which its policy does not share: 403",
+                upper,
+                channel_id,
+                channel.name[:60],
+            )
         elif status == 486:
             refused = self._busy.get(upper, 0)
             if refused == 0:
-                log.warning("upper platform %s has %d live calls, the limit: refusing further INVITEs with 486",
-                            upper, self._cores[upper].active)
+                log.warning(
+                    "upper platform %s has %d live calls, the limit: refusing further INVITEs with 486",
+                    upper,
+                    self._cores[upper].active,
+                )
             self._busy[upper] = refused + 1
         return status
 
@@ -215,7 +228,9 @@ class UpperRelay:
         if isinstance(event, MediaRequested):
             if event.spec.session_type is not SessionType.PLAY:
                 # Playback/Download need the device's recordings, Talk an audio path: not relayed here.
-                log.info("upper %s: %s of %s refused (live only)", upper, event.spec.session_type.value, event.channel_id)
+                log.info(
+                    "upper %s: %s of %s refused (live only)", upper, event.spec.session_type.value, event.channel_id
+                )
                 self._cores[upper].reject(event.call_id, 488, self.loop.time())
                 self._count(upper, 488)
                 return
@@ -244,9 +259,10 @@ class UpperRelay:
             return False
         context = event.context
         return (
-            isinstance(context, tuple) and len(context) == 2
+            isinstance(context, tuple)
+            and len(context) == 2
             and any(context[0] is core for core in self._cores.values())
-        )  # fmt: skip
+        )
 
     def get_timer(self) -> float | None:
         """No SIP timers of our own (ours are asyncio's)."""
@@ -278,14 +294,20 @@ class UpperRelay:
         """One row per running call (for logs and the API)."""
         return [
             {
-                "upper": c.upper, "channel_id": c.channel_id, "call_id": c.call_id,
-                "transport": c.spec.transport.value, "target": f"{c.spec.local_host}:{c.spec.local_port}",
-                "ssrc": c.spec.ssrc_text, "answered": c.answered, "streaming": c.pump is not None,
-                "packets": c.sender.stats.packets if c.sender else 0, "bytes": c.sender.stats.bytes if c.sender else 0,
+                "upper": c.upper,
+                "channel_id": c.channel_id,
+                "call_id": c.call_id,
+                "transport": c.spec.transport.value,
+                "target": f"{c.spec.local_host}:{c.spec.local_port}",
+                "ssrc": c.spec.ssrc_text,
+                "answered": c.answered,
+                "streaming": c.pump is not None,
+                "packets": c.sender.stats.packets if c.sender else 0,
+                "bytes": c.sender.stats.bytes if c.sender else 0,
                 "first_packet_after": None if c.first_sent_at is None else round(c.first_sent_at - c.opened_at, 3),
             }
             for c in self._calls.values()
-        ]  # fmt: skip
+        ]
 
     # --- one call's life ----------------------------------------------------------------------
 
@@ -347,8 +369,7 @@ class UpperRelay:
             log.info("upper %s: media path for %s failed: %s", call.upper, call.channel_id, exc)
             self._hang_up(call, "media_connect_failed")
             return
-        log.info("upper %s: live %s streaming (%s, ssrc %s)", call.upper, call.channel_id, sender,
-                 call.spec.ssrc_text)
+        log.info("upper %s: live %s streaming (%s, ssrc %s)", call.upper, call.channel_id, sender, call.spec.ssrc_text)
         try:
             await self._pump(call, sender)
         except (PsDemuxError, RelayError) as exc:
@@ -360,9 +381,11 @@ class UpperRelay:
         assert stream is not None and viewer is not None and live is not None
         audio = next((t for t in stream.demuxer.stream_types.values() if not t.is_video), None)
         remuxer = call.remuxer = PsRtpRemuxer(
-            call.spec.ssrc, audio=audio, initial_sequence=self._ids.number(5) % 0x10000,
+            call.spec.ssrc,
+            audio=audio,
+            initial_sequence=self._ids.number(5) % 0x10000,
             initial_timestamp=self._ids.number(9),
-        )  # fmt: skip
+        )
         stalled_since: float | None = None
         while not call.closed:
             if live.streams.get(call.channel_id) is not stream:
@@ -432,8 +455,13 @@ class UpperRelay:
             self.counters["packets"] += call.sender.stats.packets
             self.counters["bytes"] += call.sender.stats.bytes
         if call.answered:
-            log.info("upper %s: live %s ended (%s) after %.1f s", call.upper, call.channel_id, reason,
-                     self.loop.time() - call.opened_at)
+            log.info(
+                "upper %s: live %s ended (%s) after %.1f s",
+                call.upper,
+                call.channel_id,
+                reason,
+                self.loop.time() - call.opened_at,
+            )
         refused = self._busy.get(call.upper, 0)
         if refused and self._cores[call.upper].active < self.max_calls_per_upper:
             log.info("upper platform %s: call burst over, %d INVITEs were refused with 486", call.upper, refused)

@@ -64,11 +64,14 @@ class CascadeService:
         for spec in specs:
             policy = spec.policy
             link = UpperLink(
-                spec.link, gateway.config.id, gateway.config.domain, gateway.access.endpoint,
+                spec.link,
+                gateway.config.id,
+                gateway.config.domain,
+                gateway.access.endpoint,
                 catalog=lambda p=policy: self.catalog_for(p),  # type: ignore[misc]
                 channel_status=lambda channel_id, p=policy: self.channel_status(p, channel_id),  # type: ignore[misc]
                 device_info=info,
-            )  # fmt: skip
+            )
             self.host.add(link)
             self.policies[link.name] = policy
         gateway.access.attached.append(self.host)
@@ -86,8 +89,14 @@ class CascadeService:
             if link.config.transport == "TCP":
                 self._tcp_tasks.append(asyncio.ensure_future(self._keep_connected(link)))
         for link in self.links:
-            log.info("registering with upper platform %s (%s at %s:%d, %s policy)", link.name,
-                     link.config.server_id, link.config.host, link.config.port, self.policies[link.name].level.value)
+            log.info(
+                "registering with upper platform %s (%s at %s:%d, %s policy)",
+                link.name,
+                link.config.server_id,
+                link.config.host,
+                link.config.port,
+                self.policies[link.name].level.value,
+            )
 
     async def _keep_connected(self, link: UpperLink) -> None:
         """Keep a TCP connection to a TCP upper open; the link's retries ride on the new one.
@@ -109,8 +118,13 @@ class CascadeService:
                     driver.flush()
                 except (OSError, TimeoutError) as exc:
                     if not logged:
-                        log.warning("cannot connect to upper platform %s over TCP (%s:%d): %s", link.name, host, port,
-                                    exc or type(exc).__name__)
+                        log.warning(
+                            "cannot connect to upper platform %s over TCP (%s:%d): %s",
+                            link.name,
+                            host,
+                            port,
+                            exc or type(exc).__name__,
+                        )
                         logged = True
                     delay = min(delay * 2, 30.0)
             await asyncio.sleep(delay)
@@ -139,9 +153,11 @@ class CascadeService:
     def catalog_for(self, policy: SharePolicy) -> list[CatalogItem]:
         """The catalog one upper may see: its policy's subset, as a tree."""
         return build_catalog(
-            policy, system_id=self.gateway.config.id, kindergartens=self.gateway.kindergartens.values(),
+            policy,
+            system_id=self.gateway.config.id,
+            kindergartens=self.gateway.kindergartens.values(),
             channels=self._current_channels(),
-        )  # fmt: skip
+        )
 
     def channel_status(self, policy: SharePolicy, channel_id: str) -> bool | None:
         """Online state of a channel the upper may see; None when it may not."""
@@ -157,9 +173,12 @@ class CascadeService:
             if not link.subscriptions:
                 continue
             items = catalog_changes(
-                self.policies[link.name], before, after, system_id=self.gateway.config.id,
+                self.policies[link.name],
+                before,
+                after,
+                system_id=self.gateway.config.id,
                 kindergartens=self.gateway.kindergartens.values(),
-            )  # fmt: skip
+            )
             if items:
                 link.notify_catalog(items, now)
 
@@ -211,11 +230,16 @@ class CascadeService:
             if future is not None and not future.done():
                 future.set_result(event.status)
         elif isinstance(event, CatalogSent):
-            log.info("catalog to %s: %d items in %d messages (SN %d)", event.name, event.items, event.messages, event.sn)
+            log.info(
+                "catalog to %s: %d items in %d messages (SN %d)", event.name, event.items, event.messages, event.sn
+            )
             metrics.upper_catalog_items.labels(platform=event.name).inc(event.items)
         elif isinstance(event, SubscriptionChanged):
-            log.info("upper platform %s %s our catalog", event.name,
-                     "subscribed to" if event.active else "no longer subscribes to")
+            log.info(
+                "upper platform %s %s our catalog",
+                event.name,
+                "subscribed to" if event.active else "no longer subscribes to",
+            )
 
     def status(self) -> list[dict[str, Any]]:
         """Per upper: state, registration, failures, subscriptions, policy."""
@@ -239,11 +263,14 @@ def _alarm_notify(alarm: Alarm, sn: int) -> AlarmNotify:
     """The alarm as a GB/T 28181 ``Notify/Alarm`` for an upper (channel IDs are not renumbered)."""
     device_time = alarm.alarm_time or format_gb_time(datetime.fromtimestamp(alarm.received_at))
     return AlarmNotify(
-        sn, alarm.source_id,
+        sn,
+        alarm.source_id,
         priority=str(alarm.priority) if alarm.priority is not None else None,
         method=str(alarm.method) if alarm.method is not None else None,
-        alarm_time=device_time, description=alarm.description or None,
-        longitude=alarm.longitude, latitude=alarm.latitude,
+        alarm_time=device_time,
+        description=alarm.description or None,
+        longitude=alarm.longitude,
+        latitude=alarm.latitude,
         alarm_type=str(alarm.alarm_type) if alarm.alarm_type is not None else None,
         event_type=str(alarm.event_type) if alarm.event_type is not None else None,
-    )  # fmt: skip
+    )

@@ -559,11 +559,17 @@ class UpperLink:
                 self._challenge = None
         self._cseq += 1
         request = build_register(
-            device_id=self.local_id, domain=self.local_domain, server_id=self.config.server_id,
-            contact_host=self.endpoint.local_host, contact_port=self.endpoint.local_port,
-            from_tag=self._from_tag, call_id=self._call_id, cseq=self._cseq, expires=expires,
+            device_id=self.local_id,
+            domain=self.local_domain,
+            server_id=self.config.server_id,
+            contact_host=self.endpoint.local_host,
+            contact_port=self.endpoint.local_port,
+            from_tag=self._from_tag,
+            call_id=self._call_id,
+            cseq=self._cseq,
+            expires=expires,
             user_agent=self.endpoint.user_agent,
-        )  # fmt: skip
+        )
         # Notes §16.2: the Request-URI names the upper's ID at its address; From/To stay ours.
         request.uri = self._request_uri
         if credentials is not None:
@@ -752,16 +758,26 @@ class UpperLink:
             info = self.device_info
             channels = sum(1 for item in self._catalog() if _is_channel(item.device_id))
             return DeviceInfoResponse(
-                sn=query.sn, device_id=self.local_id, device_name=info.name, result="OK",
-                manufacturer=info.manufacturer, model=info.model, firmware=info.firmware, channel=channels,
-            )  # fmt: skip
+                sn=query.sn,
+                device_id=self.local_id,
+                device_name=info.name,
+                result="OK",
+                manufacturer=info.manufacturer,
+                model=info.model,
+                firmware=info.firmware,
+                channel=channels,
+            )
         item = next((i for i in self._catalog() if i.device_id == query.device_id), None)
         if item is None or not _is_channel(item.device_id):
             return DeviceInfoResponse(sn=query.sn, device_id=query.device_id, result="ERROR")
         return DeviceInfoResponse(
-            sn=query.sn, device_id=item.device_id, device_name=item.name, result="OK",
-            manufacturer=item.manufacturer, model=item.model,
-        )  # fmt: skip
+            sn=query.sn,
+            device_id=item.device_id,
+            device_name=item.name,
+            result="OK",
+            manufacturer=item.manufacturer,
+            model=item.model,
+        )
 
     def _device_status(self, query: DeviceStatusQuery) -> DeviceStatusResponse:
         online = True if query.device_id == self.local_id else self._channel_status(query.device_id)
@@ -770,9 +786,12 @@ class UpperLink:
             # Result ERROR in the Response -- the upper learns "no" without a failed transaction.
             return DeviceStatusResponse(sn=query.sn, device_id=query.device_id, result="ERROR")
         return DeviceStatusResponse(
-            sn=query.sn, device_id=query.device_id, result="OK",
-            online="ONLINE" if online else "OFFLINE", status="OK",
-        )  # fmt: skip
+            sn=query.sn,
+            device_id=query.device_id,
+            result="OK",
+            online="ONLINE" if online else "OFFLINE",
+            status="OK",
+        )
 
     def _on_subscribe(self, request: SipRequest, txn: str, now: float) -> None:
         """Catalog SUBSCRIBE (notes §14.1-14.2): 200 with Expires; Expires: 0 ends it."""
@@ -928,10 +947,16 @@ class UpperLink:
     def _send_message(self, body: bytes, now: float, kind: _Kind, ref: object = None) -> str:
         self._cseq += 1
         request = build_message(
-            from_id=self.local_id, from_domain=self.local_domain, from_tag=self.endpoint.new_tag(),
-            to_id=self.config.server_id, to_domain=self.config.domain, request_uri=self._request_uri,
-            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=body,
-        )  # fmt: skip
+            from_id=self.local_id,
+            from_domain=self.local_domain,
+            from_tag=self.endpoint.new_tag(),
+            to_id=self.config.server_id,
+            to_domain=self.config.domain,
+            request_uri=self._request_uri,
+            call_id=self.endpoint.new_call_id(),
+            cseq=self._cseq,
+            body=body,
+        )
         return self.endpoint.send_request(request, self.peer, now, context=_Ctx(self, kind, ref))
 
     def _answer(

@@ -187,9 +187,19 @@ class MessageRefused:
 
 
 AccessEvent = (
-    DeviceRegistered | DeviceUnregistered | DeviceOnline | DeviceOffline | RegistrationRefused
-    | CatalogReceived | DeviceInfoReceived | DeviceStatusReceived | QueryFailed | ManscdpReceived
-    | MessageRefused | AlarmNotified | CatalogNotified
+    DeviceRegistered
+    | DeviceUnregistered
+    | DeviceOnline
+    | DeviceOffline
+    | RegistrationRefused
+    | CatalogReceived
+    | DeviceInfoReceived
+    | DeviceStatusReceived
+    | QueryFailed
+    | ManscdpReceived
+    | MessageRefused
+    | AlarmNotified
+    | CatalogNotified
 )
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
@@ -290,15 +300,17 @@ class DeviceAccess:
     def get_timer(self) -> float | None:
         """The earliest deadline of the core and its endpoint."""
         candidates = [
-            t for t in (
+            t
+            for t in (
                 self.endpoint.get_timer(),
                 self.liveness.get_timer(),
                 self.catalogs.get_timer(),
                 self.queries.get_timer(),
                 self.subscriptions.get_timer(),
                 *(core.get_timer() for core in self.attached),
-            ) if t is not None
-        ]  # fmt: skip
+            )
+            if t is not None
+        ]
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> None:
@@ -384,10 +396,15 @@ class DeviceAccess:
         decision = self.registrar.handle(request, peer, now, wall)
         self._answer(request, txn, decision.status, now, extra=decision.headers)
         if decision.registration is None:
-            self._events.append(RegistrationRefused(
-                decision.device_id, peer, decision.status,
-                decision.refusal.value if decision.refusal else "refused", decision.newly_blocked,
-            ))  # fmt: skip
+            self._events.append(
+                RegistrationRefused(
+                    decision.device_id,
+                    peer,
+                    decision.status,
+                    decision.refusal.value if decision.refusal else "refused",
+                    decision.newly_blocked,
+                )
+            )
             return
         self._registered(decision, decision.registration, now)
 
@@ -401,10 +418,15 @@ class DeviceAccess:
         old = self.sessions.get(reg.device_id)
         first = not (old is not None and old.call_id == reg.call_id and self.liveness.is_registered(reg.device_id, now))
         session = DeviceSession(
-            device_id=reg.device_id, peer=reg.peer, call_id=reg.call_id, expires=reg.expires,
-            registered_at=now, user_agent=reg.user_agent, charset=old.charset if old else "GB2312",
+            device_id=reg.device_id,
+            peer=reg.peer,
+            call_id=reg.call_id,
+            expires=reg.expires,
+            registered_at=now,
+            user_agent=reg.user_agent,
+            charset=old.charset if old else "GB2312",
             gb_version=reg.gb_version,
-        )  # fmt: skip
+        )
         self.sessions[reg.device_id] = session
         self._events.append(DeviceRegistered(reg.device_id, reg.peer, reg.expires, reg.user_agent, first, now))
         self._liveness_events(self.liveness.registered(reg.device_id, reg.expires, now))
@@ -478,8 +500,9 @@ class DeviceAccess:
         if not stored:
             return self.endpoint.send_response(
                 event.transaction,
-                make_response(event.request, 500, to_tag=self.endpoint.new_tag(), extra=[("Retry-After", "1")]), now,
-            )  # fmt: skip
+                make_response(event.request, 500, to_tag=self.endpoint.new_tag(), extra=[("Retry-After", "1")]),
+                now,
+            )
         answered = self.endpoint.send_response(
             event.transaction, make_response(event.request, 200, to_tag=self.endpoint.new_tag()), now
         )
@@ -488,11 +511,16 @@ class DeviceAccess:
         ack = ResultResponse("Alarm", event.alarm.sn, event.alarm.device_id or event.device_id, "OK")
         self._cseq += 1
         request = build_message(
-            from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
-            to_id=event.device_id, to_domain=event.device_id[:10],
+            from_id=self.config.gateway_id,
+            from_domain=self.config.realm,
+            from_tag=self.endpoint.new_tag(),
+            to_id=event.device_id,
+            to_domain=event.device_id[:10],
             request_uri=sip_uri(event.device_id, peer.host, peer.port),
-            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(ack, event.charset),
-        )  # fmt: skip
+            call_id=self.endpoint.new_call_id(),
+            cseq=self._cseq,
+            body=serialize(ack, event.charset),
+        )
         self.endpoint.send_request(request, peer, now, context=_ALARM_ACK)
         return answered
 
@@ -549,11 +577,16 @@ class DeviceAccess:
                 continue
             self._cseq += 1
             request = build_message(
-                from_id=self.config.gateway_id, from_domain=self.config.realm, from_tag=self.endpoint.new_tag(),
-                to_id=device_id, to_domain=device_id[:10],
+                from_id=self.config.gateway_id,
+                from_domain=self.config.realm,
+                from_tag=self.endpoint.new_tag(),
+                to_id=device_id,
+                to_domain=device_id[:10],
                 request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
-                call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=serialize(query, session.charset),
-            )  # fmt: skip
+                call_id=self.endpoint.new_call_id(),
+                cseq=self._cseq,
+                body=serialize(query, session.charset),
+            )
             self.endpoint.send_request(request, session.peer, now, context=_QueryContext(key))
             if isinstance(query, CatalogQuery):
                 self.catalogs.expect(device_id, query.sn, now)

@@ -44,7 +44,9 @@ class _Subscription:
 class CatalogSubscriber:
     """Keeps one catalog subscription per registered lower platform."""
 
-    def __init__(self, endpoint: SipEndpoint, local_id: str, local_domain: str, *, expires: int = DEFAULT_EXPIRES) -> None:
+    def __init__(
+        self, endpoint: SipEndpoint, local_id: str, local_domain: str, *, expires: int = DEFAULT_EXPIRES
+    ) -> None:
         self.endpoint = endpoint
         self.local_id = local_id
         self.local_domain = local_domain
@@ -114,19 +116,22 @@ class CatalogSubscriber:
         self._cseq += 1
         self._sn += 1
         body = serialize(CatalogQuery(sn=self._sn, device_id=device_id))
-        headers = Headers([
-            ("From", f"<{sip_uri(self.local_id, self.local_domain)}>;tag={self.endpoint.new_tag()}"),
-            ("To", f"<{sip_uri(device_id, device_id[:10])}>"),
-            ("Call-ID", self.endpoint.new_call_id()),
-            ("CSeq", f"{self._cseq} SUBSCRIBE"),
-            ("Max-Forwards", "70"),
-            ("Contact", f"<{sip_uri(self.local_id, self.endpoint.local_host, self.endpoint.local_port or None)}>"),
-            ("Event", f"Catalog;id={self._sn}"),
-            ("Expires", str(self.expires)),
-            ("Content-Type", MANSCDP_CONTENT_TYPE),
-        ])  # fmt: skip
-        request = SipRequest(headers=headers, body=body, method="SUBSCRIBE",
-                             uri=sip_uri(device_id, sub.peer.host, sub.peer.port))
+        headers = Headers(
+            [
+                ("From", f"<{sip_uri(self.local_id, self.local_domain)}>;tag={self.endpoint.new_tag()}"),
+                ("To", f"<{sip_uri(device_id, device_id[:10])}>"),
+                ("Call-ID", self.endpoint.new_call_id()),
+                ("CSeq", f"{self._cseq} SUBSCRIBE"),
+                ("Max-Forwards", "70"),
+                ("Contact", f"<{sip_uri(self.local_id, self.endpoint.local_host, self.endpoint.local_port or None)}>"),
+                ("Event", f"Catalog;id={self._sn}"),
+                ("Expires", str(self.expires)),
+                ("Content-Type", MANSCDP_CONTENT_TYPE),
+            ]
+        )
+        request = SipRequest(
+            headers=headers, body=body, method="SUBSCRIBE", uri=sip_uri(device_id, sub.peer.host, sub.peer.port)
+        )
         self.endpoint.send_request(request, sub.peer, now, context=_SubscribeContext(device_id, sub.generation))
 
 

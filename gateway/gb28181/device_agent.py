@@ -87,14 +87,22 @@ ALARM_KINDS: dict[str, AlarmKind] = {
     k.name: k
     for k in (
         AlarmKind("button", method="1", priority="1", description="一键报警按钮按下", source="alarm"),
-        AlarmKind("perimeter", method="5", priority="2", description="周界入侵", source="alarm",
-                  alarm_type="6", event_type="1"),
+        AlarmKind(
+            "perimeter",
+            method="5",
+            priority="2",
+            description="周界入侵",
+            source="alarm",
+            alarm_type="6",
+            event_type="1",
+        ),
         AlarmKind("video_loss", method="2", priority="3", description="视频丢失", source="camera", alarm_type="1"),
         AlarmKind("tamper", method="2", priority="3", description="设备防拆报警", source="camera", alarm_type="2"),
-        AlarmKind("disk_fault", method="6", priority="4", description="存储设备磁盘故障", source="device",
-                  alarm_type="1"),
+        AlarmKind(
+            "disk_fault", method="6", priority="4", description="存储设备磁盘故障", source="device", alarm_type="1"
+        ),
     )
-}  # fmt: skip
+}
 """The alarms a simulated device can raise, by name."""
 
 
@@ -168,9 +176,9 @@ class Misbehaviour:
     """Switches that make a device misbehave on purpose."""
 
     wrong_password: bool = False
-    silent: bool = False          # stop keepalives (and answer nothing)
-    flap_period: float = 0.0      # > 0: alternate silent/talking every period seconds
-    malformed_every: int = 0      # > 0: every n-th keepalive body is broken XML
+    silent: bool = False  # stop keepalives (and answer nothing)
+    flap_period: float = 0.0  # > 0: alternate silent/talking every period seconds
+    malformed_every: int = 0  # > 0: every n-th keepalive body is broken XML
     alarm_duplicate: bool = False  # send every alarm MESSAGE twice, as two transactions
 
 
@@ -230,7 +238,9 @@ class DeviceAgent:
         self.misbehaviour = misbehaviour or Misbehaviour()
         self.state = AgentState.IDLE
         self.stats = AgentStats()
-        self._digest = DigestClient(profile.device_id, "wrong-" + profile.password if self.misbehaviour.wrong_password else profile.password)
+        self._digest = DigestClient(
+            profile.device_id, "wrong-" + profile.password if self.misbehaviour.wrong_password else profile.password
+        )
         self._call_id = endpoint.new_call_id()
         self._from_tag = endpoint.new_tag()
         self._cseq = 0
@@ -373,10 +383,18 @@ class DeviceAgent:
         self._cseq += 1
         host, port = self.endpoint.local_host, self.endpoint.local_port
         request = build_register(
-            device_id=self.profile.device_id, domain=self.server.domain, server_id=self.server.server_id,
-            contact_host=host, contact_port=port, from_tag=self._from_tag, call_id=self._call_id,
-            cseq=self._cseq, expires=expires, authorization=authorization, user_agent=self.profile.user_agent,
-        )  # fmt: skip
+            device_id=self.profile.device_id,
+            domain=self.server.domain,
+            server_id=self.server.server_id,
+            contact_host=host,
+            contact_port=port,
+            from_tag=self._from_tag,
+            call_id=self._call_id,
+            cseq=self._cseq,
+            expires=expires,
+            authorization=authorization,
+            user_agent=self.profile.user_agent,
+        )
         if expires > 0:
             self.state = AgentState.REGISTERING
         self.endpoint.send_request(request, self.server.peer, now, context=(self, "register", expires))
@@ -481,16 +499,27 @@ class DeviceAgent:
             raise ValueError(f"{source_id} is neither device {self.profile.device_id} nor one of its channels")
         channel = next((c for c in self.profile.channels if c.device_id == source_id), None)
         notify = AlarmNotify(
-            sn=self._next_sn(), device_id=source_id, priority=spec.priority, method=spec.method,
-            alarm_time=format_gb_time(wall), description=description if description is not None else spec.description,
+            sn=self._next_sn(),
+            device_id=source_id,
+            priority=spec.priority,
+            method=spec.method,
+            alarm_time=format_gb_time(wall),
+            description=description if description is not None else spec.description,
             longitude=channel.longitude if channel is not None else None,
             latitude=channel.latitude if channel is not None else None,
-            alarm_type=spec.alarm_type, event_type=spec.event_type,
-        )  # fmt: skip
+            alarm_type=spec.alarm_type,
+            event_type=spec.event_type,
+        )
         record = AlarmRecord(
-            device_id=self.profile.device_id, source_id=source_id, sn=notify.sn, kind=kind, pressed_at=now,
-            wall=wall, alarm_time=notify.alarm_time or "", body=serialize(notify),
-        )  # fmt: skip
+            device_id=self.profile.device_id,
+            source_id=source_id,
+            sn=notify.sn,
+            kind=kind,
+            pressed_at=now,
+            wall=wall,
+            alarm_time=notify.alarm_time or "",
+            body=serialize(notify),
+        )
         self._keep_alarm(record)
         self.stats.alarms_sent += 1
         self._send_alarm(record, now)
@@ -565,16 +594,26 @@ class DeviceAgent:
         device_id = self.profile.device_id
         if isinstance(message, DeviceInfoQuery):
             info = DeviceInfoResponse(
-                sn=message.sn, device_id=device_id, device_name=self.profile.name, result="OK",
-                manufacturer=self.profile.manufacturer, model=self.profile.model,
-                firmware=self.profile.firmware, channel=len(self.profile.channels),
-            )  # fmt: skip
+                sn=message.sn,
+                device_id=device_id,
+                device_name=self.profile.name,
+                result="OK",
+                manufacturer=self.profile.manufacturer,
+                model=self.profile.model,
+                firmware=self.profile.firmware,
+                channel=len(self.profile.channels),
+            )
             self._send_message(serialize(info), now, "response")
         elif isinstance(message, DeviceStatusQuery):
             status = DeviceStatusResponse(
-                sn=message.sn, device_id=device_id, result="OK", online="ONLINE", status="OK",
-                encode="ON", record="OFF",
-            )  # fmt: skip
+                sn=message.sn,
+                device_id=device_id,
+                result="OK",
+                online="ONLINE",
+                status="OK",
+                encode="ON",
+                record="OFF",
+            )
             self._send_message(serialize(status), now, "response")
         elif isinstance(message, CatalogQuery):
             chunks = split_catalog(message.sn, device_id, self.profile.channels, self.timing.catalog_per_message)
@@ -595,11 +634,16 @@ class DeviceAgent:
     def _send_message(self, body: bytes, now: float, kind: str, *extra: object) -> None:
         self._cseq += 1
         request = build_message(
-            from_id=self.profile.device_id, from_domain=self.server.domain, from_tag=self.endpoint.new_tag(),
-            to_id=self.server.server_id, to_domain=self.server.domain,
+            from_id=self.profile.device_id,
+            from_domain=self.server.domain,
+            from_tag=self.endpoint.new_tag(),
+            to_id=self.server.server_id,
+            to_domain=self.server.domain,
             request_uri=sip_uri(self.server.server_id, self.server.domain),
-            call_id=self.endpoint.new_call_id(), cseq=self._cseq, body=body,
-        )  # fmt: skip
+            call_id=self.endpoint.new_call_id(),
+            cseq=self._cseq,
+            body=body,
+        )
         self.endpoint.send_request(request, self.server.peer, now, context=(self, kind, *extra))
 
     def _answer(self, request: SipRequest, txn: str, status: int, now: float) -> None:

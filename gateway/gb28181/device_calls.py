@@ -168,9 +168,12 @@ class DeviceCalls:
         local_tag = self.endpoint.new_tag()
         contact = f"<sip:{call.channel_id}@{self.endpoint.local_host}:{self.endpoint.local_port}>"
         response = make_response(
-            call.invite, 200, to_tag=local_tag,
-            extra=[("Contact", contact), ("Content-Type", SDP_CONTENT_TYPE)], body=build_sdp(answer),
-        )  # fmt: skip
+            call.invite,
+            200,
+            to_tag=local_tag,
+            extra=[("Contact", contact), ("Content-Type", SDP_CONTENT_TYPE)],
+            body=build_sdp(answer),
+        )
         call.dialog = Dialog.from_uas(call.invite, local_tag)
         self.endpoint.send_response(call.transaction, response, now)
 

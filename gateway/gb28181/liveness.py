@@ -156,9 +156,7 @@ class Liveness:
             if state.online:
                 state.online = False
                 reason = (
-                    OfflineReason.REGISTRATION_EXPIRED
-                    if now >= state.expires_at
-                    else OfflineReason.KEEPALIVE_TIMEOUT
+                    OfflineReason.REGISTRATION_EXPIRED if now >= state.expires_at else OfflineReason.KEEPALIVE_TIMEOUT
                 )
                 events.append(WentOffline(device_id, now, reason))
             if now >= state.expires_at:

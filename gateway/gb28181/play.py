@@ -39,9 +39,18 @@ from gateway.gb28181.sip.message import SipRequest, SipResponse, make_response
 from gateway.gb28181.sip.transport import Peer
 
 __all__ = [
-    "DEFAULT_PLAY_TIMEOUT", "TRANSITIONS", "PlayAction", "PlayEnded", "PlayEvent", "PlayFailed", "PlayInput",
-    "PlaySession", "PlaySessionError", "PlayStarted", "PlayState",
-]  # fmt: skip
+    "DEFAULT_PLAY_TIMEOUT",
+    "TRANSITIONS",
+    "PlayAction",
+    "PlayEnded",
+    "PlayEvent",
+    "PlayFailed",
+    "PlayInput",
+    "PlaySession",
+    "PlaySessionError",
+    "PlayStarted",
+    "PlayState",
+]
 
 DEFAULT_PLAY_TIMEOUT = 10.0  # WVP playTimeout: INVITE sent → stream up (notes §15.8)
 SDP_CONTENT_TYPE = "APPLICATION/SDP"  # as WVP writes it (notes §15.1)

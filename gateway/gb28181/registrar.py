@@ -132,8 +132,10 @@ class Registrar:
             return RegisterDecision(400, refusal=RefusalReason.MISSING_EXPIRES, device_id=device_id)
         if 0 < expires < self.config.min_expires:
             return RegisterDecision(
-                423, [("Min-Expires", str(self.config.min_expires))],
-                refusal=RefusalReason.INTERVAL_TOO_BRIEF, device_id=device_id,
+                423,
+                [("Min-Expires", str(self.config.min_expires))],
+                refusal=RefusalReason.INTERVAL_TOO_BRIEF,
+                device_id=device_id,
             )
         if self.throttle.is_blocked(device_id, peer.host, now) is not None:
             return RegisterDecision(403, refusal=RefusalReason.THROTTLED, device_id=device_id)

@@ -23,11 +23,29 @@ from gateway.errors import GatewayError, SipError
 from gateway.gb28181.ids import ssrc_prefix
 
 __all__ = [
-    "MAX_SDP_SIZE", "RTP_AVP", "TCP_RTP_AVP", "WVP_PAYLOADS", "Connection", "Direction", "MediaSessionSpec",
-    "MediaTransport", "SdpBuildError", "SdpError", "SdpSession", "SessionType", "Setup", "answer_to_spec",
-    "build_sdp", "make_ssrc", "offer_for_play", "offer_transport", "parse_sdp", "spec_from_offer",
-    "ssrc_to_int", "ssrc_to_str",
-]  # fmt: skip
+    "MAX_SDP_SIZE",
+    "RTP_AVP",
+    "TCP_RTP_AVP",
+    "WVP_PAYLOADS",
+    "Connection",
+    "Direction",
+    "MediaSessionSpec",
+    "MediaTransport",
+    "SdpBuildError",
+    "SdpError",
+    "SdpSession",
+    "SessionType",
+    "Setup",
+    "answer_to_spec",
+    "build_sdp",
+    "make_ssrc",
+    "offer_for_play",
+    "offer_transport",
+    "parse_sdp",
+    "spec_from_offer",
+    "ssrc_to_int",
+    "ssrc_to_str",
+]
 
 MAX_SDP_SIZE = 16 * 1024  # a GB SDP is < 1 KiB; the SIP layer caps the whole message at 64 KiB
 RTP_AVP = "RTP/AVP"

@@ -56,38 +56,64 @@ def alarm_json(alarm: Alarm, gateway: GatewayService | None = None) -> dict[str,
     kind = alarm.kind
     kg = gateway.kindergartens.get(alarm.kindergarten_id or "") if gateway is not None else None
     return {
-        "id": alarm.id, "seq": alarm.seq, "state": alarm.state.value,
-        "received_at": rfc3339_ms(alarm.received_at), "received_ts": alarm.received_at,
-        "device_time": alarm.alarm_time, "priority": alarm.priority, "method": alarm.method,
-        "type": alarm.alarm_type, "event_type": alarm.event_type,
-        "category": kind.category, "kind": kind.name, "kind_name": kind.name_zh,
-        "description": alarm.description, "device_id": alarm.device_id, "source_id": alarm.source_id,
-        "kindergarten_id": alarm.kindergarten_id, "kindergarten_name": kg.name if kg else "",
-        "district_code": alarm.district_code, "district_name": district_name(alarm.district_code) or "",
-        "longitude": alarm.longitude, "latitude": alarm.latitude,
+        "id": alarm.id,
+        "seq": alarm.seq,
+        "state": alarm.state.value,
+        "received_at": rfc3339_ms(alarm.received_at),
+        "received_ts": alarm.received_at,
+        "device_time": alarm.alarm_time,
+        "priority": alarm.priority,
+        "method": alarm.method,
+        "type": alarm.alarm_type,
+        "event_type": alarm.event_type,
+        "category": kind.category,
+        "kind": kind.name,
+        "kind_name": kind.name_zh,
+        "description": alarm.description,
+        "device_id": alarm.device_id,
+        "source_id": alarm.source_id,
+        "kindergarten_id": alarm.kindergarten_id,
+        "kindergarten_name": kg.name if kg else "",
+        "district_code": alarm.district_code,
+        "district_name": district_name(alarm.district_code) or "",
+        "longitude": alarm.longitude,
+        "latitude": alarm.latitude,
         "escalated_at": _time(alarm.escalated_at),
-        "acknowledged_by": alarm.acknowledged_by, "acknowledged_at": _time(alarm.acknowledged_at),
-        "resolved_by": alarm.resolved_by, "resolved_at": _time(alarm.resolved_at),
-        "sender_registered": alarm.sender_registered, "problems": list(alarm.problems),
+        "acknowledged_by": alarm.acknowledged_by,
+        "acknowledged_at": _time(alarm.acknowledged_at),
+        "resolved_by": alarm.resolved_by,
+        "resolved_at": _time(alarm.resolved_at),
+        "sender_registered": alarm.sender_registered,
+        "problems": list(alarm.problems),
         "live_channel_id": gateway.entrance_camera(alarm.kindergarten_id) if gateway is not None else None,
-        "has_snapshot": bool(gateway is not None and gateway.alarms is not None and alarm.id in gateway.alarms.snapshots),
-    }  # fmt: skip
+        "has_snapshot": bool(
+            gateway is not None and gateway.alarms is not None and alarm.id in gateway.alarms.snapshots
+        ),
+    }
 
 
 def delivery_json(delivery: Delivery) -> dict[str, Any]:
     """The API's view of a delivery."""
     return {
-        "alarm_id": delivery.alarm_id, "sink": delivery.sink, "event": delivery.event.value,
-        "state": delivery.state.value, "attempts": delivery.attempts,
+        "alarm_id": delivery.alarm_id,
+        "sink": delivery.sink,
+        "event": delivery.event.value,
+        "state": delivery.state.value,
+        "attempts": delivery.attempts,
         "next_attempt_at": _time(delivery.next_attempt_at) if delivery.state.value != "delivered" else None,
-        "last_error": delivery.last_error, "delivered_at": _time(delivery.delivered_at),
+        "last_error": delivery.last_error,
+        "delivered_at": _time(delivery.delivered_at),
         "created_at": _time(delivery.created_at),
-    }  # fmt: skip
+    }
 
 
 def _transition_json(transition: Transition) -> dict[str, Any]:
-    return {"at": _time(transition.at), "action": transition.action.value, "actor": transition.actor,
-            "detail": transition.detail}
+    return {
+        "at": _time(transition.at),
+        "action": transition.action.value,
+        "actor": transition.actor,
+        "detail": transition.detail,
+    }
 
 
 def _time(t: float | None) -> str | None:
@@ -133,17 +159,28 @@ async def list_alarms(request: web.Request) -> web.Response:
         raise _fail(web.HTTPBadRequest, "escalated must be true or false")
     offset, limit = _paging(request)
     flt = AlarmFilter(
-        district_code=request.query.get("district") or None, kindergarten_id=request.query.get("kindergarten") or None,
-        state=state, since=_query_time(request, "since"), until=_query_time(request, "until"), escalated=escalated,
-        offset=offset, limit=limit,
-    )  # fmt: skip
+        district_code=request.query.get("district") or None,
+        kindergarten_id=request.query.get("kindergarten") or None,
+        state=state,
+        since=_query_time(request, "since"),
+        until=_query_time(request, "until"),
+        escalated=escalated,
+        offset=offset,
+        limit=limit,
+    )
     try:
         page = await _alarms(request).list_alarms(flt)
     except InvalidFilter as exc:
         raise _fail(web.HTTPBadRequest, str(exc)) from exc
     gateway = _gateway(request)
-    return _json({"items": [alarm_json(a, gateway) for a in page.items], "total": page.total,
-                  "offset": page.offset, "limit": page.limit})
+    return _json(
+        {
+            "items": [alarm_json(a, gateway) for a in page.items],
+            "total": page.total,
+            "offset": page.offset,
+            "limit": page.limit,
+        }
+    )
 
 
 async def get_alarm(request: web.Request) -> web.Response:
@@ -210,8 +247,14 @@ async def list_deliveries(request: web.Request) -> web.Response:
         )
     except InvalidFilter as exc:
         raise _fail(web.HTTPBadRequest, str(exc)) from exc
-    return _json({"items": [delivery_json(d) for d in page.items], "total": page.total,
-                  "offset": page.offset, "limit": page.limit})
+    return _json(
+        {
+            "items": [delivery_json(d) for d in page.items],
+            "total": page.total,
+            "offset": page.offset,
+            "limit": page.limit,
+        }
+    )
 
 
 async def sinks(request: web.Request) -> web.Response:

@@ -52,12 +52,20 @@ async def list_streams(request: web.Request) -> web.Response:
     for stream in live.streams.values():
         fanout = stream.fanout.stats(now)
         rtp = stream.receiver.stats
-        items.append({
-            "channel_id": stream.channel_id, "device_id": stream.device_id, "state": stream.session.state.value,
-            "viewers": stream.fanout.consumer_count, "fps": round(fanout.fps, 1), "bitrate": round(fanout.bitrate),
-            "rtp_received": rtp.received, "rtp_lost": rtp.lost, "rtp_bytes": rtp.bytes,
-            "age_s": round(now - stream.opened_at, 1),
-        })  # fmt: skip
+        items.append(
+            {
+                "channel_id": stream.channel_id,
+                "device_id": stream.device_id,
+                "state": stream.session.state.value,
+                "viewers": stream.fanout.consumer_count,
+                "fps": round(fanout.fps, 1),
+                "bitrate": round(fanout.bitrate),
+                "rtp_received": rtp.received,
+                "rtp_lost": rtp.lost,
+                "rtp_bytes": rtp.bytes,
+                "age_s": round(now - stream.opened_at, 1),
+            }
+        )
     return _json({"items": items})
 
 
@@ -71,10 +79,15 @@ async def open_stream(request: web.Request) -> web.Response:
         raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
     live.leave(channel_id, viewer)
     codec = live.video_codec(channel_id)
-    return _json({
-        "channel_id": channel_id, "state": stream.session.state.value, "transport": stream.mode.name.lower(),
-        "codec": codec.name.lower() if codec else None, "needs_transcoding": codec is StreamType.H265,
-    })  # fmt: skip
+    return _json(
+        {
+            "channel_id": channel_id,
+            "state": stream.session.state.value,
+            "transport": stream.mode.name.lower(),
+            "codec": codec.name.lower() if codec else None,
+            "needs_transcoding": codec is StreamType.H265,
+        }
+    )
 
 
 async def close_stream(request: web.Request) -> web.Response:
@@ -106,7 +119,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     try:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise _fail(web.HTTPBadRequest, "expected JSON {\"sdp\": \"<offer>\"}") from exc
+        raise _fail(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
@@ -114,8 +127,13 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     if live.video_codec(channel_id) is StreamType.H265:
         live.leave(channel_id, viewer)
         # Browsers' WebRTC has no H.265 and we never transcode on the relay path.
-        return _json({"error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
-                      "codec": "h265"}, status=415)
+        return _json(
+            {
+                "error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
+                "codec": "h265",
+            },
+            status=415,
+        )
     # The track is its own consumer (attached first, so the stream never sees zero viewers).
     track = FanoutVideoTrack(stream.fanout, f"webrtc-{viewer}", wakeup=stream.wakeup, clock=live.loop.time)
     live.leave(channel_id, viewer)

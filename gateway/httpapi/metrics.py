@@ -38,39 +38,55 @@ class GatewayMetrics:
             "kgw_messages_refused", "MESSAGEs answered with an error, by status", ["status"], registry=self.registry
         )
         self.received = Counter(
-            "kgw_alarms_received", "Alarms received (new, not repeats) by category and kind", ["category", "kind"],
+            "kgw_alarms_received",
+            "Alarms received (new, not repeats) by category and kind",
+            ["category", "kind"],
             registry=self.registry,
         )
         self.alarms_refused = Counter(
-            "kgw_alarms_refused", "Alarm notifications refused, by reason (unknown_device)", ["reason"],
+            "kgw_alarms_refused",
+            "Alarm notifications refused, by reason (unknown_device)",
+            ["reason"],
             registry=self.registry,
         )
         self.flawed = Counter(
-            "kgw_alarms_with_problems", "Alarms kept although fields were missing, invalid or absurd",
+            "kgw_alarms_with_problems",
+            "Alarms kept although fields were missing, invalid or absurd",
             registry=self.registry,
         )
         self.duplicates = Counter(
-            "kgw_alarms_duplicate", "Alarm notifications recognised as repeats of a stored alarm", registry=self.registry
+            "kgw_alarms_duplicate",
+            "Alarm notifications recognised as repeats of a stored alarm",
+            registry=self.registry,
         )
         self.deliveries = Counter(
-            "kgw_alarm_deliveries", "Alarm delivery attempts by sink and outcome (delivered, retry, rejected)",
-            ["sink", "outcome"], registry=self.registry,
+            "kgw_alarm_deliveries",
+            "Alarm delivery attempts by sink and outcome (delivered, retry, rejected)",
+            ["sink", "outcome"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "kgw_alarm_delivery_latency_seconds", "From the alarm MESSAGE's arrival to the sink's acknowledgement",
-            ["sink"], registry=self.registry,
+            "kgw_alarm_delivery_latency_seconds",
+            "From the alarm MESSAGE's arrival to the sink's acknowledgement",
+            ["sink"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
         )
         self.escalations = Counter(
-            "kgw_alarm_escalations", "Alarms escalated to the municipal level (not acknowledged in time)",
+            "kgw_alarm_escalations",
+            "Alarms escalated to the municipal level (not acknowledged in time)",
             registry=self.registry,
         )
         self.upper_transitions = Counter(
-            "kgw_upper_platform_transitions", "Upper platform links going online/offline", ["platform", "state"],
+            "kgw_upper_platform_transitions",
+            "Upper platform links going online/offline",
+            ["platform", "state"],
             registry=self.registry,
         )
         self.upper_catalog_items = Counter(
-            "kgw_upper_catalog_items", "Catalog items sent to an upper platform (answers and NOTIFYs)", ["platform"],
+            "kgw_upper_catalog_items",
+            "Catalog items sent to an upper platform (answers and NOTIFYs)",
+            ["platform"],
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(service))
@@ -88,8 +104,9 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("kgw_devices_known", "Devices known to the gateway", value=registered)
         yield GaugeMetricFamily("kgw_devices_online", "Devices online now", value=devices_online)
         yield GaugeMetricFamily("kgw_channels_online", "Channels online now", value=channels_online)
-        yield GaugeMetricFamily("kgw_channels_known", "Channels known (every device's last catalog)",
-                                value=len(service.channels))
+        yield GaugeMetricFamily(
+            "kgw_channels_known", "Channels known (every device's last catalog)", value=len(service.channels)
+        )
         by_district = GaugeMetricFamily(
             "kgw_district_devices_online", "Devices online by district civil code", labels=["district"]
         )
@@ -100,16 +117,23 @@ class _LiveCollector(Collector):
         for district, count in sorted(counts.items()):
             by_district.add_metric([district], count)
         yield by_district
-        yield GaugeMetricFamily("kgw_registry_pending_writes", "Presence changes waiting for the next flush",
-                                value=service.presence.pending)
+        yield GaugeMetricFamily(
+            "kgw_registry_pending_writes", "Presence changes waiting for the next flush", value=service.presence.pending
+        )
         if service.live is not None:
             live = service.live
             yield GaugeMetricFamily("kgw_streams_active", "Live upstream streams open now", value=len(live.streams))
-            yield GaugeMetricFamily("kgw_stream_viewers", "Viewers of all live streams",
-                                    value=sum(s.fanout.consumer_count for s in live.streams.values()))
+            yield GaugeMetricFamily(
+                "kgw_stream_viewers",
+                "Viewers of all live streams",
+                value=sum(s.fanout.consumer_count for s in live.streams.values()),
+            )
             totals = live.rtp_totals()
-            for key, help_text in (("packets", "RTP packets received"), ("bytes", "RTP bytes received"),
-                                   ("lost", "RTP packets lost")):
+            for key, help_text in (
+                ("packets", "RTP packets received"),
+                ("bytes", "RTP bytes received"),
+                ("lost", "RTP packets lost"),
+            ):
                 yield CounterMetricFamily(f"kgw_rtp_{key}", help_text, value=totals[key])
             dropped = CounterMetricFamily("kgw_rtp_dropped", "RTP packets dropped, by reason", labels=["reason"])
             for key, value in totals.items():
@@ -120,8 +144,11 @@ class _LiveCollector(Collector):
         if service.alarms is not None:
             yield from _alarm_gauges(service)
         if service.cascade is not None:
-            up = GaugeMetricFamily("kgw_upper_platform_registered", "1 while registered with the upper platform",
-                                   labels=["platform", "level"])
+            up = GaugeMetricFamily(
+                "kgw_upper_platform_registered",
+                "1 while registered with the upper platform",
+                labels=["platform", "level"],
+            )
             for link in service.cascade.status():
                 up.add_metric([link["name"], link["level"]], 1 if link["state"] == "registered" else 0)
             yield up
@@ -129,12 +156,11 @@ class _LiveCollector(Collector):
             return
         stats = service.access.endpoint.stats
         requests = CounterMetricFamily("kgw_sip_requests", "SIP requests received by method", labels=["method"])
-        responses = CounterMetricFamily(
-            "kgw_sip_responses", "SIP responses sent by status class", labels=["class"]
-        )
+        responses = CounterMetricFamily("kgw_sip_responses", "SIP responses sent by status class", labels=["class"])
         dropped = CounterMetricFamily("kgw_sip_dropped", "SIP input dropped or refused, by reason", labels=["reason"])
         answered = CounterMetricFamily(
-            "kgw_sip_requests_answered", "Final answers to SIP requests by method and status class",
+            "kgw_sip_requests_answered",
+            "Final answers to SIP requests by method and status class",
             labels=["method", "class"],
         )
         for key, value in sorted(stats.items()):
@@ -151,8 +177,9 @@ class _LiveCollector(Collector):
         yield answered
         yield responses
         yield dropped
-        yield GaugeMetricFamily("kgw_sip_transactions", "Live SIP transactions",
-                                value=service.access.endpoint.transaction_count)
+        yield GaugeMetricFamily(
+            "kgw_sip_transactions", "Live SIP transactions", value=service.access.endpoint.transaction_count
+        )
 
 
 def _alarm_gauges(service: GatewayService) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -160,7 +187,8 @@ def _alarm_gauges(service: GatewayService) -> Iterator[GaugeMetricFamily | Count
     assert service.alarms is not None
     depth = GaugeMetricFamily("kgw_alarm_outbox_depth", "Alarm deliveries not yet delivered, by sink", labels=["sink"])
     dead = GaugeMetricFamily(
-        "kgw_alarm_dead_letters", "Deliveries shown as dead-letter (still retried unless rejected), by sink",
+        "kgw_alarm_dead_letters",
+        "Deliveries shown as dead-letter (still retried unless rejected), by sink",
         labels=["sink"],
     )
     up = GaugeMetricFamily("kgw_alarm_sink_up", "1 when the sink's last contact worked, 0 when not", labels=["sink"])

@@ -85,10 +85,17 @@ async def healthz(request: web.Request) -> web.Response:
     """Liveness and a one-line summary."""
     service = _service(request)
     known, online, channels_online = service.online_counts()
-    return _json({
-        "status": "ok", "gateway_id": service.config.id, "role": service.config.role, "sip_port": service.sip_port,
-        "devices_known": known, "devices_online": online, "channels_online": channels_online,
-    })  # fmt: skip
+    return _json(
+        {
+            "status": "ok",
+            "gateway_id": service.config.id,
+            "role": service.config.role,
+            "sip_port": service.sip_port,
+            "devices_known": known,
+            "devices_online": online,
+            "channels_online": channels_online,
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -106,8 +113,9 @@ async def list_devices(request: web.Request) -> web.Response:
         kindergarten_id=request.query.get("kindergarten") or None,
         online=_bool(request, "online"),
         device_type=int(type_text) if type_text and type_text.isdigit() else None,
-        offset=offset, limit=limit,
-    )  # fmt: skip
+        offset=offset,
+        limit=limit,
+    )
     page = await _service(request).store_call(lambda s, f: s.list_devices(f), flt)
     return _json(_page(page, _device_json))
 
@@ -134,8 +142,10 @@ async def list_channels(request: web.Request) -> web.Response:
         kindergarten_id=request.query.get("kindergarten") or None,
         device_id=request.query.get("device") or None,
         online=_bool(request, "online"),
-        area=area, offset=offset, limit=limit,
-    )  # fmt: skip
+        area=area,
+        offset=offset,
+        limit=limit,
+    )
     page = await _service(request).store_call(lambda s, f: s.list_channels(f), flt)
     return _json(_page(page, asdict))
 

@@ -234,9 +234,7 @@ class UdpRtpReceiverTransport(MediaTransport):
         self = cls(sink, rtp_timeout)
 
         async def bind(port: int) -> asyncio.DatagramTransport:
-            transport, _ = await self.loop.create_datagram_endpoint(
-                lambda: _RtpDatagram(self), local_addr=(host, port)
-            )
+            transport, _ = await self.loop.create_datagram_endpoint(lambda: _RtpDatagram(self), local_addr=(host, port))
             return transport
 
         self.transport = await bind_in_range(bind, host, ports)

@@ -48,9 +48,13 @@ def kindergartens_in_catalog(items: Sequence[CatalogItem]) -> dict[str, Kinderga
             continue
         district = item.civil_code[:6] if item.civil_code and is_civil_code(item.civil_code[:6]) else item.device_id[:6]
         found[item.device_id] = Kindergarten(
-            id=item.device_id, name=(item.name or item.device_id).strip()[:200], district_code=district,
-            address=(item.address or "")[:200], longitude=item.longitude, latitude=item.latitude,
-        )  # fmt: skip
+            id=item.device_id,
+            name=(item.name or item.device_id).strip()[:200],
+            district_code=district,
+            address=(item.address or "")[:200],
+            longitude=item.longitude,
+            latitude=item.latitude,
+        )
     return found
 
 

@@ -251,17 +251,13 @@ class SqliteAlarmStore(SqliteStore):
     def deliveries_of(self, alarm_id: str) -> list[Delivery]:
         """The deliveries of one alarm, by (sink, event)."""
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                f"{_DELIVERY_SELECT} WHERE alarm_id = ? ORDER BY sink, event", (alarm_id,)
-            ).fetchall()
+            rows = conn.execute(f"{_DELIVERY_SELECT} WHERE alarm_id = ? ORDER BY sink, event", (alarm_id,)).fetchall()
         return [_delivery_from(r) for r in rows]
 
     def transitions_of(self, alarm_id: str) -> list[Transition]:
         """The audit trail of one alarm in the order it was appended."""
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                f"{_TRANSITION_SELECT} WHERE alarm_id = ? ORDER BY seq", (alarm_id,)
-            ).fetchall()
+            rows = conn.execute(f"{_TRANSITION_SELECT} WHERE alarm_id = ? ORDER BY seq", (alarm_id,)).fetchall()
         return [_transition_from(r) for r in rows]
 
     def list_deliveries(self, state: str | None, sink: str | None, offset: int, limit: int) -> Page[Delivery]:

@@ -203,10 +203,7 @@ def _upsert_sql(table: str, cols: tuple[str, ...]) -> str:
     """INSERT … ON CONFLICT(id) DO UPDATE: a full overwrite by id (SQLite ≥ 3.24, PostgreSQL)."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
     marks = ", ".join("?" for _ in cols)
-    return (
-        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) "
-        f"ON CONFLICT (id) DO UPDATE SET {updates}"
-    )
+    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
 
 
 _KG_UPSERT: Final = _upsert_sql("kindergarten", _KG_COLS)
@@ -322,9 +319,7 @@ class SqliteStore:
         if self._conn is not None:
             return
         with _mapped_errors():
-            conn = sqlite3.connect(
-                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -490,9 +485,7 @@ class SqliteStore:
         wanted: dict[str, Channel] = {}
         for channel in channels:
             if channel.device_id != device_id:
-                raise StoreConstraintError(
-                    f"channel {channel.id} belongs to {channel.device_id}, not {device_id}"
-                )
+                raise StoreConstraintError(f"channel {channel.id} belongs to {channel.device_id}, not {device_id}")
             wanted[channel.id] = channel  # a duplicate id in one catalog: last wins
         with self._transaction() as conn:
             old = {
@@ -509,8 +502,7 @@ class SqliteStore:
         changed = tuple(
             i
             for i, new in wanted.items()
-            if i in old
-            and replace(new, online=old[i].online, updated_at=old[i].updated_at) != old[i]
+            if i in old and replace(new, online=old[i].online, updated_at=old[i].updated_at) != old[i]
         )
         return ChannelChanges(added=added, changed=changed, removed=tuple(removed))
 
@@ -560,9 +552,7 @@ class SqliteStore:
         """Rows of one page plus the total, read in one snapshot so they agree."""
         with self._transaction(write=False) as conn:
             total = conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0]
-            rows = conn.execute(
-                f"{select} {where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]
-            ).fetchall()
+            rows = conn.execute(f"{select} {where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
         return rows, int(total)
 
     # --- presence and history ----------------------------------------------------
@@ -576,8 +566,7 @@ class SqliteStore:
         with self._transaction() as conn:
             n_devices = _changes(
                 conn.executemany(
-                    "UPDATE device SET online = ?, last_seen = COALESCE(?, last_seen)"
-                    " WHERE id = ?",
+                    "UPDATE device SET online = ?, last_seen = COALESCE(?, last_seen) WHERE id = ?",
                     ((int(online), seen, i) for i, online, seen in devices),
                 )
             )
@@ -594,12 +583,8 @@ class SqliteStore:
         with self._transaction() as conn:
             return _changes(
                 conn.executemany(
-                    "INSERT INTO status_event (entity_id, kind, online, at, reason)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (
-                        (e.entity_id, EntityKind(e.kind).value, int(e.online), e.at, e.reason)
-                        for e in events
-                    ),
+                    "INSERT INTO status_event (entity_id, kind, online, at, reason) VALUES (?, ?, ?, ?, ?)",
+                    ((e.entity_id, EntityKind(e.kind).value, int(e.online), e.at, e.reason) for e in events),
                 )
             )
 

@@ -53,15 +53,37 @@ def make_message(
     global _seq
     _seq += 1
     alarm = Alarm(
-        id=alarm_id or f"alm-{_seq:06d}", seq=_seq, dedupe_key=f"key-{_seq}", device_id="12010100001340000001",
-        source_id="12010100001340000001", kindergarten_id=kindergarten_id, district_code=DISTRICT, priority=1,
-        method=2, alarm_type=None, event_type=None, alarm_time="2026-11-29T11:34:19", description="一键报警",
-        longitude=117.2, latitude=39.1, sn=_seq, received_at=time.time() if received_at is None else received_at,
+        id=alarm_id or f"alm-{_seq:06d}",
+        seq=_seq,
+        dedupe_key=f"key-{_seq}",
+        device_id="12010100001340000001",
+        source_id="12010100001340000001",
+        kindergarten_id=kindergarten_id,
+        district_code=DISTRICT,
+        priority=1,
+        method=2,
+        alarm_type=None,
+        event_type=None,
+        alarm_time="2026-11-29T11:34:19",
+        description="一键报警",
+        longitude=117.2,
+        latitude=39.1,
+        sn=_seq,
+        received_at=time.time() if received_at is None else received_at,
         escalated_at=time.time() if event is DeliveryEvent.ESCALATED else None,
-    )  # fmt: skip
-    info = Enrichment(gateway_id="12000000002000000000", kindergarten=KindergartenInfo(
-        id=kindergarten_id or "", name="和平区第一幼儿园", district_code=DISTRICT, district_name="和平区",
-    ) if kindergarten_id else None, device_name="一键报警箱")  # fmt: skip
+    )
+    info = Enrichment(
+        gateway_id="12000000002000000000",
+        kindergarten=KindergartenInfo(
+            id=kindergarten_id or "",
+            name="和平区第一幼儿园",
+            district_code=DISTRICT,
+            district_name="和平区",
+        )
+        if kindergarten_id
+        else None,
+        device_name="一键报警箱",
+    )
     return OutboundMessage(alarm, event, encode_payload(build_payload(alarm, event, info)))
 
 
@@ -108,8 +130,11 @@ def test_sinks_satisfy_the_protocol() -> None:
     async def send(_target: str, _message: OutboundMessage) -> int:
         return 200
 
-    for sink in (MqttSink("mqtt://127.0.0.1:1", "x"), WebhookSink("http://127.0.0.1:1/", SECRET),
-                 GbAlarmSink(lambda _a: (), send)):
+    for sink in (
+        MqttSink("mqtt://127.0.0.1:1", "x"),
+        WebhookSink("http://127.0.0.1:1/", SECRET),
+        GbAlarmSink(lambda _a: (), send),
+    ):
         assert isinstance(sink, Sink)
         assert sink.up is None
 
@@ -157,7 +182,8 @@ async def test_mqtt_start_does_not_raise_when_the_broker_is_down() -> None:
 
 
 async def test_mqtt_broker_down_is_transient_then_recovers(
-    mosquitto: MosquittoBroker, caplog: pytest.LogCaptureFixture,
+    mosquitto: MosquittoBroker,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sink = MqttSink(mosquitto.url, "kgw-test-gw", connect_timeout=1.0, publish_timeout=1.0)
     caplog.set_level(logging.INFO, logger="kgw.alarms.mqtt")
@@ -241,8 +267,7 @@ async def test_mqtt_concurrent_deliveries_share_one_client(mosquitto: MosquittoB
         async with subscriber(mosquitto) as sub:
             await asyncio.gather(*(sink.deliver(m) for m in messages))
             got = [await next_message(sub) for _ in messages]
-        assert sorted(bytes(m.payload) for m in got if isinstance(m.payload, bytes)) == sorted(
-            m.body for m in messages)
+        assert sorted(bytes(m.payload) for m in got if isinstance(m.payload, bytes)) == sorted(m.body for m in messages)
         log_text = mosquitto.log_tail(200)
         assert log_text.count("as kgw-test-gw ") == 1  # one connection for all 20
         assert "as kgw-test-gw (p2, c0," in log_text  # MQTT 3.1.1 (p2), persistent session (c0)
@@ -258,8 +283,13 @@ async def test_webhook_signs_and_sends_headers() -> None:
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.read()
-        ok = verify(SECRET.encode(), request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
-                    body, now=time.time())
+        ok = verify(
+            SECRET.encode(),
+            request.headers.get(SIGNATURE_HEADER),
+            request.headers.get(TIMESTAMP_HEADER),
+            body,
+            now=time.time(),
+        )
         seen.append((dict(request.headers), body, ok))
         return web.Response(status=204)
 
@@ -280,9 +310,18 @@ async def test_webhook_signs_and_sends_headers() -> None:
     assert sink.up is True
 
 
-@pytest.mark.parametrize(("status", "permanent"), [
-    (500, False), (503, False), (429, False), (408, False), (400, True), (404, True), (301, True),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "permanent"),
+    [
+        (500, False),
+        (503, False),
+        (429, False),
+        (408, False),
+        (400, True),
+        (404, True),
+        (301, True),
+    ],
+)
 async def test_webhook_status_outcomes(status: int, permanent: bool) -> None:
     async def handler(_request: web.Request) -> web.Response:
         headers = {"Location": "http://127.0.0.1:1/elsewhere"} if status == 301 else None
@@ -378,19 +417,25 @@ async def test_gb_retry_resends_only_to_failed_platforms() -> None:
     assert sink.acknowledged(message.alarm_id, "alarm") == {PLATFORM_A}
     sender.statuses[PLATFORM_B] = 200
     await sink.deliver(message)
-    assert sender.calls == [(PLATFORM_A, message.alarm_id), (PLATFORM_B, message.alarm_id),
-                            (PLATFORM_B, message.alarm_id)]
+    assert sender.calls == [
+        (PLATFORM_A, message.alarm_id),
+        (PLATFORM_B, message.alarm_id),
+        (PLATFORM_B, message.alarm_id),
+    ]
     assert sink.acknowledged(message.alarm_id, "alarm") == frozenset()  # forgotten once all acked
     assert sink.up is True
 
 
-@pytest.mark.parametrize(("statuses", "permanent"), [
-    ({PLATFORM_A: 404, PLATFORM_B: 404}, True),
-    ({PLATFORM_A: 403, PLATFORM_B: 404}, True),
-    ({PLATFORM_A: 200, PLATFORM_B: 404}, True),
-    ({PLATFORM_A: 404, PLATFORM_B: 500}, False),
-    ({PLATFORM_A: 404, PLATFORM_B: ConnectionError("no route")}, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("statuses", "permanent"),
+    [
+        ({PLATFORM_A: 404, PLATFORM_B: 404}, True),
+        ({PLATFORM_A: 403, PLATFORM_B: 404}, True),
+        ({PLATFORM_A: 200, PLATFORM_B: 404}, True),
+        ({PLATFORM_A: 404, PLATFORM_B: 500}, False),
+        ({PLATFORM_A: 404, PLATFORM_B: ConnectionError("no route")}, False),
+    ],
+)
 async def test_gb_failure_classification(statuses: dict[str, int | Exception], permanent: bool) -> None:
     sink = GbAlarmSink(lambda _alarm: [PLATFORM_A, PLATFORM_B], FakeSender(statuses))
     with pytest.raises(DeliveryError) as info:
@@ -410,8 +455,12 @@ async def test_gb_without_targets_is_delivered_at_once() -> None:
 
 async def test_police_receiver_over_mqtt_and_webhook(mosquitto: MosquittoBroker) -> None:
     arrivals: list[tuple[str, str]] = []
-    receiver = PoliceReceiver(mosquitto.url, webhook=("127.0.0.1", 0), secret=SECRET,
-                              on_message=lambda channel, payload, _t: arrivals.append((channel, payload["alarm_id"])))
+    receiver = PoliceReceiver(
+        mosquitto.url,
+        webhook=("127.0.0.1", 0),
+        secret=SECRET,
+        on_message=lambda channel, payload, _t: arrivals.append((channel, payload["alarm_id"])),
+    )
     await receiver.start()
     mqtt_sink = MqttSink(mosquitto.url, "kgw-test-gw")
     webhook_sink = WebhookSink(receiver.webhook_url, SECRET)
@@ -468,4 +517,3 @@ async def test_police_receiver_resubscribes_after_broker_restart(mosquitto: Mosq
     finally:
         await sink.close()
         await receiver.stop()
-

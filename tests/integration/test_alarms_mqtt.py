@@ -119,16 +119,28 @@ async def test_sigkill_after_answering_loses_nothing_and_duplicates_nothing(
     """The gateway dies (SIGKILL) with alarms stored but not all delivered; after a restart every
     stored alarm reaches the police exactly once by alarm_id, and no new alarm is made of a repeat."""
     sip_port, http_port = free_sip_port(), free_tcp_port()
-    args = ["gateway", "--sip-port", str(sip_port), "--http-port", str(http_port), "--db", str(tmp_path / "kgw.db"),
-            "--mqtt", mosquitto.url, "--log-level", "INFO"]
+    args = [
+        "gateway",
+        "--sip-port",
+        str(sip_port),
+        "--http-port",
+        str(http_port),
+        "--db",
+        str(tmp_path / "kgw.db"),
+        "--mqtt",
+        mosquitto.url,
+        "--log-level",
+        "INFO",
+    ]
     api = f"http://127.0.0.1:{http_port}"
     first = Proc("gateway-1", args, tmp_path)
     procs.append(first)
     await until_json(f"{api}/healthz", lambda body: True, first)
     police = PoliceReceiver(mosquitto.url, client_id="police-sigkill", persistent=True)
     await police.start()
-    fleet = Fleet(FleetOptions(gateway_port=sip_port, kindergartens=6, cameras=(2, 2), api=api,
-                               transport=Transport.UDP))
+    fleet = Fleet(
+        FleetOptions(gateway_port=sip_port, kindergartens=6, cameras=(2, 2), api=api, transport=Transport.UDP)
+    )
     await fleet.start()
     gateways = [first]
 

@@ -36,8 +36,13 @@ class WebhookReceiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if not verify(SECRET.encode(), request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER),
-                      body, now=time.time()):
+        if not verify(
+            SECRET.encode(),
+            request.headers.get(SIGNATURE_HEADER),
+            request.headers.get(TIMESTAMP_HEADER),
+            body,
+            now=time.time(),
+        ):
             self.bad_signatures += 1
             return web.Response(status=401)
         if self.mode == "fail":
@@ -82,8 +87,9 @@ async def _city(gateway_factory: Any, fleet_factory: Any, receiver: WebhookRecei
     return service, fleet
 
 
-async def test_button_press_reaches_the_webhook_signed_and_enriched(gateway_factory: Any, fleet_factory: Any,
-                                                                    receiver: WebhookReceiver) -> None:
+async def test_button_press_reaches_the_webhook_signed_and_enriched(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     kg = fleet.city[1]
     record = fleet.press(kg.id, "button")
@@ -124,8 +130,9 @@ async def test_button_press_reaches_the_webhook_signed_and_enriched(gateway_fact
     assert status == 400
 
 
-async def test_snapshot_of_the_entrance_camera_is_captured(gateway_factory: Any, fleet_factory: Any,
-                                                           receiver: WebhookReceiver) -> None:
+async def test_snapshot_of_the_entrance_camera_is_captured(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     fleet.press(fleet.city[0].id, "button")
     assert await wait_for(lambda: len(receiver.received) == 1, 10)
@@ -157,14 +164,21 @@ async def test_webhook_outage_is_retried_in_order_and_a_hang_does_not_stall(
     receiver.mode = "ok"
     assert await wait_for(lambda: len(receiver.received) == 3, 15)
     assert [p["kind"] for p in receiver.received] == ["one_button", "video_loss", "tamper"]  # kindergarten order kept
-    metrics = await asyncio.to_thread(lambda: __import__("urllib.request").request.urlopen(
-        f"http://127.0.0.1:{service.http_port}/metrics").read().decode())
+    metrics = await asyncio.to_thread(
+        lambda: (
+            __import__("urllib.request")
+            .request.urlopen(f"http://127.0.0.1:{service.http_port}/metrics")
+            .read()
+            .decode()
+        )
+    )
     assert 'kgw_alarm_deliveries_total{outcome="retry",sink="webhook"}' in metrics
     assert 'kgw_alarm_outbox_depth{sink="webhook"} 0.0' in metrics
 
 
-async def test_duplicate_transactions_make_one_alarm(gateway_factory: Any, fleet_factory: Any,
-                                                     receiver: WebhookReceiver) -> None:
+async def test_duplicate_transactions_make_one_alarm(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     kg = fleet.city[2]
     box = fleet.agents[alarm_device_of(kg, "button").id]
@@ -178,8 +192,9 @@ async def test_duplicate_transactions_make_one_alarm(gateway_factory: Any, fleet
     assert service.alarms.counters["duplicates"] >= 1 and service.alarms.counters["received"] == 1
 
 
-async def test_console_websocket_streams_alarm_events(gateway_factory: Any, fleet_factory: Any,
-                                                      receiver: WebhookReceiver) -> None:
+async def test_console_websocket_streams_alarm_events(
+    gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
+) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     base = f"http://127.0.0.1:{service.http_port}"
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/alarms/ws") as ws:
@@ -223,10 +238,16 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
 
         async def send(sender: str, payload: bytes, call_id: str) -> int:
             request = build_message(
-                from_id=sender, from_domain="1201000000", from_tag="t1", to_id=service.config.id,
-                to_domain="1201000000", request_uri=sip_uri(service.config.id, "1201000000"), call_id=call_id,
-                cseq=1, body=payload,
-            )  # fmt: skip
+                from_id=sender,
+                from_domain="1201000000",
+                from_tag="t1",
+                to_id=service.config.id,
+                to_domain="1201000000",
+                request_uri=sip_uri(service.config.id, "1201000000"),
+                call_id=call_id,
+                cseq=1,
+                body=payload,
+            )
             request.headers.prepend("Via", f"SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{call_id}")
             transport.sendto(bytes(request), ("127.0.0.1", service.sip_port))
             while True:
@@ -248,7 +269,13 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
     assert "problems" in details["transitions"][0]["detail"]
     await asyncio.sleep(0.3)
     assert len(receiver.received) == 1 and service.alarms.counters["received"] == 1  # the retransmission too
-    metrics = await asyncio.to_thread(lambda: __import__("urllib.request").request.urlopen(
-        f"http://127.0.0.1:{service.http_port}/metrics").read().decode())
+    metrics = await asyncio.to_thread(
+        lambda: (
+            __import__("urllib.request")
+            .request.urlopen(f"http://127.0.0.1:{service.http_port}/metrics")
+            .read()
+            .decode()
+        )
+    )
     assert 'kgw_alarms_refused_total{reason="unknown_device"} 1.0' in metrics
     assert "kgw_alarms_with_problems_total 1.0" in metrics

@@ -120,13 +120,21 @@ def sip_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-def register(service: GatewayService, peer: RawUdp, device_id: str, call_id: str, cseq: int,
-             authorization: str | None = None, expires: int = 3600) -> bytes:
+def register(
+    service: GatewayService,
+    peer: RawUdp,
+    device_id: str,
+    call_id: str,
+    cseq: int,
+    authorization: str | None = None,
+    expires: int = 3600,
+) -> bytes:
     extra = [("Contact", f"<sip:{device_id}@127.0.0.1:{peer.port}>"), ("Expires", str(expires))]
     if authorization is not None:
         extra.append(("Authorization", authorization))
-    return sip_request("REGISTER", service=service, from_user=device_id, port=peer.port, call_id=call_id,
-                       cseq=cseq, extra=extra)  # fmt: skip
+    return sip_request(
+        "REGISTER", service=service, from_user=device_id, port=peer.port, call_id=call_id, cseq=cseq, extra=extra
+    )
 
 
 def answer(service: GatewayService, challenge: SipResponse, device_id: str, password: str) -> str:
@@ -148,9 +156,13 @@ async def register_device(service: GatewayService, peer: RawUdp, device_id: str)
 
 def manscdp_message(service: GatewayService, peer: RawUdp, device_id: str, body: bytes) -> bytes:
     return sip_request(
-        "MESSAGE", service=service, from_user=device_id, port=peer.port, body=body,
+        "MESSAGE",
+        service=service,
+        from_user=device_id,
+        port=peer.port,
+        body=body,
         extra=[("Content-Type", "Application/MANSCDP+xml")],
-    )  # fmt: skip
+    )
 
 
 async def options_ok(service: GatewayService) -> bool:
@@ -245,6 +257,7 @@ async def test_garbage_datagrams_are_dropped_and_counted(service):
         assert await peer.nothing_received(0.5), "garbage gets no answer"
     finally:
         peer.close()
+
     def dropped() -> int:
         return stats["dropped_unparsable"] + stats["dropped_too_large"]
 
@@ -286,8 +299,9 @@ async def test_register_without_usable_expires_or_too_short(service):
     try:
         response = await peer.request(sip_request("REGISTER", service=service, from_user=DEVICE_ID, port=peer.port))
         assert response.status == 400, "no Expires anywhere"
-        response = await peer.request(sip_request("REGISTER", service=service, from_user=DEVICE_ID, port=peer.port,
-                                                  extra=[("Expires", "10")]))  # fmt: skip
+        response = await peer.request(
+            sip_request("REGISTER", service=service, from_user=DEVICE_ID, port=peer.port, extra=[("Expires", "10")])
+        )
         assert response.status == 423
         assert response.headers.get("Min-Expires") == "30"
         foreign = [("Expires", "3600"), ("Authorization", 'Digest username="someone-else"')]
@@ -302,8 +316,11 @@ async def test_register_without_usable_expires_or_too_short(service):
 async def test_message_from_unregistered_device_gets_404(service):
     peer = await RawUdp.open(service)
     try:
-        keepalive = (b'<?xml version="1.0"?>\r\n<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>'
-                     + DEVICE_ID.encode() + b"</DeviceID><Status>OK</Status></Notify>")  # fmt: skip
+        keepalive = (
+            b'<?xml version="1.0"?>\r\n<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>'
+            + DEVICE_ID.encode()
+            + b"</DeviceID><Status>OK</Status></Notify>"
+        )
         response = await peer.request(manscdp_message(service, peer, DEVICE_ID, keepalive))
         assert response.status == 404
     finally:
@@ -327,11 +344,11 @@ async def test_unknown_method_gets_405_and_options_200(service):
 @pytest.mark.parametrize(
     "device_id",
     [
-        "1234",                       # wrong length
-        "1201010011132000010A",       # a letter
-        "abcdefghijklmnopqrst",       # letters only, right length
-        "12010100112160000100",       # type 216: a virtual organisation cannot register
-        "120101001113200001011",      # 21 digits
+        "1234",  # wrong length
+        "1201010011132000010A",  # a letter
+        "abcdefghijklmnopqrst",  # letters only, right length
+        "12010100112160000100",  # type 216: a virtual organisation cannot register
+        "120101001113200001011",  # 21 digits
     ],
 )
 async def test_register_with_bad_device_id_gets_403(service, device_id):
@@ -351,23 +368,29 @@ async def test_broken_xml_from_registered_device_gets_400(service):
     peer = await RawUdp.open(service)
     try:
         await register_device(service, peer, DEVICE_ID)
-        broken = (b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
-                  b"<SN>1<SN>\r\n<DeviceID>" + DEVICE_ID.encode() + b"</DeviceID>\r\n")  # fmt: skip
+        broken = (
+            b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
+            b"<SN>1<SN>\r\n<DeviceID>" + DEVICE_ID.encode() + b"</DeviceID>\r\n"
+        )
         response = await peer.request(manscdp_message(service, peer, DEVICE_ID, broken))
         assert response.status == 400
         for body in (b"", b"\x00\xff\xfe garbage", b"<Notify><CmdType>Keepalive</CmdType></Notify>" * 3):
             response = await peer.request(manscdp_message(service, peer, DEVICE_ID, body))
             assert response.status == 400, body[:40]
-        good = (b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
-                b"<SN>2</SN>\r\n<DeviceID>" + DEVICE_ID.encode() + b"</DeviceID>\r\n<Status>OK</Status>\r\n"
-                b"</Notify>\r\n")  # fmt: skip
+        good = (
+            b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
+            b"<SN>2</SN>\r\n<DeviceID>" + DEVICE_ID.encode() + b"</DeviceID>\r\n<Status>OK</Status>\r\n"
+            b"</Notify>\r\n"
+        )
         response = await peer.request(manscdp_message(service, peer, DEVICE_ID, good))
         assert response.status == 200, "the device is still registered and heard"
     finally:
         peer.close()
 
 
-BILLION_LAUGHS = (Path(__file__).resolve().parents[1] / "fixtures" / "attacks" / "billion_laughs_entity_expansion.xml").read_bytes()
+BILLION_LAUGHS = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "attacks" / "billion_laughs_entity_expansion.xml"
+).read_bytes()
 
 XXE = b"""<?xml version="1.0"?>
 <!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
@@ -432,8 +455,15 @@ async def test_oversized_tcp_message_is_refused_and_others_unaffected(service):
     attacker = await RawTcp.open(service)
     try:
         assert await tcp_options_ok(bystander, service)
-        head = sip_request("MESSAGE", service=service, from_user=DEVICE_ID, port=attacker.port, transport="TCP",
-                           extra=[("Content-Type", "Application/MANSCDP+xml")], content_length=200_000)  # fmt: skip
+        head = sip_request(
+            "MESSAGE",
+            service=service,
+            from_user=DEVICE_ID,
+            port=attacker.port,
+            transport="TCP",
+            extra=[("Content-Type", "Application/MANSCDP+xml")],
+            content_length=200_000,
+        )
         attacker.writer.write(head + b"<" * 4000)
         await attacker.writer.drain()
         response = await attacker.recv()
@@ -499,8 +529,11 @@ async def test_attacks_leave_no_leak_and_a_fleet_still_registers(service, fleet_
         for _ in range(200):
             peer.send(rng.randbytes(rng.randrange(0, 2000)))
         for n in range(100):
-            peer.send(sip_request("OPTIONS", service=service, from_user=DEVICE_ID, port=peer.port,
-                                  omit=("Call-ID",) if n % 2 else ()))  # fmt: skip
+            peer.send(
+                sip_request(
+                    "OPTIONS", service=service, from_user=DEVICE_ID, port=peer.port, omit=("Call-ID",) if n % 2 else ()
+                )
+            )
             peer.send(sip_request("BREW", service=service, from_user=DEVICE_ID, port=peer.port))
             peer.send(register(service, peer, f"{n:04d}", f"{_token()}@x", 1))
         for _ in range(5):
@@ -527,4 +560,3 @@ async def test_attacks_leave_no_leak_and_a_fleet_still_registers(service, fleet_
     assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=15)
     assert await wait_for(lambda: service.online_counts()[2] == channels, timeout=15)
     assert service.access.endpoint.transaction_count < 1000
-

@@ -21,10 +21,17 @@ PASSWORD = "platform-pw"
 
 
 def upper(platform: GatewayService, level: str, district: str | None = None, **kw: Any) -> UpperSpec:
-    link = UpperPlatformConfig(name=level if level != "district" else f"district-{district}",
-                               server_id=platform.config.id, host="127.0.0.1", port=platform.sip_port,
-                               password=PASSWORD, keepalive_interval=kw.pop("keepalive_interval", 5.0),
-                               register_retry_min=0.2, register_retry_max=1.0, **kw)
+    link = UpperPlatformConfig(
+        name=level if level != "district" else f"district-{district}",
+        server_id=platform.config.id,
+        host="127.0.0.1",
+        port=platform.sip_port,
+        password=PASSWORD,
+        keepalive_interval=kw.pop("keepalive_interval", 5.0),
+        register_retry_min=0.2,
+        register_retry_max=1.0,
+        **kw,
+    )
     return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
 
 
@@ -50,14 +57,19 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     d2 = await platform(gateway_factory, "district", hexi)
     municipal = await platform(gateway_factory, "municipal")
     police = await platform(gateway_factory, "police")
-    gateway = await gateway_factory(upper_platforms=(
-        upper(d1, "district", heping), upper(d2, "district", hexi), upper(municipal, "municipal"),
-        upper(police, "police"),
-    ))  # fmt: skip
+    gateway = await gateway_factory(
+        upper_platforms=(
+            upper(d1, "district", heping),
+            upper(d2, "district", hexi),
+            upper(municipal, "municipal"),
+            upper(police, "police"),
+        )
+    )
     fleet = await fleet_factory(gateway, kindergartens=40, cameras=(4, 6))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
-    assert await wait_for(lambda: len(gateway.channels) >= sum(
-        len(c.channels) for k in fleet.city for c in k.devices), 20)
+    assert await wait_for(
+        lambda: len(gateway.channels) >= sum(len(c.channels) for k in fleet.city for c in k.devices), 20
+    )
     # the uppers saw the gateway register and queried its catalog; ask again now that it is complete
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
     for p in (d1, d2, municipal, police):
@@ -71,7 +83,11 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     }
     assert expect[d1] and expect[d2] and expect[police]
     for p, wanted in expect.items():
-        assert await wait_for(lambda p=p, wanted=wanted: len(p.channels) == len(wanted), 20), (p.config.id, len(p.channels), len(wanted))  # type: ignore[misc]
+        assert await wait_for(lambda p=p, wanted=wanted: len(p.channels) == len(wanted), 20), (
+            p.config.id,
+            len(p.channels),
+            len(wanted),
+        )  # type: ignore[misc]
         assert set(p.channels) == wanted
         await p.flush()
         assert await channel_ids(p) == wanted  # the registry has them too
@@ -83,16 +99,20 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     assert municipal.kindergartens[kg.id].name == kg.name
     status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
     assert {u["name"]: u["state"] for u in uppers["items"]} == {
-        f"district-{heping}": "registered", f"district-{hexi}": "registered", "municipal": "registered",
-        "police": "registered"}
+        f"district-{heping}": "registered",
+        f"district-{hexi}": "registered",
+        "municipal": "registered",
+        "police": "registered",
+    }
 
 
 async def test_three_level_chain_municipal_sees_exactly_the_district(gateway_factory: Any, fleet_factory: Any) -> None:
     """devices → gateway → district platform → municipal platform."""
     municipal = await platform(gateway_factory, "municipal")
     fleet_probe_district = "120101"
-    district = await platform(gateway_factory, "district", fleet_probe_district,
-                              upper_platforms=(upper(municipal, "municipal"),))
+    district = await platform(
+        gateway_factory, "district", fleet_probe_district, upper_platforms=(upper(municipal, "municipal"),)
+    )
     gateway = await gateway_factory(upper_platforms=(upper(district, "district", fleet_probe_district),))
     fleet = await fleet_factory(gateway, kindergartens=60, cameras=(3, 4))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
@@ -105,15 +125,18 @@ async def test_three_level_chain_municipal_sees_exactly_the_district(gateway_fac
     assert await wait_for(lambda: set(municipal.channels) == wanted, 20), (len(municipal.channels), len(wanted))
 
 
-async def test_upper_restart_gets_the_gateway_back_without_help(gateway_factory: Any, fleet_factory: Any,
-                                                                 tmp_path: Any) -> None:
+async def test_upper_restart_gets_the_gateway_back_without_help(
+    gateway_factory: Any, fleet_factory: Any, tmp_path: Any
+) -> None:
     db = str(tmp_path / "municipal.db")
     municipal = await platform(gateway_factory, "municipal", db=db)
     port = municipal.sip_port
     gateway = await gateway_factory(upper_platforms=(upper(municipal, "municipal", keepalive_interval=1.0),))
     fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
-    assert await wait_for(lambda: gateway.config.id in municipal.devices and municipal.devices[gateway.config.id].row.online, 10)
+    assert await wait_for(
+        lambda: gateway.config.id in municipal.devices and municipal.devices[gateway.config.id].row.online, 10
+    )
     await municipal.stop()
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] != "registered", 15)
     restarted = await platform(gateway_factory, "municipal", db=":memory:", sip_port=port)  # forgot everything
@@ -123,17 +146,22 @@ async def test_upper_restart_gets_the_gateway_back_without_help(gateway_factory:
     assert await wait_for(lambda: len(restarted.channels) == len(gateway.channels) > 0, 20)
 
 
-async def test_an_alarm_reaches_district_municipal_and_police_once_each(gateway_factory: Any,
-                                                                       fleet_factory: Any) -> None:
+async def test_an_alarm_reaches_district_municipal_and_police_once_each(
+    gateway_factory: Any, fleet_factory: Any
+) -> None:
     fleet_district = "120101"
     d1 = await platform(gateway_factory, "district", fleet_district)
     other = await platform(gateway_factory, "district", "120103")
     municipal = await platform(gateway_factory, "municipal")
     police = await platform(gateway_factory, "police")
-    gateway = await gateway_factory(upper_platforms=(
-        upper(d1, "district", fleet_district), upper(other, "district", "120103"), upper(municipal, "municipal"),
-        upper(police, "police"),
-    ))  # fmt: skip
+    gateway = await gateway_factory(
+        upper_platforms=(
+            upper(d1, "district", fleet_district),
+            upper(other, "district", "120103"),
+            upper(municipal, "municipal"),
+            upper(police, "police"),
+        )
+    )
     fleet = await fleet_factory(gateway, kindergartens=30, cameras=(2, 3))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
@@ -174,18 +202,21 @@ async def test_subscribed_platform_follows_changes_without_asking(gateway_factor
     next(n for n in fleet.nodes if nvr.id in n.host.agents).driver.flush()
     cameras = [c.id for c in nvr.channels]
     assert await wait_for(lambda: all(not municipal.channels[i].online for i in cameras), 15)
-    assert all(municipal.channels[c].online for c in municipal.channels if c not in cameras
-               and gateway.channels[c].online)
+    assert all(
+        municipal.channels[c].online for c in municipal.channels if c not in cameras and gateway.channels[c].online
+    )
 
 
-async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(gateway_factory: Any,
-                                                                        fleet_factory: Any) -> None:
+async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(
+    gateway_factory: Any, fleet_factory: Any
+) -> None:
     """transport = "TCP": the gateway opens the connection, registers over it, and after the upper
     restarts (the connection drops) connects again and registers again by itself."""
     municipal = await platform(gateway_factory, "municipal")
     port = municipal.sip_port
-    gateway = await gateway_factory(upper_platforms=(
-        upper(municipal, "municipal", transport="TCP", keepalive_interval=1.0),))
+    gateway = await gateway_factory(
+        upper_platforms=(upper(municipal, "municipal", transport="TCP", keepalive_interval=1.0),)
+    )
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 15)
     assert municipal.devices[gateway.config.id].row.transport == "TCP"
     fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))

@@ -41,22 +41,36 @@ CITY = build_city(1, seed=2020, cameras_per_kindergarten=(3, 3))  # what the fle
 KG = CITY[0]
 _CAMERAS = {c.area: c.id for d in KG.devices for c in d.channels if c.kind == "camera"}
 ENTRANCE, PERIMETER, CLASSROOM = _CAMERAS["entrance"], _CAMERAS["perimeter"], _CAMERAS["classroom"]
-PLATFORM_IDS = {"municipal": "12010000002000000001", "police": "12010000002000000110",
-                "district": f"{KG.district_code}00002000000001"}
+PLATFORM_IDS = {
+    "municipal": "12010000002000000001",
+    "police": "12010000002000000110",
+    "district": f"{KG.district_code}00002000000001",
+}
 
 
 def _upper(platform: GatewayService, level: str, **kw: Any) -> UpperSpec:
     district = KG.district_code if level == "district" else None
-    link = UpperPlatformConfig(name=level, server_id=platform.config.id, host="127.0.0.1", port=platform.sip_port,
-                               password=PASSWORD, register_retry_min=0.2, register_retry_max=1.0, **kw)
+    link = UpperPlatformConfig(
+        name=level,
+        server_id=platform.config.id,
+        host="127.0.0.1",
+        port=platform.sip_port,
+        password=PASSWORD,
+        register_retry_min=0.2,
+        register_retry_max=1.0,
+        **kw,
+    )
     return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
 
 
-async def _cascade(gateway_factory: Any, fleet_factory: Any, levels: tuple[str, ...], *,
-                   transport: str = "udp", **link: Any) -> tuple[GatewayService, Any, dict[str, GatewayService]]:
+async def _cascade(
+    gateway_factory: Any, fleet_factory: Any, levels: tuple[str, ...], *, transport: str = "udp", **link: Any
+) -> tuple[GatewayService, Any, dict[str, GatewayService]]:
     """Platforms, then the gateway registered with each, then the kindergarten; catalogs fetched."""
-    platforms = {level: await gateway_factory(id=PLATFORM_IDS[level], password=PASSWORD, media_transport=transport)
-                 for level in levels}
+    platforms = {
+        level: await gateway_factory(id=PLATFORM_IDS[level], password=PASSWORD, media_transport=transport)
+        for level in levels
+    }
     gateway = await gateway_factory(upper_platforms=tuple(_upper(p, level, **link) for level, p in platforms.items()))
     fleet = await fleet_factory(gateway, kindergartens=1, cameras=(3, 3), video=VIDEO)
     assert await wait_for(lambda: {ENTRANCE, PERIMETER, CLASSROOM} <= gateway.channels.keys(), 20)
@@ -73,8 +87,9 @@ def _camera_agent(fleet: Any) -> Any:
     return next(a for a in fleet.agents.values() if ENTRANCE in {c.device_id for c in a.profile.channels})
 
 
-async def _decode(stream: LiveStream, viewer: str, want: int, timeout: float = 8.0,
-                  decoder: Any = None, fresh: bool | None = None) -> list[av.VideoFrame]:
+async def _decode(
+    stream: LiveStream, viewer: str, want: int, timeout: float = 8.0, decoder: Any = None, fresh: bool | None = None
+) -> list[av.VideoFrame]:
     """Decode what a platform's viewer pulls; a ``fresh`` viewer must start on a key frame."""
     first = decoder is None if fresh is None else fresh
     decoder = decoder or av.CodecContext.create("h264", "r")
@@ -107,15 +122,22 @@ async def _raw_invite(gateway: GatewayService, from_id: str, channel_id: str, sd
     transport, _ = await loop.create_datagram_endpoint(Upper, local_addr=("127.0.0.1", 0))
     port = transport.get_extra_info("sockname")[1]
     uri = f"sip:{channel_id}@127.0.0.1:{gateway.sip_port}"
-    headers = Headers([
-        ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{port}raw"),
-        ("From", f"<sip:{from_id}@{from_id[:10]}>;tag=raw{port}"), ("To", f"<{uri}>"),
-        ("Call-ID", f"raw-{port}@127.0.0.1"), ("CSeq", "1 INVITE"), ("Max-Forwards", "70"),
-        ("Contact", f"<sip:{from_id}@127.0.0.1:{port}>"), ("Subject", f"{channel_id}:0,{from_id}:0"),
-        ("Content-Type", "APPLICATION/SDP"),
-    ])  # fmt: skip
-    transport.sendto(bytes(SipRequest(headers=headers, body=sdp, method="INVITE", uri=uri)),
-                     ("127.0.0.1", gateway.sip_port))
+    headers = Headers(
+        [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{port}raw"),
+            ("From", f"<sip:{from_id}@{from_id[:10]}>;tag=raw{port}"),
+            ("To", f"<{uri}>"),
+            ("Call-ID", f"raw-{port}@127.0.0.1"),
+            ("CSeq", "1 INVITE"),
+            ("Max-Forwards", "70"),
+            ("Contact", f"<sip:{from_id}@127.0.0.1:{port}>"),
+            ("Subject", f"{channel_id}:0,{from_id}:0"),
+            ("Content-Type", "APPLICATION/SDP"),
+        ]
+    )
+    transport.sendto(
+        bytes(SipRequest(headers=headers, body=sdp, method="INVITE", uri=uri)), ("127.0.0.1", gateway.sip_port)
+    )
     try:
         while (status := await asyncio.wait_for(answers.get(), 5)) < 200:
             pass
@@ -130,8 +152,9 @@ def _viewers(gateway: GatewayService, channel_id: str) -> int:
     return stream.fanout.consumer_count if stream is not None else 0
 
 
-async def test_two_uppers_share_the_camera_and_policy_is_enforced(gateway_factory: Any, fleet_factory: Any,
-                                                                  monkeypatch: Any) -> None:
+async def test_two_uppers_share_the_camera_and_policy_is_enforced(
+    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any
+) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
     gateway, fleet, platforms = await _cascade(gateway_factory, fleet_factory, ("district", "municipal", "police"))
     district, municipal, police = platforms["district"], platforms["municipal"], platforms["police"]
@@ -141,10 +164,13 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(gateway_factor
 
     # Two uppers and a browser of the gateway's own console, all at once.
     (d_stream, d_viewer), (m_stream, m_viewer), _ = await asyncio.gather(
-        district.live.watch(ENTRANCE), municipal.live.watch(ENTRANCE), gateway.live.watch(ENTRANCE))
+        district.live.watch(ENTRANCE), municipal.live.watch(ENTRANCE), gateway.live.watch(ENTRANCE)
+    )
     d_decoder, m_decoder = av.CodecContext.create("h264", "r"), av.CodecContext.create("h264", "r")
-    d_frames, m_frames = await asyncio.gather(_decode(d_stream, d_viewer, 10, decoder=d_decoder, fresh=True),
-                                              _decode(m_stream, m_viewer, 10, decoder=m_decoder, fresh=True))
+    d_frames, m_frames = await asyncio.gather(
+        _decode(d_stream, d_viewer, 10, decoder=d_decoder, fresh=True),
+        _decode(m_stream, m_viewer, 10, decoder=m_decoder, fresh=True),
+    )
     assert len(d_frames) >= 10 and len(m_frames) >= 10
     assert (d_frames[0].width, d_frames[0].height) == (m_frames[0].width, m_frames[0].height) == (320, 180)
     assert agent.stats.invites_received == 1 and gateway.live.invites_sent == 1, "one INVITE to the camera"
@@ -152,7 +178,10 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(gateway_factor
     assert {(row["upper"], row["streaming"]) for row in relay.status()} == {("district", True), ("municipal", True)}
     status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
     assert {u["name"]: [c["channel_id"] for c in u["live_calls"]] for u in uppers["items"]} == {
-        "district": [ENTRANCE], "municipal": [ENTRANCE], "police": []}
+        "district": [ENTRANCE],
+        "municipal": [ENTRANCE],
+        "police": [],
+    }
 
     # A slow upper must not stall the other: while the district's sender reports a full buffer
     # (a shut TCP window) the relay stops pulling for it and the fan-out skips to a later key frame.
@@ -208,25 +237,30 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(gateway_factor
     assert await wait_for(lambda: not relay.status(), 5)
 
 
-async def test_upper_gone_without_bye_releases_the_viewer(gateway_factory: Any, fleet_factory: Any,
-                                                           monkeypatch: Any) -> None:
+async def test_upper_gone_without_bye_releases_the_viewer(
+    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any
+) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
-    gateway, fleet, platforms = await _cascade(gateway_factory, fleet_factory, ("municipal",),
-                                               keepalive_interval=1.0, keepalive_missed=2)
+    gateway, fleet, platforms = await _cascade(
+        gateway_factory, fleet_factory, ("municipal",), keepalive_interval=1.0, keepalive_missed=2
+    )
     municipal = platforms["municipal"]
     assert municipal.live is not None and gateway.live is not None and municipal.driver is not None
     stream, viewer = await municipal.live.watch(ENTRANCE)
     assert len(await _decode(stream, viewer, 3)) >= 3 and _viewers(gateway, ENTRANCE) == 1
     municipal.driver.close()  # the platform vanishes: no BYE, no keepalive answers
     await municipal.stop()
-    assert await wait_for(lambda: ENTRANCE not in gateway.live.streams, 10), "offline upper → viewer left → linger → BYE"
+    assert await wait_for(lambda: ENTRANCE not in gateway.live.streams, 10), (
+        "offline upper → viewer left → linger → BYE"
+    )
     assert gateway.cascade is not None and gateway.cascade.status()[0]["state"] != "registered"
     assert await wait_for(lambda: not any(n.media.streams for n in fleet.nodes if n.media), 5)
 
 
 @pytest.mark.parametrize("mode", [MediaTransport.TCP_PASSIVE, MediaTransport.TCP_ACTIVE])
-async def test_tcp_transports_and_a_lost_connection(gateway_factory: Any, fleet_factory: Any, monkeypatch: Any,
-                                                    mode: MediaTransport) -> None:
+async def test_tcp_transports_and_a_lost_connection(
+    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any, mode: MediaTransport
+) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
     transport = mode.value.lower()
     gateway, fleet, platforms = await _cascade(gateway_factory, fleet_factory, ("municipal",), transport=transport)
@@ -306,7 +340,9 @@ async def test_tcp_listener_takes_only_the_upper_and_times_out() -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sender.port)
     await sender.start(1.0)
     sender.send([b"\x80\x60" + bytes(10), b"\x80\xe0" + bytes(20)])
-    assert await reader.readexactly(2 + 12 + 2 + 22) == b"\x00\x0c\x80\x60" + bytes(10) + b"\x00\x16\x80\xe0" + bytes(20)
+    assert await reader.readexactly(2 + 12 + 2 + 22) == b"\x00\x0c\x80\x60" + bytes(10) + b"\x00\x16\x80\xe0" + bytes(
+        20
+    )
     writer.close()  # the upper goes away: reported once
     assert await wait_for(lambda: lost == ["peer_closed"], 2)
     assert sender.closed and not sender.writable

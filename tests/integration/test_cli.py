@@ -65,7 +65,7 @@ async def test_bad_arguments_exit_nonzero_without_traceback(args):
 
 async def test_unknown_config_key_is_refused(tmp_path):
     config = tmp_path / "kgw.toml"
-    config.write_text('[gateway]\nsip_prot = 5060\n', encoding="utf-8")
+    config.write_text("[gateway]\nsip_prot = 5060\n", encoding="utf-8")
     result = await asyncio.to_thread(run_kgw, "gateway", "--config", str(config))
     assert result.returncode != 0
     assert "sip_prot" in result.stderr
@@ -78,15 +78,21 @@ async def test_unknown_config_key_is_refused(tmp_path):
 async def test_gateway_and_simulator_processes(tmp_path, procs):
     sip, http = free_sip_port(), free_tcp_port()
     db = tmp_path / "g.db"
-    gateway = Proc("gateway", ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", str(db),
-                               "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    gateway = Proc(
+        "gateway",
+        ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", str(db), "--log-level", "WARNING"],
+        tmp_path,
+    )
     procs.append(gateway)
     api = f"http://127.0.0.1:{http}"
     health = await until_json(f"{api}/healthz", lambda b: b["status"] == "ok", gateway)
     assert health["sip_port"] == sip
 
-    simulator = Proc("simulate", ["simulate", "--gateway", f"127.0.0.1:{sip}", "--kindergartens", "2",
-                                  "--api", api, "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    simulator = Proc(
+        "simulate",
+        ["simulate", "--gateway", f"127.0.0.1:{sip}", "--kindergartens", "2", "--api", api, "--log-level", "WARNING"],
+        tmp_path,
+    )
     procs.append(simulator)
     ids = {d.id for k in build_city(2, seed=2020) for d in k.devices}  # what `kgw simulate` plans by default
     devices = await until_json(
@@ -144,9 +150,29 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     Mosquitto broker and the police receiver; a button pressed through the simulator's control
     endpoint reaches the police over MQTT and the district, municipal and police platforms."""
     sip, http, control = free_sip_port(), free_port_run(18), free_tcp_port()
-    demo = Proc("demo", ["demo", "--kindergartens", "3", "--sip-port", str(sip), "--http-port", str(http),
-                         "--control-port", str(control), "--alarm-rate", "0", "--keepalive-interval", "5",
-                         "--data-dir", str(tmp_path / "demo"), "--log-level", "WARNING"], tmp_path)  # fmt: skip
+    demo = Proc(
+        "demo",
+        [
+            "demo",
+            "--kindergartens",
+            "3",
+            "--sip-port",
+            str(sip),
+            "--http-port",
+            str(http),
+            "--control-port",
+            str(control),
+            "--alarm-rate",
+            "0",
+            "--keepalive-interval",
+            "5",
+            "--data-dir",
+            str(tmp_path / "demo"),
+            "--log-level",
+            "WARNING",
+        ],
+        tmp_path,
+    )
     procs.append(demo)
     api = f"http://127.0.0.1:{http}"
     health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo, timeout=30)
@@ -155,9 +181,11 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     assert demo.output().count("  platform  http://127.0.0.1:") == 18
     status, districts = await http_json(f"{api}/api/districts")
     assert status == 200 and districts["items"]
-    uppers = await until_json(f"{api}/api/upper-platforms",
-                              lambda b: len(b["items"]) == 18 and all(u["state"] == "registered" for u in b["items"]),
-                              demo)
+    uppers = await until_json(
+        f"{api}/api/upper-platforms",
+        lambda b: len(b["items"]) == 18 and all(u["state"] == "registered" for u in b["items"]),
+        demo,
+    )
     municipal = f"http://127.0.0.1:{http + 1}"  # the municipal platform's console and API
     await until_json(f"{api}/healthz", lambda b: b["devices_online"] >= 6, demo)
     await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=30)
@@ -165,8 +193,9 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     assert status == 200, pressed
     alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo)
     assert alarms["items"][0]["device_id"] == pressed["device_id"]
-    sinks = await until_json(f"{api}/api/alarm-sinks",
-                             lambda b: b["items"] and all(s["depth"] == 0 for s in b["items"]), demo)
+    sinks = await until_json(
+        f"{api}/api/alarm-sinks", lambda b: b["items"] and all(s["depth"] == 0 for s in b["items"]), demo
+    )
     assert {s["sink"] for s in sinks["items"]} == {"mqtt", "gb"}
     await until_json(f"{municipal}/api/alarms", lambda b: b["total"] == 1, demo)
     assert len(uppers["items"]) == 18
@@ -178,19 +207,53 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
 async def test_platform_and_gateway_processes_cascade(tmp_path, procs):
     """`kgw platform --level police` and `kgw gateway --upper police=…` as an operator runs them."""
     p_sip, p_http, g_sip, g_http = free_sip_port(), free_tcp_port(), free_sip_port(), free_tcp_port()
-    police = Proc("police", ["platform", "--level", "police", "--sip-port", str(p_sip), "--http-port", str(p_http),
-                             "--password", "pw-police", "--db", str(tmp_path / "police.db"), "--log-level", "INFO"],
-                  tmp_path)  # fmt: skip
+    police = Proc(
+        "police",
+        [
+            "platform",
+            "--level",
+            "police",
+            "--sip-port",
+            str(p_sip),
+            "--http-port",
+            str(p_http),
+            "--password",
+            "pw-police",
+            "--db",
+            str(tmp_path / "police.db"),
+            "--log-level",
+            "INFO",
+        ],
+        tmp_path,
+    )
     procs.append(police)
     health = await until_json(f"http://127.0.0.1:{p_http}/healthz", lambda b: True, police)
     assert health["role"] == "police" and health["gateway_id"] == "12010000002000000110"
-    gateway = Proc("gateway", ["gateway", "--sip-port", str(g_sip), "--http-port", str(g_http), "--password",
-                               "pw-police", "--db", str(tmp_path / "gw.db"),
-                               "--upper", f"police=12010000002000000110@127.0.0.1:{p_sip}", "--log-level", "INFO"],
-                   tmp_path)  # fmt: skip
+    gateway = Proc(
+        "gateway",
+        [
+            "gateway",
+            "--sip-port",
+            str(g_sip),
+            "--http-port",
+            str(g_http),
+            "--password",
+            "pw-police",
+            "--db",
+            str(tmp_path / "gw.db"),
+            "--upper",
+            f"police=12010000002000000110@127.0.0.1:{p_sip}",
+            "--log-level",
+            "INFO",
+        ],
+        tmp_path,
+    )
     procs.append(gateway)
-    uppers = await until_json(f"http://127.0.0.1:{g_http}/api/upper-platforms",
-                              lambda b: b["items"] and b["items"][0]["state"] == "registered", gateway)
+    uppers = await until_json(
+        f"http://127.0.0.1:{g_http}/api/upper-platforms",
+        lambda b: b["items"] and b["items"][0]["state"] == "registered",
+        gateway,
+    )
     assert uppers["items"][0]["level"] == "police"
     devices = await until_json(f"http://127.0.0.1:{p_http}/api/devices", lambda b: b["total"] == 1, police)
     assert devices["items"][0]["id"] == "12010000002090000001"

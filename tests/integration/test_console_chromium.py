@@ -31,11 +31,21 @@ from tests.conftest import http_json, http_text, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required", "--mute-audio",
-    "--disable-features=WebRtcHideLocalIpsWithMdns", "--window-size=1280,800", "--remote-debugging-port=0",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--window-size=1280,800",
+    "--remote-debugging-port=0",
+]
 
 VIDEO_STATE = """(() => {
   const v = document.querySelector('video');
@@ -109,8 +119,10 @@ class Cdp:
 async def _devtools_ws_url(profile: Path, proc: asyncio.subprocess.Process, timeout: float) -> str:
     """Chromium writes '<port>\\n<browser ws path>' to DevToolsActivePort once it listens."""
     port_file = profile / "DevToolsActivePort"
-    ok = await wait_for(lambda: port_file.exists() and len(port_file.read_text().splitlines()) >= 2
-                        or proc.returncode is not None, timeout=timeout)  # fmt: skip
+    ok = await wait_for(
+        lambda: port_file.exists() and len(port_file.read_text().splitlines()) >= 2 or proc.returncode is not None,
+        timeout=timeout,
+    )
     assert ok and proc.returncode is None, f"chromium did not start (exit {proc.returncode})"
     port, path = port_file.read_text().splitlines()[:2]
     return f"ws://127.0.0.1:{port}{path}"
@@ -126,9 +138,15 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
         log_path = Path(tmp) / "chromium.log"
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                str(CHROMIUM), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank",
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            )  # fmt: skip
+                str(CHROMIUM),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "about:blank",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         try:
             ws_url = await _devtools_ws_url(profile, proc, timeout=10)
             async with aiohttp.ClientSession() as http:
@@ -265,19 +283,33 @@ async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gate
         state = await _until(cdp, session, lambda s: any(kg.name in i["text"] for i in s.get("items", [])))
         item = next(i for i in state["items"] if kg.name in i["text"])
         assert "一键报警" in item["text"] and ("state-new" in item["cls"] or "state-delivered" in item["cls"])
-        await cdp.evaluate(session, f"document.querySelector('#alarms li[data-id=\"{item['id']}\"] button.ack').click()")
-        state = await _until(cdp, session, lambda s: any("已确认" in i["text"] and "张警官" in i["text"]
-                                                          for i in s.get("items", [])))
+        await cdp.evaluate(
+            session, f"document.querySelector('#alarms li[data-id=\"{item['id']}\"] button.ack').click()"
+        )
+        state = await _until(
+            cdp, session, lambda s: any("已确认" in i["text"] and "张警官" in i["text"] for i in s.get("items", []))
+        )
         assert not state["error"]
         # 查看现场 plays the kindergarten's entrance camera in the grid and opens it in the tree.
         alarm_li = f'#alarms li[data-id="{item["id"]}"]'
         await cdp.evaluate(session, _click(f"{alarm_li} button.live"))
-        cells = await _poll(cdp, session, GRID_STATE, lambda c: any(x["readyState"] >= 2 for x in c),
-                            timeout=15, what="the alarm's live view")
+        cells = await _poll(
+            cdp,
+            session,
+            GRID_STATE,
+            lambda c: any(x["readyState"] >= 2 for x in c),
+            timeout=15,
+            what="the alarm's live view",
+        )
         playing = next(c for c in cells if c["readyState"] >= 2)
         assert kg.name in playing["title"] and playing["width"] == 640, cells
-        await _poll(cdp, session, "document.querySelectorAll('#tree li.channel.playing').length", lambda n: n == 1,
-                    what="the camera shown in the tree")
+        await _poll(
+            cdp,
+            session,
+            "document.querySelectorAll('#tree li.channel.playing').length",
+            lambda n: n == 1,
+            what="the camera shown in the tree",
+        )
         # Resolved alarms leave the 未处理 filter.
         await cdp.evaluate(session, _click(f"{alarm_li} button.resolve"))
         await _until(cdp, session, lambda s: any("已处置" in i["text"] for i in s.get("items", [])))
@@ -314,34 +346,57 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
     assert len(cameras) == 2 and alarm_inputs, page
     async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, log_path):
         # Header: the service's own id.
-        header = await _poll(cdp, session, "document.getElementById('service')?.textContent || ''",
-                             lambda t: service.config.id in (t or ""), what="service id in the header")
+        header = await _poll(
+            cdp,
+            session,
+            "document.getElementById('service')?.textContent || ''",
+            lambda t: service.config.id in (t or ""),
+            what="service id in the header",
+        )
         assert header == f"kgw · {service.config.id}"
         assert await cdp.evaluate(session, "document.getElementById('role').textContent") == "接入网关"
 
         # Tree: district → kindergarten → channels, loaded on expand.
         district = f'#tree li[data-key="district:{kg.district_code}"]'
-        text = await _poll(cdp, session, f"document.querySelector('{district}')?.textContent || ''",
-                           lambda t: kg.district_name in t and "在线 3/3" in t, what="district row")
+        text = await _poll(
+            cdp,
+            session,
+            f"document.querySelector('{district}')?.textContent || ''",
+            lambda t: kg.district_name in t and "在线 3/3" in t,
+            what="district row",
+        )
         assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.kg').length") == 0, text
         await cdp.evaluate(session, _click(f"{district} > .row"))
         kg_li = f'#tree li[data-key="kg:{kg.id}"]'
-        await _poll(cdp, session, f"document.querySelector('{kg_li}')?.textContent || ''",
-                    lambda t: kg.name in t and "在线 3/3" in t, what="kindergarten row with its online count")
+        await _poll(
+            cdp,
+            session,
+            f"document.querySelector('{kg_li}')?.textContent || ''",
+            lambda t: kg.name in t and "在线 3/3" in t,
+            what="kindergarten row with its online count",
+        )
         await cdp.evaluate(session, _click(f"{kg_li} > .row"))
         rows = await _poll(cdp, session, _texts(f"{kg_li} li.channel"), lambda r: len(r) == 3, what="channel rows")
         assert all("在线" in r for r in rows), rows
         assert any("出入口" in r for r in rows) and any("周界" in r for r in rows), rows
-        not_playable = await cdp.evaluate(session, f"document.querySelector('li[data-key=\"channel:{alarm_inputs[0]}\"]')"
-                                                   ".classList.contains('not-playable')")
+        not_playable = await cdp.evaluate(
+            session,
+            f"document.querySelector('li[data-key=\"channel:{alarm_inputs[0]}\"]').classList.contains('not-playable')",
+        )
         assert not_playable
 
         # Search filters the loaded names (the kindergarten's prefix is cut from channel names).
-        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '周界';"
-                                    " s.dispatchEvent(new Event('input')); })()")
+        await cdp.evaluate(
+            session,
+            "(() => { const s = document.getElementById('tree-search'); s.value = '周界';"
+            " s.dispatchEvent(new Event('input')); })()",
+        )
         await _poll(cdp, session, _texts("#tree li.channel"), lambda r: len(r) == 1 and "周界" in r[0], what="search")
-        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '';"
-                                    " s.dispatchEvent(new Event('input')); })()")
+        await cdp.evaluate(
+            session,
+            "(() => { const s = document.getElementById('tree-search'); s.value = '';"
+            " s.dispatchEvent(new Event('input')); })()",
+        )
         await _poll(cdp, session, _texts("#tree li.channel"), lambda r: len(r) == 3, what="search cleared")
 
         # 4-cell layout; the alarm input does not play; two cameras play at once.
@@ -373,8 +428,10 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         cells = await _poll(cdp, session, GRID_STATE, lambda c: c[1]["state"] == "empty", what="cell 2 closed")
         assert cells[1]["pc"] is None and not cells[1]["hasStream"] and cells[1]["title"] == "", cells
         assert cells[0]["state"] == "playing" and cells[0]["pc"] == "connected", cells
-        closed = await cdp.evaluate(session, "window.kgwConsole.peerLog.filter((p) => p.cell === 1)"
-                                             ".map((p) => [p.channelId, p.pc.connectionState])")
+        closed = await cdp.evaluate(
+            session,
+            "window.kgwConsole.peerLog.filter((p) => p.cell === 1).map((p) => [p.channelId, p.pc.connectionState])",
+        )
         assert len(closed) == 1 and closed[0][1] == "closed", closed
         # The gateway sees that viewer go too; the other camera keeps its viewer.
         await _until_viewers(base, {closed[0][0]: 0, next(c for c in cameras if c != closed[0][0]): 1})
@@ -435,8 +492,13 @@ async def test_console_tree_stays_responsive_with_the_whole_city(gateway_factory
     assert len(by_district) == 16
     biggest = max(by_district, key=lambda code: len(by_district[code]))
     async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, _log):
-        await _poll(cdp, session, "document.querySelectorAll('#tree li.district').length", lambda n: n == 16,
-                    what="16 districts")
+        await _poll(
+            cdp,
+            session,
+            "document.querySelectorAll('#tree li.district').length",
+            lambda n: n == 16,
+            what="16 districts",
+        )
         summary = await cdp.evaluate(session, "document.getElementById('tree-summary').textContent")
         assert "2314 所幼儿园" in summary, summary
         role = await _poll(cdp, session, "document.getElementById('role').textContent", bool, what="role")
@@ -446,24 +508,42 @@ async def test_console_tree_stays_responsive_with_the_whole_city(gateway_factory
         started = loop.time()
         await cdp.evaluate(session, _click(f'#tree li[data-key="district:{biggest}"] > .row'))
         count = len(by_district[biggest])
-        await _poll(cdp, session, "document.querySelectorAll('#tree li.kg').length", lambda n: n == count,
-                    what=f"{count} kindergartens of {biggest}")
+        await _poll(
+            cdp,
+            session,
+            "document.querySelectorAll('#tree li.kg').length",
+            lambda n: n == count,
+            what=f"{count} kindergartens of {biggest}",
+        )
         assert loop.time() - started < 3.0, f"expanding {count} kindergartens took {loop.time() - started:.1f} s"
         # Only the expanded district's children are in the DOM (no channels yet: none registered).
         assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.node').length") == 16 + count
         # Search among the loaded names, then clear it.
         target = by_district[biggest][count // 2]
-        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search');"
-                                    f" s.value = {json.dumps(target.name)}; s.dispatchEvent(new Event('input')); }})()")
-        names = await _poll(cdp, session, _texts("#tree li.kg > .row .name"), lambda r: 0 < len(r) <= 3 and target.name in r,
-                            what="search result")
+        await cdp.evaluate(
+            session,
+            "(() => { const s = document.getElementById('tree-search');"
+            f" s.value = {json.dumps(target.name)}; s.dispatchEvent(new Event('input')); }})()",
+        )
+        names = await _poll(
+            cdp,
+            session,
+            _texts("#tree li.kg > .row .name"),
+            lambda r: 0 < len(r) <= 3 and target.name in r,
+            what="search result",
+        )
         assert all(target.name in n for n in names), names
         assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.district').length") == 1
-        await cdp.evaluate(session, "(() => { const s = document.getElementById('tree-search'); s.value = '';"
-                                    " s.dispatchEvent(new Event('input')); })()")
-        await _poll(cdp, session, "document.querySelectorAll('#tree li.kg').length", lambda n: n == count,
-                    what="search cleared")
+        await cdp.evaluate(
+            session,
+            "(() => { const s = document.getElementById('tree-search'); s.value = '';"
+            " s.dispatchEvent(new Event('input')); })()",
+        )
+        await _poll(
+            cdp, session, "document.querySelectorAll('#tree li.kg').length", lambda n: n == count, what="search cleared"
+        )
         # Collapsing takes them out of the DOM again.
         await cdp.evaluate(session, _click(f'#tree li[data-key="district:{biggest}"] > .row'))
-        await _poll(cdp, session, "document.querySelectorAll('#tree li.node').length", lambda n: n == 16,
-                    what="collapsed")
+        await _poll(
+            cdp, session, "document.querySelectorAll('#tree li.node').length", lambda n: n == 16, what="collapsed"
+        )

@@ -120,12 +120,22 @@ async def test_nvr_with_500_channels_is_fully_catalogued(gateway_factory):
     nvr_id = "12010100111180099900"
     items = tuple(
         CatalogItem(
-            device_id=f"1201010011131{n:07d}", name=f"和平区测试幼儿园 · 通道{n}", manufacturer="kgw-sim",
-            model="SIM-IPC", owner="Owner", civil_code="120101", address="测试路1号", parental=0,
-            parent_id=nvr_id, safety_way=0, register_way=1, secrecy=0, status="ON",
+            device_id=f"1201010011131{n:07d}",
+            name=f"和平区测试幼儿园 · 通道{n}",
+            manufacturer="kgw-sim",
+            model="SIM-IPC",
+            owner="Owner",
+            civil_code="120101",
+            address="测试路1号",
+            parental=0,
+            parent_id=nvr_id,
+            safety_way=0,
+            register_way=1,
+            secrecy=0,
+            status="ON",
         )
         for n in range(1, 501)
-    )  # fmt: skip
+    )
     profile = DeviceProfile(device_id=nvr_id, password=service.config.password, name="500路NVR", channels=items)
     loop = asyncio.get_running_loop()
     endpoint = SipEndpoint(RandomIds(), user_agent="kgw-test-nvr")
@@ -133,9 +143,10 @@ async def test_nvr_with_500_channels_is_fully_catalogued(gateway_factory):
     driver = SipDriver(host)
     await driver.listen("127.0.0.1", 0, tcp=False)
     server = ServerInfo(
-        server_id=service.config.id, domain=service.config.domain,
+        server_id=service.config.id,
+        domain=service.config.domain,
         peer=Peer(Transport.UDP, "127.0.0.1", service.sip_port),
-    )  # fmt: skip
+    )
     agent = DeviceAgent(profile, server, endpoint, timing=AgentTiming(keepalive_interval=0.2))
     host.add(agent)
     try:

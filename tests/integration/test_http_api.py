@@ -45,14 +45,28 @@ class District:
 @pytest.fixture(scope="module")
 async def district() -> AsyncIterator[District]:
     """One gateway and catalogued fleet shared by the read-only tests of this module."""
-    service = GatewayService(load_config(
-        None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2, keepalive_interval=0.5, keepalive_missed=2,
-    ))  # fmt: skip
+    service = GatewayService(
+        load_config(
+            None,
+            sip_port=0,
+            http_port=0,
+            db=":memory:",
+            flush_interval=0.2,
+            keepalive_interval=0.5,
+            keepalive_missed=2,
+        )
+    )
     await service.start()
-    fleet = Fleet(FleetOptions(
-        gateway_port=service.sip_port, gateway_id=service.config.id, password=service.config.password,
-        kindergartens=KINDERGARTENS, keepalive_interval=0.2, api=f"http://127.0.0.1:{service.http_port}",
-    ))  # fmt: skip
+    fleet = Fleet(
+        FleetOptions(
+            gateway_port=service.sip_port,
+            gateway_id=service.config.id,
+            password=service.config.password,
+            kindergartens=KINDERGARTENS,
+            keepalive_interval=0.2,
+            api=f"http://127.0.0.1:{service.http_port}",
+        )
+    )
     try:
         await fleet.start()
         channels = sum(len(a.profile.channels) for a in fleet.agents.values())
@@ -237,7 +251,12 @@ async def test_channel_filters(district):
 @pytest.mark.parametrize(
     "query",
     [
-        "limit=0", "limit=1001", "limit=abc", "limit=-5", "offset=-1", "offset=x",
+        "limit=0",
+        "limit=1001",
+        "limit=abc",
+        "limit=-5",
+        "offset=-1",
+        "offset=x",
         "online=maybe",
     ],
 )
@@ -318,8 +337,15 @@ async def test_kindergartens_are_listed(district):
 async def test_bad_kindergarten_posts_are_400(gateway_factory):
     service = await gateway_factory()
     url = f"http://127.0.0.1:{service.http_port}/api/kindergartens"
-    for body in (b"{not json", b"", b"[1, 2]", b'{"name": "x"}', b'{"id": "123", "name": "x"}',
-                 b'{"id": "12010100112160009900", "name": ""}', b"\xff\xfe"):  # fmt: skip
+    for body in (
+        b"{not json",
+        b"",
+        b"[1, 2]",
+        b'{"name": "x"}',
+        b'{"id": "123", "name": "x"}',
+        b'{"id": "12010100112160009900", "name": ""}',
+        b"\xff\xfe",
+    ):
         status, _ = await post_raw(url, body)
         assert status == 400, body
     status, page = await http_json(url)

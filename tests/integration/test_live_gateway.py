@@ -87,8 +87,9 @@ async def test_snapshot_and_webrtc_viewer(gateway_factory, fleet_factory):
     channel_id, agent = _camera_channel(fleet)
     api = f"http://127.0.0.1:{service.http_port}"
 
-    jpeg = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg",
-                                                                   timeout=20).read())
+    jpeg = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg", timeout=20).read()
+    )
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[:2] == (360, 640) and float(image.std()) > 10.0
 
@@ -183,8 +184,9 @@ async def test_garbage_on_the_media_port_is_dropped_and_counted(gateway_factory,
     assert len(await _decode_from_fanout(stream, viewer, 3, 8.0, decoder=decoder)) >= 1
     assert stream.transport is not None
     port = stream.transport.port  # type: ignore[attr-defined]
-    foreign = RtpPacket(payload_type=96, sequence=1, timestamp=0, ssrc=123456,
-                        payload=b"\x00\x00\x01\xba" + b"\xff" * 200)
+    foreign = RtpPacket(
+        payload_type=96, sequence=1, timestamp=0, ssrc=123456, payload=b"\x00\x00\x01\xba" + b"\xff" * 200
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as attacker:
         for datagram in (b"", b"garbage", b"\x80", bytes(foreign), b"\x80\x60" + b"\x00" * 10, b"\xff" * 1400):
             attacker.sendto(datagram, ("127.0.0.1", port))
@@ -203,8 +205,9 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
     from simulators.video import VideoProfile
 
     service = await gateway_factory()
-    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2),
-                                video=VideoProfile(width=320, height=180, seconds=2.0, codec="hevc"))
+    fleet = await fleet_factory(
+        service, kindergartens=1, cameras=(2, 2), video=VideoProfile(width=320, height=180, seconds=2.0, codec="hevc")
+    )
     assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
     channel_id, _ = _camera_channel(fleet)
     api = f"http://127.0.0.1:{service.http_port}"
@@ -214,8 +217,9 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
     assert await wait_for(lambda: service.live.video_codec(channel_id) is not None, timeout=8)
     status, refused = await http_json(f"{api}/api/channels/{channel_id}/webrtc", {"sdp": "v=0\r\n"})
     assert status == 415 and refused["codec"] == "h265" and "transcoding" in refused["error"]
-    jpeg = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg",
-                                                                   timeout=20).read())
+    jpeg = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg", timeout=20).read()
+    )
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[:2] == (180, 320)
 

@@ -68,10 +68,16 @@ class MiniPlatform:
         if self.acknowledge:
             ack = serialize(ResultResponse("Alarm", message.sn, message.device_id, "OK"))
             reply = build_message(
-                from_id=GATEWAY_ID, from_domain=REALM, from_tag=self.endpoint.new_tag(), to_id=message.device_id,
-                to_domain=REALM, request_uri=f"sip:{message.device_id}@{event.peer.host}:{event.peer.port}",
-                call_id=self.endpoint.new_call_id(), cseq=1, body=ack,
-            )  # fmt: skip
+                from_id=GATEWAY_ID,
+                from_domain=REALM,
+                from_tag=self.endpoint.new_tag(),
+                to_id=message.device_id,
+                to_domain=REALM,
+                request_uri=f"sip:{message.device_id}@{event.peer.host}:{event.peer.port}",
+                call_id=self.endpoint.new_call_id(),
+                cseq=1,
+                body=ack,
+            )
             self.endpoint.send_request(reply, event.peer, now)
 
 
@@ -102,9 +108,12 @@ async def sim() -> AsyncIterator[Started]:
         driver = SipDriver(platform)
         port = await driver.listen("127.0.0.1", 0, tcp=False)
         settings: dict[str, Any] = {
-            "gateway_port": port, "gateway_id": GATEWAY_ID, "kindergartens": 2, "cameras": (2, 2),
+            "gateway_port": port,
+            "gateway_id": GATEWAY_ID,
+            "kindergartens": 2,
+            "cameras": (2, 2),
             "control_port": 0,
-        }  # fmt: skip
+        }
         settings.update(options)
         fleet = Fleet(FleetOptions(**settings))
         await fleet.start()
@@ -139,7 +148,12 @@ async def test_press_over_http_sends_an_alarm_and_tracks_its_answers(sim: Starte
     assert status == 200 and alarms["total"] == 1
     [item] = alarms["items"]
     assert (item["sn"], item["status"], item["attempts"], item["answered"], item["response"]) == (
-        pressed["sn"], 200, 1, True, True)  # fmt: skip
+        pressed["sn"],
+        200,
+        1,
+        True,
+        True,
+    )
     status, summary = await http_json(base + "/summary")
     assert status == 200 and summary["devices"] == len(fleet.agents)
     assert (summary["alarms_pressed"], summary["alarms_answered"], summary["alarm_responses"]) == (1, 1, 1)
@@ -201,7 +215,11 @@ async def test_press_all_and_unacknowledged_alarms(sim: Started) -> None:
     assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 2 + len(perimeter), timeout=3)
     summary = fleet.alarm_summary()
     assert (summary["pressed"], summary["responses"], summary["no_response"], summary["unanswered"]) == (
-        2 + len(perimeter), 0, 2 + len(perimeter), 0)  # fmt: skip
+        2 + len(perimeter),
+        0,
+        2 + len(perimeter),
+        0,
+    )
     assert len(platform.alarms) == 2 + len(perimeter)
 
 

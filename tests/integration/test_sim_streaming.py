@@ -117,9 +117,16 @@ async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_facto
     port = media.port if isinstance(media, UdpRtpReceiverTransport | TcpPassiveRtpReceiver) else 9
     device_peer = Peer(Transport.UDP, "127.0.0.1", node.host.endpoint.local_port)
     uac.session = session = PlaySession(
-        uac.endpoint, service.config.id, service.config.id[:10], first_camera(fleet), device_peer,
-        "127.0.0.1", port, transport, SSRC,
-    )  # fmt: skip
+        uac.endpoint,
+        service.config.id,
+        service.config.id[:10],
+        first_camera(fleet),
+        device_peer,
+        "127.0.0.1",
+        port,
+        transport,
+        SSRC,
+    )
     try:
         session.start(loop.time())
         driver.flush()
@@ -161,9 +168,16 @@ async def test_lost_tcp_connection_makes_the_camera_hang_up(gateway_factory, fle
     media = await TcpPassiveRtpReceiver.open(sink)
     device_peer = Peer(Transport.UDP, "127.0.0.1", node.host.endpoint.local_port)
     uac.session = session = PlaySession(
-        uac.endpoint, service.config.id, service.config.id[:10], first_camera(fleet), device_peer,
-        "127.0.0.1", media.port, MediaTransport.TCP_PASSIVE, SSRC,
-    )  # fmt: skip
+        uac.endpoint,
+        service.config.id,
+        service.config.id[:10],
+        first_camera(fleet),
+        device_peer,
+        "127.0.0.1",
+        media.port,
+        MediaTransport.TCP_PASSIVE,
+        SSRC,
+    )
     try:
         session.start(loop.time())
         driver.flush()

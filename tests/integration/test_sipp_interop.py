@@ -76,38 +76,85 @@ def sipp_binary() -> str:
 
 
 def sipp_args(
-    sipp: str, service: GatewayService, scenario: str, tmp_path: Path, *,
-    transport: Transport, device_id: str, password: str, local_port: int, tag: str,
+    sipp: str,
+    service: GatewayService,
+    scenario: str,
+    tmp_path: Path,
+    *,
+    transport: Transport,
+    device_id: str,
+    password: str,
+    local_port: int,
+    tag: str,
 ) -> list[str]:
     """Command line for one call of ``scenario`` against ``service``."""
     gateway = service.config
     return [
-        sipp, f"127.0.0.1:{service.sip_port}",
-        "-sf", str(SCENARIOS / scenario),
-        "-oocsf", str(SCENARIOS / "answer_queries_ooc.xml"),
-        "-t", SIPP_FLAG[transport],
-        "-i", "127.0.0.1", "-p", str(local_port),
-        "-s", device_id, "-au", device_id, "-ap", password,
-        "-key", "gw", gateway.id, "-key", "realm", gateway.domain,
-        "-m", "1", "-timeout", f"{SIPP_TIMEOUT}s", "-recv_timeout", str(SIPP_RECV_TIMEOUT_MS),
+        sipp,
+        f"127.0.0.1:{service.sip_port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-oocsf",
+        str(SCENARIOS / "answer_queries_ooc.xml"),
+        "-t",
+        SIPP_FLAG[transport],
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(local_port),
+        "-s",
+        device_id,
+        "-au",
+        device_id,
+        "-ap",
+        password,
+        "-key",
+        "gw",
+        gateway.id,
+        "-key",
+        "realm",
+        gateway.domain,
+        "-m",
+        "1",
+        "-timeout",
+        f"{SIPP_TIMEOUT}s",
+        "-recv_timeout",
+        str(SIPP_RECV_TIMEOUT_MS),
         "-nostdin",
-        "-trace_err", "-error_file", str(tmp_path / f"{tag}_errors.log"),
-        "-trace_msg", "-message_file", str(tmp_path / f"{tag}_messages.log"),
-    ]  # fmt: skip
+        "-trace_err",
+        "-error_file",
+        str(tmp_path / f"{tag}_errors.log"),
+        "-trace_msg",
+        "-message_file",
+        str(tmp_path / f"{tag}_messages.log"),
+    ]
 
 
 async def run_sipp(
-    sipp: str, service: GatewayService, scenario: str, tmp_path: Path, *,
-    transport: Transport, device_id: str = DEVICE_ID, password: str | None = None,
+    sipp: str,
+    service: GatewayService,
+    scenario: str,
+    tmp_path: Path,
+    *,
+    transport: Transport,
+    device_id: str = DEVICE_ID,
+    password: str | None = None,
 ) -> SippRun:
     """Run one sipp call without blocking the loop (the gateway lives on it); always reap sipp."""
     tag = Path(scenario).stem
     for _ in range(3):
         local_port = free_sip_port()
         args = sipp_args(
-            sipp, service, scenario, tmp_path, transport=transport, device_id=device_id,
-            password=service.config.password if password is None else password, local_port=local_port, tag=tag,
-        )  # fmt: skip
+            sipp,
+            service,
+            scenario,
+            tmp_path,
+            transport=transport,
+            device_id=device_id,
+            password=service.config.password if password is None else password,
+            local_port=local_port,
+            tag=tag,
+        )
         proc = await asyncio.create_subprocess_exec(
             *args, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
@@ -147,15 +194,15 @@ def refused_messages(service: GatewayService) -> float:
     """MESSAGEs kgw answered with an error status, all statuses together."""
     return sum(
         sample.value
-        for metric in service.metrics.registry.collect() if metric.name == "kgw_messages_refused"
-        for sample in metric.samples if sample.name.endswith("_total")
-    )  # fmt: skip
+        for metric in service.metrics.registry.collect()
+        if metric.name == "kgw_messages_refused"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 @pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP])
-async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(
-    gateway_factory, tmp_path, transport
-):
+async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(gateway_factory, tmp_path, transport):
     sipp = sipp_binary()
     service = await gateway_factory(sip_port=free_sip_port())  # a port sipp also needs to know
 
@@ -186,16 +233,18 @@ async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(
 
 
 @pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP])
-async def test_sipp_device_with_wrong_password_gets_403_and_stays_offline(
-    gateway_factory, tmp_path, transport
-):
+async def test_sipp_device_with_wrong_password_gets_403_and_stays_offline(gateway_factory, tmp_path, transport):
     sipp = sipp_binary()
     service = await gateway_factory(sip_port=free_sip_port())  # a port sipp also needs to know
 
     run = await run_sipp(
-        sipp, service, "register_wrong_password.xml", tmp_path, transport=transport,
+        sipp,
+        service,
+        "register_wrong_password.xml",
+        tmp_path,
+        transport=transport,
         password=service.config.password + "x",
-    )  # fmt: skip
+    )
 
     # The scenario accepts only a 403 after the credentials; a 200 or a second 401 fails the call.
     assert run.returncode == EXIT_ALL_CALLS_OK, run.explain()

@@ -25,12 +25,42 @@ VALID = build_authorization(
 # Fragments that steer generated text into the parser's interesting corners.
 FRAGMENTS = st.sampled_from(
     [
-        "Digest ", "digest", " ", "\t", ",", "=", '"', "\\", "\r\n", "\x00", "é", "١",
-        "username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce", "algorithm",
-        "opaque", "auth", "auth-int", "MD5", "md5-sess", "SHA-256", "SHA-512", "00000001",
-        REALM, "34020000001320000002", "sip:3402000000", "0" * 44, "\ud800",
+        "Digest ",
+        "digest",
+        " ",
+        "\t",
+        ",",
+        "=",
+        '"',
+        "\\",
+        "\r\n",
+        "\x00",
+        "é",
+        "١",
+        "username",
+        "realm",
+        "nonce",
+        "uri",
+        "response",
+        "qop",
+        "nc",
+        "cnonce",
+        "algorithm",
+        "opaque",
+        "auth",
+        "auth-int",
+        "MD5",
+        "md5-sess",
+        "SHA-256",
+        "SHA-512",
+        "00000001",
+        REALM,
+        "34020000001320000002",
+        "sip:3402000000",
+        "0" * 44,
+        "\ud800",
     ]
-)  # fmt: skip
+)
 STRUCTURED = st.lists(st.one_of(FRAGMENTS, st.text(max_size=8)), max_size=40).map("".join)
 ANY_TEXT = st.one_of(st.text(max_size=300), STRUCTURED)
 

@@ -59,16 +59,46 @@ _WS = st.sampled_from([b"", b" ", b"\r\n", b"\n", b"\t", b"\r\n  "])
 def keepalive_like(draw: st.DrawFn) -> bytes:
     """Canonical Keepalives with random spacing, values and small deviations."""
     w = lambda: draw(_WS)  # noqa: E731
-    prolog = draw(st.sampled_from([b"", b'<?xml version="1.0"?>', b"<?xml version='1.0' encoding='GB2312'?>",
-                                   b'<?xml version="1.0" encoding="UTF-8"?>', b'<?xml version="1.0" encoding="x-y"?>']))
+    prolog = draw(
+        st.sampled_from(
+            [
+                b"",
+                b'<?xml version="1.0"?>',
+                b"<?xml version='1.0' encoding='GB2312'?>",
+                b'<?xml version="1.0" encoding="UTF-8"?>',
+                b'<?xml version="1.0" encoding="x-y"?>',
+            ]
+        )
+    )
     sn = draw(st.sampled_from([b"0", b"1", b"43", b"1795913124140", b"-1", b"4a"]))
     device = draw(st.sampled_from([b"12010100001320000001", b"abc", b"", b"1 2", b"\xe5\x92\x8c"]))
     status = draw(st.sampled_from([b"OK", b"ON", b"offline", b"", b"O K"]))
     info = draw(st.sampled_from([b"", b"<Info/>", b"<Info></Info>", b"<Info><Status>OK</Status></Info>"]))
     tail = draw(st.sampled_from([b"", b"\x00", b"\r\n", b"<x/>"]))
-    return (prolog + w() + b"<Notify>" + w() + b"<CmdType>Keepalive</CmdType>" + w() + b"<SN>" + sn + b"</SN>" + w()
-            + b"<DeviceID>" + device + b"</DeviceID>" + w() + b"<Status>" + status + b"</Status>" + w() + info + w()
-            + b"</Notify>" + tail)
+    return (
+        prolog
+        + w()
+        + b"<Notify>"
+        + w()
+        + b"<CmdType>Keepalive</CmdType>"
+        + w()
+        + b"<SN>"
+        + sn
+        + b"</SN>"
+        + w()
+        + b"<DeviceID>"
+        + device
+        + b"</DeviceID>"
+        + w()
+        + b"<Status>"
+        + status
+        + b"</Status>"
+        + w()
+        + info
+        + w()
+        + b"</Notify>"
+        + tail
+    )
 
 
 @settings(max_examples=500, deadline=None)
@@ -78,14 +108,37 @@ def test_fast_and_full_paths_agree_on_keepalive_variants(body: bytes) -> None:
     assert fast == full
 
 
-_PIECES = st.sampled_from([
-    b"<?xml version=\"1.0\" encoding=\"GB2312\"?>", b"<?xml version='1.0'?>", b"<?xml version=\"1.0\" encoding=\"latin1\"?>",
-    b"<Notify>", b"</Notify>", b"<notify>", b"<CmdType>Keepalive</CmdType>", b"<CmdType>Catalog</CmdType>",
-    b"<SN>7</SN>", b"<SN>x</SN>", b"<SN>123456789012345678901</SN>", b"<DeviceID>12010100001320000001</DeviceID>",
-    b"<DeviceID> 1 </DeviceID>", b"<Status>OK</Status>", b"<Status>OFF</Status>", b"<Status></Status>",
-    b"<Info/>", b"<Info></Info>", b"<Info><DeviceID>1</DeviceID></Info>", b"<!-- c -->", b"&amp;", b"\r\n", b" ",
-    b"\x00", b"\xef\xbb\xbf", b"<", b">",
-])  # fmt: skip
+_PIECES = st.sampled_from(
+    [
+        b'<?xml version="1.0" encoding="GB2312"?>',
+        b"<?xml version='1.0'?>",
+        b'<?xml version="1.0" encoding="latin1"?>',
+        b"<Notify>",
+        b"</Notify>",
+        b"<notify>",
+        b"<CmdType>Keepalive</CmdType>",
+        b"<CmdType>Catalog</CmdType>",
+        b"<SN>7</SN>",
+        b"<SN>x</SN>",
+        b"<SN>123456789012345678901</SN>",
+        b"<DeviceID>12010100001320000001</DeviceID>",
+        b"<DeviceID> 1 </DeviceID>",
+        b"<Status>OK</Status>",
+        b"<Status>OFF</Status>",
+        b"<Status></Status>",
+        b"<Info/>",
+        b"<Info></Info>",
+        b"<Info><DeviceID>1</DeviceID></Info>",
+        b"<!-- c -->",
+        b"&amp;",
+        b"\r\n",
+        b" ",
+        b"\x00",
+        b"\xef\xbb\xbf",
+        b"<",
+        b">",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)

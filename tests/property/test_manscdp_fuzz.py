@@ -57,7 +57,25 @@ def _mutated_fixture(draw: st.DrawFn) -> bytes:
         if op == "flip" and pos < len(data):
             data[pos] = draw(st.integers(0, 255))
         elif op == "insert":
-            data[pos:pos] = draw(st.sampled_from([b"&", b"<", b">", b"]]>", b"\x00", b"\xa1", b"\xe8\x90\xb3", b"<!DOCTYPE x>", b"&lol;", b"<Item>", b"</Item>", b"<Info>", b"9" * 25]))
+            data[pos:pos] = draw(
+                st.sampled_from(
+                    [
+                        b"&",
+                        b"<",
+                        b">",
+                        b"]]>",
+                        b"\x00",
+                        b"\xa1",
+                        b"\xe8\x90\xb3",
+                        b"<!DOCTYPE x>",
+                        b"&lol;",
+                        b"<Item>",
+                        b"</Item>",
+                        b"<Info>",
+                        b"9" * 25,
+                    ]
+                )
+            )
         elif op == "delete":
             del data[pos : pos + draw(st.integers(1, 16))]
         elif op == "truncate":
@@ -75,15 +93,70 @@ def test_mutated_fixture_bodies(body: bytes) -> None:
 
 
 TOKENS = [
-    "<Query>", "</Query>", "<Notify>", "</Notify>", "<Response>", "</Response>", "<Control>",
-    "<CmdType>", "</CmdType>", "Keepalive", "Catalog", "DeviceInfo", "DeviceStatus", "Alarm",
-    "<SN>", "</SN>", "<DeviceID>", "</DeviceID>", "<SumNum>", "</SumNum>", "<DeviceList Num=\"1\">",
-    "</DeviceList>", "<Item>", "</Item>", "<Info>", "</Info>", "<Status>", "</Status>", "<Address>",
-    "</Address>", "<Alarmstatus num=\"x\">", "</Alarmstatus>", "<Longitude>", "</Longitude>", "<Port>",
-    "</Port>", "<Event>", "OK", "ON", "-1", "0", "1795913124140", "1e999", "nan", "&", "&amp;", "&#0;",
-    "<", ">", "'", "\"", "和平区", "萳", "·", "\r\n", " ", "<?xml version='1.0' encoding='GB2312'?>",
-    "<!ENTITY a 'b'>", "<![CDATA[x]]>", "<!-- c -->", "<?pi x?>", "\x00", "\ufffd",
-]  # fmt: skip
+    "<Query>",
+    "</Query>",
+    "<Notify>",
+    "</Notify>",
+    "<Response>",
+    "</Response>",
+    "<Control>",
+    "<CmdType>",
+    "</CmdType>",
+    "Keepalive",
+    "Catalog",
+    "DeviceInfo",
+    "DeviceStatus",
+    "Alarm",
+    "<SN>",
+    "</SN>",
+    "<DeviceID>",
+    "</DeviceID>",
+    "<SumNum>",
+    "</SumNum>",
+    '<DeviceList Num="1">',
+    "</DeviceList>",
+    "<Item>",
+    "</Item>",
+    "<Info>",
+    "</Info>",
+    "<Status>",
+    "</Status>",
+    "<Address>",
+    "</Address>",
+    '<Alarmstatus num="x">',
+    "</Alarmstatus>",
+    "<Longitude>",
+    "</Longitude>",
+    "<Port>",
+    "</Port>",
+    "<Event>",
+    "OK",
+    "ON",
+    "-1",
+    "0",
+    "1795913124140",
+    "1e999",
+    "nan",
+    "&",
+    "&amp;",
+    "&#0;",
+    "<",
+    ">",
+    "'",
+    '"',
+    "和平区",
+    "萳",
+    "·",
+    "\r\n",
+    " ",
+    "<?xml version='1.0' encoding='GB2312'?>",
+    "<!ENTITY a 'b'>",
+    "<![CDATA[x]]>",
+    "<!-- c -->",
+    "<?pi x?>",
+    "\x00",
+    "\ufffd",
+]
 
 
 @FUZZ

@@ -98,9 +98,7 @@ def test_seq_diff_inverts_seq_add(a: int, b: int) -> None:
     st.integers(0, 0xFFFF),
     st.lists(st.tuples(st.integers(-150, 150), st.floats(0, 0.3), st.booleans()), max_size=200),
 )
-def test_receiver_never_raises_and_delivers_in_order(
-    start: int, steps: list[tuple[int, float, bool]]
-) -> None:
+def test_receiver_never_raises_and_delivers_in_order(start: int, steps: list[tuple[int, float, bool]]) -> None:
     """Random jumps, delays and garbage: packets still come out in order and are all accounted for."""
     receiver = RtpReceiver(SSRC, frozenset({96}), reorder_window=16)
     seq, now, out = start, 0.0, []
@@ -114,6 +112,7 @@ def test_receiver_never_raises_and_delivers_in_order(
     stats = receiver.stats
     resynced = stats.resyncs > 0
     assert resynced or all(seq_newer(b, a) for a, b in zip(out, out[1:]))
-    assert stats.received == (stats.delivered + receiver.buffered + stats.duplicates + stats.late
-                              + stats.out_of_range + stats.overflow)
+    assert stats.received == (
+        stats.delivered + receiver.buffered + stats.duplicates + stats.late + stats.out_of_range + stats.overflow
+    )
     assert stats.jitter >= 0

@@ -118,9 +118,24 @@ def test_sdp_shaped_lines(lines: list[str], eol: str) -> None:
 
 TOKEN = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789.-_"), min_size=1, max_size=12)
 ATTR_NAME = TOKEN.filter(
-    lambda n: n
-    not in {"rtpmap", "fmtp", "setup", "connection", "downloadspeed", "filesize", "streamnumber", "stream",
-            "streamprofile", "streammode", "recvonly", "sendonly", "sendrecv"}  # fmt: skip
+    lambda n: (
+        n
+        not in {
+            "rtpmap",
+            "fmtp",
+            "setup",
+            "connection",
+            "downloadspeed",
+            "filesize",
+            "streamnumber",
+            "stream",
+            "streamprofile",
+            "streammode",
+            "recvonly",
+            "sendonly",
+            "sendrecv",
+        }
+    )
 )
 PT = st.integers(0, 127)
 

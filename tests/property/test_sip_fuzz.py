@@ -40,8 +40,27 @@ def mutated_fixture(draw: st.DrawFn) -> bytes:
         if op == "flip":
             data[pos] = draw(st.integers(0, 255))
         elif op == "insert":
-            data[pos:pos] = draw(st.sampled_from([b"\r\n", b"\n", b" ", b",", b";", b":", b"<", b">", b"\xc2\xb2",
-                                                  b"\x00", b"\r\n ", b"\"", b"@", b"/", b"9" * 12]))
+            data[pos:pos] = draw(
+                st.sampled_from(
+                    [
+                        b"\r\n",
+                        b"\n",
+                        b" ",
+                        b",",
+                        b";",
+                        b":",
+                        b"<",
+                        b">",
+                        b"\xc2\xb2",
+                        b"\x00",
+                        b"\r\n ",
+                        b'"',
+                        b"@",
+                        b"/",
+                        b"9" * 12,
+                    ]
+                )
+            )
         else:
             del data[pos : pos + draw(st.integers(1, 16))]
     cut = draw(st.integers(0, len(data)))
@@ -51,12 +70,54 @@ def mutated_fixture(draw: st.DrawFn) -> bytes:
 # Lines that steer generated messages into the header parsers' corners.
 LINE_PIECES = st.sampled_from(
     [
-        "MESSAGE sip:a@b SIP/2.0", "SIP/2.0 200 OK", "ACK sip:a@b SIP/2.0", "INVITE sip:3402000000 SIP/2.0",
-        "Via: ", "v: ", "From: ", "f: ", "To: ", "t: ", "Call-ID: ", "i: ", "CSeq: ", "Contact: ", "m: ",
-        "Content-Length: ", "l: ", "SIP/2.0/UDP ", "SIP / 2.0 / TCP ", "10.0.0.1", ":5060", ":99999", ":\u00b2",
-        ";branch=z9hG4bK1", ";rport", ";tag=x", "<sip:", "sip:", "34020000001320000001@", "3402000000", ">",
-        '"', ",", ";", " ", "\t", "@", "[::1]", "[", "1 MESSAGE", "2147483648 INVITE", "\u00b2", "\u0663", "*",
-        "\r\n", "\n", "\r\n ", "\r\n\r\n",
+        "MESSAGE sip:a@b SIP/2.0",
+        "SIP/2.0 200 OK",
+        "ACK sip:a@b SIP/2.0",
+        "INVITE sip:3402000000 SIP/2.0",
+        "Via: ",
+        "v: ",
+        "From: ",
+        "f: ",
+        "To: ",
+        "t: ",
+        "Call-ID: ",
+        "i: ",
+        "CSeq: ",
+        "Contact: ",
+        "m: ",
+        "Content-Length: ",
+        "l: ",
+        "SIP/2.0/UDP ",
+        "SIP / 2.0 / TCP ",
+        "10.0.0.1",
+        ":5060",
+        ":99999",
+        ":\u00b2",
+        ";branch=z9hG4bK1",
+        ";rport",
+        ";tag=x",
+        "<sip:",
+        "sip:",
+        "34020000001320000001@",
+        "3402000000",
+        ">",
+        '"',
+        ",",
+        ";",
+        " ",
+        "\t",
+        "@",
+        "[::1]",
+        "[",
+        "1 MESSAGE",
+        "2147483648 INVITE",
+        "\u00b2",
+        "\u0663",
+        "*",
+        "\r\n",
+        "\n",
+        "\r\n ",
+        "\r\n\r\n",
     ]
 )
 SIP_LIKE = st.lists(LINE_PIECES, max_size=40).map(lambda parts: "".join(parts).encode())
@@ -115,8 +176,12 @@ def test_endpoint_receive_never_raises(datagrams: list[bytes]) -> None:
 
 
 @FUZZ
-@given(stream=st.one_of(st.binary(max_size=2000), st.lists(st.sampled_from(CORPUS + [b"\r\n", b"\r\n\r\n"])).map(b"".join)),
-       data=st.data())
+@given(
+    stream=st.one_of(
+        st.binary(max_size=2000), st.lists(st.sampled_from(CORPUS + [b"\r\n", b"\r\n\r\n"])).map(b"".join)
+    ),
+    data=st.data(),
+)
 def test_framer_raises_only_sip_parse_errors(stream: bytes, data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     framer = StreamFramer()

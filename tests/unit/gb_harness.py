@@ -70,9 +70,18 @@ def channels(n: int, *, parent: str = NVR_ID) -> tuple[CatalogItem, ...]:
     """``n`` camera channels (type 131) under ``parent``."""
     return tuple(
         CatalogItem(
-            device_id=f"12010000001310{i:06d}", name=f"cam-{i}", manufacturer="kgw-sim", model="SIM-CAM",
-            owner="Owner", civil_code="120100", address="Room", parental=0, parent_id=parent,
-            register_way=1, secrecy=0, status="ON",
+            device_id=f"12010000001310{i:06d}",
+            name=f"cam-{i}",
+            manufacturer="kgw-sim",
+            model="SIM-CAM",
+            owner="Owner",
+            civil_code="120100",
+            address="Room",
+            parental=0,
+            parent_id=parent,
+            register_way=1,
+            secrecy=0,
+            status="ON",
         )
         for i in range(1, n + 1)
     )
@@ -117,13 +126,18 @@ class GbHarness:
     ) -> DeviceAgent:
         """Attach (but do not start) a device agent on the shared device endpoint."""
         profile = DeviceProfile(
-            device_id=device_id, password=password, name=f"dev-{device_id[-4:]}",
+            device_id=device_id,
+            password=password,
+            name=f"dev-{device_id[-4:]}",
             channels=channels(n_channels, parent=device_id),
-        )  # fmt: skip
+        )
         agent = DeviceAgent(
-            profile, ServerInfo(GATEWAY_ID, REALM, GW_PEER), self.host.endpoint,
-            timing=timing or AgentTiming(keepalive_interval=60.0), misbehaviour=misbehaviour,
-        )  # fmt: skip
+            profile,
+            ServerInfo(GATEWAY_ID, REALM, GW_PEER),
+            self.host.endpoint,
+            timing=timing or AgentTiming(keepalive_interval=60.0),
+            misbehaviour=misbehaviour,
+        )
         self.host.add(agent)
         return agent
 
@@ -205,10 +219,7 @@ class GbHarness:
 
     def messages(self, src: str | None = None, *, delivered_only: bool = True) -> list[SipMessage]:
         """Parsed wire log, optionally one direction."""
-        return [
-            d.parse() for d in self.wire
-            if (src is None or d.src == src) and (d.delivered or not delivered_only)
-        ]  # fmt: skip
+        return [d.parse() for d in self.wire if (src is None or d.src == src) and (d.delivered or not delivered_only)]
 
 
 def make_harness(

@@ -15,8 +15,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "manscdp"
 
 
 def alarm_body(device_id: str = IPC_ID, sn: int = 3902) -> bytes:
-    notify = AlarmNotify(sn, device_id, priority="1", method="1", alarm_time="2026-11-29T11:34:19",
-                         description="一键报警")
+    notify = AlarmNotify(
+        sn, device_id, priority="1", method="1", alarm_time="2026-11-29T11:34:19", description="一键报警"
+    )
     return serialize(notify)
 
 
@@ -99,8 +100,11 @@ def test_malformed_alarm_body_is_400() -> None:
 
 def test_real_world_shaped_alarm_bodies_reach_the_service() -> None:
     h, _agent = registered()
-    for name in ("notes_alarm_notify_gb2312.xml", "wvp_style_alarm_lowercase_info_gb2312.xml",
-                 "alarm_missing_and_invalid_fields_utf8.xml"):
+    for name in (
+        "notes_alarm_notify_gb2312.xml",
+        "wvp_style_alarm_lowercase_info_gb2312.xml",
+        "alarm_missing_and_invalid_fields_utf8.xml",
+    ):
         device_request(h, IPC_ID, (FIXTURES / name).read_bytes())
         h.pump()
     assert len(h.of_type(AlarmNotified)) == 3

@@ -42,9 +42,15 @@ def test_notes_example_parses_with_every_field() -> None:
     message, charset = decode_message((FIXTURES / "notes_alarm_notify_gb2312.xml").read_bytes())
     assert charset == "GB2312"
     assert message == AlarmNotify(
-        3902, "34020000001340000001", priority="1", method="2", alarm_time="2024-05-20T10:20:11",
-        description="lobby emergency button pressed", longitude=117.2008, latitude=39.0842,
-    )  # fmt: skip
+        3902,
+        "34020000001340000001",
+        priority="1",
+        method="2",
+        alarm_time="2024-05-20T10:20:11",
+        description="lobby emergency button pressed",
+        longitude=117.2008,
+        latitude=39.0842,
+    )
 
 
 def test_wvp_lowercase_info_and_event_type_are_found() -> None:
@@ -64,8 +70,11 @@ def test_broken_alarm_still_parses_and_keeps_the_text() -> None:
 
 
 def test_alarm_method_inside_info_is_accepted() -> None:
-    body = (b'<?xml version="1.0"?><Notify><CmdType>Alarm</CmdType><SN>1</SN><DeviceID>' + SENDER.encode()
-            + b"</DeviceID><Info><AlarmMethod>2</AlarmMethod><AlarmType>2</AlarmType></Info></Notify>")
+    body = (
+        b'<?xml version="1.0"?><Notify><CmdType>Alarm</CmdType><SN>1</SN><DeviceID>'
+        + SENDER.encode()
+        + b"</DeviceID><Info><AlarmMethod>2</AlarmMethod><AlarmType>2</AlarmType></Info></Notify>"
+    )
     message, _ = decode_message(body)
     assert isinstance(message, AlarmNotify) and (message.method, message.alarm_type) == ("2", "2")
 
@@ -132,8 +141,14 @@ def test_missing_and_invalid_fields_are_kept_as_problems() -> None:
     assert alarm.source_id == SENDER  # the sender stands in for the missing DeviceID
     assert (alarm.priority, alarm.method, alarm.alarm_type, alarm.longitude) == (None, None, 2, None)
     text = " | ".join(alarm.problems)
-    for expected in ("DeviceID missing", "AlarmPriority 'urgent' invalid", "AlarmMethod '9' invalid",
-                     "days off the gateway clock", "Longitude 999.0 out of range", "sender not registered"):
+    for expected in (
+        "DeviceID missing",
+        "AlarmPriority 'urgent' invalid",
+        "AlarmMethod '9' invalid",
+        "days off the gateway clock",
+        "Longitude 999.0 out of range",
+        "sender not registered",
+    ):
         assert expected in text
     assert alarm.sender_registered is False
 
@@ -227,11 +242,17 @@ def test_payload_schema_1() -> None:
     assert alarm is not None
     info = Enrichment(
         gateway_id="12010000002090000001",
-        kindergarten=KindergartenInfo("12010100112160001000", "和平区第一幼儿园", "120101", "和平区", "和平路1号", 117.2, 39.1),
-        device_name="一键报警箱", source_name="大门一键报警", source_area="entrance",
-        live_channel_id="12010100111310001001", live_url="http://gw/live/12010100111310001001",
-        snapshot_url="http://gw/api/alarms/alarm-1/snapshot.jpg", alarm_url="http://gw/api/alarms/alarm-1",
-    )  # fmt: skip
+        kindergarten=KindergartenInfo(
+            "12010100112160001000", "和平区第一幼儿园", "120101", "和平区", "和平路1号", 117.2, 39.1
+        ),
+        device_name="一键报警箱",
+        source_name="大门一键报警",
+        source_area="entrance",
+        live_channel_id="12010100111310001001",
+        live_url="http://gw/live/12010100111310001001",
+        snapshot_url="http://gw/api/alarms/alarm-1/snapshot.jpg",
+        alarm_url="http://gw/api/alarms/alarm-1",
+    )
     payload = build_payload(alarm, DeliveryEvent.ALARM, info)
     body = encode_payload(payload)
     decoded = json.loads(body)

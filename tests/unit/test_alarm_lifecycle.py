@@ -13,18 +13,40 @@ from gateway.errors import InvalidTransition, UnknownAlarm
 
 def alarm(n: int = 1, at: float = 1000.0, **kw: object) -> Alarm:
     base = Alarm(
-        id=f"a{n}", seq=n, dedupe_key=f"k{n}", device_id="12010100111340001001", source_id="12010100111340001001",
-        kindergarten_id="12010100112160001000", district_code="120101", priority=1, method=1, alarm_type=None,
-        event_type=None, alarm_time=None, description="", longitude=None, latitude=None, sn=n, received_at=at,
-    )  # fmt: skip
+        id=f"a{n}",
+        seq=n,
+        dedupe_key=f"k{n}",
+        device_id="12010100111340001001",
+        source_id="12010100111340001001",
+        kindergarten_id="12010100112160001000",
+        district_code="120101",
+        priority=1,
+        method=1,
+        alarm_type=None,
+        event_type=None,
+        alarm_time=None,
+        description="",
+        longitude=None,
+        latitude=None,
+        sn=n,
+        received_at=at,
+    )
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def test_acknowledge_records_who_and_when() -> None:
     changed, transition = acknowledge(alarm(), " 张三 ", 1010.0, "on my way")
-    assert (changed.state, changed.acknowledged_by, changed.acknowledged_at) == (AlarmState.ACKNOWLEDGED, "张三", 1010.0)
+    assert (changed.state, changed.acknowledged_by, changed.acknowledged_at) == (
+        AlarmState.ACKNOWLEDGED,
+        "张三",
+        1010.0,
+    )
     assert (transition.action, transition.actor, transition.detail, transition.at) == (
-        TransitionAction.ACKNOWLEDGED, "张三", "on my way", 1010.0)
+        TransitionAction.ACKNOWLEDGED,
+        "张三",
+        "on my way",
+        1010.0,
+    )
 
 
 @pytest.mark.parametrize("user", ["", "   ", "x" * 65, "a\nb"])

@@ -66,8 +66,14 @@ class FakeSink:
         return [p for p in (json.loads(m.body) for m in self.got) if p["event"] == event]
 
 
-def notice(sn: int = 1, when: str = "2026-11-29T03:34:19", *, kg: str = KG, device: str = "12010100111340001001",
-           at: float | None = None) -> AlarmNotice:
+def notice(
+    sn: int = 1,
+    when: str = "2026-11-29T03:34:19",
+    *,
+    kg: str = KG,
+    device: str = "12010100111340001001",
+    at: float | None = None,
+) -> AlarmNotice:
     body = AlarmNotify(sn, device, priority="1", method="1", alarm_time=when, description="一键报警")
     return AlarmNotice(device, body, at if at is not None else T0, True, kg, "120101")
 
@@ -76,10 +82,12 @@ async def make(
     clock: FakeClock, sinks: list[FakeSink], *, store: AlarmStore | None = None, escalate_after: float = 60.0
 ) -> AlarmService:
     service = AlarmService(
-        store or open_alarm_store(":memory:"), sinks,
+        store or open_alarm_store(":memory:"),
+        sinks,
         AlarmSettings(escalate_after=escalate_after, retry=RetryPolicy(base=1.0, cap=4.0, jitter=0.0, dead_after=3)),
-        enrich=lambda alarm: Enrichment(gateway_id="12010000002090000001"), clock=clock,
-    )  # fmt: skip
+        enrich=lambda alarm: Enrichment(gateway_id="12010000002090000001"),
+        clock=clock,
+    )
     await service.start()
     return service
 
@@ -143,7 +151,9 @@ async def test_escalation_fires_at_the_deadline_on_the_fake_clock(running: Start
     alarm, deliveries, trail = await service.details(result.alarm_id)
     assert alarm.escalated_at == T0 + 60.0
     assert {(d.event, d.state) for d in deliveries} == {
-        (DeliveryEvent.ALARM, DeliveryState.DELIVERED), (DeliveryEvent.ESCALATED, DeliveryState.DELIVERED)}
+        (DeliveryEvent.ALARM, DeliveryState.DELIVERED),
+        (DeliveryEvent.ESCALATED, DeliveryState.DELIVERED),
+    }
     assert "escalated" in [t.action.value for t in trail]
     # acknowledging an escalated alarm still works
     acked = await service.acknowledge(result.alarm_id, "张三")

@@ -35,11 +35,14 @@ def test_verify_accepts_a_fresh_signature() -> None:
     assert verify(SECRET, sign(SECRET, T, BODY).upper().replace("SHA256=", "sha256="), str(T), BODY, now=T)
 
 
-@pytest.mark.parametrize(("secret", "body", "timestamp"), [
-    (b"other-secret", BODY, T),
-    (SECRET, BODY + b" ", T),
-    (SECRET, BODY, T + 1),  # the timestamp is part of what is signed
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("secret", "body", "timestamp"),
+    [
+        (b"other-secret", BODY, T),
+        (SECRET, BODY + b" ", T),
+        (SECRET, BODY, T + 1),  # the timestamp is part of what is signed
+    ],
+)
 def test_verify_rejects_tampering(secret: bytes, body: bytes, timestamp: int) -> None:
     assert not verify(secret, sign(SECRET, T, BODY), str(timestamp), body, now=T)
 
@@ -53,21 +56,24 @@ def test_verify_max_age_is_configurable() -> None:
     assert verify(SECRET, sign(SECRET, T, BODY), str(T), BODY, now=T + 500, max_age=600)
 
 
-@pytest.mark.parametrize(("signature", "timestamp"), [
-    (None, str(T)),
-    ("", str(T)),
-    ("sha256=", str(T)),
-    ("sha1=" + "0" * 40, str(T)),
-    ("sha256=" + "z" * 64, str(T)),
-    ("sha256=" + "0" * 63, str(T)),
-    (hmac.new(SECRET, f"{T}.".encode() + BODY, hashlib.sha256).hexdigest(), str(T)),  # no prefix
-    ("SIG", None),
-    ("SIG", ""),
-    ("SIG", "-5"),
-    ("SIG", "1.5e9"),
-    ("SIG", "１７９５９２３５１２"),  # full-width digits are digits to str.isdigit
-    ("SIG", "9" * 40),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("signature", "timestamp"),
+    [
+        (None, str(T)),
+        ("", str(T)),
+        ("sha256=", str(T)),
+        ("sha1=" + "0" * 40, str(T)),
+        ("sha256=" + "z" * 64, str(T)),
+        ("sha256=" + "0" * 63, str(T)),
+        (hmac.new(SECRET, f"{T}.".encode() + BODY, hashlib.sha256).hexdigest(), str(T)),  # no prefix
+        ("SIG", None),
+        ("SIG", ""),
+        ("SIG", "-5"),
+        ("SIG", "1.5e9"),
+        ("SIG", "１７９５９２３５１２"),  # full-width digits are digits to str.isdigit
+        ("SIG", "9" * 40),
+    ],
+)
 def test_verify_rejects_malformed_headers(signature: str | None, timestamp: str | None) -> None:
     if signature == "SIG":
         signature = sign(SECRET, T, BODY)
@@ -77,32 +83,38 @@ def test_verify_rejects_malformed_headers(signature: str | None, timestamp: str 
 # --- MQTT URL ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("url", "target"), [
-    ("mqtt://broker.local", MqttTarget("broker.local", 1883)),
-    ("mqtt://10.0.0.5:1884", MqttTarget("10.0.0.5", 1884)),
-    ("MQTT://h:1/", MqttTarget("h", 1)),
-    ("mqtt://kgw:pw@h:1883", MqttTarget("h", 1883, "kgw", "pw")),
-    ("mqtt://kgw%40tj:p%3Aw%2F%40x@h", MqttTarget("h", 1883, "kgw@tj", "p:w/@x")),
-    ("mqtt://kgw@h", MqttTarget("h", 1883, "kgw", None)),
-    ("mqtt://[::1]:1883", MqttTarget("::1", 1883)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("mqtt://broker.local", MqttTarget("broker.local", 1883)),
+        ("mqtt://10.0.0.5:1884", MqttTarget("10.0.0.5", 1884)),
+        ("MQTT://h:1/", MqttTarget("h", 1)),
+        ("mqtt://kgw:pw@h:1883", MqttTarget("h", 1883, "kgw", "pw")),
+        ("mqtt://kgw%40tj:p%3Aw%2F%40x@h", MqttTarget("h", 1883, "kgw@tj", "p:w/@x")),
+        ("mqtt://kgw@h", MqttTarget("h", 1883, "kgw", None)),
+        ("mqtt://[::1]:1883", MqttTarget("::1", 1883)),
+    ],
+)
 def test_parse_mqtt_url(url: str, target: MqttTarget) -> None:
     assert parse_mqtt_url(url) == target
 
 
-@pytest.mark.parametrize(("url", "words"), [
-    ("mqtts://h:8883", "scheme 'mqtts'"),
-    ("http://h", "scheme 'http'"),
-    ("h:1883", "scheme"),
-    ("broker.local", "scheme"),
-    ("mqtt://", "no host"),
-    ("mqtt://h:99999", "invalid MQTT URL"),
-    ("mqtt://h:abc", "invalid MQTT URL"),
-    ("mqtt://h:0", "port must be"),
-    ("mqtt://h/topic", "must not have a path"),
-    ("mqtt://h?x=1", "must not have a path, query"),
-    ("mqtt://:pw@h", "no user"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("mqtts://h:8883", "scheme 'mqtts'"),
+        ("http://h", "scheme 'http'"),
+        ("h:1883", "scheme"),
+        ("broker.local", "scheme"),
+        ("mqtt://", "no host"),
+        ("mqtt://h:99999", "invalid MQTT URL"),
+        ("mqtt://h:abc", "invalid MQTT URL"),
+        ("mqtt://h:0", "port must be"),
+        ("mqtt://h/topic", "must not have a path"),
+        ("mqtt://h?x=1", "must not have a path, query"),
+        ("mqtt://:pw@h", "no user"),
+    ],
+)
 def test_parse_mqtt_url_refuses(url: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         parse_mqtt_url(url)
@@ -119,13 +131,28 @@ def test_password_stays_out_of_repr_and_logs() -> None:
 # --- topics ---------------------------------------------------------------------------------------------
 
 
-def _message(kindergarten_id: str | None, event: DeliveryEvent = DeliveryEvent.ALARM,
-             district: str = "120101") -> OutboundMessage:
+def _message(
+    kindergarten_id: str | None, event: DeliveryEvent = DeliveryEvent.ALARM, district: str = "120101"
+) -> OutboundMessage:
     alarm = Alarm(
-        id="a1", seq=1, dedupe_key="k", device_id="d", source_id="s", kindergarten_id=kindergarten_id,
-        district_code=district, priority=1, method=2, alarm_type=None, event_type=None, alarm_time=None,
-        description="", longitude=None, latitude=None, sn=1, received_at=float(T),
-    )  # fmt: skip
+        id="a1",
+        seq=1,
+        dedupe_key="k",
+        device_id="d",
+        source_id="s",
+        kindergarten_id=kindergarten_id,
+        district_code=district,
+        priority=1,
+        method=2,
+        alarm_type=None,
+        event_type=None,
+        alarm_time=None,
+        description="",
+        longitude=None,
+        latitude=None,
+        sn=1,
+        received_at=float(T),
+    )
     return OutboundMessage(alarm, event, b"{}")
 
 

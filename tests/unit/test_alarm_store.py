@@ -74,9 +74,7 @@ def received(alarm: Alarm) -> Transition:
 
 def intake(store: SqliteAlarmStore, *alarms: Alarm) -> None:
     """Save alarms the way intake does: each with two deliveries and a 'received' line."""
-    store.save_intake(
-        list(alarms), [d for a in alarms for d in deliveries_for(a)], [received(a) for a in alarms]
-    )
+    store.save_intake(list(alarms), [d for a in alarms for d in deliveries_for(a)], [received(a) for a in alarms])
 
 
 @pytest.fixture
@@ -289,9 +287,7 @@ def test_save_progress_upserts_alarms_and_deliveries_and_appends_transitions(sto
     ]
     store.save_progress([escalated], [mqtt, webhook, *escalation], lines)
     assert store.get_alarm(alarm.id) == escalated
-    assert store.deliveries_of(alarm.id) == sorted(
-        [mqtt, webhook, *escalation], key=lambda d: (d.sink, d.event.value)
-    )
+    assert store.deliveries_of(alarm.id) == sorted([mqtt, webhook, *escalation], key=lambda d: (d.sink, d.event.value))
     assert store.transitions_of(alarm.id) == [received(alarm), *lines]
 
     resolved = replace(

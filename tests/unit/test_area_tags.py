@@ -61,8 +61,6 @@ _PUBLIC_WORDS = ["大门", "门口", "入口", "出入口", "周界", "围墙", 
     suffix=st.text(max_size=6),
     indoor_first=st.booleans(),
 )
-def test_an_indoor_word_is_never_public(
-    prefix: str, indoor: str, public: str, suffix: str, indoor_first: bool
-) -> None:
+def test_an_indoor_word_is_never_public(prefix: str, indoor: str, public: str, suffix: str, indoor_first: bool) -> None:
     middle = indoor + public if indoor_first else public + indoor
     assert not guess_area(prefix + middle + suffix).is_public

@@ -80,11 +80,24 @@ def channel(
 
 def alarm(method: int | None, alarm_type: int | None = None, district: str = HEPING, source: str = "") -> Alarm:
     return Alarm(
-        id="a1", seq=1, dedupe_key="k", device_id=cid(134, 1, 1, district), source_id=source or cid(134, 1, 1, district),
-        kindergarten_id=kgid(1, district), district_code=district, priority=1, method=method,
-        alarm_type=alarm_type, event_type=None, alarm_time=None, description="", longitude=None,
-        latitude=None, sn=1, received_at=0.0,
-    )  # fmt: skip
+        id="a1",
+        seq=1,
+        dedupe_key="k",
+        device_id=cid(134, 1, 1, district),
+        source_id=source or cid(134, 1, 1, district),
+        kindergarten_id=kgid(1, district),
+        district_code=district,
+        priority=1,
+        method=method,
+        alarm_type=alarm_type,
+        event_type=None,
+        alarm_time=None,
+        description="",
+        longitude=None,
+        latitude=None,
+        sn=1,
+        received_at=0.0,
+    )
 
 
 # --- construction -----------------------------------------------------------------------
@@ -288,10 +301,13 @@ def test_municipal_catalog_fields_and_order() -> None:
         kgid(1),
         kgid(2),
         kgid(1, HEXI),
-        cid(131, 1, 1), cid(131, 1, 2), cid(134, 1, 1),
+        cid(131, 1, 1),
+        cid(131, 1, 2),
+        cid(134, 1, 1),
         cid(131, 2, 1),
-        cid(131, 1, 1, HEXI), cid(134, 1, 1, HEXI),
-    ]  # fmt: skip
+        cid(131, 1, 1, HEXI),
+        cid(134, 1, 1, HEXI),
+    ]
     assert [item.device_id[10:13] for item in items[:6]] == ["215", "216", "216", "216", "216", "216"]
     assert all(is_gb_id(item.device_id) for item in items)
 
@@ -306,17 +322,36 @@ def test_municipal_catalog_fields_and_order() -> None:
 
     kg_node = items[3]
     assert kg_node == CatalogItem(
-        kgid(1), name="和平区第1幼儿园", civil_code=HEPING, address="天津市某路1号", parent_id=district_node_id(HEPING),
-        business_group_id=GROUP_ID, longitude=117.2, latitude=39.1,
-    )  # fmt: skip  (address and position: upper levels need them for alarms)
+        kgid(1),
+        name="和平区第1幼儿园",
+        civil_code=HEPING,
+        address="天津市某路1号",
+        parent_id=district_node_id(HEPING),
+        business_group_id=GROUP_ID,
+        longitude=117.2,
+        latitude=39.1,
+    )
 
     camera = items[6]
     assert camera == CatalogItem(
-        cid(131, 1, 1), name="和平区第1幼儿园·大门口", manufacturer="Hikvision", model="DS-2CD3T46",
-        owner="Owner", civil_code=HEPING, address="天津市某路1号", parental=0, parent_id=kgid(1),
-        safety_way=0, register_way=1, secrecy=0, status="ON", longitude=117.2008, latitude=39.0842,
-        ptz_type=3, business_group_id=GROUP_ID,
-    )  # fmt: skip
+        cid(131, 1, 1),
+        name="和平区第1幼儿园·大门口",
+        manufacturer="Hikvision",
+        model="DS-2CD3T46",
+        owner="Owner",
+        civil_code=HEPING,
+        address="天津市某路1号",
+        parental=0,
+        parent_id=kgid(1),
+        safety_way=0,
+        register_way=1,
+        secrecy=0,
+        status="ON",
+        longitude=117.2008,
+        latitude=39.0842,
+        ptz_type=3,
+        business_group_id=GROUP_ID,
+    )
     assert items[7].status == "OFF"
     button = items[8]
     assert button.ptz_type is None and button.parent_id == kgid(1) and button.event is None
@@ -331,17 +366,28 @@ def test_police_catalog_of_the_small_city() -> None:
     kgs, channels = small_city()
     items = build_catalog(POLICE, system_id=SYSTEM_ID, kindergartens=kgs, channels=channels)
     assert [item.device_id for item in items] == [
-        GROUP_ID, district_node_id(HEPING), district_node_id(HEXI), kgid(1), kgid(1, HEXI),
-        cid(131, 1, 1), cid(134, 1, 1), cid(131, 1, 1, HEXI), cid(134, 1, 1, HEXI),
-    ]  # fmt: skip  # kindergarten 2 has only a kitchen camera: not even its name is sent
+        GROUP_ID,
+        district_node_id(HEPING),
+        district_node_id(HEXI),
+        kgid(1),
+        kgid(1, HEXI),
+        cid(131, 1, 1),
+        cid(134, 1, 1),
+        cid(131, 1, 1, HEXI),
+        cid(134, 1, 1, HEXI),
+    ]
 
 
 def test_district_catalog_of_the_small_city() -> None:
     kgs, channels = small_city()
     items = build_catalog(SharePolicy.district(HEXI), system_id=SYSTEM_ID, kindergartens=kgs, channels=channels)
     assert [item.device_id for item in items] == [
-        GROUP_ID, district_node_id(HEXI), kgid(1, HEXI), cid(131, 1, 1, HEXI), cid(134, 1, 1, HEXI),
-    ]  # fmt: skip
+        GROUP_ID,
+        district_node_id(HEXI),
+        kgid(1, HEXI),
+        cid(131, 1, 1, HEXI),
+        cid(134, 1, 1, HEXI),
+    ]
 
 
 def test_channels_without_a_usable_kindergarten_hang_under_their_district() -> None:
@@ -381,8 +427,15 @@ def test_catalog_is_deterministic_and_deduplicated() -> None:
 
 
 def test_empty_fields_are_omitted() -> None:
-    bare = replace(channel(134, 1, 1, "一键报警"), name=" ", manufacturer="", model="", address="", longitude=None,
-                   latitude=float("nan"))  # fmt: skip
+    bare = replace(
+        channel(134, 1, 1, "一键报警"),
+        name=" ",
+        manufacturer="",
+        model="",
+        address="",
+        longitude=None,
+        latitude=float("nan"),
+    )
     item = build_catalog(MUNICIPAL, system_id=SYSTEM_ID, kindergartens=[], channels=[bare])[-1]
     assert item.name == bare.id
     assert item.manufacturer is item.model is item.address is item.longitude is item.latitude is None
@@ -416,13 +469,24 @@ def registry_rows(city: list[SimKindergarten]) -> tuple[list[Kindergarten], list
         for device in k.devices:
             for ch in device.channels:
                 planned[ch.id] = ch.area
-                channels.append(Channel(
-                    id=ch.id, device_id=device.id, kindergarten_id=kindergarten_id_by_convention(device.id),
-                    district_code=device.id[:6], name=ch.name, area=guess_area(ch.name),
-                    type_code=int(ch.id[10:13]), manufacturer=device.manufacturer, model=device.model,
-                    address=ch.address, parent_id=device.id, online=True,
-                    longitude=ch.longitude, latitude=ch.latitude,
-                ))  # fmt: skip
+                channels.append(
+                    Channel(
+                        id=ch.id,
+                        device_id=device.id,
+                        kindergarten_id=kindergarten_id_by_convention(device.id),
+                        district_code=device.id[:6],
+                        name=ch.name,
+                        area=guess_area(ch.name),
+                        type_code=int(ch.id[10:13]),
+                        manufacturer=device.manufacturer,
+                        model=device.model,
+                        address=ch.address,
+                        parent_id=device.id,
+                        online=True,
+                        longitude=ch.longitude,
+                        latitude=ch.latitude,
+                    )
+                )
     return kgs, channels, planned
 
 
@@ -453,9 +517,7 @@ def test_police_never_see_an_indoor_camera_in_the_whole_city(
             assert not any(word in item.name for word in INDOOR_WORDS), item.name
 
     # Exactly the public cameras and every alarm input: nothing lost either.
-    expected = {
-        ch.id for ch in channels if ch.type_code == 134 or planned[ch.id] in ("entrance", "perimeter")
-    }
+    expected = {ch.id for ch in channels if ch.type_code == 134 or planned[ch.id] in ("entrance", "perimeter")}
     assert {item.device_id for item in leaves} == expected
     assert types["134"] == sum(1 for ch in channels if ch.type_code == 134) > 200  # buttons + perimeter alarms
 
@@ -569,8 +631,10 @@ def test_a_camera_that_stops_being_public_is_deleted_for_police_with_its_nodes()
     gate = channel(131, 1, 1, "大门口")
     renamed = replace(gate, name="和平区第1幼儿园·小一班教室门口")  # still tagged entrance
     assert events(changes(POLICE, [gate], [renamed])) == [
-        (gate.id, "DEL"), (kgid(1), "DEL"), (district_node_id(HEPING), "DEL"),
-    ]  # fmt: skip
+        (gate.id, "DEL"),
+        (kgid(1), "DEL"),
+        (district_node_id(HEPING), "DEL"),
+    ]
     assert events(changes(MUNICIPAL, [gate], [renamed])) == [(gate.id, "UPDATE")]
 
 
@@ -589,8 +653,10 @@ def test_changes_only_for_the_policy_scope() -> None:
     assert changes(HEPING_POLICY, [hexi], [replace(hexi, online=False)]) == []
     assert changes(HEPING_POLICY, [], [hexi]) == []
     assert events(changes(SharePolicy.district(HEXI), [], [hexi])) == [
-        (district_node_id(HEXI), "ADD"), (kgid(1, HEXI), "ADD"), (hexi.id, "ADD"),
-    ]  # fmt: skip
+        (district_node_id(HEXI), "ADD"),
+        (kgid(1, HEXI), "ADD"),
+        (hexi.id, "ADD"),
+    ]
 
 
 def test_police_never_get_a_notify_about_an_indoor_camera() -> None:
@@ -605,8 +671,13 @@ def test_change_order_is_deterministic() -> None:
     after = [replace(ch, online=not ch.online) for ch in channels]
     items = changes(MUNICIPAL, before, after)
     assert [item.device_id for item in items] == [
-        cid(131, 1, 1), cid(131, 1, 2), cid(134, 1, 1), cid(131, 2, 1), cid(131, 1, 1, HEXI), cid(134, 1, 1, HEXI),
-    ]  # fmt: skip
+        cid(131, 1, 1),
+        cid(131, 1, 2),
+        cid(134, 1, 1),
+        cid(131, 2, 1),
+        cid(131, 1, 1, HEXI),
+        cid(134, 1, 1, HEXI),
+    ]
     assert [item.event for item in items] == ["OFF", "ON", "OFF", "OFF", "OFF", "OFF"]
     assert changes(MUNICIPAL, before[::-1], after[::-1]) == items
 

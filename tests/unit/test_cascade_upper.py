@@ -82,16 +82,22 @@ def catalog_items(n: int = 20) -> list[CatalogItem]:
         CatalogItem(device_id=DISTRICT_NODE, name="和平区", business_group_id=GROUP_ID),
     ]
     cameras = [
-        CatalogItem(device_id=cid, name=f"cam-{i}", manufacturer="Hik", model="DS-2CD", parent_id=DISTRICT_NODE,
-                    status="ON")
+        CatalogItem(
+            device_id=cid, name=f"cam-{i}", manufacturer="Hik", model="DS-2CD", parent_id=DISTRICT_NODE, status="ON"
+        )
         for i, cid in enumerate(CHANNEL_IDS[:n], start=1)
-    ]  # fmt: skip
+    ]
     return nodes + cameras
 
 
 def upper_config(**kw: object) -> UpperPlatformConfig:
-    values: dict[str, object] = {"name": "municipal", "server_id": UPPER_ID, "host": UP_HOST, "port": UP_PORT,
-                                 "password": PASSWORD}  # fmt: skip
+    values: dict[str, object] = {
+        "name": "municipal",
+        "server_id": UPPER_ID,
+        "host": UP_HOST,
+        "port": UP_PORT,
+        "password": PASSWORD,
+    }
     values.update(kw)
     return UpperPlatformConfig(**values)  # type: ignore[arg-type]
 
@@ -187,9 +193,10 @@ class Upper:
 
     def registers(self, *, with_auth: bool | None = None) -> list[tuple[float, SipRequest]]:
         return [
-            (at, r) for at, r in self.of_method("REGISTER")
+            (at, r)
+            for at, r in self.of_method("REGISTER")
             if with_auth is None or (r.headers.get("Authorization") is not None) == with_auth
-        ]  # fmt: skip
+        ]
 
     def bodies(self, kind: type) -> list[tuple[float, SipRequest, Any]]:
         out: list[tuple[float, SipRequest, Any]] = []
@@ -212,10 +219,16 @@ class Upper:
 
     def message(self, body: bytes, context: object, *, from_id: str = UPPER_ID) -> None:
         request = build_message(
-            from_id=from_id, from_domain=UPPER_DOMAIN, from_tag=self.endpoint.new_tag(), to_id=LOCAL_ID,
-            to_domain=LOCAL_DOMAIN, request_uri=sip_uri(LOCAL_ID, GW_HOST, GW_PORT),
-            call_id=self.endpoint.new_call_id(), cseq=1, body=body,
-        )  # fmt: skip
+            from_id=from_id,
+            from_domain=UPPER_DOMAIN,
+            from_tag=self.endpoint.new_tag(),
+            to_id=LOCAL_ID,
+            to_domain=LOCAL_DOMAIN,
+            request_uri=sip_uri(LOCAL_ID, GW_HOST, GW_PORT),
+            call_id=self.endpoint.new_call_id(),
+            cseq=1,
+            body=body,
+        )
         self.send(request, context)
 
 
@@ -321,15 +334,22 @@ def make_rig(
         if real_registrar:
             registrar = Registrar(
                 RegistrarConfig(gateway_id=config.server_id, realm=UPPER_DOMAIN, device_password=PASSWORD),
-                digest, AuthThrottle(), lambda _id: None, lambda _id: False,
-            )  # fmt: skip
+                digest,
+                AuthThrottle(),
+                lambda _id: None,
+                lambda _id: False,
+            )
         endpoint = SipEndpoint(SeededIds(f"up-{config.name}"), local_host=config.host, local_port=config.port)
         uppers[(config.host, config.port)] = Upper(clock, endpoint, digest, registrar=registrar)
         link = UpperLink(
-            config, LOCAL_ID, LOCAL_DOMAIN, gw,
-            catalog=lambda: shared, channel_status=status.get,
+            config,
+            LOCAL_ID,
+            LOCAL_DOMAIN,
+            gw,
+            catalog=lambda: shared,
+            channel_status=status.get,
             device_info=PlatformInfo(firmware="1.2.3"),
-        )  # fmt: skip
+        )
         host.add(link)
     dev = SipEndpoint(SeededIds("dev"), local_host=DEV_HOST, local_port=DEV_PORT)
     return Rig(clock, gw, host, uppers, dev)
@@ -541,7 +561,8 @@ def test_upper_restart_is_noticed_by_keepalives_and_we_register_again() -> None:
     # The re-REGISTER reused the old nonce, which the restarted upper never issued: one fresh
     # challenge is not a wrong password, the credentials for it get through.
     assert [r.headers.get("Authorization") is not None for at, r in rig.upper.registers() if at == 242.0] == [
-        True, True,
+        True,
+        True,
     ]
 
 
@@ -681,9 +702,15 @@ def test_device_info_of_the_platform_counts_shared_channels_only() -> None:
     assert rig.upper.status_of("info") == 200
     [(_, _, info)] = rig.upper.bodies(DeviceInfoResponse)
     assert info == DeviceInfoResponse(
-        sn=21, device_id=LOCAL_ID, device_name="kgw", result="OK", manufacturer="kgw", model="gateway",
-        firmware="1.2.3", channel=3,
-    )  # fmt: skip
+        sn=21,
+        device_id=LOCAL_ID,
+        device_name="kgw",
+        result="OK",
+        manufacturer="kgw",
+        model="gateway",
+        firmware="1.2.3",
+        channel=3,
+    )
 
 
 def test_device_info_of_a_channel_and_of_an_unshared_one() -> None:
@@ -723,8 +750,11 @@ def test_keepalive_and_other_messages_from_the_upper_get_200() -> None:
     rig = registered_rig()
     rig.upper.message(serialize(Keepalive(sn=1, device_id=UPPER_ID)), "ka")
     rig.upper.message(serialize(ResultResponse("Alarm", 7, CHANNEL_IDS[0], "OK")), "alarm-ack")
-    rig.upper.message(b'<?xml version="1.0"?><Control><CmdType>DeviceControl</CmdType><SN>3</SN>'
-                      b"<DeviceID>12010100001310000001</DeviceID></Control>", "control")  # fmt: skip
+    rig.upper.message(
+        b'<?xml version="1.0"?><Control><CmdType>DeviceControl</CmdType><SN>3</SN>'
+        b"<DeviceID>12010100001310000001</DeviceID></Control>",
+        "control",
+    )
     rig.pump()
 
     assert [rig.upper.status_of(c) for c in ("ka", "alarm-ack", "control")] == [200, 200, 200]
@@ -855,8 +885,10 @@ def test_unsubscribe_in_dialog_ends_the_subscription() -> None:
     answer = subscribe(rig, "unsub", expires=0, to_tag=to_tag, cseq=2, body=b"")
 
     assert answer is not None and answer.status == 200 and answer.headers.get("Expires") == "0"
-    assert rig.of_type(SubscriptionChanged) == [SubscriptionChanged("municipal", True),
-                                                 SubscriptionChanged("municipal", False)]  # fmt: skip
+    assert rig.of_type(SubscriptionChanged) == [
+        SubscriptionChanged("municipal", True),
+        SubscriptionChanged("municipal", False),
+    ]
     assert rig.link.notify_catalog(catalog_items(1), rig.clock.now) == 0
     again = subscribe(rig, "again", expires=0, to_tag=to_tag, cseq=3, body=b"")
     assert again is not None and again.status == 481
@@ -942,8 +974,14 @@ def test_subscribe_without_event_header_is_accepted_and_notify_has_none() -> Non
 
 
 def alarm(sn: int = 3902) -> AlarmNotify:
-    return AlarmNotify(sn=sn, device_id=CHANNEL_IDS[0], priority="1", method="2", alarm_time="2024-05-20T10:20:11",
-                       description="一键报警")  # fmt: skip
+    return AlarmNotify(
+        sn=sn,
+        device_id=CHANNEL_IDS[0],
+        priority="1",
+        method="2",
+        alarm_time="2024-05-20T10:20:11",
+        description="一键报警",
+    )
 
 
 def test_send_alarm_only_when_registered_and_report_the_answer() -> None:
@@ -1047,9 +1085,16 @@ def test_two_uppers_on_one_endpoint_each_get_their_own_traffic() -> None:
 def test_requests_from_devices_are_left_to_device_access() -> None:
     rig = registered_rig()
     register = build_register(
-        device_id="12010100001180000001", domain=LOCAL_DOMAIN, server_id=LOCAL_ID, contact_host=DEV_HOST,
-        contact_port=DEV_PORT, from_tag="d1", call_id="dev-call", cseq=1, expires=3600,
-    )  # fmt: skip
+        device_id="12010100001180000001",
+        domain=LOCAL_DOMAIN,
+        server_id=LOCAL_ID,
+        contact_host=DEV_HOST,
+        contact_port=DEV_PORT,
+        from_tag="d1",
+        call_id="dev-call",
+        cseq=1,
+        expires=3600,
+    )
     rig.dev.send_request(register, GW_PEER, rig.clock.now)
     rig.pump()
 
@@ -1075,23 +1120,44 @@ def test_requests_are_routed_by_upper_id_or_by_upper_address() -> None:
 
     # The upper's ID from an unexpected address (NAT, a second upper server) is still the upper's.
     from_id = build_message(
-        from_id=UPPER_ID, from_domain=UPPER_DOMAIN, from_tag="x", to_id=LOCAL_ID, to_domain=LOCAL_DOMAIN,
-        request_uri=sip_uri(LOCAL_ID, GW_HOST), call_id="c1", cseq=1, body=body,
-    )  # fmt: skip
+        from_id=UPPER_ID,
+        from_domain=UPPER_DOMAIN,
+        from_tag="x",
+        to_id=LOCAL_ID,
+        to_domain=LOCAL_DOMAIN,
+        request_uri=sip_uri(LOCAL_ID, GW_HOST),
+        call_id="c1",
+        cseq=1,
+        body=body,
+    )
     assert _raw_request_from(rig, from_id, Peer(Transport.UDP, "10.0.0.99", 5060)) == [200]
 
     # From the upper's address with some other From user (a proxy's identity): the upper's too.
     from_addr = build_message(
-        from_id="12000000002000000099", from_domain=UPPER_DOMAIN, from_tag="y", to_id=LOCAL_ID,
-        to_domain=LOCAL_DOMAIN, request_uri=sip_uri(LOCAL_ID, GW_HOST), call_id="c2", cseq=1, body=body,
-    )  # fmt: skip
+        from_id="12000000002000000099",
+        from_domain=UPPER_DOMAIN,
+        from_tag="y",
+        to_id=LOCAL_ID,
+        to_domain=LOCAL_DOMAIN,
+        request_uri=sip_uri(LOCAL_ID, GW_HOST),
+        call_id="c2",
+        cseq=1,
+        body=body,
+    )
     assert _raw_request_from(rig, from_addr, Peer(Transport.UDP, UP_HOST, UP_PORT)) == [200]
 
     # Neither: a device's, left alone (nothing answered here).
     other = build_message(
-        from_id="12010100001180000001", from_domain=LOCAL_DOMAIN, from_tag="z", to_id=LOCAL_ID,
-        to_domain=LOCAL_DOMAIN, request_uri=sip_uri(LOCAL_ID, GW_HOST), call_id="c3", cseq=1, body=body,
-    )  # fmt: skip
+        from_id="12010100001180000001",
+        from_domain=LOCAL_DOMAIN,
+        from_tag="z",
+        to_id=LOCAL_ID,
+        to_domain=LOCAL_DOMAIN,
+        request_uri=sip_uri(LOCAL_ID, GW_HOST),
+        call_id="c3",
+        cseq=1,
+        body=body,
+    )
     assert _raw_request_from(rig, other, Peer(Transport.UDP, "10.0.0.99", 5060)) == []
     assert len(rig.unrouted) == 1
 
@@ -1099,10 +1165,16 @@ def test_requests_are_routed_by_upper_id_or_by_upper_address() -> None:
 def test_responses_to_other_requests_are_not_taken() -> None:
     rig = registered_rig()
     request = build_message(
-        from_id=LOCAL_ID, from_domain=LOCAL_DOMAIN, from_tag="q", to_id="12010100001180000001",
-        to_domain=LOCAL_DOMAIN, request_uri=sip_uri("12010100001180000001", DEV_HOST, DEV_PORT), call_id="q1",
-        cseq=1, body=serialize(DeviceInfoQuery(sn=1, device_id="12010100001180000001")),
-    )  # fmt: skip
+        from_id=LOCAL_ID,
+        from_domain=LOCAL_DOMAIN,
+        from_tag="q",
+        to_id="12010100001180000001",
+        to_domain=LOCAL_DOMAIN,
+        request_uri=sip_uri("12010100001180000001", DEV_HOST, DEV_PORT),
+        call_id="q1",
+        cseq=1,
+        body=serialize(DeviceInfoQuery(sn=1, device_id="12010100001180000001")),
+    )
     rig.gw.send_request(request, DEV_PEER, rig.clock.now, context=("device-access", 1))
     rig.pump(until=rig.clock.now + TIMER_F + 1)  # the device endpoint never answers: a time-out
 
@@ -1113,7 +1185,9 @@ def test_responses_to_other_requests_are_not_taken() -> None:
 def test_host_refuses_foreign_endpoints_and_duplicate_names() -> None:
     rig = make_rig()
     other = SipEndpoint(SeededIds("other"))
-    stray = UpperLink(upper_config(name="x"), LOCAL_ID, LOCAL_DOMAIN, other, catalog=list, channel_status=lambda _i: None)
+    stray = UpperLink(
+        upper_config(name="x"), LOCAL_ID, LOCAL_DOMAIN, other, catalog=list, channel_status=lambda _i: None
+    )
     with pytest.raises(ConfigError):
         rig.host.add(stray)
     twin = UpperLink(upper_config(), LOCAL_ID, LOCAL_DOMAIN, rig.gw, catalog=list, channel_status=lambda _i: None)

@@ -44,9 +44,11 @@ class Pair:
                     self.subscribes.append(event.request)
                     if self.answer is not None:
                         extra = [("Expires", self.expires)] if self.answer < 300 else None
-                        self.lower.send_response(event.transaction,
-                                                 make_response(event.request, self.answer, to_tag="t", extra=extra),
-                                                 self.clock.now)
+                        self.lower.send_response(
+                            event.transaction,
+                            make_response(event.request, self.answer, to_tag="t", extra=extra),
+                            self.clock.now,
+                        )
             for data, _ in self.lower.data_to_send():
                 moved += 1
                 self.me.receive(data, LOWER_PEER, self.clock.now)
@@ -57,7 +59,9 @@ class Pair:
 
     def run_until(self, t: float) -> None:
         while True:
-            due = [x for x in (self.subscriber.get_timer(), self.me.get_timer(), self.lower.get_timer()) if x is not None]
+            due = [
+                x for x in (self.subscriber.get_timer(), self.me.get_timer(), self.lower.get_timer()) if x is not None
+            ]
             if not due or min(due) > t:
                 break
             self.clock.now = max(self.clock.now, min(due))
@@ -109,19 +113,29 @@ def test_an_unanswered_subscription_is_retried_and_forget_stops_it() -> None:
 
 def _notify(h: object, body: bytes, from_id: str) -> None:
     ep = h.host.endpoint  # type: ignore[attr-defined]
-    headers = Headers([
-        ("From", f"<{sip_uri(from_id, REALM)}>;tag=n1"), ("To", f"<{sip_uri(GATEWAY_ID, REALM)}>;tag=s1"),
-        ("Call-ID", ep.new_call_id()), ("CSeq", "2 NOTIFY"), ("Max-Forwards", "70"), ("Event", "Catalog;id=1"),
-        ("Subscription-State", "active;expires=3000"), ("Content-Type", MANSCDP_CONTENT_TYPE),
-    ])  # fmt: skip
-    ep.send_request(SipRequest(headers=headers, body=body, method="NOTIFY", uri=sip_uri(GATEWAY_ID, REALM)), GW_PEER,
-                    h.clock.now)  # type: ignore[attr-defined]
+    headers = Headers(
+        [
+            ("From", f"<{sip_uri(from_id, REALM)}>;tag=n1"),
+            ("To", f"<{sip_uri(GATEWAY_ID, REALM)}>;tag=s1"),
+            ("Call-ID", ep.new_call_id()),
+            ("CSeq", "2 NOTIFY"),
+            ("Max-Forwards", "70"),
+            ("Event", "Catalog;id=1"),
+            ("Subscription-State", "active;expires=3000"),
+            ("Content-Type", MANSCDP_CONTENT_TYPE),
+        ]
+    )
+    ep.send_request(
+        SipRequest(headers=headers, body=body, method="NOTIFY", uri=sip_uri(GATEWAY_ID, REALM)), GW_PEER, h.clock.now
+    )  # type: ignore[attr-defined]
 
 
 def test_a_catalog_notify_from_a_registered_lower_becomes_an_event() -> None:
     h, _agent = registered()
-    items = (CatalogItem("12010100111310000301", event="OFF"), CatalogItem("12010100111310000302", name="大门口",
-                                                                        event="ADD"))
+    items = (
+        CatalogItem("12010100111310000301", event="OFF"),
+        CatalogItem("12010100111310000302", name="大门口", event="ADD"),
+    )
     _notify(h, serialize(CatalogResponse(9, IPC_ID, 2, items, Root.NOTIFY)), IPC_ID)
     h.pump()
     [event] = h.of_type(CatalogNotified)

@@ -182,10 +182,8 @@ def test_small_cities_and_apportionment() -> None:
 
 
 def test_perimeter_share_bounds() -> None:
-    assert not any(dev.kind == "perimeter_alarm" for kg in build_city(50, perimeter_share=0.0)
-                   for dev in kg.devices)
-    assert all(any(dev.kind == "perimeter_alarm" for dev in kg.devices)
-               for kg in build_city(50, perimeter_share=1.0))
+    assert not any(dev.kind == "perimeter_alarm" for kg in build_city(50, perimeter_share=0.0) for dev in kg.devices)
+    assert all(any(dev.kind == "perimeter_alarm" for dev in kg.devices) for kg in build_city(50, perimeter_share=1.0))
 
 
 @pytest.mark.parametrize(
@@ -224,7 +222,17 @@ def test_id_helpers() -> None:
 
 def test_chinese_numeral() -> None:
     assert [chinese_numeral(n) for n in (1, 3, 10, 12, 20, 21, 99, 100, 105, 110, 1001)] == [
-        "一", "三", "十", "十二", "二十", "二十一", "九十九", "一百", "一百零五", "一百一十", "一千零一",
+        "一",
+        "三",
+        "十",
+        "十二",
+        "二十",
+        "二十一",
+        "九十九",
+        "一百",
+        "一百零五",
+        "一百一十",
+        "一千零一",
     ]
 
 

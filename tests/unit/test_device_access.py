@@ -55,9 +55,16 @@ def device_request(h: GbHarness, device_id: str, body: bytes) -> SipRequest:
     """A MESSAGE sent from the device endpoint outside any agent (the agent never sees the answer)."""
     ep = h.host.endpoint
     request = build_message(
-        from_id=device_id, from_domain=REALM, from_tag=ep.new_tag(), to_id=GATEWAY_ID, to_domain=REALM,
-        request_uri=sip_uri(GATEWAY_ID, REALM), call_id=ep.new_call_id(), cseq=1, body=body,
-    )  # fmt: skip
+        from_id=device_id,
+        from_domain=REALM,
+        from_tag=ep.new_tag(),
+        to_id=GATEWAY_ID,
+        to_domain=REALM,
+        request_uri=sip_uri(GATEWAY_ID, REALM),
+        call_id=ep.new_call_id(),
+        cseq=1,
+        body=body,
+    )
     ep.send_request(request, GW_PEER, h.clock.now)
     return request
 
@@ -81,7 +88,9 @@ def responses_from_gateway(h: GbHarness, method: str) -> list[SipResponse]:
     ],
     ids=["sbgb_nat", "sbgb_same_host", "camsim_nat", "camsim_same_host"],
 )
-def test_real_device_register_is_challenged(fixture: str, source: Peer, received: str | None, rport: str | None) -> None:
+def test_real_device_register_is_challenged(
+    fixture: str, source: Peer, received: str | None, rport: str | None
+) -> None:
     data = (FIXTURES / fixture).read_bytes()
     request = parse_message(data)
     assert isinstance(request, SipRequest) and request.method == "REGISTER"
@@ -248,14 +257,20 @@ def test_malformed_keepalive_is_400_and_not_a_sign_of_life() -> None:
 def _keepalive_from(h, peer: Peer) -> tuple[bytes, Peer]:
     ep = h.host.endpoint
     request = build_message(
-        from_id=IPC_ID, from_domain=REALM, from_tag=ep.new_tag(), to_id=GATEWAY_ID, to_domain=REALM,
-        request_uri=sip_uri(GATEWAY_ID, REALM), call_id=ep.new_call_id(), cseq=1,
+        from_id=IPC_ID,
+        from_domain=REALM,
+        from_tag=ep.new_tag(),
+        to_id=GATEWAY_ID,
+        to_domain=REALM,
+        request_uri=sip_uri(GATEWAY_ID, REALM),
+        call_id=ep.new_call_id(),
+        cseq=1,
         body=serialize(Keepalive(sn=5, device_id=IPC_ID, status="OK")),
-    )  # fmt: skip
+    )
     ep.send_request(request, GW_PEER, h.clock.now)
-    (raw, _), = ep.data_to_send()
+    ((raw, _),) = ep.data_to_send()
     h.access.receive(raw, peer, h.clock.now)
-    (answer, to), = h.access.endpoint.data_to_send()
+    ((answer, to),) = h.access.endpoint.data_to_send()
     return answer, to
 
 
@@ -281,10 +296,15 @@ def test_options_answered_200_with_allow_and_unknown_method_405() -> None:
     h = make_harness()
     ep = h.host.endpoint
     for method in ("OPTIONS", "PUBLISH"):
-        headers = Headers([
-            ("From", f"<sip:{IPC_ID}@{REALM}>;tag={ep.new_tag()}"), ("To", f"<sip:{GATEWAY_ID}@{REALM}>"),
-            ("Call-ID", ep.new_call_id()), ("CSeq", f"1 {method}"), ("Max-Forwards", "70"),
-        ])  # fmt: skip
+        headers = Headers(
+            [
+                ("From", f"<sip:{IPC_ID}@{REALM}>;tag={ep.new_tag()}"),
+                ("To", f"<sip:{GATEWAY_ID}@{REALM}>"),
+                ("Call-ID", ep.new_call_id()),
+                ("CSeq", f"1 {method}"),
+                ("Max-Forwards", "70"),
+            ]
+        )
         ep.send_request(make_request(method, sip_uri(GATEWAY_ID, REALM), headers), GW_PEER, 0.0)
     h.pump()
     answers = {r.cseq.method: r for r in h.messages("gw") if isinstance(r, SipResponse)}

@@ -21,9 +21,8 @@ from gateway.gb28181.sip.message import SipRequest, SipResponse, make_request
 
 def dev_requests(h: GbHarness, method: str, *, delivered_only: bool = True) -> list[SipRequest]:
     return [
-        m for m in h.messages("dev", delivered_only=delivered_only)
-        if isinstance(m, SipRequest) and m.method == method
-    ]  # fmt: skip
+        m for m in h.messages("dev", delivered_only=delivered_only) if isinstance(m, SipRequest) and m.method == method
+    ]
 
 
 def keepalive_times(h: GbHarness) -> list[float]:
@@ -203,9 +202,10 @@ def test_every_keepalive_malformed_only_registrations_count_as_life() -> None:
     # last_seen only ever moves with a REGISTER, never with a broken keepalive
     last = h.access.liveness.last_seen(IPC_ID)
     register_times = [
-        d.at for d in h.wire
+        d.at
+        for d in h.wire
         if d.src == "dev" and d.delivered and isinstance(m := d.parse(), SipRequest) and m.method == "REGISTER"
-    ]  # fmt: skip
+    ]
     assert last in register_times
     assert agent.stats.keepalive_failures == agent.stats.keepalives_sent
 
@@ -225,9 +225,16 @@ def test_silent_agent_answers_no_query() -> None:
 def gateway_message(h: GbHarness, target: str, body: bytes) -> None:
     ep = h.access.endpoint
     request = build_message(
-        from_id=GATEWAY_ID, from_domain=REALM, from_tag=ep.new_tag(), to_id=target, to_domain=target[:10],
-        request_uri=sip_uri(target, "10.0.0.2", 5061), call_id=ep.new_call_id(), cseq=7, body=body,
-    )  # fmt: skip
+        from_id=GATEWAY_ID,
+        from_domain=REALM,
+        from_tag=ep.new_tag(),
+        to_id=target,
+        to_domain=target[:10],
+        request_uri=sip_uri(target, "10.0.0.2", 5061),
+        call_id=ep.new_call_id(),
+        cseq=7,
+        body=body,
+    )
     ep.send_request(request, DEV_PEER, h.clock.now)
 
 
@@ -265,11 +272,16 @@ def test_invite_to_agent_is_501() -> None:
     h, nvr = started(NVR_ID)
     h.pump(until=5.0)
     ep = h.access.endpoint
-    headers = Headers([
-        ("From", f"<sip:{GATEWAY_ID}@{REALM}>;tag={ep.new_tag()}"), ("To", f"<sip:{NVR_ID}@{REALM}>"),
-        ("Call-ID", ep.new_call_id()), ("CSeq", "1 INVITE"), ("Max-Forwards", "70"),
-        ("Contact", f"<sip:{GATEWAY_ID}@10.0.0.1:5060>"),
-    ])  # fmt: skip
+    headers = Headers(
+        [
+            ("From", f"<sip:{GATEWAY_ID}@{REALM}>;tag={ep.new_tag()}"),
+            ("To", f"<sip:{NVR_ID}@{REALM}>"),
+            ("Call-ID", ep.new_call_id()),
+            ("CSeq", "1 INVITE"),
+            ("Max-Forwards", "70"),
+            ("Contact", f"<sip:{GATEWAY_ID}@10.0.0.1:5060>"),
+        ]
+    )
     ep.send_request(make_request("INVITE", sip_uri(NVR_ID, "10.0.0.2", 5061), headers), DEV_PEER, h.clock.now)
     h.pump(until=h.clock.now + 40.0)
 

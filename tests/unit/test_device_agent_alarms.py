@@ -48,8 +48,9 @@ Answer = Callable[[SipRequest], int | None]
 
 
 def alarm_device(device_id: str = BOX_ID) -> DeviceProfile:
-    channel = CatalogItem(device_id=device_id, name="一键报警", parent_id=device_id, longitude=117.2008,
-                          latitude=39.0842, status="ON")
+    channel = CatalogItem(
+        device_id=device_id, name="一键报警", parent_id=device_id, longitude=117.2008, latitude=39.0842, status="ON"
+    )
     return DeviceProfile(device_id=device_id, password="12345678", name="box", channels=(channel,))
 
 
@@ -72,10 +73,16 @@ class Rig:
     requests: list[tuple[float, SipRequest]] = field(default_factory=list)
     responses: list[ResponseReceived] = field(default_factory=list)
 
-    def add(self, profile: DeviceProfile, *, timing: AgentTiming | None = None,
-            misbehaviour: Misbehaviour | None = None) -> DeviceAgent:
-        agent = DeviceAgent(profile, ServerInfo(GATEWAY_ID, REALM, GW_PEER), self.host.endpoint,
-                            timing=timing, misbehaviour=misbehaviour)
+    def add(
+        self, profile: DeviceProfile, *, timing: AgentTiming | None = None, misbehaviour: Misbehaviour | None = None
+    ) -> DeviceAgent:
+        agent = DeviceAgent(
+            profile,
+            ServerInfo(GATEWAY_ID, REALM, GW_PEER),
+            self.host.endpoint,
+            timing=timing,
+            misbehaviour=misbehaviour,
+        )
         self.host.add(agent)
         return agent
 
@@ -115,8 +122,9 @@ class Rig:
                 self.requests.append((self.clock.now, event.request))
                 status = self.answer(event.request)
                 if status is not None:
-                    self.gw.send_response(event.transaction, make_response(event.request, status, to_tag="gwtag"),
-                                          self.clock.now)
+                    self.gw.send_response(
+                        event.transaction, make_response(event.request, status, to_tag="gwtag"), self.clock.now
+                    )
 
     def alarms(self) -> list[tuple[float, SipRequest]]:
         """Alarm MESSAGE transactions the platform saw (retransmissions are absorbed)."""
@@ -125,10 +133,16 @@ class Rig:
     def send_response_message(self, target: str, body: bytes) -> None:
         """The platform's application-level acknowledgement, a MESSAGE to ``target`` (notes §9.2)."""
         request = build_message(
-            from_id=GATEWAY_ID, from_domain=REALM, from_tag=self.gw.new_tag(), to_id=target, to_domain=REALM,
-            request_uri=sip_uri(target, DEV_PEER.host, DEV_PEER.port), call_id=self.gw.new_call_id(), cseq=1,
+            from_id=GATEWAY_ID,
+            from_domain=REALM,
+            from_tag=self.gw.new_tag(),
+            to_id=target,
+            to_domain=REALM,
+            request_uri=sip_uri(target, DEV_PEER.host, DEV_PEER.port),
+            call_id=self.gw.new_call_id(),
+            cseq=1,
             body=body,
-        )  # fmt: skip
+        )
         self.gw.send_request(request, DEV_PEER, self.clock.now)
 
 
@@ -232,7 +246,12 @@ def test_200_marks_the_alarm_answered_and_nothing_is_resent() -> None:
 
     assert len(rig.alarms()) == 1
     assert (record.answered, record.answered_at, record.status, record.attempts, record.gave_up) == (
-        True, 0.0, 200, 1, False)  # fmt: skip
+        True,
+        0.0,
+        200,
+        1,
+        False,
+    )
     assert (agent.stats.alarms_sent, agent.stats.alarm_attempts, agent.stats.alarms_answered) == (1, 1, 1)
     assert record.response_at is None and agent.stats.alarm_responses == 0
     assert agent.get_timer() is None
@@ -260,8 +279,10 @@ def test_response_without_result_is_accepted_too() -> None:
     rig.add(alarm_device())
     record = press(rig, BOX_ID)
     rig.pump()
-    body = f'<?xml version="1.0"?><Response><CmdType>Alarm</CmdType><SN>{record.sn}</SN>' \
-           f"<DeviceID>{BOX_ID}</DeviceID></Response>".encode()
+    body = (
+        f'<?xml version="1.0"?><Response><CmdType>Alarm</CmdType><SN>{record.sn}</SN>'
+        f"<DeviceID>{BOX_ID}</DeviceID></Response>".encode()
+    )
 
     rig.send_response_message(BOX_ID, body)
     rig.pump()
@@ -343,8 +364,7 @@ def test_duplicating_device_sends_two_transactions_per_attempt() -> None:
 
 def test_duplicated_failures_schedule_one_retry_per_round() -> None:
     rig = make_rig(lambda _r: 500)
-    rig.add(alarm_device(), timing=AgentTiming(alarm_retries=2),
-            misbehaviour=Misbehaviour(alarm_duplicate=True))
+    rig.add(alarm_device(), timing=AgentTiming(alarm_retries=2), misbehaviour=Misbehaviour(alarm_duplicate=True))
 
     record = press(rig, BOX_ID)
     rig.pump(until=300.0)
@@ -364,7 +384,11 @@ def test_several_alarms_retry_independently() -> None:
     rig.pump(until=300.0)
 
     assert [(at, notify_of(r).sn) for at, r in rig.alarms()] == [
-        (0.0, first.sn), (10.0, second.sn), (34.0, first.sn), (44.0, second.sn)]  # fmt: skip
+        (0.0, first.sn),
+        (10.0, second.sn),
+        (34.0, first.sn),
+        (44.0, second.sn),
+    ]
     assert first.sn != second.sn and set(agent.alarms) == {first.sn, second.sn}
 
 

@@ -57,7 +57,11 @@ class Rig:
 
 @pytest.mark.parametrize(
     ("transport", "answer_setup"),
-    [(MediaTransport.UDP, None), (MediaTransport.TCP_PASSIVE, Setup.ACTIVE), (MediaTransport.TCP_ACTIVE, Setup.PASSIVE)],
+    [
+        (MediaTransport.UDP, None),
+        (MediaTransport.TCP_PASSIVE, Setup.ACTIVE),
+        (MediaTransport.TCP_ACTIVE, Setup.PASSIVE),
+    ],
 )
 def test_play_against_the_device_role(transport: MediaTransport, answer_setup: Setup | None) -> None:
     r = Rig(transport)

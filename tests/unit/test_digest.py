@@ -50,9 +50,17 @@ def test_notes_worked_example() -> None:
 
 def test_rfc2617_section_3_5() -> None:
     response = compute_response(
-        Algorithm.MD5, "Mufasa", "testrealm@host.com", "Circle Of Life", "GET", "/dir/index.html",
-        "dcd98b7102dd2f0e8b11d0f600bfb0c093", "auth", "00000001", "0a4f113b",
-    )  # fmt: skip
+        Algorithm.MD5,
+        "Mufasa",
+        "testrealm@host.com",
+        "Circle Of Life",
+        "GET",
+        "/dir/index.html",
+        "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+        "auth",
+        "00000001",
+        "0a4f113b",
+    )
     assert response == "6629fae49393a05397450978507c4ef1"
 
 
@@ -65,10 +73,17 @@ def test_rfc2617_section_3_5() -> None:
 )
 def test_rfc7616_section_3_9_1(algorithm: Algorithm, expected: str) -> None:
     response = compute_response(
-        algorithm, "Mufasa", "http-auth@example.org", "Circle of Life", "GET", "/dir/index.html",
-        "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", "auth", "00000001",
+        algorithm,
+        "Mufasa",
+        "http-auth@example.org",
+        "Circle of Life",
+        "GET",
+        "/dir/index.html",
+        "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+        "auth",
+        "00000001",
         "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
-    )  # fmt: skip
+    )
     assert response == expected
 
 
@@ -138,9 +153,17 @@ def test_device_responses_reproduce(fixture: str) -> None:
     scheme, params = parse_auth_params(header("Authorization", fixture))
     assert scheme == "digest"
     response = compute_response(
-        Algorithm.from_token(params.get("algorithm")), params["username"], params["realm"], "12345678",
-        "REGISTER", params["uri"], params["nonce"], params.get("qop"), params.get("nc"), params.get("cnonce"),
-    )  # fmt: skip
+        Algorithm.from_token(params.get("algorithm")),
+        params["username"],
+        params["realm"],
+        "12345678",
+        "REGISTER",
+        params["uri"],
+        params["nonce"],
+        params.get("qop"),
+        params.get("nc"),
+        params.get("cnonce"),
+    )
     assert response == params["response"]
 
 
@@ -172,9 +195,13 @@ def test_client_answers_like_the_devices(challenge_fixture: str, register_fixtur
     """Our client, given the captured challenge, computes the captured device's response."""
     _, device = parse_auth_params(header("Authorization", register_fixture))
     ours = build_authorization(
-        header("WWW-Authenticate", challenge_fixture), "REGISTER", device["uri"],
-        device["username"], "12345678", cnonce,
-    )  # fmt: skip
+        header("WWW-Authenticate", challenge_fixture),
+        "REGISTER",
+        device["uri"],
+        device["username"],
+        "12345678",
+        cnonce,
+    )
     _, params = parse_auth_params(ours)
     assert params["response"] == device["response"]
     assert params["nonce"] == device["nonce"]
@@ -183,8 +210,12 @@ def test_client_answers_like_the_devices(challenge_fixture: str, register_fixtur
 def test_client_picks_qop_from_captured_qop_challenge() -> None:
     value = build_authorization(
         header("WWW-Authenticate", "platform-camsim_401_challenge_qop_udp.sip"),
-        "REGISTER", "sip:127.0.0.1:15060", "34020000001320000010", "12345678", "deadbeef",
-    )  # fmt: skip
+        "REGISTER",
+        "sip:127.0.0.1:15060",
+        "34020000001320000010",
+        "12345678",
+        "deadbeef",
+    )
     _, params = parse_auth_params(value)
     assert params["qop"] == "auth"
     assert params["nc"] == "00000001"
@@ -256,7 +287,13 @@ def make_server(**kwargs: object) -> DigestServer:
 def answer(server: DigestServer, now: float, password: str = "12345678", **kwargs: object) -> str:
     challenge = server.challenge(now)
     return build_authorization(
-        challenge, "REGISTER", SERVER_URI, DEVICE, password, "0a4f113b", **kwargs  # type: ignore[arg-type]
+        challenge,
+        "REGISTER",
+        SERVER_URI,
+        DEVICE,
+        password,
+        "0a4f113b",
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -314,8 +351,9 @@ def test_qop_offered_but_client_answers_rfc2069() -> None:
     """camsim ignores qop="auth"; its answer must still verify (fixtures README)."""
     server = make_server()
     _, params = parse_auth_params(server.challenge(T0))
-    response = compute_response(Algorithm.MD5, DEVICE, REALM, "12345678", "REGISTER", "sip:127.0.0.1:15060",
-                                params["nonce"], None, None, None)  # fmt: skip
+    response = compute_response(
+        Algorithm.MD5, DEVICE, REALM, "12345678", "REGISTER", "sip:127.0.0.1:15060", params["nonce"], None, None, None
+    )
     authorization = (
         f'Digest username="{DEVICE}", realm="{REALM}", nonce="{params["nonce"]}", '
         f'uri="sip:127.0.0.1:15060", response="{response}", algorithm=MD5'
@@ -426,8 +464,12 @@ def test_malformed(bad: str) -> None:
 
 
 def test_server_config_is_validated() -> None:
-    for kwargs in ({"realm": "", "secret": SECRET}, {"realm": REALM, "secret": b""},
-                   {"realm": REALM, "secret": "text"}, {"realm": "a\r\nb", "secret": SECRET}):  # fmt: skip
+    for kwargs in (
+        {"realm": "", "secret": SECRET},
+        {"realm": REALM, "secret": b""},
+        {"realm": REALM, "secret": "text"},
+        {"realm": "a\r\nb", "secret": SECRET},
+    ):
         with pytest.raises(ConfigError):
             DigestServer(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
@@ -444,8 +486,12 @@ def test_server_config_is_validated() -> None:
 def test_client_output_format() -> None:
     value = build_authorization(
         'Digest realm="3402000000",nonce="9bd055",qop="auth",algorithm=MD5',
-        "REGISTER", SERVER_URI, DEVICE, "12345678", "0a4f113b",
-    )  # fmt: skip
+        "REGISTER",
+        SERVER_URI,
+        DEVICE,
+        "12345678",
+        "0a4f113b",
+    )
     assert value == (
         f'Digest username="{DEVICE}",realm="3402000000",nonce="9bd055",uri="{SERVER_URI}",'
         'response="5c08f6b8a902f9b9ed0206359b0deb9f",algorithm=MD5,qop=auth,nc=00000001,cnonce="0a4f113b"'

@@ -30,8 +30,11 @@ def _compose() -> dict[str, Any]:
 
 
 def _kgw_services() -> dict[str, list[str]]:
-    return {name: [str(a) for a in svc["command"]] for name, svc in _compose()["services"].items()
-            if svc.get("image") == "kgw:latest"}
+    return {
+        name: [str(a) for a in svc["command"]]
+        for name, svc in _compose()["services"].items()
+        if svc.get("image") == "kgw:latest"
+    }
 
 
 def test_every_role_is_a_service() -> None:
@@ -62,4 +65,3 @@ def test_each_command_is_valid_for_kgw(name: str) -> None:
         assert name == (f"district-{args.district}" if args.level == "district" else args.level)
     else:
         assert args.command in ("simulate", "police-receiver")
-

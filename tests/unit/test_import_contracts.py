@@ -31,8 +31,10 @@ def _imports(path: Path) -> set[str]:
 
 
 # The alarm decisions are sans-I/O too; the service and the sinks are their asyncio adapters.
-CORE_FILES = [ROOT / "gateway" / "alarms" / name for name in ("intake.py", "outbox.py", "lifecycle.py",
-                                                              "payload.py", "model.py", "signing.py")]
+CORE_FILES = [
+    ROOT / "gateway" / "alarms" / name
+    for name in ("intake.py", "outbox.py", "lifecycle.py", "payload.py", "model.py", "signing.py")
+]
 CORE_FILES += [ROOT / "gateway" / "cascade" / name for name in ("policy.py", "upper.py", "admission.py")]
 
 

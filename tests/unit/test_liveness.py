@@ -103,7 +103,8 @@ def test_expiry_shorter_than_silence_limit() -> None:
     lv.registered(DEV, 100, 0.0)
     assert lv.get_timer() == 100.0
     assert lv.handle_timer(100.0) == [
-        WentOffline(DEV, 100.0, OfflineReason.REGISTRATION_EXPIRED), RegistrationLapsed(DEV, 100.0)
+        WentOffline(DEV, 100.0, OfflineReason.REGISTRATION_EXPIRED),
+        RegistrationLapsed(DEV, 100.0),
     ]
 
 
@@ -113,7 +114,8 @@ def test_reregistration_with_shorter_expiry_moves_deadline_earlier() -> None:
     lv.registered(DEV, 50, 10.0)
     assert lv.get_timer() == 60.0
     assert lv.handle_timer(60.0) == [
-        WentOffline(DEV, 60.0, OfflineReason.REGISTRATION_EXPIRED), RegistrationLapsed(DEV, 60.0)
+        WentOffline(DEV, 60.0, OfflineReason.REGISTRATION_EXPIRED),
+        RegistrationLapsed(DEV, 60.0),
     ]
 
 

@@ -177,7 +177,11 @@ def test_serialized_query_matches_the_platform_capture_byte_for_byte() -> None:
 
 @pytest.mark.parametrize("status", ["OK", "ok", "On", "ONLINE", "online"])
 def test_keepalive_online_spellings(status: str) -> None:
-    msg = parse_manscdp(_gb(f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{CAMERA}</DeviceID><Status>{status}</Status></Notify>"))
+    msg = parse_manscdp(
+        _gb(
+            f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{CAMERA}</DeviceID><Status>{status}</Status></Notify>"
+        )
+    )
     assert isinstance(msg, Keepalive)
     assert msg.online is True
 
@@ -185,7 +189,9 @@ def test_keepalive_online_spellings(status: str) -> None:
 @pytest.mark.parametrize("status", ["ERROR", "OFF", "", None])
 def test_keepalive_not_online(status: str | None) -> None:
     tail = "" if status is None else f"<Status>{status}</Status>"
-    msg = parse_manscdp(_gb(f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{CAMERA}</DeviceID>{tail}</Notify>"))
+    msg = parse_manscdp(
+        _gb(f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{CAMERA}</DeviceID>{tail}</Notify>")
+    )
     assert isinstance(msg, Keepalive)
     assert msg.online is False
 
@@ -266,7 +272,16 @@ def test_catalog_item_all_fields_and_lowercase_info_tag() -> None:
 
 @pytest.mark.parametrize(
     ("status", "online"),
-    [("ON", True), ("On", True), ("ONLINE", True), ("OK", True), ("OFF", False), ("Off", False), ("OFFLINE", False), ("ONLY", None)],
+    [
+        ("ON", True),
+        ("On", True),
+        ("ONLINE", True),
+        ("OK", True),
+        ("OFF", False),
+        ("Off", False),
+        ("OFFLINE", False),
+        ("ONLY", None),
+    ],
 )
 def test_catalog_item_status_spellings(status: str, online: bool | None) -> None:
     assert CatalogItem(CAMERA, status=status).online is online
@@ -284,7 +299,9 @@ def test_catalog_malformed_optional_fields_become_none() -> None:
 
 
 def test_catalog_items_without_device_id_are_skipped() -> None:
-    items = f"<Item><Name>orphan</Name></Item><Item><DeviceID> </DeviceID></Item><Item><DeviceID>{CAMERA}</DeviceID></Item>"
+    items = (
+        f"<Item><Name>orphan</Name></Item><Item><DeviceID> </DeviceID></Item><Item><DeviceID>{CAMERA}</DeviceID></Item>"
+    )
     msg = parse_manscdp(_catalog(items))
     assert isinstance(msg, CatalogResponse)
     assert [i.device_id for i in msg.items] == [CAMERA]
@@ -332,7 +349,7 @@ def test_devicestatus_alarm_status_variants(tag: str, attr: str) -> None:
     xml = (
         f"<Response><CmdType>DeviceStatus</CmdType><SN>248</SN><DeviceID>{DEVICE}</DeviceID><Result>OK</Result>"
         f"<Online>ONLINE</Online><Status>OK</Status><Encode>ON</Encode><Record>OFF</Record>"
-        f"<DeviceTime>2024-05-20T10:16:02</DeviceTime><{tag} {attr}=\"2\">"
+        f'<DeviceTime>2024-05-20T10:16:02</DeviceTime><{tag} {attr}="2">'
         f"<Item><DeviceID>34020000001340000001</DeviceID><DutyStatus>ONDUTY</DutyStatus></Item>"
         f"<Item><DeviceID>34020000001340000002</DeviceID><DutyStatus>ALARM</DutyStatus></Item>"
         f"</{tag}></Response>"
@@ -353,7 +370,11 @@ def test_devicestatus_offline() -> None:
 
 
 def test_case_insensitive_child_tags_and_root() -> None:
-    msg = parse_manscdp(_gb(f"<notify><cmdtype>keepalive</cmdtype><sn> 3 </sn><deviceid>{CAMERA}</deviceid><status>OK</status></notify>"))
+    msg = parse_manscdp(
+        _gb(
+            f"<notify><cmdtype>keepalive</cmdtype><sn> 3 </sn><deviceid>{CAMERA}</deviceid><status>OK</status></notify>"
+        )
+    )
     assert msg == Keepalive(3, CAMERA, "OK")
 
 
@@ -476,7 +497,9 @@ ROUND_TRIP_MESSAGES: list[ManscdpMessage] = [
     DeviceInfoQuery(522901, DEVICE),
     DeviceInfoResponse(522901, DEVICE, "NVR-大厅", "OK", "Hikvision", "DS-7808N", "V4.30.085", 8),
     DeviceStatusQuery(248, DEVICE),
-    DeviceStatusResponse(248, DEVICE, "OK", "ONLINE", "OK", "ON", "OFF", "2024-05-20T10:16:02", "萳 ok", (AlarmDuty(CAMERA, "OFFDUTY"),)),
+    DeviceStatusResponse(
+        248, DEVICE, "OK", "ONLINE", "OK", "ON", "OFF", "2024-05-20T10:16:02", "萳 ok", (AlarmDuty(CAMERA, "OFFDUTY"),)
+    ),
     ResultResponse("DeviceControl", 12, CAMERA, "OK"),
 ]
 
@@ -496,10 +519,28 @@ def test_catalog_element_order_follows_the_notes_example() -> None:
     item = root.find("DeviceList/Item")
     assert item is not None
     assert [c.tag for c in item] == [
-        "DeviceID", "Name", "Manufacturer", "Model", "Owner", "CivilCode", "Block", "Address", "Parental",
-        "ParentID", "BusinessGroupID", "SafetyWay", "RegisterWay", "Secrecy", "IPAddress", "Port", "Status",
-        "Longitude", "Latitude", "Info", "Event",
-    ]  # fmt: skip
+        "DeviceID",
+        "Name",
+        "Manufacturer",
+        "Model",
+        "Owner",
+        "CivilCode",
+        "Block",
+        "Address",
+        "Parental",
+        "ParentID",
+        "BusinessGroupID",
+        "SafetyWay",
+        "RegisterWay",
+        "Secrecy",
+        "IPAddress",
+        "Port",
+        "Status",
+        "Longitude",
+        "Latitude",
+        "Info",
+        "Event",
+    ]
     info = item.find("Info")
     assert info is not None
     assert [c.tag for c in info] == ["PTZType", "RoomType"]
@@ -587,7 +628,17 @@ def test_parse_gb_time_variants(text: str, expected: datetime) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "yesterday", "2024-13-01T00:00:00", "2024-02-30T00:00:00", "2024-05-20T25:00:00", "2024-05-20", "2024-05-20T08:00:00+25:00", "２０２４-05-20T08:00:00"]
+    "text",
+    [
+        "",
+        "yesterday",
+        "2024-13-01T00:00:00",
+        "2024-02-30T00:00:00",
+        "2024-05-20T25:00:00",
+        "2024-05-20",
+        "2024-05-20T08:00:00+25:00",
+        "２０２４-05-20T08:00:00",
+    ],
 )
 def test_parse_gb_time_rejects(text: str) -> None:
     with pytest.raises(ManscdpError):

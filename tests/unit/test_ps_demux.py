@@ -33,6 +33,7 @@ H264 = FIXTURES / "zlm_h264_640x360_idr50.ps"
 H265 = FIXTURES / "zlm_h265_640x360_idr50.ps"
 PCMA = FIXTURES / "zlm_h264_pcma_psm_v2.ps"
 
+
 def _require_ffmpeg() -> None:
     """ffmpeg/ffprobe are the independent PS writer/reader: scripts/setup.sh installs them."""
     if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
@@ -58,9 +59,24 @@ def video(units: list[AccessUnit]) -> list[AccessUnit]:
 
 def ffprobe_video_packets(path: Path) -> list[dict[str, object]]:
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-f", "mpeg", "-select_streams", "v:0",
-         "-show_entries", "packet=pts,size,flags", "-of", "json", str(path)],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-f",
+            "mpeg",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts,size,flags",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     packets: list[dict[str, object]] = json.loads(result.stdout)["packets"]
     return packets
@@ -99,7 +115,9 @@ def test_fixture_frames_match_ffprobe(path: Path, codec: StreamType, frames: int
     packets = ffprobe_video_packets(path)
     assert len(units) == len(packets) == frames
     assert {u.stream_type for u in units} == {codec}
-    assert [i for i, u in enumerate(units) if u.keyframe] == [i for i, p in enumerate(packets) if "K" in str(p["flags"])]
+    assert [i for i, u in enumerate(units) if u.keyframe] == [
+        i for i, p in enumerate(packets) if "K" in str(p["flags"])
+    ]
     assert [u.pts for u in units] == [int(str(p["pts"])) for p in packets]
     if codec is StreamType.H264:
         assert [len(u.data) for u in units] == [int(str(p["size"])) for p in packets]
@@ -122,7 +140,9 @@ def test_pcma_audio_units() -> None:
     units = demux(PCMA.read_bytes(), demuxer)
     audio = [u for u in units if not u.is_video]
     assert len(audio) == 37
-    assert {(u.stream_type, u.stream_id, len(u.data), u.keyframe) for u in audio} == {(StreamType.G711A, 0xC0, 1024, True)}
+    assert {(u.stream_type, u.stream_id, len(u.data), u.keyframe) for u in audio} == {
+        (StreamType.G711A, 0xC0, 1024, True)
+    }
     steps = {b.pts - a.pts for a, b in zip(audio, audio[1:]) if a.pts is not None and b.pts is not None}
     assert steps and all(11000 < s < 12000 for s in steps)  # 1024 samples at 8 kHz ~ 11520 ticks
     assert demuxer.stream_types == {0xC0: StreamType.G711A, 0xE0: StreamType.H264}
@@ -135,19 +155,43 @@ def test_pcma_audio_units() -> None:
 def ffmpeg_ps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _require_ffmpeg()
     out = {}
-    for name, codec in (("h264", ["-c:v", "libx264"]), ("h265", ["-c:v", "libx265", "-x265-params", "log-level=error"])):
+    for name, codec in (
+        ("h264", ["-c:v", "libx264"]),
+        ("h265", ["-c:v", "libx265", "-x265-params", "log-level=error"]),
+    ):
         path = tmp_path_factory.mktemp("ffmpeg") / f"{name}.ps"
         subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "2",
-             *codec, "-g", "25", "-bf", "0", "-f", "mpeg", str(path)],
-            check=True, timeout=60,
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc=size=320x240:rate=25",
+                "-t",
+                "2",
+                *codec,
+                "-g",
+                "25",
+                "-bf",
+                "0",
+                "-f",
+                "mpeg",
+                str(path),
+            ],
+            check=True,
+            timeout=60,
         )
         out[name] = path
     return out
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize(("name", "codec", "stream_id"), [("h264", StreamType.H264, 0xE2), ("h265", StreamType.H265, 0xE0)])
+@pytest.mark.parametrize(
+    ("name", "codec", "stream_id"), [("h264", StreamType.H264, 0xE2), ("h265", StreamType.H265, 0xE0)]
+)
 def test_ffmpeg_ps_without_psm_matches_ffprobe(
     ffmpeg_ps: dict[str, Path], name: str, codec: StreamType, stream_id: int
 ) -> None:
@@ -159,7 +203,9 @@ def test_ffmpeg_ps_without_psm_matches_ffprobe(
     packets = ffprobe_video_packets(path)
     assert len(units) == len(packets) == 50
     assert {(u.stream_type, u.stream_id) for u in units} == {(codec, stream_id)}
-    assert [i for i, u in enumerate(units) if u.keyframe] == [i for i, p in enumerate(packets) if "K" in str(p["flags"])]
+    assert [i for i, u in enumerate(units) if u.keyframe] == [
+        i for i, p in enumerate(packets) if "K" in str(p["flags"])
+    ]
     # A PES timestamp belongs to the first frame starting in that PES; the others have none.
     assert [u.pts for u in units] == [int(str(p["pts"])) if "pts" in p else None for p in packets]
     assert demuxer.stats.psm_updates == 0 and demuxer.stats.resyncs == 0
@@ -231,8 +277,10 @@ def test_pack_header_stuffing_is_skipped() -> None:
 
 def test_private_padding_and_end_code_are_skipped() -> None:
     extra = (
-        b"\x00\x00\x01\xbd\x00\x08" + b"HIK-PRIV"  # Hikvision analytics on private stream 1
-        + b"\x00\x00\x01\xbe\x00\x04" + b"\xff" * 4
+        b"\x00\x00\x01\xbd\x00\x08"
+        + b"HIK-PRIV"  # Hikvision analytics on private stream 1
+        + b"\x00\x00\x01\xbe\x00\x04"
+        + b"\xff" * 4
         + b"\x00\x00\x01\xbf\x00\x02\x00\x01"
         + b"\x00\x00\x01\xf0\x00\x00"
     )
@@ -286,13 +334,17 @@ def test_misuse_raises_ps_demux_error() -> None:
 def test_composed_example_headers() -> None:
     assert bytes(PackHeader(896400)) == bytes.fromhex("000001BA4400DD6C8401005F6BF8")
     assert PackHeader.parse(bytes.fromhex("000001BA4400DD6C8401005F6BF8")) == PackHeader(896400, 6106)
-    system = SystemHeader((SystemHeaderStream(0xE0, 1, 400), SystemHeaderStream(0xC0, 0, 32)), audio_bound=1, video_bound=1)
+    system = SystemHeader(
+        (SystemHeaderStream(0xE0, 1, 400), SystemHeaderStream(0xC0, 0, 32)), audio_bound=1, video_bound=1
+    )
     assert bytes(system) == bytes.fromhex("000001BB000C80CCF504217FE0E190C0C020")
     assert SystemHeader.parse(bytes(system)) == system
     psm = ProgramStreamMap(0, (PsmEntry(0x1B, 0xE0), PsmEntry(0x90, 0xC0)))
     assert bytes(psm) == bytes.fromhex("000001BC0012C001000000081BE0000090C00000ABBBA5F6")  # CRC-32/MPEG-2 included
     assert ProgramStreamMap.parse(bytes(psm)) == psm
-    assert bytes(PesHeader(0xE0, 0x10, 14, 900000, None, True)) == bytes.fromhex("000001E0001084800521003777 41".replace(" ", ""))
+    assert bytes(PesHeader(0xE0, 0x10, 14, 900000, None, True)) == bytes.fromhex(
+        "000001E0001084800521003777 41".replace(" ", "")
+    )
 
 
 def test_pts_and_dts_are_both_read() -> None:

@@ -38,7 +38,9 @@ def packets(data: bytes) -> list[bytes]:
     out, pos = [], 0
     while pos < len(data):
         assert data[pos : pos + 3] == b"\x00\x00\x01", pos
-        size = 14 + (data[pos + 13] & 7) if data[pos + 3] == 0xBA else 6 + int.from_bytes(data[pos + 4 : pos + 6], "big")
+        size = (
+            14 + (data[pos + 13] & 7) if data[pos + 3] == 0xBA else 6 + int.from_bytes(data[pos + 4 : pos + 6], "big")
+        )
         out.append(data[pos : pos + size])
         pos += size
     return out
@@ -62,9 +64,25 @@ def test_ffprobe_reads_our_ps(tmp_path: Path, path: Path, codec: StreamType, nam
     out = tmp_path / "ours.ps"
     out.write_bytes(b"".join(muxer.mux(u) for u in units))
     result = subprocess.run(
-        ["ffprobe", "-v", "error", "-f", "mpeg", "-count_packets", "-select_streams", "v:0",
-         "-show_entries", "stream=codec_name,width,height,nb_read_packets,id", "-of", "json", str(out)],
-        capture_output=True, text=True, timeout=30, check=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-f",
+            "mpeg",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_packets,id",
+            "-of",
+            "json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     (stream,) = json.loads(result.stdout)["streams"]
     assert (stream["codec_name"], stream["width"], stream["height"]) == (name, 640, 360)

@@ -30,10 +30,18 @@ def register(
     call_id: str = "call-1@10.0.0.2",
 ) -> SipRequest:
     request = build_register(
-        device_id=device_id, domain=REALM, server_id=GATEWAY_ID, contact_host="10.0.0.2", contact_port=5061,
-        from_tag="ftag", call_id=call_id, cseq=cseq, expires=expires if expires is not None else 3600,
-        authorization=authorization, user_agent="IP Camera",
-    )  # fmt: skip
+        device_id=device_id,
+        domain=REALM,
+        server_id=GATEWAY_ID,
+        contact_host="10.0.0.2",
+        contact_port=5061,
+        from_tag="ftag",
+        call_id=call_id,
+        cseq=cseq,
+        expires=expires if expires is not None else 3600,
+        authorization=authorization,
+        user_agent="IP Camera",
+    )
     if expires is None:
         request.headers.remove("Expires")
     return request
@@ -184,7 +192,9 @@ def test_throttle_blocks_the_failing_device_not_its_neighbours() -> None:
     assert elsewhere.status == 200
 
     # once the block (5 s) is over, the right password works again
-    after = registrar.handle(register(authorization=answer(challenge_of(registrar, now=10.0)), cseq=10), PEER, 10.0, WALL)
+    after = registrar.handle(
+        register(authorization=answer(challenge_of(registrar, now=10.0)), cseq=10), PEER, 10.0, WALL
+    )
     assert after.status == 200
 
 
@@ -307,8 +317,11 @@ def test_no_date_header_when_disabled() -> None:
 
     registrar = Registrar(
         RegistrarConfig(gateway_id=GATEWAY_ID, realm=REALM, device_password=PASSWORD, send_date=False),
-        DigestServer(REALM, b"k" * 32), AuthThrottle(), {}.get, lambda _id: False,
-    )  # fmt: skip
+        DigestServer(REALM, b"k" * 32),
+        AuthThrottle(),
+        {}.get,
+        lambda _id: False,
+    )
     decision = authed(registrar)
     assert decision.status == 200
     assert header(decision, "Date") is None

@@ -52,9 +52,7 @@ def make_city() -> tuple[list[Kindergarten], list[Device], list[Channel]]:
         kgs.append(Kindergarten(kg_id(k), f"{district}区第{k}幼儿园", district, "天津市某路1号"))
         for n in range(DEVICES_PER_KG):
             did = dev_id(k, n)
-            devices.append(
-                Device(did, kg_id(k), district, f"NVR {n}", 118, online=(n % 2 == 0))
-            )
+            devices.append(Device(did, kg_id(k), district, f"NVR {n}", 118, online=(n % 2 == 0)))
             for c in range(CHANNELS_PER_DEVICE):
                 serial = (k * DEVICES_PER_KG + n) * CHANNELS_PER_DEVICE + c
                 channels.append(
@@ -86,8 +84,7 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     assert store.upsert_kindergartens(kgs) == N_KG
     assert store.upsert_devices(devices) == len(devices)
     assert store.upsert_channels(channels) == len(channels)
-    print(f"loaded {len(devices)} devices, {len(channels)} channels in "
-          f"{time.perf_counter() - started:.3f}s")
+    print(f"loaded {len(devices)} devices, {len(channels)} channels in {time.perf_counter() - started:.3f}s")
     yield store, devices, channels
     store.close()
 
@@ -125,9 +122,7 @@ def test_file_database_runs_wal_with_foreign_keys(tmp_path: Path) -> None:
 
 
 def test_kindergarten_round_trip_and_chinese_names(store: SqliteStore) -> None:
-    kg = Kindergarten(
-        "12010100112160000001", "和平区第三幼儿园", "120101", "和平区南京路1号", 117.2, 39.1
-    )
+    kg = Kindergarten("12010100112160000001", "和平区第三幼儿园", "120101", "和平区南京路1号", 117.2, 39.1)
     store.upsert_kindergartens([kg])
     assert store.get_kindergarten(kg.id) == kg
     renamed = replace(kg, name="和平区第三幼儿园（总园）")
@@ -137,8 +132,19 @@ def test_kindergarten_round_trip_and_chinese_names(store: SqliteStore) -> None:
 
 
 def test_device_crud_and_cascade(store: SqliteStore) -> None:
-    d = Device("12010100111180000001", None, "120101", "大门NVR · 海康", 118, "Hikvision",
-               host="10.0.0.2", port=5060, online=True, registered_at=1.5, expires=3600)
+    d = Device(
+        "12010100111180000001",
+        None,
+        "120101",
+        "大门NVR · 海康",
+        118,
+        "Hikvision",
+        host="10.0.0.2",
+        port=5060,
+        online=True,
+        registered_at=1.5,
+        expires=3600,
+    )
     store.upsert_devices([d])
     assert store.get_device(d.id) == d
     ch = Channel("12010100111310000001", d.id, None, "120101", "大门口", AreaTag.ENTRANCE)
@@ -183,12 +189,8 @@ def test_list_channels_filters(city: City) -> None:
     assert [c.id for c in page.items] == sorted(c.id for c in channels if c.device_id == did)
     assert store.list_channels(ChannelFilter(limit=1)).total == len(channels)
 
-    police = store.list_channels(
-        ChannelFilter(district_code=DISTRICTS[0], public_only=True, limit=1000)
-    )
-    assert police.total == sum(
-        1 for c in channels if c.district_code == DISTRICTS[0] and c.area.is_public
-    )
+    police = store.list_channels(ChannelFilter(district_code=DISTRICTS[0], public_only=True, limit=1000))
+    assert police.total == sum(1 for c in channels if c.district_code == DISTRICTS[0] and c.area.is_public)
     assert police.items and all(c.area.is_public for c in police.items)
 
     classrooms = store.list_channels(ChannelFilter(area=AreaTag.CLASSROOM, online=True))

@@ -28,10 +28,24 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "rtp"
 
 # Facts from shared/fixtures/index.json ("rtp" of each media file), written out here.
 CAPTURES: dict[str, dict[str, Any]] = {
-    "zlm_ps_h264_udp.pcap": dict(packets=291, ssrc=0x05F5E10B, pt=96, seq=(0, 290), ts=(720000, 1234800),
-                                 src=("127.0.0.1", 30112), dst=("127.0.0.1", 40010)),
-    "sbgb_ps_h264_udp.pcap": dict(packets=293, ssrc=0x05F5E105, pt=96, seq=(0, 292), ts=(1780108367, 1780555371),
-                                  src=("127.0.0.1", 38241), dst=("127.0.0.1", 40000)),
+    "zlm_ps_h264_udp.pcap": dict(
+        packets=291,
+        ssrc=0x05F5E10B,
+        pt=96,
+        seq=(0, 290),
+        ts=(720000, 1234800),
+        src=("127.0.0.1", 30112),
+        dst=("127.0.0.1", 40010),
+    ),
+    "sbgb_ps_h264_udp.pcap": dict(
+        packets=293,
+        ssrc=0x05F5E105,
+        pt=96,
+        seq=(0, 292),
+        ts=(1780108367, 1780555371),
+        src=("127.0.0.1", 38241),
+        dst=("127.0.0.1", 40000),
+    ),
 }
 
 
@@ -98,8 +112,20 @@ def test_every_prefix_of_a_real_packet_parses_or_raises_rtp_parse_error(name: st
 
 
 def test_every_prefix_of_a_packet_with_all_header_parts() -> None:
-    full = bytes(RtpPacket(96, 7, 1234, 0x05F5E105, b"payload!", csrcs=(1, 2), extension=True,
-                           extension_profile=0xBEDE, extension_data=b"\x10\xff\x00\x00", padding=4))
+    full = bytes(
+        RtpPacket(
+            96,
+            7,
+            1234,
+            0x05F5E105,
+            b"payload!",
+            csrcs=(1, 2),
+            extension=True,
+            extension_profile=0xBEDE,
+            extension_data=b"\x10\xff\x00\x00",
+            padding=4,
+        )
+    )
     expected = {
         range(0, 12): RtpParseReason.TRUNCATED_HEADER,
         range(12, 20): RtpParseReason.TRUNCATED_CSRC,
@@ -118,8 +144,19 @@ def test_every_prefix_of_a_packet_with_all_header_parts() -> None:
 
 
 def test_csrc_extension_and_padding_round_trip() -> None:
-    packet = RtpPacket(8, 65535, 0xFFFFFFFF, 1, b"\xd5" * 160, marker=True, csrcs=(0xDEADBEEF,) * 15,
-                       extension=True, extension_profile=0x1000, extension_data=b"\x00" * 8, padding=255)
+    packet = RtpPacket(
+        8,
+        65535,
+        0xFFFFFFFF,
+        1,
+        b"\xd5" * 160,
+        marker=True,
+        csrcs=(0xDEADBEEF,) * 15,
+        extension=True,
+        extension_profile=0x1000,
+        extension_data=b"\x00" * 8,
+        padding=255,
+    )
     data = bytes(packet)
     assert data[0] == 0x80 | 0x20 | 0x10 | 15
     assert len(data) == 12 + 60 + 4 + 8 + 160 + 255
@@ -145,8 +182,11 @@ def test_parsed_fields_of_a_hand_made_packet() -> None:
         pytest.param(b"\xc0\x60" + bytes(10) + b"x", RtpParseReason.BAD_VERSION, id="version_3"),
         pytest.param(b"\x82\x60" + bytes(10) + bytes(7), RtpParseReason.TRUNCATED_CSRC, id="two_csrcs_7_bytes"),
         pytest.param(b"\x90\x60" + bytes(10) + b"\xbe\xde", RtpParseReason.TRUNCATED_EXTENSION, id="ext_header_cut"),
-        pytest.param(b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x02" + bytes(7), RtpParseReason.TRUNCATED_EXTENSION,
-                     id="ext_words_cut"),
+        pytest.param(
+            b"\x90\x60" + bytes(10) + b"\xbe\xde\x00\x02" + bytes(7),
+            RtpParseReason.TRUNCATED_EXTENSION,
+            id="ext_words_cut",
+        ),
         pytest.param(b"\xa0\x60" + bytes(10) + b"abc\x00", RtpParseReason.ZERO_PADDING, id="padding_zero"),
         pytest.param(b"\xa0\x60" + bytes(10) + b"abc\x05", RtpParseReason.PADDING_TOO_LARGE, id="padding_5_of_4"),
         pytest.param(b"\xa0\x60" + bytes(9) + b"\x01", RtpParseReason.PADDING_TOO_LARGE, id="padding_header_only"),
@@ -168,9 +208,16 @@ def test_padding_filling_the_whole_body_is_accepted() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        dict(payload_type=128), dict(sequence=65536), dict(sequence=-1), dict(timestamp=1 << 32),
-        dict(ssrc=-1), dict(csrcs=(0,) * 16), dict(extension_data=b"abc", extension=True),
-        dict(extension_profile=1), dict(padding=256), dict(version=1),
+        dict(payload_type=128),
+        dict(sequence=65536),
+        dict(sequence=-1),
+        dict(timestamp=1 << 32),
+        dict(ssrc=-1),
+        dict(csrcs=(0,) * 16),
+        dict(extension_data=b"abc", extension=True),
+        dict(extension_profile=1),
+        dict(padding=256),
+        dict(version=1),
     ],
 )
 def test_building_a_packet_with_a_field_out_of_range_raises(fields: dict[str, object]) -> None:
@@ -202,8 +249,18 @@ def test_timestamp_arithmetic_across_the_wrap() -> None:
 @pytest.mark.parametrize(
     ("second_byte", "rtcp"),
     [
-        (200, True), (201, True), (202, True), (203, True), (192, True), (223, True),  # SR, RR, SDES, BYE, edges
-        (0x60, False), (0xE0, False), (0x21, False), (0x08, False), (191, False), (224, False),
+        (200, True),
+        (201, True),
+        (202, True),
+        (203, True),
+        (192, True),
+        (223, True),  # SR, RR, SDES, BYE, edges
+        (0x60, False),
+        (0xE0, False),
+        (0x21, False),
+        (0x08, False),
+        (191, False),
+        (224, False),
     ],
 )
 def test_rtcp_is_told_apart_by_the_second_byte(second_byte: int, rtcp: bool) -> None:

@@ -36,15 +36,23 @@ def feed(receiver: RtpReceiver, seqs: list[int], start: float = 0.0, step: float
 
 def accounted(stats: RtpReceiverStats, receiver: RtpReceiver) -> int:
     """Where every received packet went; must equal ``stats.received``."""
-    return (stats.delivered + receiver.ready + receiver.buffered + stats.duplicates + stats.late + stats.out_of_range
-            + stats.overflow)
+    return (
+        stats.delivered
+        + receiver.ready
+        + receiver.buffered
+        + stats.duplicates
+        + stats.late
+        + stats.out_of_range
+        + stats.overflow
+    )
 
 
 # --- real captures ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "ssrc", "count"), [("zlm_ps_h264_udp.pcap", 0x05F5E10B, 291),
-                                                     ("sbgb_ps_h264_udp.pcap", 0x05F5E105, 293)])
+@pytest.mark.parametrize(
+    ("name", "ssrc", "count"), [("zlm_ps_h264_udp.pcap", 0x05F5E10B, 291), ("sbgb_ps_h264_udp.pcap", 0x05F5E105, 293)]
+)
 def test_a_real_udp_capture_comes_out_whole_and_in_order(name: str, ssrc: int, count: int) -> None:
     datagrams = read_udp(FIXTURES / name)
     receiver = RtpReceiver(ssrc, PS)
@@ -311,8 +319,16 @@ def test_packet_before_the_first_one_counts_as_late_not_duplicate() -> None:
     assert (receiver.stats.late, receiver.stats.duplicates) == (1, 0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(reorder_window=0), dict(reorder_window=5000), dict(clock_rate=0),
-                                    dict(max_delay=-1.0), dict(payload_types=frozenset({128}))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(reorder_window=0),
+        dict(reorder_window=5000),
+        dict(clock_rate=0),
+        dict(max_delay=-1.0),
+        dict(payload_types=frozenset({128})),
+    ],
+)
 def test_bad_settings_are_config_errors(kwargs: dict[str, object]) -> None:
     settings: dict[str, object] = dict(expected_ssrc=SSRC, payload_types=PS)
     settings.update(kwargs)

@@ -96,20 +96,38 @@ y=1200000002
 REAL = {
     "platform_offer_udp_to_sbgb.sdp": (40000, RTP_AVP, Direction.RECVONLY, None, "0100000005", (96, 97, 98), None),
     "platform_offer_tcp_passive_setup.sdp": (
-        40001, TCP_RTP_AVP, Direction.RECVONLY, Setup.PASSIVE, "0100000006", (96, 97, 98), None,
+        40001,
+        TCP_RTP_AVP,
+        Direction.RECVONLY,
+        Setup.PASSIVE,
+        "0100000006",
+        (96, 97, 98),
+        None,
     ),
     "platform_offer_tcp_active_setup.sdp": (
-        40002, TCP_RTP_AVP, Direction.RECVONLY, Setup.ACTIVE, "0100000007", (96, 97, 98), None,
+        40002,
+        TCP_RTP_AVP,
+        Direction.RECVONLY,
+        Setup.ACTIVE,
+        "0100000007",
+        (96, 97, 98),
+        None,
     ),
     "platform_offer_udp_to_camsim.sdp": (40003, RTP_AVP, Direction.RECVONLY, None, "0100000008", (96, 97, 98), None),
     "sbgb_answer_udp_filesize.sdp": (40000, RTP_AVP, Direction.SENDONLY, None, "0100000005", (96,), 0),
     "sbgb_answer_tcp_active_setup.sdp": (40001, TCP_RTP_AVP, Direction.SENDONLY, Setup.ACTIVE, "0100000006", (96,), 0),
     "sbgb_answer_tcp_active_setup_to_active_offer.sdp": (
-        40002, TCP_RTP_AVP, Direction.SENDONLY, Setup.ACTIVE, "0100000007", (96,), 0,
+        40002,
+        TCP_RTP_AVP,
+        Direction.SENDONLY,
+        Setup.ACTIVE,
+        "0100000007",
+        (96,),
+        0,
     ),
     # camsim: a=recvonly in an answer and its device ID in y=: parsed, y= unusable, no error.
     "camsim_answer_udp_recvonly_y_device_id.sdp": (40003, RTP_AVP, Direction.RECVONLY, None, None, (96, 98, 97), None),
-}  # fmt: skip
+}
 NAMES = sorted(REAL)
 
 
@@ -122,10 +140,20 @@ def test_real_bodies_parse(name: str) -> None:
     port, protocol, direction, setup, ssrc, pts, file_size = REAL[name]
     s = _fixture(name)
     assert (s.port, s.protocol, s.direction, s.setup, s.ssrc, s.payload_types, s.file_size) == (
-        port, protocol, direction, setup, ssrc, pts, file_size,
-    )  # fmt: skip
+        port,
+        protocol,
+        direction,
+        setup,
+        ssrc,
+        pts,
+        file_size,
+    )
     assert s.ssrc_valid is (ssrc is not None)
-    assert (s.kind, s.session_type, s.connection_address, s.origin_address) == ("video", SessionType.PLAY, *["127.0.0.1"] * 2)
+    assert (s.kind, s.session_type, s.connection_address, s.origin_address) == (
+        "video",
+        SessionType.PLAY,
+        *["127.0.0.1"] * 2,
+    )
     assert (s.start_time, s.end_time, s.uri, s.f_line, s.stream_number) == (0, 0, None, None, None)
     assert s.rtpmap[96] == "PS/90000"
     assert set(s.rtpmap) == set(pts)
@@ -210,7 +238,9 @@ def test_download_offer_carries_downloadspeed() -> None:
 
 @pytest.mark.parametrize("transport", list(MediaTransport))
 def test_offer_for_play_transport_lines(transport: MediaTransport) -> None:
-    offer = offer_for_play(origin_user=CHANNEL, media_host="10.0.0.1", media_port=30000, ssrc="0200000001", transport=transport)
+    offer = offer_for_play(
+        origin_user=CHANNEL, media_host="10.0.0.1", media_port=30000, ssrc="0200000001", transport=transport
+    )
     body = build_sdp(offer)
     tcp = transport is not MediaTransport.UDP
     assert (b"TCP/RTP/AVP" in body, b"a=connection:new\r\n" in body) == (tcp, tcp)
@@ -221,7 +251,12 @@ def test_offer_for_play_transport_lines(transport: MediaTransport) -> None:
 
 def test_offer_for_play_options() -> None:
     offer = offer_for_play(
-        origin_user=CHANNEL, media_host="10.0.0.1", media_port=1, ssrc="630886", origin_address="10.0.0.2", stream_number=1
+        origin_user=CHANNEL,
+        media_host="10.0.0.1",
+        media_port=1,
+        ssrc="630886",
+        origin_address="10.0.0.2",
+        stream_number=1,
     )
     assert (offer.origin_address, offer.ssrc, offer.stream_number) == ("10.0.0.2", "0000630886", 1)
     assert b"a=streamnumber:1\r\n" in build_sdp(offer)
@@ -305,7 +340,13 @@ def test_f_line_u_line_times_and_fmtp() -> None:
 def test_media_level_c_wins_and_later_media_sections_are_skipped() -> None:
     body = b"c=IN IP4 1.1.1.1\nm=video 1000 RTP/AVP 96\nc=IN IP4 2.2.2.2\na=sendonly\nm=audio 2000 RTP/AVP 8\nc=IN IP4 3.3.3.3\na=recvonly\ny=0100000001\n"
     s = parse_sdp(body)
-    assert (s.kind, s.port, s.connection_address, s.direction, s.ssrc) == ("video", 1000, "2.2.2.2", Direction.SENDONLY, "0100000001")
+    assert (s.kind, s.port, s.connection_address, s.direction, s.ssrc) == (
+        "video",
+        1000,
+        "2.2.2.2",
+        Direction.SENDONLY,
+        "0100000001",
+    )
 
 
 def test_unknown_session_name_is_kept_verbatim() -> None:
@@ -429,13 +470,19 @@ def test_udp_offer_and_answer() -> None:
 
 
 def test_tcp_passive_offer_device_connects_to_us() -> None:
-    spec = answer_to_spec(_fixture("platform_offer_tcp_passive_setup.sdp"), _fixture("sbgb_answer_tcp_active_setup.sdp"))
+    spec = answer_to_spec(
+        _fixture("platform_offer_tcp_passive_setup.sdp"), _fixture("sbgb_answer_tcp_active_setup.sdp")
+    )
     assert (spec.transport, spec.ssrc, spec.local_port) == (MediaTransport.TCP_PASSIVE, 100000006, 40001)
 
 
 def test_tcp_active_offer_connects_to_the_answer_address() -> None:
     offer = offer_for_play(
-        origin_user=CHANNEL, media_host="192.168.1.10", media_port=30004, ssrc="0200000003", transport=MediaTransport.TCP_ACTIVE
+        origin_user=CHANNEL,
+        media_host="192.168.1.10",
+        media_port=30004,
+        ssrc="0200000003",
+        transport=MediaTransport.TCP_ACTIVE,
     )
     answer = parse_sdp(
         LIVE_ANSWER.replace(b"15060 RTP/AVP", b"15062 TCP/RTP/AVP").replace(b"y=", b"a=setup:passive\r\ny=")
@@ -450,8 +497,11 @@ def test_tcp_active_offer_answered_with_setup_active_keeps_the_offered_mode() ->
     offer = _fixture("platform_offer_tcp_active_setup.sdp")
     spec = answer_to_spec(offer, _fixture("sbgb_answer_tcp_active_setup_to_active_offer.sdp"))
     assert (spec.transport, spec.remote_host, spec.remote_port, spec.ssrc) == (
-        MediaTransport.TCP_ACTIVE, "127.0.0.1", 40002, 100000007,
-    )  # fmt: skip
+        MediaTransport.TCP_ACTIVE,
+        "127.0.0.1",
+        40002,
+        100000007,
+    )
 
 
 def test_answer_without_y_keeps_the_offered_ssrc() -> None:
@@ -460,7 +510,9 @@ def test_answer_without_y_keeps_the_offered_ssrc() -> None:
 
 
 def test_answer_with_unusable_y_keeps_the_offered_ssrc() -> None:
-    spec = answer_to_spec(_fixture("platform_offer_udp_to_camsim.sdp"), _fixture("camsim_answer_udp_recvonly_y_device_id.sdp"))
+    spec = answer_to_spec(
+        _fixture("platform_offer_udp_to_camsim.sdp"), _fixture("camsim_answer_udp_recvonly_y_device_id.sdp")
+    )
     assert spec.ssrc == 100000008
     assert spec.payload_types == (96, 98, 97)
     assert spec.encodings == ((96, "PS/90000"), (98, "H264/90000"), (97, "MPEG4/90000"))

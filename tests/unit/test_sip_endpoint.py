@@ -164,7 +164,9 @@ def test_tu_answering_twice_is_refused_and_the_transaction_survives() -> None:
     # retransmission of the request reached the application as a new request.
     gw, _, clock = pair()
     data = raw(
-        f"MESSAGE sip:{PLATFORM_ID}@{DOMAIN} SIP/2.0", "Via: SIP/2.0/UDP 192.168.1.64:5060;branch=z9hG4bKtwice", *HEADERS
+        f"MESSAGE sip:{PLATFORM_ID}@{DOMAIN} SIP/2.0",
+        "Via: SIP/2.0/UDP 192.168.1.64:5060;branch=z9hG4bKtwice",
+        *HEADERS,
     )
     gw.receive(data, NAT, 0.0)
     (event,) = events(gw)
@@ -271,8 +273,11 @@ def test_made_up_methods_share_one_counter() -> None:
     gw, _, clock = pair()
     for i in range(20):
         gw.receive(
-            raw(f"X{i} sip:a@b SIP/2.0", f"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKm{i}",
-                *[h.replace("MESSAGE", f"X{i}") for h in HEADERS]),
+            raw(
+                f"X{i} sip:a@b SIP/2.0",
+                f"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKm{i}",
+                *[h.replace("MESSAGE", f"X{i}") for h in HEADERS],
+            ),
             NAT,
             clock.now,
         )

@@ -275,8 +275,15 @@ def test_bad_request_lines(line: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["SIP/2.0 20 OK", "SIP/2.0 2000 OK", "SIP/2.0 099 X", "SIP/2.0 700 X", "SIP/2.0 abc OK", "SIP/1.0 200 OK",
-     "SIP/2.0 \u00b2\u00b2\u00b2 OK"],
+    [
+        "SIP/2.0 20 OK",
+        "SIP/2.0 2000 OK",
+        "SIP/2.0 099 X",
+        "SIP/2.0 700 X",
+        "SIP/2.0 abc OK",
+        "SIP/1.0 200 OK",
+        "SIP/2.0 \u00b2\u00b2\u00b2 OK",
+    ],
 )
 def test_bad_status_lines(line: str) -> None:
     with pytest.raises(SipParseError):
@@ -358,8 +365,15 @@ def test_contact_star_is_none() -> None:
 
 @pytest.mark.parametrize(
     ("drop", "replace"),
-    [("Via", None), ("From", None), ("To", None), ("Call-ID", None), ("CSeq", None),
-     ("CSeq", "CSeq: 1 REGISTER"), ("Via", "Via: SIP/2.0/UDP 10.0.0.2:5060")],
+    [
+        ("Via", None),
+        ("From", None),
+        ("To", None),
+        ("Call-ID", None),
+        ("CSeq", None),
+        ("CSeq", "CSeq: 1 REGISTER"),
+        ("Via", "Via: SIP/2.0/UDP 10.0.0.2:5060"),
+    ],
 )
 def test_check_mandatory(drop: str, replace: str | None) -> None:
     lines = [line for line in MINIMAL if not line.startswith(drop + ":")]

@@ -335,9 +335,12 @@ def test_invite_server_2xx_never_acked_ends_with_timer_l() -> None:
 # --- every (state, input) pair ----------------------------------------------------------------
 
 STATUS_FOR = {
-    I.RECV_1XX: 100, I.SEND_1XX: 180,
-    I.RECV_2XX: 200, I.SEND_2XX: 200,
-    I.RECV_300_699: 486, I.SEND_300_699: 486,
+    I.RECV_1XX: 100,
+    I.SEND_1XX: 180,
+    I.RECV_2XX: 200,
+    I.SEND_2XX: 200,
+    I.RECV_300_699: 486,
+    I.SEND_300_699: 486,
 }
 CLASSES = [ClientNonInvite, ClientInvite, ServerNonInvite, ServerInvite]
 

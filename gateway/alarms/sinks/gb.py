@@ -50,7 +50,6 @@ class GbAlarmSink(ReportsHealth):
         self._acked: OrderedDict[tuple[str, str], set[str]] = OrderedDict()
         self._health = SinkHealth(self.name, log)
 
-
     def acknowledged(self, alarm_id: str, event: str) -> frozenset[str]:
         """Platforms that already answered 2xx for a partly delivered event (for tests and the API)."""
         return frozenset(self._acked.get((alarm_id, event), ()))

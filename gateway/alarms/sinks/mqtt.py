@@ -178,7 +178,6 @@ class MqttSink(ReportsHealth):
 
     # --- metrics ---------------------------------------------------------------------------
 
-
     # --- Sink protocol ---------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -197,7 +196,8 @@ class MqttSink(ReportsHealth):
             raise DeliveryError(str(exc), permanent=True) from None
         connection = await self._connect()
         publish = asyncio.ensure_future(
-            connection.client.publish(topic, message.body, qos=1, retain=False, timeout=math.inf))
+            connection.client.publish(topic, message.body, qos=1, retain=False, timeout=math.inf)
+        )
         try:
             waiting: set[asyncio.Future[Any]] = {publish, connection.lost}
             done, _ = await asyncio.wait(waiting, timeout=self.publish_timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -218,7 +218,9 @@ class MqttSink(ReportsHealth):
         with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
             await publish
         if connection.lost.done():
-            await self._fail(connection, "publish_failed", f"connection lost during publish: {connection.lost.result()}")
+            await self._fail(
+                connection, "publish_failed", f"connection lost during publish: {connection.lost.result()}"
+            )
         await self._fail(connection, "timeout", f"no PUBACK within {self.publish_timeout:g} s")
 
     async def close(self) -> None:
@@ -292,8 +294,9 @@ class MqttSink(ReportsHealth):
             await asyncio.wait_for(asyncio.shield(entering), self.connect_timeout)
         except TimeoutError:
             self._abandon(client, entering)
-            raise BrokerUnavailable("unreachable", f"broker unreachable: no answer from {target.redacted} "
-                                                   f"within {self.connect_timeout:g} s") from None
+            raise BrokerUnavailable(
+                "unreachable", f"broker unreachable: no answer from {target.redacted} within {self.connect_timeout:g} s"
+            ) from None
         except asyncio.CancelledError:
             self._abandon(client, entering)
             raise
@@ -302,7 +305,8 @@ class MqttSink(ReportsHealth):
             code = exc.rc if isinstance(exc.rc, int | None) else exc.rc.value
             if code in _AUTH_CODES:
                 raise BrokerUnavailable(
-                    "not_authorised", f"broker refused the credentials (not authorised) at {target.redacted}") from None
+                    "not_authorised", f"broker refused the credentials (not authorised) at {target.redacted}"
+                ) from None
             raise BrokerUnavailable("refused", f"broker refused the connection: {exc}") from None
         except aiomqtt.MqttError as exc:
             _discard(client)

@@ -80,7 +80,6 @@ class WebhookSink(ReportsHealth):
 
     # --- metrics ----------------------------------------------------------------------------
 
-
     # --- Sink protocol --------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -105,10 +104,16 @@ class WebhookSink(ReportsHealth):
         session = self._get_session()
         headers = self.headers_for(message, int(self._clock()))
         try:
-            async with asyncio.timeout(self.timeout + _GRACE), session.post(
-                self.url, data=message.body, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-            ) as response:
+            async with (
+                asyncio.timeout(self.timeout + _GRACE),
+                session.post(
+                    self.url,
+                    data=message.body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response,
+            ):
                 status = response.status
         except TimeoutError:  # aiohttp's ServerTimeoutError is one too
             self._failed("timeout", f"no answer within {self.timeout:g} s")

@@ -495,9 +495,7 @@ def _parse_item(element: Element) -> CatalogItem | None:
     return CatalogItem(**values)
 
 
-def _parse_device_info(
-    fields: ChildIndex, sn: int, device_id: str, kind: Root
-) -> DeviceInfoQuery | DeviceInfoResponse:
+def _parse_device_info(fields: ChildIndex, sn: int, device_id: str, kind: Root) -> DeviceInfoQuery | DeviceInfoResponse:
     if kind is Root.QUERY:
         return DeviceInfoQuery(sn, device_id)
     return DeviceInfoResponse(sn, device_id, **_read(fields, _DEVICE_INFO_FIELDS))
@@ -523,7 +521,8 @@ def _parse_alarm(fields: ChildIndex, sn: int, device_id: str, kind: Root) -> Ala
     info = ChildIndex(fields.get("Info"))
     param = ChildIndex(info.get("AlarmTypeParam") or fields.get("AlarmTypeParam"))
     return AlarmNotify(
-        sn, device_id,
+        sn,
+        device_id,
         priority=fields.text("AlarmPriority"),
         method=fields.text("AlarmMethod") or info.text("AlarmMethod"),
         alarm_time=fields.text("AlarmTime"),
@@ -532,7 +531,7 @@ def _parse_alarm(fields: ChildIndex, sn: int, device_id: str, kind: Root) -> Ala
         latitude=_opt_float(fields.text("Latitude")),
         alarm_type=info.text("AlarmType") or fields.text("AlarmType"),
         event_type=param.text("EventType") or info.text("EventType") or fields.text("EventType"),
-    )  # fmt: skip
+    )
 
 
 _Parser: TypeAlias = Callable[[ChildIndex, int, str, Root], ManscdpMessage]
@@ -550,6 +549,7 @@ _PARSERS: Final[dict[tuple[Root, CmdType], _Parser]] = {
 
 
 # --- serialising --------------------------------------------------------------------
+
 
 def _add(parent: Element, tag: str, value: str | int | float | None) -> None:
     """Append ``<tag>value</tag>`` unless ``value`` is None (absent fields are omitted)."""

@@ -49,9 +49,7 @@ __all__ = [
 MAX_HEADER_LENGTH = 8192
 
 # RFC 7230 §3.2.6 tchar.
-_TOKEN_CHARS = frozenset(
-    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-)
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _WS = " \t"
 # Characters that end an unquoted value. Values are parsed more liberally than
 # RFC 7235's token, because devices send e.g. ``uri=sip:3402000000`` unquoted.
@@ -406,9 +404,7 @@ class DigestServer:
 
     # verification
 
-    def verify(
-        self, authorization: str, method: str, password: str, now: float, body: bytes = b""
-    ) -> AuthResult:
+    def verify(self, authorization: str, method: str, password: str, now: float, body: bytes = b"") -> AuthResult:
         """Check ``Authorization`` credentials against ``password``; never raises for bad input.
 
         The caller must also check that ``username`` is the device it expects
@@ -440,9 +436,18 @@ class DigestServer:
             return AuthResult.FOREIGN_NONCE
         # Verify in the form the client used (qop or RFC 2069), with its uri and nc as sent.
         expected = compute_response(
-            algorithm, params["username"], self.realm, password, method,
-            params["uri"], params["nonce"], qop, nc, cnonce, body,
-        )  # fmt: skip
+            algorithm,
+            params["username"],
+            self.realm,
+            password,
+            method,
+            params["uri"],
+            params["nonce"],
+            qop,
+            nc,
+            cnonce,
+            body,
+        )
         if not hmac.compare_digest(_b(expected), _b(params["response"].lower())):
             return AuthResult.BAD_PASSWORD
         if self.is_stale(issued, now):
@@ -503,9 +508,18 @@ def build_authorization(
         raise DigestError("an empty cnonce cannot be used")
     nc_text = f"{nc:08x}"  # RFC 2617 §3.2.2: 8LHEX
     response = compute_response(
-        algorithm, username, realm, password, method, uri, nonce,
-        qop, nc_text if qop else None, cnonce if needs_cnonce else None, body,
-    )  # fmt: skip
+        algorithm,
+        username,
+        realm,
+        password,
+        method,
+        uri,
+        nonce,
+        qop,
+        nc_text if qop else None,
+        cnonce if needs_cnonce else None,
+        body,
+    )
     parts = [
         f"username={_quote(username)}",
         f"realm={_quote(realm)}",
@@ -537,15 +551,11 @@ class DigestClient:
         self._nonce: str | None = None
         self._nc = 0
 
-    def authorization(
-        self, challenge: str, method: str, uri: str, cnonce: str, body: bytes = b""
-    ) -> str:
+    def authorization(self, challenge: str, method: str, uri: str, cnonce: str, body: bytes = b"") -> str:
         """An ``Authorization`` value for ``challenge``; see :func:`build_authorization`."""
         _, params = parse_auth_params(challenge)
         nonce = params.get("nonce")
         nc = self._nc + 1 if nonce is not None and nonce == self._nonce else 1
-        value = build_authorization(
-            challenge, method, uri, self.username, self._password, cnonce, nc, body
-        )
+        value = build_authorization(challenge, method, uri, self.username, self._password, cnonce, nc, body)
         self._nonce, self._nc = nonce, nc
         return value

@@ -100,20 +100,24 @@ class PackHeader:
         scr = self.scr & PTS_MASK
         rate = self.mux_rate & 0x3FFFFF
         ext = self.scr_ext & 0x1FF
-        return b"\x00\x00\x01\xba" + bytes(
-            (
-                0x44 | ((scr >> 27) & 0x38) | ((scr >> 28) & 0x03),
-                (scr >> 20) & 0xFF,
-                0x04 | ((scr >> 12) & 0xF8) | ((scr >> 13) & 0x03),
-                (scr >> 5) & 0xFF,
-                0x04 | ((scr << 3) & 0xF8) | (ext >> 7),
-                ((ext << 1) & 0xFE) | 1,
-                rate >> 14,
-                (rate >> 6) & 0xFF,
-                ((rate << 2) & 0xFC) | 0x03,
-                0xF8 | (self.stuffing & 0x07),
+        return (
+            b"\x00\x00\x01\xba"
+            + bytes(
+                (
+                    0x44 | ((scr >> 27) & 0x38) | ((scr >> 28) & 0x03),
+                    (scr >> 20) & 0xFF,
+                    0x04 | ((scr >> 12) & 0xF8) | ((scr >> 13) & 0x03),
+                    (scr >> 5) & 0xFF,
+                    0x04 | ((scr << 3) & 0xF8) | (ext >> 7),
+                    ((ext << 1) & 0xFE) | 1,
+                    rate >> 14,
+                    (rate >> 6) & 0xFF,
+                    ((rate << 2) & 0xFC) | 0x03,
+                    0xF8 | (self.stuffing & 0x07),
+                )
             )
-        ) + b"\xff" * (self.stuffing & 0x07)
+            + b"\xff" * (self.stuffing & 0x07)
+        )
 
     @classmethod
     def parse(cls, data: Buffer) -> PackHeader:

@@ -30,9 +30,15 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.media.ps import AccessUnit
 
 __all__ = [
-    "ConsumerAlreadyAttached", "ConsumerState", "ConsumerStats", "FanoutRegistry",
-    "FanoutStats", "RelayError", "StreamFanout", "UnknownConsumer",
-]  # fmt: skip
+    "ConsumerAlreadyAttached",
+    "ConsumerState",
+    "ConsumerStats",
+    "FanoutRegistry",
+    "FanoutStats",
+    "RelayError",
+    "StreamFanout",
+    "UnknownConsumer",
+]
 
 MIB = 1024 * 1024
 DEFAULT_MAX_QUEUE_UNITS = 120
@@ -260,9 +266,17 @@ class StreamFanout:
         """A snapshot of one consumer's counters."""
         c = self._consumer(consumer_id)
         return ConsumerStats(
-            consumer_id, c.state, c.attached_at, len(c.queue), c.queued_bytes,
-            c.delivered_units, c.delivered_bytes, c.skips, c.dropped_units, c.dropped_bytes,
-        )  # fmt: skip
+            consumer_id,
+            c.state,
+            c.attached_at,
+            len(c.queue),
+            c.queued_bytes,
+            c.delivered_units,
+            c.delivered_bytes,
+            c.skips,
+            c.dropped_units,
+            c.dropped_bytes,
+        )
 
     @property
     def consumers(self) -> tuple[str, ...]:
@@ -283,9 +297,17 @@ class StreamFanout:
         """A snapshot of the stream counters; rates as of `now` (default: the last publish)."""
         fps, bitrate = self._rates.rates(self._last_now if now is None else now)
         return FanoutStats(
-            self.channel_id, self._units, self._bytes, self._keyframes, len(self._gop),
-            self._gop_bytes, self._gop_overflows, len(self._consumers), fps, bitrate,
-        )  # fmt: skip
+            self.channel_id,
+            self._units,
+            self._bytes,
+            self._keyframes,
+            len(self._gop),
+            self._gop_bytes,
+            self._gop_overflows,
+            len(self._consumers),
+            fps,
+            bitrate,
+        )
 
     def _consumer(self, consumer_id: str) -> _Consumer:
         try:
@@ -306,9 +328,12 @@ class FanoutRegistry:
         rate_window: float = DEFAULT_RATE_WINDOW,
     ) -> None:
         self._new = partial(
-            StreamFanout, max_queue_units=max_queue_units, max_queue_bytes=max_queue_bytes,
-            gop_cache_max_bytes=gop_cache_max_bytes, rate_window=rate_window,
-        )  # fmt: skip
+            StreamFanout,
+            max_queue_units=max_queue_units,
+            max_queue_bytes=max_queue_bytes,
+            gop_cache_max_bytes=gop_cache_max_bytes,
+            rate_window=rate_window,
+        )
         self._fanouts: dict[str, StreamFanout] = {}
 
     def get_or_create(self, channel_id: str) -> StreamFanout:

@@ -164,8 +164,9 @@ class RtpPacket:
             if padding == 0:
                 raise RtpParseError(RtpParseReason.ZERO_PADDING, "padding count 0", size=size)
             if padding > size - pos:
-                raise RtpParseError(RtpParseReason.PADDING_TOO_LARGE, f"padding {padding} > body {size - pos}",
-                                    size=size)
+                raise RtpParseError(
+                    RtpParseReason.PADDING_TOO_LARGE, f"padding {padding} > body {size - pos}", size=size
+                )
             end -= padding
         return cls(
             payload_type=second & 0x7F,
