@@ -80,6 +80,21 @@ class ConfigError(GatewayError, ValueError):
     """A configuration file or option that cannot be used."""
 
 
+# --- media transports -----------------------------------------------------------
+
+
+class MediaTransportError(GatewayError):
+    """A media transport could not be set up."""
+
+
+class PortRangeExhausted(MediaTransportError):
+    """Every port of the configured media port range is in use."""
+
+    def __init__(self, host: str, low: int, high: int) -> None:
+        super().__init__(f"no free media port on {host} in {low}-{high}: all {high - low + 1} in use")
+        self.host, self.low, self.high = host, low, high
+
+
 # --- alarms ---------------------------------------------------------------------
 
 

@@ -40,7 +40,7 @@ from gateway.gb28181.device_calls import CallError, CallEvent, DeviceCalls, Medi
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SessionType
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest, make_response
-from gateway.io.rtp_io import MediaTransportError
+from gateway.errors import MediaTransportError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import LiveError, LiveStream
 from gateway.media.remux import PsRtpRemuxer

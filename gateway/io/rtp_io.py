@@ -16,20 +16,19 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
-import errno
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, MediaTransportError
+from gateway.io.ports import PortSpec, bind_in_range, bind_udp
 from gateway.media.rtp import is_rtcp
 
 log = logging.getLogger("kgw.media.io")
 T = TypeVar("T")
 Addr = tuple[str, int]
-PortSpec = int | tuple[int, int]  # a port (0: any) or an inclusive (low, high) range
 UDP_RCVBUF = 4 * 1024 * 1024  # ZLMediaKit asks for 4 MiB too; the kernel caps it at net.core.rmem_max
 DEFAULT_RTP_TIMEOUT = 10.0  # s without media before a stream is declared dead (ZLM's rtp_timeout_sec default)
 
@@ -52,18 +51,6 @@ class CloseReason(enum.StrEnum):
     FRAMING_ERROR = "framing_error"
     PEER_CLOSED = "peer_closed"
     CONNECTION_ERROR = "connection_error"
-
-
-class MediaTransportError(GatewayError):
-    """A media transport could not be set up."""
-
-
-class PortRangeExhausted(MediaTransportError):
-    """Every port of the configured media port range is in use."""
-
-    def __init__(self, host: str, low: int, high: int) -> None:
-        super().__init__(f"no free media port on {host} in {low}-{high}: all {high - low + 1} in use")
-        self.host, self.low, self.high = host, low, high
 
 
 class MediaConnectError(MediaTransportError):
@@ -134,25 +121,6 @@ class MediaWatchdog:
             self._on_timeout()
         except Exception:
             log.exception("media watchdog callback failed")
-
-
-async def bind_in_range(bind: Callable[[int], Awaitable[T]], host: str, ports: PortSpec) -> T:
-    """Call ``bind(port)`` for ``ports`` (one port, or each of an inclusive range in order).
-
-    A port in use is skipped; when none is left, :class:`PortRangeExhausted`.
-    """
-    if isinstance(ports, int):
-        return await bind(ports)
-    low, high = ports
-    if not 1 <= low <= high <= 0xFFFF:
-        raise ConfigError(f"media port range must be 1 <= low <= high <= 65535, not {low}-{high}")
-    for port in range(low, high + 1):
-        try:
-            return await bind(port)
-        except OSError as exc:
-            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                raise
-    raise PortRangeExhausted(host, low, high)
 
 
 class MediaTransport(abc.ABC):
@@ -234,7 +202,9 @@ class UdpRtpReceiverTransport(MediaTransport):
         self = cls(sink, rtp_timeout)
 
         async def bind(port: int) -> asyncio.DatagramTransport:
-            transport, _ = await self.loop.create_datagram_endpoint(lambda: _RtpDatagram(self), local_addr=(host, port))
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _RtpDatagram(self), sock=bind_udp(host, port)
+            )
             return transport
 
         self.transport = await bind_in_range(bind, host, ports)

@@ -28,7 +28,8 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.io.rtp_io import Addr, CloseReason, MediaConnectError, PortSpec, bind_in_range
+from gateway.io.ports import PortSpec, bind_in_range, bind_socket, bind_udp
+from gateway.io.rtp_io import Addr, CloseReason, MediaConnectError
 from gateway.media.rtp import Rfc4571Framer
 
 __all__ = ["DEFAULT_HIGH_WATER", "RtpSendStats", "RtpSendTransport", "TcpRtpSender", "UdpRtpSender"]
@@ -149,7 +150,7 @@ class UdpRtpSender(RtpSendTransport):
         self = cls(target, on_closed, high_water)
 
         async def bind(port: int) -> asyncio.DatagramTransport:
-            transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpOut(self), local_addr=(host, port))
+            transport, _ = await self.loop.create_datagram_endpoint(lambda: _UdpOut(self), sock=bind_udp(host, port))
             return transport
 
         self.transport = await bind_in_range(bind, host, ports)
@@ -220,14 +221,7 @@ class TcpRtpSender(RtpSendTransport):
         self = cls(target, on_closed, high_water)
 
         async def bind(port: int) -> socket.socket:
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-            sock.setblocking(False)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                sock.close()
-                raise
-            return sock
+            return bind_socket(host, port, socket.SOCK_STREAM)
 
         self._sock = await bind_in_range(bind, host, ports)
         self._port = int(self._sock.getsockname()[1])

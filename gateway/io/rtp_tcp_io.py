@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 
+from gateway.io.ports import PortSpec, bind_in_range
 from gateway.io.rtp_io import (
     DEFAULT_RTP_TIMEOUT,
     Addr,
@@ -30,8 +31,6 @@ from gateway.io.rtp_io import (
     MediaConnectError,
     MediaSink,
     MediaTransport,
-    PortSpec,
-    bind_in_range,
 )
 from gateway.media.rtp import Rfc4571Framer, RtpFramingError
 from gateway.media.rtp.tcp_framing import MAX_RFC4571_PACKET

@@ -22,6 +22,7 @@ from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.framing import FramedMessage, SipFramingError, StreamFramer
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.errors import MessageTooLarge
+from gateway.io.ports import bind_udp
 
 log = logging.getLogger("kgw.sip.io")
 UDP_BUFFER = 4 * 1024 * 1024
@@ -69,7 +70,7 @@ class SipDriver:
         raise AssertionError("unreachable")
 
     async def _bind(self, host: str, port: int, *, tcp: bool) -> int:
-        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _SipDatagram(self), local_addr=(host, port))
+        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: _SipDatagram(self), sock=bind_udp(host, port))
         bound = self.udp.get_extra_info("sockname")[1]
         sock = self.udp.get_extra_info("socket")
         try:  # a registration storm arrives in bursts: give the kernel room (ZLM uses 4 MiB too)

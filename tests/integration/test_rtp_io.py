@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.io.rtp_io import Addr, MediaWatchdog, PortRangeExhausted, UdpRtpReceiverTransport
+from gateway.errors import PortRangeExhausted
+from gateway.io.rtp_io import Addr, MediaWatchdog, UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import MediaConnectError, TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.media.ps import AccessUnit, PsDemuxer, PsMuxer, StreamType
 from gateway.media.rtp import Rfc4571Framer, RtpPacketizer, RtpReceiver
