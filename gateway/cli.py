@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--control-port",
         type=int,
-        default=8090,
-        help="simulator control endpoint: POST /press presses a button on demand (default 8090)",
+        help="simulator control endpoint: POST /press presses a button on demand (default: the port after the "
+        "18 platform consoles, 8099 with the default --http-port)",
     )
     demo.add_argument(
         "--escalate-after",
@@ -246,7 +246,7 @@ def _uppers(args: argparse.Namespace, password: str) -> tuple[UpperSpec, ...] | 
 
 def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """``kgw platform``: a gateway service with a platform's ID that lower platforms register with."""
-    from gateway.demo import platform_id
+    from gbplatform.ids import platform_id
 
     if args.level == "district" and not args.district:
         raise ConfigError("--level district needs --district CODE (e.g. 120101)")
@@ -399,8 +399,8 @@ async def run_police_receiver(args: argparse.Namespace) -> None:
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    """``kgw demo``: the gateway, 18 platforms, a simulated city and the police alarm side (gateway/demo.py)."""
-    from gateway.demo import Demo, DemoOptions
+    """``kgw demo``: the gateway, 18 platforms, a simulated city and the police alarm side (simulators/demo.py)."""
+    from simulators.demo import Demo, DemoOptions
 
     demo = Demo(
         DemoOptions(

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from gateway.cli import build_parser, gateway_config_from_args, platform_config_from_args
-from gateway.demo import platform_id
+from gbplatform.ids import platform_id
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,25 +20,18 @@ from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec, load_config
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
+from gbplatform.ids import platform_id
 from gateway.gb28181.sip.transport import Transport
+from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
 from simulators.fleet import Fleet, FleetOptions
 from simulators.mosquitto import MosquittoBroker, mosquitto_available
 from simulators.police_receiver import PoliceReceiver, format_report
 
 log = logging.getLogger("kgw.demo")
 
-__all__ = ["Demo", "DemoOptions", "platform_id"]
+__all__ = ["Demo", "DemoOptions"]
 
 PLATFORM_PASSWORD = "platform-demo"  # what the gateway registers with at the platforms
-
-
-def platform_id(level: str, district: str | None = None) -> str:
-    """Default SIP IDs of the platforms (type 200): the district's, the city's, the police's."""
-    if level == "district":
-        if not district:
-            raise ValueError("a district platform needs its district code")
-        return f"{district}00002000000001"
-    return "12010000002000000001" if level == "municipal" else "12010000002000000110"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +40,12 @@ class DemoOptions:
 
     kindergartens: int = 20
     sip_port: int = 5060
-    http_port: int = 8080  # the gateway's; platforms use the next 18 ports
+    http_port: int = 8080  # the gateway's; platforms use the next 18 ports (simulators/demo_ports.py)
     data_dir: str = "var/demo"
     transport: str = "udp"
     keepalive_interval: float = 20.0
     alarm_rate: float = 1 / 30
-    control_port: int = 8090
+    control_port: int | None = None  # default: the port after the platforms' consoles (8099)
     escalate_after: float = 120.0
     mqtt: bool = True
     platforms: bool = True
@@ -70,9 +63,16 @@ class Demo:
     police_receiver: PoliceReceiver | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
+    @property
+    def ports(self) -> DemoPorts:
+        """The demo's fixed ports (raises ConfigError for a plan that collides)."""
+        opts = self.options
+        return DemoPorts(sip=opts.sip_port, http=opts.http_port, control=opts.control_port, platforms=opts.platforms)
+
     async def start(self) -> None:
         """Platforms first (the gateway registers with them), then the gateway, broker and city."""
         opts = self.options
+        ensure_free(self.ports.uses())  # a clear error naming the port, before anything binds
         Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
         if opts.platforms:
             await self._start_platforms()
@@ -117,31 +117,29 @@ class Demo:
                 keepalive_interval=opts.keepalive_interval,
                 api=api,
                 alarm_rate=opts.alarm_rate,
-                control_port=opts.control_port,
+                control_port=self.ports.control_port,
             )
         )
         await self.fleet.start()
 
     async def _start_platforms(self) -> None:
         opts = self.options
-        levels: list[tuple[str, str, str | None]] = [("municipal", "municipal", None), ("police", "police", None)]
-        levels += [(f"district-{code}", "district", code) for code in sorted(TIANJIN_DISTRICTS)]
-        for index, (name, level, district) in enumerate(levels, start=1):
+        for index, platform in enumerate(demo_platforms()):
             config = load_config(
                 None,
-                id=platform_id(level, district),
-                role=level,
+                id=platform_id(platform.level, platform.district),
+                role=platform.level,
                 sip_port=0,
-                http_port=opts.http_port + index,
+                http_port=self.ports.platform_http(index),
                 password=PLATFORM_PASSWORD,
-                db=f"{opts.data_dir}/{name}.db",
+                db=f"{opts.data_dir}/{platform.name}.db",
                 flush_interval=1.0,
                 keepalive_interval=opts.keepalive_interval,
                 alarm_escalate_after=opts.escalate_after,
             )
             service = GatewayService(config)
             await service.start()
-            self.platforms[name] = service
+            self.platforms[platform.name] = service
 
     def _upper_spec(self, name: str, service: GatewayService) -> UpperSpec:
         level = "district" if name.startswith("district-") else name
@@ -180,6 +178,7 @@ class Demo:
         mqtt = self.broker.url if self.broker is not None else ""
         lines += [
             f"  SIP       udp/tcp 127.0.0.1:{gw.sip_port}",
+            f"  ports     {self.ports.summary()}",
             f"  uppers    {api}/api/upper-platforms",
             f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{gw.http_port}/api/alarms/ws)",
             f'  press     curl -X POST {control}/press -d \'{{"kind": "button"}}\'   '

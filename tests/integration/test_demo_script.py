@@ -1,0 +1,86 @@
+"""The README's first command, as a new user runs it: ``scripts/demo.sh`` with no flags.
+
+The demo once failed on its own default ports (the simulator's control endpoint
+took a district platform's console port) while every test passed, because the
+tests gave the demo ports of their own. This test uses the defaults, reads the
+control URL from the banner like a user would, and presses a button through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from simulators.demo_ports import DemoPorts, ensure_free
+from tests.conftest import http_json, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESS_LINE = re.compile(r"press\s+curl -X POST (http://127\.0\.0\.1:(\d+))/press")
+
+
+@pytest.mark.timeout(240)
+async def test_demo_sh_starts_on_its_defaults_and_a_button_press_reaches_the_gateway(tmp_path: Path) -> None:
+    plan = DemoPorts()
+    try:
+        ensure_free(plan.uses())
+    except ConfigError as exc:
+        pytest.fail(f"cannot run the default demo here: {exc}")
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as sink:
+        demo = subprocess.Popen(
+            ["bash", "scripts/demo.sh"],
+            cwd=ROOT,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+
+    def output() -> str:
+        return out.read_text(errors="replace")
+
+    try:
+        started = await wait_for(lambda: "kgw demo is running" in output() or demo.poll() is not None, timeout=120)
+        assert started and demo.poll() is None, f"the demo did not start:\n{output()[-4000:]}"
+        banner = output()
+        assert f"ports     {plan.summary()}" in banner
+        match = PRESS_LINE.search(banner)
+        assert match is not None, banner[-3000:]
+        control, port = match.group(1), int(match.group(2))
+        assert port == plan.control_port
+        gateway = f"http://127.0.0.1:{plan.http}"
+
+        async def registered() -> bool:
+            status, body = await http_json(f"{control}/summary")
+            return status == 200 and body["registered"] == body["devices"] > 0
+
+        deadline = asyncio.get_running_loop().time() + 60
+        while not await registered():
+            assert asyncio.get_running_loop().time() < deadline, output()[-3000:]
+            await asyncio.sleep(0.2)
+        status, pressed = await http_json(f"{control}/press", {"kind": "button"})
+        assert status == 200, pressed
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            status, alarms = await http_json(f"{gateway}/api/alarms?limit=200")
+            if status == 200 and any(a["device_id"] == pressed["device_id"] for a in alarms["items"]):
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"the press never reached the gateway: {alarms}"
+            await asyncio.sleep(0.2)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGINT)
+        try:
+            code = await asyncio.to_thread(demo.wait, 30)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise
+    assert code == 0, output()[-3000:]
+    assert "Traceback" not in output(), output()[-3000:]
