@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+import uvloop
 
 from gateway.app import GatewayService
 from gateway.config import load_config
@@ -17,6 +18,16 @@ from gateway.gb28181.sip.transport import Transport
 from simulators.fleet import Fleet, FleetOptions
 
 pytest_plugins = ["tests.mqtt_broker"]  # the mosquitto / mosquitto_factory fixtures
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test runs on uvloop, the loop ``kgw`` runs (gateway/cli.py ``_run``).
+
+    Loop differences are real bugs (uvloop reports a busy UDP port with ``errno=None``,
+    which once broke media port ranges); tests on the default loop would not see them.
+    """
+    return {"uvloop": uvloop.new_event_loop}
+
 
 GatewayFactory = Callable[..., Awaitable[GatewayService]]
 FleetFactory = Callable[..., Awaitable[Fleet]]

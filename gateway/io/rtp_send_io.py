@@ -27,6 +27,7 @@ import logging
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from gateway.io.ports import PortSpec, bind_in_range, bind_socket, bind_udp
 from gateway.io.rtp_io import Addr, CloseReason, MediaConnectError
@@ -346,8 +347,8 @@ class _TcpOut(asyncio.Protocol):
         self.attached = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.attached = self.owner._attach(transport)
+        # A stream transport, but not an asyncio.Transport subclass under uvloop: no isinstance check.
+        self.attached = self.owner._attach(cast(asyncio.Transport, transport))
         if not self.attached:
             transport.close()
 

@@ -33,7 +33,7 @@ from gateway.media.rtp import RtpPacket
 from gateway.registry.model import AreaTag, Channel
 from simulators.city import build_city
 from simulators.video import VideoProfile
-from tests.conftest import http_json, wait_for
+from tests.conftest import free_sip_port, http_json, wait_for
 
 PASSWORD = "platform-pw"
 VIDEO = VideoProfile(width=320, height=180, seconds=2.0)
@@ -64,14 +64,22 @@ def _upper(platform: GatewayService, level: str, **kw: Any) -> UpperSpec:
 
 
 async def _cascade(
-    gateway_factory: Any, fleet_factory: Any, levels: tuple[str, ...], *, transport: str = "udp", **link: Any
+    gateway_factory: Any,
+    fleet_factory: Any,
+    levels: tuple[str, ...],
+    *,
+    transport: str = "udp",
+    media_ports: str = "",
+    **link: Any,
 ) -> tuple[GatewayService, Any, dict[str, GatewayService]]:
     """Platforms, then the gateway registered with each, then the kindergarten; catalogs fetched."""
     platforms = {
         level: await gateway_factory(id=PLATFORM_IDS[level], password=PASSWORD, media_transport=transport)
         for level in levels
     }
-    gateway = await gateway_factory(upper_platforms=tuple(_upper(p, level, **link) for level, p in platforms.items()))
+    gateway = await gateway_factory(
+        upper_platforms=tuple(_upper(p, level, **link) for level, p in platforms.items()), media_ports=media_ports
+    )
     fleet = await fleet_factory(gateway, kindergartens=1, cameras=(3, 3), video=VIDEO)
     assert await wait_for(lambda: {ENTRANCE, PERIMETER, CLASSROOM} <= gateway.channels.keys(), 20)
     assert gateway.cascade is not None
@@ -156,7 +164,10 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     gateway_factory: Any, fleet_factory: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
-    gateway, fleet, platforms = await _cascade(gateway_factory, fleet_factory, ("district", "municipal", "police"))
+    low = free_sip_port()  # the camera's stream and both uppers' senders share the gateway's media port range
+    gateway, fleet, platforms = await _cascade(
+        gateway_factory, fleet_factory, ("district", "municipal", "police"), media_ports=f"{low}-{low + 20}"
+    )
     district, municipal, police = platforms["district"], platforms["municipal"], platforms["police"]
     agent = _camera_agent(fleet)
     assert gateway.cascade is not None and gateway.live is not None and district.live and municipal.live
@@ -176,6 +187,9 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     assert agent.stats.invites_received == 1 and gateway.live.invites_sent == 1, "one INVITE to the camera"
     assert _viewers(gateway, ENTRANCE) == 3
     assert {(row["upper"], row["streaming"]) for row in relay.status()} == {("district", True), ("municipal", True)}
+    media_ports = {gateway.live.streams[ENTRANCE].transport.port}  # type: ignore[union-attr]
+    media_ports |= {call.sender.port for call in relay._calls.values() if call.sender is not None}
+    assert len(media_ports) == 3 and all(low <= port <= low + 20 for port in media_ports)
     status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
     assert {u["name"]: [c["channel_id"] for c in u["live_calls"]] for u in uppers["items"]} == {
         "district": [ENTRANCE],

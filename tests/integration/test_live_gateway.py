@@ -224,15 +224,21 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
     assert image is not None and image.shape[:2] == (180, 320)
 
 
-async def test_media_port_range_is_used(gateway_factory, fleet_factory):
+async def test_media_port_range_serves_several_streams_at_once(gateway_factory, fleet_factory):
+    """With ``media_ports`` set (the README's advice for firewalls) every stream gets its own port of the range.
+
+    Under uvloop only the first stream used to work: a busy port was not skipped.
+    """
     from tests.conftest import free_sip_port
 
     low = free_sip_port()
     service = await gateway_factory(media_ports=f"{low}-{low + 20}")
-    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
-    channel_id, _ = _camera_channel(fleet)
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(3, 3))
+    cameras = next(a for a in fleet.agents.values() if a.camera_ids).camera_ids
+    assert await wait_for(lambda: cameras <= service.channels.keys(), timeout=15)
     assert service.live is not None
-    stream, viewer = await service.live.watch(channel_id)
-    assert stream.transport is not None and low <= stream.transport.port <= low + 20  # type: ignore[attr-defined]
-    assert len(await _decode_from_fanout(stream, viewer, 3, 8.0)) >= 1
+    watched = await asyncio.gather(*(service.live.watch(channel_id) for channel_id in sorted(cameras)))
+    ports = {stream.transport.port for stream, _ in watched}  # type: ignore[union-attr]
+    assert len(ports) == len(cameras) and all(low <= port <= low + 20 for port in ports)
+    for stream, viewer in watched:
+        assert len(await _decode_from_fanout(stream, viewer, 3, 8.0)) >= 1
