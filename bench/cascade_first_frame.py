@@ -41,12 +41,12 @@ PASSWORD = "bench-platform"
 
 async def start_pair() -> tuple[Any, Any]:
     """The municipal platform, then the gateway registered with it."""
-    from gateway.app import GatewayService
     from gateway.cascade.policy import SharePolicy
     from gateway.cascade.upper import UpperPlatformConfig
     from gateway.config import UpperSpec, load_config
+    from gbplatform.app import build_gateway, build_platform
 
-    municipal = GatewayService(
+    municipal = build_platform(
         load_config(
             None,
             id=PLATFORM_ID,
@@ -67,7 +67,7 @@ async def start_pair() -> tuple[Any, Any]:
         password=PASSWORD,
         keepalive_interval=10.0,
     )
-    gateway = GatewayService(
+    gateway = build_gateway(
         load_config(
             None,
             sip_port=0,
@@ -92,7 +92,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         channels = (await wait_channels(gateway, 2 * args.repeat, sim))[: 2 * args.repeat]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
-        while not all(c in municipal.channels for c in channels) and loop.time() < deadline:
+        while not all(c in municipal.directory.channels for c in channels) and loop.time() < deadline:
             await asyncio.sleep(0.2)  # the platform learns them from the gateway's catalog NOTIFYs
         await asyncio.sleep(1.0)
         cold, warm = channels[: args.repeat], channels[args.repeat :]

@@ -84,15 +84,15 @@ def run_loop(coro: Awaitable[Any]) -> Any:
 
 def camera_channels(service: Any) -> list[str]:
     """Camera channel IDs (type code 131) the gateway knows, sorted."""
-    return sorted(c for state in service.devices.values() for c in state.channels if c[10:13] == "131")
+    return sorted(c for state in service.directory.devices.values() for c in state.reported if c[10:13] == "131")
 
 
 async def start_gateway() -> Any:
-    from gateway.app import GatewayService
+    from gbplatform.app import build_gateway
     from gateway.config import load_config
 
     config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.5, log_level="WARNING")
-    service = GatewayService(config)
+    service = build_gateway(config)
     await service.start()
     return service
 

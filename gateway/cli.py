@@ -292,11 +292,11 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     )
 
 
-async def run_gateway(config: GatewayConfig) -> None:
-    """``kgw gateway``."""
-    from gateway.app import GatewayService
+async def run_node(config: GatewayConfig, *, platform: bool) -> None:
+    """``kgw gateway`` (the access gateway) or ``kgw platform`` (a monitoring platform), with the console."""
+    from gbplatform.app import build_gateway, build_platform
 
-    service = GatewayService(config)
+    service = build_platform(config) if platform else build_gateway(config)
     await _run_until_signal(service.start, service.stop)
 
 
@@ -432,14 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gateway":
             config = gateway_config_from_args(args)
             _setup_logging(config.log_level)
-            runner: Awaitable[None] = run_gateway(config)
+            runner: Awaitable[None] = run_node(config, platform=False)
         elif args.command == "simulate":
             _setup_logging(args.log_level)
             runner = run_simulate(fleet_options_from_args(args))
         elif args.command == "platform":
             config = platform_config_from_args(args)
             _setup_logging(config.log_level)
-            runner = run_gateway(config)
+            runner = run_node(config, platform=True)
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)

@@ -8,8 +8,11 @@ into the channel's :class:`~gateway.media.relay.StreamFanout`, which every
 viewer reads. The last viewer leaving starts a linger; then BYE. A device BYE
 or an RTP timeout ends the stream for everyone.
 
-SIP events of these sessions reach this service through
-``DeviceAccess.media_router``; everything else stays with device access.
+The service is the first handler on the SIP router: it takes the events of
+its play sessions (by Call-ID and context) and leaves everything else to the
+next handler. It needs two things from the rest of the gateway, named here as
+small protocols: a :class:`SipContext` (the endpoint, our SIP identity, where a
+device is) and a :class:`ChannelLocator` (which device serves a channel).
 """
 
 from __future__ import annotations
@@ -18,12 +21,16 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaTransport, make_ssrc
-from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.transport import Peer
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
@@ -32,13 +39,28 @@ from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 
-if TYPE_CHECKING:
-    from gateway.app import GatewayService
-
 log = logging.getLogger("kgw.live")
 
 LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-opens are free)
 PS_PAYLOAD_TYPES = frozenset({96})
+
+
+class SipContext(Protocol):
+    """The SIP side as a live stream needs it: the endpoint to INVITE on, who we are, where devices are."""
+
+    @property
+    def endpoint(self) -> SipEndpoint: ...
+    @property
+    def local_id(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    def peer_of(self, device_id: str) -> Peer | None: ...
+
+
+class ChannelLocator(Protocol):
+    """Which device serves a channel (None: no such channel)."""
+
+    def device_of(self, channel_id: str) -> str | None: ...
 
 
 class LiveError(GatewayError):
@@ -94,7 +116,8 @@ class LiveService:
 
     def __init__(
         self,
-        gateway: GatewayService,
+        sip: SipContext,
+        channels: ChannelLocator,
         *,
         media_host: str = "127.0.0.1",
         play_timeout: float = 10.0,
@@ -102,7 +125,8 @@ class LiveService:
         rtp_timeout: float = 10.0,
         media_ports: tuple[int, int] | None = None,
     ) -> None:
-        self.gateway = gateway
+        self.sip = sip
+        self.channels = channels
         self.media_ports: tuple[int, int] | int = media_ports or 0
         self.default_transport = default_transport
         self.rtp_timeout = rtp_timeout
@@ -116,6 +140,28 @@ class LiveService:
         self._viewer_seq = itertools.count(1)
         self.invites_sent = 0
         self.closed_totals: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # counters of ended streams
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Streams, viewers, RTP and PS counters over every stream so far."""
+        yield GaugeMetricFamily("kgw_streams_active", "Live upstream streams open now", value=len(self.streams))
+        yield GaugeMetricFamily(
+            "kgw_stream_viewers",
+            "Viewers of all live streams",
+            value=sum(s.fanout.consumer_count for s in self.streams.values()),
+        )
+        totals = self.rtp_totals()
+        for key, help_text in (
+            ("packets", "RTP packets received"),
+            ("bytes", "RTP bytes received"),
+            ("lost", "RTP packets lost"),
+        ):
+            yield CounterMetricFamily(f"kgw_rtp_{key}", help_text, value=totals[key])
+        dropped = CounterMetricFamily("kgw_rtp_dropped", "RTP packets dropped, by reason", labels=["reason"])
+        for key, value in totals.items():
+            if key.startswith("dropped_"):
+                dropped.add_metric([key.removeprefix("dropped_")], value)
+        yield dropped
+        yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
 
     def rtp_totals(self) -> dict[str, int]:
         """RTP and PS counters over every stream so far (for /metrics)."""
@@ -219,11 +265,11 @@ class LiveService:
     # --- opening ------------------------------------------------------------------------
 
     async def _open(self, channel_id: str, mode: MediaTransport) -> LiveStream:
-        device_id = self._device_of(channel_id)
-        access = self.gateway.access
-        assert access is not None
-        session_info = access.sessions.get(device_id)
-        if session_info is None:
+        device_id = self.channels.device_of(channel_id)
+        if device_id is None:
+            raise LiveError(f"unknown channel {channel_id}")
+        peer = self.sip.peer_of(device_id)
+        if peer is None:
             raise LiveError(f"device {device_id} of channel {channel_id} is not registered")
         sink = _Sink(self, channel_id)
         transport: RtpTransport | None
@@ -243,14 +289,14 @@ class LiveService:
             port = transport.port
         else:  # TCP active: we connect to the port in the device's answer once it has answered
             transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
-        config = self.gateway.config
-        ssrc = make_ssrc(config.domain, next(self._ssrc_seq))
+        sip = self.sip
+        ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
         session = PlaySession(
-            access.endpoint,
-            config.id,
-            config.domain,
+            sip.endpoint,
+            sip.local_id,
+            sip.domain,
             channel_id,
-            session_info.peer,
+            peer,
             self.media_host,
             port,
             mode,
@@ -284,15 +330,14 @@ class LiveService:
             return None
         return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
 
-    def _device_of(self, channel_id: str) -> str:
-        device_id = self.gateway.channel_owner.get(channel_id)
-        if device_id is None and channel_id in self.gateway.devices:
-            device_id = channel_id  # an IPC's channel may carry the device's own ID
-        if device_id is None:
-            raise LiveError(f"unknown channel {channel_id}")
-        return device_id
+    # --- SIP events (the first handler on the router) ----------------------------------------
 
-    # --- SIP events (from DeviceAccess.media_router) ---------------------------------------
+    def get_timer(self) -> float | None:
+        """None: the play sessions' timers run on the loop (one per stream)."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing: see :meth:`get_timer`."""
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take the SIP events of our play sessions; False for everything else."""
@@ -346,8 +391,6 @@ class LiveService:
         deadline = session.get_timer()
         if deadline is not None:
             stream.timer = self.loop.call_at(deadline, self._on_timer, stream)
-        if self.gateway.driver is not None:  # not from inside the driver's own delivery
-            self.loop.call_soon(self.gateway.driver.flush)
 
     async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
         """TCP active: connect to the device's listening port from its answer."""

@@ -20,6 +20,7 @@ from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec, load_config
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
+from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
 from gateway.gb28181.sip.transport import Transport
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
@@ -95,7 +96,7 @@ class Demo:
             alarm_escalate_after=opts.escalate_after,
             upper_platforms=uppers,
         )
-        self.gateway = GatewayService(config)
+        self.gateway = build_gateway(config)
         await self.gateway.start()
         if self.broker is not None:
             self.police_receiver = PoliceReceiver(
@@ -137,7 +138,7 @@ class Demo:
                 keepalive_interval=opts.keepalive_interval,
                 alarm_escalate_after=opts.escalate_after,
             )
-            service = GatewayService(config)
+            service = build_platform(config)
             await service.start()
             self.platforms[platform.name] = service
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import urllib.request
@@ -13,7 +14,8 @@ import pytest
 import uvloop
 
 from gateway.app import GatewayService
-from gateway.config import load_config
+from gbplatform.app import build_gateway, build_platform
+from gateway.config import GatewayConfig, load_config
 from gateway.gb28181.sip.transport import Transport
 from simulators.fleet import Fleet, FleetOptions
 
@@ -86,20 +88,35 @@ async def http_text(url: str) -> str:
 
 @pytest.fixture
 async def gateway_factory() -> AsyncIterator[GatewayFactory]:
-    """Start gateways on 127.0.0.1 port 0 (SIP and HTTP) with an in-memory store by default."""
+    """Start access gateways (``kgw gateway``: console included) on 127.0.0.1 port 0, in-memory store by default."""
+    async with _node_factory(build_gateway) as make:
+        yield make
+
+
+@pytest.fixture
+async def platform_factory() -> AsyncIterator[GatewayFactory]:
+    """Start monitoring platforms (``kgw platform``: lower platforms' trees and NOTIFYs applied) like gateways."""
+    async with _node_factory(build_platform) as make:
+        yield make
+
+
+@contextlib.asynccontextmanager
+async def _node_factory(build: Callable[[GatewayConfig], GatewayService]) -> AsyncIterator[GatewayFactory]:
     started: list[GatewayService] = []
 
     async def make(**overrides: Any) -> GatewayService:
         settings: dict[str, Any] = {"sip_port": 0, "http_port": 0, "db": ":memory:", "flush_interval": 0.2}
         settings.update(overrides)
-        service = GatewayService(load_config(None, **settings))
+        service = build(load_config(None, **settings))
         await service.start()
         started.append(service)
         return service
 
-    yield make
-    for service in started:
-        await service.stop()
+    try:
+        yield make
+    finally:
+        for service in started:
+            await service.stop()
 
 
 @pytest.fixture

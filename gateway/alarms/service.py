@@ -26,12 +26,15 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from prometheus_client import Metric
+
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
+from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve
 from gateway.alarms.model import (
     Alarm,
@@ -91,7 +94,6 @@ class AlarmService:
         *,
         enrich: Callable[[Alarm], Enrichment],
         capture_snapshot: Callable[[Alarm], Awaitable[bytes | None]] | None = None,
-        metrics: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -99,7 +101,6 @@ class AlarmService:
         self.settings = settings or AlarmSettings()
         self.enrich = enrich
         self.capture_snapshot = capture_snapshot
-        self.metrics = metrics
         self.clock = clock
         self.outbox = Outbox(self.settings.retry, random.random)
         self.lifecycle = Lifecycle(self.settings.escalate_after)
@@ -122,6 +123,7 @@ class AlarmService:
         self._attempts: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "escalated": 0, "snapshots_skipped": 0}
+        self.metrics = AlarmMetrics(self.sink_status, self.lifecycle.open_alarms)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -202,8 +204,7 @@ class AlarmService:
         if result.alarm is None:
             assert result.duplicate_of is not None
             self.counters["duplicates"] += 1
-            if self.metrics is not None:
-                self.metrics.duplicates.inc()
+            self.metrics.duplicates.inc()
             pending = self._committing.get(result.duplicate_of)
             if pending is not None:
                 await asyncio.shield(pending)  # the original is still being written: answer after it
@@ -245,10 +246,9 @@ class AlarmService:
         """The alarm is stored: tell the sinks, the consoles, the metrics; start the snapshot."""
         self.counters["received"] += 1
         kind = alarm.kind
-        if self.metrics is not None:
-            self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
-            if alarm.problems:
-                self.metrics.flawed.inc()
+        self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
+        if alarm.problems:
+            self.metrics.flawed.inc()
         log.warning(
             "ALARM %s: %s priority %s from %s (kindergarten %s)%s",
             alarm.id,
@@ -342,9 +342,8 @@ class AlarmService:
         now = self.clock()
         delivery = self.outbox.succeeded(key, now)
         latency = max(0.0, now - alarm.received_at)
-        if self.metrics is not None:
-            self.metrics.deliveries.labels(sink=sink, outcome="delivered").inc()
-            self.metrics.latency.labels(sink=sink).observe(latency)
+        self.metrics.deliveries.labels(sink=sink, outcome="delivered").inc()
+        self.metrics.latency.labels(sink=sink).observe(latency)
         detail = f"{sink} ({delivery.event.value}) after {delivery.attempts} attempt(s), {latency * 1000:.0f} ms"
         changes: list[Alarm] = []
         transitions = [Transition(alarm.id, now, TransitionAction.DELIVERED, sink, detail)]
@@ -385,9 +384,8 @@ class AlarmService:
                 )
             )
             log.error("alarm %s to %s dead-lettered after %d attempt(s): %s", key[0], sink, delivery.attempts, reason)
-        if self.metrics is not None:
-            outcome = "rejected" if permanent else "retry"
-            self.metrics.deliveries.labels(sink=sink, outcome=outcome).inc()
+        outcome = "rejected" if permanent else "retry"
+        self.metrics.deliveries.labels(sink=sink, outcome=outcome).inc()
         self.writer.queue((), [delivery], transitions)
         if transitions:
             self._broadcast_delivery(delivery)
@@ -456,8 +454,7 @@ class AlarmService:
         escalated = self.lifecycle.escalate_due(now)
         for alarm, transition in escalated:
             self.counters["escalated"] += 1
-            if self.metrics is not None:
-                self.metrics.escalations.inc()
+            self.metrics.escalations.inc()
             log.warning("alarm %s not acknowledged in time: escalated to the municipal level", alarm.id)
             deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ESCALATED, now) for name in self.sinks]
             self._update(alarm)
@@ -575,6 +572,10 @@ class AlarmService:
                 log.warning("an alarm console fell behind by 1,000 events; dropped (it reloads when it reconnects)")
 
     # --- views ------------------------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """The service's metrics (:class:`~gateway.alarms.metrics.AlarmMetrics`)."""
+        return self.metrics.collect()
 
     def sink_status(self) -> list[dict[str, Any]]:
         """Per sink: up, in flight, outbox depth, dead letters, error counts."""

@@ -25,12 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Metric
 
 from gateway.cascade.admission import RESULTS, admit, target_channel
 from gateway.cascade.policy import SharePolicy
@@ -42,14 +42,12 @@ from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipE
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.errors import MediaTransportError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
+from gateway.io.ports import PortSpec
 from gateway.live import LiveError, LiveStream
-from gateway.media.remux import PsRtpRemuxer
 from gateway.media.ps import PsDemuxError
 from gateway.media.relay import RelayError
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayService
-    from gateway.live import LiveService
+from gateway.media.remux import PsRtpRemuxer
+from gateway.registry.model import Channel
 
 __all__ = ["ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "UpperRelay"]
 
@@ -60,6 +58,20 @@ ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (W
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
+
+
+class LiveSource(Protocol):
+    """Where the relay takes the channels' streams from (the gateway's live service)."""
+
+    @property
+    def media_host(self) -> str: ...
+    @property
+    def media_ports(self) -> PortSpec: ...
+    @property
+    def streams(self) -> Mapping[str, LiveStream]: ...
+
+    async def watch(self, channel_id: str) -> tuple[LiveStream, str]: ...
+    def leave(self, channel_id: str, consumer: str) -> None: ...
 
 
 # --- the asyncio adapter ---------------------------------------------------------------------------
@@ -98,14 +110,15 @@ class UpperRelay:
 
     def __init__(
         self,
-        gateway: GatewayService,
         links: Iterable[UpperLink],
         policies: Mapping[str, SharePolicy],
         *,
+        live: LiveSource,
+        channels: Mapping[str, Channel],
         max_calls_per_upper: int = DEFAULT_MAX_CALLS_PER_UPPER,
     ) -> None:
-        assert gateway.access is not None
-        self.gateway = gateway
+        self.live = live
+        self.channels = channels
         self._max_calls = max_calls_per_upper
         self.policies = policies
         self.counters: dict[str, int] = dict.fromkeys(RESULTS.values(), 0)
@@ -115,19 +128,11 @@ class UpperRelay:
         self._cores: dict[str, DeviceCalls] = {}
         self._calls: dict[tuple[str, str], _UpperCall] = {}
         self._busy: dict[str, int] = {}  # 486s given in the current burst, per upper
-        self._flush_armed = False
-        self._ids = gateway.access.endpoint.ids
-        self._metric: Counter | None = None
-        with contextlib.suppress(ValueError):  # already registered (a second relay on one gateway)
-            self._metric = Counter(
-                "kgw_upper_calls",
-                "Live INVITEs from upper platforms by outcome",
-                ["platform", "result"],
-                registry=gateway.metrics.registry,
-            )
+        self.calls_metric = Counter(
+            "kgw_upper_calls", "Live INVITEs from upper platforms by outcome", ["platform", "result"], registry=None
+        )
         for link in links:
             self.attach(link)
-        gateway.access.attached.append(self)
 
     @property
     def max_calls_per_upper(self) -> int:
@@ -139,11 +144,6 @@ class UpperRelay:
         self._max_calls = value
         for core in self._cores.values():
             core.max_calls = value
-
-    @property
-    def live(self) -> LiveService | None:
-        """The gateway's live service (where the streams come from)."""
-        return self.gateway.live
 
     def attach(self, link: UpperLink) -> None:
         """Take ``link``'s calls."""
@@ -177,7 +177,7 @@ class UpperRelay:
 
     def _admission(self, upper: str, channel_id: str | None) -> int | None:
         link = self._links[upper]
-        channel = self.gateway.channels.get(channel_id) if channel_id is not None else None
+        channel = self.channels.get(channel_id) if channel_id is not None else None
         status = admit(
             channel,
             self.policies[upper],
@@ -185,8 +185,6 @@ class UpperRelay:
             active_calls=self._cores[upper].active,
             max_calls=self.max_calls_per_upper,
         )
-        if status is None and self.live is None:
-            status = 503
         if status == 403 and channel is not None:
             log.warning(
                 "upper platform %s asked for live video of %s (%s), which its policy does not share: 403",
@@ -213,8 +211,7 @@ class UpperRelay:
     def _count(self, upper: str, status: int) -> None:
         result = RESULTS.get(status, "error")
         self.counters[result] += 1
-        if self._metric is not None:
-            self._metric.labels(platform=upper, result=result).inc()
+        self.calls_metric.labels(platform=upper, result=result).inc()
 
     def _drain(self, upper: str) -> None:
         core = self._cores[upper]
@@ -290,6 +287,10 @@ class UpperRelay:
         for call in list(self._calls.values()):  # calls DeviceCalls no longer knew
             self._finish(call, "shutdown")
 
+    def collect(self) -> Iterator[Metric]:
+        """``kgw_upper_calls_total{platform,result}``."""
+        yield from self.calls_metric.collect()
+
     def status(self) -> list[dict[str, Any]]:
         """One row per running call (for logs and the API)."""
         return [
@@ -314,7 +315,6 @@ class UpperRelay:
     async def _open(self, call: _UpperCall) -> None:
         """Join (or open) the channel's stream, open the sender, then answer 200."""
         live = self.live
-        assert live is not None
         try:
             call.stream, call.viewer = await live.watch(call.channel_id)
         except (LiveError, TimeoutError) as exc:
@@ -345,9 +345,8 @@ class UpperRelay:
         call.answered = True
         self._count(call.upper, 200)
         call.ack_timer = self.loop.call_later(ACK_TIMEOUT, self._hang_up, call, "no_ack")
-        self._kick()
 
-    async def _open_sender(self, call: _UpperCall, live: LiveService) -> RtpSendTransport:
+    async def _open_sender(self, call: _UpperCall, live: LiveSource) -> RtpSendTransport:
         spec, host, ports = call.spec, live.media_host, live.media_ports
         target = (spec.local_host, spec.local_port)  # the upper's offered c=/m=
         on_closed = partial(self._lost, call)
@@ -378,13 +377,13 @@ class UpperRelay:
 
     async def _pump(self, call: _UpperCall, sender: RtpSendTransport) -> None:
         stream, viewer, live = call.stream, call.viewer, self.live
-        assert stream is not None and viewer is not None and live is not None
+        assert stream is not None and viewer is not None
         audio = next((t for t in stream.demuxer.stream_types.values() if not t.is_video), None)
         remuxer = call.remuxer = PsRtpRemuxer(
             call.spec.ssrc,
             audio=audio,
-            initial_sequence=self._ids.number(5) % 0x10000,
-            initial_timestamp=self._ids.number(9),
+            initial_sequence=self._links[call.upper].endpoint.ids.number(5) % 0x10000,
+            initial_timestamp=self._links[call.upper].endpoint.ids.number(9),
         )
         stalled_since: float | None = None
         while not call.closed:
@@ -427,14 +426,12 @@ class UpperRelay:
             self._reject(call, 480)
         if not call.closed:  # DeviceCalls no longer knew it
             self._finish(call, reason)
-        self._kick()
 
     def _reject(self, call: _UpperCall, status: int) -> None:
         with contextlib.suppress(CallError):
             self._cores[call.upper].reject(call.call_id, status, self.loop.time())
             self._count(call.upper, status)
         self._drain(call.upper)
-        self._kick()
 
     def _finish(self, call: _UpperCall, reason: str) -> None:
         """The call is over (BYE either way, CANCEL, refusal): stop sending, leave the viewer."""
@@ -472,7 +469,7 @@ class UpperRelay:
         if call.sender is not None:
             call.sender.close()
         live = self.live
-        if call.viewer is not None and live is not None:
+        if call.viewer is not None:
             live.leave(call.channel_id, call.viewer)
             call.viewer = None
 
@@ -493,15 +490,3 @@ class UpperRelay:
             log.error("upper %s: call %s failed", call.upper, call.call_id[:40], exc_info=exc)
             with contextlib.suppress(GatewayError):
                 self._hang_up(call, "error")
-
-    def _kick(self) -> None:
-        """Flush the SIP driver soon (never from inside its own flush)."""
-        driver = self.gateway.driver
-        if driver is not None and not self._flush_armed:
-            self._flush_armed = True
-            self.loop.call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_armed = False
-        if self.gateway.driver is not None:
-            self.gateway.driver.flush()

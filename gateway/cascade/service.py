@@ -1,11 +1,12 @@
 """The cascade on asyncio: the gateway registers with its upper platforms and serves them.
 
-The sans-I/O :class:`~gateway.cascade.upper.CascadeHost` shares the device side's
-endpoint (one SIP socket); this adapter builds each upper's catalog from the
-gateway's memory through its :class:`~gateway.cascade.policy.SharePolicy`,
-pushes catalog changes to subscribed uppers, turns the alarm outbox's GB/T
-28181 deliveries into ``Notify/Alarm`` MESSAGEs and waits for their answers,
-and reports each link's state to the log, the API and the metrics.
+The sans-I/O :class:`~gateway.cascade.upper.CascadeHost` is a handler on the
+gateway's SIP router (one socket for devices and uppers); this adapter builds
+each upper's catalog from the directory through its
+:class:`~gateway.cascade.policy.SharePolicy`, pushes the directory's channel
+changes to subscribed uppers, turns the alarm outbox's GB/T 28181 deliveries
+into ``Notify/Alarm`` MESSAGEs and waits for their answers, keeps TCP uppers
+connected, and reports each link's state to the log, the API and the metrics.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Metric
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
-from gateway.cascade.relay import UpperRelay
+from gateway.cascade.relay import LiveSource, UpperRelay
 from gateway.cascade.upper import (
     AlarmAnswered,
     CascadeHost,
@@ -33,62 +37,104 @@ from gateway.cascade.upper import (
     UpperOffline,
     UpperOnline,
 )
+from gateway.config import UpperSpec
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
-from gateway.registry.model import Channel
-
-if TYPE_CHECKING:
-    from gateway.app import GatewayService
-    from gateway.config import UpperSpec
+from gateway.gb28181.sip.endpoint import SipEndpoint
+from gateway.gb28181.sip.transport import Peer
+from gateway.registry.directory import ChannelChange, Directory
 
 log = logging.getLogger("kgw.cascade")
 
-__all__ = ["CascadeService"]
+__all__ = ["CascadeService", "TcpConnector"]
 
 NOT_REGISTERED = 480  # SIP "Temporarily Unavailable": what an alarm gets while the upper is away
 ANSWER_TIMEOUT = 40.0  # s: longer than a non-INVITE transaction (32 s) so its 408 comes first
+UNREGISTER_WAIT = 3.0  # s a shutdown waits for the uppers' answers to our REGISTER Expires: 0
 
 
-class CascadeService:
+class SipIdentity(Protocol):
+    """The SIP side as the cascade needs it: the shared endpoint and who we are."""
+
+    @property
+    def endpoint(self) -> SipEndpoint: ...
+    @property
+    def local_id(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+
+
+class TcpConnector(Protocol):
+    """Opens SIP-over-TCP connections to uppers (the SIP driver)."""
+
+    def has_connection(self, host: str, port: int) -> bool: ...
+    async def open_tcp(self, host: str, port: int) -> Peer: ...
+
+
+class CascadeService(Collector):
     """Every upper platform of one gateway."""
 
-    def __init__(self, gateway: GatewayService, specs: Sequence[UpperSpec]) -> None:
-        assert gateway.access is not None
-        self.gateway = gateway
-        self.host = CascadeHost(gateway.access.endpoint)
+    def __init__(
+        self,
+        specs: Sequence[UpperSpec],
+        sip: SipIdentity,
+        directory: Directory,
+        live: LiveSource,
+        *,
+        wall_offset: float,
+    ) -> None:
+        self.sip = sip
+        self.directory = directory
+        self.wall_offset = wall_offset
+        self.host = CascadeHost(sip.endpoint)
         self.policies: dict[str, SharePolicy] = {}
         self._answers: dict[object, asyncio.Future[int]] = {}
         self._keys = itertools.count(1)
         self._sn = itertools.count(1)
-        self._tcp_tasks: list[asyncio.Future[None]] = []
-        info = PlatformInfo(name=f"kgw {gateway.config.id}", model="gateway")
+        self._tcp_tasks: list[asyncio.Task[None]] = []
+        self._unregistered: asyncio.Event | None = None
+        info = PlatformInfo(name=f"kgw {sip.local_id}", model="gateway")
         for spec in specs:
             policy = spec.policy
             link = UpperLink(
                 spec.link,
-                gateway.config.id,
-                gateway.config.domain,
-                gateway.access.endpoint,
+                sip.local_id,
+                sip.domain,
+                sip.endpoint,
                 catalog=lambda p=policy: self.catalog_for(p),  # type: ignore[misc]
                 channel_status=lambda channel_id, p=policy: self.channel_status(p, channel_id),  # type: ignore[misc]
                 device_info=info,
             )
             self.host.add(link)
             self.policies[link.name] = policy
-        gateway.access.attached.append(self.host)
-        self.relay = UpperRelay(gateway, self.host.links, self.policies)  # the uppers' live INVITEs
+        self.relay = UpperRelay(
+            self.host.links, self.policies, live=live, channels=directory.channels
+        )  # the uppers' INVITEs
+        directory.subscribe(self.channels_changed)
+        self.transitions = Counter(
+            "kgw_upper_platform_transitions",
+            "Upper platform links going online/offline",
+            ["platform", "state"],
+            registry=None,
+        )
+        self.catalog_items = Counter(
+            "kgw_upper_catalog_items",
+            "Catalog items sent to an upper platform (answers and NOTIFYs)",
+            ["platform"],
+            registry=None,
+        )
 
     @property
     def links(self) -> tuple[UpperLink, ...]:
         """Every upper link."""
         return self.host.links
 
-    def start(self, now: float) -> None:
+    def start(self, now: float, tcp: TcpConnector) -> None:
         """Register with every upper (over TCP once a connection is open, see ``_keep_connected``)."""
         self.host.start_all(now)
+        loop = asyncio.get_running_loop()
         for link in self.links:
             if link.config.transport == "TCP":
-                self._tcp_tasks.append(asyncio.ensure_future(self._keep_connected(link)))
-        for link in self.links:
+                self._tcp_tasks.append(loop.create_task(self._keep_connected(link, tcp)))
             log.info(
                 "registering with upper platform %s (%s at %s:%d, %s policy)",
                 link.name,
@@ -98,24 +144,22 @@ class CascadeService:
                 self.policies[link.name].level.value,
             )
 
-    async def _keep_connected(self, link: UpperLink) -> None:
+    async def _keep_connected(self, link: UpperLink, tcp: TcpConnector) -> None:
         """Keep a TCP connection to a TCP upper open; the link's retries ride on the new one.
 
         Requests to ``Peer(TCP, host, port)`` go over whatever connection to that
         address is open, so reconnecting is all it takes after an upper restarts.
         """
-        driver = self.gateway.driver
-        assert driver is not None
         host, port = link.config.host, link.config.port
         delay, logged = 1.0, False
         while True:
-            if not driver.has_connection(host, port):
+            if not tcp.has_connection(host, port):
                 try:
-                    await asyncio.wait_for(driver.open_tcp(host, port), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await tcp.open_tcp(host, port)
                     log.info("TCP connection to upper platform %s (%s:%d) open", link.name, host, port)
                     delay, logged = 1.0, False
                     link.retry_now(asyncio.get_running_loop().time())
-                    driver.flush()
                 except (OSError, TimeoutError) as exc:
                     if not logged:
                         log.warning(
@@ -129,64 +173,69 @@ class CascadeService:
                     delay = min(delay * 2, 30.0)
             await asyncio.sleep(delay)
 
-    def stop(self, now: float) -> None:
-        """Unregister from every upper; pending alarm answers fail (their outbox retries them)."""
+    async def stop(self, now: float) -> None:
+        """Hang up the uppers' calls, unregister from every upper and wait (a while) for the answers.
+
+        Pending alarm answers fail with 480: their outbox retries them after a restart.
+        """
         for task in self._tcp_tasks:
             task.cancel()
+        await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
         self.relay.close()  # BYE to every upper still watching
+        self._unregistered = asyncio.Event()
         self.host.stop_all(now, unregister=True)
+        self.drain()
+        try:
+            async with asyncio.timeout(UNREGISTER_WAIT):
+                await self._unregistered.wait()
+        except TimeoutError:
+            log.info(
+                "%d upper platform(s) did not answer our unregistration",
+                sum(1 for link in self.links if link.unregistering),
+            )
         for future in self._answers.values():
             if not future.done():
                 future.set_result(NOT_REGISTERED)
 
     # --- what the uppers see ----------------------------------------------------------------
 
-    def _current_channels(self) -> list[Channel]:
-        """Channels with their online state as an upper should see it (the device must be up too)."""
-        out = []
-        for channel in self.gateway.channels.values():
-            state = self.gateway.devices.get(channel.device_id)
-            online = bool(channel.online and state is not None and state.row.online)
-            out.append(channel if channel.online == online else replace(channel, online=online))
-        return out
-
     def catalog_for(self, policy: SharePolicy) -> list[CatalogItem]:
         """The catalog one upper may see: its policy's subset, as a tree."""
+        directory = self.directory
         return build_catalog(
             policy,
-            system_id=self.gateway.config.id,
-            kindergartens=self.gateway.kindergartens.values(),
-            channels=self._current_channels(),
+            system_id=self.sip.local_id,
+            kindergartens=directory.kindergartens.values(),
+            channels=[directory.view(channel) for channel in directory.channels.values()],
         )
 
     def channel_status(self, policy: SharePolicy, channel_id: str) -> bool | None:
-        """Online state of a channel the upper may see; None when it may not."""
-        channel = self.gateway.channels.get(channel_id)
+        """Whether a channel the upper may see is up; None when it may not see it."""
+        channel = self.directory.channels.get(channel_id)
         if channel is None or not policy.allows_channel(channel):
             return None
-        state = self.gateway.devices.get(channel.device_id)
-        return bool(channel.online and state is not None and state.row.online)
+        return self.directory.is_up(channel)
 
-    def channels_changed(self, before: Mapping[str, Channel], after: Mapping[str, Channel], now: float) -> None:
+    def channels_changed(self, change: ChannelChange) -> None:
         """Push what changed to every upper subscribed to our catalog (notes §14.3)."""
         for link in self.links:
             if not link.subscriptions:
                 continue
             items = catalog_changes(
                 self.policies[link.name],
-                before,
-                after,
-                system_id=self.gateway.config.id,
-                kindergartens=self.gateway.kindergartens.values(),
+                change.before,
+                change.after,
+                system_id=self.sip.local_id,
+                kindergartens=self.directory.kindergartens.values(),
             )
             if items:
-                link.notify_catalog(items, now)
+                link.notify_catalog(items, change.at)
 
     # --- alarms upward (the outbox's "gb" sink) ---------------------------------------------------
 
     def alarm_targets(self, alarm: Alarm) -> list[str]:
         """The uppers whose policy covers this alarm."""
-        source = self.gateway.channels.get(alarm.source_id)
+        source = self.directory.channels.get(alarm.source_id)
         return [name for name, policy in self.policies.items() if policy.allows_alarm(alarm, source=source)]
 
     async def send_alarm(self, name: str, message: OutboundMessage) -> int:
@@ -198,10 +247,9 @@ class CascadeService:
             return NOT_REGISTERED
         future: asyncio.Future[int] = loop.create_future()
         self._answers[key] = future
-        if self.gateway.driver is not None:
-            self.gateway.driver.flush()
         try:
-            return await asyncio.wait_for(future, ANSWER_TIMEOUT)
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                return await future
         except TimeoutError:
             return 408
         finally:
@@ -210,40 +258,41 @@ class CascadeService:
     # --- events -----------------------------------------------------------------------------------
 
     def drain(self) -> None:
-        """Take every link's events (called whenever the SIP driver did something)."""
+        """Take every link's and the relay's events (called whenever the SIP driver did something)."""
         for link in self.links:
             while (event := link.next_event()) is not None:
-                self._on_event(event)
+                try:
+                    self._on_event(event)
+                except Exception:  # a bug: contain it to this event
+                    log.exception("upper %s: event %s failed", event.name, type(event).__name__)
+        if self._unregistered is not None and not any(link.unregistering for link in self.links):
+            self._unregistered.set()
 
     def _on_event(self, event: UpperEvent) -> None:
-        metrics = self.gateway.metrics
-        if isinstance(event, UpperOnline):
-            log.info("registered with upper platform %s", event.name)
-            metrics.upper_transitions.labels(platform=event.name, state="online").inc()
-        elif isinstance(event, UpperOffline):
-            level = logging.INFO if event.reason == "stopped" else logging.WARNING  # our own shutdown is no news
-            log.log(level, "upper platform %s is offline: %s", event.name, event.reason)
-            metrics.upper_transitions.labels(platform=event.name, state="offline").inc()
-            self.relay.upper_offline(event.name)
-        elif isinstance(event, AlarmAnswered):
-            future = self._answers.get(event.key)
-            if future is not None and not future.done():
-                future.set_result(event.status)
-        elif isinstance(event, CatalogSent):
-            log.info(
-                "catalog to %s: %d items in %d messages (SN %d)", event.name, event.items, event.messages, event.sn
-            )
-            metrics.upper_catalog_items.labels(platform=event.name).inc(event.items)
-        elif isinstance(event, SubscriptionChanged):
-            log.info(
-                "upper platform %s %s our catalog",
-                event.name,
-                "subscribed to" if event.active else "no longer subscribes to",
-            )
+        match event:
+            case UpperOnline():
+                log.info("registered with upper platform %s", event.name)
+                self.transitions.labels(platform=event.name, state="online").inc()
+            case UpperOffline():
+                level = logging.INFO if event.reason == "stopped" else logging.WARNING  # our own shutdown is no news
+                log.log(level, "upper platform %s is offline: %s", event.name, event.reason)
+                self.transitions.labels(platform=event.name, state="offline").inc()
+                self.relay.upper_offline(event.name)
+            case AlarmAnswered():
+                future = self._answers.get(event.key)
+                if future is not None and not future.done():
+                    future.set_result(event.status)
+            case CatalogSent():
+                log.info(
+                    "catalog to %s: %d items in %d messages (SN %d)", event.name, event.items, event.messages, event.sn
+                )
+                self.catalog_items.labels(platform=event.name).inc(event.items)
+            case SubscriptionChanged():
+                verb = "subscribed to" if event.active else "no longer subscribes to"
+                log.info("upper platform %s %s our catalog", event.name, verb)
 
     def status(self) -> list[dict[str, Any]]:
-        """Per upper: state, registration, failures, subscriptions, policy."""
-        wall = self.gateway.wall_offset
+        """Per upper: state, registration, failures, subscriptions, policy, live calls (times are wall time)."""
         calls = self.relay.status()
         out = []
         for link in self.links:
@@ -252,11 +301,23 @@ class CascadeService:
             policy = self.policies[link.name]
             for key in ("registered_at", "retry_at"):
                 if status.get(key) is not None:
-                    status[key] = status[key] + wall
+                    status[key] = status[key] + self.wall_offset
             status["level"] = policy.level.value
             status["district"] = policy.district_code
             out.append(status)
         return out
+
+    def collect(self) -> Iterator[Metric]:
+        """Link transitions and catalog items sent; whether each upper has us registered; the relay's calls."""
+        yield from self.transitions.collect()
+        yield from self.catalog_items.collect()
+        up = GaugeMetricFamily(
+            "kgw_upper_platform_registered", "1 while registered with the upper platform", labels=["platform", "level"]
+        )
+        for link in self.links:
+            up.add_metric([link.name, self.policies[link.name].level.value], 1 if link.registered else 0)
+        yield up
+        yield from self.relay.collect()
 
 
 def _alarm_notify(alarm: Alarm, sn: int) -> AlarmNotify:

@@ -387,7 +387,8 @@ class UpperLink:
         """Register again at once (the I/O layer opened a new TCP connection to the upper)."""
         if self.state in (UpperState.IDLE, UpperState.STOPPED):
             return
-        self._timers[_Timer.REGISTER] = now
+        self._timers.pop(_Timer.REGISTER, None)
+        self._send_register(now, self._expires)
 
     def stop(self, now: float, unregister: bool = True) -> None:
         """Stop every timer, drop subscriptions and pushes; send REGISTER Expires: 0 if registered."""
@@ -411,6 +412,11 @@ class UpperLink:
     def registered(self) -> bool:
         """True while the upper accepts us (alarms may be sent)."""
         return self.state is UpperState.REGISTERED
+
+    @property
+    def unregistering(self) -> bool:
+        """True while our REGISTER with Expires: 0 waits for its final answer (or time-out)."""
+        return self.state is UpperState.STOPPED and self._register_txn is not None
 
     def get_timer(self) -> float | None:
         """This link's earliest deadline (the endpoint's own timers are not included)."""

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from gateway.errors import ManscdpError
 from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
@@ -211,23 +211,6 @@ class _QueryContext:
     key: tuple[str, str, int]  # (device id, CmdType, SN), the QueryBook key
 
 
-class AttachedCore(Protocol):
-    """Another sans-I/O core on the same endpoint (the cascade towards upper platforms).
-
-    It sees every endpoint event first and keeps the ones that are its own, and
-    its timers run with the access core's.
-    """
-
-    def route(self, event: SipEvent, now: float) -> bool:
-        """Take the event if it is this core's; True when taken."""
-
-    def get_timer(self) -> float | None:
-        """The core's earliest deadline."""
-
-    def handle_timer(self, now: float) -> None:
-        """Run the core's due timers."""
-
-
 @dataclass(frozen=True, slots=True)
 class AccessConfig:
     """Behaviour switches of the access core."""
@@ -270,6 +253,7 @@ class DeviceAccess:
         config: AccessConfig,
         *,
         wall_offset: float = 0.0,
+        known_device: Callable[[str], bool] = lambda device_id: False,
     ) -> None:
         self.endpoint = endpoint
         self.registrar = registrar
@@ -280,12 +264,9 @@ class DeviceAccess:
             first_chunk_timeout=config.catalog_first_chunk_timeout, gap_timeout=config.catalog_gap_timeout
         )
         self.sessions: dict[str, DeviceSession] = {}
-        # Takes the SIP events of INVITE dialogs (the live service); returns True when consumed.
-        self.media_router: Callable[[SipEvent, float], bool] | None = None
-        self.attached: list[AttachedCore] = []  # cores sharing the endpoint, asked before this one
         self.subscriptions = CatalogSubscriber(endpoint, config.gateway_id, config.realm)
         # Whether an unregistered sender is a device we know (its alarms are kept, not refused).
-        self.known_device: Callable[[str], bool] = lambda device_id: False
+        self.known_device = known_device
         self._events: deque[AccessEvent] = deque()
         self.queries = QueryBook(max_inflight=config.max_inflight_queries, timeout=config.query_timeout)
         self._cseq = endpoint.ids.number(4) + 1
@@ -298,60 +279,42 @@ class DeviceAccess:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        """The earliest deadline of the core and its endpoint."""
+        """The earliest deadline of the core (the endpoint's are the router's to ask)."""
         candidates = [
             t
             for t in (
-                self.endpoint.get_timer(),
                 self.liveness.get_timer(),
                 self.catalogs.get_timer(),
                 self.queries.get_timer(),
                 self.subscriptions.get_timer(),
-                *(core.get_timer() for core in self.attached),
             )
             if t is not None
         ]
         return min(candidates) if candidates else None
 
     def handle_timer(self, now: float) -> None:
-        """Run every timer due at ``now``, then process resulting endpoint events."""
-        self.endpoint.handle_timer(now)
+        """Run every timer of the core due at ``now``."""
         self._liveness_events(self.liveness.handle_timer(now))
         for done in self.catalogs.handle_timer(now):
             self._catalog_done(done, now)
         self._expire_queries(now)
         self.subscriptions.handle_timer(now)
-        for core in self.attached:
-            core.handle_timer(now)
-        self.process(now)
 
-    def receive(self, data: bytes, peer: Peer, now: float) -> None:
-        """Feed one datagram / framed message and process what it caused."""
-        self.endpoint.receive(data, peer, now)
-        self.process(now)
-
-    def process(self, now: float) -> None:
-        """Drain the endpoint's events into this core."""
-        while (event := self.endpoint.next_event()) is not None:
-            try:
-                self.handle_sip_event(event, now)
-            except Exception:  # a bug: contain it to this one event, keep serving the rest
-                log.exception("device access failed on %s", type(event).__name__)
-
-    def handle_sip_event(self, event: SipEvent, now: float) -> None:
-        """Dispatch one endpoint event (live-play dialogs go to ``media_router`` first)."""
-        if self.media_router is not None and self.media_router(event, now):
-            return
-        if any(core.route(event, now) for core in self.attached):
-            return
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Take an endpoint event: every request (device access is the router's last handler, it
+        answers them all), and the answers to what it sent itself; False for anyone else's answers."""
         if self.subscriptions.route(event, now):
-            return
+            return True
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
-        elif isinstance(event, ResponseReceived):
+            return True
+        if not isinstance(event.context, _QueryContext) and event.context != _ALARM_ACK:
+            return False
+        if isinstance(event, ResponseReceived):
             self._on_response(event, now)
-        elif isinstance(event, TransactionTimedOut):
+        else:
             self._on_timeout(event, now)
+        return True
 
     # --- commands ---------------------------------------------------------------
 
@@ -366,6 +329,10 @@ class DeviceAccess:
     def query_device_status(self, device_id: str, now: float) -> int | None:
         """Ask a registered device for DeviceStatus."""
         return self._query(device_id, DeviceStatusQuery(sn=self._next_sn(), device_id=device_id), now)
+
+    def is_registered(self, device_id: str) -> bool:
+        """Whether the device has a session (queries and calls can reach it)."""
+        return device_id in self.sessions
 
     def restore_session(self, session: DeviceSession, *, online: bool, last_seen: float, expires_at: float) -> None:
         """Seed a device known from the store after a restart."""

@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Container
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -21,14 +22,13 @@ from gateway.alarms.model import MAX_ALARM_PAGE, Alarm, AlarmFilter, AlarmState,
 from gateway.alarms.payload import rfc3339_ms
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
+from gateway.alarms.service import AlarmService
+from gateway.registry.directory import Directory
 from gateway.registry.model import InvalidFilter
 
-if TYPE_CHECKING:
-    from gateway.alarms.service import AlarmService
-    from gateway.app import GatewayService
-
 log = logging.getLogger("kgw.http.alarms")
-SERVICE: web.AppKey[Any] = web.AppKey("kgw_alarm_gateway", object)
+ALARMS = web.AppKey("kgw_alarms", AlarmService)
+DIRECTORY = web.AppKey("kgw_alarm_directory", Directory)
 SOCKETS: web.AppKey[set[Any]] = web.AppKey("kgw_alarm_sockets")
 
 
@@ -40,21 +40,18 @@ def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
     return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
 
 
-def _gateway(request: web.Request) -> GatewayService:
-    return request.app[SERVICE]  # type: ignore[no-any-return]
-
-
 def _alarms(request: web.Request) -> AlarmService:
-    service = _gateway(request).alarms
-    if service is None:
-        raise _fail(web.HTTPServiceUnavailable, "alarms are not running")
-    return service
+    return request.app[ALARMS]
 
 
-def alarm_json(alarm: Alarm, gateway: GatewayService | None = None) -> dict[str, Any]:
+def _view(request: web.Request, alarm: Alarm) -> dict[str, Any]:
+    return alarm_json(alarm, request.app[DIRECTORY], request.app[ALARMS].snapshots)
+
+
+def alarm_json(alarm: Alarm, directory: Directory | None = None, snapshots: Container[str] = ()) -> dict[str, Any]:
     """The API's view of an alarm (times as RFC 3339 and as epoch seconds)."""
     kind = alarm.kind
-    kg = gateway.kindergartens.get(alarm.kindergarten_id or "") if gateway is not None else None
+    kg = directory.kindergartens.get(alarm.kindergarten_id or "") if directory is not None else None
     return {
         "id": alarm.id,
         "seq": alarm.seq,
@@ -85,10 +82,8 @@ def alarm_json(alarm: Alarm, gateway: GatewayService | None = None) -> dict[str,
         "resolved_at": _time(alarm.resolved_at),
         "sender_registered": alarm.sender_registered,
         "problems": list(alarm.problems),
-        "live_channel_id": gateway.entrance_camera(alarm.kindergarten_id) if gateway is not None else None,
-        "has_snapshot": bool(
-            gateway is not None and gateway.alarms is not None and alarm.id in gateway.alarms.snapshots
-        ),
+        "live_channel_id": directory.entrance_camera(alarm.kindergarten_id) if directory is not None else None,
+        "has_snapshot": bool(alarm.id in snapshots),
     }
 
 
@@ -172,10 +167,9 @@ async def list_alarms(request: web.Request) -> web.Response:
         page = await _alarms(request).list_alarms(flt)
     except InvalidFilter as exc:
         raise _fail(web.HTTPBadRequest, str(exc)) from exc
-    gateway = _gateway(request)
     return _json(
         {
-            "items": [alarm_json(a, gateway) for a in page.items],
+            "items": [_view(request, a) for a in page.items],
             "total": page.total,
             "offset": page.offset,
             "limit": page.limit,
@@ -189,7 +183,7 @@ async def get_alarm(request: web.Request) -> web.Response:
         alarm, deliveries, transitions = await _alarms(request).details(request.match_info["id"])
     except UnknownAlarm as exc:
         raise _fail(web.HTTPNotFound, f"no alarm {request.match_info['id']}") from exc
-    data = alarm_json(alarm, _gateway(request))
+    data = _view(request, alarm)
     data["deliveries"] = [delivery_json(d) for d in deliveries]
     data["transitions"] = [_transition_json(t) for t in transitions]
     return _json(data)
@@ -214,7 +208,7 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
         raise _fail(web.HTTPConflict, str(exc)) from exc
     except StoreError as exc:
         raise _fail(web.HTTPServiceUnavailable, f"could not store: {exc}") from exc
-    return _json(alarm_json(alarm, _gateway(request)))
+    return _json(_view(request, alarm))
 
 
 async def acknowledge(request: web.Request) -> web.Response:
@@ -273,7 +267,6 @@ async def snapshot(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/alarms/ws: WebSocket of alarm events (JSON text frames)."""
     service = _alarms(request)
-    gateway = _gateway(request)
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
@@ -296,7 +289,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             event = getting.result()
             if event.get("type") == "closed":
                 break
-            await ws.send_str(json.dumps(_event_json(event, gateway), ensure_ascii=False))
+            await ws.send_str(json.dumps(_event_json(event, request), ensure_ascii=False))
     except (ConnectionError, RuntimeError):
         pass  # the console went away mid-send
     finally:
@@ -308,10 +301,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _event_json(event: dict[str, Any], gateway: GatewayService) -> dict[str, Any]:
+def _event_json(event: dict[str, Any], request: web.Request) -> dict[str, Any]:
     out: dict[str, Any] = {"type": event["type"]}
     if "alarm" in event:
-        out["alarm"] = alarm_json(event["alarm"], gateway)
+        out["alarm"] = _view(request, event["alarm"])
     if "delivery" in event:
         out["delivery"] = delivery_json(event["delivery"])
     if "alarm_id" in event:
@@ -326,9 +319,9 @@ async def _close_sockets(app: web.Application) -> None:
             await ws.close(code=1001, message=b"gateway stopping")
 
 
-def add_alarm_routes(app: web.Application, service: GatewayService) -> None:
-    """Register the alarm endpoints on the gateway's app."""
-    app[SERVICE] = service
+def add_alarm_routes(app: web.Application, alarms: AlarmService, directory: Directory) -> None:
+    """Register the alarm endpoints (the directory names kindergartens and entrance cameras)."""
+    app[ALARMS], app[DIRECTORY] = alarms, directory
     app[SOCKETS] = set()
     app.router.add_get("/api/alarms", list_alarms)
     app.router.add_get("/api/alarms/ws", events)

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.live import LiveError
+from gateway.live import LiveError, LiveService
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 
-if TYPE_CHECKING:
-    from gateway.app import GatewayService
-    from gateway.live import LiveService
-
 log = logging.getLogger("kgw.http.live")
 SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
-SERVICE: web.AppKey[Any] = web.AppKey("kgw_live_service", object)
+LIVE = web.AppKey("kgw_live", LiveService)
 PEERS: web.AppKey[set[Any]] = web.AppKey("kgw_webrtc_peers")
 
 
@@ -38,10 +34,7 @@ def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
 
 
 def _live(request: web.Request) -> LiveService:
-    service: GatewayService = request.app[SERVICE]
-    if service.live is None:
-        raise _fail(web.HTTPServiceUnavailable, "live service not started")
-    return service.live
+    return request.app[LIVE]
 
 
 async def list_streams(request: web.Request) -> web.Response:
@@ -165,9 +158,9 @@ async def close_peers(app: web.Application) -> None:
     peers.clear()
 
 
-def add_live_routes(app: web.Application, service: GatewayService) -> None:
-    """Register the live endpoints on the gateway's application."""
-    app[SERVICE] = service
+def add_live_routes(app: web.Application, live: LiveService) -> None:
+    """Register the live endpoints."""
+    app[LIVE] = live
     app[PEERS] = set()
     app.router.add_get("/api/live", list_streams)
     app.router.add_post("/api/channels/{id}/live", open_stream)

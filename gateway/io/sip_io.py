@@ -2,10 +2,13 @@
 
 :class:`SipDriver` binds one UDP socket and (optionally) one TCP listener on
 the same port, feeds every datagram / framed stream message to a sans-I/O
-core, sends what the core's endpoint queued, and keeps exactly one
-``loop.call_at`` armed at the core's next deadline. Exceptions from the core
-are contained here (STYLE.md §6): one bad packet must never stall the loop
-or tear down a device's TCP connection.
+core (a :class:`~gateway.gb28181.sip.router.SipRouter`), and keeps exactly one
+``loop.call_at`` armed at the core's next deadline. Sending is driven by the
+endpoint's ``output_ready`` signal: whoever queues a message (a datagram's
+answer, an API query, an alarm's acknowledgement, a BYE), the driver flushes
+once at the end of the loop turn, so nobody calls ``flush`` by hand.
+Exceptions from the core are contained here (STYLE.md §6): one bad packet
+must never stall the loop or tear down a device's TCP connection.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class SipDriver:
         self._next_conn = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._flush_pending = False
+        core.endpoint.output_ready = self.flush_soon
 
     async def listen(self, host: str, port: int, *, tcp: bool = True) -> int:
         """Bind UDP (and TCP on the same port); returns the bound port.
@@ -126,24 +131,34 @@ class SipDriver:
     # --- called by the protocols ---------------------------------------------
 
     def deliver(self, data: bytes, peer: Peer) -> None:
-        """Hand bytes to the core, contain failures, then flush and re-arm."""
+        """Hand bytes to the core and contain failures; what it caused is flushed this loop turn."""
         try:
             self.core.receive(data, peer, self.loop.time())
         except Exception:  # a bug, not bad input: log once with context, keep serving
             log.exception("SIP core failed on %d bytes from %s", len(data), peer)
-        self.flush()
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
+        """Flush once at the end of this loop turn, however many messages were queued in it."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send what the endpoint queued, notify the app, re-arm the timer."""
-        for data, peer in self.core.endpoint.data_to_send():
-            self._send(data, peer)
+        """Send what the endpoint queued, let the app drain its events, send again, re-arm the timer."""
+        self._flush_pending = True  # output queued meanwhile goes out in this flush
         try:
-            self.on_activity()
-        except Exception:
-            log.exception("activity callback failed")
-        for data, peer in self.core.endpoint.data_to_send():
-            self._send(data, peer)
-        self._rearm()
+            for data, peer in self.core.endpoint.data_to_send():
+                self._send(data, peer)
+            try:
+                self.on_activity()
+            except Exception:
+                log.exception("activity callback failed")
+            for data, peer in self.core.endpoint.data_to_send():
+                self._send(data, peer)
+            self._rearm()
+        finally:
+            self._flush_pending = False
 
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport is Transport.UDP:

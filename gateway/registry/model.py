@@ -29,6 +29,7 @@ __all__ = [
     "Page",
     "PresenceCounts",
     "StatusEvent",
+    "check_page",
     "guess_area",
 ]
 
@@ -215,11 +216,12 @@ class PresenceCounts:
     channels: int
 
 
-def _check_page(offset: int, limit: int) -> None:
+def check_page(offset: int, limit: int, max_limit: int = MAX_PAGE_LIMIT) -> None:
+    """Raise :class:`InvalidFilter` unless ``offset >= 0`` and ``1 <= limit <= max_limit``."""
     if offset < 0:
         raise InvalidFilter(f"offset must be >= 0, got {offset}")
-    if not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidFilter(f"limit must be in 1..{MAX_PAGE_LIMIT}, got {limit}")
+    if not 1 <= limit <= max_limit:
+        raise InvalidFilter(f"limit must be in 1..{max_limit}, got {limit}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +236,7 @@ class DeviceFilter:
     limit: int = 100
 
     def __post_init__(self) -> None:
-        _check_page(self.offset, self.limit)
+        check_page(self.offset, self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +254,7 @@ class ChannelFilter:
     limit: int = 100
 
     def __post_init__(self) -> None:
-        _check_page(self.offset, self.limit)
+        check_page(self.offset, self.limit)
 
     @property
     def areas(self) -> frozenset[AreaTag] | None:

@@ -12,7 +12,7 @@ never invents kindergartens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 
 from gateway.gb28181.ids import is_civil_code, is_gb_id
 from gateway.gb28181.manscdp import CatalogItem
@@ -26,6 +26,14 @@ def kindergarten_id_by_convention(any_id: str) -> str | None:
     if not is_gb_id(any_id):
         return None
     return f"{any_id[:10]}2160{any_id[14:18]}00"
+
+
+def place_device(device_id: str, provisioned: str | None, known: Container[str]) -> str | None:
+    """A device's kindergarten: as provisioned, else by the numbering convention if that one is known."""
+    if provisioned:
+        return provisioned
+    candidate = kindergarten_id_by_convention(device_id)
+    return candidate if candidate in known else None
 
 
 def kindergartens_in_catalog(items: Sequence[CatalogItem]) -> dict[str, Kindergarten]:

@@ -32,7 +32,7 @@ from gateway.alarms.model import (
     Transition,
     TransitionAction,
 )
-from gateway.registry.model import InvalidFilter, Page
+from gateway.registry.model import InvalidFilter, Page, check_page
 from gateway.registry.sqlite_store import SqliteStore, _mapped_errors
 
 __all__ = ["SqliteAlarmStore"]
@@ -143,11 +143,6 @@ def _transition_from(row: Sequence[Any]) -> Transition:
     return Transition(alarm_id, at, TransitionAction(action), actor, detail)
 
 
-def _check_page(offset: int, limit: int) -> None:
-    if offset < 0 or not 1 <= limit <= MAX_ALARM_PAGE:
-        raise InvalidFilter(f"need offset >= 0 and 1 <= limit <= {MAX_ALARM_PAGE}")
-
-
 class SqliteAlarmStore(SqliteStore):
     """Alarms, the delivery outbox and the audit trail on the registry's SQLite file.
 
@@ -225,7 +220,7 @@ class SqliteAlarmStore(SqliteStore):
 
     def list_alarms(self, flt: AlarmFilter) -> Page[Alarm]:
         """Alarms matching ``flt``, newest (highest seq) first; InvalidFilter on a bad page."""
-        _check_page(flt.offset, flt.limit)
+        check_page(flt.offset, flt.limit, MAX_ALARM_PAGE)
         clauses: list[str] = []
         params: list[Any] = []
         for clause, value in (
@@ -265,7 +260,7 @@ class SqliteAlarmStore(SqliteStore):
 
         An unknown state name raises InvalidFilter (a typo must not look like "none dead").
         """
-        _check_page(offset, limit)
+        check_page(offset, limit, MAX_ALARM_PAGE)
         clauses: list[str] = []
         params: list[Any] = []
         if state is not None:

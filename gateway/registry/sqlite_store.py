@@ -23,7 +23,6 @@ from typing import Any, Final
 
 from gateway.errors import StoreError
 from gateway.registry.model import (
-    MAX_PAGE_LIMIT,
     AreaTag,
     Channel,
     ChannelChanges,
@@ -32,11 +31,11 @@ from gateway.registry.model import (
     DeviceFilter,
     DistrictCount,
     EntityKind,
-    InvalidFilter,
     Kindergarten,
     Page,
     PresenceCounts,
     StatusEvent,
+    check_page,
 )
 from gateway.registry.store import StoreConstraintError
 
@@ -279,11 +278,6 @@ def _changes(cursor: sqlite3.Cursor) -> int:
     return max(cursor.rowcount, 0)
 
 
-def _check_limit(offset: int, limit: int) -> None:
-    if offset < 0 or not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidFilter(f"need offset >= 0 and 1 <= limit <= {MAX_PAGE_LIMIT}")
-
-
 @contextmanager
 def _mapped_errors() -> Iterator[None]:
     """Translate sqlite3 exceptions into the gateway's StoreError taxonomy."""
@@ -426,7 +420,7 @@ class SqliteStore:
         self, district_code: str | None = None, offset: int = 0, limit: int = 100
     ) -> Page[Kindergarten]:
         """Kindergartens ordered by id, optionally of one district."""
-        _check_limit(offset, limit)
+        check_page(offset, limit)
         where, params = ("WHERE district_code = ?", [district_code]) if district_code else ("", [])
         rows, total = self._page("kindergarten", _KG_SELECT, where, params, offset, limit)
         return Page(tuple(Kindergarten(*r) for r in rows), total, offset, limit)
@@ -592,7 +586,7 @@ class SqliteStore:
         self, entity_id: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[StatusEvent]:
         """Newest first (ties in insertion order reversed), optionally filtered."""
-        _check_limit(0, limit)
+        check_page(0, limit)
         clauses: list[str] = []
         params: list[Any] = []
         if entity_id is not None:

@@ -25,7 +25,7 @@ RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 async def _registered(fleet: Any, service: Any = None) -> None:
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
     if service is not None:
-        assert await wait_for(lambda: all(s.channels for s in service.devices.values()), 15)
+        assert await wait_for(lambda: all(s.reported for s in service.directory.devices.values()), 15)
 
 
 async def test_button_press_reaches_an_mqtt_subscriber_with_the_documented_payload(

@@ -83,7 +83,7 @@ async def _city(gateway_factory: Any, fleet_factory: Any, receiver: WebhookRecei
     service = await gateway_factory(**settings)
     fleet = await fleet_factory(service, kindergartens=3, cameras=(2, 2))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 15)
-    assert await wait_for(lambda: all(s.channels for s in service.devices.values()), 15)
+    assert await wait_for(lambda: all(s.reported for s in service.directory.devices.values()), 15)
     return service, fleet
 
 

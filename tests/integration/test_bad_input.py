@@ -240,8 +240,8 @@ async def service(gateway_factory) -> GatewayService:
 
 
 async def test_garbage_datagrams_are_dropped_and_counted(service):
-    assert service.access is not None
-    stats = service.access.endpoint.stats
+    assert service.sip.access is not None
+    stats = service.sip.access.endpoint.stats
     dropped_before = stats["dropped_unparsable"] + stats["dropped_too_large"]
     unparsable_before = stats["dropped_unparsable"]
     rng = random.Random(28181)
@@ -278,7 +278,7 @@ async def test_request_missing_a_mandatory_header_gets_400(service, missing):
         data = sip_request("OPTIONS", service=service, from_user=DEVICE_ID, port=peer.port, omit=(missing,))
         response = await peer.request(data)
         assert response.status == 400
-        assert service.access is not None and service.access.endpoint.stats["dropped_bad_headers"] >= 1
+        assert service.sip.access is not None and service.sip.access.endpoint.stats["dropped_bad_headers"] >= 1
     finally:
         peer.close()
     assert await options_ok(service)
@@ -325,7 +325,7 @@ async def test_message_from_unregistered_device_gets_404(service):
         assert response.status == 404
     finally:
         peer.close()
-    assert DEVICE_ID not in service.devices
+    assert DEVICE_ID not in service.directory.devices
 
 
 async def test_unknown_method_gets_405_and_options_200(service):
@@ -359,8 +359,8 @@ async def test_register_with_bad_device_id_gets_403(service, device_id):
         assert response.headers.get("WWW-Authenticate") is None, "refused before any challenge"
     finally:
         peer.close()
-    assert service.access is not None and device_id not in service.access.sessions
-    assert device_id not in service.devices
+    assert service.sip.access is not None and device_id not in service.sip.access.sessions
+    assert device_id not in service.directory.devices
     assert await options_ok(service)
 
 
@@ -432,13 +432,15 @@ async def test_wrong_password_storm_is_throttled_per_device_not_per_address(serv
         assert all(s[1] == 403 for s in challenged), "a wrong password is 403, never another 401"
         assert 1 <= len(challenged) <= 5, statuses
         assert statuses[-10:] == [(403, None)] * 10, "later attempts are refused without a challenge"
-        assert service.access is not None and DEVICE_ID not in service.access.sessions
+        assert service.sip.access is not None and DEVICE_ID not in service.sip.access.sessions
 
         # Same socket (same address and port), another device ID, right password: unaffected.
         await register_device(service, peer, OTHER_DEVICE_ID)
-        assert OTHER_DEVICE_ID in service.access.sessions
+        assert OTHER_DEVICE_ID in service.sip.access.sessions
         assert await wait_for(
-            lambda: OTHER_DEVICE_ID in service.devices and service.devices[OTHER_DEVICE_ID].row.online
+            lambda: (
+                OTHER_DEVICE_ID in service.directory.devices and service.directory.devices[OTHER_DEVICE_ID].row.online
+            )
         )
         # The blocked device stays blocked even with the right password, for now.
         response = await peer.request(register(service, peer, DEVICE_ID, f"{_token()}@127.0.0.1", 1))
@@ -520,7 +522,7 @@ async def test_tcp_garbage_closes_only_that_connection(service):
 
 
 async def test_attacks_leave_no_leak_and_a_fleet_still_registers(service, fleet_factory):
-    assert service.access is not None
+    assert service.sip.access is not None
     await asyncio.sleep(0)
     baseline = len(asyncio.all_tasks())
     rng = random.Random(7)
@@ -550,13 +552,13 @@ async def test_attacks_leave_no_leak_and_a_fleet_still_registers(service, fleet_
         peer.close()
 
     assert await options_ok(service)
-    assert service.access.endpoint.transaction_count < 1000
-    assert service.driver is not None
-    assert await wait_for(lambda: not service.driver.connections, timeout=3), "closed TCP peers are forgotten"
+    assert service.sip.access.endpoint.transaction_count < 1000
+    assert service.sip.driver is not None
+    assert await wait_for(lambda: not service.sip.driver.connections, timeout=3), "closed TCP peers are forgotten"
     assert await wait_for(lambda: len(asyncio.all_tasks()) <= baseline + 2, timeout=3)
 
     fleet = await fleet_factory(service, kindergartens=2, keepalive_interval=0.2, transport=Transport.UDP)
     channels = sum(len(a.profile.channels) for a in fleet.agents.values())
-    assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=15)
-    assert await wait_for(lambda: service.online_counts()[2] == channels, timeout=15)
-    assert service.access.endpoint.transaction_count < 1000
+    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] == channels, timeout=15)
+    assert service.sip.access.endpoint.transaction_count < 1000

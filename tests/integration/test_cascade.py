@@ -15,6 +15,7 @@ from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.config import UpperSpec
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.registry.model import AreaTag, guess_area
+from gbplatform.ids import platform_id
 from tests.conftest import http_json, wait_for
 
 PASSWORD = "platform-pw"
@@ -35,10 +36,8 @@ def upper(platform: GatewayService, level: str, district: str | None = None, **k
     return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
 
 
-async def platform(gateway_factory: Any, level: str, district: str | None = None, **kw: Any) -> GatewayService:
-    ids = {"municipal": "12010000002000000001", "police": "12010000002000000110"}
-    platform_id = ids.get(level) or f"{district}00002000000001"
-    return await gateway_factory(id=platform_id, password=PASSWORD, **kw)
+async def platform(platform_factory: Any, level: str, district: str | None = None, **kw: Any) -> GatewayService:
+    return await platform_factory(id=platform_id(level, district), role=level, password=PASSWORD, **kw)
 
 
 async def channel_ids(service: GatewayService) -> set[str]:
@@ -48,15 +47,17 @@ async def channel_ids(service: GatewayService) -> set[str]:
 
 
 def city_channels(gateway: GatewayService) -> dict[str, Any]:
-    return dict(gateway.channels)
+    return dict(gateway.directory.channels)
 
 
-async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: Any, fleet_factory: Any) -> None:
+async def test_star_each_upper_gets_exactly_its_policy_subset(
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
+) -> None:
     heping, hexi = "120101", "120103"
-    d1 = await platform(gateway_factory, "district", heping)
-    d2 = await platform(gateway_factory, "district", hexi)
-    municipal = await platform(gateway_factory, "municipal")
-    police = await platform(gateway_factory, "police")
+    d1 = await platform(platform_factory, "district", heping)
+    d2 = await platform(platform_factory, "district", hexi)
+    municipal = await platform(platform_factory, "municipal")
+    police = await platform(platform_factory, "police")
     gateway = await gateway_factory(
         upper_platforms=(
             upper(d1, "district", heping),
@@ -68,12 +69,12 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     fleet = await fleet_factory(gateway, kindergartens=40, cameras=(4, 6))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
     assert await wait_for(
-        lambda: len(gateway.channels) >= sum(len(c.channels) for k in fleet.city for c in k.devices), 20
+        lambda: len(gateway.directory.channels) >= sum(len(c.channels) for k in fleet.city for c in k.devices), 20
     )
     # the uppers saw the gateway register and queried its catalog; ask again now that it is complete
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
     for p in (d1, d2, municipal, police):
-        await p.query(gateway.config.id, "Catalog")
+        await p.queries.ask(gateway.config.id, "Catalog")
     everything = city_channels(gateway)
     expect = {
         d1: {i for i, c in everything.items() if c.district_code == heping},
@@ -83,20 +84,20 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     }
     assert expect[d1] and expect[d2] and expect[police]
     for p, wanted in expect.items():
-        assert await wait_for(lambda p=p, wanted=wanted: len(p.channels) == len(wanted), 20), (
+        assert await wait_for(lambda p=p, wanted=wanted: len(p.directory.channels) == len(wanted), 20), (
             p.config.id,
-            len(p.channels),
+            len(p.directory.channels),
             len(wanted),
         )  # type: ignore[misc]
-        assert set(p.channels) == wanted
-        await p.flush()
+        assert set(p.directory.channels) == wanted
+        await p.writer.flush()
         assert await channel_ids(p) == wanted  # the registry has them too
     # police: never an indoor camera, over the whole simulated city
-    for channel in police.channels.values():
+    for channel in police.directory.channels.values():
         assert channel.type_code == 134 or (AreaTag(guess_area(channel.name)).is_public), channel
     # the platforms learned the kindergartens from the tree, with names
     kg = fleet.city[0]
-    assert municipal.kindergartens[kg.id].name == kg.name
+    assert municipal.directory.kindergartens[kg.id].name == kg.name
     status, uppers = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/upper-platforms")
     assert {u["name"]: u["state"] for u in uppers["items"]} == {
         f"district-{heping}": "registered",
@@ -106,9 +107,11 @@ async def test_star_each_upper_gets_exactly_its_policy_subset(gateway_factory: A
     }
 
 
-async def test_three_level_chain_municipal_sees_exactly_the_district(gateway_factory: Any, fleet_factory: Any) -> None:
+async def test_three_level_chain_municipal_sees_exactly_the_district(
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
+) -> None:
     """devices → gateway → district platform → municipal platform."""
-    municipal = await platform(gateway_factory, "municipal")
+    municipal = await platform(platform_factory, "municipal")
     fleet_probe_district = "120101"
     district = await platform(
         gateway_factory, "district", fleet_probe_district, upper_platforms=(upper(municipal, "municipal"),)
@@ -116,44 +119,51 @@ async def test_three_level_chain_municipal_sees_exactly_the_district(gateway_fac
     gateway = await gateway_factory(upper_platforms=(upper(district, "district", fleet_probe_district),))
     fleet = await fleet_factory(gateway, kindergartens=60, cameras=(3, 4))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
-    wanted = {i for i, c in gateway.channels.items() if c.district_code == fleet_probe_district}
+    wanted = {i for i, c in gateway.directory.channels.items() if c.district_code == fleet_probe_district}
     assert wanted, "the simulated city should have kindergartens in 和平区"
     await asyncio.sleep(0.5)
-    await district.query(gateway.config.id, "Catalog")
-    assert await wait_for(lambda: set(district.channels) == wanted, 20)
-    await municipal.query(district.config.id, "Catalog")
-    assert await wait_for(lambda: set(municipal.channels) == wanted, 20), (len(municipal.channels), len(wanted))
+    await district.queries.ask(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: set(district.directory.channels) == wanted, 20)
+    await municipal.queries.ask(district.config.id, "Catalog")
+    assert await wait_for(lambda: set(municipal.directory.channels) == wanted, 20), (
+        len(municipal.directory.channels),
+        len(wanted),
+    )
 
 
 async def test_upper_restart_gets_the_gateway_back_without_help(
-    gateway_factory: Any, fleet_factory: Any, tmp_path: Any
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any, tmp_path: Any
 ) -> None:
     db = str(tmp_path / "municipal.db")
-    municipal = await platform(gateway_factory, "municipal", db=db)
+    municipal = await platform(platform_factory, "municipal", db=db)
     port = municipal.sip_port
     gateway = await gateway_factory(upper_platforms=(upper(municipal, "municipal", keepalive_interval=1.0),))
     fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
     assert await wait_for(
-        lambda: gateway.config.id in municipal.devices and municipal.devices[gateway.config.id].row.online, 10
+        lambda: (
+            gateway.config.id in municipal.directory.devices
+            and municipal.directory.devices[gateway.config.id].row.online
+        ),
+        10,
     )
     await municipal.stop()
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] != "registered", 15)
-    restarted = await platform(gateway_factory, "municipal", db=":memory:", sip_port=port)  # forgot everything
+    restarted = await platform(platform_factory, "municipal", db=":memory:", sip_port=port)  # forgot everything
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 20)
     await asyncio.sleep(0.3)
-    await restarted.query(gateway.config.id, "Catalog")
-    assert await wait_for(lambda: len(restarted.channels) == len(gateway.channels) > 0, 20)
+    await restarted.queries.ask(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: len(restarted.directory.channels) == len(gateway.directory.channels) > 0, 20)
 
 
 async def test_an_alarm_reaches_district_municipal_and_police_once_each(
-    gateway_factory: Any, fleet_factory: Any
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
 ) -> None:
     fleet_district = "120101"
-    d1 = await platform(gateway_factory, "district", fleet_district)
-    other = await platform(gateway_factory, "district", "120103")
-    municipal = await platform(gateway_factory, "municipal")
-    police = await platform(gateway_factory, "police")
+    d1 = await platform(platform_factory, "district", fleet_district)
+    other = await platform(platform_factory, "district", "120103")
+    municipal = await platform(platform_factory, "municipal")
+    police = await platform(platform_factory, "police")
     gateway = await gateway_factory(
         upper_platforms=(
             upper(d1, "district", fleet_district),
@@ -167,8 +177,8 @@ async def test_an_alarm_reaches_district_municipal_and_police_once_each(
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
     kg = next(k for k in fleet.city if k.district_code == fleet_district)
     for p in (d1, municipal, police):
-        await p.query(gateway.config.id, "Catalog")
-    assert await wait_for(lambda: all(len(p.channels) > 0 for p in (d1, municipal, police)), 20)
+        await p.queries.ask(gateway.config.id, "Catalog")
+    assert await wait_for(lambda: all(len(p.directory.channels) > 0 for p in (d1, municipal, police)), 20)
     fleet.press(kg.id, "button")
     fleet.press(kg.id, "tamper")  # a device fault: not for the police
     for p in (d1, municipal):
@@ -181,49 +191,63 @@ async def test_an_alarm_reaches_district_municipal_and_police_once_each(
     alarm = listed["items"][0]
     assert alarm["kind"] == "one_button" and alarm["kindergarten_id"] == kg.id
     assert alarm["kindergarten_name"] == kg.name
-    assert alarm["live_channel_id"] in police.channels  # 查看现场 on the police console: the entrance camera
+    assert alarm["live_channel_id"] in police.directory.channels  # 查看现场 on the police console: the entrance camera
     assert gateway.alarms is not None and gateway.alarms.outbox.depth("gb") == 0
 
 
-async def test_subscribed_platform_follows_changes_without_asking(gateway_factory: Any, fleet_factory: Any) -> None:
+async def test_subscribed_platform_follows_changes_without_asking(
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
+) -> None:
     """The municipal platform subscribes to the gateway's catalog when it registers; channels that
     come later arrive by NOTIFY, and a device going away turns its channels OFF up there."""
-    municipal = await platform(gateway_factory, "municipal")
+    municipal = await platform(platform_factory, "municipal")
     gateway = await gateway_factory(upper_platforms=(upper(municipal, "municipal"),))
     assert await wait_for(lambda: gateway.cascade.status()[0]["subscriptions"] == 1, 10)
     fleet = await fleet_factory(gateway, kindergartens=3, cameras=(2, 3))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
-    assert await wait_for(lambda: len(gateway.channels) > 0 and set(municipal.channels) == set(gateway.channels), 20)
+    assert await wait_for(
+        lambda: (
+            len(gateway.directory.channels) > 0 and set(municipal.directory.channels) == set(gateway.directory.channels)
+        ),
+        20,
+    )
     kg = fleet.city[0]
-    assert all(municipal.channels[c.id].kindergarten_id == kg.id for d in kg.devices for c in d.channels)
+    assert all(municipal.directory.channels[c.id].kindergarten_id == kg.id for d in kg.devices for c in d.channels)
     nvr = next(d for d in kg.devices if d.kind == "nvr")
     agent = fleet.agents[nvr.id]
     agent.stop(asyncio.get_running_loop().time(), unregister=True)
     next(n for n in fleet.nodes if nvr.id in n.host.agents).driver.flush()
     cameras = [c.id for c in nvr.channels]
-    assert await wait_for(lambda: all(not municipal.channels[i].online for i in cameras), 15)
+    assert await wait_for(lambda: all(not municipal.directory.channels[i].online for i in cameras), 15)
     assert all(
-        municipal.channels[c].online for c in municipal.channels if c not in cameras and gateway.channels[c].online
+        municipal.directory.channels[c].online
+        for c in municipal.directory.channels
+        if c not in cameras and gateway.directory.channels[c].online
     )
 
 
 async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(
-    gateway_factory: Any, fleet_factory: Any
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
 ) -> None:
     """transport = "TCP": the gateway opens the connection, registers over it, and after the upper
     restarts (the connection drops) connects again and registers again by itself."""
-    municipal = await platform(gateway_factory, "municipal")
+    municipal = await platform(platform_factory, "municipal")
     port = municipal.sip_port
     gateway = await gateway_factory(
         upper_platforms=(upper(municipal, "municipal", transport="TCP", keepalive_interval=1.0),)
     )
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 15)
-    assert municipal.devices[gateway.config.id].row.transport == "TCP"
+    assert municipal.directory.devices[gateway.config.id].row.transport == "TCP"
     fleet = await fleet_factory(gateway, kindergartens=2, cameras=(2, 2))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 20)
-    assert await wait_for(lambda: len(gateway.channels) > 0 and set(municipal.channels) == set(gateway.channels), 20)
+    assert await wait_for(
+        lambda: (
+            len(gateway.directory.channels) > 0 and set(municipal.directory.channels) == set(gateway.directory.channels)
+        ),
+        20,
+    )
     await municipal.stop()
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] != "registered", 15)
-    restarted = await platform(gateway_factory, "municipal", sip_port=port)
+    restarted = await platform(platform_factory, "municipal", sip_port=port)
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 30)
-    assert await wait_for(lambda: set(restarted.channels) == set(gateway.channels), 20)
+    assert await wait_for(lambda: set(restarted.directory.channels) == set(gateway.directory.channels), 20)

@@ -63,8 +63,16 @@ def _upper(platform: GatewayService, level: str, **kw: Any) -> UpperSpec:
     return UpperSpec(link, SharePolicy(PolicyLevel(level), district))
 
 
+def _pretend_known(platform: GatewayService, gateway: GatewayService, channel_id: str) -> None:
+    """Make ``platform`` believe the gateway serves ``channel_id`` (its catalog never said so)."""
+    platform.directory.upsert_channels(
+        gateway.config.id, [Channel(channel_id, gateway.config.id, None, KG.district_code)]
+    )
+
+
 async def _cascade(
     gateway_factory: Any,
+    platform_factory: Any,
     fleet_factory: Any,
     levels: tuple[str, ...],
     *,
@@ -74,20 +82,20 @@ async def _cascade(
 ) -> tuple[GatewayService, Any, dict[str, GatewayService]]:
     """Platforms, then the gateway registered with each, then the kindergarten; catalogs fetched."""
     platforms = {
-        level: await gateway_factory(id=PLATFORM_IDS[level], password=PASSWORD, media_transport=transport)
+        level: await platform_factory(id=PLATFORM_IDS[level], role=level, password=PASSWORD, media_transport=transport)
         for level in levels
     }
     gateway = await gateway_factory(
         upper_platforms=tuple(_upper(p, level, **link) for level, p in platforms.items()), media_ports=media_ports
     )
     fleet = await fleet_factory(gateway, kindergartens=1, cameras=(3, 3), video=VIDEO)
-    assert await wait_for(lambda: {ENTRANCE, PERIMETER, CLASSROOM} <= gateway.channels.keys(), 20)
+    assert await wait_for(lambda: {ENTRANCE, PERIMETER, CLASSROOM} <= gateway.directory.channels.keys(), 20)
     assert gateway.cascade is not None
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 10)
     for level, platform in platforms.items():
-        await platform.query(gateway.config.id, "Catalog")
+        await platform.queries.ask(gateway.config.id, "Catalog")
         wanted = CLASSROOM if level != "police" else ENTRANCE
-        assert await wait_for(lambda p=platform, c=wanted: p.channel_owner.get(c) == gateway.config.id, 10), level  # type: ignore[misc]
+        assert await wait_for(lambda p=platform, c=wanted: p.directory.device_of(c) == gateway.config.id, 10), level  # type: ignore[misc]
     return gateway, fleet, platforms
 
 
@@ -161,12 +169,16 @@ def _viewers(gateway: GatewayService, channel_id: str) -> int:
 
 
 async def test_two_uppers_share_the_camera_and_policy_is_enforced(
-    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
     low = free_sip_port()  # the camera's stream and both uppers' senders share the gateway's media port range
     gateway, fleet, platforms = await _cascade(
-        gateway_factory, fleet_factory, ("district", "municipal", "police"), media_ports=f"{low}-{low + 20}"
+        gateway_factory,
+        platform_factory,
+        fleet_factory,
+        ("district", "municipal", "police"),
+        media_ports=f"{low}-{low + 20}",
     )
     district, municipal, police = platforms["district"], platforms["municipal"], platforms["police"]
     agent = _camera_agent(fleet)
@@ -211,13 +223,13 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     assert len(await _decode(d_stream, d_viewer, 10, decoder=d_decoder)) >= 10
 
     # The police may not see a classroom: 403, and the camera hears nothing of it.
-    police.channel_owner[CLASSROOM] = gateway.config.id  # as if it guessed the ID
+    _pretend_known(police, gateway, CLASSROOM)  # as if it guessed the ID
     assert police.live is not None
     with pytest.raises(LiveError, match="Forbidden"):
         await police.live.watch(CLASSROOM)
     # A channel the gateway does not have: 404.
     unknown = KG.id[:10] + "1310009999"
-    municipal.channel_owner[unknown] = gateway.config.id
+    _pretend_known(municipal, gateway, unknown)
     with pytest.raises(LiveError, match="Not Found"):
         await municipal.live.watch(unknown)
     # The call limit per upper: 486 (the second channel would need a second camera INVITE).
@@ -233,7 +245,7 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     assert agent.stats.invites_received == 1 and gateway.live.invites_sent == 1
     assert relay.counters["forbidden"] == relay.counters["not_found"] == relay.counters["busy"] == 1
     assert relay.counters["accepted"] == 2 and relay.counters["bad_offer"] == 2
-    sample = gateway.metrics.registry.get_sample_value
+    sample = gateway.metrics.get_sample_value
     assert sample("kgw_upper_calls_total", {"platform": "police", "result": "forbidden"}) == 1
 
     # BYE from one upper releases its viewer only; the other keeps streaming.
@@ -252,17 +264,17 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
 
 
 async def test_upper_gone_without_bye_releases_the_viewer(
-    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
     gateway, fleet, platforms = await _cascade(
-        gateway_factory, fleet_factory, ("municipal",), keepalive_interval=1.0, keepalive_missed=2
+        gateway_factory, platform_factory, fleet_factory, ("municipal",), keepalive_interval=1.0, keepalive_missed=2
     )
     municipal = platforms["municipal"]
-    assert municipal.live is not None and gateway.live is not None and municipal.driver is not None
+    assert municipal.live is not None and gateway.live is not None and municipal.sip.driver is not None
     stream, viewer = await municipal.live.watch(ENTRANCE)
     assert len(await _decode(stream, viewer, 3)) >= 3 and _viewers(gateway, ENTRANCE) == 1
-    municipal.driver.close()  # the platform vanishes: no BYE, no keepalive answers
+    municipal.sip.driver.close()  # the platform vanishes: no BYE, no keepalive answers
     await municipal.stop()
     assert await wait_for(lambda: ENTRANCE not in gateway.live.streams, 10), (
         "offline upper → viewer left → linger → BYE"
@@ -273,11 +285,13 @@ async def test_upper_gone_without_bye_releases_the_viewer(
 
 @pytest.mark.parametrize("mode", [MediaTransport.TCP_PASSIVE, MediaTransport.TCP_ACTIVE])
 async def test_tcp_transports_and_a_lost_connection(
-    gateway_factory: Any, fleet_factory: Any, monkeypatch: Any, mode: MediaTransport
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any, monkeypatch: Any, mode: MediaTransport
 ) -> None:
     monkeypatch.setattr(live_module, "LINGER", 0.3)
     transport = mode.value.lower()
-    gateway, fleet, platforms = await _cascade(gateway_factory, fleet_factory, ("municipal",), transport=transport)
+    gateway, fleet, platforms = await _cascade(
+        gateway_factory, platform_factory, fleet_factory, ("municipal",), transport=transport
+    )
     municipal = platforms["municipal"]
     assert municipal.live is not None and gateway.cascade is not None
     stream, viewer = await municipal.live.watch(ENTRANCE)

@@ -168,7 +168,7 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
 async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id = _camera_channel(fleet)
     base = f"http://127.0.0.1:{service.http_port}"
     for path in ("/", "/console", f"/live/{channel_id}"):
@@ -332,7 +332,7 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
     clicked cameras play side by side; closing one ends its connection, the other plays on."""
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] >= 3, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] >= 3, timeout=15)
     kg = fleet.city[0]
     base = f"http://127.0.0.1:{service.http_port}"
     page: dict[str, Any] = {}
@@ -446,7 +446,7 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         # collapsed kindergarten (district scan) and, expanded again, on each channel.
         await cdp.evaluate(session, _click(f"{kg_li} > .row"))
         await fleet.stop(unregister=True)
-        assert await wait_for(lambda: service.online_counts()[2] == 0, timeout=10)
+        assert await wait_for(lambda: service.directory.online_counts()[2] == 0, timeout=10)
         kg_row = district_row = ""
         for _ in range(50):
             await cdp.evaluate(session, "window.kgwConsole.refresh()")
@@ -476,13 +476,13 @@ async def _until_viewers(base: str, expected: dict[str, int], timeout: float = 1
     raise AssertionError(f"viewers {viewers}, expected {expected}")
 
 
-async def test_console_tree_stays_responsive_with_the_whole_city(gateway_factory):
+async def test_console_tree_stays_responsive_with_the_whole_city(platform_factory):
     """2,314 kindergartens in 16 districts: the tree lists the districts, a district's
     kindergartens come on expand (only expanded nodes are in the DOM), search filters them."""
     from simulators.city import build_city
     from simulators.fleet import provision
 
-    service = await gateway_factory(id="12010000002000000001", role="municipal")  # the municipal platform
+    service = await platform_factory(id="12010000002000000001", role="municipal")  # the municipal platform
     base = f"http://127.0.0.1:{service.http_port}"
     city = build_city(2314, cameras_per_kindergarten=(2, 2))
     await asyncio.to_thread(provision, base, city)

@@ -13,6 +13,7 @@ from typing import Any
 
 
 from gateway.app import GatewayService
+from gbplatform.app import build_gateway
 from gateway.config import load_config
 from gateway.gb28181.device_agent import AgentHost, AgentTiming, DeviceAgent, DeviceProfile, ServerInfo
 from gateway.gb28181.manscdp import CatalogItem
@@ -42,9 +43,9 @@ def node_of(fleet: Fleet, device_id: str) -> Any:
 
 async def all_registered(service: GatewayService, fleet: Fleet, *, skip: AbstractSet[str] = frozenset()) -> None:
     wanted = len(fleet.agents) - len(skip)
-    assert await wait_for(lambda: service.online_counts()[1] == wanted, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[1] == wanted, timeout=15)
     channels = expected_channels(fleet, skip=skip)
-    assert await wait_for(lambda: service.online_counts()[2] == channels, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] == channels, timeout=15)
 
 
 async def test_wrong_password_is_refused_and_others_register(gateway_factory, fleet_factory):
@@ -61,10 +62,10 @@ async def test_wrong_password_is_refused_and_others_register(gateway_factory, fl
     assert not agent.registered
     assert all(a.registered for i, a in fleet.agents.items() if i != bad_id)
 
-    await service.flush()
-    state = service.devices.get(bad_id)
+    await service.writer.flush()
+    state = service.directory.devices.get(bad_id)
     assert state is None or not state.row.online
-    assert service.access is not None and bad_id not in service.access.sessions
+    assert service.sip.access is not None and bad_id not in service.sip.access.sessions
     status, body = await http_json(f"{api(service)}/api/devices/{bad_id}")
     assert status == 404 or body["online"] is False
     status, online = await http_json(f"{api(service)}/api/devices?online=true&limit=1000")
@@ -82,10 +83,10 @@ async def test_silent_device_goes_offline_and_comes_back(gateway_factory, fleet_
     total = len(fleet.agents)
 
     agent.misbehaviour.silent = True
-    assert await wait_for(lambda: not service.devices[device_id].row.online, timeout=5)
-    assert service.online_counts()[1] == total - 1
-    assert service.online_counts()[2] == expected_channels(fleet, skip={device_id})
-    await service.flush()
+    assert await wait_for(lambda: not service.directory.devices[device_id].row.online, timeout=5)
+    assert service.directory.online_counts()[1] == total - 1
+    assert service.directory.online_counts()[2] == expected_channels(fleet, skip={device_id})
+    await service.writer.flush()
 
     status, device = await http_json(f"{api(service)}/api/devices/{device_id}")
     assert status == 200 and device["online"] is False
@@ -102,10 +103,10 @@ async def test_silent_device_goes_offline_and_comes_back(gateway_factory, fleet_
     agent.send_keepalive_now(loop.time())
     node = node_of(fleet, device_id)
     node.driver.flush()
-    assert await wait_for(lambda: service.devices[device_id].row.online, timeout=3)
-    assert service.online_counts()[1] == total
-    assert service.online_counts()[2] == expected_channels(fleet)
-    await service.flush()
+    assert await wait_for(lambda: service.directory.devices[device_id].row.online, timeout=3)
+    assert service.directory.online_counts()[1] == total
+    assert service.directory.online_counts()[2] == expected_channels(fleet)
+    await service.writer.flush()
     status, device = await http_json(f"{api(service)}/api/devices/{device_id}")
     assert status == 200 and device["online"] is True
     status, channels = await http_json(f"{api(service)}/api/channels?device={device_id}&online=true&limit=1000")
@@ -153,9 +154,9 @@ async def test_nvr_with_500_channels_is_fully_catalogued(gateway_factory):
         host.start_all(loop.time())
         driver.flush()
         assert await wait_for(lambda: agent.registered, timeout=5)
-        assert await wait_for(lambda: len(service.devices[nvr_id].channels) == 500, timeout=20)
-        assert service.online_counts()[2] == 500
-        await service.flush()
+        assert await wait_for(lambda: len(service.directory.devices[nvr_id].reported) == 500, timeout=20)
+        assert service.directory.online_counts()[2] == 500
+        await service.writer.flush()
         status, page = await http_json(f"{api(service)}/api/channels?device={nvr_id}&limit=1000")
         assert status == 200
         assert page["total"] == 500
@@ -173,10 +174,10 @@ async def test_unregister_takes_devices_offline(gateway_factory, fleet_factory):
     await all_registered(service, fleet)
 
     await fleet.stop(unregister=True)
-    assert await wait_for(lambda: service.online_counts()[1] == 0, timeout=5)
-    assert service.online_counts()[2] == 0
-    assert service.access is not None and not service.access.sessions
-    await service.flush()
+    assert await wait_for(lambda: service.directory.online_counts()[1] == 0, timeout=5)
+    assert service.directory.online_counts()[2] == 0
+    assert service.sip.access is not None and not service.sip.access.sessions
+    await service.writer.flush()
     status, devices = await http_json(f"{api(service)}/api/devices?limit=1000")
     assert status == 200 and devices["total"] == len(fleet.agents)
     assert not any(d["online"] for d in devices["items"])
@@ -192,7 +193,7 @@ async def test_unregister_takes_devices_offline(gateway_factory, fleet_factory):
 async def _start_gateway(**settings: Any) -> GatewayService:
     values: dict[str, Any] = {"http_port": 0, "flush_interval": 0.2, **FAST_GATEWAY}
     values.update(settings)
-    service = GatewayService(load_config(None, **values))
+    service = build_gateway(load_config(None, **values))
     await service.start()
     return service
 
@@ -204,7 +205,7 @@ async def _restart(tmp_path, fleet_factory) -> tuple[GatewayService, Fleet, int]
     try:
         fleet = await fleet_factory(first, kindergartens=2, **FAST_FLEET)
         await all_registered(first, fleet)
-        await first.flush()
+        await first.writer.flush()
     finally:
         await first.stop()
     registrations = sum(a.stats.registrations for a in fleet.agents.values())
@@ -226,16 +227,16 @@ async def test_restart_keeps_devices_channels_and_kindergartens(tmp_path, fleet_
         status, kindergartens = await http_json(f"{api(service)}/api/kindergartens")
         assert {k["id"] for k in kindergartens["items"]} == {k.id for k in fleet.city}
 
-        access = service.access
+        access = service.sip.access
         assert access is not None
         assert await wait_for(
             lambda: all((access.liveness.last_seen(i) or 0) > restarted_at for i in fleet.agents), timeout=5
         ), "every device is heard from again"
-        assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=5)
+        assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=5)
         await asyncio.sleep(1.5)  # longer than the 1 s silence limit: still online on keepalives alone
-        assert service.online_counts()[1] == len(fleet.agents)
+        assert service.directory.online_counts()[1] == len(fleet.agents)
         assert sum(a.stats.registrations for a in fleet.agents.values()) == registrations, "no re-registration"
-        await service.flush()
+        await service.writer.flush()
         status, online = await http_json(f"{api(service)}/api/devices?online=true&limit=1000")
         assert online["total"] == len(fleet.agents)
     finally:
@@ -245,7 +246,7 @@ async def test_restart_keeps_devices_channels_and_kindergartens(tmp_path, fleet_
 async def test_restart_keeps_channels_online_in_memory(tmp_path, fleet_factory):
     service, fleet, _ = await _restart(tmp_path, fleet_factory)
     try:
-        assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=5)
-        assert await wait_for(lambda: service.online_counts()[2] == expected_channels(fleet), timeout=2)
+        assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=5)
+        assert await wait_for(lambda: service.directory.online_counts()[2] == expected_channels(fleet), timeout=2)
     finally:
         await service.stop()

@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GatewayService
+from gbplatform.app import build_gateway
 from gateway.config import load_config
 from simulators.fleet import Fleet, FleetOptions
 from tests.conftest import http_json, http_text, wait_for
@@ -45,7 +46,7 @@ class District:
 @pytest.fixture(scope="module")
 async def district() -> AsyncIterator[District]:
     """One gateway and catalogued fleet shared by the read-only tests of this module."""
-    service = GatewayService(
+    service = build_gateway(
         load_config(
             None,
             sip_port=0,
@@ -70,13 +71,13 @@ async def district() -> AsyncIterator[District]:
     try:
         await fleet.start()
         channels = sum(len(a.profile.channels) for a in fleet.agents.values())
-        assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=15)
-        assert await wait_for(lambda: service.online_counts()[2] == channels, timeout=15)
+        assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=15)
+        assert await wait_for(lambda: service.directory.online_counts()[2] == channels, timeout=15)
         # One NVR goes silent, so every "online" figure has something to tell apart.
         offline_id = next(i for i, a in fleet.agents.items() if len(a.profile.channels) > 1)
         fleet.agents[offline_id].misbehaviour.silent = True
-        assert await wait_for(lambda: not service.devices[offline_id].row.online, timeout=5)
-        await service.flush()
+        assert await wait_for(lambda: not service.directory.devices[offline_id].row.online, timeout=5)
+        await service.writer.flush()
         yield District(service, fleet, offline_id)
     finally:
         await fleet.stop(unregister=False)
@@ -388,7 +389,7 @@ async def test_device_queries(district):
 async def test_query_to_a_silent_device_times_out_with_504(gateway_factory, fleet_factory):
     service = await gateway_factory(query_timeout=0.5)
     fleet = await fleet_factory(service, kindergartens=1, keepalive_interval=0.2)
-    assert await wait_for(lambda: service.online_counts()[1] == len(fleet.agents), timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=15)
     device_id, agent = next(iter(fleet.agents.items()))
     agent.misbehaviour.silent = True
     status, body = await http_json(

@@ -57,7 +57,7 @@ async def test_two_viewers_share_one_invite_and_decode(gateway_factory, fleet_fa
     monkeypatch.setattr(live_module, "LINGER", 0.2)
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, agent = _camera_channel(fleet)
     live = service.live
     assert live is not None
@@ -83,7 +83,7 @@ async def test_two_viewers_share_one_invite_and_decode(gateway_factory, fleet_fa
 async def test_snapshot_and_webrtc_viewer(gateway_factory, fleet_factory):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, agent = _camera_channel(fleet)
     api = f"http://127.0.0.1:{service.http_port}"
 
@@ -116,7 +116,7 @@ async def test_live_metrics(gateway_factory, fleet_factory):
 
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, _ = _camera_channel(fleet)
     assert service.live is not None
     stream, viewer = await service.live.watch(channel_id)
@@ -131,7 +131,7 @@ async def test_live_metrics(gateway_factory, fleet_factory):
 async def test_live_over_tcp(gateway_factory, fleet_factory, mode):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, agent = _camera_channel(fleet)
     assert service.live is not None
     stream, viewer = await service.live.watch(channel_id, mode)
@@ -144,7 +144,7 @@ async def test_live_over_tcp(gateway_factory, fleet_factory, mode):
 async def test_open_close_api_and_rtp_timeout(gateway_factory, fleet_factory):
     service = await gateway_factory(rtp_timeout=0.6)
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, agent = _camera_channel(fleet)
     api = f"http://127.0.0.1:{service.http_port}"
     live = service.live
@@ -176,7 +176,7 @@ async def test_garbage_on_the_media_port_is_dropped_and_counted(gateway_factory,
 
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, _ = _camera_channel(fleet)
     assert service.live is not None
     stream, viewer = await service.live.watch(channel_id)
@@ -208,7 +208,7 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
     fleet = await fleet_factory(
         service, kindergartens=1, cameras=(2, 2), video=VideoProfile(width=320, height=180, seconds=2.0, codec="hevc")
     )
-    assert await wait_for(lambda: service.online_counts()[2] > 0, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id, _ = _camera_channel(fleet)
     api = f"http://127.0.0.1:{service.http_port}"
     status, opened = await http_json(f"{api}/api/channels/{channel_id}/live", {})
@@ -235,7 +235,7 @@ async def test_media_port_range_serves_several_streams_at_once(gateway_factory, 
     service = await gateway_factory(media_ports=f"{low}-{low + 20}")
     fleet = await fleet_factory(service, kindergartens=1, cameras=(3, 3))
     cameras = next(a for a in fleet.agents.values() if a.camera_ids).camera_ids
-    assert await wait_for(lambda: cameras <= service.channels.keys(), timeout=15)
+    assert await wait_for(lambda: cameras <= service.directory.channels.keys(), timeout=15)
     assert service.live is not None
     watched = await asyncio.gather(*(service.live.watch(channel_id) for channel_id in sorted(cameras)))
     ports = {stream.transport.port for stream, _ in watched}  # type: ignore[union-attr]

@@ -184,7 +184,7 @@ def _read(path: Path) -> str:
 
 async def api_device(service: GatewayService, device_id: str) -> dict | None:
     """The device as the HTTP API shows it after a flush, or None."""
-    await service.flush()
+    await service.writer.flush()
     status, page = await http_json(f"http://127.0.0.1:{service.http_port}/api/devices?limit=1000")
     assert status == 200, page
     return next((d for d in page["items"] if d["id"] == device_id), None)
@@ -194,7 +194,7 @@ def refused_messages(service: GatewayService) -> float:
     """MESSAGEs kgw answered with an error status, all statuses together."""
     return sum(
         sample.value
-        for metric in service.metrics.registry.collect()
+        for metric in service.metrics.collect()
         if metric.name == "kgw_messages_refused"
         for sample in metric.samples
         if sample.name.endswith("_total")
@@ -217,8 +217,8 @@ async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(g
     assert "<CmdType>DeviceInfo</CmdType>" in run.messages
     assert refused_messages(service) == 0, "the Keepalive MESSAGE was refused"
 
-    assert service.online_counts()[:2] == (1, 1)
-    row = service.devices[DEVICE_ID].row
+    assert service.directory.online_counts()[:2] == (1, 1)
+    row = service.directory.devices[DEVICE_ID].row
     assert row.online and row.transport == transport.value and row.host == "127.0.0.1"
     assert row.expires == 3600 and row.user_agent == "sipp GB28181 device"
     assert row.last_seen is not None and row.registered_at is not None and row.last_seen >= row.registered_at
@@ -249,10 +249,10 @@ async def test_sipp_device_with_wrong_password_gets_403_and_stays_offline(gatewa
     # The scenario accepts only a 403 after the credentials; a 200 or a second 401 fails the call.
     assert run.returncode == EXIT_ALL_CALLS_OK, run.explain()
     assert "SIP/2.0 403" in run.messages
-    assert service.online_counts()[1] == 0
-    state = service.devices.get(DEVICE_ID)
+    assert service.directory.online_counts()[1] == 0
+    state = service.directory.devices.get(DEVICE_ID)
     assert state is None or not state.row.online
-    bad = service.metrics.registry.get_sample_value("kgw_registrations_total", {"result": "bad_password"})
+    bad = service.metrics.get_sample_value("kgw_registrations_total", {"result": "bad_password"})
     assert bad == 1
     device = await api_device(service, DEVICE_ID)
     assert device is None or device["online"] is False

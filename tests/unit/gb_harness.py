@@ -1,6 +1,6 @@
 """In-memory harness for the GB/T 28181 application cores (STYLE.md §2, §9).
 
-A gateway :class:`DeviceAccess` (10.0.0.1:5060) and an :class:`AgentHost` of
+A gateway :class:`DeviceAccess` on its :class:`SipRouter` (10.0.0.1:5060) and an :class:`AgentHost` of
 simulated devices (10.0.0.2:5061) talk through :meth:`GbHarness.pump`, which
 moves each side's ``data_to_send()`` into the other side's ``receive`` and,
 when asked, advances a fake clock from timer to timer. Nothing here opens a
@@ -28,6 +28,7 @@ from gateway.gb28181.sip.auth import DigestServer
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import SeededIds
 from gateway.gb28181.sip.message import SipMessage, parse_message
+from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 
 from gateway.gb28181.sip.testing import FakeClock
@@ -108,6 +109,7 @@ class GbHarness:
     clock: FakeClock
     access: DeviceAccess
     host: AgentHost
+    router: SipRouter
     loss: Loss | None = None
     events: list[AccessEvent] = field(default_factory=list)
     wire: list[Datagram] = field(default_factory=list)
@@ -159,7 +161,7 @@ class GbHarness:
             for data, _dst in self.host.endpoint.data_to_send():
                 moved += 1
                 if self._keep(data, "dev"):
-                    self.access.receive(data, DEV_PEER, self.clock.now)
+                    self.router.receive(data, DEV_PEER, self.clock.now)
             self._drain()
             moved_total += moved
             if moved == 0:
@@ -175,14 +177,14 @@ class GbHarness:
         if until is None:
             return
         for _ in range(1_000_000):
-            due = [t for t in (self.access.get_timer(), self.host.get_timer()) if t is not None]
+            due = [t for t in (self.router.get_timer(), self.host.get_timer()) if t is not None]
             if not due or min(due) > until:
                 break
             now = max(min(due), self.clock.now)
             self.clock.now = now
-            gw_timer, dev_timer = self.access.get_timer(), self.host.get_timer()
+            gw_timer, dev_timer = self.router.get_timer(), self.host.get_timer()
             if gw_timer is not None and gw_timer <= now:
-                self.access.handle_timer(now)
+                self.router.handle_timer(now)
             if dev_timer is not None and dev_timer <= now:
                 self.host.handle_timer(now)
             self.deliver()
@@ -238,4 +240,6 @@ def make_harness(
         config or AccessConfig(gateway_id=GATEWAY_ID, realm=REALM, keepalive_interval=60.0, keepalive_missed=3),
         wall_offset=WALL_OFFSET,
     )
-    return GbHarness(clock=clock, access=access, host=AgentHost(dev_endpoint), loss=loss)
+    return GbHarness(
+        clock=clock, access=access, host=AgentHost(dev_endpoint), router=SipRouter(gw_endpoint, [access]), loss=loss
+    )

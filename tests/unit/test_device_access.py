@@ -96,7 +96,7 @@ def test_real_device_register_is_challenged(
     assert isinstance(request, SipRequest) and request.method == "REGISTER"
     h = make_harness()
 
-    h.access.receive(data, source, 0.0)
+    h.router.receive(data, source, 0.0)
 
     out = h.access.endpoint.data_to_send()
     assert len(out) == 1
@@ -269,7 +269,7 @@ def _keepalive_from(h, peer: Peer) -> tuple[bytes, Peer]:
     )
     ep.send_request(request, GW_PEER, h.clock.now)
     ((raw, _),) = ep.data_to_send()
-    h.access.receive(raw, peer, h.clock.now)
+    h.router.receive(raw, peer, h.clock.now)
     ((answer, to),) = h.access.endpoint.data_to_send()
     return answer, to
 

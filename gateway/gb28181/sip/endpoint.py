@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import MessageTooLarge, SipError, SipParseError
@@ -122,6 +123,12 @@ class SipEndpoint:
         self._seq = 0
         self._events: deque[SipEvent] = deque()
         self._outgoing: list[tuple[bytes, Peer]] = []
+        self.output_ready: Callable[[], None] | None = None
+        """Called when output is queued while none was waiting: the I/O layer schedules one send.
+
+        Commands (a query, an alarm's answer, a BYE) come from anywhere in the
+        program; this is how their bytes leave without every caller flushing.
+        """
 
     # --- what the I/O layer calls --------------------------------------------
 
@@ -162,6 +169,11 @@ class SipEndpoint:
         """Everything to transmit now, in order; the list is handed over."""
         out, self._outgoing = self._outgoing, []
         return out
+
+    @property
+    def has_output(self) -> bool:
+        """Whether :meth:`data_to_send` has something."""
+        return bool(self._outgoing)
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called."""
@@ -252,7 +264,7 @@ class SipEndpoint:
     def send_ack(self, ack: SipRequest, peer: Peer) -> None:
         """Send an ACK for a 2xx (a transaction of its own, §17.1.1.3)."""
         ack.headers.prepend("Via", self._via(peer, new_branch(self.ids)))
-        self._outgoing.append((bytes(ack), peer))
+        self._queue(bytes(ack), peer)
 
     def send_response(self, transaction: str, response: SipResponse, now: float) -> bool:
         """Answer a server transaction; False if it no longer exists."""
@@ -288,6 +300,11 @@ class SipEndpoint:
         return f"{self.ids.token(12)}@{self.local_host}"
 
     # --- internals ----------------------------------------------------------------
+
+    def _queue(self, data: bytes, peer: Peer) -> None:
+        self._outgoing.append((data, peer))
+        if len(self._outgoing) == 1 and self.output_ready is not None:
+            self.output_ready()
 
     def _via(self, peer: Peer, branch: str) -> str:
         return f"SIP/2.0/{peer.transport.value} {self.local_host}:{self.local_port};rport;branch={branch}"
@@ -358,7 +375,7 @@ class SipEndpoint:
 
     def _emit(self, txn: Transaction, effects: Effects) -> None:
         for data in effects.send:
-            self._outgoing.append((data, txn.peer))
+            self._queue(data, txn.peer)
         if effects.deliver is not None:
             self._events.append(ResponseReceived(effects.deliver, txn.peer, txn.key, txn.context))
         if effects.timed_out:
@@ -407,7 +424,7 @@ class SipEndpoint:
             _stamp_via(request, peer)
         response = make_response(request, status, to_tag=self.new_tag())
         response.headers.add("Server", self.user_agent)
-        self._outgoing.append((bytes(response), peer))
+        self._queue(bytes(response), peer)
         self.stats[f"out_response_{status // 100}xx"] += 1
 
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-import gbplatform
-
-CONSOLE_DIR = Path(gbplatform.__file__).resolve().parent / "console"
+CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 ASSETS_PREFIX = "/console/assets"
 
 
@@ -28,7 +26,7 @@ async def console_page(request: web.Request) -> web.FileResponse:
 
 
 def add_console_routes(app: web.Application) -> None:
-    """Register the console page and its assets on the gateway's application."""
+    """Register the console page and its assets (a ``WebPart`` of the node's application)."""
     app.router.add_get("/", console_page)
     app.router.add_get("/console", console_page)
     app.router.add_get("/live/{channel_id}", console_page)

@@ -1,0 +1,44 @@
+"""What every route module shares: JSON answers, JSON errors, paging and boolean query parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["json_error", "json_response", "paging", "query_bool"]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer (UTF-8, Chinese kept as is)."""
+    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
+
+
+def json_error(cls: type[web.HTTPException], message: str) -> web.HTTPException:
+    """An HTTP error with a JSON body ``{"error": message}``, to raise."""
+    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
+
+
+def paging(request: web.Request) -> tuple[int, int]:
+    """``offset`` and ``limit`` (default 0 and 100; 400 unless ``offset >= 0`` and ``1 <= limit <= 1000``)."""
+    try:
+        offset = int(request.query.get("offset", "0"))
+        limit = int(request.query.get("limit", "100"))
+    except ValueError as exc:
+        raise json_error(web.HTTPBadRequest, "offset and limit must be integers") from exc
+    if offset < 0 or not 1 <= limit <= 1000:
+        raise json_error(web.HTTPBadRequest, "offset must be >= 0 and limit within 1..1000")
+    return offset, limit
+
+
+def query_bool(request: web.Request, name: str) -> bool | None:
+    """A true/false query parameter; None when absent; 400 for anything else."""
+    value = request.query.get(name)
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise json_error(web.HTTPBadRequest, f"{name} must be true or false")

@@ -1,0 +1,217 @@
+"""The directory: devices, channels and kindergartens as they are now, in memory.
+
+Everything that asks "what is there and is it online" reads this: the HTTP
+lists, ``/metrics``, the catalogs sent to upper platforms, live-stream lookups
+and alarm placement, so they can never disagree. The store lags behind by one
+write-behind interval and serves history and what is not kept here
+(:mod:`gateway.registry.writer` writes it).
+
+A channel is *up* when its device is online and its device did not report it
+off. After a restart the reported state is unknown until the next catalog and
+counts as up while the device is.
+
+Pure data and bookkeeping: no I/O, no clock (times come in as arguments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from gateway.registry.model import AreaTag, Channel, Device, Kindergarten
+
+__all__ = ["ChannelChange", "DeviceEntry", "Directory"]
+
+CAMERA_TYPES = frozenset({131, 132})  # camera, IPC (GB/T 28181 type codes): what an alarm's live link shows
+
+
+@dataclass(slots=True)
+class DeviceEntry:
+    """A device's registry row and what its catalog said of each of its channels."""
+
+    row: Device
+    reported: dict[str, bool | None] = field(default_factory=dict)  # channel id -> on (None: unknown since restart)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelChange:
+    """Channels as they were and as they are, online meaning *up* (upper platforms' catalog NOTIFYs)."""
+
+    before: Mapping[str, Channel]
+    after: Mapping[str, Channel]
+    at: float
+
+
+class Directory:
+    """Current devices, channels and kindergartens, with indexes and a change feed."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceEntry] = {}
+        self.channels: dict[str, Channel] = {}  # as last reported; ``online`` is what the device said
+        self.kindergartens: dict[str, Kindergarten] = {}
+        self._by_kindergarten: dict[str, set[str]] = {}
+        self._listeners: list[Callable[[ChannelChange], None]] = []
+
+    # --- lookups ---------------------------------------------------------------------
+
+    def device(self, device_id: str) -> Device | None:
+        """A device's row, or None."""
+        entry = self.devices.get(device_id)
+        return entry.row if entry is not None else None
+
+    def device_of(self, channel_id: str) -> str | None:
+        """The device that serves a channel (an IPC's own ID serves as its channel), or None."""
+        channel = self.channels.get(channel_id)
+        if channel is not None:
+            return channel.device_id
+        return channel_id if channel_id in self.devices else None
+
+    def is_up(self, channel: Channel) -> bool:
+        """Whether a channel is up: its device online, and not reported off."""
+        entry = self.devices.get(channel.device_id)
+        return entry is not None and entry.row.online and entry.reported.get(channel.id) is not False
+
+    def view(self, channel: Channel) -> Channel:
+        """The channel with ``online`` meaning up (what lists and upper platforms are shown)."""
+        up = self.is_up(channel)
+        return channel if channel.online == up else replace(channel, online=up)
+
+    def channels_of_kindergarten(self, kindergarten_id: str) -> list[Channel]:
+        """A kindergarten's channels (a lower platform's too: they hang under its 216 node)."""
+        return [self.channels[i] for i in self._by_kindergarten.get(kindergarten_id, ()) if i in self.channels]
+
+    def channels_of_device(self, device_id: str) -> list[Channel]:
+        """The channels a device's catalog reported."""
+        entry = self.devices.get(device_id)
+        if entry is None:
+            return []
+        return [c for i in entry.reported if (c := self.channels.get(i)) is not None]
+
+    def entrance_camera(self, kindergarten_id: str | None) -> str | None:
+        """The kindergarten's entrance camera, an up one first: for alarms' live links and snapshots."""
+        if not kindergarten_id:
+            return None
+        candidates = sorted(
+            c.id
+            for c in self.channels_of_kindergarten(kindergarten_id)
+            if c.area is AreaTag.ENTRANCE and c.type_code in CAMERA_TYPES
+        )
+        up = next((i for i in candidates if self.is_up(self.channels[i])), None)
+        return up or (candidates[0] if candidates else None)
+
+    def online_counts(self) -> tuple[int, int, int]:
+        """(devices known, devices online, channels up)."""
+        devices_online = channels_up = 0
+        for entry in self.devices.values():
+            if entry.row.online:
+                devices_online += 1
+                channels_up += sum(1 for reported in entry.reported.values() if reported is not False)
+        return len(self.devices), devices_online, channels_up
+
+    # --- changes ------------------------------------------------------------------------
+
+    def restore(
+        self, devices: Iterable[Device], channels: Iterable[Channel], kindergartens: Iterable[Kindergarten]
+    ) -> None:
+        """Load what the store had at start-up (reported channel states are unknown until a catalog)."""
+        self.kindergartens.update((k.id, k) for k in kindergartens)
+        for row in devices:
+            self.devices[row.id] = DeviceEntry(row)
+        for channel in channels:
+            entry = self.devices.get(channel.device_id)
+            if entry is not None:
+                entry.reported[channel.id] = None
+                self._put_channel(channel)
+
+    def put_device(self, row: Device) -> DeviceEntry:
+        """Insert or replace a device's row (its channels stay)."""
+        entry = self.devices.get(row.id)
+        if entry is None:
+            entry = self.devices[row.id] = DeviceEntry(row)
+        else:
+            entry.row = row
+        return entry
+
+    def add_kindergartens(self, kindergartens: Iterable[Kindergarten], *, overwrite: bool = True) -> list[Kindergarten]:
+        """Add (or overwrite) kindergartens; returns the ones that were written."""
+        written = [k for k in kindergartens if overwrite or k.id not in self.kindergartens]
+        self.kindergartens.update((k.id, k) for k in written)
+        return written
+
+    def replace_channels(self, device_id: str, channels: Iterable[Channel]) -> dict[str, Channel]:
+        """Make ``channels`` the device's whole set (a full catalog); returns the old ones, as views."""
+        entry = self.devices[device_id]
+        before = {c.id: self.view(c) for c in self.channels_of_device(device_id)}
+        for channel_id in list(entry.reported):
+            self._drop_channel(channel_id)
+        entry.reported = {}
+        self.upsert_channels(device_id, channels)
+        return before
+
+    def upsert_channels(self, device_id: str, channels: Iterable[Channel]) -> dict[str, Channel]:
+        """Add or update some of a device's channels; returns the ones replaced, as views."""
+        entry = self.devices[device_id]
+        before: dict[str, Channel] = {}
+        for channel in channels:
+            old = self.channels.get(channel.id)
+            if old is not None and old.device_id == device_id:
+                before[old.id] = self.view(old)
+            elif old is not None:
+                self._forget(old)  # re-wired to another device
+            entry.reported[channel.id] = channel.online
+            self._put_channel(channel)
+        entry.row = replace(entry.row, channel_count=len(entry.reported))
+        return before
+
+    def remove_channels(self, device_id: str, channel_ids: Iterable[str]) -> dict[str, Channel]:
+        """Forget some of a device's channels (others' are left alone); returns the removed ones, as views."""
+        entry = self.devices[device_id]
+        removed: dict[str, Channel] = {}
+        for channel_id in channel_ids:
+            channel = self.channels.get(channel_id)
+            if channel is None or channel.device_id != device_id:
+                continue
+            removed[channel_id] = self.view(channel)
+            self._forget(channel)
+        entry.row = replace(entry.row, channel_count=len(entry.reported))
+        return removed
+
+    def subscribe(self, listener: Callable[[ChannelChange], None]) -> None:
+        """Be told of every change of channels (added, removed, up or down)."""
+        self._listeners.append(listener)
+
+    def publish(self, change: ChannelChange) -> None:
+        """Tell every listener (a change with nothing in it is not told)."""
+        if change.before or change.after:
+            for listener in self._listeners:
+                listener(change)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _put_channel(self, channel: Channel) -> None:
+        old = self.channels.get(channel.id)
+        if old is not None and old.kindergarten_id != channel.kindergarten_id:
+            self._unindex(old)
+        self.channels[channel.id] = channel
+        if channel.kindergarten_id:
+            self._by_kindergarten.setdefault(channel.kindergarten_id, set()).add(channel.id)
+
+    def _forget(self, channel: Channel) -> None:
+        entry = self.devices.get(channel.device_id)
+        if entry is not None:
+            entry.reported.pop(channel.id, None)
+            entry.row = replace(entry.row, channel_count=len(entry.reported))
+        self._drop_channel(channel.id)
+
+    def _drop_channel(self, channel_id: str) -> None:
+        channel = self.channels.pop(channel_id, None)
+        if channel is not None:
+            self._unindex(channel)
+
+    def _unindex(self, channel: Channel) -> None:
+        if channel.kindergarten_id:
+            ids = self._by_kindergarten.get(channel.kindergarten_id)
+            if ids is not None:
+                ids.discard(channel.id)
+                if not ids:
+                    del self._by_kindergarten[channel.kindergarten_id]
