@@ -172,8 +172,9 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     channel_id = _camera_channel(fleet)
     base = f"http://127.0.0.1:{service.http_port}"
     for path in ("/", "/console", f"/live/{channel_id}"):
-        assert "行政区划" in await http_text(base + path)
-    assert "RTCPeerConnection" in await http_text(base + "/console/assets/console.js")
+        page = await http_text(base + path)
+        assert "行政区划" in page and '<script type="module" src="/console/assets/main.js">' in page
+    assert "RTCPeerConnection" in await http_text(base + "/console/assets/player.js")
     async with asyncio.timeout(25), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
         await _play_and_check(cdp, session, log_path)
 
