@@ -2,7 +2,7 @@
 // municipal or police platform) from its own API only, so each shows what it received.
 // This module wires the others together and starts the page:
 //
-//   header: service.js  — who this service is (ID and role), a status line;
+//   header: service.js  — who this service is (ID, role from /healthz), a status line;
 //   left:   tree.js, tree-view.js, tree-model.js — the lazily loaded tree 行政区划 → 幼儿园 → 通道;
 //   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
 //           /live/{channel_id} opens that channel straight into cell 1;
