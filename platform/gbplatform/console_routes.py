@@ -3,9 +3,16 @@
 A tree 行政区划 → 幼儿园 → 通道 with online state, a live-view grid of 1/4/9/16
 WebRTC cells and the alarm list; it reads only this service's own API, so each
 platform shows what it received. The page lives in ``platform/gbplatform/console/``
-(HTML, CSS and vanilla JS, no build step, no external URLs). ``/``, ``/console``
-and ``/live/{channel_id}`` all serve the same ``index.html``; on ``/live/{id}``
-the script reads the id from ``location.pathname`` and plays that channel in cell 1.
+(HTML, CSS and vanilla JS as native ES modules, no build step, no external URLs).
+``/``, ``/console`` and ``/live/{channel_id}`` all serve the same ``index.html``; on
+``/live/{id}`` the script reads the id from ``location.pathname`` and plays that
+channel in cell 1.
+
+The assets under ``/console/assets/`` are sent with an explicit JavaScript (or CSS)
+type, since browsers refuse module scripts of any other type and the type guessed
+from the file name depends on the machine, and with ``Cache-Control: no-cache``
+like the page, so a browser revalidates every module (ETag) and never mixes old
+and new modules after an upgrade.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from aiohttp import web
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 ASSETS_PREFIX = "/console/assets"
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
 async def console_page(request: web.Request) -> web.FileResponse:
@@ -25,9 +33,21 @@ async def console_page(request: web.Request) -> web.FileResponse:
     return response
 
 
+async def console_asset(request: web.Request) -> web.FileResponse:
+    """GET /console/assets/{name}: one file of the console's directory (no subdirectories)."""
+    name = request.match_info["name"]
+    path = CONSOLE_DIR / name
+    if name.startswith(".") or path.parent != CONSOLE_DIR or not path.is_file():
+        raise web.HTTPNotFound()
+    headers = {"Cache-Control": "no-cache"}
+    if content_type := ASSET_TYPES.get(path.suffix):
+        headers["Content-Type"] = content_type
+    return web.FileResponse(path, headers=headers)
+
+
 def add_console_routes(app: web.Application) -> None:
     """Register the console page and its assets (a ``WebPart`` of the node's application)."""
     app.router.add_get("/", console_page)
     app.router.add_get("/console", console_page)
     app.router.add_get("/live/{channel_id}", console_page)
-    app.router.add_static(ASSETS_PREFIX, CONSOLE_DIR, append_version=False)
+    app.router.add_get(ASSETS_PREFIX + "/{name}", console_asset)

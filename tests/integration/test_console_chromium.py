@@ -79,6 +79,7 @@ class Cdp:
         self.ws = ws
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.events: list[dict[str, Any]] = []  # every event the browser sent (method, params)
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -86,6 +87,9 @@ class Cdp:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(msg.data)
+            if "id" not in data and "method" in data:
+                self.events.append(data)
+                continue
             future = self.pending.pop(data.get("id", -1), None)
             if future is not None and not future.done():
                 if "error" in data:
@@ -110,6 +114,24 @@ class Cdp:
         if "exceptionDetails" in result:
             raise AssertionError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def page_errors(self) -> list[str]:
+        """The page's JavaScript errors so far: uncaught exceptions (a module that fails to
+        link or run, an unhandled rejection), console.error and the browser's own errors
+        about scripts (a module refused for its MIME type or not found)."""
+        errors = []
+        for event in self.events:
+            method, params = event["method"], event.get("params", {})
+            if method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                errors.append(details.get("exception", {}).get("description") or details.get("text", ""))
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                errors.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                entry = params["entry"]
+                if entry.get("source") != "network" or entry.get("url", "").endswith(".js"):
+                    errors.append(f"{entry.get('source')}: {entry.get('text')} {entry.get('url', '')}".strip())
+        return errors
 
     async def close(self) -> None:
         self.reader.cancel()
@@ -155,8 +177,12 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
                     target = (await cdp.call("Target.createTarget", url="about:blank"))["targetId"]
                     session = (await cdp.call("Target.attachToTarget", targetId=target, flatten=True))["sessionId"]
                     await cdp.call("Page.enable", session)
+                    await cdp.call("Runtime.enable", session)
+                    await cdp.call("Log.enable", session)
                     await cdp.call("Page.navigate", session, url=url)
                     yield cdp, session, log_path
+                    # Whatever the test did, the page threw no JavaScript error.
+                    assert not cdp.page_errors(), f"JavaScript errors in the page: {cdp.page_errors()}"
                 finally:
                     await cdp.close()
         finally:
@@ -172,10 +198,23 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     channel_id = _camera_channel(fleet)
     base = f"http://127.0.0.1:{service.http_port}"
     for path in ("/", "/console", f"/live/{channel_id}"):
-        assert "行政区划" in await http_text(base + path)
-    assert "RTCPeerConnection" in await http_text(base + "/console/assets/console.js")
+        page = await http_text(base + path)
+        assert "行政区划" in page and '<script type="module" src="/console/assets/main.js">' in page
+    assert "RTCPeerConnection" in await http_text(base + "/console/assets/player.js")
+    # Module scripts need a JavaScript MIME type; no-cache keeps old modules out after an upgrade.
+    async with aiohttp.ClientSession() as http:
+        for asset in ("main.js", "player.js", "console.css"):
+            async with http.get(f"{base}/console/assets/{asset}") as resp:
+                assert resp.status == 200 and resp.headers["Cache-Control"] == "no-cache", (asset, resp.headers)
+                kind = "text/css" if asset.endswith(".css") else "text/javascript"
+                assert resp.headers["Content-Type"] == f"{kind}; charset=utf-8", (asset, resp.headers)
+        async with http.get(f"{base}/") as resp:
+            assert resp.headers["Cache-Control"] == "no-cache", resp.headers
     async with asyncio.timeout(25), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
         await _play_and_check(cdp, session, log_path)
+        # Every module loaded and ran: main.js got to the end, nothing threw.
+        assert await cdp.evaluate(session, "typeof window.kgwConsole?.play") == "function"
+        assert not cdp.page_errors(), cdp.page_errors()
 
 
 async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
@@ -187,6 +226,7 @@ async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
         if state.get("readyState", -1) >= 2 and state.get("videoWidth") == 640:
             break
         assert not state.get("error"), f"the page shows an error: {state['error']}"
+        assert not cdp.page_errors(), f"JavaScript errors in the page: {cdp.page_errors()}"
         await asyncio.sleep(0.2)
     else:
         tail = log_path.read_text(errors="replace")[-2000:]
@@ -236,6 +276,7 @@ async def _poll(cdp: Cdp, session: str, expression: str, predicate: Any, timeout
         value = await cdp.evaluate(session, expression)
         if predicate(value):
             return value
+        assert not cdp.page_errors(), f"JavaScript errors in the page: {cdp.page_errors()}"
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what or expression} never held: {value}")
 
@@ -264,6 +305,7 @@ async def _until(cdp: Cdp, session: str, predicate: Any, timeout: float = 10.0) 
         state = await cdp.evaluate(session, ALARM_STATE) or {}
         if predicate(state):
             return state
+        assert not cdp.page_errors(), f"JavaScript errors in the page: {cdp.page_errors()}"
         await asyncio.sleep(0.1)
     raise AssertionError(f"the alarm panel never got there: {state}")
 

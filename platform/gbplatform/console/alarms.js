@@ -1,0 +1,186 @@
+// The right panel: alarms (GET /api/alarms, then the WebSocket /api/alarms/ws with reconnect),
+// a sound and a flash for each new or escalated one, acknowledge / resolve by the named
+// operator (值班员), 查看现场 plays the alarm's live channel and opens it in the tree, and the
+// 全部 / 未处理 filter.
+
+import { getJson } from "./api.js";
+import { $, el } from "./dom.js";
+import { playInGrid } from "./grid.js";
+import { reveal } from "./tree.js";
+
+const STATES = { new: "新报警", delivered: "已送达", acknowledged: "已确认", resolved: "已处置" };
+const alarms = new Map();  // id -> alarm JSON, newest first in the list
+
+// The operator's name as last typed on this browser.
+export function restoreOperator() {
+  $("operator").value = localStorage.getItem("kgw-operator") || "";
+}
+
+function operatorName() {
+  const name = $("operator").value.trim();
+  if (!name) {
+    $("operator").focus();
+    throw new Error("请先填写值班员姓名");
+  }
+  localStorage.setItem("kgw-operator", name);
+  return name;
+}
+
+export function showAlarmError(text) {
+  const box = $("alarm-error");
+  box.textContent = text;
+  box.hidden = !text;
+}
+
+function beep() {
+  // A short two-tone alert made on the spot (no sound file to fetch); browsers may
+  // keep audio off until the user has clicked the page once.
+  try {
+    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    [880, 660, 880].forEach((freq, i) => {
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.frequency.value = freq;
+      gain.gain.value = 0.2;
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(ctx.currentTime + i * 0.25);
+      osc.stop(ctx.currentTime + i * 0.25 + 0.2);
+    });
+  } catch (err) { /* no audio: the flashing entry still shows */ }
+}
+
+function formatTime(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toLocaleString("zh-CN", { hour12: false });
+}
+
+function renderAlarm(alarm) {
+  let li = document.querySelector(`#alarms li[data-id="${alarm.id}"]`);
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.id = alarm.id;
+  }
+  li.className = `state-${alarm.state}` + (li.classList.contains("fresh") ? " fresh" : "");
+  const title = el("div", "title", `${alarm.kind_name} · ${alarm.kindergarten_name || alarm.kindergarten_id || alarm.device_id}`);
+  if (alarm.escalated_at) {
+    const esc = el("span", "escalated", "已升级");
+    esc.title = `已升级至市级 ${formatTime(alarm.escalated_at)}`;
+    title.append(esc);
+  }
+  const who = alarm.resolved_by ? ` · 处置人 ${alarm.resolved_by}` : alarm.acknowledged_by ? ` · 确认人 ${alarm.acknowledged_by}` : "";
+  const meta = el("div", "meta", `${formatTime(alarm.received_at)} · ${alarm.district_name} · 优先级 ${alarm.priority ?? "?"} · ` +
+    `${STATES[alarm.state] || alarm.state}${who}`);
+  const actions = el("div", "actions");
+  if (alarm.live_channel_id) {
+    const live = el("button", "live", "查看现场");
+    live.type = "button";
+    live.addEventListener("click", () => {
+      playInGrid(alarm.live_channel_id, `${alarm.kindergarten_name || alarm.kindergarten_id || ""} 出入口`);
+      reveal(alarm.district_code, alarm.kindergarten_id, alarm.live_channel_id).catch(() => {});
+    });
+    actions.append(live);
+  }
+  if (alarm.state === "new" || alarm.state === "delivered") {
+    const ack = el("button", "ack", "确认");
+    ack.type = "button";
+    ack.addEventListener("click", () => act(alarm.id, "ack"));
+    actions.append(ack);
+  }
+  if (alarm.state !== "resolved") {
+    const done = el("button", "resolve", "处置完毕");
+    done.type = "button";
+    done.addEventListener("click", () => act(alarm.id, "resolve"));
+    actions.append(done);
+  }
+  li.replaceChildren(title, meta, actions);
+  if (alarm.has_snapshot) {
+    const img = document.createElement("img");
+    img.alt = "报警时出入口画面";
+    img.loading = "lazy";
+    img.src = `/api/alarms/${alarm.id}/snapshot.jpg`;
+    li.append(img);
+  }
+  return li;
+}
+
+function updateAlarmCount() {
+  const open = [...alarms.values()].filter((a) => a.state === "new" || a.state === "delivered").length;
+  $("alarm-count").textContent = open ? `（${open} 条待确认）` : "";
+  const onlyOpen = $("alarms").classList.contains("open-only");
+  const visible = [...alarms.values()].filter((a) => !onlyOpen || a.state !== "resolved").length;
+  $("alarm-empty").hidden = visible > 0;
+  $("alarm-empty").textContent = onlyOpen ? "没有未处理的报警" : "暂无报警";
+}
+
+function upsertAlarm(alarm, fresh) {
+  const known = alarms.get(alarm.id);
+  if (known && known.has_snapshot) alarm.has_snapshot = true;
+  alarms.set(alarm.id, alarm);
+  const li = renderAlarm(alarm);
+  if (!li.parentNode) {
+    if (fresh) li.classList.add("fresh");
+    $("alarms").prepend(li);
+  }
+  updateAlarmCount();
+}
+
+async function act(id, action) {
+  showAlarmError("");
+  try {
+    const user = operatorName();
+    const resp = await fetch(`/api/alarms/${encodeURIComponent(id)}/${action}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user }),
+    });
+    const body = await resp.json();
+    if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
+    upsertAlarm(body, false);
+  } catch (err) {
+    showAlarmError(`操作失败: ${err.message || err}`);
+  }
+}
+
+export async function loadAlarms() {
+  const page = await getJson("/api/alarms?limit=50");
+  for (const alarm of page.items.reverse()) upsertAlarm(alarm, false);
+  updateAlarmCount();
+}
+
+export function connectAlarms(delay) {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/alarms/ws`);
+  const link = $("alarm-link");
+  ws.addEventListener("open", () => { link.textContent = "报警已连接"; link.className = "alarm-state up"; delay = 1000; });
+  ws.addEventListener("message", (ev) => {
+    const event = JSON.parse(ev.data);
+    if (event.type === "alarm") {
+      upsertAlarm(event.alarm, true);
+      beep();
+    } else if (event.type === "updated" || event.type === "escalated") {
+      upsertAlarm(event.alarm, event.type === "escalated");
+      if (event.type === "escalated") beep();
+    } else if (event.type === "snapshot" && alarms.has(event.alarm_id)) {
+      const alarm = alarms.get(event.alarm_id);
+      alarm.has_snapshot = true;
+      upsertAlarm(alarm, false);
+    }
+  });
+  ws.addEventListener("close", () => {
+    link.textContent = "报警连接断开，重连中…";
+    link.className = "alarm-state down";
+    setTimeout(() => { loadAlarms().catch(() => {}); connectAlarms(Math.min(delay * 2, 15000)); }, delay);
+  });
+}
+
+function setAlarmFilter(filter) {
+  $("alarms").classList.toggle("open-only", filter === "open");
+  for (const b of $("alarm-filter").querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.dataset.filter === filter));
+  localStorage.setItem("kgw-alarm-filter", filter);
+  updateAlarmCount();
+}
+
+// The 全部 / 未处理 buttons, starting with the filter last chosen on this browser.
+export function setupAlarmFilter() {
+  for (const b of $("alarm-filter").querySelectorAll("button")) b.addEventListener("click", () => setAlarmFilter(b.dataset.filter));
+  setAlarmFilter(localStorage.getItem("kgw-alarm-filter") === "open" ? "open" : "all");
+}

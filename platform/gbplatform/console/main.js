@@ -1,0 +1,55 @@
+// 幼儿园视频监控 console (zh-CN), served by every kgw service (gateway, district,
+// municipal or police platform) from its own API only, so each shows what it received.
+// This module wires the others together and starts the page:
+//
+//   header: service.js  — who this service is (ID, role from /healthz), a status line;
+//   left:   tree.js, tree-view.js, tree-model.js — the lazily loaded tree 行政区划 → 幼儿园 → 通道;
+//   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
+//           /live/{channel_id} opens that channel straight into cell 1;
+//   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场.
+//   shared: api.js (JSON API, paging), dom.js (DOM helpers), codes.js (GB/T 28181 codes).
+//
+// Native ES modules, no build step, no external URLs. window.kgwConsole exposes state for tests.
+
+import { connectAlarms, loadAlarms, restoreOperator, setupAlarmFilter, showAlarmError } from "./alarms.js";
+import { cells, layout, nameCells, playInGrid, selectCell, selected, setLayout, setupGrid } from "./grid.js";
+import { onPlayingChange, peerLog } from "./player.js";
+import { loadHealth } from "./service.js";
+import { onChannelsLoaded, tree } from "./tree-model.js";
+import { refreshTree, setupTree } from "./tree.js";
+import { markPlaying } from "./tree-view.js";
+
+const REFRESH_MS = 30000;  // tree counts and service summary
+
+function channelFromPath() {
+  const m = location.pathname.match(/^\/live\/([0-9A-Za-z]+)\/?$/);
+  return m ? m[1] : null;
+}
+
+function main() {
+  onPlayingChange(markPlaying);   // the tree marks the channels the grid plays
+  onChannelsLoaded(nameCells);    // cells opened by ID take their names from the tree
+  restoreOperator();
+  setupGrid();
+  setupTree();
+  const first = channelFromPath();
+  setLayout(first ? 1 : Number(localStorage.getItem("kgw-layout")) || 4);
+  selectCell(0);
+  if (first) playInGrid(first, "", 0);  // straight into cell 1; the tree loads alongside
+  setupAlarmFilter();
+  refreshTree().then(loadHealth);
+  setInterval(() => { refreshTree(); loadHealth(); }, REFRESH_MS);
+  loadAlarms().catch((err) => showAlarmError(err.message || String(err)));
+  connectAlarms(1000);
+}
+
+window.kgwConsole = {
+  cells, tree, peerLog,
+  layout: () => layout,
+  selected: () => selected,
+  play: playInGrid,
+  refresh: refreshTree,
+  setLayout,
+};
+
+main();
