@@ -334,7 +334,7 @@ class LowerClient:
         try:
             action = self._machine.fire(trigger.input)
         except RegistrationError:
-            self._halt()  # the machine stopped: so do its timers, pushes and subscriptions
+            self._halt()  # the machine stopped: so do its timers and pushes
             raise
         match action:
             case RegAction.IGNORE:
