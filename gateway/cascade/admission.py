@@ -7,13 +7,11 @@ most general reason first; :data:`RESULTS` names each outcome for the
 
 from __future__ import annotations
 
-import contextlib
 from typing import Final
 
 from gateway.cascade.policy import SharePolicy
-from gateway.errors import SipError
 from gateway.gb28181.ids import is_gb_id
-from gateway.gb28181.sip.headers import SipUri
+from gateway.gb28181.requests import request_uri_user
 from gateway.gb28181.sip.message import SipRequest
 from gateway.registry.model import Channel
 
@@ -38,12 +36,13 @@ def target_channel(request: SipRequest, local_id: str) -> str | None:
 
     The Request-URI wins when it names a 20-digit ID other than our own
     platform ID; uppers that address the lower platform itself name the
-    channel in Subject (WVP reads Subject, notes §15.2).
+    channel in Subject (WVP reads Subject, notes §15.2). Unlike
+    :func:`~gateway.gb28181.requests.target_id` the fallback is Subject, not
+    To: Subject is where every implementation names the channel of a live INVITE.
     """
-    with contextlib.suppress(SipError):
-        user = SipUri.parse(request.uri).user
-        if is_gb_id(user) and user != local_id:
-            return user
+    user = request_uri_user(request)
+    if user is not None and is_gb_id(user) and user != local_id:
+        return user
     subject = request.headers.get("Subject") or ""
     first = subject.split(",", 1)[0].split(":", 1)[0].strip()
     return first if is_gb_id(first) else None

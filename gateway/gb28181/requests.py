@@ -2,11 +2,14 @@
 
 Both roles use them: the gateway queries devices with MESSAGE, the device
 agent (simulators) registers and keeps alive. The endpoint adds the Via.
+:func:`target_id` is the one reading of "which ID is this request for" that
+every request router (device hosts, upper links, the cascade relay) shares.
 """
 
 from __future__ import annotations
 
-from gateway.gb28181.sip.headers import Headers
+from gateway.errors import SipError
+from gateway.gb28181.sip.headers import Headers, SipUri
 from gateway.gb28181.sip.message import SipRequest
 
 MANSCDP_CONTENT_TYPE = "Application/MANSCDP+xml"
@@ -79,3 +82,27 @@ def build_register(
 def register_uri(server_id: str, domain: str) -> str:
     """The Request-URI (and digest ``uri``) of a REGISTER: ``sip:<server id>@<domain>``."""
     return sip_uri(server_id, domain)
+
+
+def request_uri_user(request: SipRequest) -> str | None:
+    """The user part of the Request-URI, or None when it has none or does not parse (RFC 3261 §19.1.1)."""
+    try:
+        return SipUri.parse(request.uri).user
+    except SipError:
+        return None
+
+
+def target_id(request: SipRequest) -> str | None:
+    """The device, channel or platform ID a request is for: Request-URI user, else To user (notes §2).
+
+    Devices behind a proxy and some platforms put only the host in the
+    Request-URI and name the target in To; None when neither names anyone
+    or the To header does not parse, so callers answer 404 instead of raising.
+    """
+    user = request_uri_user(request)
+    if user:
+        return user
+    try:
+        return request.to.uri.user or None
+    except SipError:
+        return None

@@ -1,0 +1,71 @@
+"""What a role supplies to the lower-side core: the hooks of :class:`LowerRole`.
+
+The two roles today are a simulated device
+(:class:`~gateway.gb28181.device_agent.DeviceAgent`) and the gateway towards
+an upper platform (:class:`~gateway.cascade.upper.UpperLink`). They hold a
+:class:`~gateway.gb28181.lower.client.LowerClient` and implement this
+protocol, rather than subclassing the client, so that each keeps its own
+public API (the link's ``on_call`` attribute, the agent's keyword-only
+``stop``) without clashing with the core's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Final, Protocol
+
+from gateway.gb28181.lower.events import LowerEvent
+from gateway.gb28181.manscdp import (
+    CatalogItem,
+    DeviceInfoQuery,
+    DeviceInfoResponse,
+    DeviceStatusQuery,
+    DeviceStatusResponse,
+    ManscdpMessage,
+)
+from gateway.gb28181.sip.endpoint import RequestReceived
+
+__all__ = ["CALL_METHODS", "LowerRole"]
+
+CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO"})
+"""Requests handed to :meth:`LowerRole.handle_call` untouched (notes §15)."""
+
+
+class LowerRole(Protocol):
+    """The role-specific parts of the lower side, called by its :class:`LowerClient`."""
+
+    def catalog_items(self) -> Sequence[CatalogItem]:
+        """The catalog the server may see, in sending order."""
+        ...
+
+    def answer_device_info(self, query: DeviceInfoQuery) -> DeviceInfoResponse | None:
+        """The answer to a DeviceInfo query (notes §7); None sends nothing."""
+        ...
+
+    def answer_device_status(self, query: DeviceStatusQuery) -> DeviceStatusResponse | None:
+        """The answer to a DeviceStatus query (notes §8); None sends nothing."""
+        ...
+
+    def on_message(self, message: ManscdpMessage, now: float) -> None:
+        """Any other MANSCDP MESSAGE from the server, already answered 200 (e.g. ``Response/Alarm``)."""
+        ...
+
+    def handle_call(self, event: RequestReceived, now: float) -> None:
+        """An INVITE, ACK, BYE, CANCEL or INFO from the server; the role answers it (or not)."""
+        ...
+
+    def is_muted(self, now: float) -> bool:
+        """True while the role answers nothing and sends no keepalive (a dead device)."""
+        ...
+
+    def keepalive_body(self, body: bytes, number: int) -> bytes:
+        """The body of the ``number``-th keepalive sent (a role may break it on purpose)."""
+        ...
+
+    def on_timer(self, key: Hashable, now: float) -> None:
+        """A timer the role armed with :meth:`LowerClient.set_timer` is due."""
+        ...
+
+    def on_event(self, event: LowerEvent) -> None:
+        """Something happened; called at once, in order."""
+        ...
