@@ -30,6 +30,7 @@ from gateway.gb28181.registrar import Registrar, RegistrarConfig  # noqa: E402
 from gateway.gb28181.sip.auth import DigestServer  # noqa: E402
 from gateway.gb28181.sip.endpoint import SipEndpoint  # noqa: E402
 from gateway.gb28181.sip.idsource import SeededIds  # noqa: E402
+from gateway.gb28181.sip.router import SipRouter  # noqa: E402
 from gateway.gb28181.sip.transport import Peer, Transport  # noqa: E402
 from simulators.city import build_city  # noqa: E402
 from simulators.fleet import device_profile  # noqa: E402
@@ -41,7 +42,7 @@ class Clock:
     now = 1000.0
 
 
-def build(kindergartens: int) -> tuple[DeviceAccess, list[AgentHost]]:
+def build(kindergartens: int) -> tuple[SipRouter, list[SipRouter]]:
     gw_endpoint = SipEndpoint(SeededIds("gw"), local_host="10.0.0.1", local_port=5060)
     registrar = Registrar(
         RegistrarConfig(gateway_id=GW_ID, realm=GW_ID[:10], device_password="12345678"),
@@ -51,7 +52,7 @@ def build(kindergartens: int) -> tuple[DeviceAccess, list[AgentHost]]:
         is_provisioned=lambda _: False,
     )
     access = DeviceAccess(gw_endpoint, registrar, AccessConfig(gateway_id=GW_ID, realm=GW_ID[:10]))
-    hosts = []
+    hosts: list[SipRouter] = []
     for index, kg in enumerate(build_city(kindergartens)):
         endpoint = SipEndpoint(SeededIds(f"kg{index}"), local_host="10.1.0.1", local_port=10000 + index)
         host = AgentHost(endpoint)
@@ -62,11 +63,11 @@ def build(kindergartens: int) -> tuple[DeviceAccess, list[AgentHost]]:
                     device_profile(device, kg, "12345678"), server, endpoint, timing=AgentTiming(keepalive_interval=60)
                 )
             )
-        hosts.append(host)
-    return access, hosts
+        hosts.append(SipRouter(endpoint, [host], unclaimed_status=404))
+    return SipRouter(gw_endpoint, [access]), hosts
 
 
-def pump(access: DeviceAccess, hosts: list[AgentHost], by_port: dict[int, AgentHost]) -> int:
+def pump(access: SipRouter, hosts: list[SipRouter], by_port: dict[int, SipRouter]) -> int:
     """Move datagrams until quiet; returns how many were delivered."""
     moved = 0
     busy = True
@@ -89,13 +90,13 @@ def pump(access: DeviceAccess, hosts: list[AgentHost], by_port: dict[int, AgentH
 def run(kindergartens: int) -> dict[str, float]:
     access, hosts = build(kindergartens)
     by_port = {h.endpoint.local_port: h for h in hosts}
-    devices = sum(len(h.agents) for h in hosts)
+    devices = sum(len(h.handlers[0].agents) for h in hosts)  # type: ignore[attr-defined]
     t0 = time.process_time()
     for host in hosts:
-        host.start_all(Clock.now)
+        host.handlers[0].start_all(Clock.now)  # type: ignore[attr-defined]
     moved = pump(access, hosts, by_port)
     t_register = time.process_time() - t0
-    online = access.liveness.online_count
+    online = access.handlers[0].liveness.online_count  # type: ignore[attr-defined]
     # one minute of keepalives, driven by the agents' timers at 1 s resolution
     t1 = time.process_time()
     keepalive_moved = 0

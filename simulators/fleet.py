@@ -47,6 +47,7 @@ from gateway.gb28181.device_agent import (
 from gateway.gb28181.manscdp import CatalogItem
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
+from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
@@ -147,7 +148,9 @@ class Fleet:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
             node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
             node.media = StreamHub(node.host, plan.name, self.clips, opts.video, local_host=opts.local_host)
-            node.driver = SipDriver(node.host, on_activity=node.media.drain)
+            # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
+            router = SipRouter(endpoint, [node.host], unclaimed_status=404)
+            node.driver = SipDriver(router, on_activity=node.media.drain)
             node.media.flush = node.driver.flush
             if opts.transport is Transport.UDP:
                 await node.driver.listen(opts.local_host, 0, tcp=False)

@@ -61,7 +61,7 @@ from gateway.gb28181.manscdp import (
     ManscdpMessage,
 )
 from gateway.gb28181.requests import register_uri, target_id
-from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimedOut
+from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import make_response
 from gateway.gb28181.sip.transport import Peer
 
@@ -407,12 +407,16 @@ class DeviceAgent:
 
 
 class AgentHost:
-    """Agents sharing one endpoint; routes endpoint events to the right agent by target ID."""
+    """Agents sharing one endpoint, as a handler of its :class:`~gateway.gb28181.sip.router.SipRouter`.
+
+    Requests reach the agent whose ID or channel they name; put the host on a
+    router with ``unclaimed_status=404`` so that an ID no agent owns is answered
+    the way a device behind the same address would.
+    """
 
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
         self.agents: dict[str, DeviceAgent] = {}
-        self.unrouted = 0
         self._routes: dict[str, DeviceAgent] = {}
         self._host = LowerHost(endpoint, self._client_for)
 
@@ -429,20 +433,9 @@ class AgentHost:
         for agent in agents if agents is not None else self.agents.values():
             agent.start(now)
 
-    def receive(self, data: bytes, peer: Peer, now: float) -> None:
-        """Feed bytes to the shared endpoint and route what comes out."""
-        self.endpoint.receive(data, peer, now)
-        self.process(now)
-
-    def process(self, now: float) -> None:
-        """Route every pending endpoint event; a request for no agent here gets 404."""
-        while (event := self.endpoint.next_event()) is not None:
-            if self._host.route(event, now) or not isinstance(event, RequestReceived):
-                continue
-            self.unrouted += 1
-            if event.transaction is not None:
-                response = make_response(event.request, 404, to_tag=self.endpoint.new_tag())
-                self.endpoint.send_response(event.transaction, response, now)
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Hand an endpoint event to its agent; False when no agent here owns it."""
+        return self._host.route(event, now)
 
     def device_for(self, target_id: str) -> DeviceAgent | None:
         """The agent that owns ``target_id`` (a device ID or one of its channels), or None."""
@@ -476,15 +469,12 @@ class AgentHost:
         return None
 
     def get_timer(self) -> float | None:
-        """Earliest deadline of the endpoint and every agent."""
-        candidates = [t for t in (self.endpoint.get_timer(), self._host.get_timer()) if t is not None]
-        return min(candidates) if candidates else None
+        """Earliest deadline of every agent (the endpoint's are the router's)."""
+        return self._host.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        """Run due endpoint and agent timers."""
-        self.endpoint.handle_timer(now)
-        self.process(now)
-        self._host.handle_timer(now, after_each=lambda: self.process(now))
+        """Run every agent's due timers."""
+        self._host.handle_timer(now)
 
     def _client_for(self, event: RequestReceived) -> LowerClient | None:
         agent = self._routes.get(target_id(event.request) or "")

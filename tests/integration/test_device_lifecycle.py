@@ -20,6 +20,7 @@ from gateway.gb28181.manscdp import CatalogItem
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.gb28181.sip.router import SipRouter
 from gateway.io.sip_io import SipDriver
 from simulators.fleet import Fleet
 from tests.conftest import http_json, wait_for
@@ -141,7 +142,7 @@ async def test_nvr_with_500_channels_is_fully_catalogued(gateway_factory):
     loop = asyncio.get_running_loop()
     endpoint = SipEndpoint(RandomIds(), user_agent="kgw-test-nvr")
     host = AgentHost(endpoint)
-    driver = SipDriver(host)
+    driver = SipDriver(SipRouter(endpoint, [host], unclaimed_status=404))
     await driver.listen("127.0.0.1", 0, tcp=False)
     server = ServerInfo(
         server_id=service.config.id,

@@ -109,7 +109,8 @@ class GbHarness:
     clock: FakeClock
     access: DeviceAccess
     host: AgentHost
-    router: SipRouter
+    router: SipRouter  # the gateway's: device access on it
+    devices: SipRouter  # the devices' endpoint: the agent host on it, 404 for unknown targets
     loss: Loss | None = None
     events: list[AccessEvent] = field(default_factory=list)
     wire: list[Datagram] = field(default_factory=list)
@@ -157,7 +158,7 @@ class GbHarness:
             for data, _dst in self.access.endpoint.data_to_send():
                 moved += 1
                 if self._keep(data, "gw"):
-                    self.host.receive(data, GW_PEER, self.clock.now)
+                    self.devices.receive(data, GW_PEER, self.clock.now)
             for data, _dst in self.host.endpoint.data_to_send():
                 moved += 1
                 if self._keep(data, "dev"):
@@ -177,16 +178,16 @@ class GbHarness:
         if until is None:
             return
         for _ in range(1_000_000):
-            due = [t for t in (self.router.get_timer(), self.host.get_timer()) if t is not None]
+            due = [t for t in (self.router.get_timer(), self.devices.get_timer()) if t is not None]
             if not due or min(due) > until:
                 break
             now = max(min(due), self.clock.now)
             self.clock.now = now
-            gw_timer, dev_timer = self.router.get_timer(), self.host.get_timer()
+            gw_timer, dev_timer = self.router.get_timer(), self.devices.get_timer()
             if gw_timer is not None and gw_timer <= now:
                 self.router.handle_timer(now)
             if dev_timer is not None and dev_timer <= now:
-                self.host.handle_timer(now)
+                self.devices.handle_timer(now)
             self.deliver()
         else:  # pragma: no cover - a timer that never clears
             raise AssertionError("timers did not settle")
@@ -240,6 +241,12 @@ def make_harness(
         config or AccessConfig(gateway_id=GATEWAY_ID, realm=REALM, keepalive_interval=60.0, keepalive_missed=3),
         wall_offset=WALL_OFFSET,
     )
+    host = AgentHost(dev_endpoint)
     return GbHarness(
-        clock=clock, access=access, host=AgentHost(dev_endpoint), router=SipRouter(gw_endpoint, [access]), loss=loss
+        clock=clock,
+        access=access,
+        host=host,
+        router=SipRouter(gw_endpoint, [access]),
+        devices=SipRouter(dev_endpoint, [host], unclaimed_status=404),
+        loss=loss,
     )

@@ -99,7 +99,7 @@ def test_two_agents_share_one_endpoint() -> None:
     assert h.access.liveness.online_count == 2
     call_ids = {r.call_id for r in dev_requests(h, "REGISTER")}
     assert len(call_ids) == 2
-    assert h.host.unrouted == 0
+    assert h.devices.unclaimed == 0
 
 
 def test_wrong_password_agent_never_registers() -> None:
@@ -249,7 +249,7 @@ def test_request_for_a_channel_reaches_its_nvr() -> None:
     h.pump(until=10.0)
 
     assert nvr.stats.queries_answered == answered + 1
-    assert h.host.unrouted == 0
+    assert h.devices.unclaimed == 0
     replies = [m for m in dev_requests(h, "MESSAGE") if b"<SN>4242</SN>" in m.body]
     assert len(replies) == 1
     info = parse_element(decode_xml(replies[0].body).root)
@@ -263,7 +263,7 @@ def test_request_for_unknown_target_is_404() -> None:
     gateway_message(h, "12010000001329999999", serialize(Keepalive(sn=1, device_id="x", status="OK")))
     h.pump()
 
-    assert h.host.unrouted == 1
+    assert h.devices.unclaimed == 1
     answers = [m for m in h.messages("dev") if isinstance(m, SipResponse) and m.cseq.seq == 7]
     assert [a.status for a in answers] == [404]
 

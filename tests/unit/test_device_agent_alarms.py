@@ -29,6 +29,7 @@ from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, ResultResponse, de
 from gateway.gb28181.requests import build_message, sip_uri
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint
 from gateway.gb28181.sip.idsource import SeededIds
+from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.testing import FakeClock
 from gateway.gb28181.sip.transport import Peer, Transport
@@ -73,6 +74,15 @@ class Rig:
     requests: list[tuple[float, SipRequest]] = field(default_factory=list)
     responses: list[ResponseReceived] = field(default_factory=list)
 
+    @property
+    def devices(self) -> SipRouter:
+        """The devices' endpoint with the host on it (built once)."""
+        if self._devices is None:
+            self._devices = SipRouter(self.host.endpoint, [self.host], unclaimed_status=404)
+        return self._devices
+
+    _devices: SipRouter | None = None
+
     def add(
         self, profile: DeviceProfile, *, timing: AgentTiming | None = None, misbehaviour: Misbehaviour | None = None
     ) -> DeviceAgent:
@@ -95,7 +105,7 @@ class Rig:
             self._platform()
             for data, _dst in self.gw.data_to_send():
                 moved += 1
-                self.host.receive(data, GW_PEER, self.clock.now)
+                self.devices.receive(data, GW_PEER, self.clock.now)
             if moved == 0:
                 return
 
@@ -105,12 +115,12 @@ class Rig:
         if until is None:
             return
         while True:
-            due = [t for t in (self.gw.get_timer(), self.host.get_timer()) if t is not None]
+            due = [t for t in (self.gw.get_timer(), self.devices.get_timer()) if t is not None]
             if not due or min(due) > until:
                 break
             self.clock.now = max(min(due), self.clock.now)
             self.gw.handle_timer(self.clock.now)
-            self.host.handle_timer(self.clock.now)
+            self.devices.handle_timer(self.clock.now)
             self.deliver()
         self.clock.now = max(self.clock.now, until)
 
