@@ -60,6 +60,7 @@ log = logging.getLogger("kgw.simulate")
 CAMERA_ALARM_KINDS = frozenset({"video_loss", "tamper", "disk_fault"})
 """Alarm kinds a camera device raises (the NVR, or the first IPC in ``ipc_mode``)."""
 PERIMETER_SHARE = 0.2  # of the steady alarm rate, when the kindergarten has a perimeter alarm
+UNREGISTER_WAIT = 3.0  # s a stopping fleet waits for the answers to its REGISTER Expires: 0
 
 
 class FleetLookupError(LookupError):
@@ -151,7 +152,6 @@ class Fleet:
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
             router = SipRouter(endpoint, [node.host], unclaimed_status=404)
             node.driver = SipDriver(router, on_activity=node.media.drain)
-            node.media.flush = node.driver.flush
             if opts.transport is Transport.UDP:
                 await node.driver.listen(opts.local_host, 0, tcp=False)
                 server_peer = Peer(Transport.UDP, opts.gateway_host, opts.gateway_port)
@@ -187,8 +187,6 @@ class Fleet:
         started = 0
         for node in self.nodes:
             node.host.start_all(loop.time())
-            assert node.driver is not None
-            node.driver.flush()
             started += len(node.host.agents)
             if started >= batch:
                 started = 0
@@ -208,7 +206,7 @@ class Fleet:
         return {i * step: make() for i, make in enumerate(wanted)}
 
     async def stop(self, *, unregister: bool = True) -> None:
-        """Unregister (optionally), wait briefly for the answers, close sockets."""
+        """Unregister (optionally), wait for the answers (a few seconds at most), close sockets."""
         loop = asyncio.get_running_loop()
         if self._alarm_task is not None:
             self._alarm_task.cancel()
@@ -222,13 +220,22 @@ class Fleet:
                 node.media.close()
             for agent in node.host.agents.values():
                 agent.stop(loop.time(), unregister=unregister)
-            if node.driver is not None:
-                node.driver.flush()
-        if unregister and self.nodes:
-            await asyncio.sleep(0.3)
+        if unregister:
+            await self._unregistered(UNREGISTER_WAIT)
         for node in self.nodes:
             if node.driver is not None:
                 node.driver.close()
+
+    async def _unregistered(self, timeout: float) -> None:
+        """Wait until no device's REGISTER Expires: 0 is still unanswered (or ``timeout`` passed)."""
+        pending = [a for a in self.agents.values() if a.client.unregistering]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while pending and loop.time() < deadline:
+            await asyncio.sleep(0.02)  # the answers arrive through the drivers meanwhile
+            pending = [a for a in pending if a.client.unregistering]
+        if pending:
+            log.info("%d simulated devices got no answer to their unregistration", len(pending))
 
     def summary(self) -> dict[str, Any]:
         """Counts by agent state, for progress lines and tests."""
@@ -263,10 +270,7 @@ class Fleet:
         if kind not in ALARM_KINDS:
             raise ValueError(f"unknown alarm kind {kind!r}; known: {', '.join(ALARM_KINDS)}")
         node = self._pick(kindergarten, kind)
-        record = self._press_on(node, alarm_device_of(node.plan, kind), kind)
-        assert node.driver is not None
-        node.driver.flush()
-        return record
+        return self._press_on(node, alarm_device_of(node.plan, kind), kind)
 
     def press_all(self, kind: str = "button") -> list[AlarmRecord]:
         """Press ``kind`` once in every kindergarten that has the device, as fast as possible.
@@ -281,8 +285,6 @@ class Fleet:
             if device is None:
                 continue
             records.append(self._press_on(node, device, kind))
-            assert node.driver is not None
-            node.driver.flush()
         return records
 
     def alarm_records(self) -> list[AlarmRecord]:

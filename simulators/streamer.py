@@ -249,21 +249,17 @@ class StreamHub:
         profile: VideoProfile,
         *,
         local_host: str,
-        flush: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
         self.title = title
         self.cache = cache
         self.profile = profile
         self.local_host = local_host
-        self.flush: Callable[[], None] = flush or (lambda: None)
-        """Sends what the endpoint queued (the driver's ``flush``); set once the driver exists."""
         self.streams: dict[str, CameraStreamer] = {}
         self.finished = StreamStats()
         self.calls_answered = 0
         self._agents: dict[str, DeviceAgent] = {}
         self._loop = asyncio.get_running_loop()
-        self._flush_armed = False
 
     # --- events from the SIP side -------------------------------------------------------------
 
@@ -306,7 +302,6 @@ class StreamHub:
             streamer.close("no_socket")
             with contextlib.suppress(CallError):
                 agent.calls.reject(streamer.call_id, 500, self._loop.time())
-            self._kick()
             return
         try:
             agent.calls.accept(streamer.call_id, self.local_host, port, self._loop.time())
@@ -315,7 +310,6 @@ class StreamHub:
             self._forget(streamer.call_id)
             return
         self.calls_answered += 1
-        self._kick()
 
     def _stopped(self, call_id: str, reason: str) -> None:
         streamer = self._forget(call_id)
@@ -328,7 +322,6 @@ class StreamHub:
         self._forget(streamer.call_id)
         if agent is not None and agent.calls is not None:
             agent.calls.hang_up(streamer.call_id, self._loop.time())
-            self._kick()
 
     def _forget(self, call_id: str) -> CameraStreamer | None:
         self._agents.pop(call_id, None)
@@ -345,16 +338,6 @@ class StreamHub:
             if channel.device_id == event.channel_id:
                 return channel.name or channel.device_id
         return event.channel_id
-
-    def _kick(self) -> None:
-        """Flush the driver soon (never from inside its own flush)."""
-        if not self._flush_armed:
-            self._flush_armed = True
-            self._loop.call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flush_armed = False
-        self.flush()
 
     def totals(self) -> StreamStats:
         """What every stream of this hub sent, finished and running."""

@@ -257,7 +257,6 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     node = next(n for n in fleet.nodes if n.media is not None and n.media.streams)
     call_id = next(k for k, streamer in node.media.streams.items() if streamer.channel_id == ENTRANCE)
     agent.calls.hang_up(call_id, asyncio.get_running_loop().time())
-    node.driver.flush()
     assert await wait_for(lambda: ENTRANCE not in gateway.live.streams, 5)
     assert await wait_for(lambda: ENTRANCE not in municipal.live.streams, 5), "the upper got a BYE"
     assert await wait_for(lambda: not relay.status(), 5)

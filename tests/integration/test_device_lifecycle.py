@@ -102,8 +102,7 @@ async def test_silent_device_goes_offline_and_comes_back(gateway_factory, fleet_
     loop = asyncio.get_running_loop()
     agent.misbehaviour.silent = False
     agent.send_keepalive_now(loop.time())
-    node = node_of(fleet, device_id)
-    node.driver.flush()
+
     assert await wait_for(lambda: service.directory.devices[device_id].row.online, timeout=3)
     assert service.directory.online_counts()[1] == total
     assert service.directory.online_counts()[2] == expected_channels(fleet)
@@ -153,7 +152,6 @@ async def test_nvr_with_500_channels_is_fully_catalogued(gateway_factory):
     host.add(agent)
     try:
         host.start_all(loop.time())
-        driver.flush()
         assert await wait_for(lambda: agent.registered, timeout=5)
         assert await wait_for(lambda: len(service.directory.devices[nvr_id].reported) == 500, timeout=20)
         assert service.directory.online_counts()[2] == 500

@@ -129,7 +129,6 @@ async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_facto
     )
     try:
         session.start(loop.time())
-        driver.flush()
         assert await wait_for(lambda: any(isinstance(e, PlayStarted) for e in uac.events), timeout=5.0)
         if transport is MediaTransport.TCP_ACTIVE:
             assert session.spec is not None
@@ -141,7 +140,6 @@ async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_facto
         assert streamer.stats.frames >= 25 and streamer.stats.packets > streamer.stats.frames
 
         session.stop(loop.time())
-        driver.flush()
         assert await wait_for(lambda: any(isinstance(e, PlayEnded) for e in uac.events), timeout=5.0)
         assert await wait_for(lambda: not node.media.streams, timeout=2.0)  # type: ignore[union-attr]
         assert streamer.closed and streamer.close_reason == "bye"
@@ -180,7 +178,6 @@ async def test_lost_tcp_connection_makes_the_camera_hang_up(gateway_factory, fle
     )
     try:
         session.start(loop.time())
-        driver.flush()
         assert await wait_for(lambda: len(sink.widths) >= 5, timeout=5.0)
         (streamer,) = node.media.streams.values()
         media.close()  # the gateway's media side drops the connection
