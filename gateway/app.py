@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from gateway.access_events import AccessEventHandler
+from gateway.access_handler import AccessEventHandler
 from gateway.alarms.enrichment import AlarmEnrichment
 from gateway.alarms.receiver import AlarmReceiver
 from gateway.alarms.service import AlarmService

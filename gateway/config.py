@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cascade.policy import PolicyLevel, SharePolicy
-from gateway.cascade.upper import UpperPlatformConfig
+from gateway.cascade.upper_config import UpperPlatformConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import Metric
 
+from gateway.alarms.feed import AlarmFeed
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
 from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve
@@ -116,7 +117,7 @@ class AlarmService:
         self._timer_wake = asyncio.Event()
         self._snapshot_ready: dict[str, asyncio.Event] = {}
         self._snapshot_slots = asyncio.Semaphore(self.settings.snapshot_concurrency)
-        self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.feed = AlarmFeed()  # live events for the consoles
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-alarms")
         self.writer = AlarmWriter(store, self._run, retries=self.settings.write_retries)
         self._tasks: list[asyncio.Task[None]] = []
@@ -187,9 +188,7 @@ class AlarmService:
         for sink in self.sinks.values():
             with contextlib.suppress(Exception):
                 await sink.close()
-        for queue in self._subscribers:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait({"type": "closed"})
+        self.feed.close()
         await self._run(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -272,7 +271,7 @@ class AlarmService:
             self.outbox.add(delivery)
             self._pump_wake[delivery.sink].set()
         self._timer_wake.set()
-        self._broadcast("alarm", alarm)
+        self.feed.alarm("alarm", alarm)
 
     def _hold(self, alarm: Alarm) -> None:
         """Keep the alarm in memory while one more of its deliveries is open."""
@@ -359,10 +358,10 @@ class AlarmService:
                         changes.append(step[0])
                         transitions.append(step[1])
                         self._update(step[0])
-                        self._broadcast("updated", step[0])
+                        self.feed.alarm("updated", step[0])
         self._release(alarm.id)
         self.writer.queue(changes, [delivery], transitions)
-        self._broadcast_delivery(delivery)
+        self.feed.delivery(delivery)
 
     def _on_failure(self, sink: str, key: DeliveryKey, reason: str, permanent: bool) -> None:
         now = self.clock()
@@ -388,7 +387,7 @@ class AlarmService:
         self.metrics.deliveries.labels(sink=sink, outcome=outcome).inc()
         self.writer.queue((), [delivery], transitions)
         if transitions:
-            self._broadcast_delivery(delivery)
+            self.feed.delivery(delivery)
 
     def _message(self, alarm: Alarm, event: DeliveryEvent) -> OutboundMessage:
         current = self._current(alarm.id) or alarm
@@ -422,7 +421,7 @@ class AlarmService:
             self.snapshots[alarm.id] = jpeg
             while len(self.snapshots) > 500:
                 self.snapshots.pop(next(iter(self.snapshots)))
-            self._broadcast_raw({"type": "snapshot", "alarm_id": alarm.id})
+            self.feed.publish({"type": "snapshot", "alarm_id": alarm.id})
         if ready is not None:
             ready.set()
         self._snapshot_ready.pop(alarm.id, None)
@@ -463,7 +462,7 @@ class AlarmService:
                 self._hold(alarm)
                 self.outbox.add(delivery)
                 self._pump_wake[delivery.sink].set()
-            self._broadcast("escalated", alarm)
+            self.feed.alarm("escalated", alarm)
         self.intake.prune(now)
         return len(escalated)
 
@@ -493,7 +492,7 @@ class AlarmService:
         self._update(changed)
         await self._run(self.store.save_progress, [changed], [], [transition])
         log.info("alarm %s %s by %s", alarm_id, transition.action.value, transition.actor)
-        self._broadcast("updated", changed)
+        self.feed.alarm("updated", changed)
         return changed
 
     async def retry_delivery(self, key: DeliveryKey) -> Delivery:
@@ -542,34 +541,6 @@ class AlarmService:
         if self.writer.has_progress:
             with contextlib.suppress(StoreError):
                 await self.writer.flush()
-
-    # --- consoles -----------------------------------------------------------------------------------
-
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue of live alarm events for one console (dropped if it falls 1,000 behind)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1000)
-        self._subscribers.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        """Forget a console's queue."""
-        self._subscribers.discard(queue)
-
-    def _broadcast(self, kind: str, alarm: Alarm) -> None:
-        if self._subscribers:
-            self._broadcast_raw({"type": kind, "alarm": alarm})
-
-    def _broadcast_delivery(self, delivery: Delivery) -> None:
-        if self._subscribers:
-            self._broadcast_raw({"type": "delivery", "delivery": delivery})
-
-    def _broadcast_raw(self, event: dict[str, Any]) -> None:
-        for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._subscribers.discard(queue)
-                log.warning("an alarm console fell behind by 1,000 events; dropped (it reloads when it reconnects)")
 
     # --- views ------------------------------------------------------------------------------------------
 

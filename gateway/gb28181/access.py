@@ -18,6 +18,22 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import ManscdpError
+from gateway.gb28181.access_events import (
+    AccessEvent,
+    AlarmNotified,
+    CatalogNotified,
+    CatalogReceived,
+    DeviceInfoReceived,
+    DeviceOffline,
+    DeviceOnline,
+    DeviceRegistered,
+    DeviceStatusReceived,
+    DeviceUnregistered,
+    ManscdpReceived,
+    MessageRefused,
+    QueryFailed,
+    RegistrationRefused,
+)
 from gateway.gb28181.catalog import CatalogAssembler, CatalogCompleted
 from gateway.gb28181.catalog_subscriptions import CatalogSubscriber
 from gateway.gb28181.liveness import Liveness, LivenessEvent, WentOffline, WentOnline
@@ -46,161 +62,6 @@ log = logging.getLogger("kgw.access")
 ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, CANCEL"  # what device access answers today
 
 
-# --- events ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRegistered:
-    """A device registered (``first`` is False for a refresh of a live registration)."""
-
-    device_id: str
-    peer: Peer
-    expires: int
-    user_agent: str
-    first: bool
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceUnregistered:
-    """A device sent Expires: 0."""
-
-    device_id: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceOnline:
-    """A device came online."""
-
-    device_id: str
-    at: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceOffline:
-    """A device went offline."""
-
-    device_id: str
-    at: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrationRefused:
-    """A REGISTER got 4xx (401 challenges included; ``status`` tells)."""
-
-    device_id: str | None
-    peer: Peer
-    status: int
-    reason: str
-    newly_blocked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogReceived:
-    """A catalog finished assembling (``partial`` when chunks were missing)."""
-
-    device_id: str
-    items: tuple[Any, ...]
-    sum_num: int
-    partial: bool
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfoReceived:
-    """A DeviceInfo answer (solicited or not)."""
-
-    device_id: str
-    info: DeviceInfoResponse
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceStatusReceived:
-    """A DeviceStatus answer."""
-
-    device_id: str
-    status: DeviceStatusResponse
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class QueryFailed:
-    """A query got an error status, no transport answer, or no Response in time."""
-
-    device_id: str
-    cmd_type: str
-    sn: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ManscdpReceived:
-    """Any other MANSCDP MESSAGE from a registered device (alarms come here later)."""
-
-    device_id: str
-    message: Any
-    peer: Peer
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogNotified:
-    """A lower platform's catalog NOTIFY: items carrying ``Event`` ADD/DEL/UPDATE/ON/OFF (notes §14.3)."""
-
-    device_id: str
-    items: tuple[Any, ...]
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmNotified:
-    """An Alarm notification, NOT answered yet: call :meth:`DeviceAccess.confirm_alarm`.
-
-    The device hears "received" (200 OK, then the standard's Response MESSAGE)
-    only once the alarm is stored durably; until then its retransmissions are
-    absorbed by the open transaction. ``registered`` is False for a device we
-    know whose registration lapsed: its alarm is kept all the same.
-    """
-
-    device_id: str
-    alarm: AlarmNotify
-    peer: Peer
-    transaction: str
-    request: SipRequest
-    charset: str
-    registered: bool
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRefused:
-    """A MESSAGE was answered with an error status."""
-
-    device_id: str | None
-    peer: Peer
-    status: int
-    reason: str
-
-
-AccessEvent = (
-    DeviceRegistered
-    | DeviceUnregistered
-    | DeviceOnline
-    | DeviceOffline
-    | RegistrationRefused
-    | CatalogReceived
-    | DeviceInfoReceived
-    | DeviceStatusReceived
-    | QueryFailed
-    | ManscdpReceived
-    | MessageRefused
-    | AlarmNotified
-    | CatalogNotified
-)
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 
 

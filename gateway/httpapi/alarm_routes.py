@@ -270,7 +270,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
-    queue = service.subscribe()
+    queue = service.feed.subscribe()
 
     async def reader() -> None:
         async for message in ws:  # consoles only listen; this notices the close
@@ -294,7 +294,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the console went away mid-send
     finally:
         reading.cancel()
-        service.unsubscribe(queue)
+        service.feed.unsubscribe(queue)
         request.app[SOCKETS].discard(ws)
         with contextlib.suppress(Exception):
             await ws.close()

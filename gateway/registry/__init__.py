@@ -25,7 +25,8 @@ from gateway.registry.model import (
     guess_area,
 )
 from gateway.registry.presence import DEFAULT_MAX_EVENTS, PresenceBatch, PresenceBuffer
-from gateway.registry.sqlite_store import MIGRATIONS, SqliteStore
+from gateway.registry.sqlite_schema import MIGRATIONS
+from gateway.registry.sqlite_store import SqliteStore
 from gateway.registry.store import Store, StoreConstraintError, open_store, write_presence_batch
 
 __all__ = [

@@ -37,155 +37,10 @@ from gateway.registry.model import (
     StatusEvent,
     check_page,
 )
+from gateway.registry.sqlite_schema import MIGRATIONS, split_statements
 from gateway.registry.store import StoreConstraintError
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
-
-# Ordered schema migrations: MIGRATIONS[n - 1] takes the schema from version n-1 to n.
-# Append only; never edit a released entry. Column names equal the model's field
-# names (a test holds them together), which keeps row <-> value mapping trivial.
-MIGRATIONS: Final[list[str]] = [
-    # v1: the registry proper.
-    """
-    CREATE TABLE kindergarten (
-        id            TEXT PRIMARY KEY,
-        name          TEXT NOT NULL,
-        district_code TEXT NOT NULL,
-        address       TEXT NOT NULL DEFAULT '',
-        longitude     REAL,
-        latitude      REAL
-    );
-    -- No foreign key to kindergarten: a device may register before its site is
-    -- onboarded, and deleting a site must not silently rewrite device rows.
-    CREATE TABLE device (
-        id              TEXT PRIMARY KEY,
-        kindergarten_id TEXT,
-        district_code   TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        device_type     INTEGER NOT NULL DEFAULT 0,
-        manufacturer    TEXT NOT NULL DEFAULT '',
-        model           TEXT NOT NULL DEFAULT '',
-        firmware        TEXT NOT NULL DEFAULT '',
-        transport       TEXT NOT NULL DEFAULT 'UDP',
-        host            TEXT NOT NULL DEFAULT '',
-        port            INTEGER NOT NULL DEFAULT 0,
-        online          INTEGER NOT NULL DEFAULT 0 CHECK (online IN (0, 1)),
-        registered_at   REAL,
-        expires         INTEGER NOT NULL DEFAULT 0,
-        last_seen       REAL,
-        channel_count   INTEGER NOT NULL DEFAULT 0,
-        user_agent      TEXT NOT NULL DEFAULT ''
-    );
-    CREATE TABLE channel (
-        id              TEXT PRIMARY KEY,
-        device_id       TEXT NOT NULL REFERENCES device (id) ON DELETE CASCADE,
-        kindergarten_id TEXT,
-        district_code   TEXT NOT NULL,
-        name            TEXT NOT NULL DEFAULT '',
-        area            TEXT NOT NULL DEFAULT 'other',
-        type_code       INTEGER NOT NULL DEFAULT 0,
-        manufacturer    TEXT NOT NULL DEFAULT '',
-        model           TEXT NOT NULL DEFAULT '',
-        address         TEXT NOT NULL DEFAULT '',
-        parent_id       TEXT NOT NULL DEFAULT '',
-        online          INTEGER NOT NULL DEFAULT 0 CHECK (online IN (0, 1)),
-        longitude       REAL,
-        latitude        REAL,
-        ptz_type        INTEGER,
-        updated_at      REAL
-    );
-    -- Needed by the ON DELETE CASCADE and by replace_channels.
-    CREATE INDEX channel_device ON channel (device_id);
-    """,
-    # v2: status history, and the indexes behind list filters and district counts.
-    """
-    CREATE TABLE status_event (
-        seq       INTEGER PRIMARY KEY,
-        entity_id TEXT NOT NULL,
-        kind      TEXT NOT NULL,
-        online    INTEGER NOT NULL CHECK (online IN (0, 1)),
-        at        REAL NOT NULL,
-        reason    TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX status_event_entity ON status_event (entity_id, at);
-    CREATE INDEX status_event_at ON status_event (at);
-    CREATE INDEX kindergarten_district ON kindergarten (district_code);
-    CREATE INDEX device_district ON device (district_code, online);
-    CREATE INDEX device_kindergarten ON device (kindergarten_id, online);
-    CREATE INDEX device_online ON device (online);
-    CREATE INDEX channel_district ON channel (district_code, online);
-    CREATE INDEX channel_kindergarten ON channel (kindergarten_id, online);
-    CREATE INDEX channel_online ON channel (online);
-    CREATE INDEX channel_area ON channel (area, district_code);
-    """,
-    # v3: alarms, their outbox deliveries and their audit trail (gateway.registry.sqlite_alarms).
-    """
-    -- No foreign key to device or kindergarten: an alarm from an unregistered
-    -- sender is still kept (sender_registered = 0), and the audit trail must
-    -- survive the device being deleted.
-    CREATE TABLE alarm (
-        id                TEXT PRIMARY KEY,
-        seq               INTEGER NOT NULL UNIQUE,
-        dedupe_key        TEXT NOT NULL,
-        device_id         TEXT NOT NULL,
-        source_id         TEXT NOT NULL,
-        kindergarten_id   TEXT,
-        district_code     TEXT NOT NULL,
-        priority          INTEGER,
-        method            INTEGER,
-        alarm_type        INTEGER,
-        event_type        INTEGER,
-        alarm_time        TEXT,
-        description       TEXT NOT NULL DEFAULT '',
-        longitude         REAL,
-        latitude          REAL,
-        sn                INTEGER NOT NULL,
-        received_at       REAL NOT NULL,
-        state             TEXT NOT NULL DEFAULT 'new',
-        escalated_at      REAL,
-        acknowledged_by   TEXT,
-        acknowledged_at   REAL,
-        resolved_by       TEXT,
-        resolved_at       REAL,
-        sender_registered INTEGER NOT NULL DEFAULT 1 CHECK (sender_registered IN (0, 1)),
-        problems          TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE INDEX alarm_received ON alarm (received_at);
-    CREATE INDEX alarm_district ON alarm (district_code, received_at);
-    CREATE INDEX alarm_kindergarten ON alarm (kindergarten_id, received_at);
-    CREATE INDEX alarm_state ON alarm (state);
-    CREATE INDEX alarm_dedupe ON alarm (dedupe_key);
-    CREATE TABLE alarm_delivery (
-        alarm_id        TEXT NOT NULL REFERENCES alarm (id) ON DELETE CASCADE,
-        sink            TEXT NOT NULL,
-        event           TEXT NOT NULL,
-        order_key       TEXT NOT NULL,
-        seq             INTEGER NOT NULL,
-        created_at      REAL NOT NULL,
-        state           TEXT NOT NULL DEFAULT 'pending',
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL DEFAULT 0,
-        last_error      TEXT NOT NULL DEFAULT '',
-        delivered_at    REAL,
-        PRIMARY KEY (alarm_id, sink, event)
-    );
-    -- Dead-letter listings (state = 'dead', oldest first).
-    CREATE INDEX alarm_delivery_state ON alarm_delivery (state, seq);
-    -- Startup reloads the open outbox: a partial index holds only those rows,
-    -- already in the order the outbox wants them.
-    CREATE INDEX alarm_delivery_open ON alarm_delivery (seq, sink, event)
-        WHERE state <> 'delivered';
-    CREATE TABLE alarm_transition (
-        seq      INTEGER PRIMARY KEY,
-        alarm_id TEXT NOT NULL,
-        at       REAL NOT NULL,
-        action   TEXT NOT NULL,
-        actor    TEXT NOT NULL DEFAULT 'system',
-        detail   TEXT NOT NULL DEFAULT ''
-    );
-    CREATE INDEX alarm_transition_alarm ON alarm_transition (alarm_id, seq);
-    """,
-]
 
 _KG_COLS: Final = tuple(f.name for f in fields(Kindergarten))
 _DEVICE_COLS: Final = tuple(f.name for f in fields(Device))
@@ -258,19 +113,6 @@ def _channel_from(row: tuple[Any, ...]) -> Channel:
 def _event_from(row: tuple[Any, ...]) -> StatusEvent:
     entity_id, kind, online, at, reason = row
     return StatusEvent(entity_id, EntityKind(kind), bool(online), at, reason)
-
-
-def _split_statements(script: str) -> Iterator[str]:
-    """Split a migration script into statements (sqlite3.complete_statement knows triggers)."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending.strip()
-            pending = ""
-    leftover = (ln.strip() for ln in pending.splitlines())
-    if any(ln and not ln.startswith("--") for ln in leftover):
-        raise StoreError("migration script ends with an incomplete statement")
 
 
 def _changes(cursor: sqlite3.Cursor) -> int:
@@ -397,7 +239,7 @@ class SqliteStore:
                 )
                 if self.schema_version() >= version:  # re-read under the write lock:
                     continue  # another process migrated meanwhile
-                for statement in _split_statements(MIGRATIONS[version - 1]):
+                for statement in split_statements(MIGRATIONS[version - 1]):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                 applied += 1

@@ -1,7 +1,8 @@
 """MANSCDP: the XML application bodies of GB/T 28181 carried in SIP MESSAGE/NOTIFY.
 
 ``codec`` turns untrusted bytes into an ``xml.etree`` tree (charset sniffing, vendor
-repairs, no DTDs); ``messages`` maps trees to frozen dataclasses per CmdType and back.
+repairs, no DTDs); ``messages`` holds a frozen dataclass per CmdType and ``xmlmap``
+maps trees to them and back.
 """
 
 from __future__ import annotations
@@ -40,14 +41,9 @@ from .messages import (
     Root,
     UnknownCommand,
     UnsupportedRoot,
-    format_gb_time,
-    parse_element,
-    parse_gb_time,
-    parse_manscdp,
-    serialize,
-    split_catalog,
-    to_element,
 )
+from .gbtime import format_gb_time, parse_gb_time
+from .xmlmap import parse_element, parse_manscdp, serialize, split_catalog, to_element
 
 __all__ = [
     "decode_message",

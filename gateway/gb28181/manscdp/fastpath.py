@@ -17,7 +17,8 @@ import re
 from typing import Final
 
 from .codec import UnknownCharset, charset_codec, decode_xml
-from .messages import Keepalive, ManscdpMessage, parse_element
+from .messages import Keepalive, ManscdpMessage
+from .xmlmap import parse_element
 
 _KEEPALIVE: Final = re.compile(
     rb"\A[ \t\r\n]*"
