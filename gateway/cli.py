@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(coro: Awaitable[None]) -> None:
     try:
-        import uvloop  # optional: 5x the UDP throughput of plain asyncio (LIBRARIES.md)
+        import uvloop  # optional: 5x the UDP throughput of plain asyncio (docs/dependencies.md)
     except ImportError:
         asyncio.run(coro)  # type: ignore[arg-type]
         return

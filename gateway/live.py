@@ -373,7 +373,8 @@ class LiveService:
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
                 log.info("live %s streaming (ssrc %s, %s)", stream.channel_id, event.spec.ssrc_text, stream.mode.name)
-                if stream.receiver.stats.received == 0:  # filter on the SSRC the device answered (notes §19.1)
+                # filter on the SSRC the device answered (docs/gb28181.md §19 item 1)
+                if stream.receiver.stats.received == 0:
                     stream.receiver = RtpReceiver(event.spec.ssrc, PS_PAYLOAD_TYPES)
                 if stream.mode is MediaTransport.TCP_ACTIVE and stream.transport is None:
                     self.loop.create_task(self._connect_active(stream, event.spec.remote_host, event.spec.remote_port))

@@ -45,7 +45,7 @@ __all__ = [
 
 FONT_PATH = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"  # Debian fonts-wqy-microhei (CJK)
 DEFAULT_CACHE_SIZE = 512
-CLOCK_RATE = 90000  # PS PTS and the RTP video clock tick at 90 kHz (notes §17.1)
+CLOCK_RATE = 90000  # PS PTS and the RTP video clock tick at 90 kHz (docs/gb28181.md §17.1)
 
 Codec = Literal["h264", "hevc"]
 Frame = NDArray[np.uint8]

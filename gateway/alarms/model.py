@@ -34,7 +34,7 @@ MAX_ALARM_PAGE: Final = 1000
 
 
 class AlarmMethod(IntEnum):
-    """``AlarmMethod`` of a GB/T 28181 Alarm notification (notes §9.1)."""
+    """``AlarmMethod`` of a GB/T 28181 Alarm notification (docs/gb28181.md §9.1)."""
 
     TELEPHONE = 1  # one-button / telephone alarm: what our 一键报警 boxes send
     DEVICE = 2
@@ -128,7 +128,7 @@ _METHOD_KINDS: Final = {
 
 
 def describe_alarm(method: int | None, alarm_type: int | None) -> AlarmKind:
-    """The kind of alarm a (method, type) pair means (notes §9.1 tables).
+    """The kind of alarm a (method, type) pair means (docs/gb28181.md §9.1 tables).
 
     A method-2 alarm without a type is an alarm input firing: how one-button
     boxes and perimeter detectors report (type 134 devices). Unknown pairs get

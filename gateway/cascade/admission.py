@@ -32,11 +32,11 @@ RESULTS: Final = {
 
 
 def target_channel(request: SipRequest, local_id: str) -> str | None:
-    """The channel an INVITE asks for: Request-URI user, else Subject's first ID (notes §15.2).
+    """The channel an INVITE asks for: Request-URI user, else Subject's first ID (docs/gb28181.md §15.2).
 
     The Request-URI wins when it names a 20-digit ID other than our own
     platform ID; uppers that address the lower platform itself name the
-    channel in Subject (WVP reads Subject, notes §15.2). Unlike
+    channel in Subject (WVP reads Subject, docs/gb28181.md §15.2). Unlike
     :func:`~gateway.gb28181.requests.target_id` the fallback is Subject, not
     To: Subject is where every implementation names the channel of a live INVITE.
     """

@@ -2,7 +2,7 @@
 
 Every upper platform (a district platform, the municipal platform, the police
 platform) gets one :class:`SharePolicy`. It is the single place where the
-three-level sharing rules of DESIGN.md live:
+three-level sharing rules (docs/architecture.md §5) live:
 
 * a district platform sees every channel and alarm of its own district;
 * the municipal platform sees everything;
@@ -10,7 +10,7 @@ three-level sharing rules of DESIGN.md live:
   emergency and video-analytics alarms — never an indoor camera (a hard
   privacy rule, enforced twice: by the stored area tag *and* by the name).
 
-The catalog an upper receives (notes §6.4, §16.3) is a tree::
+The catalog an upper receives (docs/gb28181.md §6.4, §16.3) is a tree::
 
     business group 215  (ParentID = our system ID)
       district 216       (BusinessGroupID only: directly under the group)
@@ -18,7 +18,7 @@ The catalog an upper receives (notes §6.4, §16.3) is a tree::
           channel        (ParentID = kindergarten, or the district node when unknown)
 
 Only nodes that lead to at least one shared channel are sent (WVP's maintainer
-advises against empty directories, notes §6.4), so the police tree never even
+advises against empty directories, docs/gb28181.md §6.4), so the police tree never even
 names a kindergarten none of whose cameras they may see.
 
 Pure and deterministic: no I/O, no clock.
@@ -64,7 +64,7 @@ class PolicyLevel(StrEnum):
 
 
 class CatalogEvent(StrEnum):
-    """``Event`` of a catalog NOTIFY item (notes §14.3) that this module emits."""
+    """``Event`` of a catalog NOTIFY item (docs/gb28181.md §14.3) that this module emits."""
 
     ADD = "ADD"
     DEL = "DEL"
@@ -265,7 +265,7 @@ class _Tree:
         return (self.parent_of(channel), channel.id)
 
     def channel_item(self, channel: Channel, event: CatalogEvent | None = None) -> CatalogItem:
-        """The full item of a shared channel (notes §6.2 example fields)."""
+        """The full item of a shared channel (docs/gb28181.md §6.2 example fields)."""
         camera = channel.type_code in _CAMERA_TYPES
         return CatalogItem(
             device_id=channel.id,
@@ -321,7 +321,7 @@ class _Tree:
                 device_id=kg.id,
                 name=self.policy.exposed_kindergarten_name(kg),
                 civil_code=kg.district_code,
-                # Not among the 216 fields of the notes, but harmless to platforms that ignore
+                # Not among the 216 fields listed in docs/gb28181.md §6.4, but harmless to platforms that ignore
                 # them: the upper levels need the site's address and position for alarms.
                 address=_text(kg.address),
                 parent_id=district_node_id(kg.district_code),
@@ -347,7 +347,7 @@ def build_catalog(
     channels: Iterable[Channel],
     business_group_name: str = DEFAULT_BUSINESS_GROUP_NAME,
 ) -> list[CatalogItem]:
-    """The whole catalog one upper platform is shown, in sending order (notes §16.3).
+    """The whole catalog one upper platform is shown, in sending order (docs/gb28181.md §16.3).
 
     Business group, district nodes by code, kindergarten nodes by ID, then the
     shared channels by (parent node, ID). Nodes without a shared channel are
@@ -389,7 +389,7 @@ def catalog_changes(
     system_id: str,
     kindergartens: Iterable[Kindergarten],
 ) -> list[CatalogItem]:
-    """Catalog NOTIFY items (notes §14.3) that take one upper from ``before`` to ``after``.
+    """Catalog NOTIFY items (docs/gb28181.md §14.3) that take one upper from ``before`` to ``after``.
 
     Both mappings are channel ID -> channel, all channels (the policy filters).
     Per channel, as that upper sees it: newly allowed -> ADD (full item); no

@@ -1,11 +1,11 @@
-"""An upper platform's live INVITE, served from the gateway's shared relay (notes §15, §16.4).
+"""An upper platform's live INVITE, served from the gateway's shared relay (docs/gb28181.md §15, §16.4).
 
 To an upper platform the gateway is the "device" of every channel it shares
-(notes §16.1), so the signalling half reuses the device role's sans-I/O UAS,
+(docs/gb28181.md §16.1), so the signalling half reuses the device role's sans-I/O UAS,
 :class:`~gateway.gb28181.device_calls.DeviceCalls` (one per upper): 100 Trying,
 200 with ``a=sendonly``, ``y=`` and mirrored ``a=setup``, ACK, BYE, CANCEL.
 What differs from a camera is where the media comes from: like WVP as a lower
-platform (notes §16.4) we answer from the stream we pull from the device, here
+platform (docs/gb28181.md §16.4) we answer from the stream we pull from the device, here
 the gateway's own :class:`~gateway.live.LiveService` stream of that channel, so
 a camera gets exactly one INVITE whatever the number of browsers and uppers.
 
@@ -54,7 +54,7 @@ __all__ = ["ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "UpperRelay"]
 log = logging.getLogger("kgw.cascade.relay")
 
 DEFAULT_MAX_CALLS_PER_UPPER: Final = 32
-ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (WVP waits 60 s, notes §16.4)
+ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (WVP waits 60 s, docs/gb28181.md §16.4)
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop

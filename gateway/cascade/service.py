@@ -217,7 +217,7 @@ class CascadeService(Collector):
         return self.directory.is_up(channel)
 
     def channels_changed(self, change: ChannelChange) -> None:
-        """Push what changed to every upper subscribed to our catalog (notes §14.3)."""
+        """Push what changed to every upper subscribed to our catalog (docs/gb28181.md §14.3)."""
         for link in self.links:
             if not link.subscriptions:
                 continue

@@ -1,7 +1,7 @@
-"""The gateway as a lower platform towards upper platforms (GB/T 28181 cascade, notes §16), sans-I/O.
+"""The gateway as a lower platform towards upper platforms (GB/T 28181 cascade, docs/gb28181.md §16), sans-I/O.
 
 An :class:`UpperLink` presents the gateway to one upper platform (district,
-municipal, police) as one big device (notes §16.1). It is a role of the shared
+municipal, police) as one big device (docs/gb28181.md §16.1). It is a role of the shared
 lower-side core (:class:`~gateway.gb28181.lower.LowerClient`), which REGISTERs
 with digest and refreshes, sends keepalives and notices when the upper is
 gone, answers queries, accepts catalog SUBSCRIBEs and pushes catalog NOTIFYs in
@@ -192,7 +192,7 @@ class UpperLink:
             local_domain=local_domain,
             server_id=config.server_id,
             server_domain=config.domain,
-            server_uri=sip_uri(config.server_id, config.host, config.port),  # notes §16.2
+            server_uri=sip_uri(config.server_id, config.host, config.port),  # docs/gb28181.md §16.2
             username=config.username or local_id,
             password=config.password,
         )
@@ -325,11 +325,11 @@ class UpperLink:
     # --- LowerRole hooks -----------------------------------------------------------------------------
 
     def catalog_items(self) -> Sequence[CatalogItem]:
-        """What this upper may see (the sharing policy's tree, notes §16.3)."""
+        """What this upper may see (the sharing policy's tree, docs/gb28181.md §16.3)."""
         return self._catalog()
 
     def answer_device_info(self, query: DeviceInfoQuery) -> DeviceInfoResponse:
-        """The gateway itself (counting shared channels only), or one shared channel (notes §16.5)."""
+        """The gateway itself (counting shared channels only), or one shared channel (docs/gb28181.md §16.5)."""
         if query.device_id == self.local_id:
             info = self.device_info
             channels = sum(1 for item in self._catalog() if _is_channel(item.device_id))

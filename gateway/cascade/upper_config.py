@@ -41,7 +41,7 @@ def _int(value: object) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpperPlatformConfig:
-    """One upper platform we register with (notes §16.1, WVP's "上级平台").
+    """One upper platform we register with (docs/gb28181.md §16.1, WVP's "上级平台").
 
     ``domain`` defaults to the first 10 digits of ``server_id``; ``username``
     (digest user) to our own local ID, which the link fills in. Times are seconds.
@@ -109,7 +109,7 @@ class UpperPlatformConfig:
 
 @dataclass(frozen=True, slots=True)
 class PlatformInfo:
-    """What a DeviceInfo answer says about the gateway itself (WVP: ``WVP-28181-PRO``/``platform``, notes §16.5)."""
+    """What a DeviceInfo answer says about the gateway itself (WVP: ``WVP-28181-PRO``/``platform``, docs/gb28181.md §16.5)."""
 
     name: str = "kgw"
     manufacturer: str = "kgw"

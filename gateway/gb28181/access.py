@@ -287,7 +287,7 @@ class DeviceAccess:
             return
         session.charset = charset
         if session.peer != peer and session.peer.host == peer.host:
-            # NAT port rebinding or a new TCP connection (notes §19 item 5). A new
+            # NAT port rebinding or a new TCP connection (docs/gb28181.md §19 item 5). A new
             # *address* is only believed from an authenticated REGISTER: MESSAGEs
             # carry no credentials, and anyone could otherwise redirect our queries.
             session.peer = peer
@@ -319,7 +319,7 @@ class DeviceAccess:
             self._events.append(CatalogNotified(device_id, tuple(message.items), now))
 
     def confirm_alarm(self, event: AlarmNotified, now: float, *, stored: bool = True) -> bool:
-        """Answer an alarm once it is stored: 200 OK, then the Response MESSAGE (notes §9.2).
+        """Answer an alarm once it is stored: 200 OK, then the Response MESSAGE (docs/gb28181.md §9.2).
 
         ``stored=False`` (the store failed) answers 500 so the device sends it
         again. Returns False when the transaction is gone (the device gave up

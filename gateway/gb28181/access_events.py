@@ -132,7 +132,7 @@ class ManscdpReceived:
 
 @dataclass(frozen=True, slots=True)
 class CatalogNotified:
-    """A lower platform's catalog NOTIFY: items carrying ``Event`` ADD/DEL/UPDATE/ON/OFF (notes §14.3)."""
+    """A lower platform's catalog NOTIFY: items carrying ``Event`` ADD/DEL/UPDATE/ON/OFF (docs/gb28181.md §14.3)."""
 
     device_id: str
     items: tuple[Any, ...]

@@ -1,11 +1,11 @@
 """Reassembly of catalogs that arrive split across many MESSAGEs (sans-I/O).
 
 A device answers one Catalog query with any number of ``Response/Catalog`` MESSAGEs,
-all with the query's SN, each carrying the total in ``SumNum`` (gb28181-notes §6.2).
+all with the query's SN, each carrying the total in ``SumNum`` (docs/gb28181.md §6.2).
 We follow WVP's ``CatalogDataManager``: buffer items per (device, SN); finished when
 the distinct item IDs reach ``SumNum``; wait up to 2 minutes for the *first* chunk
 (big lower platforms are slow), then at most 5 s between chunks, and on a gap time-out
-commit what arrived rather than blocking forever (notes §19 item 10).
+commit what arrived rather than blocking forever (docs/gb28181.md §19 item 10).
 
 Time is passed in (``now``); the I/O adapter calls :meth:`CatalogAssembler.get_timer`
 and :meth:`CatalogAssembler.handle_timer`.

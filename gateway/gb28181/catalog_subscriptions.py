@@ -1,9 +1,9 @@
-"""Catalog subscriptions to lower platforms (sans-I/O): SUBSCRIBE, refresh, retry (notes §14).
+"""Catalog subscriptions to lower platforms (sans-I/O): SUBSCRIBE, refresh, retry (docs/gb28181.md §14).
 
 A platform asks a registered lower platform for its catalog once, then
 subscribes so the lower NOTIFYs it of channels that come, go, or go on/off
 line. Many lower platforms do not support in-dialog refreshes, so a refresh is
-a new SUBSCRIBE (WVP's default, notes §14.1); a refused or unanswered one is
+a new SUBSCRIBE (WVP's default, docs/gb28181.md §14.1); a refused or unanswered one is
 tried again later. The NOTIFYs themselves reach device access as requests.
 """
 

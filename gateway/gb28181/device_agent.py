@@ -208,7 +208,7 @@ class DeviceAgent:
         identity = LowerIdentity(
             name=profile.device_id,
             local_id=profile.device_id,
-            local_domain=server.domain,  # notes §3.2: a device's From/To carry the platform's domain
+            local_domain=server.domain,  # docs/gb28181.md §3.2: a device's From/To carry the platform's domain
             server_id=server.server_id,
             server_domain=server.domain,
             server_uri=register_uri(server.server_id, server.domain),
@@ -315,11 +315,11 @@ class DeviceAgent:
     # --- LowerRole hooks --------------------------------------------------------------------------
 
     def catalog_items(self) -> Sequence[CatalogItem]:
-        """Every channel of the device (notes §6.2)."""
+        """Every channel of the device (docs/gb28181.md §6.2)."""
         return self.profile.channels
 
     def answer_device_info(self, query: DeviceInfoQuery) -> DeviceInfoResponse:
-        """The device itself, whichever of its IDs was asked (notes §7)."""
+        """The device itself, whichever of its IDs was asked (docs/gb28181.md §7)."""
         return DeviceInfoResponse(
             sn=query.sn,
             device_id=self.profile.device_id,
@@ -332,7 +332,7 @@ class DeviceAgent:
         )
 
     def answer_device_status(self, query: DeviceStatusQuery) -> DeviceStatusResponse:
-        """Always fine: online, encoding, not recording (notes §8)."""
+        """Always fine: online, encoding, not recording (docs/gb28181.md §8)."""
         return DeviceStatusResponse(
             sn=query.sn,
             device_id=self.profile.device_id,
@@ -344,7 +344,7 @@ class DeviceAgent:
         )
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """The platform's ``Response/Alarm`` (notes §9.2) marks our alarm; anything else was just counted."""
+        """The platform's ``Response/Alarm`` (docs/gb28181.md §9.2) marks our alarm; anything else was just counted."""
         if is_alarm_response(message):
             self._alarms.on_response(message.sn, now)
 

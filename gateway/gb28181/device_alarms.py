@@ -1,11 +1,11 @@
-"""A simulated device's alarms: ``Notify/Alarm`` per kind, and device-style retries (notes §9), sans-I/O.
+"""A simulated device's alarms: ``Notify/Alarm`` per kind, and device-style retries (docs/gb28181.md §9), sans-I/O.
 
 :meth:`DeviceAlarms.press` raises an alarm and sends it at once; like a real
 device it resends the very same body (same SN, same AlarmTime, so the platform
 recognises the repeat) after a time-out or a 5xx until some attempt gets a
 2xx or the retries are used up. A 401/404/481 means the platform lost our
 registration (a crash): the device registers again at once, then resends.
-The platform's ``Response/Alarm`` MESSAGE (notes §9.2) is recorded on the
+The platform's ``Response/Alarm`` MESSAGE (docs/gb28181.md §9.2) is recorded on the
 :class:`AlarmRecord`.
 """
 
@@ -58,7 +58,7 @@ def is_alarm_input(item: CatalogItem) -> bool:
 
 
 def is_alarm_response(message: ManscdpMessage) -> bool:
-    """The platform's ``Response/Alarm`` acknowledgement (notes §9.2), with or without a Result."""
+    """The platform's ``Response/Alarm`` acknowledgement (docs/gb28181.md §9.2), with or without a Result."""
     if isinstance(message, ResultResponse):
         return message.cmd_type.strip().lower() == "alarm"
     return isinstance(message, UnknownCommand) and message.root is Root.RESPONSE and message.cmd_type.lower() == "alarm"
@@ -66,7 +66,7 @@ def is_alarm_response(message: ManscdpMessage) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class AlarmKind:
-    """How one kind of alarm is coded in ``Notify/Alarm`` (notes §9.1) and which channel raises it.
+    """How one kind of alarm is coded in ``Notify/Alarm`` (docs/gb28181.md §9.1) and which channel raises it.
 
     ``source`` names the channels that fit as default source: "alarm" (134 inputs),
     "camera" (131/132) or "device" (the device itself, e.g. its disk).
@@ -286,7 +286,7 @@ class DeviceAlarms:
             self._maybe_retry(record, key.attempt, now)
 
     def on_response(self, sn: int, now: float) -> None:
-        """The platform's ``Response/Alarm`` MESSAGE for ``sn`` arrived (notes §9.2)."""
+        """The platform's ``Response/Alarm`` MESSAGE for ``sn`` arrived (docs/gb28181.md §9.2)."""
         record = self.records.get(sn)
         if record is not None and record.response_at is None:
             record.response_at = now

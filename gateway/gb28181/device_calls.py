@@ -1,12 +1,12 @@
 """Live-play calls in the device role (UAS): INVITE in, SDP answer out (sans-I/O).
 
 A simulated camera (and any test peer) answers the gateway's live INVITE the
-way a GB/T 28181 device does (gb28181-notes §15): ``100 Trying`` at once;
+way a GB/T 28181 device does (docs/gb28181.md §15): ``100 Trying`` at once;
 the media side is then asked where it will send from (:class:`MediaRequested`)
 — for a TCP-active offer the device must *listen*, so its port has to exist
 before the answer is written — and :meth:`DeviceCalls.accept` sends the 200
 with the answer: ``a=sendonly``, the offer's SSRC in ``y=``, ``a=setup``
-mirrored (notes §15.5). The ACK starts the stream (:class:`MediaStarted`);
+mirrored (docs/gb28181.md §15.5). The ACK starts the stream (:class:`MediaStarted`);
 a BYE from either side ends it (:class:`MediaStopped`).
 """
 

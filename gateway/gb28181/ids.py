@@ -2,7 +2,7 @@
 
 A GB/T 28181 identifier ("国标编码") names every device, channel, platform and
 catalog group. It is exactly 20 decimal digits (GB/T 28181-2016 Annex D; see
-gb28181-notes.md §1.1)::
+docs/gb28181.md §1.1)::
 
     digits 1-8    centre code: province 2, city 2, district 2, grass-roots unit 2
     digits 9-10   industry code
@@ -45,7 +45,7 @@ _DIGITS_RE = re.compile(r"[0-9]+")
 
 
 class DeviceType(IntEnum):
-    """Type code, digits 11-13 of an ID (notes §1.2, WVP's DeviceTypeEnum).
+    """Type code, digits 11-13 of an ID (docs/gb28181.md §1.2, WVP's DeviceTypeEnum).
 
     Codes 120-125, 140-143 and 500-505 only appear in the newer (2022-style)
     table; older devices never send them, but catalogs from newer platforms may.
@@ -152,7 +152,7 @@ class GbId:
 
     @property
     def industry(self) -> str:
-        """Industry code, digits 9-10; carries no protocol meaning (notes §1.3)."""
+        """Industry code, digits 9-10; carries no protocol meaning (docs/gb28181.md §1.3)."""
         return self.value[8:10]
 
     @property
@@ -162,7 +162,7 @@ class GbId:
 
     @property
     def network(self) -> int:
-        """Network flag, digit 14 (tables disagree on its meaning, notes §1.4)."""
+        """Network flag, digit 14 (tables disagree on its meaning, docs/gb28181.md §1.4)."""
         return int(self.value[13])
 
     @property
@@ -172,7 +172,7 @@ class GbId:
 
     @property
     def domain(self) -> str:
-        """The SIP domain derived from this ID: its first 10 digits (notes §1.1).
+        """The SIP domain derived from this ID: its first 10 digits (docs/gb28181.md §1.1).
 
         Only meaningful for our own IDs: a peer may use another domain spelling.
         """
@@ -206,7 +206,7 @@ def is_gb_id(s: object) -> bool:
 
 
 def is_civil_code(s: object) -> bool:
-    """True for a region node ID: 2, 4, 6 or 8 ASCII digits (notes §1.1, libgb CivilCode)."""
+    """True for a region node ID: 2, 4, 6 or 8 ASCII digits (docs/gb28181.md §1.1, libgb CivilCode)."""
     return isinstance(s, str) and _CIVIL_CODE_RE.fullmatch(s) is not None
 
 
@@ -222,7 +222,7 @@ def make_id(
     """Assemble a 20-digit ID from its parts; raise :class:`InvalidDeviceId` on bad parts.
 
     ``make_id("120101", "11", 132, 0, 1)`` is ``"12010100111320000001"`` (the
-    simulated-city layout of DESIGN.md: centre = civil code + grass-roots "00").
+    simulated-city layout of docs/architecture.md §4: centre = civil code + grass-roots "00").
     """
     if not _ascii_digits(civil_code6, 6):
         raise InvalidDeviceId(f"civil code must be 6 digits: {civil_code6!r:.20}")
@@ -242,7 +242,7 @@ def _check_int(what: str, value: object, maximum: int) -> None:
         raise InvalidDeviceId(f"{what} must be an int in 0..{maximum}: {value!r:.20}")
 
 
-# GB/T 2260 codes of Tianjin's 16 districts (notes §1.5, WVP civilCode.csv; DESIGN.md).
+# GB/T 2260 codes of Tianjin's 16 districts (docs/gb28181.md §1.5, WVP civilCode.csv).
 TIANJIN_DISTRICTS: Mapping[str, str] = MappingProxyType(
     {
         "120101": "和平区",
@@ -279,7 +279,7 @@ def district_name(civil_code: str) -> str | None:
 
 
 def ssrc_prefix(domain: str) -> str:
-    """The 5-digit SSRC prefix: digits 4-8 of the 10-digit domain (notes §1.6, §15.4).
+    """The 5-digit SSRC prefix: digits 4-8 of the 10-digit domain (docs/gb28181.md §1.6, §15.4).
 
     Accepts the plain domain or a spelling that starts with it
     (``3402000000.spvmn.cn``); raises :class:`InvalidDeviceId` otherwise.

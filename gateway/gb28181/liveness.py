@@ -1,4 +1,4 @@
-"""Online/offline detection from registrations and keepalives (gb28181-notes §4).
+"""Online/offline detection from registrations and keepalives (docs/gb28181.md §4).
 
 A device is online while its registration is valid and it was heard from
 within ``interval × missed`` seconds (WVP's rule; default 60 s × 3). Any

@@ -1,4 +1,4 @@
-"""Live play of one channel, signalling half: the gateway as UAC (gb28181-notes.md §15).
+"""Live play of one channel, signalling half: the gateway as UAC (docs/gb28181.md §15).
 
 :class:`PlaySession` sends the INVITE with the live offer (Subject, ``y=``),
 ACKs the device's 2xx, turns offer plus answer into the
@@ -15,7 +15,7 @@ The machine is one table, :data:`TRANSITIONS`. Network inputs that can
 arrive late or twice (a 1xx after the 2xx, the answer to our BYE after the
 device's own BYE…) are absorbed by explicit ``IGNORE`` entries; a pair that
 is missing raises :class:`PlaySessionError` and moves the session to FAILED
-(h2's rule, STYLE.md §3).
+(h2's rule, docs/design.md §3).
 
 Known gap: an unanswered INVITE is not CANCELled when the play timeout fires
 or the viewer leaves — :meth:`SipEndpoint.send_request` always puts a fresh
@@ -52,8 +52,8 @@ __all__ = [
     "PlayState",
 ]
 
-DEFAULT_PLAY_TIMEOUT = 10.0  # WVP playTimeout: INVITE sent → stream up (notes §15.8)
-SDP_CONTENT_TYPE = "APPLICATION/SDP"  # as WVP writes it (notes §15.1)
+DEFAULT_PLAY_TIMEOUT = 10.0  # WVP playTimeout: INVITE sent → stream up (docs/gb28181.md §15.8)
+SDP_CONTENT_TYPE = "APPLICATION/SDP"  # as WVP writes it (docs/gb28181.md §15.1)
 
 
 class PlaySessionError(SipError):
@@ -61,7 +61,7 @@ class PlaySessionError(SipError):
 
 
 class PlayState(Enum):
-    """Where a live view stands (STYLE.md §3)."""
+    """Where a live view stands (docs/design.md §3)."""
 
     IDLE = "idle"
     INVITING = "inviting"
@@ -159,7 +159,7 @@ TRANSITIONS: dict[tuple[PlayState, PlayInput], tuple[PlayAction, PlayState]] = {
 
 
 class PlaySession:
-    """One live view of one channel; the gateway is the UAC (notes §15.1, §15.6, §15.8)."""
+    """One live view of one channel; the gateway is the UAC (docs/gb28181.md §15.1, §15.6, §15.8)."""
 
     def __init__(
         self,
@@ -185,7 +185,7 @@ class PlaySession:
         self.play_timeout = play_timeout
         self.state = PlayState.IDLE
         self.offer = offer_for_play(
-            origin_user=channel_id,  # notes §15.6 writes the channel in o=
+            origin_user=channel_id,  # docs/gb28181.md §15.6 writes the channel in o=
             media_host=media_host,
             media_port=media_port,
             ssrc=ssrc,
@@ -357,7 +357,7 @@ class PlaySession:
                 ("CSeq", f"{self._cseq} INVITE"),
                 ("Max-Forwards", "70"),
                 ("Contact", f"<{sip_uri(self.gateway_id, self.endpoint.local_host, self.endpoint.local_port)}>"),
-                # notes §15.2: <sender id>:<ssrc>,<receiver id>:0
+                # docs/gb28181.md §15.2: <sender id>:<ssrc>,<receiver id>:0
                 ("Subject", f"{self.channel_id}:{self.offer.ssrc},{self.gateway_id}:0"),
                 ("Content-Type", SDP_CONTENT_TYPE),
             ]

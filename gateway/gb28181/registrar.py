@@ -5,7 +5,7 @@ where it came from and the time, it returns a :class:`RegisterDecision`: the
 status to answer with, extra headers (challenge, Date, Expires, Contact) and,
 on success, the registration fact for the application.
 
-Policy, after WVP's registrar (gb28181-notes §3.4) and the issue's rules:
+Policy, after WVP's registrar (docs/gb28181.md §3.4) and the issue's rules:
 
 * The device ID is the user part of From; anything that is not a 20-digit ID
   of a device or platform type is refused with 403.
@@ -174,7 +174,7 @@ class Registrar:
             headers.append(("Contact", contact))
         headers.append(("Expires", str(expires)))
         if self.config.send_date:
-            # GB/T 28181 time sync: ISO local time with milliseconds, not RFC 1123 (notes §3.5).
+            # GB/T 28181 time sync: ISO local time with milliseconds, not RFC 1123 (docs/gb28181.md §3.5).
             headers.append(("Date", wall.strftime("%Y-%m-%dT%H:%M:%S.") + f"{wall.microsecond // 1000:03d}"))
         registration = Registration(
             device_id=device_id,

@@ -1,4 +1,4 @@
-"""Builders for the out-of-dialog requests GB/T 28181 nodes send (notes §2).
+"""Builders for the out-of-dialog requests GB/T 28181 nodes send (docs/gb28181.md §2).
 
 Both roles use them: the gateway queries devices with MESSAGE, the device
 agent (simulators) registers and keeps alive. The endpoint adds the Via.
@@ -61,7 +61,7 @@ def build_register(
     authorization: str | None = None,
     user_agent: str = "kgw-sim",
 ) -> SipRequest:
-    """A device REGISTER as Hikvision-style devices send it (notes §3.2)."""
+    """A device REGISTER as Hikvision-style devices send it (docs/gb28181.md §3.2)."""
     headers = Headers(
         [
             ("From", f"<{sip_uri(device_id, domain)}>;tag={from_tag}"),
@@ -93,7 +93,7 @@ def request_uri_user(request: SipRequest) -> str | None:
 
 
 def target_id(request: SipRequest) -> str | None:
-    """The device, channel or platform ID a request is for: Request-URI user, else To user (notes §2).
+    """The device, channel or platform ID a request is for: Request-URI user, else To user (docs/gb28181.md §2).
 
     Devices behind a proxy and some platforms put only the host in the
     Request-URI and name the target in To; None when neither names anyone

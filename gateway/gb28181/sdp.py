@@ -1,13 +1,13 @@
-"""SDP as GB/T 28181 uses it: one media line, ``y=`` (SSRC) and ``f=`` (gb28181-notes.md §15.3–§15.7).
+"""SDP as GB/T 28181 uses it: one media line, ``y=`` (SSRC) and ``f=`` (docs/gb28181.md §15.3–§15.7).
 
-``y=`` and ``f=`` are not RFC 4566 lines and break generic SDP parsers (notes §19 item 17), so
+``y=`` and ``f=`` are not RFC 4566 lines and break generic SDP parsers (docs/gb28181.md §19 item 17), so
 this module reads the body line by line itself. :func:`parse_sdp` is tolerant of whatever
 devices add (unknown lines and attributes, LF or CRLF, no final newline) and only refuses a
 body it cannot stream from: no usable ``m=``/``c=`` line, a bad port, a bad ``t=``. That
 raises :class:`SdpError`, answered with 488 Not Acceptable Here. :func:`build_sdp` always ends
-with CRLF: Hikvision answers 415 otherwise (notes §19 item 17).
+with CRLF: Hikvision answers 415 otherwise (docs/gb28181.md §19 item 17).
 
-Signalling meets media at :class:`MediaSessionSpec` (STYLE.md §4): :func:`answer_to_spec` turns
+Signalling meets media at :class:`MediaSessionSpec` (docs/design.md §4): :func:`answer_to_spec` turns
 our offer plus the device's answer into the one frozen value the media layer needs.
 """
 
@@ -50,7 +50,7 @@ __all__ = [
 MAX_SDP_SIZE = 16 * 1024  # a GB SDP is < 1 KiB; the SIP layer caps the whole message at 64 KiB
 RTP_AVP = "RTP/AVP"
 TCP_RTP_AVP = "TCP/RTP/AVP"  # RFC 4571 framing
-# The live offer's payload list as WVP writes it (notes §15.3; 99 is H.265 as in ZLMediaKit, not SVAC).
+# The live offer's payload list as WVP writes it (docs/gb28181.md §15.3; 99 is H.265 as in ZLMediaKit, not SVAC).
 WVP_PAYLOADS: Mapping[int, str] = MappingProxyType(
     {96: "PS/90000", 97: "MPEG4/90000", 98: "H264/90000", 99: "H265/90000"}
 )
@@ -59,7 +59,7 @@ SSRC_MAX = 0xFFFFFFFF
 _SSRC_RE = re.compile(r"[0-9]{1,10}")
 # a=streamnumber (2022) and vendor spellings: stream, streamprofile (Dahua), streamMode (Mercury/TP-Link).
 _STREAM_ATTRS = frozenset({"streamnumber", "stream", "streamprofile", "streammode"})
-_STREAM_MODES = {"MAIN": 0, "SUB": 1}  # a=streamMode:MAIN|SUB, notes §15.3
+_STREAM_MODES = {"MAIN": 0, "SUB": 1}  # a=streamMode:MAIN|SUB, docs/gb28181.md §15.3
 
 
 class SdpError(SipError, ValueError):
@@ -73,7 +73,7 @@ class SdpBuildError(GatewayError, ValueError):
 
 
 class SessionType(StrEnum):
-    """The ``s=`` line (notes §15.3)."""
+    """The ``s=`` line (docs/gb28181.md §15.3)."""
 
     PLAY = "Play"
     PLAYBACK = "Playback"
@@ -82,12 +82,12 @@ class SessionType(StrEnum):
 
     @property
     def history(self) -> bool:
-        """True for recorded media: its SSRC starts with ``1`` (notes §15.4)."""
+        """True for recorded media: its SSRC starts with ``1`` (docs/gb28181.md §15.4)."""
         return self in (SessionType.PLAYBACK, SessionType.DOWNLOAD)
 
 
 class MediaTransport(Enum):
-    """How RTP travels, named like WVP's ``streamMode`` (notes §15.5, §19 item 3).
+    """How RTP travels, named like WVP's ``streamMode`` (docs/gb28181.md §15.5, §19 item 3).
 
     The names take the point of view of the media *receiver*, which is the side that sends
     the INVITE and the offer (the platform, or the gateway playing a camera). In an offer,
@@ -202,7 +202,7 @@ def _ssrc_or_none(text: str) -> str | None:
     if _SSRC_RE.fullmatch(text) is None:
         return None
     value = int(text)
-    # SSRC 0 is never a real choice: "never use 0000000000" (notes §19 item 2).
+    # SSRC 0 is never a real choice: "never use 0000000000" (docs/gb28181.md §19 item 2).
     return f"{value:010d}" if 0 < value <= SSRC_MAX else None
 
 
@@ -348,7 +348,7 @@ class _Reader:
 def parse_sdp(body: bytes) -> SdpSession:
     """Read an SDP body (CRLF, LF or CR line ends); raise :class:`SdpError` (488) if unusable.
 
-    Missing or malformed ``y=`` is not an error (y is optional, notes §19 item 2): ``ssrc`` is
+    Missing or malformed ``y=`` is not an error (y is optional, docs/gb28181.md §19 item 2): ``ssrc`` is
     then None. Only the first ``m=`` section is read; later sections' ``a=``/``c=`` are skipped.
     """
     if len(body) > MAX_SDP_SIZE:
@@ -385,7 +385,7 @@ def _attribute_lines(s: SdpSession) -> list[str]:
 
 
 def build_sdp(session: SdpSession) -> bytes:
-    """Write ``session`` in the line order of notes §15.6, CRLF after every line including the last.
+    """Write ``session`` in the line order of docs/gb28181.md §15.6, CRLF after every line including the last.
 
     ``y=`` is written zero-padded to 10 digits. Raises :class:`SdpBuildError` for an SSRC that
     is not 1–10 digits or a value that would inject a line break.
@@ -414,14 +414,14 @@ def build_sdp(session: SdpSession) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
-# --- SSRC (notes §15.4) ---------------------------------------------------------------------
+# --- SSRC (docs/gb28181.md §15.4) ---------------------------------------------------------------------
 
 
 def make_ssrc(domain: str, sequence: int, history: bool = False) -> str:
     """The 10-digit ``y=``: ``0`` live / ``1`` history, ``domain[3:8]``, ``sequence % 10000``.
 
     Raises :class:`~gateway.errors.InvalidDeviceId` for a domain that is not 10 digits, and
-    :class:`SdpBuildError` rather than return ``0000000000`` (notes §19 item 2).
+    :class:`SdpBuildError` rather than return ``0000000000`` (docs/gb28181.md §19 item 2).
     """
     ssrc = f"{1 if history else 0}{ssrc_prefix(domain)}{sequence % 10000:04d}"
     if int(ssrc) == 0:
@@ -475,7 +475,7 @@ class MediaSessionSpec:
 
 
 def offer_transport(offer: SdpSession) -> MediaTransport:
-    """The mode an offer asks for, per notes §15.5.
+    """The mode an offer asks for, per docs/gb28181.md §15.5.
 
     ``a=setup`` is ignored on ``RTP/AVP`` (devices write nonsense there). A TCP offer without
     ``a=setup`` is read as ``TCP_PASSIVE``: the offer's port is a listening port.
@@ -495,12 +495,12 @@ def offer_for_play(
     origin_address: str | None = None,
     stream_number: int | None = None,
 ) -> SdpSession:
-    """The standard live offer of notes §15.6: ``s=Play``, ``t=0 0``, ``a=recvonly``, PT 96–99 as WVP.
+    """The standard live offer of docs/gb28181.md §15.6: ``s=Play``, ``t=0 0``, ``a=recvonly``, PT 96–99 as WVP.
 
     TCP modes add ``a=setup`` (``passive``: we listen; ``active``: we connect) and
     ``a=connection:new``. ``origin_address`` defaults to ``media_host``. Playback and Download
     offers are this with :func:`dataclasses.replace` of ``session_type``, ``uri``, the times
-    and a history SSRC (notes §15.6).
+    and a history SSRC (docs/gb28181.md §15.6).
     """
     if _ssrc_or_none(ssrc) is None:
         raise SdpBuildError(f"offer needs a non-zero 1-10 digit SSRC, not {ssrc[:20]!r}")
@@ -554,7 +554,7 @@ def _answered_transport(offered: MediaTransport, answer: SdpSession) -> MediaTra
 
 
 def answer_to_spec(offer: MediaSessionSpec | SdpSession, answer: SdpSession) -> MediaSessionSpec:
-    """Combine our offer (as sent, or its spec) with the device's answer (notes §15.4, §15.5).
+    """Combine our offer (as sent, or its spec) with the device's answer (docs/gb28181.md §15.4, §15.5).
 
     * SSRC: the answer's ``y=`` when present and valid (a sender may pick its own, §19 item 1),
       otherwise the offered one (WVP's rule; camsim answers with its device ID in ``y=``).

@@ -1,12 +1,12 @@
 """asyncio media receive transports (gateway side): they move RTP bytes and run timers, nothing else.
 
-GB/T 28181 media arrives three ways (gb28181-notes.md §15.5): over UDP, over TCP
+GB/T 28181 media arrives three ways (docs/gb28181.md §15.5): over UDP, over TCP
 where the gateway listens and the device connects (TCP-PASSIVE), or over TCP
 where the gateway connects to the port in the device's SDP answer (TCP-ACTIVE).
 Each transport hands every RTP datagram or RFC 4571 frame to a :class:`MediaSink`
 (the media session's RtpReceiver + PsDemuxer pipeline) and reports its end once
 through ``on_closed``. RTCP is counted here and not fed as media. Exceptions from
-the sink are contained (STYLE.md §6): a bug in one session must never kill the
+the sink are contained (docs/design.md §6): a bug in one session must never kill the
 loop or another stream. This module holds the shared parts and the UDP transport;
 the TCP ones live in :mod:`gateway.io.rtp_tcp_io`.
 """
@@ -46,7 +46,7 @@ class MediaSink(Protocol):
 class CloseReason(enum.StrEnum):
     """Why a transport ended; passed to :meth:`MediaSink.on_closed` as a ``str``."""
 
-    NO_CONNECTION = "no_connection"  # TCP-PASSIVE: the device never connected (notes §19 item 3)
+    NO_CONNECTION = "no_connection"  # TCP-PASSIVE: the device never connected (docs/gb28181.md §19 item 3)
     RTP_TIMEOUT = "rtp_timeout"
     FRAMING_ERROR = "framing_error"
     PEER_CLOSED = "peer_closed"

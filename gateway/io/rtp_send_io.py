@@ -1,7 +1,7 @@
 """asyncio media send transports: RTP packets to one receiver (the gateway towards an upper platform).
 
 The sending twin of :mod:`gateway.io.rtp_io` / :mod:`gateway.io.rtp_tcp_io`, for the
-three modes of gb28181-notes.md §15.5 seen from the *sender*:
+three modes of docs/gb28181.md §15.5 seen from the *sender*:
 
 * :meth:`UdpRtpSender.open`: datagrams to the receiver's offered ``c=``/``m=``;
 * :meth:`TcpRtpSender.bind` (the receiver's offer said ``a=setup:passive``: it
@@ -11,7 +11,7 @@ three modes of gb28181-notes.md §15.5 seen from the *sender*:
   the answer and :meth:`RtpSendTransport.start` waits for its one connection
   (``a=connection:new``).
 
-TCP frames are RFC 4571 (notes §17.2). Only bytes and timers here: what to send,
+TCP frames are RFC 4571 (docs/gb28181.md §17.2). Only bytes and timers here: what to send,
 and what a slow or lost receiver means for the call, is the caller's business.
 :attr:`RtpSendTransport.writable` turns False while more than ``high_water`` bytes
 wait in asyncio's buffer; a relay then stops pulling and lets its fan-out skip to

@@ -1,10 +1,10 @@
-"""RTP over TCP receive transports (RFC 4571 framing), both directions of gb28181-notes.md §15.5.
+"""RTP over TCP receive transports (RFC 4571 framing), both directions of docs/gb28181.md §15.5.
 
 * :class:`TcpPassiveRtpReceiver` (TCP-PASSIVE, ``a=setup:passive`` in our offer): we
   listen and the device connects. Exactly one connection is served
-  (``a=connection:new``, one stream per connection, notes §17.2); later ones are
+  (``a=connection:new``, one stream per connection, docs/gb28181.md §17.2); later ones are
   closed and counted. A device that never connects ends the stream with
-  ``no_connection`` after ``connect_timeout`` — the explicit error notes §19 item 3 asks for.
+  ``no_connection`` after ``connect_timeout`` — the explicit error docs/gb28181.md §19 item 3 asks for.
 * :class:`TcpActiveRtpReceiver` (TCP-ACTIVE): we connect to the ``c=``/``m=`` of the
   device's answer, retrying refusals until ``connect_timeout`` since a device may
   only start listening after its 200 OK.
@@ -201,7 +201,8 @@ class _RtpStream(asyncio.Protocol):
             self.peer = (peername[0], peername[1])
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            with contextlib.suppress(OSError):  # asyncio sets it on its own sockets too; be explicit (LIBRARIES.md)
+            # asyncio sets it on its own sockets too; be explicit (docs/dependencies.md)
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.accepted = self.owner._attach(self)
         if not self.accepted:

@@ -7,7 +7,7 @@ core (a :class:`~gateway.gb28181.sip.router.SipRouter`), and keeps exactly one
 endpoint's ``output_ready`` signal: whoever queues a message (a datagram's
 answer, an API query, an alarm's acknowledgement, a BYE), the driver flushes
 once at the end of the loop turn, so nobody calls ``flush`` by hand.
-Exceptions from the core are contained here (STYLE.md §6): one bad packet
+Exceptions from the core are contained here (docs/design.md §6): one bad packet
 must never stall the loop or tear down a device's TCP connection.
 """
 

@@ -2,7 +2,7 @@
 
 A device's district is its civil code (the first six digits of its ID). Its
 kindergarten comes from provisioning, or from the city's numbering
-convention (DESIGN.md "Simulated city conventions"): digits 15-18 of every
+convention (docs/architecture.md §4): digits 15-18 of every
 device and channel ID of a kindergarten are its number ``KKKK``, and the
 kindergarten itself is the virtual-organisation code
 ``<first 10 digits>2160KKKK00``. The convention only places a device when a

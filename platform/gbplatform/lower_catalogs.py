@@ -1,4 +1,4 @@
-"""Lower platforms' catalogs, as a monitoring platform applies them (notes §6.4, §14.3).
+"""Lower platforms' catalogs, as a monitoring platform applies them (docs/gb28181.md §6.4, §14.3).
 
 A lower platform (the access gateway, or a district platform under the
 municipal one) answers a Catalog query with its tree: business group and

@@ -1,4 +1,4 @@
-"""Hostile and broken input on real sockets (STYLE.md §6): the gateway answers or drops, and keeps serving.
+"""Hostile and broken input on real sockets (docs/design.md §6): the gateway answers or drops, and keeps serving.
 
 Each test sends raw bytes from its own socket, checks the answer (or its
 absence), then proves the gateway still works: an OPTIONS gets 200, and at

@@ -1,4 +1,4 @@
-"""Upper platforms watch a kindergarten camera through the gateway's shared relay (notes §16.4).
+"""Upper platforms watch a kindergarten camera through the gateway's shared relay (docs/gb28181.md §16.4).
 
 simulated kindergarten → gateway → district / municipal / police platforms, all on
 loopback with real sockets. Each platform is a ``GatewayService`` with a platform ID
@@ -237,7 +237,7 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     with pytest.raises(LiveError, match="Busy Here"):
         await municipal.live.watch(PERIMETER)
     relay.max_calls_per_upper = 32
-    # Only live play is relayed (no recordings, no talk), and the offer must carry y= (notes §15.4).
+    # Only live play is relayed (no recordings, no talk), and the offer must carry y= (docs/gb28181.md §15.4).
     offer = offer_for_play(origin_user=PERIMETER, media_host="127.0.0.1", media_port=9, ssrc="1100000009")
     playback = replace(offer, session_type=SessionType.PLAYBACK, uri=f"{PERIMETER}:0", start_time=1, end_time=2)
     assert await _raw_invite(gateway, municipal.config.id, PERIMETER, build_sdp(playback)) == 488

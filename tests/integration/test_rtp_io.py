@@ -1,4 +1,4 @@
-"""Media receive transports over real loopback sockets: UDP, TCP-PASSIVE, TCP-ACTIVE (notes §15.5)."""
+"""Media receive transports over real loopback sockets: UDP, TCP-PASSIVE, TCP-ACTIVE (docs/gb28181.md §15.5)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The gateway has no alarm intake yet, so a minimal platform plays it: a bare
 SipEndpoint behind a SipDriver on 127.0.0.1:0 that accepts every REGISTER
 without a challenge, answers MESSAGEs 200, keeps every alarm it receives and
-(when asked) acknowledges it with a ``Response/Alarm`` MESSAGE (notes §9.2).
+(when asked) acknowledges it with a ``Response/Alarm`` MESSAGE (docs/gb28181.md §9.2).
 """
 
 from __future__ import annotations

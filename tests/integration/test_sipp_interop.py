@@ -7,14 +7,14 @@ computes the digest itself, from the scenarios in ``tests/integration/sipp/``:
 
 * ``register_keepalive.xml`` (UDP and TCP): REGISTER, 401 challenge, REGISTER
   with sipp's own ``[authentication]``, 200, then a Keepalive MESSAGE
-  (notes §4.1) answered 200; the device must then be online in memory and in
+  (docs/gb28181.md §4.1) answered 200; the device must then be online in memory and in
   the HTTP API, reached back over the transport it used;
 * ``register_wrong_password.xml``: the same with a wrong password must end in
   403 (not another 401), and the device must not be online.
 
 sipp's own digest sends ``uri="sip:<gateway ip>:<port>"``, not the
 Request-URI, so these runs also check that kgw hashes the ``uri`` parameter as
-sent (notes §3.3). sipp is a required test tool: if it is missing the tests
+sent (docs/gb28181.md §3.3). sipp is a required test tool: if it is missing the tests
 fail and say how to install it; they are never skipped.
 """
 
@@ -211,7 +211,7 @@ async def test_sipp_device_registers_with_digest_and_keepalive_keeps_it_online(g
     assert run.returncode == EXIT_ALL_CALLS_OK, run.explain()
     digest_uri = f'uri="sip:127.0.0.1:{service.sip_port}"'  # sipp's default, unlike the Request-URI
     assert digest_uri in run.messages, run.explain()
-    # kgw queries the new device at once (notes §3.1); the queries must reach sipp
+    # kgw queries the new device at once (docs/gb28181.md §3.1); the queries must reach sipp
     # at its Contact, over the transport it registered with (on TCP: its connection).
     assert f"MESSAGE sip:{DEVICE_ID}@127.0.0.1:{run.local_port} SIP/2.0" in run.messages, run.explain()
     assert "<CmdType>DeviceInfo</CmdType>" in run.messages

@@ -1,4 +1,4 @@
-"""The lower side's registration table: every state driven with every input (STYLE.md §3, h2's test).
+"""The lower side's registration table: every state driven with every input (docs/design.md §3, h2's test).
 
 Invariant: after any sequence of inputs the machine is in a valid state, or a
 pair the table lacks raised :class:`RegistrationError` and left it STOPPED.

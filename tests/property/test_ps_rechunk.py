@@ -1,4 +1,4 @@
-"""PS demux re-chunk invariant (STYLE.md §7) and recovery from damaged input.
+"""PS demux re-chunk invariant (docs/design.md §7) and recovery from damaged input.
 
 The same bytes must give the same access units, timestamps and counters however they
 are cut; damaged bytes must never raise, and parsing must recover at the next pack header.

@@ -1,4 +1,4 @@
-"""Fuzzing the SDP reader with h11's invariant: an SdpSession, or SdpError, nothing else (STYLE.md §7)."""
+"""Fuzzing the SDP reader with h11's invariant: an SdpSession, or SdpError, nothing else (docs/design.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""In-memory harness for the GB/T 28181 application cores (STYLE.md §2, §9).
+"""In-memory harness for the GB/T 28181 application cores (docs/design.md §2, §9).
 
 A gateway :class:`DeviceAccess` on its :class:`SipRouter` (10.0.0.1:5060) and an :class:`AgentHost` of
 simulated devices (10.0.0.2:5061) talk through :meth:`GbHarness.pump`, which

@@ -318,7 +318,7 @@ def test_municipal_catalog_fields_and_order() -> None:
     assert district == CatalogItem(
         district_node_id(HEPING), name="和平区", civil_code=HEPING, business_group_id=GROUP_ID
     )
-    assert district.parent_id is None  # directly under the business group (notes §6.4)
+    assert district.parent_id is None  # directly under the business group (docs/gb28181.md §6.4)
 
     kg_node = items[3]
     assert kg_node == CatalogItem(

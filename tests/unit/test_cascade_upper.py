@@ -384,7 +384,7 @@ def test_registers_with_digest_qop_against_the_real_registrar() -> None:
     assert rig.link.state is UpperState.REGISTERED and rig.link.registered
     first, second = (r for _, r in rig.upper.registers())
     assert first.headers.get("Authorization") is None
-    # Notes §16.2: Request-URI is the upper's ID at its address; From/To are our ID at our domain.
+    # docs/gb28181.md §16.2: Request-URI is the upper's ID at its address; From/To are our ID at our domain.
     assert first.uri == f"sip:{UPPER_ID}@{UP_HOST}:{UP_PORT}"
     assert first.from_.uri.user == first.to.uri.user == LOCAL_ID
     assert first.from_.uri.host == first.to.uri.host == LOCAL_DOMAIN
@@ -828,7 +828,7 @@ def test_subscribe_is_accepted_and_notify_goes_in_the_dialog() -> None:
     assert response.headers.get("Content-Type") == MANSCDP_CONTENT_TYPE
     assert b"<CmdType>Catalog</CmdType>" in response.body and b"<Result>OK</Result>" in response.body
     ack, _ = decode_message(response.body)
-    assert (ack.root, ack.sn, ack.device_id) == (Root.RESPONSE, 55, LOCAL_ID)  # the query's SN (notes §14.2)
+    assert (ack.root, ack.sn, ack.device_id) == (Root.RESPONSE, 55, LOCAL_ID)  # the query's SN (docs/gb28181.md §14.2)
     assert rig.of_type(SubscriptionChanged) == [SubscriptionChanged("municipal", True)]
     assert rig.link.status()["subscriptions"] == 1
 

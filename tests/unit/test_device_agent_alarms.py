@@ -141,7 +141,7 @@ class Rig:
         return [(at, r) for at, r in self.requests if r.method == "MESSAGE" and b"<CmdType>Alarm" in r.body]
 
     def send_response_message(self, target: str, body: bytes) -> None:
-        """The platform's application-level acknowledgement, a MESSAGE to ``target`` (notes §9.2)."""
+        """The platform's application-level acknowledgement, a MESSAGE to ``target`` (docs/gb28181.md §9.2)."""
         request = build_message(
             from_id=GATEWAY_ID,
             from_domain=REALM,

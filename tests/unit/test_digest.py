@@ -41,7 +41,7 @@ def header(name: str, fixture: str) -> str:
 
 
 def test_notes_worked_example() -> None:
-    """gb28181-notes.md §3.3, device 34020000001320000001 with password 12345678."""
+    """Digest vector (formulas in docs/gb28181.md §3.3): device 34020000001320000001, password 12345678."""
     assert compute_ha1(Algorithm.MD5, DEVICE, REALM, "12345678") == "8258341d7dd730ce4d3b8fd2db050320"
     args = (Algorithm.MD5, DEVICE, REALM, "12345678", "REGISTER", SERVER_URI, "9bd055")
     assert compute_response(*args, None, None, None) == "44ac5fd979560c6da6cec866a439bd48"
@@ -95,7 +95,7 @@ def test_algorithm_given_as_token() -> None:
 
 
 def test_nc_is_hashed_exactly_as_given() -> None:
-    """WVP re-formats nc, which breaks once the counter has hex letters (notes §3.3)."""
+    """WVP re-formats nc, which breaks once the counter has hex letters (docs/gb28181.md §3.3)."""
     args = (Algorithm.MD5, DEVICE, REALM, "pw", "REGISTER", SERVER_URI, "n", "auth")
     assert compute_response(*args, "0000000a", "c") != compute_response(*args, "0000000A", "c")
 

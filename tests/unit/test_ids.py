@@ -18,7 +18,7 @@ from gateway.gb28181.ids import (
     ssrc_prefix,
 )
 
-CAMERA_ID = "12010100111320000001"  # DESIGN.md simulated layout: 和平区, education, IPC
+CAMERA_ID = "12010100111320000001"  # docs/architecture.md §4 layout: 和平区, education, IPC
 
 
 def test_parse_splits_every_field() -> None:

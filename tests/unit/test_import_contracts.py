@@ -1,4 +1,4 @@
-"""Layering rules that keep the protocol cores sans-I/O (STYLE.md §1, §10)."""
+"""Layering rules that keep the protocol cores sans-I/O (docs/design.md §1, §10)."""
 
 from __future__ import annotations
 

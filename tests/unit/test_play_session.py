@@ -1,4 +1,4 @@
-"""Live play signalling: Dialog and PlaySession against an in-memory device UAS (notes §15)."""
+"""Live play signalling: Dialog and PlaySession against an in-memory device UAS (docs/gb28181.md §15)."""
 
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def test_udp_play_reaches_streaming_with_the_answers_spec() -> None:
     [started] = r.events
     assert isinstance(started, PlayStarted)
     spec = started.spec
-    assert spec.ssrc == 200000099  # adopted from the answer's y= (notes §19 item 1)
+    assert spec.ssrc == 200000099  # adopted from the answer's y= (docs/gb28181.md §19 item 1)
     assert spec.transport is MediaTransport.UDP
     assert (spec.remote_host, spec.remote_port) == DEVICE_MEDIA
     assert (spec.local_host, spec.local_port) == ("192.168.1.10", 30002)

@@ -1,6 +1,6 @@
 """PS demuxer: captured ZLMediaKit streams and FFmpeg's PSM-less PS, checked against ffprobe.
 
-Also the real-world quirks of notes §17.4 (truncated Hikvision pack headers, stuffing,
+Also the real-world quirks of docs/gb28181.md §17.4 (truncated Hikvision pack headers, stuffing,
 private streams, unbounded video PES, broken or changing PSMs) and the buffer caps.
 """
 
@@ -328,7 +328,7 @@ def test_misuse_raises_ps_demux_error() -> None:
         PsDemuxer(max_unit_size=0)
 
 
-# --- header codecs: the composed examples of notes §17.3 --------------------------------------
+# --- header codecs: composed examples (layouts in docs/gb28181.md §17.3) --------------------------------------
 
 
 def test_composed_example_headers() -> None:

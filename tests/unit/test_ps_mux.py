@@ -1,4 +1,4 @@
-"""PS muxer: the ireader/ZLMediaKit layout (notes §17.3, §20), read back by ffprobe and by us."""
+"""PS muxer: the ireader/ZLMediaKit layout (docs/gb28181.md §17.3, §20), read back by ffprobe and by us."""
 
 from __future__ import annotations
 

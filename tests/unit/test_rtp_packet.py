@@ -66,7 +66,7 @@ def test_every_packet_of_a_capture_parses_with_the_indexed_facts(name: str) -> N
     assert (packets[0].sequence, packets[-1].sequence) == facts["seq"]
     assert [p.sequence for p in packets] == list(range(facts["seq"][0], facts["seq"][1] + 1))
     assert (packets[0].timestamp, packets[-1].timestamp) == facts["ts"]
-    # Notes §17.1: the plain header, first byte 0x80.
+    # docs/gb28181.md §17.1: the plain header, first byte 0x80.
     assert all(d.payload[0] == 0x80 for d in datagrams)
     assert not any(p.padding or p.extension or p.csrcs for p in packets)
 
@@ -88,7 +88,7 @@ def test_zlm_marker_ends_each_pack_and_the_next_starts_with_a_pack_header() -> N
 
 
 def test_notes_example_header() -> None:
-    # Notes §17.1: marker set, PT 96, seq 0x1A2B, ts 900000 (10 s), SSRC 200000001 (y=0200000001).
+    # Header layout of docs/gb28181.md §17.1: marker set, PT 96, seq 0x1A2B, ts 900000 (10 s), SSRC 200000001 (y=0200000001).
     header = bytes.fromhex("80E01A2B000DBBA00BEBC201")
     packet = RtpPacket.parse(header + b"\x00\x00\x01\xba")
     assert (packet.marker, packet.payload_type, packet.sequence) == (True, 96, 0x1A2B)

@@ -68,7 +68,7 @@ def test_a_real_udp_capture_comes_out_whole_and_in_order(name: str, ssrc: int, c
 
 def test_a_real_tcp_stream_through_the_framer() -> None:
     framer = Rfc4571Framer()
-    receiver = RtpReceiver(None, PS)  # adopt the device's SSRC (notes §15.4)
+    receiver = RtpReceiver(None, PS)  # adopt the device's SSRC (docs/gb28181.md §15.4)
     for packet in framer.feed((FIXTURES / "zlm_ps_h264_tcp.bin").read_bytes()):
         receiver.receive(packet, DEVICE, 0.0)
     assert drain(receiver) == list(range(184))
@@ -245,7 +245,7 @@ def test_source_lock_can_be_turned_off() -> None:
 
 
 def test_unexpected_payload_type_is_dropped_and_counted() -> None:
-    # Notes §19 item 18: PS must be PT 96; 98 would be raw H.264.
+    # docs/gb28181.md §19 item 18: PS must be PT 96; 98 would be raw H.264.
     receiver = RtpReceiver(SSRC, PS)
     receiver.receive(rtp(0, pt=98), DEVICE, 0.0)
     receiver.receive(rtp(0), DEVICE, 0.0)

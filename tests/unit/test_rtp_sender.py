@@ -1,4 +1,4 @@
-"""RTP sending side: PS frames packetized (notes §17.1, §20) and clip replay for simulated cameras."""
+"""RTP sending side: PS frames packetized (docs/gb28181.md §17.1, §20) and clip replay for simulated cameras."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_frame_sizes_at_the_payload_boundary() -> None:
 
 
 def test_wire_header_matches_notes_example() -> None:
-    # Notes §17.1: 80 E0 1A 2B 00 0D BB A0 0B EB C2 01 = M set, PT 96, seq 0x1A2B, ts 900000, SSRC 200000001.
+    # Header layout of docs/gb28181.md §17.1: 80 E0 1A 2B 00 0D BB A0 0B EB C2 01 = M set, PT 96, seq 0x1A2B, ts 900000, SSRC 200000001.
     packetizer = RtpPacketizer(SSRC, initial_sequence=0x1A2B)
     (packet,) = packetizer.packetize(b"\x00\x00\x01\xba", 900000)
     assert bytes(packet)[:12] == bytes.fromhex("80E01A2B000DBBA00BEBC201")

@@ -1,4 +1,4 @@
-"""GB/T 28181 SDP: real offers and answers, the composed examples of notes §15.6, SSRC rules, answer rules."""
+"""GB/T 28181 SDP: real offers and answers, composed examples in the shape of docs/gb28181.md §15.6, SSRC rules, answer rules."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _crlf(text: str) -> bytes:
     return text.strip("\n").replace("\n", "\r\n").encode() + b"\r\n"
 
 
-# notes §15.6, composed (not captures): live offer, its answer, playback offer over TCP-passive.
+# Composed (not captures), in the shape of docs/gb28181.md §15.6: live offer, its answer, playback offer over TCP-passive.
 LIVE_OFFER = _crlf("""
 v=0
 o=34020000001320000001 0 0 IN IP4 192.168.1.10
@@ -192,7 +192,7 @@ def test_bodies_in_our_line_order_rebuild_byte_exact(name: str) -> None:
     assert build_sdp(parse_sdp(body)) == body
 
 
-# --- composed examples (notes §15.6) ----------------------------------------------------------
+# --- composed examples (shape of docs/gb28181.md §15.6) ----------------------------------------------------------
 
 
 def test_live_offer_byte_exact() -> None:
@@ -416,7 +416,7 @@ def test_ipv6_addresses() -> None:
     assert parse_sdp(body) == s
 
 
-# --- SSRC (notes §15.4) -----------------------------------------------------------------------
+# --- SSRC (docs/gb28181.md §15.4) -----------------------------------------------------------------------
 
 
 def test_make_ssrc_vectors() -> None:
@@ -432,7 +432,7 @@ def test_make_ssrc_refuses_bad_domains_and_all_zeros() -> None:
         with pytest.raises(InvalidDeviceId):
             make_ssrc(bad, 1)
     with pytest.raises(SdpBuildError):
-        make_ssrc("1230000000", 20000)  # would be 0000000000 (notes §19 item 2)
+        make_ssrc("1230000000", 20000)  # would be 0000000000 (docs/gb28181.md §19 item 2)
     assert make_ssrc("1230000000", 20000, history=True) == "1000000000"
 
 

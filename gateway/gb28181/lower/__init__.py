@@ -1,4 +1,4 @@
-"""The lower side of GB/T 28181, once for every role (STYLE.md: one implementation per role).
+"""The lower side of GB/T 28181, once for every role (docs/design.md §9: one implementation per role).
 
 What a device or a lower platform does towards the server it registers with:
 REGISTER with digest and retry, keepalive, answering queries, pushing the

@@ -1,4 +1,4 @@
-"""Catalog pushes of the lower side: chunked, paced, queued (notes §6.2, §14.3), sans-I/O.
+"""Catalog pushes of the lower side: chunked, paced, queued (docs/gb28181.md §6.2, §14.3), sans-I/O.
 
 A catalog goes out in chunks of ``per_message`` items, each chunk only after
 the previous one's final answer, as WVP paces them: as Response MESSAGEs to a
@@ -69,7 +69,7 @@ class CatalogPusher:
         return len(self._pushes)
 
     def answer_query(self, sn: int, items: Sequence[CatalogItem], now: float) -> None:
-        """Answer a Catalog query with Response MESSAGEs (notes §6.2)."""
+        """Answer a Catalog query with Response MESSAGEs (docs/gb28181.md §6.2)."""
         queries = [p for p in self._pushes.values() if p.subscription is None]
         if any(p.sn == sn for p in queries):
             return  # the same query again while we are still answering it

@@ -1,10 +1,10 @@
 """The lower side of GB/T 28181 as one sans-I/O core, for devices and lower platforms alike.
 
-:class:`LowerClient` registers with a server (digest, refresh, retry; notes §3,
-§16.2), keeps alive (notes §4), answers Catalog / DeviceInfo / DeviceStatus
-queries (notes §6-8), pushes catalogs in chunks as Response MESSAGEs or
-subscription NOTIFYs (notes §6.2, §14) and sends MESSAGEs for its role (e.g.
-alarms, notes §9.1). It composes :mod:`~gateway.gb28181.lower.registration`,
+:class:`LowerClient` registers with a server (digest, refresh, retry; docs/gb28181.md §3,
+§16.2), keeps alive (docs/gb28181.md §4), answers Catalog / DeviceInfo / DeviceStatus
+queries (docs/gb28181.md §6-8), pushes catalogs in chunks as Response MESSAGEs or
+subscription NOTIFYs (docs/gb28181.md §6.2, §14) and sends MESSAGEs for its role (e.g.
+alarms, docs/gb28181.md §9.1). It composes :mod:`~gateway.gb28181.lower.registration`,
 :mod:`~gateway.gb28181.lower.keepalive`,
 :mod:`~gateway.gb28181.lower.subscriptions` and
 :mod:`~gateway.gb28181.lower.catalog_push`.
@@ -98,7 +98,7 @@ class LowerClient:
         self.consecutive_register_failures = 0
         self.expires = policy.expires  # raised when the server answers 423 Min-Expires
         self._sn = endpoint.ids.number(5) if policy.random_sn_start else 0
-        self._charset = "GB2312"  # the server's, from its last MESSAGE (notes §5.3)
+        self._charset = "GB2312"  # the server's, from its last MESSAGE (docs/gb28181.md §5.3)
         self._machine = RegistrationMachine()
         self._rounds = DigestRounds(
             identity.username, identity.password, identity.server_uri, lambda: endpoint.ids.token(policy.cnonce_bytes)
@@ -197,7 +197,7 @@ class LowerClient:
         self._sender.message(serialize(message, self._charset), now, Sent.REPLY)
 
     def notify_catalog(self, items: Sequence[CatalogItem], now: float) -> int:
-        """Push catalog changes to every live subscription (notes §14.3); how many were notified."""
+        """Push catalog changes to every live subscription (docs/gb28181.md §14.3); how many were notified."""
         return self._pusher.notify(items, now)
 
     def answer(
@@ -216,7 +216,7 @@ class LowerClient:
         self.endpoint.send_response(txn, response, now)
 
     def next_sn(self) -> int:
-        """A fresh MANSCDP SN for a request of ours (notes §5.2)."""
+        """A fresh MANSCDP SN for a request of ours (docs/gb28181.md §5.2)."""
         self._sn += 1
         return self._sn
 
@@ -445,7 +445,7 @@ class LowerClient:
     # --- requests from the server ------------------------------------------------------------------
 
     def _on_message(self, request: SipRequest, txn: str, now: float) -> None:
-        """200 at once to every readable MESSAGE (servers drop lowers that do not answer, notes §16.2)."""
+        """200 at once to every readable MESSAGE (servers drop lowers that do not answer, docs/gb28181.md §16.2)."""
         if not request.body.strip():
             self.answer(request, txn, 400, now)
             return

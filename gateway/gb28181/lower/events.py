@@ -1,4 +1,4 @@
-"""What a lower-side client reports (STYLE.md §10: frozen, slotted, past tense).
+"""What a lower-side client reports (docs/design.md §10: frozen, slotted, past tense).
 
 Every event carries ``name``, the client's own label (a device ID for a
 simulated device, the configured name for an upper link), so that a role that
@@ -39,7 +39,7 @@ class Registered:
 
 @dataclass(frozen=True, slots=True)
 class Challenged:
-    """The server answered a REGISTER 401 or 407 (notes §3.1): digest credentials are wanted."""
+    """The server answered a REGISTER 401 or 407 (docs/gb28181.md §3.1): digest credentials are wanted."""
 
     name: str
     at: float
@@ -68,7 +68,7 @@ class WentOffline:
 
 @dataclass(frozen=True, slots=True)
 class KeepaliveSent:
-    """A ``Notify/Keepalive`` went out (notes §4.1)."""
+    """A ``Notify/Keepalive`` went out (docs/gb28181.md §4.1)."""
 
     name: str
     at: float
@@ -95,7 +95,7 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True)
 class MessageAnswered:
-    """The final answer to a MESSAGE sent with a ``key`` (an alarm, notes §9.1)."""
+    """The final answer to a MESSAGE sent with a ``key`` (an alarm, docs/gb28181.md §9.1)."""
 
     name: str
     at: float
@@ -117,7 +117,7 @@ class CatalogSent:
     """A catalog push (Response to a query, or a subscription NOTIFY) ended.
 
     ``messages`` counts the chunks sent; fewer than needed for ``items`` means
-    the server refused one (the push stops there, as WVP's does, notes §6.2).
+    the server refused one (the push stops there, as WVP's does, docs/gb28181.md §6.2).
     """
 
     name: str
@@ -128,7 +128,7 @@ class CatalogSent:
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionChanged:
-    """A catalog subscription was accepted (True) or the last one ended (False), notes §14."""
+    """A catalog subscription was accepted (True) or the last one ended (False), docs/gb28181.md §14."""
 
     name: str
     active: bool

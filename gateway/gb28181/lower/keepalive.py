@@ -1,4 +1,4 @@
-"""Keepalive bookkeeping of the lower side (notes §4, §16.2): what counts as a failure, when the server is gone.
+"""Keepalive bookkeeping of the lower side (docs/gb28181.md §4, §16.2): what counts as a failure, when the server is gone.
 
 :class:`Keepalives` only counts; the client sends and acts on the
 :class:`KeepaliveResult`. Answers are matched to an online *session* (bumped
@@ -101,7 +101,7 @@ class Keepalives:
         if status is not None and status in self.forgotten:
             return KeepaliveResult(KeepaliveOutcome.FORGOTTEN, error, f"the server forgot us ({error})")
         if self.missed is not None and self.failures >= self.missed:
-            # The server is gone or restarted and forgot us (WVP: 3 failures, notes §16.2).
+            # The server is gone or restarted and forgot us (WVP: 3 failures, docs/gb28181.md §16.2).
             reason = f"{self.failures} keepalives failed (last: {error})"
             return KeepaliveResult(KeepaliveOutcome.LOST, error, reason)
         return KeepaliveResult(KeepaliveOutcome.FAILED, error)

@@ -1,7 +1,7 @@
 """Who a lower-side client is and how its role behaves (the real differences between roles).
 
 A simulated device and the gateway as a lower platform speak the same lower
-side of GB/T 28181 (notes §3, §4, §6, §16.2); what differs between them is
+side of GB/T 28181 (docs/gb28181.md §3, §4, §6, §16.2); what differs between them is
 data, collected here so that :class:`~gateway.gb28181.lower.client.LowerClient`
 has no ``if role == ...`` anywhere. :func:`device_policy` and
 :func:`upper_policy` in the role modules fill these in from their own
@@ -20,7 +20,7 @@ class LowerIdentity:
     """The names on the wire: who we are and whom we register with.
 
     ``local_domain`` is the host of our From/To URIs (a device uses the
-    server's domain there, notes §3.2; the gateway its own, notes §16.2).
+    server's domain there, docs/gb28181.md §3.2; the gateway its own, docs/gb28181.md §16.2).
     ``server_uri`` is the Request-URI of REGISTER and MESSAGE and the digest
     ``uri``: ``sip:<server id>@<domain>`` for a device, ``sip:<server id>@<host>:<port>``
     towards an upper platform.
@@ -48,7 +48,7 @@ class LowerPolicy:
     the registrar's throttle). ``relogin_delay`` is the wait after the server
     was lost or forgot us (keepalives), which is not a registration failure.
 
-    Keepalive (notes §4.2): ``keepalive_missed`` failures in a row take the
+    Keepalive (docs/gb28181.md §4.2): ``keepalive_missed`` failures in a row take the
     server offline and we register again (None: failures are only counted);
     with ``unanswered_is_missed`` a keepalive still unanswered when the next is
     due counts as missed. ``forgotten_statuses`` answered to a keepalive mean

@@ -1,4 +1,4 @@
-"""Registering with a server, as one transition table (RFC 3261 §10.2, notes §3, §16.2).
+"""Registering with a server, as one transition table (RFC 3261 §10.2, docs/gb28181.md §3, §16.2).
 
 The machine has the five states fleet summaries and the HTTP API show. What
 happens to it is an input: operator commands, timers, keepalive loss, and the
@@ -7,9 +7,9 @@ server's answers, which :func:`classify` turns into inputs *before* the table
 with a usable Min-Expires, any other refusal, a time-out). The table gives the
 action and the next state; :class:`~gateway.gb28181.lower.client.LowerClient`
 carries the action out. A pair the table lacks is a bug in the caller:
-:class:`RegistrationError`, and the machine stops (STYLE.md §3).
+:class:`RegistrationError`, and the machine stops (docs/design.md §3).
 
-Digest (RFC 7616, notes §3.3) follows what upper platforms taught us: 401 and
+Digest (RFC 7616, docs/gb28181.md §3.3) follows what upper platforms taught us: 401 and
 407 are both answered; the last nonce is reused with ``nc`` + 1 to save a
 round trip; ``stale=true`` is answered at once up to :data:`MAX_STALE_IN_ROW`
 times; the same nonce again, or a fresh nonce twice in a row, means the
@@ -124,7 +124,7 @@ TABLE: Final[dict[tuple[RegState, RegInput], tuple[RegAction, RegState]]] = {
     (S.IDLE, I.STOP): (A.HALT, S.STOPPED),
     (S.IDLE, I.UNREGISTER): (A.HALT, S.STOPPED),
     (S.IDLE, I.RETRY_NOW): (A.IGNORE, S.IDLE),
-    # A device that was never started but hears "who are you?" to an alarm registers (notes §9.2).
+    # A device that was never started but hears "who are you?" to an alarm registers (docs/gb28181.md §9.2).
     (S.IDLE, I.SERVER_LOST): (A.WAIT_AND_RELOGIN, S.RETRY_WAIT),
     **_running(S.REGISTERING),
     (S.REGISTERING, I.ACCEPTED): (A.COME_ONLINE, S.REGISTERED),

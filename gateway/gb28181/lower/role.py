@@ -28,7 +28,7 @@ from gateway.gb28181.sip.endpoint import RequestReceived
 __all__ = ["CALL_METHODS", "LowerRole"]
 
 CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO"})
-"""Requests handed to :meth:`LowerRole.handle_call` untouched (notes §15)."""
+"""Requests handed to :meth:`LowerRole.handle_call` untouched (docs/gb28181.md §15)."""
 
 
 class LowerRole(Protocol):
@@ -39,11 +39,11 @@ class LowerRole(Protocol):
         ...
 
     def answer_device_info(self, query: DeviceInfoQuery) -> DeviceInfoResponse | None:
-        """The answer to a DeviceInfo query (notes §7); None sends nothing."""
+        """The answer to a DeviceInfo query (docs/gb28181.md §7); None sends nothing."""
         ...
 
     def answer_device_status(self, query: DeviceStatusQuery) -> DeviceStatusResponse | None:
-        """The answer to a DeviceStatus query (notes §8); None sends nothing."""
+        """The answer to a DeviceStatus query (docs/gb28181.md §8); None sends nothing."""
         ...
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:

@@ -1,8 +1,8 @@
 """The requests a lower-side client sends, each with the one context type of the core (RFC 3261 §8.1).
 
 REGISTERs share one Call-ID and From tag (RFC 3261 §10.2); MESSAGEs get a
-fresh Call-ID and tag each (notes §2); NOTIFYs go inside their subscription
-dialog (notes §14.3). All share one CSeq counter. Every request carries a
+fresh Call-ID and tag each (docs/gb28181.md §2); NOTIFYs go inside their subscription
+dialog (docs/gb28181.md §14.3). All share one CSeq counter. Every request carries a
 :class:`SendContext`, by which a host finds the client of an answer.
 """
 
@@ -75,7 +75,8 @@ class RequestSender:
             expires=expires,
             user_agent=user_agent,
         )
-        request.uri = identity.server_uri  # notes §16.2: the server's ID at its address (a device: its domain)
+        # docs/gb28181.md §16.2: the server's ID at its address (a device: its domain)
+        request.uri = identity.server_uri
         if credentials is not None:
             request.headers.add(*credentials)
         return self._send(request, now, Sent.REGISTER, ref)
@@ -98,7 +99,7 @@ class RequestSender:
         return self._send(request, now, kind, ref)
 
     def notify(self, subscription: Subscription, body: bytes, now: float, ref: object) -> str:
-        """NOTIFY in the subscription dialog (notes §14.3): Event echoed, Subscription-State with the time left."""
+        """NOTIFY in the subscription dialog (docs/gb28181.md §14.3): Event echoed, Subscription-State with the time left."""
         request = subscription.dialog.new_request("NOTIFY", body, MANSCDP_CONTENT_TYPE)
         if subscription.event is not None:
             request.headers.add("Event", subscription.event)

@@ -1,10 +1,10 @@
-"""The notifier side of catalog subscriptions (notes §14, RFC 6665 §4.2), sans-I/O.
+"""The notifier side of catalog subscriptions (docs/gb28181.md §14, RFC 6665 §4.2), sans-I/O.
 
 A server subscribes to our catalog with SUBSCRIBE; we answer 200 with the
-query's SN in a ``Response`` body (notes §14.2) and later push changes as
+query's SN in a ``Response`` body (docs/gb28181.md §14.2) and later push changes as
 NOTIFYs in that dialog. There is one catalog subscription per server: a server
 that subscribes again with a new dialog instead of refreshing (WVP does,
-notes §14.1) must not get every NOTIFY twice. :meth:`SubscriptionBook.on_subscribe`
+docs/gb28181.md §14.1) must not get every NOTIFY twice. :meth:`SubscriptionBook.on_subscribe`
 decides the answer; the client sends it.
 """
 
@@ -29,7 +29,7 @@ MAX_SUBSCRIPTION_EXPIRES: Final = 86_400  # a longer SUBSCRIBE is granted this m
 
 @dataclass(slots=True)
 class Subscription:
-    """One catalog subscription dialog from the server (notes §14)."""
+    """One catalog subscription dialog from the server (docs/gb28181.md §14)."""
 
     dialog: Dialog
     event: str | None  # the Event header to echo (Monibuca sends none)
@@ -77,7 +77,7 @@ class SubscriptionBook:
     def on_subscribe(
         self, request: SipRequest, now: float, new_tag: Callable[[], str], contact: str
     ) -> SubscriptionAnswer:
-        """Catalog SUBSCRIBE (notes §14.1-14.2): 200 with Expires; Expires: 0 ends it.
+        """Catalog SUBSCRIBE (docs/gb28181.md §14.1-14.2): 200 with Expires; Expires: 0 ends it.
 
         Raises :class:`~gateway.gb28181.dialog.DialogError` for a SUBSCRIBE
         without Contact or an out-of-order CSeq in the dialog (its status hint

@@ -2,7 +2,7 @@
 
 Device XML is untrusted and, in the field, often not well-formed: the charset in the
 prolog may be missing or wrong, and Hikvision emits raw ``&`` and ``<`` inside
-``<Address>`` (gb28181-notes §5.3, §19 items 13-14). :func:`decode_xml` copes with
+``<Address>`` (docs/gb28181.md §5.3, §19 items 13-14). :func:`decode_xml` copes with
 those, refuses DTDs and entity declarations outright (billion laughs, XXE), and turns
 every failure into :class:`~gateway.errors.ManscdpError` -- no other exception escapes
 for any byte input, so a SIP layer can answer 400 without a catch-all.
@@ -50,7 +50,7 @@ GB_CODEC: Final = "gb18030"
 UTF8_CODEC: Final = "utf-8"
 
 # Every GB label maps to the gb18030 codec, a strict superset of GB2312 and GBK, so
-# rare names outside GB2312 (e.g. 萳) still decode (notes §5.3, WVP issue #1344).
+# rare names outside GB2312 (e.g. 萳) still decode (docs/gb28181.md §5.3, WVP issue #1344).
 _GB_LABELS: Final = {"gb2312": "GB2312", "gbk": "GBK", "gb18030": "GB18030", "cp936": "GBK"}
 _UTF8_LABELS: Final = {"utf-8": "UTF-8", "utf8": "UTF-8"}
 
@@ -217,7 +217,7 @@ def _char_cost(char: str) -> int:
 
 
 def _parse_tolerant(text: str) -> Element:
-    """Parse, then retry with the repairs WVP applies (notes §5.3).
+    """Parse, then retry with the repairs WVP applies (docs/gb28181.md §5.3).
 
     A repair that changes nothing is not parsed again, so well-formed-but-hopeless
     input costs one parse, not four.

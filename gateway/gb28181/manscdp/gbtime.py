@@ -1,4 +1,4 @@
-"""Time strings in MANSCDP bodies (gb28181-notes §5.4).
+"""Time strings in MANSCDP bodies (docs/gb28181.md §5.4).
 
 The canonical form is local time ``YYYY-MM-DDTHH:MM:SS`` without a zone; devices also
 send it without zero padding, with milliseconds, with a zone offset (WVP's DateUtil

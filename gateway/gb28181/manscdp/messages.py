@@ -2,7 +2,7 @@
 
 GB/T 28181-2016 Annex A defines the bodies carried in SIP MESSAGE (and NOTIFY): a root
 of ``Query``/``Control``/``Notify``/``Response`` whose first children are ``CmdType``,
-``SN`` and ``DeviceID`` (gb28181-notes §5.1). We model the commands the gateway acts on
+``SN`` and ``DeviceID`` (docs/gb28181.md §5.1). We model the commands the gateway acts on
 (Keepalive, Catalog, DeviceInfo, DeviceStatus) and hand everything else back as
 :class:`UnknownCommand` so the caller can answer 200 and ignore it.
 
@@ -83,7 +83,7 @@ class InvalidField(ManscdpError):
         self.reason = reason
 
 
-# Status spellings seen in the field (notes §19 item 12).
+# Status spellings seen in the field (docs/gb28181.md §19 item 12).
 _ONLINE_WORDS: Final = frozenset({"ON", "ONLINE", "OK"})
 _OFFLINE_WORDS: Final = frozenset({"OFF", "OFFLINE"})
 # SN is an integer chosen by the requester; camsim uses 13-digit millisecond stamps.
@@ -99,7 +99,7 @@ def _status_to_bool(value: str | None) -> bool | None:
 
 @dataclass(frozen=True, slots=True)
 class Keepalive:
-    """Device heartbeat, ``Notify/Keepalive`` (notes §4).
+    """Device heartbeat, ``Notify/Keepalive`` (docs/gb28181.md §4).
 
     ``info_device_ids`` lists faulty sub-devices reported inside ``<Info>``.
     """
@@ -120,7 +120,7 @@ class Keepalive:
 
 @dataclass(frozen=True, slots=True)
 class CatalogQuery:
-    """``Query/Catalog``; the optional window asks for changes only (notes §6.1)."""
+    """``Query/Catalog``; the optional window asks for changes only (docs/gb28181.md §6.1)."""
 
     root: ClassVar[Root] = Root.QUERY
     cmd_type: ClassVar[str] = CmdType.CATALOG
@@ -133,7 +133,7 @@ class CatalogQuery:
 
 @dataclass(frozen=True, slots=True)
 class CatalogItem:
-    """One ``DeviceList/Item`` (notes §6.3). Only ``device_id`` is mandatory."""
+    """One ``DeviceList/Item`` (docs/gb28181.md §6.3). Only ``device_id`` is mandatory."""
 
     device_id: str
     name: str | None = None
@@ -168,7 +168,7 @@ class CatalogItem:
 class CatalogResponse:
     """One chunk of a catalog: ``Response/Catalog``, or ``Notify/Catalog`` from a subscription.
 
-    ``sum_num`` is the total over all chunks of the same SN (notes §6.2).
+    ``sum_num`` is the total over all chunks of the same SN (docs/gb28181.md §6.2).
     """
 
     cmd_type: ClassVar[str] = CmdType.CATALOG
@@ -182,7 +182,7 @@ class CatalogResponse:
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfoQuery:
-    """``Query/DeviceInfo`` (notes §7)."""
+    """``Query/DeviceInfo`` (docs/gb28181.md §7)."""
 
     root: ClassVar[Root] = Root.QUERY
     cmd_type: ClassVar[str] = CmdType.DEVICE_INFO
@@ -193,7 +193,7 @@ class DeviceInfoQuery:
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfoResponse:
-    """``Response/DeviceInfo``; ``channel`` is the number of channels (notes §7)."""
+    """``Response/DeviceInfo``; ``channel`` is the number of channels (docs/gb28181.md §7)."""
 
     root: ClassVar[Root] = Root.RESPONSE
     cmd_type: ClassVar[str] = CmdType.DEVICE_INFO
@@ -210,7 +210,7 @@ class DeviceInfoResponse:
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatusQuery:
-    """``Query/DeviceStatus`` (notes §8)."""
+    """``Query/DeviceStatus`` (docs/gb28181.md §8)."""
 
     root: ClassVar[Root] = Root.QUERY
     cmd_type: ClassVar[str] = CmdType.DEVICE_STATUS
@@ -229,7 +229,7 @@ class AlarmDuty:
 
 @dataclass(frozen=True, slots=True)
 class DeviceStatusResponse:
-    """``Response/DeviceStatus`` (notes §8). Values are kept as sent; see the properties."""
+    """``Response/DeviceStatus`` (docs/gb28181.md §8). Values are kept as sent; see the properties."""
 
     root: ClassVar[Root] = Root.RESPONSE
     cmd_type: ClassVar[str] = CmdType.DEVICE_STATUS
@@ -253,7 +253,7 @@ class DeviceStatusResponse:
 
 @dataclass(frozen=True, slots=True)
 class AlarmNotify:
-    """``Notify/Alarm``: a device reports an alarm (notes §9.1).
+    """``Notify/Alarm``: a device reports an alarm (docs/gb28181.md §9.1).
 
     The coded fields stay text as received: an alarm with a broken priority is
     still an alarm, so the parser keeps it and the alarm intake judges each

@@ -74,7 +74,7 @@ def _opt_str(value: str | None) -> str | None:
     return value
 
 
-# (attribute, tag, converter) in the element order of the notes' examples (2016 Annex A).
+# (attribute, tag, converter) in the element order kgw writes (the examples in docs/gb28181.md §6.2 and §9.1).
 _FieldSpec: TypeAlias = tuple[tuple[str, str, Callable[[str | None], Any]], ...]
 _ITEM_FIELDS: Final[_FieldSpec] = (
     ("device_id", "DeviceID", _opt_str),
@@ -164,7 +164,7 @@ def _parse_keepalive(fields: ChildIndex, sn: int, device_id: str, kind: Root) ->
     info = fields.get("Info")
     status = fields.text("Status")
     if status is None and info is not None:
-        status = ChildIndex(info).text("Status")  # Hikvision quirk, notes §4.1 / owl#64
+        status = ChildIndex(info).text("Status")  # Hikvision quirk, docs/gb28181.md §4.1 / owl#64
     ids = tuple(t for t in (element_text(e) for e in children(info, "DeviceID")) if t is not None)
     return Keepalive(sn, device_id, status, ids)
 
@@ -185,7 +185,7 @@ def _parse_item(element: Element) -> CatalogItem | None:
         return None
     info = ChildIndex(f.get("Info"))
     values = _read(f, _ITEM_FIELDS)
-    # WVP reads BusinessGroupID at top level or inside Info (notes §6.3); PTZType and
+    # WVP reads BusinessGroupID at top level or inside Info (docs/gb28181.md §6.3); PTZType and
     # RoomType belong in Info but are accepted at top level too.
     values["business_group_id"] = values["business_group_id"] or info.text("BusinessGroupID")
     values["ptz_type"] = _opt_int(info.text("PTZType") or f.text("PTZType"))
@@ -206,7 +206,7 @@ def _parse_device_status(
     if kind is Root.QUERY:
         return DeviceStatusQuery(sn, device_id)
     # "Alarmstatus" with a lower-case s is the standard spelling; the Num/num attribute
-    # is informational and read from neither (notes §8).
+    # is informational and read from neither (docs/gb28181.md §8).
     duties: list[AlarmDuty] = []
     for item in children(fields.get("Alarmstatus"), "Item"):
         f = ChildIndex(item)
@@ -265,7 +265,7 @@ def _header(root: Root, cmd_type: str, sn: int, device_id: str) -> Element:
 
 
 def _item_element(parent: Element, item: CatalogItem) -> None:
-    """Field order of the notes' §6.2 example (2016 Annex A order); Event last, as WVP's notify items."""
+    """Field order of the catalog example in docs/gb28181.md §6.2; Event last, as WVP's notify items."""
     el = SubElement(parent, "Item")
     _write(el, item, _ITEM_FIELDS)
     if item.ptz_type is not None or item.room_type is not None:
@@ -306,7 +306,7 @@ def to_element(msg: ManscdpMessage) -> Element:
 
 
 def _alarm_body(root: Element, msg: AlarmNotify) -> None:
-    """Element order of the notes' §9.1 example; AlarmType inside Info (2016 Annex A)."""
+    """Element order of the alarm example in docs/gb28181.md §9.1; AlarmType inside Info."""
     _add(root, "AlarmPriority", msg.priority)
     _add(root, "AlarmMethod", msg.method)
     _add(root, "AlarmTime", msg.alarm_time)
@@ -345,7 +345,7 @@ def split_catalog(
     """Cut a catalog into chunks of ``per_message`` items, each with ``SumNum`` = total.
 
     Always returns at least one chunk: an empty catalog is one message with
-    ``SumNum 0`` and ``DeviceList Num="0"`` (notes §6.2). Keep chunks small (WVP uses
+    ``SumNum 0`` and ``DeviceList Num="0"`` (docs/gb28181.md §6.2). Keep chunks small (WVP uses
     1-8 items) so each UDP MESSAGE stays below the path MTU.
     """
     if per_message < 1:

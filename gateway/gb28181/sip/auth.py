@@ -3,14 +3,14 @@
 Sans-I/O: nothing here reads a clock or a random source. The server takes
 ``now`` and a secret; the client takes the ``cnonce``.
 
-GB/T 28181 registration uses plain RFC 2617 MD5 digest (notes §3.3). Devices
+GB/T 28181 registration uses plain RFC 2617 MD5 digest (docs/gb28181.md §3.3). Devices
 disagree on the details, so the server side is liberal in what it verifies:
 
 * it offers ``qop="auth"`` but accepts RFC 2069 style answers without qop
   (camsim ignores qop; some NVRs do too);
 * it hashes the ``uri`` *parameter exactly as sent*, never its own idea of the
   Request-URI: Hikvision sends ``sip:<serverId>@<domain>``, sbgb ``sip:<domain>``,
-  camsim the platform's ``ip:port`` (notes §3.3, §19 item 7);
+  camsim the platform's ``ip:port`` (docs/gb28181.md §3.3, §19 item 7);
 * it hashes ``nc`` exactly as sent (WVP's re-formatting breaks at ``nc`` 10);
 * it always names ``algorithm=MD5`` in the challenge, because some Dahua NVRs
   never answer a challenge without it.
@@ -298,7 +298,7 @@ class AuthResult(Enum):
 
     #: Credentials are right and the nonce is fresh: accept.
     OK = "ok"
-    #: Our nonce, but the response does not match: wrong password (notes §3.4: 403, not 401).
+    #: Our nonce, but the response does not match: wrong password (docs/gb28181.md §3.4: 403, not 401).
     BAD_PASSWORD = "bad_password"
     #: Our nonce and a correct response, but the nonce expired: re-challenge with ``stale=true``.
     STALE_NONCE = "stale_nonce"
@@ -382,7 +382,7 @@ class DigestServer:
     def challenge(self, now: float, *, stale: bool = False, algorithm: Algorithm = Algorithm.MD5) -> str:
         """A ``WWW-Authenticate`` value, e.g. ``Digest realm="…",nonce="…",algorithm=MD5,qop="auth"``.
 
-        ``algorithm`` is always named (Dahua, notes §3.3); ``stale=true`` tells
+        ``algorithm`` is always named (Dahua, docs/gb28181.md §3.3); ``stale=true`` tells
         the client its password was right and only the nonce expired (RFC 2617 §3.2.1).
         """
         if algorithm not in self.algorithms:
@@ -489,7 +489,7 @@ def build_authorization(
     """An ``Authorization`` value answering ``challenge`` (a ``WWW-Authenticate`` value).
 
     Uses qop ``auth`` when offered (even as ``"auth,auth-int"``), MD5 when the
-    challenge names no algorithm (notes §3.3, media-server#90), and echoes
+    challenge names no algorithm (docs/gb28181.md §3.3, media-server#90), and echoes
     ``opaque``. Raises :class:`DigestError` for an unusable challenge and
     :class:`UnsupportedAlgorithm` for an algorithm we lack.
     """

@@ -1,6 +1,6 @@
 """Identity generation (Call-ID, tags, branches) passed into the cores.
 
-Cores never call ``random`` themselves (STYLE.md §2): production code passes a
+Cores never call ``random`` themselves (docs/design.md §2): production code passes a
 :class:`RandomIds` built on ``os.urandom``; tests pass a :class:`SeededIds` so
 every message is byte-for-byte reproducible.
 """

@@ -29,7 +29,7 @@ from gateway.gb28181.sip.headers import (
     split_top_level,
 )
 
-MAX_MESSAGE_SIZE = 65_536  # STYLE.md: cap every SIP message at 64 KiB
+MAX_MESSAGE_SIZE = 65_536  # docs/design.md §6: cap every SIP message at 64 KiB
 MAX_HEADER_COUNT = 128
 MAX_HEADER_LINE = 8_192
 

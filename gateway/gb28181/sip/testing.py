@@ -1,4 +1,4 @@
-"""In-memory helpers for testing code built on :class:`SipEndpoint` (STYLE.md §9).
+"""In-memory helpers for testing code built on :class:`SipEndpoint` (docs/design.md §9).
 
 Like sipgo's ``siptest`` and aioquic's ``transfer``: two endpoints talk to
 each other without sockets, on a fake clock, optionally losing datagrams::

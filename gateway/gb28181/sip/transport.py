@@ -24,7 +24,7 @@ class Peer:
 
     ``conn_id`` names a TCP connection owned by the I/O layer; requests to a
     device registered over TCP must go back over the connection it opened
-    (gb28181-notes §2).
+    (docs/gb28181.md §2).
     """
 
     transport: Transport

@@ -1,4 +1,4 @@
-"""MPEG program stream (PS) demux and mux as GB/T 28181 uses it (gb28181-notes.md §17.3-§17.4, §20).
+"""MPEG program stream (PS) demux and mux as GB/T 28181 uses it (docs/gb28181.md §17.3-§17.4, §20).
 
 Sans-I/O: :class:`PsDemuxer` turns a PS byte stream, fed in chunks of any size, into
 :class:`AccessUnit` values; :class:`PsMuxer` turns access units into the PS layout that

@@ -1,6 +1,6 @@
 """Frame assembly: turn the PES payloads of one stream into access units.
 
-Two strategies (notes §17.4 "Frame assembly"):
+Two strategies (docs/gb28181.md §17.4 "Frame assembly"):
 
 * :class:`NalAssembler` (H.264, H.265) finds access-unit boundaries in the Annex-B byte
   stream itself, the way FFmpeg's parsers do (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4). A PES
@@ -55,7 +55,7 @@ def _h265_plausible(b0: int, b1: int) -> bool:
 
 
 class VideoCodecProbe:
-    """Tell H.264 from H.265 by NAL headers when there is no PSM (notes §17.4).
+    """Tell H.264 from H.265 by NAL headers when there is no PSM (docs/gb28181.md §17.4).
 
     Each NAL header that only one of the two codecs could have written is a vote.
     Feeding is incremental (linear in the bytes seen, however they are cut).

@@ -1,6 +1,6 @@
 """Incremental, sans-I/O MPEG program-stream demuxer for GB/T 28181 media.
 
-Feed it the PS byte stream (RTP payloads concatenated in sequence order, notes §17.4)
+Feed it the PS byte stream (RTP payloads concatenated in sequence order, docs/gb28181.md §17.4)
 in chunks of any size; it returns access units as they complete. The parser loop
 follows ireader's ``ps_demuxer_input``: wait for the first ``00 00 01 BA``, then read
 pack headers (MPEG-2, MPEG-1, Hikvision's truncated one), system headers, PSMs, PES,
@@ -267,7 +267,7 @@ class PsDemuxer:
         types = {e.stream_id: StreamType.from_psm(e.stream_type, e.stream_id) for e in psm.entries}
         if psm.version == self._psm_version and types == self._psm_types:
             return  # the usual repeat on every key frame
-        # A new version rebuilds the table (notes §17.4); so does a changed table under the
+        # A new version rebuilds the table (docs/gb28181.md §17.4); so does a changed table under the
         # same version: ZLMediaKit's H.264 and H.265 streams both say version 1.
         self._psm_version = psm.version
         self._psm_types = types

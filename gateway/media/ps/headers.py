@@ -1,4 +1,4 @@
-"""Byte layouts of the program-stream structures (ISO/IEC 13818-1 §2.5.3, notes §17.3).
+"""Byte layouts of the program-stream structures (ISO/IEC 13818-1 §2.5.3, docs/gb28181.md §17.3).
 
 Each structure is a frozen dataclass with ``parse`` and ``__bytes__``. The ``read_*``
 functions are the demuxer's lenient, allocation-free probes over a growing buffer: they
@@ -144,7 +144,7 @@ def read_pack_header_size(buf: Buffer, pos: int) -> int:
 
     MPEG-2 (``01`` marker): 14 bytes plus 0-7 stuffing bytes. MPEG-1 (``0010``): 12 bytes,
     as FFmpeg's ``-f mpeg`` writes. Hikvision H.265 sometimes sends ``00 00 01 BA``
-    followed at once by the next start code (notes §17.4): that counts as a 4-byte pack.
+    followed at once by the next start code (docs/gb28181.md §17.4): that counts as a 4-byte pack.
     """
     avail = len(buf) - pos
     if avail < 5:
@@ -176,7 +176,7 @@ class SystemHeaderStream:
 
 @dataclass(frozen=True, slots=True)
 class SystemHeader:
-    """``system_header()`` as ireader writes it (rate_bound 26234, no locks, notes §17.3)."""
+    """``system_header()`` as ireader writes it (rate_bound 26234, no locks, docs/gb28181.md §17.3)."""
 
     streams: tuple[SystemHeaderStream, ...]
     rate_bound: int = 26234
@@ -235,7 +235,7 @@ class ProgramStreamMap:
     """``program_stream_map()`` (§2.5.4): stream_type per elementary stream id.
 
     ``parse`` is lenient the way ireader's reader is: the CRC is not checked, and when an
-    ``elementary_stream_info_length`` runs past the map (Tiandy, some H.265 cameras; notes
+    ``elementary_stream_info_length`` runs past the map (Tiandy, some H.265 cameras; docs/gb28181.md
     §17.4) the entries read so far are kept and the rest is ignored.
     """
 

@@ -1,8 +1,8 @@
 """Values shared by the PS demuxer and muxer: stream ids, stream types, access units.
 
-GB/T 28181 carries media as an ISO/IEC 13818-1 program stream (gb28181-notes.md §17.3).
+GB/T 28181 carries media as an ISO/IEC 13818-1 program stream (docs/gb28181.md §17.3).
 Stream types follow ireader/media-server's ``mpeg-proto.h``, which ZLMediaKit and most
-platforms use; G.711 A-law is 0x90 and µ-law 0x91 there (notes §17.3 records the
+platforms use; G.711 A-law is 0x90 and µ-law 0x91 there (docs/gb28181.md §17.3 records the
 disagreement).
 """
 
@@ -51,7 +51,7 @@ class StreamId(IntEnum):
 
 
 class StreamType(IntEnum):
-    """PSM ``stream_type`` values (notes §17.3), plus guesses that have no wire value.
+    """PSM ``stream_type`` values (docs/gb28181.md §17.3), plus guesses that have no wire value.
 
     Members at 0x100 and above are ours: they name what the demuxer inferred when the
     PSM was missing or named something we do not know. The muxer refuses them.

@@ -1,6 +1,6 @@
 """GB/T 28181 program-stream muxer, laid out the way ireader's ``mpeg-ps-enc.c`` does.
 
-That is the PS ZLMediaKit sends and most platforms expect (notes §17.3, §20)::
+That is the PS ZLMediaKit sends and most platforms expect (docs/gb28181.md §17.3, §20)::
 
     pack header                      every frame, video and audio; SCR = DTS - 3600
     system header + PSM              on every video key frame, else once 30 packs have passed

@@ -7,7 +7,7 @@ that consumer resumes at the next video key frame (:attr:`ConsumerState.SKIPPING
 
 GOP cache: the units since the last video key frame (audio included, in arrival order),
 so a late consumer starts on a key frame at once (aiortc ignores key-frame requests in
-pass-through, LIBRARIES.md). A GOP over ``gop_cache_max_bytes`` drops the cache and stops
+pass-through, docs/dependencies.md). A GOP over ``gop_cache_max_bytes`` drops the cache and stops
 caching until the next key frame: keeping the key frame plus the newest deltas would hand
 out deltas whose references are missing. A late joiner's queue may exceed the normal bound
 by the GOP it was handed, until it first drains below the bound.

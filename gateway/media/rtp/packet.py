@@ -1,10 +1,10 @@
 """RTP fixed header codec (RFC 3550 §5.1) and serial-number arithmetic.
 
 GB/T 28181 senders use the plain header (``0x80``/``0x60``, no CSRC, no
-extension, no padding; notes §17.1), but the parser reads every field RFC 3550
+extension, no padding; docs/gb28181.md §17.1), but the parser reads every field RFC 3550
 defines, so a camera that does set them is not dropped for it. Malformed
 packets raise :class:`RtpParseError`, whose ``reason`` says which check failed;
-the receiver counts them and drops the packet (STYLE.md §6).
+the receiver counts them and drops the packet (docs/design.md §6).
 """
 
 from __future__ import annotations

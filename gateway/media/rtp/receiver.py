@@ -179,7 +179,7 @@ class RtpReceiver:
             self._counts["bad_pt"] += 1
             return False
         if self._ssrc is None:
-            # Notes §15.4: a device may stream with its own y= (or ignore ours).
+            # docs/gb28181.md §15.4: a device may stream with its own y= (or ignore ours).
             self._ssrc = packet.ssrc
         elif packet.ssrc != self._ssrc:
             self._counts["foreign_ssrc"] += 1

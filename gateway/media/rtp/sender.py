@@ -1,19 +1,19 @@
 """Sending side of PS over RTP: packetize PS frames, and replay a pre-encoded clip.
 
 :class:`RtpPacketizer` cuts one PS frame (pack header + PES of one access unit) into
-RTP packets the way ZLMediaKit's ``CommonRtpEncoder`` does (notes §17.1): every packet
+RTP packets the way ZLMediaKit's ``CommonRtpEncoder`` does (docs/gb28181.md §17.1): every packet
 of the frame carries the same 90 kHz timestamp (made explicit by the 2022 edition),
 the marker bit is set on the last packet of the frame, sequence numbers run on across
 frames modulo 2**16. ZLM's default video MTU of 1400 leaves 1388 payload bytes after
-the 12-byte header (notes §20); that is our default too.
+the 12-byte header (docs/gb28181.md §20); that is our default too.
 
 :class:`ClipReplayer` is "encode once, replay": a simulated camera muxes a short clip to
 PS once and then streams it in a loop, so hundreds of cameras cost little CPU. It only
 does the arithmetic of *which frames are due by when*; the caller passes the elapsed
-time and owns the timer (sans-I/O, STYLE.md §1-2).
+time and owns the timer (sans-I/O, docs/design.md §1-2).
 
 Both are sans-I/O: no clock, no randomness. SSRC and the sequence/timestamp origins
-are passed in (STYLE.md §2: they come from the injected ``IdSource``).
+are passed in (docs/design.md §2: they come from the injected ``IdSource``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ __all__ = [
     "rewrite_pes_timestamps",
 ]
 
-CLOCK_RATE = 90000  # notes §17.1: PS and video use a 90 kHz RTP clock
-DEFAULT_MAX_PAYLOAD = 1388  # notes §20: ZLM videoMtuSize 1400 minus the 12-byte RTP header
-PS_PAYLOAD_TYPE = 96  # notes §17.1: ZLM's ps_pt
+CLOCK_RATE = 90000  # docs/gb28181.md §17.1: PS and video use a 90 kHz RTP clock
+DEFAULT_MAX_PAYLOAD = 1388  # docs/gb28181.md §20: ZLM videoMtuSize 1400 minus the 12-byte RTP header
+PS_PAYLOAD_TYPE = 96  # docs/gb28181.md §17.1: ZLM's ps_pt
 _PTS_MASK = (1 << 33) - 1  # PES PTS are 33-bit counters
 _MAX_CLIP_TICKS = 1 << 31  # a longer span means a PTS went backwards across the 33-bit wrap
 # A caller that sleeps until next_due_time() and passes the same float back must get

@@ -1,6 +1,6 @@
 """RTP over TCP framing (RFC 4571 §2): a 2-byte big-endian length before each packet.
 
-GB/T 28181 TCP media (``TCP/RTP/AVP``, active or passive) uses RFC 4571 (notes
+GB/T 28181 TCP media (``TCP/RTP/AVP``, active or passive) uses RFC 4571 (docs/gb28181.md
 §17.2). Some devices send RTSP-style interleaved frames instead (RFC 2326
 §10.12: ``$``, channel, 2-byte length); we do not accept those, but say so
 clearly when a stream starts that way, rather than reporting an absurd length.

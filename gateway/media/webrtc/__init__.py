@@ -1,4 +1,4 @@
-"""WebRTC to browsers (issue 3): the only package that imports aiortc (STYLE.md).
+"""WebRTC to browsers (issue 3): the only package that imports aiortc (docs/design.md §4).
 
 :class:`FanoutVideoTrack` relays a fanout consumer's H.264 access units as ``av.Packet``
 (no re-encoding); :func:`answer_offer` answers a viewer's offer with H.264-only codecs.

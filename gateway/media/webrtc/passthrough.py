@@ -2,13 +2,13 @@
 
 :class:`FanoutVideoTrack` is an aiortc ``MediaStreamTrack`` whose ``recv()`` returns
 ``av.Packet`` objects: aiortc then packetises the camera's Annex-B bytes as RTP (RFC 6184)
-without decoding or re-encoding them (LIBRARIES.md). The fanout's GOP cache gives a new
+without decoding or re-encoding them (docs/dependencies.md). The fanout's GOP cache gives a new
 viewer a key frame at once, which matters because aiortc ignores PLI/FIR in pass-through.
 
 Signalling: the viewer makes the offer and :func:`answer_offer` answers it (the WHEP
 shape). The answer's transceiver is created first, ``sendonly``, with H.264-only codec
 preferences, and only then is the offer applied; otherwise aiortc may answer with VP8
-first and send H.264 bytes labelled VP8 (LIBRARIES.md, "codec order"). We chose this over
+first and send H.264 bytes labelled VP8 (docs/dependencies.md, "codec order"). We chose this over
 a server-made offer because it needs one HTTP round trip and no second answer step, and
 the preference list pins the codec just as reliably.
 
