@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cascade.policy import PolicyLevel, SharePolicy
-from gateway.cascade.upper_config import UpperPlatformConfig
+from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 
@@ -27,14 +27,6 @@ class ProvisionedDevice:
     id: str
     password: str | None = None
     kindergarten_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class UpperSpec:
-    """An upper platform to register with (``[[upper_platforms]]``) and the policy of what it may see."""
-
-    link: UpperPlatformConfig
-    policy: SharePolicy
 
 
 @dataclass(frozen=True, slots=True)

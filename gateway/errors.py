@@ -76,6 +76,10 @@ class StoreError(GatewayError):
     """The registry store failed (disk, schema, constraint)."""
 
 
+class StoreConstraintError(StoreError):
+    """A write broke an integrity rule (e.g. a channel of an unknown device)."""
+
+
 class ConfigError(GatewayError, ValueError):
     """A configuration file or option that cannot be used."""
 

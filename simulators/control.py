@@ -14,21 +14,28 @@ host should be able to do.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.gb28181.device_agent import AlarmRecord
 
-if TYPE_CHECKING:
-    from simulators.fleet import Fleet
-
-__all__ = ["bound_port", "make_control_app", "record_json", "start_control"]
-
-FLEET_KEY: web.AppKey[Fleet] = web.AppKey("fleet")
 
 
-def make_control_app(fleet: Fleet) -> web.Application:
+class Pressable(Protocol):
+    """What the control endpoint drives (the fleet)."""
+
+    def press(self, kindergarten: str | int | None = None, kind: str = "button") -> AlarmRecord: ...
+    def press_all(self, kind: str = "button") -> list[AlarmRecord]: ...
+    def alarm_records(self) -> list[AlarmRecord]: ...
+    def summary(self) -> dict[str, Any]: ...
+
+__all__ = ["Pressable", "bound_port", "make_control_app", "record_json", "start_control"]
+
+FLEET_KEY: web.AppKey[Pressable] = web.AppKey("fleet")
+
+
+def make_control_app(fleet: Pressable) -> web.Application:
     """The aiohttp application: ``POST /press``, ``POST /press-all``, ``GET /alarms``, ``GET /summary``."""
     app = web.Application()
     app[FLEET_KEY] = fleet
@@ -39,7 +46,7 @@ def make_control_app(fleet: Fleet) -> web.Application:
     return app
 
 
-async def start_control(fleet: Fleet, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
+async def start_control(fleet: Pressable, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
     """Serve the control app on ``host:port`` (0: any free port, see :func:`bound_port`)."""
     runner = web.AppRunner(make_control_app(fleet), access_log=None, handle_signals=False)
     await runner.setup()

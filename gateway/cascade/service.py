@@ -26,6 +26,7 @@ from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
 from gateway.cascade.relay import LiveSource, UpperRelay
+from gateway.cascade.upper_config import UpperSpec
 from gateway.cascade.upper import (
     AlarmAnswered,
     CascadeHost,
@@ -37,7 +38,6 @@ from gateway.cascade.upper import (
     UpperOffline,
     UpperOnline,
 )
-from gateway.config import UpperSpec
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.transport import Peer

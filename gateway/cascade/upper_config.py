@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.errors import ConfigError
+from gateway.cascade.policy import SharePolicy
 from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.sip.transport import Peer, Transport
 
-__all__ = ["MAX_EXPIRES", "MIN_EXPIRES", "PlatformInfo", "UpperPlatformConfig", "valid_host"]
+__all__ = ["MAX_EXPIRES", "MIN_EXPIRES", "PlatformInfo", "UpperPlatformConfig", "UpperSpec", "valid_host"]
 
 MIN_EXPIRES: Final = 30  # most registrars refuse less (WVP, our own registrar: 423)
 MAX_EXPIRES: Final = 86_400
@@ -115,3 +116,11 @@ class PlatformInfo:
     manufacturer: str = "kgw"
     model: str = "gateway"
     firmware: str = "0.1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class UpperSpec:
+    """An upper platform to register with (``[[upper_platforms]]``) and the policy of what it may see."""
+
+    link: UpperPlatformConfig
+    policy: SharePolicy

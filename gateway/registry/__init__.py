@@ -1,8 +1,12 @@
 """The registry: kindergartens, devices and channels, their presence, and the store.
 
 Values live in :mod:`.model`; :class:`Store` is the persistence interface
-(SQLite now, PostgreSQL later), picked with :func:`open_store`; presence
+(SQLite now, PostgreSQL later), opened with :func:`gateway.registry.backends.open_store`; presence
 changes go through :class:`PresenceBuffer` so the store is written in batches.
+
+This package's API is pure (no database driver is loaded by importing it): the
+backends are imported from their modules (:mod:`.sqlite_store`) when a store is
+opened, so the protocol cores can use the model without pulling in ``sqlite3``.
 """
 
 from __future__ import annotations
@@ -25,14 +29,11 @@ from gateway.registry.model import (
     guess_area,
 )
 from gateway.registry.presence import DEFAULT_MAX_EVENTS, PresenceBatch, PresenceBuffer
-from gateway.registry.sqlite_schema import MIGRATIONS
-from gateway.registry.sqlite_store import SqliteStore
-from gateway.registry.store import Store, StoreConstraintError, open_store, write_presence_batch
+from gateway.registry.store import Store, StoreConstraintError, write_presence_batch
 
 __all__ = [
     "DEFAULT_MAX_EVENTS",
     "MAX_PAGE_LIMIT",
-    "MIGRATIONS",
     "AreaTag",
     "Channel",
     "ChannelChanges",
@@ -47,11 +48,9 @@ __all__ = [
     "PresenceBatch",
     "PresenceBuffer",
     "PresenceCounts",
-    "SqliteStore",
     "StatusEvent",
     "Store",
     "StoreConstraintError",
     "guess_area",
-    "open_store",
     "write_presence_batch",
 ]

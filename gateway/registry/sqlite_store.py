@@ -21,7 +21,7 @@ from dataclasses import fields, replace
 from operator import attrgetter
 from typing import Any, Final
 
-from gateway.errors import StoreError
+from gateway.errors import StoreConstraintError, StoreError
 from gateway.registry.model import (
     AreaTag,
     Channel,
@@ -38,7 +38,6 @@ from gateway.registry.model import (
     check_page,
 )
 from gateway.registry.sqlite_schema import MIGRATIONS, split_statements
-from gateway.registry.store import StoreConstraintError
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 

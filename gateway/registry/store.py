@@ -1,4 +1,4 @@
-"""The registry store interface, and ``open_store`` to pick a backend from a URL.
+"""The registry store interface (backends: :mod:`gateway.registry.backends` opens one from a URL).
 
 The store is synchronous on purpose: the app runs it on one dedicated worker
 thread (``loop.run_in_executor`` with a single-thread executor), so a backend
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from gateway.errors import StoreError
+from gateway.errors import StoreConstraintError
 from gateway.registry.model import (
     Channel,
     ChannelChanges,
@@ -30,11 +30,7 @@ from gateway.registry.model import (
 )
 from gateway.registry.presence import PresenceBatch
 
-__all__ = ["Store", "StoreConstraintError", "open_store", "sqlite_path", "write_presence_batch"]
-
-
-class StoreConstraintError(StoreError):
-    """A write broke an integrity rule (e.g. a channel of an unknown device)."""
+__all__ = ["Store", "StoreConstraintError", "write_presence_batch"]
 
 
 @runtime_checkable
@@ -128,48 +124,6 @@ class Store(Protocol):
 
     def load_channels(self) -> list[Channel]:
         """Every channel, for the same warm-up (catalogs to upper platforms are built from memory)."""
-
-
-_SQLITE_PREFIX = "sqlite://"
-_POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+")
-
-
-def open_store(url: str, *, migrate: bool = True) -> Store:
-    """Open the store a URL names, migrated unless ``migrate=False``.
-
-    Accepted: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
-    (SQLAlchemy's convention), ``sqlite://`` or ``:memory:`` for a private
-    in-memory database, or a plain file path. ``postgresql://…`` raises
-    :class:`StoreError`: the PostgreSQL backend is not available yet.
-    """
-    from gateway.registry.sqlite_store import SqliteStore  # noqa: PLC0415 (cycle)
-
-    store = SqliteStore(sqlite_path(url))
-    store.open()
-    if migrate:
-        try:
-            store.migrate()
-        except BaseException:
-            store.close()
-            raise
-    return store
-
-
-def sqlite_path(url: str) -> str:
-    """The SQLite file (or ``:memory:``) a store URL names; StoreError for other backends."""
-    if url.startswith(_POSTGRES_PREFIXES):
-        raise StoreError("PostgreSQL backend not available yet")
-    if url.startswith(_SQLITE_PREFIX):
-        path = url[len(_SQLITE_PREFIX) :]
-        path = path[1:] if path.startswith("/") else path
-        path = path or ":memory:"
-    elif "://" in url:
-        raise StoreError(f"unsupported store URL scheme: {url.split('://', 1)[0]!r}")
-    else:
-        path = url
-    if not path:
-        raise StoreError("empty store path")
-    return path
 
 
 def write_presence_batch(store: Store, batch: PresenceBatch) -> PresenceCounts:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
-from gateway.registry.store import Store, open_store
+from gateway.registry.backends import open_store
+from gateway.registry.store import Store
 
 __all__ = ["StoreThread"]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from gateway.registry import DeviceFilter, open_store
+from gateway.registry import DeviceFilter
+from gateway.registry.backends import open_store
 from simulators.city import build_city
 from tests.conftest import free_sip_port, http_json, wait_for
 from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json

@@ -25,14 +25,14 @@ from gateway.alarms.model import (
 from gateway.alarms.store import AlarmStore, open_alarm_store
 from gateway.errors import StoreError
 from gateway.registry import (
-    MIGRATIONS,
     Device,
     EntityKind,
     InvalidFilter,
-    SqliteStore,
     StatusEvent,
     StoreConstraintError,
 )
+from gateway.registry.sqlite_schema import MIGRATIONS
+from gateway.registry.sqlite_store import SqliteStore
 from gateway.registry.sqlite_alarms import SqliteAlarmStore
 
 DISTRICTS = ("120101", "120102", "120103")

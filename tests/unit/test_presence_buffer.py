@@ -11,9 +11,9 @@ from gateway.registry import (
     PresenceBatch,
     PresenceBuffer,
     StatusEvent,
-    open_store,
     write_presence_batch,
 )
+from gateway.registry.backends import open_store
 
 
 def _event(entity: str, online: bool, at: float) -> StatusEvent:

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
+from gateway.registry.backends import open_store
+from gateway.registry.sqlite_schema import MIGRATIONS
+from gateway.registry.sqlite_store import SqliteStore
 from gateway.registry import (
-    MIGRATIONS,
     AreaTag,
     Channel,
     ChannelFilter,
@@ -23,11 +25,9 @@ from gateway.registry import (
     EntityKind,
     InvalidFilter,
     Kindergarten,
-    SqliteStore,
     StatusEvent,
     Store,
     StoreConstraintError,
-    open_store,
 )
 
 DISTRICTS = ["120101", "120102", "120103", "120104", "120105", "120106", "120110", "120111"]

@@ -10,19 +10,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gateway.gb28181.lower.policy import LowerIdentity
 from gateway.gb28181.lower.subscriptions import Subscription
 from gateway.gb28181.requests import MANSCDP_CONTENT_TYPE, build_message, build_register, sip_uri
-from gateway.gb28181.sip.endpoint import SipEndpoint
+from gateway.gb28181.sip.endpoint import ResponseReceived, SipEndpoint, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest
 from gateway.gb28181.sip.transport import Peer
 
-if TYPE_CHECKING:
-    from gateway.gb28181.lower.client import LowerClient
+__all__ = ["RequestSender", "SendContext", "Sender", "Sent"]
 
-__all__ = ["RequestSender", "SendContext", "Sent"]
+
+class Sender(Protocol):
+    """Whoever sent a request (a :class:`~gateway.gb28181.lower.client.LowerClient`): its answers go back to it."""
+
+    @property
+    def endpoint(self) -> SipEndpoint: ...
+    def handle_response(self, event: ResponseReceived, now: float) -> None: ...
+    def handle_timeout(self, event: TransactionTimedOut, now: float) -> None: ...
 
 
 class Sent(StrEnum):
@@ -40,7 +46,7 @@ class Sent(StrEnum):
 class SendContext:
     """The endpoint context of every request a client sends: how a host finds the client of an answer."""
 
-    client: LowerClient
+    client: Sender
     kind: Sent
     ref: object = None
 
@@ -48,7 +54,7 @@ class SendContext:
 class RequestSender:
     """Builds and sends one client's requests to ``peer`` (which the I/O layer may replace)."""
 
-    def __init__(self, owner: LowerClient, identity: LowerIdentity, endpoint: SipEndpoint, peer: Peer) -> None:
+    def __init__(self, owner: Sender, identity: LowerIdentity, endpoint: SipEndpoint, peer: Peer) -> None:
         self.owner = owner
         self.identity = identity
         self.endpoint = endpoint
