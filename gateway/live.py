@@ -45,8 +45,8 @@ LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-op
 PS_PAYLOAD_TYPES = frozenset({96})
 
 
-class SipContext(Protocol):
-    """The SIP side as a live stream needs it: the endpoint to INVITE on, who we are, where devices are."""
+class SipIdentity(Protocol):
+    """The SIP side as its services need it: the shared endpoint and who we are."""
 
     @property
     def endpoint(self) -> SipEndpoint: ...
@@ -54,6 +54,11 @@ class SipContext(Protocol):
     def local_id(self) -> str: ...
     @property
     def domain(self) -> str: ...
+
+
+class SipContext(SipIdentity, Protocol):
+    """A live stream also needs to know where a device is."""
+
     def peer_of(self, device_id: str) -> Peer | None: ...
 
 

@@ -26,6 +26,7 @@ from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
 from gateway.cascade.relay import LiveSource, UpperRelay
+from gateway.live import SipIdentity
 from gateway.cascade.upper_config import UpperSpec
 from gateway.cascade.upper import (
     AlarmAnswered,
@@ -39,7 +40,6 @@ from gateway.cascade.upper import (
     UpperOnline,
 )
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
-from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.transport import Peer
 from gateway.registry.directory import ChannelChange, Directory
 
@@ -50,17 +50,6 @@ __all__ = ["CascadeService", "TcpConnector"]
 NOT_REGISTERED = 480  # SIP "Temporarily Unavailable": what an alarm gets while the upper is away
 ANSWER_TIMEOUT = 40.0  # s: longer than a non-INVITE transaction (32 s) so its 408 comes first
 UNREGISTER_WAIT = 3.0  # s a shutdown waits for the uppers' answers to our REGISTER Expires: 0
-
-
-class SipIdentity(Protocol):
-    """The SIP side as the cascade needs it: the shared endpoint and who we are."""
-
-    @property
-    def endpoint(self) -> SipEndpoint: ...
-    @property
-    def local_id(self) -> str: ...
-    @property
-    def domain(self) -> str: ...
 
 
 class TcpConnector(Protocol):

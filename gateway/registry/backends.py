@@ -9,11 +9,13 @@ interface, pure) because it loads the database drivers.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from gateway.errors import StoreError
 from gateway.registry.sqlite_store import SqliteStore
 from gateway.registry.store import Store
 
-__all__ = ["open_store", "sqlite_path"]
+__all__ = ["open_store", "opened", "sqlite_path"]
 
 _SQLITE_PREFIX = "sqlite://"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+")
@@ -28,7 +30,14 @@ def open_store(url: str, *, migrate: bool = True) -> Store:
     :class:`StoreError`: the PostgreSQL backend is not available yet.
     """
 
-    store = SqliteStore(sqlite_path(url))
+    return opened(SqliteStore(sqlite_path(url)), migrate=migrate)
+
+
+StoreT = TypeVar("StoreT", bound=Store)
+
+
+def opened(store: StoreT, *, migrate: bool = True) -> StoreT:
+    """``store`` connected and (unless ``migrate=False``) migrated; closed again if migrating fails."""
     store.open()
     if migrate:
         try:
