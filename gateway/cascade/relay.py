@@ -104,8 +104,8 @@ class UpperRelay:
     """Serves every upper platform's live calls from the gateway's live streams.
 
     Wired by setting each link's ``on_call``; :meth:`upper_offline` hangs up an
-    upper's calls when the cascade sees it go away. It also sits among the
-    access core's attached cores, only to take the answers to its own BYEs.
+    upper's calls when the cascade sees it go away. It is also a handler on the
+    SIP router, only to take the answers to its own BYEs.
     """
 
     def __init__(
@@ -248,7 +248,7 @@ class UpperRelay:
         elif isinstance(event, MediaStopped):
             self._finish(call, event.reason)
 
-    # --- AttachedCore: the answers to our BYEs --------------------------------------------------
+    # --- a SipRouter handler: the answers to our BYEs --------------------------------------------------
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take the final answer (or time-out) of a BYE we sent; nothing else."""

@@ -11,9 +11,9 @@ upward; calls (INVITE and friends) are handed to :attr:`UpperLink.on_call`
 untouched.
 
 Every link shares the gateway's :class:`SipEndpoint` (one socket towards
-devices and uppers alike). :class:`CascadeHost` holds the links and claims the
-endpoint events that belong to an upper (:meth:`CascadeHost.route`) before the
-device-access core sees them, the way its ``media_router`` claims live calls.
+devices and uppers alike). :class:`CascadeHost` holds the links and, as a
+handler of the endpoint's :class:`~gateway.gb28181.sip.router.SipRouter` ahead
+of device access, claims the events that belong to an upper (:meth:`CascadeHost.route`).
 
 Time comes in as ``now``; nothing here reads a clock, draws random numbers
 (the endpoint's id source does) or touches a socket.
