@@ -12,12 +12,16 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, UpperSpec, load_config, parse_upper_flag
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
+
+if TYPE_CHECKING:  # the simulators are imported only when kgw simulate runs
+    from simulators.fleet import FleetOptions
+    from simulators.video import VideoProfile
 
 log = logging.getLogger("kgw")
 
@@ -300,7 +304,7 @@ async def run_node(config: GatewayConfig, *, platform: bool) -> None:
     await _run_until_signal(service.start, service.stop)
 
 
-def fleet_options_from_args(args: argparse.Namespace) -> Any:
+def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
     """FleetOptions from ``kgw simulate`` flags."""
     from simulators.fleet import FleetOptions
 
@@ -330,7 +334,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _video_profile(args: argparse.Namespace) -> Any:
+def _video_profile(args: argparse.Namespace) -> VideoProfile:
     """The simulated cameras' VideoProfile from ``--video-*`` flags."""
     from simulators.video import VideoProfile
 
@@ -340,7 +344,7 @@ def _video_profile(args: argparse.Namespace) -> Any:
     return VideoProfile(width=int(width), height=int(height), codec=args.video_codec, bitrate=args.video_bitrate)
 
 
-async def run_simulate(options: Any) -> None:
+async def run_simulate(options: FleetOptions) -> None:
     """``kgw simulate``: start the fleet, print progress every 5 s."""
     from simulators.fleet import Fleet
 
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gateway":
             config = gateway_config_from_args(args)
             _setup_logging(config.log_level)
-            runner: Awaitable[None] = run_node(config, platform=False)
+            runner: Coroutine[Any, Any, None] = run_node(config, platform=False)
         elif args.command == "simulate":
             _setup_logging(args.log_level)
             runner = run_simulate(fleet_options_from_args(args))
@@ -456,14 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(coro: Awaitable[None]) -> None:
+def _run(coro: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop  # optional: 5x the UDP throughput of plain asyncio (docs/dependencies.md)
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
         return
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
 
 
 if __name__ == "__main__":

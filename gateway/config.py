@@ -17,6 +17,15 @@ from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 
+__all__ = [
+    "DEFAULT_GATEWAY_ID",
+    "GatewayConfig",
+    "ProvisionedDevice",
+    "UpperSpec",
+    "load_config",
+    "parse_upper_flag",
+]
+
 DEFAULT_GATEWAY_ID = "12010000002090000001"  # Tianjin (1201), type 209 access gateway
 
 

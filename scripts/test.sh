@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-# Lint and type-check the product code first (fast), then the tests.
-.venv/bin/ruff check --quiet gateway simulators bench
-.venv/bin/mypy --no-error-summary gateway simulators
+# Lint and type-check first (fast), then the tests: the product (gateway, gbplatform) under
+# mypy --strict, the simulators under mypy's defaults (pyproject.toml [tool.mypy]).
+.venv/bin/ruff check --quiet gateway platform simulators bench tests
+.venv/bin/ruff format --check --quiet gateway platform simulators bench tests
+.venv/bin/mypy --no-error-summary --strict gateway platform/gbplatform
+.venv/bin/mypy --no-error-summary simulators
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

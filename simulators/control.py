@@ -21,7 +21,6 @@ from aiohttp import web
 from gateway.gb28181.device_agent import AlarmRecord
 
 
-
 class Pressable(Protocol):
     """What the control endpoint drives (the fleet)."""
 
@@ -29,6 +28,7 @@ class Pressable(Protocol):
     def press_all(self, kind: str = "button") -> list[AlarmRecord]: ...
     def alarm_records(self) -> list[AlarmRecord]: ...
     def summary(self) -> dict[str, Any]: ...
+
 
 __all__ = ["Pressable", "bound_port", "make_control_app", "record_json", "start_control"]
 

@@ -83,18 +83,7 @@ class CascadeService(Collector):
         self._unregistered: asyncio.Event | None = None
         info = PlatformInfo(name=f"kgw {sip.local_id}", model="gateway")
         for spec in specs:
-            policy = spec.policy
-            link = UpperLink(
-                spec.link,
-                sip.local_id,
-                sip.domain,
-                sip.endpoint,
-                catalog=lambda p=policy: self.catalog_for(p),  # type: ignore[misc]
-                channel_status=lambda channel_id, p=policy: self.channel_status(p, channel_id),  # type: ignore[misc]
-                device_info=info,
-            )
-            self.host.add(link)
-            self.policies[link.name] = policy
+            self._add_link(spec, info)
         self.relay = UpperRelay(
             self.host.links, self.policies, live=live, channels=directory.channels
         )  # the uppers' INVITEs
@@ -111,6 +100,20 @@ class CascadeService(Collector):
             ["platform"],
             registry=None,
         )
+
+    def _add_link(self, spec: UpperSpec, info: PlatformInfo) -> None:
+        policy = spec.policy  # one per link: the closures below see this link's policy
+        link = UpperLink(
+            spec.link,
+            self.sip.local_id,
+            self.sip.domain,
+            self.sip.endpoint,
+            catalog=lambda: self.catalog_for(policy),
+            channel_status=lambda channel_id: self.channel_status(policy, channel_id),
+            device_info=info,
+        )
+        self.host.add(link)
+        self.policies[link.name] = policy
 
     @property
     def links(self) -> tuple[UpperLink, ...]:

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from gateway.errors import ManscdpError
 from gateway.gb28181.access_events import (
@@ -46,6 +45,7 @@ from gateway.gb28181.manscdp import (
     DeviceStatusQuery,
     DeviceStatusResponse,
     Keepalive,
+    ManscdpMessage,
     ResultResponse,
     Root,
     decode_message,
@@ -63,6 +63,7 @@ ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, CANCEL"  # what device access ans
 
 
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
+_DeviceQuery = CatalogQuery | DeviceInfoQuery | DeviceStatusQuery  # what the gateway asks devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,9 @@ class DeviceAccess:
         # Whether an unregistered sender is a device we know (its alarms are kept, not refused).
         self.known_device = known_device
         self._events: deque[AccessEvent] = deque()
-        self.queries = QueryBook(max_inflight=config.max_inflight_queries, timeout=config.query_timeout)
+        self.queries: QueryBook[_DeviceQuery] = QueryBook(
+            max_inflight=config.max_inflight_queries, timeout=config.query_timeout
+        )
         self._cseq = endpoint.ids.number(4) + 1
         self._sn = endpoint.ids.number(5) + 1
 
@@ -352,7 +355,7 @@ class DeviceAccess:
         self.endpoint.send_request(request, peer, now, context=_ALARM_ACK)
         return answered
 
-    def _dispatch_manscdp(self, device_id: str, message: Any, peer: Peer, now: float) -> None:
+    def _dispatch_manscdp(self, device_id: str, message: ManscdpMessage, peer: Peer, now: float) -> None:
         if isinstance(message, Keepalive):
             return
         if isinstance(message, CatalogResponse):
@@ -386,7 +389,7 @@ class DeviceAccess:
         self._sn += 1
         return self._sn
 
-    def _query(self, device_id: str, query: Any, now: float) -> int | None:
+    def _query(self, device_id: str, query: _DeviceQuery, now: float) -> int | None:
         """Queue a query (QueryBook caps how many run at once) and send what may go."""
         if device_id not in self.sessions:
             return None

@@ -8,9 +8,8 @@ broker and the alarm service.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from gateway.gb28181.manscdp import AlarmNotify, DeviceInfoResponse, DeviceStatusResponse
+from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, DeviceInfoResponse, DeviceStatusResponse, ManscdpMessage
 from gateway.gb28181.sip.message import SipRequest
 from gateway.gb28181.sip.transport import Peer
 
@@ -86,7 +85,7 @@ class CatalogReceived:
     """A catalog finished assembling (``partial`` when chunks were missing)."""
 
     device_id: str
-    items: tuple[Any, ...]
+    items: tuple[CatalogItem, ...]
     sum_num: int
     partial: bool
     at: float
@@ -125,7 +124,7 @@ class ManscdpReceived:
     """Any other MANSCDP MESSAGE from a registered device (alarms come here later)."""
 
     device_id: str
-    message: Any
+    message: ManscdpMessage
     peer: Peer
     at: float
 
@@ -135,7 +134,7 @@ class CatalogNotified:
     """A lower platform's catalog NOTIFY: items carrying ``Event`` ADD/DEL/UPDATE/ON/OFF (docs/gb28181.md §14.3)."""
 
     device_id: str
-    items: tuple[Any, ...]
+    items: tuple[CatalogItem, ...]
     at: float
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 QueryKey = tuple[str, str, int]  # (device ID, CmdType, SN)
+_Query = TypeVar("_Query")  # what the caller sends; the book only keeps it
 
 
 @dataclass(slots=True)
@@ -24,7 +25,7 @@ class _InFlight:
     report_timeout: bool
 
 
-class QueryBook:
+class QueryBook(Generic[_Query]):
     """Tracks queries from submission to answer; the caller sends and reports."""
 
     def __init__(self, *, max_inflight: int = 64, timeout: float = 10.0) -> None:
@@ -33,7 +34,7 @@ class QueryBook:
         self.max_inflight = max_inflight
         self.timeout = timeout
         self._inflight: dict[QueryKey, _InFlight] = {}
-        self._backlog: deque[tuple[QueryKey, Any, bool]] = deque()
+        self._backlog: deque[tuple[QueryKey, _Query, bool]] = deque()
         self._queued: set[QueryKey] = set()
         self._heap: list[tuple[float, QueryKey]] = []
 
@@ -47,7 +48,7 @@ class QueryBook:
         """Queries waiting for a slot."""
         return len(self._queued)
 
-    def submit(self, key: QueryKey, payload: Any, *, report_timeout: bool = True) -> None:
+    def submit(self, key: QueryKey, payload: _Query, *, report_timeout: bool = True) -> None:
         """Queue a query; :meth:`admit` says when to send it.
 
         ``report_timeout`` False means someone else (the catalog assembler)
@@ -56,9 +57,9 @@ class QueryBook:
         self._backlog.append((key, payload, report_timeout))
         self._queued.add(key)
 
-    def admit(self, now: float) -> list[tuple[QueryKey, Any]]:
+    def admit(self, now: float) -> list[tuple[QueryKey, _Query]]:
         """Queries that may be sent now; they count as in flight from here on."""
-        ready: list[tuple[QueryKey, Any]] = []
+        ready: list[tuple[QueryKey, _Query]] = []
         while self._backlog and len(self._inflight) < self.max_inflight:
             key, payload, report = self._backlog.popleft()
             if key not in self._queued:

@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import TypedDict
 
-from gateway.errors import GatewayError, SipError
 from gateway.gb28181.ids import ssrc_prefix
+from gateway.gb28181.sdp_model import (
+    RTP_AVP,
+    TCP_RTP_AVP,
+    Connection,
+    Direction,
+    MediaTransport,
+    SdpBuildError,
+    SdpError,
+    SdpSession,
+    SessionType,
+    Setup,
+)
 
 __all__ = [
     "MAX_SDP_SIZE",
@@ -48,8 +59,6 @@ __all__ = [
 ]
 
 MAX_SDP_SIZE = 16 * 1024  # a GB SDP is < 1 KiB; the SIP layer caps the whole message at 64 KiB
-RTP_AVP = "RTP/AVP"
-TCP_RTP_AVP = "TCP/RTP/AVP"  # RFC 4571 framing
 # The live offer's payload list as WVP writes it (docs/gb28181.md §15.3; 99 is H.265 as in ZLMediaKit, not SVAC).
 WVP_PAYLOADS: Mapping[int, str] = MappingProxyType(
     {96: "PS/90000", 97: "MPEG4/90000", 98: "H264/90000", 99: "H265/90000"}
@@ -60,131 +69,9 @@ _SSRC_RE = re.compile(r"[0-9]{1,10}")
 # a=streamnumber (2022) and vendor spellings: stream, streamprofile (Dahua), streamMode (Mercury/TP-Link).
 _STREAM_ATTRS = frozenset({"streamnumber", "stream", "streamprofile", "streammode"})
 _STREAM_MODES = {"MAIN": 0, "SUB": 1}  # a=streamMode:MAIN|SUB, docs/gb28181.md §15.3
-
-
-class SdpError(SipError, ValueError):
-    """An SDP body from a peer we cannot stream from; the INVITE is answered 488."""
-
-    status_hint = 488
-
-
-class SdpBuildError(GatewayError, ValueError):
-    """Local misuse: a value we were asked to write cannot go into an SDP body."""
-
-
-class SessionType(StrEnum):
-    """The ``s=`` line (docs/gb28181.md §15.3)."""
-
-    PLAY = "Play"
-    PLAYBACK = "Playback"
-    DOWNLOAD = "Download"
-    TALK = "Talk"
-
-    @property
-    def history(self) -> bool:
-        """True for recorded media: its SSRC starts with ``1`` (docs/gb28181.md §15.4)."""
-        return self in (SessionType.PLAYBACK, SessionType.DOWNLOAD)
-
-
-class MediaTransport(Enum):
-    """How RTP travels, named like WVP's ``streamMode`` (docs/gb28181.md §15.5, §19 item 3).
-
-    The names take the point of view of the media *receiver*, which is the side that sends
-    the INVITE and the offer (the platform, or the gateway playing a camera). In an offer,
-    ``a=setup:passive`` means the **offerer listens** and the device connects to the offer's
-    ``c=``/``m=``: that is ``TCP_PASSIVE``. ``a=setup:active`` means the offerer connects to the
-    answer's ``c=``/``m=`` after the 200 OK: ``TCP_ACTIVE``. Device UIs ("TCP主动") often use the
-    opposite perspective; these names do not.
-    """
-
-    UDP = "UDP"
-    TCP_PASSIVE = "TCP-PASSIVE"
-    TCP_ACTIVE = "TCP-ACTIVE"
-
-
-class Direction(StrEnum):
-    """``a=recvonly`` in offers from the receiver, ``a=sendonly`` in the sender's answer."""
-
-    RECVONLY = "recvonly"
-    SENDONLY = "sendonly"
-    SENDRECV = "sendrecv"
-
-
-class Setup(StrEnum):
-    """``a=setup`` (RFC 4145), TCP only; other values stay in :attr:`SdpSession.attributes`."""
-
-    ACTIVE = "active"
-    PASSIVE = "passive"
-
-
-class Connection(StrEnum):
-    """``a=connection`` (RFC 4145)."""
-
-    NEW = "new"
-    EXISTING = "existing"
-
-
 _DIRECTIONS = frozenset(d.value for d in Direction)
 _SETUPS = frozenset(d.value for d in Setup)
 _CONNECTIONS = frozenset(d.value for d in Connection)
-
-
-@dataclass(frozen=True, slots=True)
-class SdpSession:
-    """One GB/T 28181 SDP body: session lines plus its (first) media description.
-
-    ``rtpmap``/``fmtp`` map payload type to value and are frozen into read-only mappings, so
-    a session compares by value but is not hashable. ``ssrc`` is the ``y=`` value as 10 digits,
-    or None when ``y=`` is missing or unusable (``ssrc_raw`` then keeps what was received, for
-    logs). ``attributes`` keeps every other ``a=`` line in order as ``(name, value or None)``.
-    """
-
-    origin_user: str
-    origin_address: str
-    session_type: SessionType | str  # a str only for an ``s=`` we do not know
-    connection_address: str
-    port: int
-    payload_types: tuple[int, ...]
-    kind: str = "video"
-    protocol: str = RTP_AVP
-    rtpmap: Mapping[int, str] = field(default_factory=dict)
-    fmtp: Mapping[int, str] = field(default_factory=dict)
-    direction: Direction | None = None
-    setup: Setup | None = None
-    connection: Connection | None = None
-    ssrc: str | None = None
-    f_line: str | None = None
-    uri: str | None = None
-    start_time: int = 0
-    end_time: int = 0
-    download_speed: int | None = None
-    file_size: int | None = None
-    stream_number: int | None = None
-    attributes: tuple[tuple[str, str | None], ...] = ()
-    origin_session_id: str = "0"
-    origin_version: str = "0"
-    ssrc_raw: str | None = field(default=None, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "payload_types", tuple(self.payload_types))
-        object.__setattr__(self, "rtpmap", MappingProxyType(dict(self.rtpmap)))
-        object.__setattr__(self, "fmtp", MappingProxyType(dict(self.fmtp)))
-        object.__setattr__(self, "attributes", tuple(self.attributes))
-
-    @property
-    def ssrc_valid(self) -> bool:
-        """True when ``y=`` was present and usable."""
-        return self.ssrc is not None
-
-    @property
-    def ssrc_int(self) -> int | None:
-        """The SSRC as the RTP header carries it (decimal value of ``y=``), or None."""
-        return None if self.ssrc is None else int(self.ssrc)
-
-    @property
-    def is_tcp(self) -> bool:
-        """True for ``TCP/RTP/AVP`` (RFC 4571 framing)."""
-        return self.protocol == TCP_RTP_AVP
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -215,7 +102,33 @@ def _normalise_protocol(token: str) -> str:
     raise SdpError(f"unsupported media protocol {token[:40]!r}")
 
 
-def _media_line(value: str) -> dict[str, object]:
+class _Fields(TypedDict, total=False):
+    """The :class:`SdpSession` keyword arguments read from a body's lines."""
+
+    kind: str
+    port: int
+    protocol: str
+    payload_types: tuple[int, ...]
+    origin_user: str
+    origin_address: str
+    session_type: SessionType | str
+    direction: Direction
+    setup: Setup
+    connection: Connection
+    ssrc: str | None
+    f_line: str
+    uri: str
+    start_time: int
+    end_time: int
+    download_speed: int
+    file_size: int
+    stream_number: int
+    origin_session_id: str
+    origin_version: str
+    ssrc_raw: str
+
+
+def _media_line(value: str) -> _Fields:
     tokens = value.split()
     if len(tokens) < 4:
         raise SdpError("malformed m= line")
@@ -223,13 +136,14 @@ def _media_line(value: str) -> dict[str, object]:
     if port is None or not 0 < port <= 0xFFFF:
         raise SdpError(f"unusable m= port {tokens[1][:20]!r}")
     formats = [_uint(t, 3) for t in tokens[3:]]
-    if any(pt is None or pt > 127 for pt in formats):
+    payload_types = tuple(pt for pt in formats if pt is not None and pt <= 127)
+    if len(payload_types) != len(formats):
         raise SdpError("m= payload types must be 0-127")
     return {
         "kind": tokens[0].lower(),
         "port": port,
         "protocol": _normalise_protocol(tokens[2]),
-        "payload_types": formats,
+        "payload_types": payload_types,
     }
 
 
@@ -252,7 +166,7 @@ class _Reader:
     """Collects one body's lines into :class:`SdpSession` keyword arguments."""
 
     def __init__(self) -> None:
-        self.fields: dict[str, object] = {}
+        self.fields: _Fields = {}
         self.rtpmap: dict[int, str] = {}
         self.fmtp: dict[int, str] = {}
         self.others: list[tuple[str, str | None]] = []
@@ -335,13 +249,9 @@ class _Reader:
         address = self.media_c or self.session_c
         if address is None:
             raise SdpError("no c= line")
-        fields = {"origin_user": "", "origin_address": "", "session_type": "", **self.fields}
+        fields: _Fields = {"origin_user": "", "origin_address": "", "session_type": "", **self.fields}
         return SdpSession(
-            connection_address=address,
-            rtpmap=self.rtpmap,
-            fmtp=self.fmtp,
-            attributes=tuple(self.others),
-            **fields,  # type: ignore[arg-type]
+            connection_address=address, rtpmap=self.rtpmap, fmtp=self.fmtp, attributes=tuple(self.others), **fields
         )
 
 

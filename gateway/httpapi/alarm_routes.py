@@ -29,7 +29,7 @@ from gateway.registry.model import InvalidFilter
 log = logging.getLogger("kgw.http.alarms")
 ALARMS = web.AppKey("kgw_alarms", AlarmService)
 DIRECTORY = web.AppKey("kgw_alarm_directory", Directory)
-SOCKETS: web.AppKey[set[Any]] = web.AppKey("kgw_alarm_sockets")
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("kgw_alarm_sockets")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -139,7 +139,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     peers = request.app[PEERS]
     peers.add(pc)
 
-    @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+    @pc.on("connectionstatechange")
     async def _on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
             live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track

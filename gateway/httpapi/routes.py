@@ -9,8 +9,9 @@ registers; history (``/api/events``) comes from the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -18,7 +19,17 @@ from gateway.errors import StoreError
 from gateway.gb28181.ids import TIANJIN_DISTRICTS, is_gb_id
 from gateway.httpapi.common import json_error, json_response, paging, query_bool
 from gateway.query_broker import QueryBroker
-from gateway.registry import AreaTag, ChannelFilter, DeviceFilter, Kindergarten, Store
+from gateway.registry import (
+    AreaTag,
+    Channel,
+    ChannelFilter,
+    Device,
+    DeviceFilter,
+    Kindergarten,
+    Page,
+    StatusEvent,
+    Store,
+)
 from gateway.registry.directory import Directory
 from gateway.registry.listing import district_counts, list_channels, list_devices, list_kindergartens
 from gateway.registry.provisioning import Provisioning
@@ -31,18 +42,20 @@ STORE = web.AppKey("kgw_store", StoreThread)
 QUERIES = web.AppKey("kgw_queries", QueryBroker)
 PROVISIONING = web.AppKey("kgw_provisioning", Provisioning)
 
+_Row = TypeVar("_Row")
 
-def _page(page: Any, convert: Any) -> dict[str, Any]:
+
+def _page(page: Page[_Row], convert: Callable[[_Row], dict[str, Any]]) -> dict[str, Any]:
     return {"items": [convert(x) for x in page.items], "total": page.total, "offset": page.offset, "limit": page.limit}
 
 
-def _device_json(device: Any) -> dict[str, Any]:
+def _device_json(device: Device) -> dict[str, Any]:
     data = asdict(device)
     data["district_name"] = TIANJIN_DISTRICTS.get(device.district_code, "")
     return data
 
 
-def _channel_json(channel: Any) -> dict[str, Any]:
+def _channel_json(channel: Channel) -> dict[str, Any]:
     data = asdict(channel)
     data["area"] = AreaTag(channel.area).value
     return data
@@ -140,7 +153,7 @@ async def add_kindergartens(request: web.Request) -> web.Response:
     return json_response({"stored": count}, status=201)
 
 
-def _kindergarten_fields(item: Any) -> dict[str, Any]:
+def _kindergarten_fields(item: object) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise TypeError("each kindergarten must be an object")
     allowed = {"id", "name", "district_code", "address", "longitude", "latitude"}
@@ -166,7 +179,7 @@ async def status_events(request: web.Request) -> web.Response:
     if not 1 <= limit <= 1000:
         raise json_error(web.HTTPBadRequest, "limit must be within 1..1000")
 
-    def history(store: Store) -> Any:
+    def history(store: Store) -> list[StatusEvent]:
         return store.list_status_events(entity, since, limit)
 
     events = await request.app[STORE].call(history)

@@ -235,7 +235,7 @@ class _RtpDatagram(asyncio.DatagramProtocol):
     def __init__(self, owner: UdpRtpReceiverTransport) -> None:
         self.owner = owner
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.owner._deliver(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:

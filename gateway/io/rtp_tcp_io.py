@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from typing import cast
 
 from gateway.io.ports import PortSpec, bind_in_range
 from gateway.io.rtp_io import (
@@ -195,7 +196,9 @@ class _RtpStream(asyncio.Protocol):
         self._started = False  # a first frame has been seen
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        # typeshed passes every Protocol a BaseTransport; a stream protocol gets a stream transport
+        # (under uvloop not an asyncio.Transport subclass, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
         peername = transport.get_extra_info("peername")
         if peername:
             self.peer = (peername[0], peername[1])

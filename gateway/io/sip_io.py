@@ -19,7 +19,7 @@ import logging
 import math
 import socket
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.framing import FramedMessage, SipFramingError, StreamFramer
@@ -219,7 +219,7 @@ class _SipDatagram(asyncio.DatagramProtocol):
     def __init__(self, driver: SipDriver) -> None:
         self.driver = driver
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.driver.deliver(data, Peer(Transport.UDP, addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -235,7 +235,9 @@ class _SipStream(asyncio.Protocol):
         self.peer = Peer(Transport.TCP, "", 0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        # typeshed passes every Protocol a BaseTransport; a stream protocol gets a stream transport
+        # (under uvloop not an asyncio.Transport subclass, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
         self.addr = (host, port)
         self.conn_id = self.driver._register_stream(self, self.addr)

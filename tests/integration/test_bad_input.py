@@ -22,6 +22,7 @@ from gateway.gb28181.sip.auth import build_authorization
 from gateway.gb28181.sip.message import SipMessage, SipResponse, parse_message
 from gateway.gb28181.sip.transport import Transport
 from tests.conftest import wait_for
+import contextlib
 
 DEVICE_ID = "12010100111320000101"  # 和平区, IPC (132)
 OTHER_DEVICE_ID = "12010100111320000102"
@@ -218,10 +219,8 @@ class RawTcp:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 async def tcp_options_ok(conn: RawTcp, service: GatewayService) -> bool:

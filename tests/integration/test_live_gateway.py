@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from gateway import live as live_module
 from gateway.gb28181.sdp import MediaTransport
 from tests.conftest import http_json, wait_for
+import contextlib
 
 
 def _camera_channel(fleet) -> tuple[str, object]:
@@ -46,10 +47,8 @@ async def _decode_from_fanout(
             frames.extend(decoder.decode(av.Packet(unit.data)))
         if not units:
             stream.wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stream.wakeup.wait(), 0.5)
-            except TimeoutError:
-                pass
     return frames
 
 

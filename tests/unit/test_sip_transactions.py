@@ -33,7 +33,7 @@ from gateway.gb28181.sip.transaction import (
 T = SipTimers(t1=0.5)  # T2 = 4, T4 = 5
 UDP = Peer(Transport.UDP, "10.0.0.2", 5060)
 TCP = Peer(Transport.TCP, "10.0.0.2", 5060, conn_id=1)
-S, I = TxState, TxInput
+S, I = TxState, TxInput  # noqa: E741 - short names keep the tables readable
 
 
 def request(method: str = "MESSAGE", branch: str = "z9hG4bKtest") -> SipRequest:

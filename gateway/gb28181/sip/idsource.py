@@ -53,7 +53,8 @@ class RandomIds:
 
     def number(self, digits: int) -> int:
         """See :class:`IdSource`."""
-        return int.from_bytes(self._take(8), "big") % (10**digits)
+        modulus: int = 10**digits  # typeshed: int ** int is Any (a negative exponent gives a float)
+        return int.from_bytes(self._take(8), "big") % modulus
 
 
 class SeededIds:
@@ -73,7 +74,8 @@ class SeededIds:
 
     def number(self, digits: int) -> int:
         """See :class:`IdSource`."""
-        return int.from_bytes(self._next()[:8], "big") % (10**digits)
+        modulus: int = 10**digits  # typeshed: int ** int is Any (a negative exponent gives a float)
+        return int.from_bytes(self._next()[:8], "big") % modulus
 
 
 def new_branch(ids: IdSource) -> str:

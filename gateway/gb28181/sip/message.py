@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.errors import MessageTooLarge, SipParseError
 from gateway.gb28181.sip.headers import (
@@ -60,6 +60,7 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -71,9 +72,9 @@ class _MessageBase:
     # on the raw text keeps the cache right when a header is replaced.
     _parsed: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def _cached(self, name: str, value: str, parse: Callable[[str], Any]) -> Any:
+    def _cached(self, name: str, value: str, parse: Callable[[str], _T]) -> _T:
         key = (name, value)
-        hit = self._parsed.get(key)
+        hit: _T | None = self._parsed.get(key)  # the key's name says which parser filled it
         if hit is None:
             hit = self._parsed[key] = parse(value)
         return hit
@@ -95,7 +96,7 @@ class _MessageBase:
         value = self.headers.get("CSeq")
         if value is None:
             raise SipParseError("missing CSeq")
-        return self._cached("CSeq", value, CSeq.parse)  # type: ignore[no-any-return]
+        return self._cached("CSeq", value, CSeq.parse)
 
     @property
     def vias(self) -> list[Via]:
@@ -127,7 +128,7 @@ class _MessageBase:
         value = self.headers.get(name)
         if value is None:
             raise SipParseError(f"missing {name}")
-        return self._cached(name, value, NameAddr.parse)  # type: ignore[no-any-return]
+        return self._cached(name, value, NameAddr.parse)
 
     @property
     def contact(self) -> NameAddr | None:

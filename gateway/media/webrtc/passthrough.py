@@ -35,6 +35,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
+from av.stream import Stream
 
 from gateway.errors import GatewayError
 from gateway.media.ps import AccessUnit, StreamType
@@ -101,7 +102,7 @@ class FanoutVideoTrack(MediaStreamTrack):
         """Wake a pending :meth:`recv` (call after publishing to the fanout)."""
         self._wakeup.set()
 
-    async def recv(self) -> av.Packet:
+    async def recv(self) -> av.Packet[Stream]:
         """The next H.264 access unit as an ``av.Packet`` (90 kHz pts); waits for one."""
         while True:
             if self.readyState != "live":
@@ -137,7 +138,7 @@ class FanoutVideoTrack(MediaStreamTrack):
             if unit.stream_type is StreamType.H264:
                 return unit
 
-    def _packet(self, unit: AccessUnit) -> av.Packet:
+    def _packet(self, unit: AccessUnit) -> av.Packet[Stream]:
         pts = unit.pts
         if pts is None:
             pts = 0 if self._last_pts is None else self._last_pts + _PTS_STEP_WITHOUT_PTS
