@@ -26,20 +26,8 @@ from gateway.gb28181.sip.message import SipRequest, SipResponse
 from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.live import LiveError, LiveService
 from tests.conftest import wait_for
-from tests.unit.service_fakes import (
-    DOMAIN,
-    GW_HOST,
-    GW_ID,
-    GW_PEER,
-    GW_PORT,
-    Camera,
-    FakeSip,
-    Locator,
-    MemNet,
-    Tail,
-    gateway_endpoint,
-    udp,
-)
+from tests.unit.service_fakes import Camera, FakeSip, Locator, gateway_endpoint
+from tests.unit.sip_memnet import DOMAIN, GW_HOST, GW_ID, GW_PEER, GW_PORT, MemNet, Tail, udp
 
 NVR = "12010100001180000001"
 CHANNEL = "12010100001310000001"
