@@ -25,7 +25,7 @@ from gateway.gb28181.manscdp import serialize
 from gateway.gb28181.play import PlayStarted
 from gateway.gb28181.sip.transport import Peer
 from gateway.registry.directory import ChannelChange
-from gateway.registry.model import AreaTag
+from gateway.registry.model import AreaTag, Channel
 from tests.conftest import wait_for
 from tests.unit.service_city import (
     ALARM_BUTTON,
@@ -75,9 +75,6 @@ class Rig:
     @property
     def now(self) -> float:
         return self.net.loop.time()
-
-    def policy(self, name: str) -> object:
-        return self.service.policies[name]
 
 
 RigFactory = Callable[..., Awaitable[Rig]]
@@ -212,11 +209,11 @@ def notified(upper: Upper) -> list[tuple[str, str | None]]:
     return [(i.device_id, i.event) for b in bodies if isinstance(b, CatalogResponse) for i in b.items]
 
 
-def publish(rig: Rig, *channels: object) -> None:
+def publish(rig: Rig, *channels: Channel) -> None:
     """Write channel rows of NVR_1 into the directory and publish the change as the gateway does."""
     directory = rig.service.directory
-    before = directory.upsert_channels(NVR_1, channels)  # type: ignore[arg-type]
-    after = {c.id: directory.view(c) for c in channels}  # type: ignore[attr-defined]
+    before = directory.upsert_channels(NVR_1, channels)
+    after = {c.id: directory.view(c) for c in channels}
     directory.publish(ChannelChange(before, after, rig.now))
 
 
