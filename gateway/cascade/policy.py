@@ -388,10 +388,14 @@ def catalog_changes(
     *,
     system_id: str,
     kindergartens: Iterable[Kindergarten],
+    unchanged: Iterable[Channel] = (),
 ) -> list[CatalogItem]:
     """Catalog NOTIFY items (docs/gb28181.md §14.3) that take one upper from ``before`` to ``after``.
 
-    Both mappings are channel ID -> channel, all channels (the policy filters).
+    Both mappings are channel ID -> channel (the policy filters): every channel, or
+    only the changed ones plus, in ``unchanged``, channels that stay where they are
+    and keep tree nodes alive (one shared channel per kindergarten and district the
+    change touches is enough: a node is deleted only when none is left under it).
     Per channel, as that upper sees it: newly allowed -> ADD (full item); no
     longer allowed -> DEL; otherwise UPDATE (full item) when what it is shown
     or its area changed, then ON/OFF when only presence changed or in addition
@@ -403,9 +407,10 @@ def catalog_changes(
     tree = _Tree.make(policy, system_id, kindergartens)
     old = _shared(policy, before.values())
     new = _shared(policy, after.values())
+    staying = [c for c in _shared(policy, unchanged).values() if c.id not in old and c.id not in new]
 
-    old_nodes = {item.device_id: item for item in tree.node_items(old.values())}
-    new_nodes = {item.device_id: item for item in tree.node_items(new.values())}
+    old_nodes = {item.device_id: item for item in tree.node_items([*old.values(), *staying])}
+    new_nodes = {item.device_id: item for item in tree.node_items([*new.values(), *staying])}
     added = [replace(item, event=CatalogEvent.ADD.value) for key, item in new_nodes.items() if key not in old_nodes]
     # Children before parents when deleting: kindergartens, then districts.
     removed = [CatalogItem(key, event=CatalogEvent.DEL.value) for key in reversed(old_nodes) if key not in new_nodes]

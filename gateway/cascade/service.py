@@ -42,6 +42,7 @@ from gateway.cascade.upper import (
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
 from gateway.gb28181.sip.transport import Peer
 from gateway.registry.directory import ChannelChange, Directory
+from gateway.registry.model import Channel
 
 log = logging.getLogger("kgw.cascade")
 
@@ -213,15 +214,35 @@ class CascadeService(Collector):
         for link in self.links:
             if not link.subscriptions:
                 continue
+            policy = self.policies[link.name]
             items = catalog_changes(
-                self.policies[link.name],
+                policy,
                 change.before,
                 change.after,
                 system_id=self.sip.local_id,
                 kindergartens=self.directory.kindergartens.values(),
+                unchanged=self._staying(policy, change),
             )
             if items:
                 link.notify_catalog(items, change.at)
+
+    def _staying(self, policy: SharePolicy, change: ChannelChange) -> list[Channel]:
+        """One unchanged channel this upper sees per kindergarten and district the change touches.
+
+        They keep those tree nodes in the upper's catalog: removing one camera must not
+        delete its kindergarten while other cameras still hang there.
+        """
+        changed = change.before.keys() | change.after.keys()
+        touched = [*change.before.values(), *change.after.values()]
+
+        def shared(channel: Channel) -> bool:
+            return channel.id not in changed and policy.allows_channel(channel)
+
+        found = [
+            self.directory.first_channel(shared, kindergarten=k) for k in {c.kindergarten_id for c in touched} if k
+        ]
+        found += [self.directory.first_channel(shared, district=d) for d in {c.district_code for c in touched}]
+        return [channel for channel in found if channel is not None]
 
     # --- alarms upward (the outbox's "gb" sink) ---------------------------------------------------
 

@@ -50,6 +50,7 @@ class Directory:
         self.channels: dict[str, Channel] = {}  # as last reported; ``online`` is what the device said
         self.kindergartens: dict[str, Kindergarten] = {}
         self._by_kindergarten: dict[str, set[str]] = {}
+        self._by_district: dict[str, set[str]] = {}
         self._listeners: list[Callable[[ChannelChange], None]] = []
 
     # --- lookups ---------------------------------------------------------------------
@@ -79,6 +80,23 @@ class Directory:
     def channels_of_kindergarten(self, kindergarten_id: str) -> list[Channel]:
         """A kindergarten's channels (a lower platform's too: they hang under its 216 node)."""
         return [self.channels[i] for i in self._by_kindergarten.get(kindergarten_id, ()) if i in self.channels]
+
+    def channels_of_district(self, district_code: str) -> list[Channel]:
+        """A district's channels (by the civil code their catalog gave)."""
+        return [self.channels[i] for i in self._by_district.get(district_code, ()) if i in self.channels]
+
+    def first_channel(
+        self, where: Callable[[Channel], bool], *, kindergarten: str | None = None, district: str | None = None
+    ) -> Channel | None:
+        """The first channel of a kindergarten (or district) that ``where`` accepts, without listing them all."""
+        index, key = (
+            (self._by_kindergarten, kindergarten) if kindergarten is not None else (self._by_district, district)
+        )
+        for channel_id in index.get(key or "", ()):
+            channel = self.channels.get(channel_id)
+            if channel is not None and where(channel):
+                return channel
+        return None
 
     def channels_of_device(self, device_id: str) -> list[Channel]:
         """The channels a device's catalog reported."""
@@ -190,11 +208,12 @@ class Directory:
 
     def _put_channel(self, channel: Channel) -> None:
         old = self.channels.get(channel.id)
-        if old is not None and old.kindergarten_id != channel.kindergarten_id:
+        if old is not None:
             self._unindex(old)
         self.channels[channel.id] = channel
         if channel.kindergarten_id:
             self._by_kindergarten.setdefault(channel.kindergarten_id, set()).add(channel.id)
+        self._by_district.setdefault(channel.district_code, set()).add(channel.id)
 
     def _forget(self, channel: Channel) -> None:
         entry = self.devices.get(channel.device_id)
@@ -209,9 +228,12 @@ class Directory:
             self._unindex(channel)
 
     def _unindex(self, channel: Channel) -> None:
-        if channel.kindergarten_id:
-            ids = self._by_kindergarten.get(channel.kindergarten_id)
-            if ids is not None:
+        for index, key in (
+            (self._by_kindergarten, channel.kindergarten_id),
+            (self._by_district, channel.district_code),
+        ):
+            ids = index.get(key) if key else None
+            if key and ids is not None:
                 ids.discard(channel.id)
                 if not ids:
-                    del self._by_kindergarten[channel.kindergarten_id]
+                    del index[key]
