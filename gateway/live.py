@@ -42,6 +42,9 @@ from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 log = logging.getLogger("kgw.live")
 
 LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-opens are free)
+# s a closed stream's session still takes its dialog's messages: 64*T1, as long as a camera may
+# retransmit a 2xx (RFC 3261 §13.3.1.4), so that a late answer is ACKed and hung up, not left running.
+RETIRED_FOR = 32.0
 PS_PAYLOAD_TYPES = frozenset({96})
 
 
@@ -140,6 +143,7 @@ class LiveService:
         self.play_timeout = play_timeout
         self.streams: dict[str, LiveStream] = {}
         self._by_call: dict[str, str] = {}  # Call-ID -> channel
+        self._retired: dict[str, PlaySession] = {}  # Call-ID -> session of a closed stream (RETIRED_FOR)
         self._opening: dict[str, asyncio.Task[LiveStream]] = {}
         self._ssrc_seq = itertools.count(1)
         self._viewer_seq = itertools.count(1)
@@ -246,7 +250,10 @@ class LiveService:
             return
         log.info("live %s closed: %s", channel_id, reason)
         if stream.session.invite is not None:
-            self._by_call.pop(stream.session.invite.call_id, None)
+            call_id = stream.session.invite.call_id
+            self._by_call.pop(call_id, None)
+            self._retired[call_id] = stream.session
+            self.loop.call_later(RETIRED_FOR, self._retired.pop, call_id, None)
         for key, value in _counters(stream).items():
             self.closed_totals[key] = self.closed_totals.get(key, 0) + value
         stream.session.stop(self.loop.time())
@@ -345,32 +352,44 @@ class LiveService:
         """Nothing: see :meth:`get_timer`."""
 
     def route(self, event: SipEvent, now: float) -> bool:
-        """Take the SIP events of our play sessions; False for everything else."""
-        channel_id = self._channel_for(event)
-        stream = self.streams.get(channel_id) if channel_id else None
-        if stream is None:
+        """Take the SIP events of our play sessions (closed ones too, for a while); False for the rest."""
+        session, stream = self._session_for(event)
+        if session is None:
             return False
         if isinstance(event, RequestReceived):
-            handled = stream.session.handle_request(event, now)
+            handled = session.handle_request(event, now)
         else:
-            handled = stream.session.handle_response(event, now)
-        if handled:
+            handled = session.handle_response(event, now)
+        if handled and stream is not None:
             self._after(stream)
+        elif handled:  # a closed stream's session: a late 2xx is ACKed and hung up (it sent that itself)
+            while session.next_event() is not None:
+                pass
         return handled
 
-    def _channel_for(self, event: SipEvent) -> str | None:
+    def _session_for(self, event: SipEvent) -> tuple[PlaySession | None, LiveStream | None]:
+        """The play session an event belongs to, and its stream while that is still open."""
         if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
-            return event.context.channel_id
-        if isinstance(event, ResponseReceived):
-            message: Any = event.response
-        elif isinstance(event, RequestReceived):
-            message = event.request
+            session: PlaySession | None = event.context
         else:
-            return None
-        try:
-            return self._by_call.get(message.call_id)
-        except GatewayError:
-            return None
+            message: Any
+            if isinstance(event, ResponseReceived):
+                message = event.response
+            elif isinstance(event, RequestReceived):
+                message = event.request
+            else:
+                return None, None
+            try:
+                call_id = message.call_id
+            except GatewayError:
+                return None, None
+            channel_id = self._by_call.get(call_id)
+            open_stream = self.streams.get(channel_id) if channel_id is not None else None
+            session = open_stream.session if open_stream is not None else self._retired.get(call_id)
+        if session is None:
+            return None, None
+        stream = self.streams.get(session.channel_id)
+        return session, stream if stream is not None and stream.session is session else None
 
     def _after(self, stream: LiveStream) -> None:
         """Drain the session's events, re-arm its timer, and send what it queued."""

@@ -17,10 +17,11 @@ device's own BYE…) are absorbed by explicit ``IGNORE`` entries; a pair that
 is missing raises :class:`PlaySessionError` and moves the session to FAILED
 (h2's rule, docs/design.md §3).
 
-Known gap: an unanswered INVITE is not CANCELled when the play timeout fires
-or the viewer leaves — :meth:`SipEndpoint.send_request` always puts a fresh
-Via branch on top, and a CANCEL must repeat the INVITE's. Instead a 2xx that
-arrives after we gave up is ACKed and hung up at once (RFC 3261 §15).
+Stopping an unanswered INVITE CANCELs it (:meth:`SipEndpoint.send_cancel`
+repeats the INVITE's branch, RFC 3261 §9.1); a 2xx that still arrives after we
+gave up (it crossed the CANCEL, or came after the play timeout) is ACKed and
+hung up at once (RFC 3261 §15). The owner keeps routing a stopped session's
+messages for that while (``gateway.live.RETIRED_FOR``).
 """
 
 from __future__ import annotations

@@ -176,12 +176,6 @@ async def test_a_camera_that_never_answers_fails_the_viewer_after_the_play_timeo
     assert len(rig.camera.waiting) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LiveService.route drops events of a closed stream's session, so a 200 OK that arrives after "
-    "the play timeout is never ACKed nor BYE'd (PlaySession's HANG_UP_LATE cannot run): the camera's call "
-    "stays up and it streams to a closed port",
-)
 async def test_a_200_arriving_after_the_play_timeout_is_acked_and_hung_up(rig: Rig) -> None:
     rig.live.play_timeout = 0.3
     rig.camera.answer = None
