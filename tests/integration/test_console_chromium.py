@@ -115,7 +115,7 @@ class Cdp:
         for future in self.pending.values():
             future.done() or future.set_exception(ConnectionError("DevTools websocket closed"))
 
-    async def call(self, method: str, session: str | None = None, timeout: float = 10.0, **params: Any) -> Any:
+    async def call(self, method: str, session: str | None = None, timeout: float = 30.0, **params: Any) -> Any:
         msg_id = next(self.ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[msg_id] = future
@@ -186,7 +186,7 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
                 start_new_session=True,
             )
         try:
-            ws_url = await _devtools_ws_url(profile, proc, timeout=10)
+            ws_url = await _devtools_ws_url(profile, proc, timeout=60)
             async with aiohttp.ClientSession() as http:
                 cdp = Cdp(await http.ws_connect(ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)))
                 try:
