@@ -63,8 +63,15 @@ def free_sip_port() -> int:
     raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns the last value."""
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; returns the last value.
+
+    The timeout is a deadline for a failing test, not a wait: make it generous (a busy
+    machine is many times slower), and never follow a fixed sleep with an assertion.
+    An absence ("nothing else was sent") is asserted only after waiting for a positive
+    sign that the work is over (a counter at its final value, an empty outbox, a later
+    marker that arrived).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
