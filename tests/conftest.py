@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from hypothesis import HealthCheck, settings
 
 from gateway.app import GatewayService
 from gbplatform.app import build_gateway, build_platform
@@ -20,6 +21,13 @@ from gateway.gb28181.sip.transport import Transport
 from simulators.fleet import Fleet, FleetOptions
 
 pytest_plugins = ["tests.mqtt_broker"]  # the mosquitto / mosquitto_factory fixtures
+
+# Property tests check properties, not speed. Hypothesis's defaults fail an example that takes
+# longer than 200 ms (deadline) and a test whose data generation is slow (too_slow): both are
+# what a busy machine produces. Loaded here, before the test modules, so that their own
+# @settings(...) inherit it.
+settings.register_profile("kgw", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("kgw")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
@@ -55,8 +63,15 @@ def free_sip_port() -> int:
     raise RuntimeError("no loopback port free for both UDP and TCP")
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns the last value."""
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout``; returns the last value.
+
+    The timeout is a deadline for a failing test, not a wait: make it generous (a busy
+    machine is many times slower), and never follow a fixed sleep with an assertion.
+    An absence ("nothing else was sent") is asserted only after waiting for a positive
+    sign that the work is over (a counter at its final value, an empty outbox, a later
+    marker that arrived).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:

@@ -37,7 +37,7 @@ class Proc:
     def output(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
 
-    async def stop(self, sig: int, timeout: float = 10.0) -> int:
+    async def stop(self, sig: int, timeout: float = 60.0) -> int:
         self.popen.send_signal(sig)
         return await asyncio.to_thread(self.popen.wait, timeout)
 
@@ -55,7 +55,7 @@ async def get_json(url: str) -> tuple[int, Any] | None:
         return None
 
 
-async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 15.0) -> Any:
+async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 60.0) -> Any:
     """Poll ``url`` until ``predicate(body)``; fail early (with its output) if ``proc`` died."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -29,6 +29,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.bad_signatures = 0
+        self.hung = 0  # requests that arrived in "hang" mode
         self.mode = "ok"  # ok | fail | hang
         self.release = asyncio.Event()  # ends hanging requests at stop()
         self.runner: web.AppRunner | None = None
@@ -48,8 +49,10 @@ class WebhookReceiver:
         if self.mode == "fail":
             return web.Response(status=503)
         if self.mode == "hang":
+            self.hung += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.release.wait(), 30)
+            return web.Response(status=504)  # the gateway gave up on this request long ago
         self.received.append(json.loads(body))
         return web.Response(status=204)
 
@@ -78,12 +81,14 @@ async def receiver() -> Any:
 
 async def _city(gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver, **overrides: Any) -> Any:
     url = await receiver.start()
-    settings = {"webhook_url": url, "webhook_secret": SECRET, "webhook_timeout": 1.0, "alarm_retry_cap": 0.5}
+    # A POST that merely answers late on a busy machine must not count as failed (and be sent
+    # again): only the hang test wants a short webhook timeout, and sets it.
+    settings = {"webhook_url": url, "webhook_secret": SECRET, "webhook_timeout": 10.0, "alarm_retry_cap": 0.5}
     settings.update(overrides)
     service = await gateway_factory(**settings)
     fleet = await fleet_factory(service, kindergartens=3, cameras=(2, 2))
-    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 15)
-    assert await wait_for(lambda: all(s.reported for s in service.directory.devices.values()), 15)
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 60)
+    assert await wait_for(lambda: all(s.reported for s in service.directory.devices.values()), 60)
     return service, fleet
 
 
@@ -93,7 +98,7 @@ async def test_button_press_reaches_the_webhook_signed_and_enriched(
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     kg = fleet.city[1]
     record = fleet.press(kg.id, "button")
-    assert await wait_for(lambda: len(receiver.received) == 1, 10)
+    assert await wait_for(lambda: len(receiver.received) == 1, 30)
     payload = receiver.received[0]
     assert payload["schema"] == 1 and payload["event"] == "alarm"
     assert payload["kindergarten"]["id"] == kg.id and payload["kindergarten"]["name"] == kg.name
@@ -104,12 +109,12 @@ async def test_button_press_reaches_the_webhook_signed_and_enriched(
     assert payload["snapshot_url"].endswith(f"/api/alarms/{payload['alarm_id']}/snapshot.jpg")
     assert receiver.bad_signatures == 0
     # the device got its 200 and the Response MESSAGE
-    assert await wait_for(lambda: record.answered and record.response_at is not None, 5)
+    assert await wait_for(lambda: record.answered and record.response_at is not None, 30)
 
     base = f"http://127.0.0.1:{service.http_port}"
     status, listed = await http_json(f"{base}/api/alarms?kindergarten={kg.id}")
     assert status == 200 and listed["total"] == 1 and listed["items"][0]["id"] == payload["alarm_id"]
-    assert await wait_for(lambda: service.alarms.lifecycle.get(payload["alarm_id"]).state.value == "delivered", 5)
+    assert await wait_for(lambda: service.alarms.lifecycle.get(payload["alarm_id"]).state.value == "delivered", 30)
     status, ack = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "张三", "note": "已出警"})
     assert status == 200 and ack["state"] == "acknowledged" and ack["acknowledged_by"] == "张三"
     status, again = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "李四"})
@@ -135,9 +140,9 @@ async def test_snapshot_of_the_entrance_camera_is_captured(
 ) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     fleet.press(fleet.city[0].id, "button")
-    assert await wait_for(lambda: len(receiver.received) == 1, 10)
+    assert await wait_for(lambda: len(receiver.received) == 1, 30)
     alarm_id = receiver.received[0]["alarm_id"]
-    assert await wait_for(lambda: alarm_id in service.alarms.snapshots, 15)
+    assert await wait_for(lambda: alarm_id in service.alarms.snapshots, 30)
     async with aiohttp.ClientSession() as session, session.get(receiver.received[0]["snapshot_url"]) as response:
         assert response.status == 200 and response.content_type == "image/jpeg"
         assert (await response.read())[:2] == b"\xff\xd8"
@@ -146,24 +151,29 @@ async def test_snapshot_of_the_entrance_camera_is_captured(
 async def test_webhook_outage_is_retried_in_order_and_a_hang_does_not_stall(
     gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
 ) -> None:
-    service, fleet = await _city(gateway_factory, fleet_factory, receiver)
+    service, fleet = await _city(gateway_factory, fleet_factory, receiver, webhook_timeout=1.0)
     receiver.mode = "fail"
     kg = fleet.city[0]
     records = []
     for kind in ("button", "video_loss", "tamper"):
         records.append(fleet.press(kg.id, kind))
-        await asyncio.sleep(0.05)
-    # every press is answered (stored) although the sink is down
-    assert await wait_for(lambda: all(r.answered for r in records), 5)
-    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 3, 5)
+        # every press is answered (stored) although the sink is down; the next one is pressed
+        # after that, so the gateway's order (seq) is the order of the presses
+        assert await wait_for(lambda: records[-1].answered, 30)
+    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 3, 30)
+    assert await wait_for(lambda: service.alarms.sinks["webhook"].up is False, 30)  # an attempt failed
     status, sinks = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarm-sinks")
     assert sinks["items"][0]["up"] is False and sinks["items"][0]["depth"] == 3
     receiver.mode = "hang"
-    await asyncio.sleep(1.5)
-    assert receiver.received == []
+    hung = receiver.hung
+    # A second hanging request means the first was given up on (webhook_timeout) and retried:
+    # the hang did not stall the outbox; meanwhile nothing was delivered.
+    assert await wait_for(lambda: receiver.hung >= hung + 2, 30)
+    assert receiver.received == [] and service.alarms.outbox.depth("webhook") == 3
     receiver.mode = "ok"
-    assert await wait_for(lambda: len(receiver.received) == 3, 15)
+    assert await wait_for(lambda: len(receiver.received) == 3, 60)
     assert [p["kind"] for p in receiver.received] == ["one_button", "video_loss", "tamper"]  # kindergarten order kept
+    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 0, 30)  # the gateway has the 204s
     metrics = await asyncio.to_thread(
         lambda: (
             __import__("urllib.request")
@@ -184,12 +194,14 @@ async def test_duplicate_transactions_make_one_alarm(
     box = fleet.agents[alarm_device_of(kg, "button").id]
     box.misbehaviour.alarm_duplicate = True
     record = fleet.press(kg.id, "button")
-    assert await wait_for(lambda: record.answered, 5)
-    await asyncio.sleep(0.5)
-    assert await wait_for(lambda: len(receiver.received) == 1, 5)
-    await asyncio.sleep(0.3)
+    assert await wait_for(lambda: record.answered, 30)
+    # Both transactions reached the alarm service: one alarm, one repeat (which adds no delivery).
+    assert await wait_for(lambda: service.alarms.counters["duplicates"] >= 1, 30)
+    assert await wait_for(lambda: len(receiver.received) == 1, 30)
+    # The outbox is empty: the one delivery is done and nothing else is left to send.
+    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 0, 30)
     assert len(receiver.received) == 1
-    assert service.alarms.counters["duplicates"] >= 1 and service.alarms.counters["received"] == 1
+    assert service.alarms.counters["received"] == 1
 
 
 async def test_console_websocket_streams_alarm_events(
@@ -198,13 +210,13 @@ async def test_console_websocket_streams_alarm_events(
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     base = f"http://127.0.0.1:{service.http_port}"
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/alarms/ws") as ws:
-        hello = await ws.receive_json(timeout=5)
+        hello = await ws.receive_json(timeout=30)
         assert hello["type"] == "hello"
         with_perimeter = next(k for k in fleet.city if any(d.kind == "perimeter_alarm" for d in k.devices))
         fleet.press(with_perimeter.id, "perimeter")
         seen: dict[str, dict[str, Any]] = {}
         while "alarm" not in seen or "delivery" not in seen:
-            event = await ws.receive_json(timeout=10)
+            event = await ws.receive_json(timeout=30)
             seen.setdefault(event["type"], event)
         alarm = seen["alarm"]["alarm"]
         assert alarm["kind"] == "perimeter_intrusion" and alarm["kindergarten_name"] == with_perimeter.name
@@ -212,7 +224,7 @@ async def test_console_websocket_streams_alarm_events(
         status, _ = await http_json(f"{base}/api/alarms/{alarm['id']}/ack", {"user": "值班员"})
         assert status == 200
         while True:
-            event = await ws.receive_json(timeout=10)
+            event = await ws.receive_json(timeout=30)
             if event["type"] == "updated" and event["alarm"]["state"] == "acknowledged":
                 assert event["alarm"]["acknowledged_by"] == "值班员"
                 break
@@ -251,7 +263,7 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
             request.headers.prepend("Via", f"SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{call_id}")
             transport.sendto(bytes(request), ("127.0.0.1", service.sip_port))
             while True:
-                message = parse_message(await asyncio.wait_for(answers.get(), 5))
+                message = parse_message(await asyncio.wait_for(answers.get(), 30))
                 if isinstance(message, SipResponse) and message.call_id == call_id:
                     return message.status
 
@@ -261,13 +273,15 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
         assert await send(box_id, b"<Notify><CmdType>Alarm</CmdType>", "garbage-1") == 400
     finally:
         transport.close()
-    assert await wait_for(lambda: len(receiver.received) == 1, 5)
+    assert await wait_for(lambda: len(receiver.received) == 1, 30)
     payload = receiver.received[0]
     assert payload["device"]["id"] == box_id and payload["priority"] is None
     assert any("AlarmPriority" in p for p in payload["problems"])
     status, details = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarms/{payload['alarm_id']}")
     assert "problems" in details["transitions"][0]["detail"]
-    await asyncio.sleep(0.3)
+    # Every MESSAGE above got its final answer, so the service saw them all; with the outbox
+    # empty nothing else is on its way to the webhook.
+    assert await wait_for(lambda: service.alarms.outbox.depth("webhook") == 0, 30)
     assert len(receiver.received) == 1 and service.alarms.counters["received"] == 1  # the retransmission too
     metrics = await asyncio.to_thread(
         lambda: (

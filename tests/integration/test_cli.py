@@ -18,7 +18,7 @@ from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json
 
 
 def run_kgw(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*KGW, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    return subprocess.run([*KGW, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
 # --- help and errors --------------------------------------------------------------------------------------
@@ -146,6 +146,7 @@ def free_port_run(count: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
+@pytest.mark.timeout(300)  # 20 processes' worth of start-up on a possibly busy machine
 async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     """The demo brings up the 18 platforms, the gateway (registered with all of them), the city, a
     Mosquitto broker and the police receiver; a button pressed through the simulator's control
@@ -176,9 +177,9 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     )
     procs.append(demo)
     api = f"http://127.0.0.1:{http}"
-    health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo, timeout=30)
+    health = await until_json(f"{api}/healthz", lambda b: b["devices_online"] > 0, demo, timeout=90)
     assert health["sip_port"] == sip
-    assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=5)
+    assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=30)
     assert demo.output().count("  platform  http://127.0.0.1:") == 18
     status, districts = await http_json(f"{api}/api/districts")
     assert status == 200 and districts["items"]
@@ -189,7 +190,7 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     )
     municipal = f"http://127.0.0.1:{http + 1}"  # the municipal platform's console and API
     await until_json(f"{api}/healthz", lambda b: b["devices_online"] >= 6, demo)
-    await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=30)
+    await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=90)
     status, pressed = await http_json(f"http://127.0.0.1:{control}/press", {"kind": "button"})
     assert status == 200, pressed
     alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo)

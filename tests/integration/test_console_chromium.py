@@ -72,6 +72,22 @@ def _camera_channel(fleet: Any) -> str:
     raise AssertionError("no camera in the simulated kindergarten")
 
 
+def _online(service: Any, channel_id: str) -> bool:
+    channel = service.directory.channels.get(channel_id)
+    return channel is not None and channel.online
+
+
+async def _deadline_loop(timeout: float) -> AsyncIterator[None]:
+    """Yield until ``timeout`` s have passed (the caller breaks out when done), pausing between rounds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        yield
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(0.2)
+
+
 class Cdp:
     """A minimal Chrome DevTools Protocol client: one browser websocket, flat sessions."""
 
@@ -99,7 +115,7 @@ class Cdp:
         for future in self.pending.values():
             future.done() or future.set_exception(ConnectionError("DevTools websocket closed"))
 
-    async def call(self, method: str, session: str | None = None, timeout: float = 10.0, **params: Any) -> Any:
+    async def call(self, method: str, session: str | None = None, timeout: float = 30.0, **params: Any) -> Any:
         msg_id = next(self.ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending[msg_id] = future
@@ -170,7 +186,7 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
                 start_new_session=True,
             )
         try:
-            ws_url = await _devtools_ws_url(profile, proc, timeout=10)
+            ws_url = await _devtools_ws_url(profile, proc, timeout=60)
             async with aiohttp.ClientSession() as http:
                 cdp = Cdp(await http.ws_connect(ws_url, max_msg_size=0, timeout=aiohttp.ClientWSTimeout(ws_close=2)))
                 try:
@@ -194,8 +210,8 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
 async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.directory.online_counts()[2] > 0, timeout=15)
     channel_id = _camera_channel(fleet)
+    assert await wait_for(lambda: _online(service, channel_id), timeout=60)  # this very camera, not just any
     base = f"http://127.0.0.1:{service.http_port}"
     for path in ("/", "/console", f"/live/{channel_id}"):
         page = await http_text(base + path)
@@ -210,7 +226,7 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
                 assert resp.headers["Content-Type"] == f"{kind}; charset=utf-8", (asset, resp.headers)
         async with http.get(f"{base}/") as resp:
             assert resp.headers["Cache-Control"] == "no-cache", resp.headers
-    async with asyncio.timeout(25), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
+    async with asyncio.timeout(100), chromium_page(f"{base}/live/{channel_id}") as (cdp, session, log_path):
         await _play_and_check(cdp, session, log_path)
         # Every module loaded and ran: main.js got to the end, nothing threw.
         assert await cdp.evaluate(session, "typeof window.kgwConsole?.play") == "function"
@@ -219,7 +235,7 @@ async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
 
 async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
+    deadline = loop.time() + 45
     state: dict[str, Any] = {}
     while loop.time() < deadline:
         state = await cdp.evaluate(session, VIDEO_STATE) or {}
@@ -233,25 +249,21 @@ async def _play_and_check(cdp: Cdp, session: str, log_path: Path) -> None:
         raise AssertionError(f"video never played: {state}\nchromium log tail:\n{tail}")
     assert state["videoHeight"] == 360
     # The page shows the tree too (its district), with the online counts.
-    for _ in range(50):
-        state = await cdp.evaluate(session, VIDEO_STATE)
-        if state["channels"] > 0 and "在线" in state["listText"]:
-            break
-        await asyncio.sleep(0.1)
-    assert state["channels"] > 0 and "在线" in state["listText"], state
+    state = await _poll(
+        cdp, session, VIDEO_STATE, lambda s: s["channels"] > 0 and "在线" in s["listText"], what="the tree"
+    )
 
     # A screenshot of the video element (retry briefly: the first composited frame may lag).
     rect = state["rect"]
     clip = {"x": rect["x"], "y": rect["y"], "width": rect["width"], "height": rect["height"], "scale": 1}
     std = 0.0
-    for _ in range(20):
+    async for _ in _deadline_loop(30):
         shot = await cdp.call("Page.captureScreenshot", session, format="png", clip=clip)
         image = cv2.imdecode(np.frombuffer(base64.b64decode(shot["data"]), np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape[0] >= 100 and image.shape[1] >= 100, clip
         std = float(image.std())
         if std > 10.0:
             break
-        await asyncio.sleep(0.2)
     assert std > 10.0, f"the video element looks blank (std-dev {std:.1f})"
 
 
@@ -267,7 +279,7 @@ GRID_STATE = """(() => [...document.querySelectorAll('#grid .cell')].filter((c) 
 }))()"""
 
 
-async def _poll(cdp: Cdp, session: str, expression: str, predicate: Any, timeout: float = 10.0, what: str = "") -> Any:
+async def _poll(cdp: Cdp, session: str, expression: str, predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
     """Evaluate ``expression`` until ``predicate(value)`` holds; fail with the last value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -297,7 +309,7 @@ ALARM_STATE = """(() => ({
 }))()"""
 
 
-async def _until(cdp: Cdp, session: str, predicate: Any, timeout: float = 10.0) -> dict[str, Any]:
+async def _until(cdp: Cdp, session: str, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     state: dict[str, Any] = {}
@@ -315,10 +327,10 @@ async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gate
     named operator acknowledges it with one click and the gateway records who."""
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), timeout=15)
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), timeout=60)
     kg = fleet.city[0]
     base = f"http://127.0.0.1:{service.http_port}"
-    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, _log):
+    async with asyncio.timeout(100), chromium_page(f"{base}/") as (cdp, session, _log):
         await _until(cdp, session, lambda s: s.get("link") == "报警已连接")
         await cdp.evaluate(session, "document.getElementById('operator').value = '张警官'")
         fleet.press(kg.id, "button")
@@ -340,7 +352,7 @@ async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gate
             session,
             GRID_STATE,
             lambda c: any(x["readyState"] >= 2 for x in c),
-            timeout=15,
+            timeout=45,
             what="the alarm's live view",
         )
         playing = next(c for c in cells if c["readyState"] >= 2)
@@ -374,19 +386,18 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
     clicked cameras play side by side; closing one ends its connection, the other plays on."""
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: service.directory.online_counts()[2] >= 3, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[2] >= 3, timeout=60)
     kg = fleet.city[0]
     base = f"http://127.0.0.1:{service.http_port}"
     page: dict[str, Any] = {}
-    for _ in range(50):  # the store follows memory within a flush interval
+    async for _ in _deadline_loop(30):  # the store follows memory within a flush interval
         _, page = await http_json(f"{base}/api/channels?kindergarten={kg.id}&online=true")
         if page["total"] >= 3:
             break
-        await asyncio.sleep(0.1)
     cameras = [c["id"] for c in page["items"] if c["id"][10:13] == "131"]
     alarm_inputs = [c["id"] for c in page["items"] if c["id"][10:13] == "134"]
     assert len(cameras) == 2 and alarm_inputs, page
-    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, log_path):
+    async with asyncio.timeout(100), chromium_page(f"{base}/") as (cdp, session, log_path):
         # Header: the service's own id.
         header = await _poll(
             cdp,
@@ -418,8 +429,13 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
             what="kindergarten row with its online count",
         )
         await cdp.evaluate(session, _click(f"{kg_li} > .row"))
-        rows = await _poll(cdp, session, _texts(f"{kg_li} li.channel"), lambda r: len(r) == 3, what="channel rows")
-        assert all("在线" in r for r in rows), rows
+        rows = await _poll(
+            cdp,
+            session,
+            _texts(f"{kg_li} li.channel"),
+            lambda r: len(r) == 3 and all("在线" in x for x in r),
+            what="channel rows, online",
+        )
         assert any("出入口" in r for r in rows) and any("周界" in r for r in rows), rows
         not_playable = await cdp.evaluate(
             session,
@@ -445,17 +461,28 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         await cdp.evaluate(session, _click('#layouts button[data-layout="4"]'))
         cells = await _poll(cdp, session, GRID_STATE, lambda c: len(c) == 4, what="4 cells")
         assert all(c["shown"] and c["state"] == "empty" for c in cells), cells
-        await cdp.evaluate(session, _click(f'li[data-key="channel:{alarm_inputs[0]}"] > .row'))
-        assert "不能播放" in await cdp.evaluate(session, "document.getElementById('error').textContent")
+        # Click and read the message in one step: it hides itself after 5 s.
+        click_alarm_input = _click(f'li[data-key="channel:{alarm_inputs[0]}"] > .row')
+        error = await cdp.evaluate(session, f"({click_alarm_input}, document.getElementById('error').textContent)")
+        assert "不能播放" in error, error
         for camera in cameras:
             await cdp.evaluate(session, _click(f'li[data-key="channel:{camera}"] > .row'))
 
         def both_play(cells: list[dict[str, Any]]) -> bool:
             assert not any(c["state"] == "failed" for c in cells), cells
-            return all(c["readyState"] >= 2 and c["width"] == 640 and c["height"] == 360 for c in cells[:2])
+            # A cell shows "playing" on the video's 'playing' event, which can come after it has
+            # a picture (readyState 2): wait for the whole state, not just the picture.
+            return all(
+                c["readyState"] >= 2
+                and c["width"] == 640
+                and c["height"] == 360
+                and c["state"] == "playing"
+                and c["pc"] == "connected"
+                for c in cells[:2]
+            )
 
         try:
-            cells = await _poll(cdp, session, GRID_STATE, both_play, timeout=15, what="two videos playing")
+            cells = await _poll(cdp, session, GRID_STATE, both_play, timeout=45, what="two videos playing")
         except AssertionError:
             raise AssertionError(f"chromium log tail:\n{log_path.read_text(errors='replace')[-2000:]}") from None
         assert [c["state"] for c in cells] == ["playing", "playing", "empty", "empty"], cells
@@ -467,7 +494,13 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
 
         # Close cell 2: its connection closes, its video goes; cell 1 plays on.
         await cdp.evaluate(session, _click("#cell-1 .cell-close"))
-        cells = await _poll(cdp, session, GRID_STATE, lambda c: c[1]["state"] == "empty", what="cell 2 closed")
+        cells = await _poll(
+            cdp,
+            session,
+            GRID_STATE,
+            lambda c: c[1]["state"] == "empty" and c[0]["state"] == "playing" and c[0]["pc"] == "connected",
+            what="cell 2 closed, cell 1 playing",
+        )
         assert cells[1]["pc"] is None and not cells[1]["hasStream"] and cells[1]["title"] == "", cells
         assert cells[0]["state"] == "playing" and cells[0]["pc"] == "connected", cells
         closed = await cdp.evaluate(
@@ -480,7 +513,9 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
 
         # Back to one cell: the first camera stays, hidden cells have no connection.
         await cdp.evaluate(session, _click('#layouts button[data-layout="1"]'))
-        cells = await _poll(cdp, session, GRID_STATE, lambda c: len(c) == 1, what="1 cell")
+        cells = await _poll(
+            cdp, session, GRID_STATE, lambda c: len(c) == 1 and c[0]["state"] == "playing", what="1 cell, playing"
+        )
         assert cells[0]["state"] == "playing", cells
         assert await cdp.evaluate(session, "window.kgwConsole.cells.slice(1).every((c) => c.pc === null)")
 
@@ -488,23 +523,27 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         # collapsed kindergarten (district scan) and, expanded again, on each channel.
         await cdp.evaluate(session, _click(f"{kg_li} > .row"))
         await fleet.stop(unregister=True)
-        assert await wait_for(lambda: service.directory.online_counts()[2] == 0, timeout=10)
+        assert await wait_for(lambda: service.directory.online_counts()[2] == 0, timeout=30)
         kg_row = district_row = ""
-        for _ in range(50):
+        async for _ in _deadline_loop(30):
             await cdp.evaluate(session, "window.kgwConsole.refresh()")
             kg_row = await cdp.evaluate(session, f"document.querySelector('{kg_li} > .row').textContent")
             district_row = await cdp.evaluate(session, f"document.querySelector('{district} > .row').textContent")
             if "在线 0/3" in kg_row and "在线 0/3" in district_row:
                 break
-            await asyncio.sleep(0.2)
         assert "在线 0/3" in kg_row and "在线 0/3" in district_row, (kg_row, district_row)
         assert await cdp.evaluate(session, f"document.querySelectorAll('{kg_li} li.channel').length") == 0
         await cdp.evaluate(session, _click(f"{kg_li} > .row"))
-        rows = await _poll(cdp, session, _texts(f"{kg_li} li.channel"), lambda r: len(r) == 3, what="channels again")
-        assert all("离线" in r for r in rows), rows
+        await _poll(
+            cdp,
+            session,
+            _texts(f"{kg_li} li.channel"),
+            lambda r: len(r) == 3 and all("离线" in x for x in r),
+            what="channels again, offline",
+        )
 
 
-async def _until_viewers(base: str, expected: dict[str, int], timeout: float = 10.0) -> None:
+async def _until_viewers(base: str, expected: dict[str, int], timeout: float = 30.0) -> None:
     """Poll /api/live until each channel has the expected WebRTC viewer count (absent = 0)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -533,7 +572,7 @@ async def test_console_tree_stays_responsive_with_the_whole_city(platform_factor
         by_district.setdefault(kg.district_code, []).append(kg)
     assert len(by_district) == 16
     biggest = max(by_district, key=lambda code: len(by_district[code]))
-    async with asyncio.timeout(30), chromium_page(f"{base}/") as (cdp, session, _log):
+    async with asyncio.timeout(100), chromium_page(f"{base}/") as (cdp, session, _log):
         await _poll(
             cdp,
             session,
@@ -546,8 +585,8 @@ async def test_console_tree_stays_responsive_with_the_whole_city(platform_factor
         role = await _poll(cdp, session, "document.getElementById('role').textContent", bool, what="role")
         assert role == "市级平台", role
         assert await cdp.evaluate(session, "document.querySelectorAll('#tree li').length") == 16
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        await cdp.call("Network.enable", session)
+        seen = len(cdp.events)
         await cdp.evaluate(session, _click(f'#tree li[data-key="district:{biggest}"] > .row'))
         count = len(by_district[biggest])
         await _poll(
@@ -557,7 +596,12 @@ async def test_console_tree_stays_responsive_with_the_whole_city(platform_factor
             lambda n: n == count,
             what=f"{count} kindergartens of {biggest}",
         )
-        assert loop.time() - started < 3.0, f"expanding {count} kindergartens took {loop.time() - started:.1f} s"
+        # Responsive by construction (not by a stopwatch, which a busy machine fails): the
+        # district's kindergartens came in one request, and nothing was fetched per kindergarten.
+        urls = [e["params"]["request"]["url"] for e in cdp.events[seen:] if e["method"] == "Network.requestWillBeSent"]
+        listed = [u for u in urls if "/api/kindergartens" in u]
+        assert len(listed) == 1 and f"district={biggest}" in listed[0], urls
+        assert not [u for u in urls if "kindergarten=" in u], urls
         # Only the expanded district's children are in the DOM (no channels yet: none registered).
         assert await cdp.evaluate(session, "document.querySelectorAll('#tree li.node').length") == 16 + count
         # Search among the loaded names, then clear it.

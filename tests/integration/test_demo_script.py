@@ -4,15 +4,23 @@ The demo once failed on its own default ports (the simulator's control endpoint
 took a district platform's console port) while every test passed, because the
 tests gave the demo ports of their own. This test uses the defaults, reads the
 control URL from the banner like a user would, and presses a button through it.
+
+A new user has no ``var/demo`` yet (the demo's default data directory). An earlier
+run's files there would make this a restart on old data instead, a different
+scenario whose outcome depends on what ran before: they are moved aside for the
+test and put back afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +30,23 @@ from simulators.demo_ports import DemoPorts, ensure_free
 from tests.conftest import http_json, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+DEMO_DATA = ROOT / "var" / "demo"  # `kgw demo`'s default --data-dir; scripts/demo.sh runs in ROOT
 PRESS_LINE = re.compile(r"press\s+curl -X POST (http://127\.0\.0\.1:(\d+))/press")
+
+
+@contextlib.contextmanager
+def first_run_data_dir() -> Iterator[None]:
+    """No ``var/demo`` during the test, as on a new user's first run; afterwards it is as before."""
+    saved = DEMO_DATA.with_name(f"demo.kept-by-test-{os.getpid()}")
+    moved = DEMO_DATA.exists()
+    if moved:
+        DEMO_DATA.rename(saved)
+    try:
+        yield
+    finally:
+        shutil.rmtree(DEMO_DATA, ignore_errors=True)  # what this run wrote
+        if moved:
+            saved.rename(DEMO_DATA)
 
 
 @pytest.mark.timeout(240)
@@ -33,6 +57,11 @@ async def test_demo_sh_starts_on_its_defaults_and_a_button_press_reaches_the_gat
     except ConfigError as exc:
         pytest.fail(f"cannot run the default demo here: {exc}")
     out = tmp_path / "demo.out"
+    with first_run_data_dir():
+        await _run_demo_and_press(plan, out)
+
+
+async def _run_demo_and_press(plan: DemoPorts, out: Path) -> None:
     with open(out, "wb") as sink:
         demo = subprocess.Popen(
             ["bash", "scripts/demo.sh"],

@@ -14,8 +14,8 @@ async def test_district_registers_and_reports_catalogs(gateway_factory, fleet_fa
     fleet = await fleet_factory(service, kindergartens=6, transport=transport)
     expected_channels = sum(len(a.profile.channels) for a in fleet.agents.values())
 
-    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=15)
-    assert await wait_for(lambda: service.directory.online_counts()[2] == expected_channels, timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=60)
+    assert await wait_for(lambda: service.directory.online_counts()[2] == expected_channels, timeout=60)
     await service.writer.flush()
 
     api = f"http://127.0.0.1:{service.http_port}"
@@ -39,6 +39,6 @@ async def test_gateway_bound_to_all_interfaces_advertises_a_real_address(gateway
     service = await gateway_factory(sip_host="0.0.0.0", sip_advertise="127.0.0.1")
     assert service.sip.access is not None and service.sip.access.endpoint.local_host == "127.0.0.1"
     fleet = await fleet_factory(service, kindergartens=1)
-    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=15)
+    assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=60)
     # the DeviceInfo query (our request, our Via) was answered: the device could reach us back
-    assert await wait_for(lambda: all(s.row.manufacturer for s in service.directory.devices.values()), timeout=15)
+    assert await wait_for(lambda: all(s.row.manufacturer for s in service.directory.devices.values()), timeout=60)

@@ -66,14 +66,14 @@ def rfc4571(frames: list[list[bytes]]) -> bytes:
     return b"".join(framer.frame(p) for packets in frames for p in packets)
 
 
-async def until(predicate: object, timeout: float = 3.0) -> None:
+async def until(predicate: object, timeout: float = 30.0) -> None:
     assert callable(predicate)
     assert await wait_for(predicate, timeout=timeout, interval=0.005)
 
 
 async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
     try:
-        return await asyncio.wait_for(reader.read(), 2.0) == b""
+        return await asyncio.wait_for(reader.read(), 30.0) == b""
     except ConnectionResetError:  # closed with our bytes still unread: the kernel sends RST
         return True
 
@@ -224,7 +224,7 @@ async def test_tcp_active_connects_late_listener_and_receives_every_frame(
 
     sink = Pipeline()
     server_task = asyncio.create_task(listen_later())
-    receiver = await TcpActiveRtpReceiver.connect(sink, "127.0.0.1", port, connect_timeout=3.0)
+    receiver = await TcpActiveRtpReceiver.connect(sink, "127.0.0.1", port, connect_timeout=30.0)
     server = await server_task
     await until(lambda: sink.closed == ["peer_closed"])
     assert receiver.stats.packets == sum(map(len, frames))
@@ -244,17 +244,47 @@ async def test_tcp_active_nobody_listening_is_a_clear_error() -> None:
 # --- watchdog --------------------------------------------------------------------------------
 
 
-async def test_watchdog_rearms_lazily_and_fires_once() -> None:
+class _VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when the test moves it: timers fire exactly on time.
+
+    The watchdog's rule is about time (0.2 s after the last touch, never before); on the real
+    clock a busy machine can stall the loop between two touches longer than the timeout, and
+    the watchdog would rightly fire early.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_watchdog_rearms_lazily_and_fires_once() -> None:
+    loop = _VirtualClockLoop()
     fired: list[float] = []
-    loop = asyncio.get_running_loop()
-    dog = MediaWatchdog(0.2, lambda: fired.append(loop.time()))
-    dog.start()
-    start = loop.time()
-    for _ in range(4):
-        await asyncio.sleep(0.1)
-        dog.touch()
-    await until(lambda: bool(fired))
-    assert fired[0] - start >= 0.6 - 0.01
-    assert not dog.armed
-    await asyncio.sleep(0.3)
-    assert len(fired) == 1
+
+    async def advance(seconds: float) -> None:
+        loop.now += seconds
+        for _ in range(3):  # the timers now due run
+            await asyncio.sleep(0)
+
+    async def scenario() -> None:
+        dog = MediaWatchdog(0.25, lambda: fired.append(loop.time()))
+        dog.start()
+        for _ in range(4):  # touched every 0.125 s: the timer keeps moving itself to last touch + 0.25
+            await advance(0.125)
+            dog.touch()
+        assert not fired and dog.armed
+        await advance(0.125)
+        assert not fired, "0.125 s after the last touch"
+        await advance(0.125)
+        assert fired == [1000.75], "0.25 s after the last touch (1000.5)"
+        assert not dog.armed
+        await advance(10.0)
+        assert fired == [1000.75], "once"
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()

@@ -136,14 +136,14 @@ async def test_press_over_http_sends_an_alarm_and_tracks_its_answers(sim: Starte
     assert status == 200
     assert (pressed["device_id"], pressed["source_id"], pressed["kind"]) == (box.id, box.id, "button")
     assert isinstance(pressed["sn"], int) and pressed["pressed_at_wall"] > 1.6e9
-    assert await wait_for(lambda: len(platform.alarms) == 1, timeout=3)
+    assert await wait_for(lambda: len(platform.alarms) == 1, timeout=30)
     request, notify = platform.alarms[0]
     assert request.from_.uri.user == box.id
     assert (notify.sn, notify.device_id, notify.method, notify.priority) == (pressed["sn"], box.id, "1", "1")
     assert notify.alarm_time == pressed["alarm_time"]
     assert notify.longitude == box.channels[0].longitude
 
-    assert await wait_for(lambda: fleet.alarm_summary()["responses"] == 1, timeout=3)
+    assert await wait_for(lambda: fleet.alarm_summary()["responses"] == 1, timeout=30)
     status, alarms = await http_json(base + "/alarms")
     assert status == 200 and alarms["total"] == 1
     [item] = alarms["items"]
@@ -171,10 +171,10 @@ async def test_press_by_index_random_and_camera_kinds(sim: Started) -> None:
     nvr = next(d for d in fleet.city[0].devices if d.kind == "nvr")
     assert status == 200 and camera["device_id"] == nvr.id and camera["source_id"] == nvr.channels[0].id
 
-    assert await wait_for(lambda: len(platform.alarms) == 3, timeout=3)
+    assert await wait_for(lambda: len(platform.alarms) == 3, timeout=30)
     kinds = {(n.sn, n.method) for _, n in platform.alarms}
     assert (camera["sn"], "2") in kinds
-    assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 3, timeout=3), fleet.alarm_summary()
+    assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 3, timeout=30), fleet.alarm_summary()
 
 
 async def test_press_errors_are_404_and_400(sim: Started) -> None:
@@ -212,7 +212,7 @@ async def test_press_all_and_unacknowledged_alarms(sim: Started) -> None:
 
     assert len(records) == 2 and {r.kind for r in records} == {"button"}
     assert len(perimeter) == sum(1 for k in fleet.city if any(d.kind == "perimeter_alarm" for d in k.devices))
-    assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 2 + len(perimeter), timeout=3)
+    assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 2 + len(perimeter), timeout=30)
     summary = fleet.alarm_summary()
     assert (summary["pressed"], summary["responses"], summary["no_response"], summary["unanswered"]) == (
         2 + len(perimeter),
@@ -227,7 +227,7 @@ async def test_steady_alarm_rate_presses_buttons(sim: Started) -> None:
     fleet, platform, _base = await sim(alarm_rate=40.0, control_port=None)
     assert fleet.control is None
 
-    assert await wait_for(lambda: len(platform.alarms) >= 5, timeout=3)
+    assert await wait_for(lambda: len(platform.alarms) >= 5, timeout=30)
     assert {r.kind for r in fleet.alarm_records()} <= {"button", "perimeter"}
     await fleet.stop(unregister=False)
     pressed = fleet.alarm_summary()["pressed"]
@@ -236,7 +236,12 @@ async def test_steady_alarm_rate_presses_buttons(sim: Started) -> None:
 
 async def test_a_slow_alarm_rate_presses_too(sim: Started) -> None:
     """Below one alarm a second (the demo's one every 30 s) the first is due after 1/rate s."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     fleet, platform, _base = await sim(alarm_rate=0.9, control_port=None)
-    assert await wait_for(lambda: len(platform.alarms) >= 1, timeout=3)
+    assert await wait_for(lambda: len(platform.alarms) >= 1, timeout=30)
     await fleet.stop(unregister=False)
-    assert 1 <= fleet.alarm_summary()["pressed"] <= 3
+    # At most what the rate allows in the time it ran (a slow machine makes that time longer;
+    # a burst, or pressing every tick, goes far beyond it).
+    allowed = int((loop.time() - started) * 0.9)
+    assert 1 <= fleet.alarm_summary()["pressed"] <= max(allowed, 1)

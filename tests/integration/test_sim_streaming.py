@@ -9,6 +9,7 @@ RtpReceiver → PsDemuxer → an H.264 decoder.
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import av
@@ -30,6 +31,7 @@ from simulators.fleet import Fleet
 from tests.conftest import wait_for
 
 SSRC = "0100000001"
+RTCP_SR = bytes([0x80, 200, 0, 6]) + bytes(24)  # an empty sender report: counted by the receiver, never fed
 
 
 class Uac:
@@ -88,6 +90,23 @@ class Decoder:
         self.closed.append(reason)
 
 
+async def media_drained(media: RtpTransport, transport: MediaTransport) -> None:
+    """Wait until the receiver has read everything the camera sent before it stopped.
+
+    TCP: the camera closes its connection, and the end of the stream comes after its last
+    byte. UDP: an RTCP packet sent now is queued behind every datagram already on the socket;
+    once it is counted, they have all been read.
+    """
+    if transport is MediaTransport.UDP:
+        assert isinstance(media, UdpRtpReceiverTransport)
+        rtcp = media.stats.rtcp
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as marker:
+            marker.sendto(RTCP_SR, ("127.0.0.1", media.port))
+        assert await wait_for(lambda: media.stats.rtcp == rtcp + 1, timeout=30)
+    else:
+        assert await wait_for(lambda: media.closed, timeout=30), "the camera closed its connection"
+
+
 def first_camera(fleet: Fleet) -> str:
     return next(c.device_id for a in fleet.agents.values() for c in a.profile.channels if is_camera(c))
 
@@ -103,7 +122,7 @@ async def start_uac() -> tuple[Uac, SipDriver]:
 async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_factory, transport: MediaTransport):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: fleet.summary()["registered"] == fleet.summary()["devices"])
+    assert await wait_for(lambda: fleet.summary()["registered"] == fleet.summary()["devices"], timeout=60)
     node = fleet.nodes[0]
     assert node.media is not None
     loop = asyncio.get_running_loop()
@@ -129,24 +148,27 @@ async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_facto
     )
     try:
         session.start(loop.time())
-        assert await wait_for(lambda: any(isinstance(e, PlayStarted) for e in uac.events), timeout=5.0)
+        assert await wait_for(lambda: any(isinstance(e, PlayStarted) for e in uac.events), timeout=30)
         if transport is MediaTransport.TCP_ACTIVE:
             assert session.spec is not None
             media = await TcpActiveRtpReceiver.connect(sink, session.spec.remote_host, session.spec.remote_port)
 
-        assert await wait_for(lambda: sum(w == 640 for w in sink.widths) >= 25, timeout=5.0), sink.widths
+        assert await wait_for(lambda: sum(w == 640 for w in sink.widths) >= 25, timeout=30), sink.widths
         assert sink.units[0].keyframe
         (streamer,) = node.media.streams.values()
         assert streamer.stats.frames >= 25 and streamer.stats.packets > streamer.stats.frames
 
         session.stop(loop.time())
-        assert await wait_for(lambda: any(isinstance(e, PlayEnded) for e in uac.events), timeout=5.0)
-        assert await wait_for(lambda: not node.media.streams, timeout=2.0)  # type: ignore[union-attr]
-        assert streamer.closed and streamer.close_reason == "bye"
+        assert await wait_for(lambda: any(isinstance(e, PlayEnded) for e in uac.events), timeout=30)
+        assert await wait_for(lambda: not node.media.streams, timeout=30)  # type: ignore[union-attr]
+        assert streamer.closed and streamer.close_reason == "bye" and not streamer.sending
+        sent = streamer.stats.packets
         assert media is not None
-        received = media.stats.packets
-        await asyncio.sleep(0.5)
-        assert media.stats.packets == received
+        await media_drained(media, transport)
+        # Nothing reached us beyond what the camera had sent when the BYE stopped it, and it
+        # counted no packet since (over TCP not one was lost either).
+        assert streamer.stats.packets == sent
+        assert media.stats.packets == sent if transport is not MediaTransport.UDP else media.stats.packets <= sent
         assert fleet.media_totals().frames >= 25
     finally:
         if media is not None:
@@ -157,7 +179,7 @@ async def test_camera_streams_h264_and_stops_on_bye(gateway_factory, fleet_facto
 async def test_lost_tcp_connection_makes_the_camera_hang_up(gateway_factory, fleet_factory):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    assert await wait_for(lambda: fleet.summary()["registered"] == fleet.summary()["devices"])
+    assert await wait_for(lambda: fleet.summary()["registered"] == fleet.summary()["devices"], timeout=60)
     node = fleet.nodes[0]
     assert node.media is not None
     loop = asyncio.get_running_loop()
@@ -178,10 +200,10 @@ async def test_lost_tcp_connection_makes_the_camera_hang_up(gateway_factory, fle
     )
     try:
         session.start(loop.time())
-        assert await wait_for(lambda: len(sink.widths) >= 5, timeout=5.0)
+        assert await wait_for(lambda: len(sink.widths) >= 5, timeout=30)
         (streamer,) = node.media.streams.values()
         media.close()  # the gateway's media side drops the connection
-        assert await wait_for(lambda: any(isinstance(e, PlayEnded) for e in uac.events), timeout=5.0)
+        assert await wait_for(lambda: any(isinstance(e, PlayEnded) for e in uac.events), timeout=30)
         ended = [e for e in uac.events if isinstance(e, PlayEnded)]
         assert ended[0].reason == "device_bye"
         assert streamer.closed and streamer.close_reason == "connection_lost"

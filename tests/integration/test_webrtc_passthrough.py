@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -15,6 +16,7 @@ from aiortc.mediastreams import MediaStreamError
 from gateway.media.ps import AccessUnit, PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.webrtc import FanoutVideoTrack, WebRtcError, answer_offer
+from tests.conftest import wait_for
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ps"
 
@@ -24,11 +26,36 @@ def _units(name: str) -> list[AccessUnit]:
     return demuxer.feed((FIXTURES / name).read_bytes()) + demuxer.flush()
 
 
-async def _publish(fanout: StreamFanout, wakeup: asyncio.Event, units: list[AccessUnit], interval: float) -> None:
-    for unit in units:
-        fanout.publish(unit, time.monotonic())
-        wakeup.set()
-        await asyncio.sleep(interval)
+async def _publish_forever(
+    fanout: StreamFanout, wakeup: asyncio.Event, units: list[AccessUnit], interval: float
+) -> None:
+    """Publish the clip in a loop (later rounds with later timestamps) until cancelled.
+
+    A camera does not stop after one clip: however long the WebRTC connection takes to come
+    up on a busy machine, the viewer still finds a key frame and frames after it.
+    """
+    span = (units[-1].pts or 0) - (units[0].pts or 0) + 3600  # 25 fps: 3600 ticks per frame
+    shift = 0
+    while True:
+        for unit in units:
+            pts, dts = unit.pts, unit.dts
+            shifted = replace(unit, pts=None if pts is None else pts + shift, dts=None if dts is None else dts + shift)
+            fanout.publish(shifted, time.monotonic())
+            wakeup.set()
+            await asyncio.sleep(interval)
+        shift += span
+
+
+class _CountingEvent(asyncio.Event):
+    """An asyncio.Event that counts how often someone started waiting on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    async def wait(self) -> bool:
+        self.waits += 1
+        return await super().wait()
 
 
 async def _client_offer() -> tuple[RTCPeerConnection, asyncio.Future[MediaStreamTrack]]:
@@ -45,16 +72,16 @@ async def test_viewer_decodes_640x360_frames() -> None:
     track = FanoutVideoTrack(fanout, "viewer-1", wakeup=wakeup, clock=time.monotonic)
     client, remote = await _client_offer()
     server = None
-    publisher = asyncio.create_task(_publish(fanout, wakeup, _units("zlm_h264_640x360_idr50.ps"), 0.02))
+    publisher = asyncio.create_task(_publish_forever(fanout, wakeup, _units("zlm_h264_640x360_idr50.ps"), 0.02))
     try:
         server, answer = await answer_offer(client.localDescription.sdp, track)
         video = answer[answer.index("m=video") :]
         assert "H264/90000" in video and "VP8" not in video and "packetization-mode=1" in video
         assert "a=sendonly" in video
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        viewer = await asyncio.wait_for(remote, 5)
+        viewer = await asyncio.wait_for(remote, 30)
         sizes = []
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):
             while len(sizes) < 10:
                 frame = await viewer.recv()
                 assert isinstance(frame, av.VideoFrame)
@@ -72,7 +99,7 @@ async def test_viewer_decodes_640x360_frames() -> None:
 
 
 async def test_track_skips_audio_and_stamps_90khz_packets() -> None:
-    fanout, wakeup = StreamFanout("ch"), asyncio.Event()
+    fanout, wakeup = StreamFanout("ch"), _CountingEvent()
     track = FanoutVideoTrack(fanout, "v", wakeup=wakeup, clock=time.monotonic)
     all_units = _units("zlm_h264_pcma_psm_v2.ps")
     start = next(i for i, u in enumerate(all_units) if u.is_video and u.keyframe)
@@ -86,12 +113,13 @@ async def test_track_skips_audio_and_stamps_90khz_packets() -> None:
     assert first.time_base.numerator == 1 and first.time_base.denominator == 90000
     for unit in video[1:]:
         assert bytes(await track.recv()) == unit.data
+    assert wakeup.waits == 0  # everything so far was queued
     pending = asyncio.create_task(track.recv())
-    await asyncio.sleep(0.01)
-    assert not pending.done()  # waits for the next publish
+    assert await wait_for(lambda: wakeup.waits == 1, 30)  # it has reached the wait for a publish...
+    assert not pending.done()  # ...and waits there
     track.stop()
     with pytest.raises(MediaStreamError):
-        await asyncio.wait_for(pending, 1)
+        await asyncio.wait_for(pending, 30)
     assert fanout.consumer_count == 0
     track.stop()  # idempotent
 

@@ -116,8 +116,8 @@ async def test_receive_stores_then_delivers_and_marks_delivered(running: Starter
     assert not result.duplicate
     stored = await service._run(service.store.get_alarm, result.alarm_id)
     assert stored is not None  # committed before receive returned
-    assert await wait_for(lambda: len(sink.got) == 1, 5)
-    assert await wait_for(lambda: service.lifecycle.get(result.alarm_id).state is AlarmState.DELIVERED, 5)
+    assert await wait_for(lambda: len(sink.got) == 1, 30)
+    assert await wait_for(lambda: service.lifecycle.get(result.alarm_id).state is AlarmState.DELIVERED, 30)
     payload = sink.payloads()[0]
     assert payload["alarm_id"] == result.alarm_id and payload["schema"] == 1
 
@@ -127,8 +127,9 @@ async def test_repeat_is_recognised_and_not_delivered_twice(running: Starter) ->
     service = await running(clock, [sink])
     first, second = await asyncio.gather(service.receive(notice(sn=1)), service.receive(notice(sn=2, at=T0 + 1)))
     assert (first.duplicate, second.duplicate) == (False, True) and second.alarm_id == first.alarm_id
-    assert await wait_for(lambda: len(sink.got) == 1, 5)
-    await asyncio.sleep(0.1)
+    assert await wait_for(lambda: len(sink.got) == 1, 30)
+    # Both notices were handled (gather returned); once the outbox is empty nothing else can go out.
+    assert await wait_for(lambda: len(service.outbox) == 0, 30)
     assert len(sink.got) == 1
     _, _, trail = await service.details(first.alarm_id)
     assert [t.action.value for t in trail].count("duplicate") == 1
@@ -138,14 +139,14 @@ async def test_escalation_fires_at_the_deadline_on_the_fake_clock(running: Start
     clock, sink = FakeClock(), FakeSink()
     service = await running(clock, [sink], escalate_after=60.0)
     result = await service.receive(notice())
-    assert await wait_for(lambda: len(sink.got) == 1, 5)
+    assert await wait_for(lambda: len(sink.got) == 1, 30)
     clock.now = T0 + 59.9
     assert service.run_timers() == 0
     clock.now = T0 + 60.0
     assert service.run_timers() == 1
     assert service.run_timers() == 0  # once
     service.poke()
-    assert await wait_for(lambda: len(sink.payloads("escalated")) == 1, 5)
+    assert await wait_for(lambda: len(sink.payloads("escalated")) == 1, 30)
     escalated = sink.payloads("escalated")[0]
     assert escalated["alarm_id"] == result.alarm_id and escalated["escalation"]["level"] == "municipal"
     alarm, deliveries, trail = await service.details(result.alarm_id)
@@ -183,21 +184,27 @@ async def test_transient_failures_back_off_on_the_clock_and_dead_letter_but_keep
     service = await running(clock, [sink], escalate_after=0)
     result = await service.receive(notice())
     key = (result.alarm_id, "police", "alarm")
-    assert await wait_for(lambda: sink.attempts == 1, 5)
-    for step in (1.0, 2.0, 4.0):  # base 1 s, doubling, no jitter
-        await asyncio.sleep(0.05)
-        assert sink.attempts == (1 if step == 1.0 else sink.attempts)
+    outbox = service.outbox
+    assert await wait_for(lambda: sink.attempts == 1, 30)
+    for failed, step in enumerate((1.0, 2.0, 4.0), start=1):  # base 1 s, doubling, no jitter
+        # The failure is recorded and the retry scheduled exactly `step` s later on the fake clock;
+        # until that clock moves, the sink cannot be called again.
+        assert await wait_for(
+            lambda s=step: outbox.in_flight("police") == 0 and outbox.get_timer("police") == clock.now + s,  # type: ignore[misc]
+            30,
+        )
+        assert sink.attempts == failed
         clock.now += step
         service.poke()
-        attempts = sink.attempts
-        assert await wait_for(lambda n=attempts: sink.attempts == n + 1, 5)  # type: ignore[misc]
+        assert await wait_for(lambda n=failed: sink.attempts == n + 1, 30)  # type: ignore[misc]
+    assert await wait_for(lambda: outbox.in_flight("police") == 0, 30)
     delivery = service.outbox.get(key)
     assert delivery is not None and delivery.state is DeliveryState.DEAD and delivery.attempts == 4
     assert service.outbox.dead_count("police") == 1
     sink.mode = "ok"
     clock.now += 4.0
     service.poke()
-    assert await wait_for(lambda: len(sink.got) == 1, 5)
+    assert await wait_for(lambda: len(sink.got) == 1, 30)
     assert service.outbox.depth("police") == 0
     _, deliveries, trail = await service.details(result.alarm_id)
     assert deliveries[0].state is DeliveryState.DELIVERED and deliveries[0].attempts == 5
@@ -210,14 +217,14 @@ async def test_a_rejected_alarm_does_not_hold_back_the_next_one(running: Starter
     sink.mode = "reject"
     service = await running(clock, [sink], escalate_after=0)
     first = await service.receive(notice(sn=1, when="2026-11-29T03:34:19"))
-    assert await wait_for(lambda: sink.attempts == 1, 5)
+    assert await wait_for(lambda: sink.attempts == 1, 30)
     sink.mode = "ok"
     second = await service.receive(notice(sn=2, when="2026-11-29T03:34:25"))
-    assert await wait_for(lambda: [p["alarm_id"] for p in sink.payloads()] == [second.alarm_id], 5)
+    assert await wait_for(lambda: [p["alarm_id"] for p in sink.payloads()] == [second.alarm_id], 30)
     page = await service.list_deliveries("dead", None, 0, 10)
     assert [d.alarm_id for d in page.items] == [first.alarm_id]
     await service.retry_delivery((first.alarm_id, "police", "alarm"))
-    assert await wait_for(lambda: len(sink.got) == 2, 5)
+    assert await wait_for(lambda: len(sink.got) == 2, 30)
 
 
 async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starter) -> None:
@@ -241,7 +248,7 @@ async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starte
     assert sink.got == [] and service.writer.failures == 3
     result = await service.receive(notice(sn=2))  # the device sends it again
     assert not result.duplicate
-    assert await wait_for(lambda: len(sink.got) == 1, 5)
+    assert await wait_for(lambda: len(sink.got) == 1, 30)
 
 
 async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path) -> None:
@@ -251,7 +258,7 @@ async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path)
     service = await make(clock, [sink], store=open_alarm_store(db))
     first = await service.receive(notice(sn=1, when="2026-11-29T03:34:19"))
     second = await service.receive(notice(sn=2, when="2026-11-29T03:34:25", at=T0 + 6))
-    assert await wait_for(lambda: sink.attempts >= 1, 5)  # the second waits behind the first (same kindergarten)
+    assert await wait_for(lambda: sink.attempts >= 1, 30)  # the second waits behind the first (same kindergarten)
     assert service.outbox.depth("police") == 2
     await service.stop()
 
@@ -260,7 +267,7 @@ async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path)
     try:
         clock.now += 10.0  # past both deliveries' next attempt
         restarted.poke()
-        assert await wait_for(lambda: len(sink2.got) == 2, 5)
+        assert await wait_for(lambda: len(sink2.got) == 2, 30)
         assert [p["alarm_id"] for p in sink2.payloads()] == [first.alarm_id, second.alarm_id]
         again = await restarted.receive(notice(sn=3, when="2026-11-29T03:34:19", at=T0 + 10))
         assert again.duplicate and again.alarm_id == first.alarm_id  # the dedupe window survived
