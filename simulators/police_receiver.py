@@ -25,6 +25,8 @@ from datetime import datetime
 from typing import Any, Final
 
 import aiomqtt
+
+from gateway.alarms.sinks.mqtt_client import MqttClient
 from aiohttp import web
 
 from gateway.alarms.signing import ALARM_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -275,7 +277,7 @@ class PoliceReceiver:
         backoff = _BACKOFF_MIN
         while True:
             try:
-                async with aiomqtt.Client(
+                async with MqttClient(
                     target.host,
                     target.port,
                     username=target.username,

@@ -14,6 +14,7 @@ presence flushing tolerates by design.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,8 @@ from gateway.registry.model import (
 from gateway.registry.sqlite_schema import MIGRATIONS, split_statements
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
+
+log = logging.getLogger("kgw.registry")
 
 _KG_COLS: Final = tuple(f.name for f in fields(Kindergarten))
 _DEVICE_COLS: Final = tuple(f.name for f in fields(Device))
@@ -165,15 +168,21 @@ class SqliteStore:
         self._conn = conn
 
     def close(self) -> None:
-        """Let SQLite refresh its planner statistics, then disconnect."""
+        """Let SQLite refresh its planner statistics (best effort), then disconnect.
+
+        The registry and the alarm store share one file through two connections: at
+        shutdown the other may still hold it, and ``PRAGMA optimize`` then fails with
+        "database is locked". Statistics are a nicety; closing must not fail for them.
+        """
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        try:
+            conn.execute("PRAGMA optimize")
+        except sqlite3.Error as exc:
+            log.debug("PRAGMA optimize skipped on %s: %s", self.path, exc)
         with _mapped_errors():
-            try:
-                conn.execute("PRAGMA optimize")
-            finally:
-                conn.close()
+            conn.close()
 
     @property
     def journal_mode(self) -> str:

@@ -406,3 +406,28 @@ def test_closed_store_raises_store_error() -> None:
 def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         SqliteStore(str(tmp_path / "missing-dir" / "x.db")).open()
+
+
+def test_close_succeeds_when_the_file_is_busy(tmp_path: Path) -> None:
+    """This used to raise "database is locked" at shutdown: the registry and the alarm store share one file,
+    and ``PRAGMA optimize`` on close needs it. Closing must not fail for planner statistics."""
+
+    class Busy:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+            self.closed = False
+
+        def execute(self, sql: str, *args: object) -> object:
+            if sql.startswith("PRAGMA optimize"):
+                raise sqlite3.OperationalError("database is locked")
+            return self.conn.execute(sql, *args)
+
+        def close(self) -> None:
+            self.closed = True
+            self.conn.close()
+
+    store = open_store(str(tmp_path / "busy.db"))
+    busy = Busy(store._conn)  # type: ignore[arg-type]
+    store._conn = busy  # type: ignore[assignment]
+    store.close()
+    assert busy.closed and store._conn is None

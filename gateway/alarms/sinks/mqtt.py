@@ -27,6 +27,7 @@ import aiomqtt
 
 from gateway.alarms.model import DeliveryEvent
 from gateway.alarms.sinks.base import OutboundMessage
+from gateway.alarms.sinks.mqtt_client import MqttClient
 from gateway.alarms.sinks.health import ReportsHealth, SinkHealth
 from gateway.errors import ConfigError, DeliveryError
 
@@ -133,7 +134,7 @@ class BrokerUnavailable(DeliveryError):
 class _Connection:
     """One connected client and the future that resolves (with a reason) when it is lost."""
 
-    client: aiomqtt.Client
+    client: MqttClient
     lost: asyncio.Future[str]
     watcher: asyncio.Task[None] | None = None
 
@@ -273,7 +274,7 @@ class MqttSink(ReportsHealth):
     async def _open(self) -> _Connection:
         """Connect a fresh client; raises :class:`BrokerUnavailable` on failure."""
         target = self.target
-        client = aiomqtt.Client(
+        client = MqttClient(
             target.host,
             target.port,
             username=target.username,
@@ -350,10 +351,10 @@ class MqttSink(ReportsHealth):
         with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
             await asyncio.wait_for(connection.client.__aexit__(None, None, None), _CLOSE_TIMEOUT)
 
-    def _abandon(self, client: aiomqtt.Client, entering: asyncio.Future[aiomqtt.Client]) -> None:
+    def _abandon(self, client: MqttClient, entering: asyncio.Future[MqttClient]) -> None:
         """A connect that outlived our patience: whatever its outcome, close what it opened."""
 
-        def finished(future: asyncio.Future[aiomqtt.Client]) -> None:
+        def finished(future: asyncio.Future[MqttClient]) -> None:
             if future.cancelled() or future.exception() is not None:
                 _discard(client)
                 return
@@ -365,7 +366,7 @@ class MqttSink(ReportsHealth):
         entering.add_done_callback(finished)
 
 
-def _discard(client: aiomqtt.Client) -> None:
+def _discard(client: MqttClient) -> None:
     """Close the socket of a client whose connect failed.
 
     aiomqtt leaves the socket open when the CONNACK wait times out; a broker
