@@ -219,6 +219,8 @@ class LiveService:
             units: list[Any] = []
             deadline = self.loop.time() + wait
             while self.loop.time() < deadline:
+                if self.streams.get(channel_id) is not stream:
+                    raise LiveError(f"stream of {channel_id} ended before a key frame")  # closed: no more will come
                 units.extend(stream.fanout.pull(viewer))
                 if any(u.keyframe and u.is_video for u in units):
                     try:
@@ -227,7 +229,8 @@ class LiveService:
                         pass  # the key frame needs the next unit to come out of the decoder
                 stream.wakeup.clear()
                 try:
-                    await asyncio.wait_for(stream.wakeup.wait(), max(0.05, deadline - self.loop.time()))
+                    async with asyncio.timeout(max(0.05, deadline - self.loop.time())):
+                        await stream.wakeup.wait()  # set by new units, and by close()
                 except TimeoutError:
                     break
             raise LiveError(f"no decodable key frame from {channel_id}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import urllib.request
@@ -102,23 +101,28 @@ async def http_text(url: str) -> str:
 
 
 @pytest.fixture
-async def gateway_factory() -> AsyncIterator[GatewayFactory]:
-    """Start access gateways (``kgw gateway``: console included) on 127.0.0.1 port 0, in-memory store by default."""
-    async with _node_factory(build_gateway) as make:
-        yield make
+async def started_nodes() -> AsyncIterator[list[GatewayService]]:
+    """Every node a test started (gateways and platforms), stopped last-started first, as a shutdown would:
+    a gateway unregisters from platforms that are still there to answer."""
+    started: list[GatewayService] = []
+    yield started
+    for service in reversed(started):
+        await service.stop()
 
 
 @pytest.fixture
-async def platform_factory() -> AsyncIterator[GatewayFactory]:
+def gateway_factory(started_nodes: list[GatewayService]) -> GatewayFactory:
+    """Start access gateways (``kgw gateway``: console included) on 127.0.0.1 port 0, in-memory store by default."""
+    return _node_factory(build_gateway, started_nodes)
+
+
+@pytest.fixture
+def platform_factory(started_nodes: list[GatewayService]) -> GatewayFactory:
     """Start monitoring platforms (``kgw platform``: lower platforms' trees and NOTIFYs applied) like gateways."""
-    async with _node_factory(build_platform) as make:
-        yield make
+    return _node_factory(build_platform, started_nodes)
 
 
-@contextlib.asynccontextmanager
-async def _node_factory(build: Callable[[GatewayConfig], GatewayService]) -> AsyncIterator[GatewayFactory]:
-    started: list[GatewayService] = []
-
+def _node_factory(build: Callable[[GatewayConfig], GatewayService], started: list[GatewayService]) -> GatewayFactory:
     async def make(**overrides: Any) -> GatewayService:
         settings: dict[str, Any] = {"sip_port": 0, "http_port": 0, "db": ":memory:", "flush_interval": 0.2}
         settings.update(overrides)
@@ -127,11 +131,7 @@ async def _node_factory(build: Callable[[GatewayConfig], GatewayService]) -> Asy
         started.append(service)
         return service
 
-    try:
-        yield make
-    finally:
-        for service in started:
-            await service.stop()
+    return make
 
 
 @pytest.fixture
