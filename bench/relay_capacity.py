@@ -88,8 +88,8 @@ def camera_channels(service: Any) -> list[str]:
 
 
 async def start_gateway() -> Any:
-    from gbplatform.app import build_gateway
     from gateway.config import load_config
+    from gbplatform.app import build_gateway
 
     config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.5, log_level="WARNING")
     service = build_gateway(config)

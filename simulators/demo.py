@@ -20,9 +20,9 @@ from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec, load_config
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
+from gateway.gb28181.sip.transport import Transport
 from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
-from gateway.gb28181.sip.transport import Transport
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
 from simulators.fleet import Fleet, FleetOptions
 from simulators.mosquitto import MosquittoBroker, mosquitto_available

@@ -25,12 +25,11 @@ from datetime import datetime
 from typing import Any, Final
 
 import aiomqtt
-
-from gateway.alarms.sinks.mqtt_client import MqttClient
 from aiohttp import web
 
 from gateway.alarms.signing import ALARM_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from gateway.alarms.sinks.mqtt import MqttTarget, parse_mqtt_url
+from gateway.alarms.sinks.mqtt_client import MqttClient
 from gateway.errors import ConfigError
 
 __all__ = [

@@ -31,10 +31,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import MediaTransportError
 from gateway.gb28181.device_agent import AgentHost, DeviceAgent
 from gateway.gb28181.device_calls import CallError, CallEvent, MediaRequested, MediaStarted, MediaStopped
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
-from gateway.errors import MediaTransportError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,9 +16,9 @@ import uvloop
 from hypothesis import HealthCheck, settings
 
 from gateway.app import GatewayService
-from gbplatform.app import build_gateway, build_platform
 from gateway.config import GatewayConfig, load_config
 from gateway.gb28181.sip.transport import Transport
+from gbplatform.app import build_gateway, build_platform
 from simulators.fleet import Fleet, FleetOptions
 
 pytest_plugins = ["tests.mqtt_broker"]  # the mosquitto / mosquitto_factory fixtures
@@ -42,24 +44,45 @@ GatewayFactory = Callable[..., Awaitable[GatewayService]]
 FleetFactory = Callable[..., Awaitable[Fleet]]
 
 
-def free_sip_port() -> int:
-    """A loopback port free for both UDP and TCP right now (SIP uses both on one port).
+def free_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive loopback ports free for UDP and TCP, below the ephemeral range.
 
-    Used where a process needs its port on the command line (sipp's ``-p``,
-    ``kgw gateway --sip-port``). The plain TCP bind, without SO_REUSEADDR,
-    also skips ports a TIME_WAIT socket still holds.
+    For processes that need their ports on the command line (sipp's ``-p``, ``kgw gateway
+    --sip-port``, the demo's 20 fixed ports). A port picked by binding port 0 lies in the
+    kernel's ephemeral range, where every outgoing connection on the machine takes its
+    port too: on a busy machine it could be gone by the time the process bound it
+    (``[Errno 98]``). Below the range only explicit binds compete. The plain bind, without
+    SO_REUSEADDR, also skips ports a TIME_WAIT socket still holds.
     """
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no loopback port free for both UDP and TCP")
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(max(1024, low - 16_000), low - count)
+        if all(_port_free(port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no run of {count} free loopback ports below {low}")
+
+
+def free_sip_port() -> int:
+    """A loopback port free for both UDP and TCP right now (SIP uses both on one port)."""
+    return free_ports(1)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_free(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> bool:

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import http_json
+from tests.conftest import free_ports, http_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KGW = [sys.executable, "-m", "gateway.cli"]
 
 
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-        tcp.bind(("127.0.0.1", 0))
-        return int(tcp.getsockname()[1])
+    """A loopback port for a process's command line (see ``tests.conftest.free_ports``)."""
+    return free_ports(1)
 
 
 class Proc:

@@ -35,8 +35,8 @@ from prometheus_client import Metric
 
 from gateway.alarms.feed import AlarmFeed
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
-from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve
+from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.model import (
     Alarm,
     AlarmFilter,

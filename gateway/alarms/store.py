@@ -76,7 +76,7 @@ class AlarmStore(Protocol):
 
 def open_alarm_store(url: str) -> AlarmStore:
     """Open (and migrate) the alarm store the registry URL names (see ``open_store``)."""
-    from gateway.registry.sqlite_alarms import SqliteAlarmStore  # noqa: PLC0415 (cycle)
     from gateway.registry.backends import opened, sqlite_path  # noqa: PLC0415
+    from gateway.registry.sqlite_alarms import SqliteAlarmStore  # noqa: PLC0415 (cycle)
 
     return opened(SqliteAlarmStore(sqlite_path(url)))

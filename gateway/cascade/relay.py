@@ -35,14 +35,13 @@ from prometheus_client import Counter, Metric
 from gateway.cascade.admission import RESULTS, admit, target_channel
 from gateway.cascade.policy import SharePolicy
 from gateway.cascade.upper import UpperLink
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, MediaTransportError
 from gateway.gb28181.device_calls import CallError, CallEvent, DeviceCalls, MediaRequested, MediaStarted, MediaStopped
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SessionType
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest, make_response
-from gateway.errors import MediaTransportError
-from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.io.ports import PortSpec
+from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import LiveError, LiveStream
 from gateway.media.ps import PsDemuxError
 from gateway.media.relay import RelayError

@@ -26,8 +26,6 @@ from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
 from gateway.cascade.relay import LiveSource, UpperRelay
-from gateway.live import SipIdentity
-from gateway.cascade.upper_config import UpperSpec
 from gateway.cascade.upper import (
     AlarmAnswered,
     CascadeHost,
@@ -39,8 +37,10 @@ from gateway.cascade.upper import (
     UpperOffline,
     UpperOnline,
 )
+from gateway.cascade.upper_config import UpperSpec
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
 from gateway.gb28181.sip.transport import Peer
+from gateway.live import SipIdentity
 from gateway.registry.directory import ChannelChange, Directory
 from gateway.registry.model import Channel
 

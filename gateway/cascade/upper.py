@@ -27,6 +27,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from gateway.cascade.upper_config import PlatformInfo, UpperPlatformConfig, valid_host
 from gateway.errors import ConfigError, SipError
 from gateway.gb28181.ids import GbId, is_gb_id
 from gateway.gb28181.lower import (
@@ -38,8 +39,8 @@ from gateway.gb28181.lower import (
     LowerPolicy,
     MessageAnswered,
     MessageTimedOut,
-    RegisterFailed,
     Registered,
+    RegisterFailed,
     RegState,
     SubscriptionChanged,
     WentOffline,
@@ -58,8 +59,6 @@ from gateway.gb28181.requests import sip_uri, target_id
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest
 from gateway.gb28181.sip.transport import Peer
-
-from gateway.cascade.upper_config import PlatformInfo, UpperPlatformConfig, valid_host
 
 __all__ = [
     "AlarmAnswered",

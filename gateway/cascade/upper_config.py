@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.errors import ConfigError
 from gateway.cascade.policy import SharePolicy
+from gateway.errors import ConfigError
 from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.sip.transport import Peer, Transport
 

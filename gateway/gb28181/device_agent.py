@@ -36,6 +36,7 @@ from gateway.gb28181.device_alarms import (
     is_camera,
 )
 from gateway.gb28181.device_calls import CallEvent, DeviceCalls
+from gateway.gb28181.lower import Challenged as _Challenged
 from gateway.gb28181.lower import (
     KeepaliveFailed,
     KeepaliveSent,
@@ -47,11 +48,10 @@ from gateway.gb28181.lower import (
     MessageAnswered,
     MessageReceived,
     MessageTimedOut,
-    RegisterFailed,
     Registered,
+    RegisterFailed,
     RegState,
 )
-from gateway.gb28181.lower import Challenged as _Challenged
 from gateway.gb28181.manscdp import (
     CatalogItem,
     DeviceInfoQuery,

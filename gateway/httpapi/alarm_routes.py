@@ -12,17 +12,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import datetime
 from collections.abc import Container
+from datetime import datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from gateway.alarms.model import MAX_ALARM_PAGE, Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
 from gateway.alarms.payload import rfc3339_ms
+from gateway.alarms.service import AlarmService
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
-from gateway.alarms.service import AlarmService
 from gateway.registry.directory import Directory
 from gateway.registry.model import InvalidFilter
 

@@ -21,10 +21,10 @@ import socket
 from collections.abc import Callable
 from typing import Protocol, cast
 
+from gateway.errors import MessageTooLarge
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.framing import FramedMessage, SipFramingError, StreamFramer
 from gateway.gb28181.sip.transport import Peer, Transport
-from gateway.errors import MessageTooLarge
 from gateway.io.ports import bind_udp
 
 log = logging.getLogger("kgw.sip.io")

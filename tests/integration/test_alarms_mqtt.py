@@ -14,13 +14,12 @@ from typing import Any
 
 import aiomqtt
 
+from gateway.gb28181.sip.transport import Transport
 from simulators.fleet import Fleet, FleetOptions
 from simulators.mosquitto import MosquittoBroker
 from simulators.police_receiver import PoliceReceiver
-from tests.conftest import http_json, wait_for
+from tests.conftest import free_sip_port, http_json, wait_for
 from tests.processes import Proc, free_tcp_port, until_json
-from tests.conftest import free_sip_port
-from gateway.gb28181.sip.transport import Transport
 
 RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 

@@ -7,13 +7,13 @@ the end a normal simulated fleet registers.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import asyncio
+import contextlib
+import itertools
 import random
 import socket
-import itertools
 import time
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +22,6 @@ from gateway.gb28181.sip.auth import build_authorization
 from gateway.gb28181.sip.message import SipMessage, SipResponse, parse_message
 from gateway.gb28181.sip.transport import Transport
 from tests.conftest import wait_for
-import contextlib
 
 DEVICE_ID = "12010100111320000101"  # 和平区, IPC (132)
 OTHER_DEVICE_ID = "12010100111320000102"

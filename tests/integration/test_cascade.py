@@ -12,8 +12,8 @@ from typing import Any
 
 from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
-from gateway.config import UpperSpec
 from gateway.cascade.upper import UpperPlatformConfig
+from gateway.config import UpperSpec
 from gateway.registry.model import AreaTag, guess_area
 from gbplatform.ids import platform_id
 from tests.conftest import http_json, wait_for

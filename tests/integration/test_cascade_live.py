@@ -19,9 +19,8 @@ import pytest
 
 from gateway import live as live_module
 from gateway.app import GatewayService
-from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.admission import admit, target_channel
-from gateway.media.remux import PsRtpRemuxer
+from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec
 from gateway.gb28181.sdp import MediaTransport, SessionType, build_sdp, offer_for_play
@@ -29,6 +28,7 @@ from gateway.gb28181.sip.headers import Headers
 from gateway.gb28181.sip.message import SipRequest
 from gateway.live import LiveError, LiveStream
 from gateway.media.ps import AccessUnit, PsDemuxer, StreamType
+from gateway.media.remux import PsRtpRemuxer
 from gateway.media.rtp import RtpPacket
 from gateway.registry.model import AreaTag, Channel
 from simulators.city import build_city

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import subprocess
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from gateway.registry import DeviceFilter
 from gateway.registry.backends import open_store
 from simulators.city import build_city
-from tests.conftest import free_sip_port, http_json, wait_for
+from tests.conftest import free_ports, free_sip_port, http_json, wait_for
 from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json
 
 
@@ -130,28 +129,13 @@ async def test_gateway_and_simulator_processes(tmp_path, procs):
 # --- demo ---------------------------------------------------------------------------------------------------------
 
 
-def free_port_run(count: int) -> int:
-    """A base port with ``count`` consecutive loopback TCP ports free after it (the demo's platforms)."""
-    for _ in range(50):
-        base = free_tcp_port()
-        if base + count >= 65535:
-            continue
-        try:
-            for port in range(base, base + count + 1):
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no run of free ports")
-
-
 @pytest.mark.timeout(300)  # 20 processes' worth of start-up on a possibly busy machine
 async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     """The demo brings up the 18 platforms, the gateway (registered with all of them), the city, a
     Mosquitto broker and the police receiver; a button pressed through the simulator's control
     endpoint reaches the police over MQTT and the district, municipal and police platforms."""
-    sip, http, control = free_sip_port(), free_port_run(18), free_tcp_port()
+    base = free_ports(21)  # SIP, then the gateway's HTTP port and the 18 consoles, then the control endpoint
+    sip, http, control = base, base + 1, base + 20
     demo = Proc(
         "demo",
         [

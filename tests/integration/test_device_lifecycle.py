@@ -13,17 +13,16 @@ import asyncio
 from collections.abc import Set as AbstractSet
 from typing import Any
 
-
 from gateway.app import GatewayService
-from gbplatform.app import build_gateway
 from gateway.config import load_config
 from gateway.gb28181.device_agent import AgentHost, AgentTiming, DeviceAgent, DeviceProfile, ServerInfo
 from gateway.gb28181.manscdp import CatalogItem
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
-from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.gb28181.sip.router import SipRouter
+from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
+from gbplatform.app import build_gateway
 from simulators.fleet import Fleet
 from tests.conftest import http_json, wait_for
 

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GatewayService
-from gbplatform.app import build_gateway
 from gateway.config import load_config
+from gbplatform.app import build_gateway
 from simulators.fleet import Fleet, FleetOptions
 from tests.conftest import http_json, http_text, wait_for
 

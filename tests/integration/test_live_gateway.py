@@ -7,6 +7,7 @@ One upstream per channel however many viewers; a snapshot and a WebRTC viewer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import urllib.request
 
 import av
@@ -18,7 +19,6 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from gateway import live as live_module
 from gateway.gb28181.sdp import MediaTransport
 from tests.conftest import http_json, wait_for
-import contextlib
 
 
 def _camera_channel(fleet) -> tuple[str, object]:

@@ -22,7 +22,8 @@ from gateway.gb28181.sip.endpoint import RequestReceived, SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.message import make_response
 from gateway.gb28181.sip.transport import Peer, Transport
-from gateway.io.rtp_io import Addr, MediaTransport as RtpTransport, UdpRtpReceiverTransport
+from gateway.io.rtp_io import Addr, UdpRtpReceiverTransport
+from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.io.sip_io import SipDriver
 from gateway.media.ps import AccessUnit, PsDemuxer

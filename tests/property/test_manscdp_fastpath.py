@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import ManscdpError
-from gateway.gb28181.manscdp import Keepalive, decode_message, decode_xml, parse_element, serialize
-from gateway.gb28181.manscdp import fastpath
+from gateway.gb28181.manscdp import Keepalive, decode_message, decode_xml, fastpath, parse_element, serialize
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "manscdp"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 from typing import get_args
@@ -22,7 +23,6 @@ from gateway.gb28181.manscdp import (
     split_catalog,
 )
 from gateway.gb28181.manscdp.messages import ManscdpMessage
-import contextlib
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "manscdp"
 BODIES = [p.read_bytes() for p in sorted(FIXTURES.glob("*.xml"))]

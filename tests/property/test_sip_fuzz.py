@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,6 @@ from gateway.gb28181.sip import (
     check_mandatory,
     parse_message,
 )
-import contextlib
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sip"
 CORPUS = [path.read_bytes() for path in sorted(FIXTURES.glob("*.sip"))]

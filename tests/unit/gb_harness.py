@@ -29,10 +29,8 @@ from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import SeededIds
 from gateway.gb28181.sip.message import SipMessage, parse_message
 from gateway.gb28181.sip.router import SipRouter
-from gateway.gb28181.sip.transport import Peer, Transport
-
 from gateway.gb28181.sip.testing import FakeClock
-
+from gateway.gb28181.sip.transport import Peer, Transport
 
 GATEWAY_ID = "12010000002090000001"
 REALM = "1201000000"

@@ -7,15 +7,14 @@ from collections.abc import Sequence
 from gateway.cascade.policy import SharePolicy
 from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
 from gateway.gb28181.requests import MANSCDP_CONTENT_TYPE, sip_uri
-from gateway.gb28181.sip.headers import Headers
 from gateway.gb28181.sip.endpoint import SipEndpoint
+from gateway.gb28181.sip.headers import Headers
 from gateway.gb28181.sip.idsource import SeededIds
 from gateway.gb28181.sip.message import SipRequest
 from gateway.registry.directory import Directory
 from gateway.registry.model import AreaTag, Channel, Device, Kindergarten
-from tests.unit.sip_memnet import GW_ID, DOMAIN, GW_HOST, GW_PORT, MemNet
 from tests.unit.service_fakes import Upper
-
+from tests.unit.sip_memnet import DOMAIN, GW_HOST, GW_ID, GW_PORT, MemNet
 
 HEPING, HEXI = "120101", "120103"
 

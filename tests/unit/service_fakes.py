@@ -27,7 +27,7 @@ from gateway.live import LiveStream
 from gateway.media.ps import PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
-from tests.unit.sip_memnet import GW_ID, DOMAIN, GW_PEER, GW_HOST, GW_PORT
+from tests.unit.sip_memnet import DOMAIN, GW_HOST, GW_ID, GW_PEER, GW_PORT
 
 
 class Camera:

@@ -19,7 +19,6 @@ from gateway.gb28181.sip.router import SipHandler, SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 from tests.conftest import wait_for
 
-
 GW_ID = "12010000002090000001"  # the gateway (type 209)
 DOMAIN = "1201000000"
 GW_HOST, GW_PORT = "10.0.0.1", 5060

@@ -31,9 +31,9 @@ from gateway.registry import (
     StatusEvent,
     StoreConstraintError,
 )
+from gateway.registry.sqlite_alarms import SqliteAlarmStore
 from gateway.registry.sqlite_schema import MIGRATIONS
 from gateway.registry.sqlite_store import SqliteStore
-from gateway.registry.sqlite_alarms import SqliteAlarmStore
 
 DISTRICTS = ("120101", "120102", "120103")
 KINDERGARTENS = ("12010100112160000001", "12010200112160000002", None)

@@ -20,8 +20,14 @@ from gateway.alarms.model import Alarm, AlarmMethod, DeliveryEvent
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade import service as service_module
 from gateway.cascade.service import CascadeService
-from gateway.gb28181.manscdp import AlarmNotify, CatalogQuery, CatalogResponse, DeviceStatusQuery, decode_message
-from gateway.gb28181.manscdp import serialize
+from gateway.gb28181.manscdp import (
+    AlarmNotify,
+    CatalogQuery,
+    CatalogResponse,
+    DeviceStatusQuery,
+    decode_message,
+    serialize,
+)
 from gateway.gb28181.play import PlayStarted
 from gateway.gb28181.sip.transport import Peer
 from gateway.registry.directory import ChannelChange

@@ -34,8 +34,8 @@ from gateway.gb28181.device_agent import AgentState, DeviceAgent
 from gateway.gb28181.manscdp import DeviceInfoResponse, DeviceStatusResponse, Keepalive, serialize
 from gateway.gb28181.requests import build_message, sip_uri
 from gateway.gb28181.sip.auth import parse_auth_params
-from gateway.gb28181.sip.message import SipRequest, SipResponse, make_request, parse_message
 from gateway.gb28181.sip.headers import Headers
+from gateway.gb28181.sip.message import SipRequest, SipResponse, make_request, parse_message
 from gateway.gb28181.sip.transport import Peer, Transport
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sip"

@@ -29,8 +29,8 @@ from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, ResultResponse, de
 from gateway.gb28181.requests import build_message, sip_uri
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint
 from gateway.gb28181.sip.idsource import SeededIds
-from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.message import SipRequest, make_response
+from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.testing import FakeClock
 from gateway.gb28181.sip.transport import Peer, Transport
 

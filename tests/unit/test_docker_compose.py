@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from gateway.cli import build_parser, gateway_config_from_args, platform_config_from_args
-from gbplatform.ids import platform_id
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
+from gbplatform.ids import platform_id
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,6 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import StoreError
-from gateway.registry.backends import open_store
-from gateway.registry.sqlite_schema import MIGRATIONS
-from gateway.registry.sqlite_store import SqliteStore
 from gateway.registry import (
     AreaTag,
     Channel,
@@ -29,6 +26,9 @@ from gateway.registry import (
     Store,
     StoreConstraintError,
 )
+from gateway.registry.backends import open_store
+from gateway.registry.sqlite_schema import MIGRATIONS
+from gateway.registry.sqlite_store import SqliteStore
 
 DISTRICTS = ["120101", "120102", "120103", "120104", "120105", "120106", "120110", "120111"]
 AREAS = list(AreaTag)

@@ -27,8 +27,8 @@ import aiomqtt
 
 from gateway.alarms.model import DeliveryEvent
 from gateway.alarms.sinks.base import OutboundMessage
-from gateway.alarms.sinks.mqtt_client import MqttClient
 from gateway.alarms.sinks.health import ReportsHealth, SinkHealth
+from gateway.alarms.sinks.mqtt_client import MqttClient
 from gateway.errors import ConfigError, DeliveryError
 
 __all__ = ["DEFAULT_MQTT_PORT", "BrokerUnavailable", "MqttSink", "MqttTarget", "parse_mqtt_url", "topic_for"]

@@ -18,8 +18,8 @@ from gateway.gb28181.lower.events import (
     MessageAnswered,
     MessageReceived,
     MessageTimedOut,
-    RegisterFailed,
     Registered,
+    RegisterFailed,
     SubscriptionChanged,
     WentOffline,
 )

@@ -34,8 +34,8 @@ from gateway.gb28181.lower.events import (
     MessageAnswered,
     MessageReceived,
     MessageTimedOut,
-    RegisterFailed,
     Registered,
+    RegisterFailed,
     WentOffline,
 )
 from gateway.gb28181.lower.keepalive import KeepaliveOutcome, KeepaliveRef, KeepaliveResult, Keepalives

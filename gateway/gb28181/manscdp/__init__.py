@@ -23,6 +23,7 @@ from .codec import (
     local_name,
 )
 from .fastpath import decode_message
+from .gbtime import format_gb_time, parse_gb_time
 from .messages import (
     AlarmDuty,
     AlarmNotify,
@@ -42,7 +43,6 @@ from .messages import (
     UnknownCommand,
     UnsupportedRoot,
 )
-from .gbtime import format_gb_time, parse_gb_time
 from .xmlmap import parse_element, parse_manscdp, serialize, split_catalog, to_element
 
 __all__ = [

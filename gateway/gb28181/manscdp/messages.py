@@ -23,7 +23,6 @@ from xml.etree.ElementTree import Element
 
 from gateway.errors import ManscdpError
 
-
 __all__ = [
     "AlarmDuty",
     "AlarmNotify",
