@@ -39,7 +39,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.registration_storm import cpu_seconds, free_port, rss_mib, scrape, stop, wait_http  # noqa: E402
+from bench.registration_storm import (  # noqa: E402
+    cpu_seconds,
+    free_port,
+    rss_mib,
+    scrape,
+    start_gateway,
+    stop,
+    wait_http,
+)
 from simulators.city import build_city, city_summary  # noqa: E402
 from simulators.mosquitto import MosquittoBroker  # noqa: E402
 from simulators.police_receiver import PoliceReceiver  # noqa: E402
@@ -120,30 +128,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             sip, http, control = free_port(), free_port(), free_port()
-            gateway = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gateway.cli",
-                    "gateway",
-                    "--sip-port",
-                    str(sip),
-                    "--http-port",
-                    str(http),
-                    "--db",
-                    f"{tmp}/bench.db",
-                    "--mqtt",
-                    broker.url,
-                    "--webhook-url",
-                    police.webhook_url,
-                    "--webhook-secret",
-                    SECRET,
-                    "--alarm-escalate-after",
-                    "0",
-                    "--log-level",
-                    "ERROR",
-                ],
-                cwd=ROOT,
+            gateway = start_gateway(
+                tmp,
+                sip,
+                http,
+                *("--mqtt", broker.url, "--webhook-url", police.webhook_url, "--webhook-secret", SECRET),
+                *("--alarm-escalate-after", "0"),
+                log_level="ERROR",
             )
             procs.append(gateway)
             await asyncio.to_thread(wait_http, http)

@@ -90,24 +90,10 @@ def wait_http(http: int, timeout: float = 30.0) -> None:
     raise RuntimeError("gateway did not come up")
 
 
-def start_gateway(tmp: str, sip: int, http: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "gateway",
-            "--sip-port",
-            str(sip),
-            "--http-port",
-            str(http),
-            "--db",
-            f"{tmp}/bench.db",
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=ROOT,
-    )
+def start_gateway(tmp: str, sip: int, http: int, *extra: str, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
+    """``kgw gateway`` on these ports with its registry in ``tmp`` (``extra``: more flags)."""
+    args = ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", f"{tmp}/bench.db", *extra]
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--log-level", log_level], cwd=ROOT)
 
 
 def start_simulator(sip: int, http: int, extra: list[str]) -> subprocess.Popen[bytes]:
