@@ -21,7 +21,7 @@ from prometheus_client import Counter, Metric
 from prometheus_client.registry import Collector
 
 from gateway.alarms.receiver import AlarmReceiver
-from gateway.gb28181.access import (
+from gateway.gb28181.access_events import (
     AccessEvent,
     AlarmNotified,
     CatalogNotified,

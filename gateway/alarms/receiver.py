@@ -18,7 +18,7 @@ from typing import Protocol
 
 from gateway.alarms.intake import AlarmNotice
 from gateway.errors import StoreError
-from gateway.gb28181.access import AlarmNotified
+from gateway.gb28181.access_events import AlarmNotified
 from gateway.registry.directory import Directory
 
 __all__ = ["AlarmReceiver"]

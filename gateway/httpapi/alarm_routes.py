@@ -18,11 +18,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from gateway.alarms.model import MAX_ALARM_PAGE, Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
+from gateway.alarms.model import Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
 from gateway.alarms.payload import rfc3339_ms
 from gateway.alarms.service import AlarmService
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
+from gateway.httpapi.common import json_error, json_response, paging
 from gateway.registry.directory import Directory
 from gateway.registry.model import InvalidFilter
 
@@ -30,14 +31,6 @@ log = logging.getLogger("kgw.http.alarms")
 ALARMS = web.AppKey("kgw_alarms", AlarmService)
 DIRECTORY = web.AppKey("kgw_alarm_directory", Directory)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("kgw_alarm_sockets")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
-
-
-def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
-    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
 
 
 def _alarms(request: web.Request) -> AlarmService:
@@ -127,18 +120,7 @@ def _query_time(request: web.Request, name: str) -> float | None:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError as exc:
-        raise _fail(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
-
-
-def _paging(request: web.Request, maximum: int = MAX_ALARM_PAGE) -> tuple[int, int]:
-    try:
-        offset = int(request.query.get("offset", "0"))
-        limit = int(request.query.get("limit", "100"))
-    except ValueError as exc:
-        raise _fail(web.HTTPBadRequest, "offset and limit must be integers") from exc
-    if offset < 0 or not 1 <= limit <= maximum:
-        raise _fail(web.HTTPBadRequest, f"offset must be >= 0 and limit within 1..{maximum}")
-    return offset, limit
+        raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
 
 
 async def list_alarms(request: web.Request) -> web.Response:
@@ -147,12 +129,12 @@ async def list_alarms(request: web.Request) -> web.Response:
     try:
         state = AlarmState(state_text) if state_text else None
     except ValueError as exc:
-        raise _fail(web.HTTPBadRequest, f"state must be one of {[s.value for s in AlarmState]}") from exc
+        raise json_error(web.HTTPBadRequest, f"state must be one of {[s.value for s in AlarmState]}") from exc
     escalated_text = request.query.get("escalated", "").lower()
     escalated = {"true": True, "1": True, "false": False, "0": False}.get(escalated_text)
     if escalated_text and escalated is None:
-        raise _fail(web.HTTPBadRequest, "escalated must be true or false")
-    offset, limit = _paging(request)
+        raise json_error(web.HTTPBadRequest, "escalated must be true or false")
+    offset, limit = paging(request)
     flt = AlarmFilter(
         district_code=request.query.get("district") or None,
         kindergarten_id=request.query.get("kindergarten") or None,
@@ -166,8 +148,8 @@ async def list_alarms(request: web.Request) -> web.Response:
     try:
         page = await _alarms(request).list_alarms(flt)
     except InvalidFilter as exc:
-        raise _fail(web.HTTPBadRequest, str(exc)) from exc
-    return _json(
+        raise json_error(web.HTTPBadRequest, str(exc)) from exc
+    return json_response(
         {
             "items": [_view(request, a) for a in page.items],
             "total": page.total,
@@ -182,11 +164,11 @@ async def get_alarm(request: web.Request) -> web.Response:
     try:
         alarm, deliveries, transitions = await _alarms(request).details(request.match_info["id"])
     except UnknownAlarm as exc:
-        raise _fail(web.HTTPNotFound, f"no alarm {request.match_info['id']}") from exc
+        raise json_error(web.HTTPNotFound, f"no alarm {request.match_info['id']}") from exc
     data = _view(request, alarm)
     data["deliveries"] = [delivery_json(d) for d in deliveries]
     data["transitions"] = [_transition_json(t) for t in transitions]
-    return _json(data)
+    return json_response(data)
 
 
 async def _operator_step(request: web.Request, action: str) -> web.Response:
@@ -194,7 +176,7 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
         body = await request.json()
         user, note = str(body["user"]), str(body.get("note", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise _fail(web.HTTPBadRequest, 'expected JSON {"user": "<name>", "note": "<optional>"}') from exc
+        raise json_error(web.HTTPBadRequest, 'expected JSON {"user": "<name>", "note": "<optional>"}') from exc
     service = _alarms(request)
     alarm_id = request.match_info["id"]
     try:
@@ -203,12 +185,12 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
         else:
             alarm = await service.resolve(alarm_id, user, note)
     except UnknownAlarm as exc:
-        raise _fail(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+        raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
     except InvalidTransition as exc:
-        raise _fail(web.HTTPConflict, str(exc)) from exc
+        raise json_error(web.HTTPConflict, str(exc)) from exc
     except StoreError as exc:
-        raise _fail(web.HTTPServiceUnavailable, f"could not store: {exc}") from exc
-    return _json(_view(request, alarm))
+        raise json_error(web.HTTPServiceUnavailable, f"could not store: {exc}") from exc
+    return json_response(_view(request, alarm))
 
 
 async def acknowledge(request: web.Request) -> web.Response:
@@ -228,20 +210,20 @@ async def retry_delivery(request: web.Request) -> web.Response:
         event = DeliveryEvent(info["event"])
         delivery = await _alarms(request).retry_delivery((info["id"], info["sink"], event.value))
     except (ValueError, KeyError) as exc:
-        raise _fail(web.HTTPNotFound, "no such undelivered delivery") from exc
-    return _json(delivery_json(delivery))
+        raise json_error(web.HTTPNotFound, "no such undelivered delivery") from exc
+    return json_response(delivery_json(delivery))
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
     """GET /api/alarm-deliveries?state=dead&sink=mqtt: dead letters and the rest of the outbox."""
-    offset, limit = _paging(request)
+    offset, limit = paging(request)
     try:
         page = await _alarms(request).list_deliveries(
             request.query.get("state") or None, request.query.get("sink") or None, offset, limit
         )
     except InvalidFilter as exc:
-        raise _fail(web.HTTPBadRequest, str(exc)) from exc
-    return _json(
+        raise json_error(web.HTTPBadRequest, str(exc)) from exc
+    return json_response(
         {
             "items": [delivery_json(d) for d in page.items],
             "total": page.total,
@@ -253,14 +235,14 @@ async def list_deliveries(request: web.Request) -> web.Response:
 
 async def sinks(request: web.Request) -> web.Response:
     """GET /api/alarm-sinks: each sink's health, outbox depth and dead letters."""
-    return _json({"items": _alarms(request).sink_status()})
+    return json_response({"items": _alarms(request).sink_status()})
 
 
 async def snapshot(request: web.Request) -> web.Response:
     """GET /api/alarms/{id}/snapshot.jpg: the entrance camera when the alarm came in."""
     jpeg = _alarms(request).snapshots.get(request.match_info["id"])
     if jpeg is None:
-        raise _fail(web.HTTPNotFound, "no snapshot for this alarm (yet)")
+        raise json_error(web.HTTPNotFound, "no snapshot for this alarm (yet)")
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 

@@ -7,13 +7,13 @@ channel's relay; the upstream INVITE is shared by every viewer.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.httpapi.common import json_error, json_response
 from gateway.live import LiveError, LiveService
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
@@ -22,15 +22,6 @@ log = logging.getLogger("kgw.http.live")
 SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
 LIVE = web.AppKey("kgw_live", LiveService)
 PEERS: web.AppKey[set[Any]] = web.AppKey("kgw_webrtc_peers")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type="application/json")
-
-
-def _fail(cls: type[web.HTTPException], message: str) -> web.HTTPException:
-    """An HTTP error with a JSON body, like the rest of the API."""
-    return cls(text=json.dumps({"error": message}, ensure_ascii=False), content_type="application/json")
 
 
 def _live(request: web.Request) -> LiveService:
@@ -59,7 +50,7 @@ async def list_streams(request: web.Request) -> web.Response:
                 "age_s": round(now - stream.opened_at, 1),
             }
         )
-    return _json({"items": items})
+    return json_response({"items": items})
 
 
 async def open_stream(request: web.Request) -> web.Response:
@@ -69,10 +60,10 @@ async def open_stream(request: web.Request) -> web.Response:
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
-        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+        raise json_error(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
     live.leave(channel_id, viewer)
     codec = live.video_codec(channel_id)
-    return _json(
+    return json_response(
         {
             "channel_id": channel_id,
             "state": stream.session.state.value,
@@ -88,9 +79,9 @@ async def close_stream(request: web.Request) -> web.Response:
     live = _live(request)
     channel_id = request.match_info["id"]
     if channel_id not in live.streams:
-        raise _fail(web.HTTPNotFound, f"no live stream of {channel_id}")
+        raise json_error(web.HTTPNotFound, f"no live stream of {channel_id}")
     live.close(channel_id, "closed by API")
-    return _json({"channel_id": channel_id, "state": "closed"})
+    return json_response({"channel_id": channel_id, "state": "closed"})
 
 
 async def snapshot(request: web.Request) -> web.Response:
@@ -101,7 +92,7 @@ async def snapshot(request: web.Request) -> web.Response:
         jpeg = await live.snapshot(channel_id, SNAPSHOT_WAIT)
     except LiveError as exc:
         status = web.HTTPGatewayTimeout if "key frame" in str(exc) else web.HTTPNotFound
-        raise _fail(status, str(exc)) from exc
+        raise json_error(status, str(exc)) from exc
     return web.Response(body=jpeg, content_type="image/jpeg")
 
 
@@ -112,15 +103,15 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     try:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise _fail(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+        raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
-        raise _fail(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+        raise json_error(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
     if live.video_codec(channel_id) is StreamType.H265:
         live.leave(channel_id, viewer)
         # Browsers' WebRTC has no H.265 and we never transcode on the relay path.
-        return _json(
+        return json_response(
             {
                 "error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
                 "codec": "h265",
@@ -135,7 +126,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     except GatewayError as exc:
         live.leave(channel_id, track.consumer_id)
         track.stop()
-        raise _fail(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
+        raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     peers = request.app[PEERS]
     peers.add(pc)
 
@@ -147,7 +138,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
             peers.discard(pc)
             await pc.close()
 
-    return _json({"sdp": answer, "channel_id": channel_id})
+    return json_response({"sdp": answer, "channel_id": channel_id})
 
 
 async def close_peers(app: web.Application) -> None:
