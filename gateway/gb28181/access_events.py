@@ -156,6 +156,9 @@ class AlarmNotified:
     charset: str
     registered: bool
     at: float
+    #: Why the sender is not trusted (e.g. "address_mismatch", "not_registered"); "" when
+    #: it is the registered session at its registered address.
+    untrusted_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,57 @@
+"""What the audit trail records, and the interface every recording place calls.
+
+Routes record through :class:`AuditRecorder` (found on the aiohttp app under
+``gateway.httpapi.identity.AUDIT``); the chained, durable implementation lives
+beside this module. Recording never blocks the caller: the recorder queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from gateway.security.principal import Principal
+
+__all__ = ["AuditAction", "AuditRecorder"]
+
+
+class AuditAction(StrEnum):
+    """The kinds of audited actions (stable strings: they are stored and exported)."""
+
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    LOGOUT = "logout"
+    LIVE_VIEW = "live_view"  # a live stream opened (and, on close, how long it ran)
+    WEBRTC_SESSION = "webrtc_session"
+    SNAPSHOT = "snapshot"
+    ALARM_SNAPSHOT = "alarm_snapshot"
+    ALARM_ACK = "alarm_ack"
+    ALARM_RESOLVE = "alarm_resolve"
+    ALARM_VERIFY = "alarm_verify"
+    DELIVERY_RETRY = "delivery_retry"
+    DEVICE_QUERY = "device_query"
+    PROVISIONING = "provisioning"  # kindergartens, devices, passwords, confirmed areas
+    AREA_CONFIRM = "area_confirm"
+    USER_CHANGE = "user_change"  # user added, password changed, role changed
+    TOKEN_CHANGE = "token_change"  # API token created or revoked
+    CONFIG_CHANGE = "config_change"
+    ACCESS_DENIED = "access_denied"  # an authenticated caller asked for something outside their scope
+    UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
+
+
+class AuditRecorder(Protocol):
+    """Appends one audit record; implementations queue and never raise into the caller."""
+
+    def record(
+        self,
+        action: AuditAction,
+        *,
+        actor: Principal | None,
+        target: str = "",
+        source: str = "",
+        outcome: str = "ok",
+        detail: Mapping[str, object] | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Record that ``actor`` did ``action`` on ``target`` (``duration`` in seconds for sessions)."""
