@@ -50,7 +50,7 @@ def append_now(
         at=time.time(),
         actor=actor,
         target=target,
-        source=source or "local",
+        source=source or (actor.source if actor is not None else "") or "local",
         outcome=outcome,
         detail=detail,
         via=actor.via if actor is not None else "cli",
