@@ -156,3 +156,37 @@ async def test_every_view_is_an_audit_record_with_who_role_source_and_duration(
     )
     assert result.returncode == 0, result.stderr
     assert "chain intact" in result.stdout
+
+
+async def test_police_live_view_through_the_cascade_is_recorded_and_marked(
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any, monkeypatch: Any
+) -> None:
+    from gateway import live as live_module
+    from gateway.audit.store import AuditFilter
+    from tests.integration.test_cascade_live import ENTRANCE, PLATFORM_IDS, _cascade, _decode
+
+    monkeypatch.setattr(live_module, "LINGER", 0.3)
+    gateway, _fleet, platforms = await _cascade(gateway_factory, platform_factory, fleet_factory, ("police",))
+    police = platforms["police"]
+    assert police.live is not None
+    stream, viewer = await police.live.watch(ENTRANCE)
+    assert len(await _decode(stream, viewer, 3)) >= 3
+    police.live.leave(ENTRANCE, viewer)  # linger, then the police platform's BYE ends the call
+
+    async def views() -> list[Any]:
+        page = await gateway.audit.page(AuditFilter(action="upper_live_view", target=ENTRANCE))
+        return page.items
+
+    deadline = asyncio.get_running_loop().time() + 60
+    records = await views()
+    while len(records) < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        records = await views()
+    assert len(records) == 2, records
+    ended, started = (r.entry for r in records)
+    for entry in (started, ended):
+        assert entry.actor == PLATFORM_IDS["police"] and entry.role == "police" and entry.via == "upper_platform"
+        assert entry.source == f"127.0.0.1:{police.sip_port}"
+        assert json.loads(entry.detail)["police"] is True and json.loads(entry.detail)["level"] == "police"
+    assert started.outcome == "started" and started.duration is None
+    assert ended.duration is not None and ended.duration > 0
