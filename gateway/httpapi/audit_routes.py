@@ -102,7 +102,8 @@ async def audit_middleware(
     route = request.match_info.route
     resource = route.resource
     pattern = resource.canonical if resource is not None else ""
-    audited = AUDITED_ROUTES.get((request.method, pattern)) or _fallback(request.method, pattern)
+    method = "GET" if request.method == "HEAD" else request.method  # aiohttp answers HEAD with the GET handler
+    audited = AUDITED_ROUTES.get((method, pattern)) or _fallback(method, pattern)
     if audited is None or AUDIT not in request.app:
         return await handler(request)
     duration = None
