@@ -28,6 +28,9 @@ from gateway.alarms.receiver import AlarmReceiver
 from gateway.alarms.service import AlarmService
 from gateway.alarms.setup import start_alarm_service
 from gateway.alarms.sinks.gb import GbAlarmSink
+from gateway.audit.backends import open_audit_store
+from gateway.audit.trail import AuditTrail
+from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
 from gateway.config import GatewayConfig
 from gateway.gb28181.sdp import MediaTransport
@@ -73,6 +76,7 @@ class GatewayService:
         self.http_port = 0
         self.cascade: CascadeService | None = None
         # Built by start() (they need the running loop):
+        self.audit: AuditTrail
         self.sip: SipStack
         self.live: LiveService
         self.alarms: AlarmService
@@ -106,6 +110,9 @@ class GatewayService:
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
         self.writer.start()
         stack.push_async_callback(self.writer.stop)  # the last writes, after SIP closed
+        self.audit = AuditTrail(open_audit_store(config.db))
+        stack.push_async_callback(self.audit.stop)  # the last audit records, after HTTP and the cascade
+        await self.audit.start()
 
         sip = self.sip = SipStack(
             config,
@@ -127,6 +134,7 @@ class GatewayService:
             self.cascade = CascadeService(
                 config.upper_platforms, sip, directory, self.live, wall_offset=self.wall_offset
             )
+            self.cascade.relay.on_view = upper_view_recorder(self.audit, config.upper_platforms)
         enrichment = AlarmEnrichment(directory, config.id, self.public_base, self.live)
         cascade = self.cascade
         upward = GbAlarmSink(cascade.alarm_targets, cascade.send_alarm) if cascade is not None else None
@@ -150,7 +158,7 @@ class GatewayService:
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
-        collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms]
+        collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms, self.audit]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
         app = build_app(
             node=NodeInfo(config.id, config.role, lambda: sip.port),
@@ -162,6 +170,7 @@ class GatewayService:
             alarms=self.alarms,
             uppers=cascade,
             metrics=self.metrics,
+            audit=self.audit,
             parts=self.web_parts,
         )
         runner, self.http_port = await serve(app, config.http_host, config.http_port)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from gateway.audit.commands import add_audit_parser, run_audit
 from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, UpperSpec, load_config, parse_upper_flag
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the gateway and the city, without the 16 district, municipal and police platforms",
     )
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    add_audit_parser(sub)
     return parser
 
 
@@ -432,6 +434,8 @@ async def run_demo(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgw`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "audit":
+        return run_audit(args)
     try:
         if args.command == "gateway":
             config = gateway_config_from_args(args)

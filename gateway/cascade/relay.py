@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Protocol
@@ -57,6 +57,11 @@ ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (W
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
+
+
+ViewHook = Callable[[str, str, float | None, str], None]
+"""Told ``(upper, channel_id, duration, outcome)`` when an upper's live call is answered (duration None)
+and when it ends (the audit trail of views through the cascade)."""
 
 
 class LiveSource(Protocol):
@@ -127,6 +132,7 @@ class UpperRelay:
         self._cores: dict[str, DeviceCalls] = {}
         self._calls: dict[tuple[str, str], _UpperCall] = {}
         self._busy: dict[str, int] = {}  # 486s given in the current burst, per upper
+        self.on_view: ViewHook | None = None
         self.calls_metric = Counter(
             "kgw_upper_calls", "Live INVITEs from upper platforms by outcome", ["platform", "result"], registry=None
         )
@@ -343,6 +349,8 @@ class UpperRelay:
             return
         call.answered = True
         self._count(call.upper, 200)
+        if self.on_view is not None:
+            self.on_view(call.upper, call.channel_id, None, "started")
         call.ack_timer = self.loop.call_later(ACK_TIMEOUT, self._hang_up, call, "no_ack")
 
     async def _open_sender(self, call: _UpperCall, live: LiveSource) -> RtpSendTransport:
@@ -450,6 +458,8 @@ class UpperRelay:
         if call.sender is not None:
             self.counters["packets"] += call.sender.stats.packets
             self.counters["bytes"] += call.sender.stats.bytes
+        if call.answered and self.on_view is not None:
+            self.on_view(call.upper, call.channel_id, self.loop.time() - call.opened_at, reason)
         if call.answered:
             log.info(
                 "upper %s: live %s ended (%s) after %.1f s",

@@ -8,7 +8,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.alarms.service import AlarmService
+from gateway.audit.trail import AuditTrail
 from gateway.httpapi.alarm_routes import add_alarm_routes
+from gateway.httpapi.audit_routes import add_audit_routes
 from gateway.httpapi.live_routes import add_live_routes
 from gateway.httpapi.metrics import NodeInfo, UpperStatus, add_node_routes
 from gateway.httpapi.routes import add_registry_routes
@@ -37,6 +39,7 @@ def build_app(
     alarms: AlarmService,
     uppers: UpperStatus | None,
     metrics: CollectorRegistry,
+    audit: AuditTrail,
     parts: Sequence[WebPart] = (),
 ) -> web.Application:
     """The API, ``/healthz``, ``/metrics``, and whatever ``parts`` add."""
@@ -45,6 +48,7 @@ def build_app(
     add_registry_routes(app, directory, store, queries, provisioning)
     add_live_routes(app, live)
     add_alarm_routes(app, alarms, directory)
+    add_audit_routes(app, audit)
     for part in parts:
         part(app)
     return app

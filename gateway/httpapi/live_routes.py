@@ -12,7 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.audit.actions import AuditAction
 from gateway.errors import GatewayError
+from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
 from gateway.live import LiveError, LiveService
 from gateway.media.ps import StreamType
@@ -129,10 +131,12 @@ async def webrtc_offer(request: web.Request) -> web.Response:
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     peers = request.app[PEERS]
     peers.add(pc)
+    audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, channel_id)
 
     @pc.on("connectionstatechange")
     async def _on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
+            audit_end(pc.connectionState)
             live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track
             track.stop()
             peers.discard(pc)

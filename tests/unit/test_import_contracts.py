@@ -52,6 +52,7 @@ CORE_MODULES = frozenset(
         "gateway.alarms.outbox",
         "gateway.alarms.payload",
         "gateway.alarms.signing",
+        "gateway.audit.chain",
         "gateway.cascade.admission",
         "gateway.cascade.policy",
         "gateway.cascade.upper",

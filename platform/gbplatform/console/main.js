@@ -7,10 +7,12 @@
 //   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
 //           /live/{channel_id} opens that channel straight into cell 1;
 //   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场.
+//   audit.js — 审计日志 (who viewed what), opened from the header, 市级管理员 only.
 //   shared: api.js (JSON API, paging), dom.js (DOM helpers), codes.js (GB/T 28181 codes).
 //
 // Native ES modules, no build step, no external URLs. window.kgwConsole exposes state for tests.
 
+import { setupAudit } from "./audit.js";
 import { connectAlarms, loadAlarms, restoreOperator, setupAlarmFilter, showAlarmError } from "./alarms.js";
 import { cells, layout, nameCells, playInGrid, selectCell, selected, setLayout, setupGrid } from "./grid.js";
 import { onPlayingChange, peerLog } from "./player.js";
@@ -41,6 +43,7 @@ function main() {
   setInterval(() => { refreshTree(); loadHealth(); }, REFRESH_MS);
   loadAlarms().catch((err) => showAlarmError(err.message || String(err)));
   connectAlarms(1000);
+  setupAudit();
 }
 
 window.kgwConsole = {
