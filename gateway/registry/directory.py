@@ -45,6 +45,12 @@ class ChannelChange:
     at: float
 
 
+def _is_central(device_id: str) -> bool:
+    """A lower platform or gateway (GB/T 28181 central device types 200-214), not a front-end device."""
+    code = device_id[10:13]
+    return len(device_id) == 20 and code.isdigit() and 200 <= int(code) <= 214
+
+
 class Directory:
     """Current devices, channels and kindergartens, with indexes and a change feed."""
 
@@ -160,14 +166,23 @@ class Directory:
 
         Only an operator-confirmed entrance counts (what goes with an alarm goes to
         police): a device naming an indoor camera "大门口" must not put it there.
+        A platform's channels come from its lower platforms' catalogs, already
+        filtered by their sharing policy: there, a channel of a lower platform or
+        gateway (a central device) that nobody confirmed here counts by its tag.
         """
         if not kindergarten_id:
             return None
         candidates = sorted(
             c.id
             for c in self.channels_of_kindergarten(kindergarten_id)
-            if c.confirmed_area is AreaTag.ENTRANCE and c.type_code in CAMERA_TYPES
+            if c.type_code in CAMERA_TYPES
+            and (
+                c.confirmed_area is AreaTag.ENTRANCE
+                or (c.confirmed_area is None and c.area is AreaTag.ENTRANCE and _is_central(c.device_id))
+            )
         )
+        confirmed = [i for i in candidates if self.channels[i].confirmed_area is AreaTag.ENTRANCE]
+        candidates = confirmed or candidates
         up = next((i for i in candidates if self.is_up(self.channels[i])), None)
         return up or (candidates[0] if candidates else None)
 
