@@ -11,6 +11,9 @@ registered with it, a simulated kindergarten registered with the gateway.
 
 from __future__ import annotations
 
+import asyncio
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from typing import Any
 
@@ -134,3 +137,28 @@ async def test_a_confirmed_entrance_renamed_indoor_is_withdrawn_and_flagged(
     assert channel.confirmed_area is not None and channel.confirmed_area.value == "entrance" and channel.area_review
     await _police_catalog(police, gateway)
     assert ENTRANCE not in police.directory.channels
+
+
+async def test_the_area_api_refuses_what_is_not_a_confirmation(gateway_factory: Any, fleet_factory: Any) -> None:
+    gateway = await gateway_factory()
+    api = f"http://127.0.0.1:{gateway.http_port}"
+    await fleet_factory(gateway, kindergartens=1, cameras=(4, 4))
+    assert await wait_for(lambda: ENTRANCE in gateway.directory.channels, 60)
+    url = f"{api}/api/channels/{ENTRANCE}/area"
+    assert (await http_json(url, {"area": "garden"}, method="PUT"))[0] == 400
+    assert (await http_json(url, {"zone": "entrance"}, method="PUT"))[0] == 400
+    assert (await http_json(f"{api}/api/channels/{KG.id[:10]}1310009999/area", {"area": "entrance"}, "PUT"))[0] == 404
+
+    def text_plain() -> int:  # a cross-site form post cannot confirm a camera for police
+        request = urllib.request.Request(url, b'{"area": "entrance"}', {"Content-Type": "text/plain"}, method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert await asyncio.to_thread(text_plain) == 415
+    # Withdrawing the installer's confirmation: the camera is private again.
+    status, body = await http_json(url, {"area": None}, method="PUT")
+    assert status == 200 and body["confirmed_area"] is None and body["confirmed_by"] == ""
+    assert gateway.directory.entrance_camera(KG.id) is None
