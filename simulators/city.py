@@ -50,6 +50,7 @@ __all__ = [
     "build_city",
     "chinese_numeral",
     "city_summary",
+    "installer_areas",
     "kindergarten_id_for",
     "kindergarten_number_of",
     "plan_cameras",
@@ -134,6 +135,19 @@ class SimKindergarten:
     longitude: float
     latitude: float
     devices: tuple[SimDevice, ...]
+
+
+def installer_areas(kindergarten: SimKindergarten) -> list[dict[str, str]]:
+    """The areas an installer confirms for a kindergarten's cameras: from the plan (where each one
+    was mounted), never from its name. The gateway's provisioning API takes them as they are
+    (``POST /api/kindergartens``, item ``channels``); only these decide what police may see.
+    """
+    return [
+        {"id": channel.id, "area": channel.area, "name": channel.name}
+        for device in kindergarten.devices
+        for channel in device.channels
+        if channel.kind == "camera"
+    ]
 
 
 # --------------------------------------------------------------------------- cameras

@@ -50,7 +50,7 @@ from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
-from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
+from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
 from simulators.streamer import StreamHub, StreamStats
 from simulators.video import ClipCache, VideoProfile
@@ -90,6 +90,7 @@ class FleetOptions:
     malformed: int = 0  # how many devices send a broken keepalive every 3rd time
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
+    confirm_areas: bool = True  # provisioning confirms the cameras' areas from the plan (as an installer would)
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
@@ -142,7 +143,7 @@ class Fleet:
             summary["channels"],
         )
         if opts.api:
-            await asyncio.to_thread(provision, opts.api, self.city)
+            await asyncio.to_thread(provision, opts.api, self.city, confirm_areas=opts.confirm_areas)
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
         index = 0
         for plan in self.city:
@@ -418,8 +419,12 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
     )
 
 
-def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
-    """POST the city's kindergartens to the gateway API (blocking; run in a thread)."""
+def provision(api: str, city: list[SimKindergarten], chunk: int = 500, *, confirm_areas: bool = True) -> None:
+    """POST the city's kindergartens to the gateway API (blocking; run in a thread).
+
+    With ``confirm_areas`` each kindergarten carries its cameras' areas as the
+    installer confirmed them from the plan (what lets police see entrance cameras).
+    """
     rows = [
         {
             "id": k.id,
@@ -428,6 +433,7 @@ def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
             "address": k.address,
             "longitude": k.longitude,
             "latitude": k.latitude,
+            **({"channels": installer_areas(k)} if confirm_areas else {}),
         }
         for k in city
     ]

@@ -8,7 +8,9 @@ three-level sharing rules (docs/architecture.md §5) live:
 * the municipal platform sees everything;
 * the police see entrance and perimeter cameras, every alarm input, and
   emergency and video-analytics alarms — never an indoor camera (a hard
-  privacy rule, enforced twice: by the stored area tag *and* by the name).
+  privacy rule, enforced twice: by the area an *operator confirmed* and by the
+  name, which may only narrow it). Names come from devices, so an area guessed
+  from a name is a suggestion and never shares a camera.
 
 The catalog an upper receives (docs/gb28181.md §6.4, §16.3) is a tree::
 
@@ -36,7 +38,7 @@ from gateway.alarms.model import Alarm
 from gateway.errors import ConfigError, InvalidDeviceId
 from gateway.gb28181.ids import TIANJIN_DISTRICTS, DeviceType, is_gb_id
 from gateway.gb28181.manscdp import CatalogItem
-from gateway.registry.model import AreaTag, Channel, Kindergarten, guess_area
+from gateway.registry.model import AreaTag, Channel, Kindergarten, name_allows_public
 
 __all__ = [
     "DEFAULT_BUSINESS_GROUP_NAME",
@@ -176,12 +178,15 @@ def _public(area: object) -> bool:
 
 
 def _police_may_see(channel: Channel) -> bool:
-    """Police rule: alarm inputs always; cameras only when tag *and* name say entrance/perimeter.
+    """Police rule: alarm inputs always; cameras only when an operator confirmed entrance/perimeter.
 
     The type must agree with the channel ID's own type digits, so a camera
     mislabelled as an alarm input in the registry still counts as a camera.
-    The area is re-derived from the name because the name is what the police
-    see: "小一班教室门口" tagged entrance by mistake still says classroom.
+    The area suggested from the name (``channel.area``) never decides: a device
+    (or whoever knows the shared password) names cameras, and renaming a nap-room
+    camera "大门口" must not put it before the police. The name still guards the
+    confirmation, because the name is what the police see: a confirmed entrance
+    whose name says classroom ("小一班教室门口", or a later rename) stays private.
     """
     if _type_code(channel.id) != channel.type_code:
         return False
@@ -189,7 +194,7 @@ def _police_may_see(channel: Channel) -> bool:
         return True
     if channel.type_code not in _CAMERA_TYPES:
         return False
-    return _public(channel.area) and guess_area(channel.name).is_public
+    return _public(channel.confirmed_area) and name_allows_public(channel.name)
 
 
 # --- catalog tree ----------------------------------------------------------------------
@@ -363,9 +368,9 @@ def build_catalog(
     ]
 
 
-def _visible_without_status(tree: _Tree, channel: Channel) -> tuple[CatalogItem, AreaTag]:
-    """What an UPDATE compares: the full item minus presence, plus the area tag."""
-    return replace(tree.channel_item(channel), status=None), channel.area
+def _visible_without_status(tree: _Tree, channel: Channel) -> tuple[CatalogItem, AreaTag, AreaTag | None]:
+    """What an UPDATE compares: the full item minus presence, plus the suggested and confirmed areas."""
+    return replace(tree.channel_item(channel), status=None), channel.area, channel.confirmed_area
 
 
 def _channel_events(tree: _Tree, was: Channel | None, now: Channel) -> list[CatalogItem]:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.httpapi.common import json_response
@@ -56,8 +56,9 @@ class DirectoryMetrics(Collector):
     def __init__(self, directory: Directory) -> None:
         self.directory = directory
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        """``kgw_devices_known``, ``kgw_devices_online``, ``kgw_channels_online``, ``kgw_channels_known``, per district."""
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """``kgw_devices_known``, ``kgw_devices_online``, ``kgw_channels_online``, ``kgw_channels_known``, per district;
+        catalog conflicts and refused kindergarten nodes."""
         directory = self.directory
         known, online, channels_up = directory.online_counts()
         yield GaugeMetricFamily("kgw_devices_known", "Devices known to the gateway", value=known)
@@ -76,6 +77,16 @@ class DirectoryMetrics(Collector):
         for district, count in sorted(counts.items()):
             by_district.add_metric([district], count)
         yield by_district
+        yield CounterMetricFamily(
+            "kgw_catalog_conflicts",
+            "Catalog items naming a channel another device owns (refused, not moved)",
+            value=directory.conflicts_total,
+        )
+        yield CounterMetricFamily(
+            "kgw_catalog_unknown_kindergartens",
+            "Kindergarten (216) nodes in catalogs that were not created (not the sender's to create)",
+            value=directory.unknown_kindergartens_total,
+        )
 
 
 NODE = web.AppKey("kgw_node", NodeInfo)

@@ -9,15 +9,18 @@ registers; history (``/api/events``) comes from the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from gateway.audit.actions import AuditAction
 from gateway.errors import StoreError
 from gateway.gb28181.ids import TIANJIN_DISTRICTS, is_gb_id
 from gateway.httpapi.common import json_error, json_response, paging, query_bool
+from gateway.httpapi.identity import AUDIT, PRINCIPAL_KEY
 from gateway.query_broker import QueryBroker
 from gateway.registry import (
     AreaTag,
@@ -32,8 +35,9 @@ from gateway.registry import (
 )
 from gateway.registry.directory import Directory
 from gateway.registry.listing import district_counts, list_channels, list_devices, list_kindergartens
-from gateway.registry.provisioning import Provisioning
+from gateway.registry.provisioning import AreaChoice, Provisioning
 from gateway.registry.store_thread import StoreThread
+from gateway.security.principal import Principal
 
 __all__ = ["add_registry_routes"]
 
@@ -56,9 +60,48 @@ def _device_json(device: Device) -> dict[str, Any]:
 
 
 def _channel_json(channel: Channel) -> dict[str, Any]:
+    """A channel with its suggested area (from the name) and the operator-confirmed one apart."""
     data = asdict(channel)
-    data["area"] = AreaTag(channel.area).value
+    data["area"] = AreaTag(channel.effective_area).value
+    data["area_suggested"] = AreaTag(channel.area).value
+    data["confirmed_area"] = AreaTag(channel.confirmed_area).value if channel.confirmed_area is not None else None
     return data
+
+
+def _area_of(value: object) -> AreaTag | None:
+    """An area from JSON: one of the AreaTag values, or null (no confirmation)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("area must be a string or null")
+    return AreaTag(value)
+
+
+def _actor(request: web.Request) -> tuple[Principal | None, str]:
+    """Who is asking (once authentication put a principal on the request) and the name to record."""
+    principal = request.get(PRINCIPAL_KEY)
+    if isinstance(principal, Principal):
+        return principal, principal.username
+    return None, "unauthenticated"
+
+
+async def _confirm(request: web.Request, choices: Sequence[AreaChoice]) -> None:
+    """Store and apply confirmations; each one is an audit record (who confirmed which camera as what)."""
+    principal, by = _actor(request)
+    try:
+        await request.app[PROVISIONING].confirm_areas(choices, by, time.time())
+    except StoreError as exc:
+        raise json_error(web.HTTPServiceUnavailable, str(exc)) from exc
+    audit = request.app.get(AUDIT)
+    if audit is not None:
+        for choice in choices:
+            audit.record(
+                AuditAction.AREA_CONFIRM,
+                actor=principal,
+                target=choice.channel_id,
+                source=request.remote or "",
+                detail={"area": choice.area.value if choice.area is not None else None},
+            )
 
 
 async def devices(request: web.Request) -> web.Response:
@@ -105,6 +148,52 @@ async def channels(request: web.Request) -> web.Response:
     return json_response(_page(list_channels(request.app[DIRECTORY], flt), _channel_json))
 
 
+async def channel_area(request: web.Request) -> web.Response:
+    """PUT /api/channels/{id}/area with {"area": "entrance" | ... | null}: confirm (or withdraw) its area.
+
+    Only a confirmed entrance or perimeter camera is ever shared with police.
+    """
+    channel_id = request.match_info["id"]
+    if not is_gb_id(channel_id):
+        raise json_error(web.HTTPBadRequest, "channel id must be 20 digits")
+    if request.content_type != "application/json":
+        raise json_error(web.HTTPUnsupportedMediaType, "send application/json")
+    try:
+        body = await request.json()
+        if not isinstance(body, dict) or "area" not in body:
+            raise ValueError('expected {"area": ...}')
+        area = _area_of(body["area"])
+    except ValueError as exc:
+        raise json_error(web.HTTPBadRequest, f"bad area: {exc}") from exc
+    directory = request.app[DIRECTORY]
+    if channel_id not in directory.channels and area is not None:
+        raise json_error(web.HTTPNotFound, f"unknown channel {channel_id} (provision it with its kindergarten)")
+    await _confirm(request, [AreaChoice(channel_id, area)])
+    channel = directory.channels.get(channel_id)
+    if channel is None:
+        return json_response({"id": channel_id, "confirmed_area": None})
+    return json_response(_channel_json(directory.view(channel)))
+
+
+async def conflicts(request: web.Request) -> web.Response:
+    """GET /api/conflicts?limit= : catalogs that listed another device's channel, newest first (not moved)."""
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError as exc:
+        raise json_error(web.HTTPBadRequest, "limit must be an integer") from exc
+    if not 1 <= limit <= 1000:
+        raise json_error(web.HTTPBadRequest, "limit must be within 1..1000")
+    directory = request.app[DIRECTORY]
+    newest = list(directory.conflicts)[::-1][:limit]
+    return json_response(
+        {
+            "items": [asdict(c) for c in newest],
+            "total": directory.conflicts_total,
+            "unknown_kindergartens": directory.unknown_kindergartens_total,
+        }
+    )
+
+
 async def device_channels(request: web.Request) -> web.Response:
     """GET /api/devices/{id}/channels"""
     offset, limit = paging(request)
@@ -136,11 +225,16 @@ async def kindergartens(request: web.Request) -> web.Response:
 
 
 async def add_kindergartens(request: web.Request) -> web.Response:
-    """POST /api/kindergartens with a JSON list of {id, name, district_code, address, longitude, latitude}."""
+    """POST /api/kindergartens with a JSON list of {id, name, district_code, address, longitude, latitude}.
+
+    An item may carry ``channels``: [{"id", "area", "name"?}, ...], the areas an
+    installer confirmed for the kindergarten's cameras (null withdraws one).
+    """
     try:
         raw = await request.json()
         items = raw if isinstance(raw, list) else [raw]
         rows = [Kindergarten(**_kindergarten_fields(item)) for item in items]
+        choices = [choice for item in items for choice in _area_choices(item)]
     except (ValueError, TypeError, KeyError) as exc:
         raise json_error(web.HTTPBadRequest, f"bad kindergarten list: {exc}") from exc
     for kg in rows:
@@ -150,7 +244,25 @@ async def add_kindergartens(request: web.Request) -> web.Response:
         count = await request.app[PROVISIONING].add_kindergartens(rows)
     except StoreError as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
-    return json_response({"stored": count}, status=201)
+    if choices:
+        await _confirm(request, choices)
+    return json_response({"stored": count, "areas_confirmed": len(choices)}, status=201)
+
+
+def _area_choices(item: dict[str, Any]) -> list[AreaChoice]:
+    """The confirmed areas a provisioning item carries (``channels``), validated."""
+    channels = item.get("channels") or []
+    if not isinstance(channels, list):
+        raise TypeError("channels must be a list")
+    choices = []
+    for channel in channels:
+        if not isinstance(channel, dict) or not is_gb_id(str(channel.get("id", ""))):
+            raise ValueError(f"each channel needs a 20-digit id: {channel!r:.80}")
+        name = channel.get("name")
+        if name is not None and not isinstance(name, str):
+            raise TypeError("channel name must be a string")
+        choices.append(AreaChoice(str(channel["id"]), _area_of(channel.get("area")), name))
+    return choices
 
 
 def _kindergarten_fields(item: object) -> dict[str, Any]:
@@ -200,6 +312,8 @@ def add_registry_routes(
     app.router.add_get("/api/devices/{id}/channels", device_channels)
     app.router.add_post("/api/devices/{id}/query/{cmd}", query_device)
     app.router.add_get("/api/channels", channels)
+    app.router.add_put("/api/channels/{id}/area", channel_area)
+    app.router.add_get("/api/conflicts", conflicts)
     app.router.add_get("/api/kindergartens", kindergartens)
     app.router.add_post("/api/kindergartens", add_kindergartens)
     app.router.add_get("/api/districts", districts)

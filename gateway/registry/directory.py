@@ -15,12 +15,15 @@ Pure data and bookkeeping: no I/O, no clock (times come in as arguments).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from gateway.registry.model import AreaTag, Channel, Device, Kindergarten
+from gateway.registry.model import AreaConfirmation, AreaTag, Channel, ChannelConflict, Device, Kindergarten
 
 __all__ = ["ChannelChange", "DeviceEntry", "Directory"]
+
+MAX_CONFLICTS = 1000  # the conflict events kept for the API (the counter counts them all)
 
 CAMERA_TYPES = frozenset({131, 132})  # camera, IPC (GB/T 28181 type codes): what an alarm's live link shows
 
@@ -42,6 +45,12 @@ class ChannelChange:
     at: float
 
 
+def _is_central(device_id: str) -> bool:
+    """A lower platform or gateway (GB/T 28181 central device types 200-214), not a front-end device."""
+    code = device_id[10:13]
+    return len(device_id) == 20 and code.isdigit() and 200 <= int(code) <= 214
+
+
 class Directory:
     """Current devices, channels and kindergartens, with indexes and a change feed."""
 
@@ -49,6 +58,10 @@ class Directory:
         self.devices: dict[str, DeviceEntry] = {}
         self.channels: dict[str, Channel] = {}  # as last reported; ``online`` is what the device said
         self.kindergartens: dict[str, Kindergarten] = {}
+        self.confirmations: dict[str, AreaConfirmation] = {}  # channel id -> operator-confirmed area
+        self.conflicts: deque[ChannelConflict] = deque(maxlen=MAX_CONFLICTS)  # newest last
+        self.conflicts_total = 0
+        self.unknown_kindergartens_total = 0  # 216 nodes in catalogs that were not learned (L5)
         self._by_kindergarten: dict[str, set[str]] = {}
         self._by_district: dict[str, set[str]] = {}
         self._listeners: list[Callable[[ChannelChange], None]] = []
@@ -105,15 +118,71 @@ class Directory:
             return []
         return [c for i in entry.reported if (c := self.channels.get(i)) is not None]
 
+    def owner_conflict(self, device_id: str, channel_id: str) -> str | None:
+        """The other device that owns ``channel_id``, when ``device_id``'s catalog may not describe it.
+
+        The one ownership rule of every catalog path (full catalog and NOTIFY): a
+        device describes only its own channels. A channel owned by another device
+        that is still in the registry stays with it; the ID of another registered
+        device is that device's own. A channel moves only when its owner let go of
+        it (the owner's own catalog no longer lists it, or the owner was deleted),
+        so re-wiring a camera to another NVR works after the old NVR's next catalog.
+        """
+        old = self.channels.get(channel_id)
+        if old is not None and old.device_id != device_id and old.device_id in self.devices:
+            return old.device_id
+        if old is None and channel_id != device_id and channel_id in self.devices:
+            return channel_id
+        return None
+
+    def record_conflict(self, conflict: ChannelConflict) -> None:
+        """Keep a conflict event for the API (bounded) and count it."""
+        self.conflicts.append(conflict)
+        self.conflicts_total += 1
+
+    def confirm_area(self, confirmation: AreaConfirmation, at: float) -> ChannelChange | None:
+        """Record an operator's confirmation; the change of the channel (if known) as upper platforms see it.
+
+        ``at`` is the event loop's clock, like every :class:`ChannelChange`.
+        """
+        self.confirmations[confirmation.channel_id] = confirmation
+        return self._reconfirm(confirmation.channel_id, at)
+
+    def clear_area(self, channel_id: str, at: float) -> ChannelChange | None:
+        """Withdraw a confirmation (the camera is shared with police no more)."""
+        self.confirmations.pop(channel_id, None)
+        return self._reconfirm(channel_id, at)
+
+    def _reconfirm(self, channel_id: str, at: float) -> ChannelChange | None:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return None
+        before = self.view(channel)
+        self._put_channel(channel)
+        return ChannelChange({channel_id: before}, {channel_id: self.view(self.channels[channel_id])}, at)
+
     def entrance_camera(self, kindergarten_id: str | None) -> str | None:
-        """The kindergarten's entrance camera, an up one first: for alarms' live links and snapshots."""
+        """The kindergarten's confirmed entrance camera, an up one first: for alarms' live links and snapshots.
+
+        Only an operator-confirmed entrance counts (what goes with an alarm goes to
+        police): a device naming an indoor camera "大门口" must not put it there.
+        A platform's channels come from its lower platforms' catalogs, already
+        filtered by their sharing policy: there, a channel of a lower platform or
+        gateway (a central device) that nobody confirmed here counts by its tag.
+        """
         if not kindergarten_id:
             return None
         candidates = sorted(
             c.id
             for c in self.channels_of_kindergarten(kindergarten_id)
-            if c.area is AreaTag.ENTRANCE and c.type_code in CAMERA_TYPES
+            if c.type_code in CAMERA_TYPES
+            and (
+                c.confirmed_area is AreaTag.ENTRANCE
+                or (c.confirmed_area is None and c.area is AreaTag.ENTRANCE and _is_central(c.device_id))
+            )
         )
+        confirmed = [i for i in candidates if self.channels[i].confirmed_area is AreaTag.ENTRANCE]
+        candidates = confirmed or candidates
         up = next((i for i in candidates if self.is_up(self.channels[i])), None)
         return up or (candidates[0] if candidates else None)
 
@@ -129,10 +198,15 @@ class Directory:
     # --- changes ------------------------------------------------------------------------
 
     def restore(
-        self, devices: Iterable[Device], channels: Iterable[Channel], kindergartens: Iterable[Kindergarten]
+        self,
+        devices: Iterable[Device],
+        channels: Iterable[Channel],
+        kindergartens: Iterable[Kindergarten],
+        confirmations: Iterable[AreaConfirmation] = (),
     ) -> None:
         """Load what the store had at start-up (reported channel states are unknown until a catalog)."""
         self.kindergartens.update((k.id, k) for k in kindergartens)
+        self.confirmations.update((c.channel_id, c) for c in confirmations)
         for row in devices:
             self.devices[row.id] = DeviceEntry(row)
         for channel in channels:
@@ -210,6 +284,8 @@ class Directory:
         old = self.channels.get(channel.id)
         if old is not None:
             self._unindex(old)
+        # A catalog never changes a confirmation: every row put here carries the operator's word.
+        channel = channel.with_confirmation(self.confirmations.get(channel.id))
         self.channels[channel.id] = channel
         if channel.kindergarten_id:
             self._by_kindergarten.setdefault(channel.kindergarten_id, set()).add(channel.id)

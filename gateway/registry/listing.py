@@ -60,7 +60,8 @@ def list_channels(directory: Directory, flt: ChannelFilter) -> Page[Channel]:
         and (flt.kindergarten_id is None or channel.kindergarten_id == flt.kindergarten_id)
         and (flt.device_id is None or channel.device_id == flt.device_id)
         and (flt.type_code is None or channel.type_code == flt.type_code)
-        and (areas is None or channel.area in areas)
+        and (flt.area is None or channel.effective_area is flt.area)
+        and (not flt.public_only or (channel.confirmed_area is not None and channel.confirmed_area.is_public))
     )
     return _page((v for v in views if flt.online is None or v.online == flt.online), flt.offset, flt.limit)
 

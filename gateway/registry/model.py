@@ -8,17 +8,20 @@ or locks. The module is pure: no I/O, no clock.
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Generic, TypeVar
 
 from gateway.errors import StoreError
 
 __all__ = [
+    "CONFIRMATION_FIELDS",
     "MAX_PAGE_LIMIT",
+    "AreaConfirmation",
     "AreaTag",
     "Channel",
     "ChannelChanges",
+    "ChannelConflict",
     "ChannelFilter",
     "Device",
     "DeviceFilter",
@@ -31,6 +34,7 @@ __all__ = [
     "StatusEvent",
     "check_page",
     "guess_area",
+    "name_allows_public",
 ]
 
 #: Largest page a list query may ask for; bounds memory and response size.
@@ -93,6 +97,34 @@ def guess_area(name: str) -> AreaTag:
     return AreaTag.OTHER
 
 
+#: What a camera's name may suggest and still be shown to police once an operator confirmed
+#: it public: a public word, or nothing telling (a generic "Camera 01"). A name that says
+#: classroom, nap room, kitchen, corridor or playground keeps it private whatever was confirmed.
+_NAME_MAY_BE_PUBLIC = frozenset({AreaTag.ENTRANCE, AreaTag.PERIMETER, AreaTag.OTHER})
+
+
+def name_allows_public(name: str) -> bool:
+    """The name guard of the police rule: it may only narrow what an operator confirmed, never widen it."""
+    return guess_area(name) in _NAME_MAY_BE_PUBLIC
+
+
+@dataclass(frozen=True, slots=True)
+class AreaConfirmation:
+    """An operator's (or installer's) word on where a camera looks: the only area police sharing trusts.
+
+    Kept apart from the channel row so that it exists before the device registers
+    (provisioning), and survives catalogs that drop and re-add the channel.
+    ``name`` is the channel's name when it was confirmed: a later rename by the
+    device keeps the confirmation but flags it for review.
+    """
+
+    channel_id: str
+    area: AreaTag
+    confirmed_by: str
+    confirmed_at: float
+    name: str = ""
+
+
 class EntityKind(str, Enum):
     """What a status event is about."""
 
@@ -135,9 +167,19 @@ class Device:
     user_agent: str = ""
 
 
+#: Channel fields merged in from its :class:`AreaConfirmation` (not columns of the channel table).
+CONFIRMATION_FIELDS = frozenset({"confirmed_area", "confirmed_by", "confirmed_at", "area_review"})
+
+
 @dataclass(frozen=True, slots=True)
 class Channel:
-    """A camera or alarm input of a device, as reported by its catalog."""
+    """A camera or alarm input of a device, as reported by its catalog.
+
+    ``area`` is only a suggestion from the name (:func:`guess_area`); the
+    ``confirmed_*`` fields are the operator's :class:`AreaConfirmation`, merged
+    in by the directory (they are not columns of the channel table), and are what
+    decides whether police may see a camera.
+    """
 
     id: str
     device_id: str
@@ -155,6 +197,44 @@ class Channel:
     latitude: float | None = None
     ptz_type: int | None = None
     updated_at: float | None = None
+    confirmed_area: AreaTag | None = None
+    confirmed_by: str = ""
+    confirmed_at: float | None = None
+    area_review: bool = False  # confirmed, but the device renamed it since: an operator should look again
+
+    @property
+    def effective_area(self) -> AreaTag:
+        """The confirmed area, else the suggestion (what lists filter by; police use only the confirmed one)."""
+        return self.confirmed_area if self.confirmed_area is not None else self.area
+
+    def with_confirmation(self, confirmation: AreaConfirmation | None) -> Channel:
+        """This channel carrying ``confirmation`` (or none)."""
+        if confirmation is None:
+            if self.confirmed_area is None and not self.confirmed_by and self.confirmed_at is None:
+                return self
+            return replace(self, confirmed_area=None, confirmed_by="", confirmed_at=None, area_review=False)
+        return replace(
+            self,
+            confirmed_area=confirmation.area,
+            confirmed_by=confirmation.confirmed_by,
+            confirmed_at=confirmation.confirmed_at,
+            area_review=bool(confirmation.name) and confirmation.name != self.name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConflict:
+    """A catalog that described a channel another device owns: refused, kept for operators.
+
+    ``path`` is "catalog" (a full or partial Catalog response) or "notify" (a
+    catalog NOTIFY). The channel stayed with ``owner_id``.
+    """
+
+    channel_id: str
+    owner_id: str
+    claimant_id: str
+    at: float
+    path: str = "catalog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +321,11 @@ class DeviceFilter:
 
 @dataclass(frozen=True, slots=True)
 class ChannelFilter:
-    """Which channels to list; ``public_only`` is the police view (entrance/perimeter)."""
+    """Which channels to list.
+
+    ``area`` matches the effective area (confirmed, else suggested); ``public_only``
+    is the police view: channels whose *confirmed* area is entrance or perimeter.
+    """
 
     district_code: str | None = None
     kindergarten_id: str | None = None

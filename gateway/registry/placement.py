@@ -66,6 +66,42 @@ def kindergartens_in_catalog(items: Sequence[CatalogItem]) -> dict[str, Kinderga
     return found
 
 
+#: Central devices (GB/T 28181 type codes 200-214: SIP servers, platforms, access
+#: gateways) send trees; front-end devices (1xx: NVRs, cameras, alarm boxes) never do.
+_CENTRAL_TYPES = range(200, 215)
+
+
+def civil_prefix(any_id: str) -> str:
+    """The administrative area an ID belongs to: its civil code without trailing "00" levels.
+
+    ``12010000002090000001`` (a city gateway) -> ``1201``; ``12010100002000000001``
+    (a district platform) -> ``120101``.
+    """
+    code = any_id[:8]
+    while len(code) > 2 and code.endswith("00"):
+        code = code[:-2]
+    return code
+
+
+def kindergartens_taught(sender_id: str, items: Sequence[CatalogItem]) -> tuple[list[Kindergarten], int]:
+    """The kindergartens ``sender_id``'s catalog may teach, and how many 216 nodes it may not (L5).
+
+    Only configured kindergartens exist: a front-end device (an NVR with the shared
+    password) naming a 216 node creates nothing, and a lower platform or gateway
+    teaches only kindergartens inside its own administrative area (a district
+    platform cannot create one in another district). Refused nodes' channels stay
+    in their device's kindergarten, or unplaced.
+    """
+    found = kindergartens_in_catalog(items)
+    if not found:
+        return [], 0
+    if _type_code(sender_id) not in _CENTRAL_TYPES:
+        return [], len(found)
+    prefix = civil_prefix(sender_id)
+    taught = [kg for kg in found.values() if kg.id.startswith(prefix) and kg.district_code.startswith(prefix)]
+    return taught, len(found) - len(taught)
+
+
 def _type_code(any_id: str) -> int | None:
     return int(any_id[10:13]) if is_gb_id(any_id) else None
 

@@ -159,6 +159,19 @@ MIGRATIONS: Final[list[str]] = [
     );
     CREATE INDEX alarm_transition_alarm ON alarm_transition (alarm_id, seq);
     """,
+    # v4: operator-confirmed channel areas (the only areas police sharing trusts). Apart from
+    # the channel table: a confirmation may come before the device registers (provisioning)
+    # and outlives a catalog that drops and re-adds the channel; no foreign key for that reason.
+    """
+    CREATE TABLE channel_confirmation (
+        channel_id   TEXT PRIMARY KEY,
+        area         TEXT NOT NULL,
+        confirmed_by TEXT NOT NULL DEFAULT '',
+        confirmed_at REAL NOT NULL,
+        name         TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX channel_confirmation_area ON channel_confirmation (area);
+    """,
 ]
 
 

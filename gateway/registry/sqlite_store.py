@@ -24,6 +24,8 @@ from typing import Any, Final
 
 from gateway.errors import StoreConstraintError, StoreError
 from gateway.registry.model import (
+    CONFIRMATION_FIELDS,
+    AreaConfirmation,
     AreaTag,
     Channel,
     ChannelChanges,
@@ -46,7 +48,8 @@ log = logging.getLogger("kgw.registry")
 
 _KG_COLS: Final = tuple(f.name for f in fields(Kindergarten))
 _DEVICE_COLS: Final = tuple(f.name for f in fields(Device))
-_CHANNEL_COLS: Final = tuple(f.name for f in fields(Channel))
+_CHANNEL_COLS: Final = tuple(f.name for f in fields(Channel) if f.name not in CONFIRMATION_FIELDS)
+_CONFIRMATION_COLS: Final = tuple(f.name for f in fields(AreaConfirmation))
 _DEVICE_ONLINE: Final = _DEVICE_COLS.index("online")
 _CHANNEL_ONLINE: Final = _CHANNEL_COLS.index("online")
 _CHANNEL_AREA: Final = _CHANNEL_COLS.index("area")
@@ -68,6 +71,14 @@ _CHANNEL_UPSERT: Final = _upsert_sql("channel", _CHANNEL_COLS)
 _KG_SELECT: Final = f"SELECT {', '.join(_KG_COLS)} FROM kindergarten"
 _DEVICE_SELECT: Final = f"SELECT {', '.join(_DEVICE_COLS)} FROM device"
 _CHANNEL_SELECT: Final = f"SELECT {', '.join(_CHANNEL_COLS)} FROM channel"
+_CONFIRMATION_UPSERT: Final = (
+    f"INSERT INTO channel_confirmation ({', '.join(_CONFIRMATION_COLS)}) VALUES ({', '.join('?' for _ in _CONFIRMATION_COLS)})"
+    " ON CONFLICT (channel_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _CONFIRMATION_COLS if c != "channel_id")
+)
+# A channel's effective area (confirmed, else suggested) and its confirmed one, for list filters.
+_CONFIRMED_AREA: Final = "(SELECT a.area FROM channel_confirmation a WHERE a.channel_id = channel.id)"
+_EFFECTIVE_AREA: Final = f"COALESCE({_CONFIRMED_AREA}, area)"
 
 _DISTRICT_COUNTS_SQL: Final = """
 WITH k AS (SELECT district_code, COUNT(*) AS n
@@ -381,11 +392,15 @@ class SqliteStore:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         areas = flt.areas
-        if areas is not None:
-            if not areas:  # e.g. area=CLASSROOM with public_only: nothing may match
-                return Page((), 0, flt.offset, flt.limit)
-            clauses.append(f"area IN ({', '.join('?' for _ in areas)})")
-            params.extend(sorted(a.value for a in areas))
+        if areas is not None and not areas:  # e.g. area=CLASSROOM with public_only: nothing may match
+            return Page((), 0, flt.offset, flt.limit)
+        if flt.area is not None:
+            clauses.append(f"{_EFFECTIVE_AREA} = ?")
+            params.append(AreaTag(flt.area).value)
+        if flt.public_only:  # the police view: confirmed public areas only, never a suggestion
+            public = sorted(a.value for a in AreaTag if a.is_public)
+            clauses.append(f"{_CONFIRMED_AREA} IN ({', '.join('?' for _ in public)})")
+            params.extend(public)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows, total = self._page("channel", _CHANNEL_SELECT, where, params, flt.offset, flt.limit)
         return Page(tuple(map(_channel_from, rows)), total, flt.offset, flt.limit)
@@ -398,6 +413,29 @@ class SqliteStore:
             total = conn.execute(f"SELECT COUNT(*) FROM {table} {where}", params).fetchone()[0]
             rows = conn.execute(f"{select} {where} ORDER BY id LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
         return rows, int(total)
+
+    # --- confirmed areas ------------------------------------------------------------
+
+    def upsert_area_confirmations(self, confirmations: Iterable[AreaConfirmation]) -> int:
+        """Insert or overwrite operators' area confirmations in one transaction."""
+        rows = ((c.channel_id, AreaTag(c.area).value, c.confirmed_by, c.confirmed_at, c.name) for c in confirmations)
+        with self._transaction() as conn:
+            return _changes(conn.executemany(_CONFIRMATION_UPSERT, rows))
+
+    def delete_area_confirmations(self, channel_ids: Iterable[str]) -> int:
+        """Withdraw confirmations by channel id; return the count deleted."""
+        with self._transaction() as conn:
+            return _changes(
+                conn.executemany("DELETE FROM channel_confirmation WHERE channel_id = ?", ((i,) for i in channel_ids))
+            )
+
+    def load_area_confirmations(self) -> list[AreaConfirmation]:
+        """Every confirmation ordered by channel id (startup warm-up)."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_CONFIRMATION_COLS)} FROM channel_confirmation ORDER BY channel_id"
+            ).fetchall()
+        return [AreaConfirmation(i, AreaTag(area), by, at, name) for i, area, by, at, name in rows]
 
     # --- presence and history ----------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 from gateway.errors import StoreConstraintError
 from gateway.registry.model import (
+    AreaConfirmation,
     Channel,
     ChannelChanges,
     ChannelFilter,
@@ -90,10 +91,19 @@ class Store(Protocol):
         """Forget channels by id in one transaction; return the count deleted."""
 
     def get_channel(self, channel_id: str) -> Channel | None:
-        """One channel by id."""
+        """One channel by id (as its catalog said: confirmations are kept apart, see below)."""
 
     def list_channels(self, flt: ChannelFilter) -> Page[Channel]:
-        """Channels matching ``flt`` ordered by id."""
+        """Channels matching ``flt`` ordered by id (``public_only``: confirmed entrance/perimeter)."""
+
+    def upsert_area_confirmations(self, confirmations: Iterable[AreaConfirmation]) -> int:
+        """Insert or overwrite operators' area confirmations (a channel need not exist yet)."""
+
+    def delete_area_confirmations(self, channel_ids: Iterable[str]) -> int:
+        """Withdraw confirmations; return the count deleted."""
+
+    def load_area_confirmations(self) -> list[AreaConfirmation]:
+        """Every confirmation, for the warm-up (the directory merges them into its channels)."""
 
     def update_presence(
         self,

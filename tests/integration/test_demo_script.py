@@ -106,6 +106,19 @@ async def _run_demo_and_press(plan: DemoPorts, out: Path) -> None:
                 break
             assert asyncio.get_running_loop().time() < deadline, f"the press never reached the gateway: {alarms}"
             await asyncio.sleep(0.2)
+        # The police platform shows entrance cameras: the demo's installer confirmed them (names decide nothing).
+        police = f"http://127.0.0.1:{plan.platform_http(1)}"
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            status, shared = await http_json(f"{police}/api/channels?limit=1000")
+            cameras = [c for c in shared["items"] if c["type_code"] == 131] if status == 200 else []
+            if cameras:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"the police platform shows no camera: {shared}"
+            await asyncio.sleep(0.2)
+        status, ours = await http_json(f"{gateway}/api/channels?limit=1000")
+        confirmed = {c["id"]: c["confirmed_area"] for c in ours["items"]}
+        assert all(confirmed.get(c["id"]) in ("entrance", "perimeter") for c in cameras), cameras
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGINT)

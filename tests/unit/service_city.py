@@ -12,7 +12,7 @@ from gateway.gb28181.sip.headers import Headers
 from gateway.gb28181.sip.idsource import SeededIds
 from gateway.gb28181.sip.message import SipRequest
 from gateway.registry.directory import Directory
-from gateway.registry.model import AreaTag, Channel, Device, Kindergarten
+from gateway.registry.model import AreaConfirmation, AreaTag, Channel, Device, Kindergarten
 from tests.unit.service_fakes import Upper
 from tests.unit.sip_memnet import DOMAIN, GW_HOST, GW_ID, GW_PORT, MemNet
 
@@ -66,6 +66,18 @@ def city_directory() -> Directory:
             Kindergarten(kindergarten_id(1), "和平区第1幼儿园", HEPING),
             Kindergarten(kindergarten_id(2, HEXI), "河西区第2幼儿园", HEXI),
         ]
+    )
+    # The installer confirmed every camera's area (only confirmed areas are shared with police).
+    directory.confirmations.update(
+        (cid, AreaConfirmation(cid, area, "installer", 0.0))
+        for cid, area in (
+            (ENTRANCE, AreaTag.ENTRANCE),
+            (PERIMETER, AreaTag.PERIMETER),
+            (CLASSROOM, AreaTag.CLASSROOM),
+            (NAP_ROOM, AreaTag.DORMITORY),
+            (BACK_GATE, AreaTag.ENTRANCE),
+            (HEXI_GATE, AreaTag.ENTRANCE),
+        )
     )
     directory.put_device(Device(NVR_1, kindergarten_id(1), HEPING, online=True))
     directory.put_device(Device(NVR_2, kindergarten_id(2, HEXI), HEXI, online=False))

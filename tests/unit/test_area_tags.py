@@ -1,4 +1,4 @@
-"""Area tags decide what police may see: indoor words must always win."""
+"""Area tags from names are suggestions (police see only operator-confirmed areas); indoor words must always win."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.registry import AreaTag, guess_area
+from gateway.registry.model import name_allows_public
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,12 @@ _PUBLIC_WORDS = ["大门", "门口", "入口", "出入口", "周界", "围墙", 
 def test_an_indoor_word_is_never_public(prefix: str, indoor: str, public: str, suffix: str, indoor_first: bool) -> None:
     middle = indoor + public if indoor_first else public + indoor
     assert not guess_area(prefix + middle + suffix).is_public
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("大门口", True), ("周界", True), ("Camera 01", True), ("午睡室·大门口", False), ("小一班教室门口", False)],
+)
+def test_the_name_guard_only_narrows(name: str, allowed: bool) -> None:
+    """A name may keep a confirmed camera from police (it says indoor), never make one public."""
+    assert name_allows_public(name) is allowed

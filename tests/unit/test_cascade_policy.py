@@ -56,17 +56,21 @@ def channel(
     *,
     district: str = HEPING,
     area: AreaTag | None = None,
+    confirmed: AreaTag | None | str = "as tagged",
     online: bool = True,
     known_kg: bool = True,
 ) -> Channel:
+    """A channel; ``area`` is its tag (default: guessed from the name), and unless told otherwise
+    an operator confirmed that tag (``confirmed=None``: nobody did; the police see only confirmed areas)."""
     name = f"{TIANJIN_DISTRICTS[district]}第{kg}幼儿园·{suffix}"
+    tag = guess_area(name) if area is None else area
     return Channel(
         id=cid(type_code, kg, nn, district),
         device_id=cid(118, kg, 0, district),
         kindergarten_id=kgid(kg, district) if known_kg else None,
         district_code=district,
         name=name,
-        area=guess_area(name) if area is None else area,
+        area=tag,
         type_code=type_code,
         manufacturer="Hikvision",
         model="DS-2CD3T46",
@@ -75,6 +79,7 @@ def channel(
         longitude=117.2008,
         latitude=39.0842,
         ptz_type=3 if type_code in (131, 132) else None,
+        confirmed_area=tag if confirmed == "as tagged" else confirmed,  # type: ignore[arg-type]
     )
 
 
@@ -182,7 +187,18 @@ def test_kindergarten_names_are_exposed() -> None:
         (channel(139, 1, 1, "大门口"), False, "other peripheral"),
         (replace(channel(131, 1, 14, "小一班教室"), type_code=134), False, "camera ID relabelled as alarm input"),
         (replace(channel(131, 1, 15, "大门口"), id="gate-1"), False, "not a GB ID"),
-        (replace(channel(131, 1, 16, "大门口"), area="entrance-ish"), False, "area not an AreaTag"),  # type: ignore[arg-type]
+        (
+            replace(channel(131, 1, 16, "大门口"), confirmed_area="entrance-ish"),  # type: ignore[arg-type]
+            False,
+            "area not an AreaTag",
+        ),
+        # Names come from devices: a suggestion never shares a camera, a confirmation does (C3).
+        (channel(131, 1, 17, "大门口", confirmed=None), False, "name says entrance, nobody confirmed it"),
+        (channel(131, 1, 18, "大门口", confirmed=AreaTag.DORMITORY), False, "a nap-room camera renamed 大门口"),
+        (channel(131, 1, 19, "Camera 01", confirmed=AreaTag.ENTRANCE), True, "confirmed entrance, generic name"),
+        (channel(131, 1, 20, "周界", confirmed=AreaTag.PERIMETER), True, "confirmed perimeter"),
+        (channel(131, 1, 21, "午睡室", confirmed=AreaTag.ENTRANCE), False, "confirmed entrance, name says nap room"),
+        (channel(134, 1, 3, "一键报警", confirmed=None), True, "alarm inputs need no confirmation"),
     ],
 )
 def test_police_channel_rule(ch: Channel, police: bool, why: str) -> None:
@@ -477,6 +493,7 @@ def registry_rows(city: list[SimKindergarten]) -> tuple[list[Kindergarten], list
                         district_code=device.id[:6],
                         name=ch.name,
                         area=guess_area(ch.name),
+                        confirmed_area=AreaTag(ch.area),  # the installer's word, from the plan
                         type_code=int(ch.id[10:13]),
                         manufacturer=device.manufacturer,
                         model=device.model,
@@ -640,7 +657,7 @@ def test_a_camera_that_stops_being_public_is_deleted_for_police_with_its_nodes()
 
 def test_a_camera_that_becomes_public_is_added_for_police_after_its_nodes() -> None:
     room = channel(131, 2, 1, "多功能厅")
-    gate = replace(room, name="和平区第2幼儿园·侧门", area=AreaTag.ENTRANCE)
+    gate = replace(room, name="和平区第2幼儿园·侧门", area=AreaTag.ENTRANCE, confirmed_area=AreaTag.ENTRANCE)
     button = channel(134, 1, 1, "一键报警")
     items = changes(POLICE, [button, room], [button, gate])
     assert events(items) == [(kgid(2), "ADD"), (gate.id, "ADD")]  # Heping's node exists already
@@ -694,3 +711,23 @@ def test_changes_round_trip_as_a_notify() -> None:
         assert isinstance(message, CatalogResponse) and message.root is Root.NOTIFY
         received += message.items
     assert received == items
+
+
+def test_without_confirmations_police_see_alarm_inputs_only(
+    city: tuple[list[Kindergarten], list[Channel], dict[str, str]],
+) -> None:
+    """Names alone (however public they sound) share no camera: only an operator's confirmation does."""
+    kgs, channels, _ = city
+    unconfirmed = [replace(c, confirmed_area=None) for c in channels]
+    items = build_catalog(POLICE, system_id=SYSTEM_ID, kindergartens=kgs, channels=unconfirmed)
+    leaves = {item.device_id[10:13] for item in items if item.device_id[10:13] not in ("215", "216")}
+    assert leaves == {"134"}
+
+
+def test_confirming_a_camera_adds_it_for_police_and_withdrawing_deletes_it() -> None:
+    gate = channel(131, 1, 1, "大门口", confirmed=None)
+    button = channel(134, 1, 1, "一键报警")
+    confirmed = replace(gate, confirmed_area=AreaTag.ENTRANCE)
+    assert events(changes(POLICE, [button, gate], [button, confirmed])) == [(gate.id, "ADD")]
+    assert events(changes(POLICE, [button, confirmed], [button, gate])) == [(gate.id, "DEL")]
+    assert events(changes(MUNICIPAL, [gate], [confirmed])) == [(gate.id, "UPDATE")]

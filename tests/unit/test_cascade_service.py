@@ -219,7 +219,7 @@ def publish(rig: Rig, *channels: Channel) -> None:
     """Write channel rows of NVR_1 into the directory and publish the change as the gateway does."""
     directory = rig.service.directory
     before = directory.upsert_channels(NVR_1, channels)
-    after = {c.id: directory.view(c) for c in channels}
+    after = {c.id: directory.view(directory.channels[c.id]) for c in channels}  # with its confirmed area
     directory.publish(ChannelChange(before, after, rig.now))
 
 

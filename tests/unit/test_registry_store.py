@@ -27,6 +27,7 @@ from gateway.registry import (
     StoreConstraintError,
 )
 from gateway.registry.backends import open_store
+from gateway.registry.model import CONFIRMATION_FIELDS, AreaConfirmation
 from gateway.registry.sqlite_schema import MIGRATIONS
 from gateway.registry.sqlite_store import SqliteStore
 
@@ -108,7 +109,10 @@ def test_columns_equal_model_fields(store: SqliteStore) -> None:
         conn.executescript(script)
     for table, model in (("kindergarten", Kindergarten), ("device", Device), ("channel", Channel)):
         columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
-        assert columns == [f.name for f in fields(model)]
+        # A channel's confirmed area is kept apart (channel_confirmation) and merged by the directory.
+        assert columns == [f.name for f in fields(model) if f.name not in CONFIRMATION_FIELDS]
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(channel_confirmation)")]
+    assert columns == [f.name for f in fields(AreaConfirmation)]
 
 
 def test_file_database_runs_wal_with_foreign_keys(tmp_path: Path) -> None:
@@ -189,9 +193,17 @@ def test_list_channels_filters(city: City) -> None:
     assert [c.id for c in page.items] == sorted(c.id for c in channels if c.device_id == did)
     assert store.list_channels(ChannelFilter(limit=1)).total == len(channels)
 
+    # The police view lists confirmed public areas only: a name-derived tag is a suggestion.
+    assert store.list_channels(ChannelFilter(public_only=True)).total == 0
+    public = [c for c in channels if c.district_code == DISTRICTS[0] and c.area.is_public]
+    store.upsert_area_confirmations(AreaConfirmation(c.id, c.area, "installer", 1.0, c.name) for c in public)
+    store.upsert_area_confirmations([AreaConfirmation(public[0].id, AreaTag.CLASSROOM, "operator", 2.0)])
     police = store.list_channels(ChannelFilter(district_code=DISTRICTS[0], public_only=True, limit=1000))
-    assert police.total == sum(1 for c in channels if c.district_code == DISTRICTS[0] and c.area.is_public)
+    assert police.total == len(public) - 1
     assert police.items and all(c.area.is_public for c in police.items)
+    assert store.delete_area_confirmations([public[0].id]) == 1
+    loaded = store.load_area_confirmations()
+    assert len(loaded) == len(public) - 1 and loaded[0].confirmed_by == "installer" and loaded[0].confirmed_at == 1.0
 
     classrooms = store.list_channels(ChannelFilter(area=AreaTag.CLASSROOM, online=True))
     assert classrooms.total == sum(1 for c in channels if c.area is AreaTag.CLASSROOM and c.online)

@@ -2,6 +2,7 @@
 // area label and kind; only the children of expanded nodes are in the DOM (or, while
 // searching, the loaded matches and their ancestors). renderTree() rebuilds it all.
 
+import { areaBadges, areaButton } from "./areas.js";
 import { AREAS, CHANNEL_KINDS, isCamera, typeCode } from "./codes.js";
 import { $, el } from "./dom.js";
 import { cells } from "./grid.js";
@@ -34,7 +35,8 @@ function rowFor(node) {
     const name = el("span", "name", shortName(node));
     name.title = `${node.name || ""}\n${node.id}`;
     row.append(name);
-    if (node.area) row.append(el("span", `area area-${node.area}`, AREAS[node.area] || node.area));
+    if (camera) row.append(...areaBadges(node), areaButton(node, renderTree));  // 确认区域 (areas.js)
+    else if (node.area) row.append(el("span", `area area-${node.area}`, AREAS[node.area] || node.area));
     if (!camera) row.append(el("span", "kind", CHANNEL_KINDS[typeCode(node.id)] || "非视频"));
     row.append(el("span", node.online ? "state online" : "state offline", node.online ? "在线" : "离线"));
     row.title = camera ? "点击在画面中播放" : "不是摄像机，不能播放";
