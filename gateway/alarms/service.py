@@ -601,11 +601,12 @@ class AlarmService:
     async def _step(self, alarm_id: str, step: Callable[[Alarm, float], tuple[Alarm, Transition]]) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
         changed, transition = step(alarm, self.clock())
-        # Through the writer, so a version of the alarm queued before (a counted repeat, a
-        # delivery) can never be written over this one.
+        # Memory first (whatever runs while this is stored builds on it), then through the
+        # writer, so a version of the alarm queued before (a counted repeat, a delivery) can
+        # never be written over this one.
+        self._update(changed)
         self.writer.queue([changed], [], [transition])
         await self._commit()
-        self._update(changed)
         if changed.state is AlarmState.RESOLVED:
             self.intake.forget(changed.dedupe_key)  # a new press after a resolve is a new alarm
             self._unhold(changed)
