@@ -96,6 +96,7 @@ class AccessEventHandler(Collector):
         match event:
             case DeviceRegistered():
                 self._registered(event)
+                self.alarms.registered(event)  # releases alarms held from this address
             case DeviceOnline() | DeviceOffline():
                 self._presence(event.device_id, isinstance(event, DeviceOnline), event.at, event.reason)
             case DeviceUnregistered():

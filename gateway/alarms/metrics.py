@@ -23,9 +23,15 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class AlarmMetrics(Collector):
     """Counters of the alarm flow, and gauges of the outbox, the sinks and open alarms."""
 
-    def __init__(self, sink_status: Callable[[], list[dict[str, Any]]], open_alarms: Callable[[], list[Alarm]]) -> None:
+    def __init__(
+        self,
+        sink_status: Callable[[], list[dict[str, Any]]],
+        open_alarms: Callable[[], list[Alarm]],
+        held: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._sink_status = sink_status
         self._open_alarms = open_alarms
+        self._held = held
         self.received = Counter(
             "kgw_alarms_received",
             "Alarms received (new, not repeats) by category and kind",
@@ -54,11 +60,41 @@ class AlarmMetrics(Collector):
         self.escalations = Counter(
             "kgw_alarm_escalations", "Alarms escalated to the municipal level (not acknowledged in time)", registry=None
         )
+        self.unverified = Counter(
+            "kgw_alarms_unverified",
+            "Alarms not from the registered session's address: kept, shown, held from every sink; by reason",
+            ["reason"],
+            registry=None,
+        )
+        self.verified = Counter(
+            "kgw_alarms_verified",
+            "Held alarms released, by who verified them (device, operator)",
+            ["by"],
+            registry=None,
+        )
+        self.collapsed = Counter(
+            "kgw_alarms_collapsed",
+            "Alarm notifications beyond a device's rate limit counted as repeats of its open alarm",
+            registry=None,
+        )
 
     def collect(self) -> Iterator[Metric]:
         """The counters, then outbox depth, dead letters, sink health and open alarms."""
-        for counter in (self.received, self.flawed, self.duplicates, self.deliveries, self.latency, self.escalations):
+        for counter in (
+            self.received,
+            self.flawed,
+            self.duplicates,
+            self.deliveries,
+            self.latency,
+            self.escalations,
+            self.unverified,
+            self.verified,
+            self.collapsed,
+        ):
             yield from counter.collect()
+        held = GaugeMetricFamily("kgw_alarms_held", "Unverified open alarms held from every sink")
+        held.add_metric([], self._held())
+        yield held
         depth = GaugeMetricFamily(
             "kgw_alarm_outbox_depth", "Alarm deliveries not yet delivered, by sink", labels=["sink"]
         )

@@ -81,6 +81,9 @@ class TransitionAction(StrEnum):
     ESCALATED = "escalated"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    HELD = "held"  # not verified: kept from every sink until the device or an operator verifies it
+    VERIFIED = "verified"  # the device proved itself (actor "device") or an operator confirmed it
+    REPEATED = "repeated"  # a rate-limited repeat collapsed into this alarm (counted in ``repeats``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +183,13 @@ class Alarm:
     resolved_at: float | None = None
     sender_registered: bool = True
     problems: tuple[str, ...] = ()
+    peer: str = ""  # the transport address it came from, e.g. "udp:10.1.2.3:5060"
+    verified: bool = True  # False: not from the registered session's address, held from every sink
+    unverified_reason: str = ""  # why not verified when received ("address_mismatch", "not_registered")
+    verified_by: str | None = None  # "device" (it registered from ``peer``) or the confirming user
+    verified_at: float | None = None
+    repeats: int = 0  # rate-limited notifications of the same kind collapsed into this alarm
+    last_repeat_at: float | None = None
 
     @property
     def kind(self) -> AlarmKind:
@@ -190,6 +200,11 @@ class Alarm:
     def order_key(self) -> str:
         """Deliveries with the same order key reach a sink in ``seq`` order (per kindergarten)."""
         return self.kindergarten_id or f"device:{self.device_id}"
+
+    @property
+    def urgent(self) -> bool:
+        """One-button (emergency) alarms overtake a kindergarten's queued other alarms."""
+        return self.kind.category == "emergency"
 
 
 DeliveryKey = tuple[str, str, str]  # (alarm id, sink name, event)
@@ -210,6 +225,7 @@ class Delivery:
     next_attempt_at: float = 0.0
     last_error: str = ""
     delivered_at: float | None = None
+    urgent: bool = False  # an emergency alarm's: goes before the queue's other alarms (outbox lanes)
 
     @property
     def key(self) -> DeliveryKey:

@@ -2,10 +2,15 @@
 
 Every alarm becomes one :class:`~gateway.alarms.model.Delivery` per sink and
 event. The outbox keeps them in one queue per (sink, order key), i.e. per
-kindergarten, sorted by (seq, event: alarm before escalated), and only the
-HEAD of a queue may be attempted. A receiver therefore sees one kindergarten's
-alarms in the order they happened, while different kindergartens proceed in
-parallel and one kindergarten's failing alarm never holds back another's.
+kindergarten, sorted by (lane, seq, event: alarm before escalated), and only
+the HEAD of a queue may be attempted. A receiver therefore sees one
+kindergarten's alarms in the order they happened, while different
+kindergartens proceed in parallel and one kindergarten's failing alarm never
+holds back another's. The one exception is the lane: an *urgent* delivery (a
+one-button alarm's, ``Delivery.urgent``) goes before the queue's routine ones,
+so a flood of other alarms from a kindergarten never delays its press by more
+than the one attempt in flight; urgent ones keep their order among
+themselves. Due heads of different queues go oldest first, urgent first.
 
 Failed attempts are retried with capped, jittered exponential backoff. An
 alarm is never given up: after ``dead_after`` attempts the delivery is marked
@@ -61,9 +66,9 @@ _EVENT_RANK: Final = {DeliveryEvent.ALARM: 0, DeliveryEvent.ESCALATED: 1}
 _COMPACT_FACTOR: Final = 4
 _COMPACT_SLACK: Final = 256
 
-_OrderKey = tuple[int, int, DeliveryKey]  # (seq, event rank, key): queue order, unique
-_Waiting = tuple[float, int, int, DeliveryKey, int]  # (time, seq, rank, key, gen)
-_Due = tuple[int, int, DeliveryKey, float, int]  # (seq, rank, key, time, gen)
+_OrderKey = tuple[int, int, int, DeliveryKey]  # (lane, seq, event rank, key): queue order, unique
+_Waiting = tuple[float, int, int, int, DeliveryKey, int]  # (time, lane, seq, rank, key, gen)
+_Due = tuple[int, int, int, DeliveryKey, float, int]  # (lane, seq, rank, key, time, gen)
 _DueTime = tuple[float, int]  # (time, gen)
 
 
@@ -135,7 +140,8 @@ class _Sink:
 
 
 def _order(delivery: Delivery) -> _OrderKey:
-    return (delivery.seq, _EVENT_RANK.get(delivery.event, len(_EVENT_RANK)), delivery.key)
+    lane = 0 if delivery.urgent else 1
+    return (lane, delivery.seq, _EVENT_RANK.get(delivery.event, len(_EVENT_RANK)), delivery.key)
 
 
 def _discard_item(queue: _Queue, order: _OrderKey) -> None:
@@ -188,18 +194,18 @@ class Outbox:
             return []
         waiting, due, armed = state.waiting, state.due, state.armed
         while waiting and waiting[0][0] <= now:
-            at, seq, rank, key, gen = heapq.heappop(waiting)
+            at, lane, seq, rank, key, gen = heapq.heappop(waiting)
             if gen in armed:
-                heapq.heappush(due, (seq, rank, key, at, gen))
+                heapq.heappush(due, (lane, seq, rank, key, at, gen))
                 heapq.heappush(state.due_times, (at, gen))
         taken: list[Delivery] = []
         while due and len(taken) < limit:
-            seq, rank, key, at, gen = heapq.heappop(due)
+            lane, seq, rank, key, at, gen = heapq.heappop(due)
             queue = armed.get(gen)
             if queue is None:
                 continue  # stale
             if at > now:  # the wall clock stepped back since it was found due
-                heapq.heappush(waiting, (at, seq, rank, key, gen))
+                heapq.heappush(waiting, (at, lane, seq, rank, key, gen))
                 continue
             del armed[gen]
             queue.gen = 0
@@ -293,7 +299,7 @@ class Outbox:
             self._enqueue(state, delivery)
             return delivery
         queue = state.queues[delivery.order_key]
-        if queue.busy is None and queue.items[0][2] == key:
+        if queue.busy is None and queue.items[0][3] == key:
             self._reschedule(state, queue)
         return delivery
 
@@ -375,11 +381,11 @@ class Outbox:
         if not queue.items:
             del state.queues[queue.order_key]
             return
-        seq, rank, key = queue.items[0]
+        lane, seq, rank, key = queue.items[0]
         self._gen += 1
         queue.gen = self._gen
         state.armed[self._gen] = queue
-        heapq.heappush(state.waiting, (self._deliveries[key].next_attempt_at, seq, rank, key, self._gen))
+        heapq.heappush(state.waiting, (self._deliveries[key].next_attempt_at, lane, seq, rank, key, self._gen))
         heaps = len(state.waiting) + len(state.due) + len(state.due_times)
         if heaps > _COMPACT_SLACK + _COMPACT_FACTOR * len(state.armed):
             self._compact(state)
@@ -388,8 +394,8 @@ class Outbox:
     def _compact(state: _Sink) -> None:
         """Rebuild the heaps without stale entries (amortised O(1) per stale entry)."""
         armed = state.armed
-        state.waiting = [e for e in state.waiting if e[4] in armed]
-        state.due = [e for e in state.due if e[4] in armed]
+        state.waiting = [e for e in state.waiting if e[5] in armed]
+        state.due = [e for e in state.due if e[5] in armed]
         state.due_times = [e for e in state.due_times if e[1] in armed]
         heapq.heapify(state.waiting)
         heapq.heapify(state.due)
@@ -400,7 +406,7 @@ class Outbox:
         """Earliest armed time of one sink, popping stale entries off the heap tops."""
         armed = state.armed
         waiting, due_times = state.waiting, state.due_times
-        while waiting and waiting[0][4] not in armed:
+        while waiting and waiting[0][5] not in armed:
             heapq.heappop(waiting)
         while due_times and due_times[0][1] not in armed:
             heapq.heappop(due_times)

@@ -6,7 +6,11 @@ retransmissions are absorbed) and hands the alarm over as an
 (by its source channel, else its sender), gives it to the
 :class:`~gateway.alarms.service.AlarmService`, and only once it is committed
 answers the device: 200 and the standard's Response MESSAGE. If it cannot be
-stored the device hears 500 and sends it again.
+stored the device hears 500 and sends it again. An alarm that is not from the
+registered session at its registered address (``untrusted_reason``, or a lapsed
+registration) is stored unverified and held from the sinks; the device's next
+authenticated REGISTER from that address (:meth:`AlarmReceiver.registered`)
+verifies it.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Protocol
 
 from gateway.alarms.intake import AlarmNotice
 from gateway.errors import StoreError
-from gateway.gb28181.access_events import AlarmNotified
+from gateway.gb28181.access_events import AlarmNotified, DeviceRegistered
 from gateway.registry.directory import Directory
 
 __all__ = ["AlarmReceiver"]
@@ -30,6 +34,8 @@ class AlarmStoring(Protocol):
     """What the receiver needs of the alarm service."""
 
     async def receive(self, notice: AlarmNotice) -> object: ...
+
+    def device_registered(self, device_id: str, peer: str) -> None: ...
 
 
 class AlarmAnswering(Protocol):
@@ -60,6 +66,10 @@ class AlarmReceiver:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def registered(self, event: DeviceRegistered) -> None:
+        """An authenticated REGISTER: the device's alarms held from that very address are verified."""
+        self.alarms.device_registered(event.device_id, str(event.peer))
+
     async def stop(self, timeout: float = 5.0) -> None:
         """Let the alarms being stored finish (their devices are answered after)."""
         if self._tasks:
@@ -78,6 +88,8 @@ class AlarmReceiver:
             kindergarten_id=(source.kindergarten_id if source else None)
             or (sender.kindergarten_id if sender else None),
             district_code=(source.district_code if source else "") or (sender.district_code if sender else ""),
+            peer=str(event.peer),
+            untrusted_reason=event.untrusted_reason,
         )
         stored = True
         try:

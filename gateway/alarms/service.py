@@ -13,6 +13,16 @@ the store thread, the sinks and the consoles:
   ``sink.max_inflight`` at once, one per kindergarten) and runs them; results
   go back to the outbox and, batched, to the store.
 * the timer task escalates unacknowledged alarms.
+* trust: an alarm that is not from the registered session at its registered
+  address is stored *unverified* and HELD: it gets no delivery at all (no
+  police-facing or other sink: MQTT, webhook, upper platforms), is shown to the
+  consoles at once and still escalates there. It is released, through the
+  normal durable outbox, when the device registers (authenticated) from the
+  address it came from (:meth:`AlarmService.device_registered`) or an operator
+  confirms it (:meth:`AlarmService.verify`). Held is durable: it is the
+  alarm's ``verified`` column, and the deliveries are written with the flag.
+* rate limit: notifications beyond a group's budget are collapsed into its
+  open alarm (``repeats``), stored before the device is answered.
 
 Time is ``clock()`` (wall seconds), injectable so tests can drive escalation
 with a fake clock through :meth:`AlarmService.run_timers`.
@@ -28,18 +38,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from prometheus_client import Metric
 
 from gateway.alarms.feed import AlarmFeed
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
-from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve
+from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve, valid_actor
 from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.model import (
     Alarm,
     AlarmFilter,
+    AlarmState,
     Delivery,
     DeliveryEvent,
     DeliveryKey,
@@ -52,7 +63,7 @@ from gateway.alarms.payload import Enrichment, build_payload, encode_payload
 from gateway.alarms.sinks.base import OutboundMessage, Sink
 from gateway.alarms.store import AlarmStore
 from gateway.alarms.writer import AlarmWriter
-from gateway.errors import DeliveryError, StoreError, UnknownAlarm
+from gateway.errors import DeliveryError, InvalidTransition, StoreError, UnknownAlarm
 from gateway.registry.model import Page
 
 log = logging.getLogger("kgw.alarms")
@@ -74,14 +85,17 @@ class AlarmSettings:
     snapshot_concurrency: int = 4  # snapshots taken at once (an alarm storm must not open 2,314 streams)
     snapshot_backlog: int = 32  # alarms waiting for a snapshot beyond which new ones get none (a storm)
     write_retries: int = 3  # store attempts before the device is answered 500
+    rate: float = 1.0  # new alarms per second per (sender, kindergarten, lane, trust) beyond the burst
+    burst: float = 10.0  # new alarms such a group may open at once before repeats are collapsed
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiveResult:
-    """What ``receive`` did: a new alarm or a repeat of ``alarm_id``."""
+    """What ``receive`` did: a new alarm, a retransmission of ``alarm_id``, or a repeat collapsed into it."""
 
     alarm_id: str
     duplicate: bool
+    collapsed: bool = False
 
 
 class AlarmService:
@@ -106,8 +120,15 @@ class AlarmService:
         self.outbox = Outbox(self.settings.retry, random.random)
         self.lifecycle = Lifecycle(self.settings.escalate_after)
         self.intake = AlarmIntake(
-            lambda: uuid.uuid4().hex, window=self.settings.dedupe_window, local_offset=_local_utc_offset
+            lambda: uuid.uuid4().hex,
+            window=self.settings.dedupe_window,
+            local_offset=_local_utc_offset,
+            rate=self.settings.rate,
+            burst=self.settings.burst,
         )
+        self._held: dict[tuple[str, str], set[str]] = {}  # (device, peer) -> unverified open alarm ids
+        self._repeat_published: dict[str, float] = {}  # alarm id -> when a repeat last reached the consoles
+        self._verifying: set[asyncio.Task[None]] = set()
         self.snapshots: dict[str, bytes] = {}  # alarm id -> JPEG of the entrance camera (bounded)
         self._outbound: dict[str, Alarm] = {}  # alarms with deliveries still open (any event)
         self._open_count: dict[str, int] = {}  # alarm id -> deliveries not delivered yet
@@ -123,8 +144,16 @@ class AlarmService:
         self._tasks: list[asyncio.Task[None]] = []
         self._attempts: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.counters: dict[str, int] = {"received": 0, "duplicates": 0, "escalated": 0, "snapshots_skipped": 0}
-        self.metrics = AlarmMetrics(self.sink_status, self.lifecycle.open_alarms)
+        self.counters: dict[str, int] = {
+            "received": 0,
+            "duplicates": 0,
+            "escalated": 0,
+            "snapshots_skipped": 0,
+            "unverified": 0,
+            "verified": 0,
+            "repeats": 0,
+        }
+        self.metrics = AlarmMetrics(self.sink_status, self.lifecycle.open_alarms, self.held_count)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -133,7 +162,10 @@ class AlarmService:
         now = self.clock()
         recent = await self._run(self.store.load_alarms_since, now - self.settings.dedupe_window)
         for alarm in recent:
-            self.intake.remember(alarm)
+            if alarm.state is not AlarmState.RESOLVED:
+                self.intake.remember(alarm)
+                if not alarm.verified:
+                    self._held.setdefault((alarm.device_id, alarm.peer), set()).add(alarm.id)
             self.lifecycle.track(alarm)
         self.intake.remember_seq(await self._run(self.store.max_seq))
         known = {a.id: a for a in recent}
@@ -175,6 +207,9 @@ class AlarmService:
         # The flag ends the loops even when a cancellation is swallowed: Python 3.11's
         # wait_for drops it if the awaited event is set at the same moment (bpo-42130).
         self._stopping = True
+        for task in list(self._verifying):
+            task.cancel()
+        await asyncio.gather(*self._verifying, return_exceptions=True)
         self.writer.stop()
         for attempt in list(self._attempts):
             attempt.cancel()
@@ -197,9 +232,11 @@ class AlarmService:
 
     # --- intake ----------------------------------------------------------------------------
 
-    async def receive(self, notice: AlarmNotice) -> ReceiveResult:
+    async def receive(self, notice: AlarmNotice, *, collapse: bool = True) -> ReceiveResult:
         """Store the alarm durably (or recognise a repeat); raises StoreError when it cannot be stored."""
-        result = self.intake.accept(notice)
+        result = self.intake.accept(notice, self._state_of, collapse=collapse)
+        if result.collapsed_into is not None:
+            return await self._collapse(result.collapsed_into, notice)
         if result.alarm is None:
             assert result.duplicate_of is not None
             self.counters["duplicates"] += 1
@@ -221,25 +258,87 @@ class AlarmService:
             )
             return ReceiveResult(result.duplicate_of, True)
         alarm = result.alarm
-        deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ALARM, alarm.received_at) for name in self.sinks]
-        detail = f"SN {alarm.sn} from {alarm.device_id}" + (
+        if alarm.verified:
+            deliveries = [
+                self._new_delivery(alarm, name, DeliveryEvent.ALARM, alarm.received_at) for name in self.sinks
+            ]
+        else:
+            deliveries = []  # held from every sink until verified (module doc)
+        detail = f"SN {alarm.sn} from {alarm.device_id} at {alarm.peer or '?'}" + (
             f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else ""
         )
         transitions = [Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "device", detail)]
+        if not alarm.verified:
+            transitions.append(
+                Transition(
+                    alarm.id,
+                    alarm.received_at,
+                    TransitionAction.HELD,
+                    "system",
+                    f"unverified ({alarm.unverified_reason}): held from every sink until the device registers "
+                    f"from {alarm.peer or 'its address'} or an operator confirms it",
+                )
+            )
         done = self.writer.submit(alarm, deliveries, transitions)
-        self._committing[alarm.id] = done
+        # Repeats of it wait for this one: resolved once the alarm is in memory, not just on disk.
+        accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._committing[alarm.id] = accepted
         try:
             await asyncio.shield(done)
-        except StoreError:
+        except StoreError as exc:
             self.intake.forget(alarm.dedupe_key)  # the device's retry must be stored as new
+            accepted.set_exception(exc)
+            accepted.exception()  # retrieved: nobody may be waiting
             raise
         finally:
             self._committing.pop(alarm.id, None)
         self._accepted(alarm, deliveries)
+        accepted.set_result(None)
         return ReceiveResult(alarm.id, False)
 
+    def _state_of(self, alarm_id: str) -> AlarmState | None:
+        """The state of an alarm in memory (being committed counts as new); None when not open."""
+        if alarm_id in self._committing:
+            return AlarmState.NEW
+        current = self._current(alarm_id)
+        return None if current is None else current.state
+
+    async def _collapse(self, alarm_id: str, notice: AlarmNotice) -> ReceiveResult:
+        """A rate-limited repeat: count it on the open alarm, stored before the device is answered."""
+        pending = self._committing.get(alarm_id)
+        if pending is not None:
+            await asyncio.shield(pending)
+        current = self._current(alarm_id)
+        if current is None or current.state not in (AlarmState.NEW, AlarmState.DELIVERED):
+            return await self.receive(notice, collapse=False)  # taken or resolved meanwhile: a new alarm
+        now = self.clock()
+        changed = replace(current, repeats=current.repeats + 1, last_repeat_at=round(notice.received_at, 3))
+        self._update(changed)
+        self.counters["repeats"] += 1
+        self.metrics.collapsed.inc()
+        transition = Transition(
+            alarm_id, now, TransitionAction.REPEATED, "device", f"SN {notice.body.sn} from {notice.device_id}"
+        )
+        self.writer.queue([changed], [], [transition])
+        await asyncio.shield(self.writer.durable())
+        if now - self._repeat_published.get(alarm_id, float("-inf")) >= 1.0:  # consoles: at most 1/s per alarm
+            self._repeat_published[alarm_id] = now
+            while len(self._repeat_published) > 10_000:
+                self._repeat_published.pop(next(iter(self._repeat_published)))
+            self.feed.alarm("updated", self._current(alarm_id) or changed)
+        return ReceiveResult(alarm_id, False, collapsed=True)
+
     def _new_delivery(self, alarm: Alarm, sink: str, event: DeliveryEvent, now: float) -> Delivery:
-        return Delivery(alarm.id, sink, event, alarm.order_key, alarm.seq, created_at=now, next_attempt_at=now)
+        return Delivery(
+            alarm.id,
+            sink,
+            event,
+            alarm.order_key,
+            alarm.seq,
+            created_at=now,
+            next_attempt_at=now,
+            urgent=alarm.urgent,
+        )
 
     def _accepted(self, alarm: Alarm, deliveries: list[Delivery]) -> None:
         """The alarm is stored: tell the sinks, the consoles, the metrics; start the snapshot."""
@@ -248,6 +347,17 @@ class AlarmService:
         self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
         if alarm.problems:
             self.metrics.flawed.inc()
+        if not alarm.verified:
+            self.counters["unverified"] += 1
+            self.metrics.unverified.labels(reason=alarm.unverified_reason).inc()
+            self._held.setdefault((alarm.device_id, alarm.peer), set()).add(alarm.id)
+            log.warning(
+                "UNVERIFIED alarm %s claiming %s from %s (%s): shown to the consoles, held from every sink",
+                alarm.id,
+                alarm.device_id,
+                alarm.peer or "?",
+                alarm.unverified_reason,
+            )
         log.warning(
             "ALARM %s: %s priority %s from %s (kindergarten %s)%s",
             alarm.id,
@@ -455,7 +565,9 @@ class AlarmService:
             self.counters["escalated"] += 1
             self.metrics.escalations.inc()
             log.warning("alarm %s not acknowledged in time: escalated to the municipal level", alarm.id)
-            deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ESCALATED, now) for name in self.sinks]
+            # An unverified alarm escalates in the consoles only; its escalation goes out on verification.
+            events = self.sinks if alarm.verified else {}
+            deliveries = [self._new_delivery(alarm, name, DeliveryEvent.ESCALATED, now) for name in events]
             self._update(alarm)
             self.writer.queue([alarm], deliveries, [transition])
             for delivery in deliveries:
@@ -489,11 +601,92 @@ class AlarmService:
     async def _step(self, alarm_id: str, step: Callable[[Alarm, float], tuple[Alarm, Transition]]) -> Alarm:
         alarm = await self.get_alarm(alarm_id)
         changed, transition = step(alarm, self.clock())
+        # Memory first (whatever runs while this is stored builds on it), then through the
+        # writer, so a version of the alarm queued before (a counted repeat, a delivery) can
+        # never be written over this one.
         self._update(changed)
-        await self._run(self.store.save_progress, [changed], [], [transition])
+        self.writer.queue([changed], [], [transition])
+        await self._commit()
+        if changed.state is AlarmState.RESOLVED:
+            self.intake.forget(changed.dedupe_key)  # a new press after a resolve is a new alarm
+            self._unhold(changed)
         log.info("alarm %s %s by %s", alarm_id, transition.action.value, transition.actor)
         self.feed.alarm("updated", changed)
         return changed
+
+    async def _commit(self) -> None:
+        """Store everything queued so far now (StoreError when it cannot be; it stays queued)."""
+        await self.writer.flush()
+
+    # --- trust: held alarms -----------------------------------------------------------------------
+
+    def device_registered(self, device_id: str, peer: str) -> None:
+        """An authenticated REGISTER of ``device_id`` from ``peer``: its alarms held from there are verified."""
+        held = self._held.get((device_id, peer))
+        if not held:
+            return
+        for alarm_id in sorted(held):
+            task = asyncio.get_running_loop().create_task(self._verify_by_device(alarm_id, peer))
+            self._verifying.add(task)
+            task.add_done_callback(self._verifying.discard)
+
+    async def _verify_by_device(self, alarm_id: str, peer: str) -> None:
+        try:
+            await self._release_held(alarm_id, "device", f"the device registered (authenticated) from {peer}")
+        except (InvalidTransition, UnknownAlarm):
+            pass  # verified or resolved meanwhile
+        except StoreError:
+            log.exception("verifying alarm %s failed; it stays held", alarm_id)
+
+    async def verify(self, alarm_id: str, user: str, note: str = "") -> Alarm:
+        """Operator: confirm an unverified alarm is real; its deliveries go out. Stored before it returns."""
+        name = valid_actor(user)
+        return await self._release_held(alarm_id, name, f"confirmed by an operator{': ' + note[:500] if note else ''}")
+
+    async def _release_held(self, alarm_id: str, actor: str, detail: str) -> Alarm:
+        alarm = await self.get_alarm(alarm_id)
+        if alarm.verified:
+            raise InvalidTransition(f"alarm {alarm_id} is verified already")
+        if alarm.state is AlarmState.RESOLVED:
+            raise InvalidTransition(f"alarm {alarm_id} is resolved: nothing to deliver")
+        now = self.clock()
+        changed = replace(alarm, verified=True, verified_by=actor, verified_at=now)
+        deliveries = [self._new_delivery(changed, name, DeliveryEvent.ALARM, now) for name in self.sinks]
+        if changed.escalated_at is not None:
+            deliveries += [self._new_delivery(changed, name, DeliveryEvent.ESCALATED, now) for name in self.sinks]
+        self._unhold(changed)
+        self._update(changed)
+        self.writer.queue([changed], deliveries, [Transition(alarm_id, now, TransitionAction.VERIFIED, actor, detail)])
+        try:
+            await self._commit()  # held -> verified and its deliveries in one transaction, before any goes out
+        except StoreError:
+            self._update(alarm)
+            self._held.setdefault((alarm.device_id, alarm.peer), set()).add(alarm.id)
+            raise
+        self.counters["verified"] += 1
+        self.metrics.verified.labels(by="device" if actor == "device" else "operator").inc()
+        log.warning("alarm %s verified by %s: delivering it", alarm_id, actor)
+        alarm_sinks = {d.sink for d in deliveries if d.event is DeliveryEvent.ALARM}
+        if alarm_sinks:
+            self._remaining[alarm_id] = alarm_sinks
+        for delivery in deliveries:
+            self._hold(changed)
+            self.outbox.add(delivery)
+            self._pump_wake[delivery.sink].set()
+        self.feed.alarm("updated", changed)
+        return changed
+
+    def _unhold(self, alarm: Alarm) -> None:
+        key = (alarm.device_id, alarm.peer)
+        held = self._held.get(key)
+        if held is not None:
+            held.discard(alarm.id)
+            if not held:
+                del self._held[key]
+
+    def held_count(self) -> int:
+        """Unverified, unresolved alarms waiting for the device or an operator."""
+        return sum(len(ids) for ids in self._held.values())
 
     async def retry_delivery(self, key: DeliveryKey) -> Delivery:
         """Operator: try a (dead-lettered) delivery again now."""

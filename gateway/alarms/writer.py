@@ -47,6 +47,7 @@ class AlarmWriter:
         self._alarms: dict[str, Alarm] = {}
         self._deliveries: dict[DeliveryKey, Delivery] = {}
         self._transitions: list[Transition] = []
+        self._waiters: list[asyncio.Future[None]] = []  # resolved by the flush that writes what came before
         self._wake = asyncio.Event()
         self._stopping = False
 
@@ -70,10 +71,17 @@ class AlarmWriter:
         self._transitions.extend(transitions)
         self._wake.set()
 
+    def durable(self) -> asyncio.Future[None]:
+        """A future resolved once everything queued so far is committed (group commit, like intake)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(done)
+        self._wake.set()
+        return done
+
     @property
     def has_progress(self) -> bool:
-        """Whether progress is waiting to be written."""
-        return bool(self._alarms or self._deliveries or self._transitions)
+        """Whether progress is waiting to be written (or someone waits for a commit)."""
+        return bool(self._alarms or self._deliveries or self._transitions or self._waiters)
 
     async def run(self) -> None:
         """Write what is queued, whenever something is, until ``stop``."""
@@ -102,17 +110,21 @@ class AlarmWriter:
         deliveries = [replace(d) for d in self._deliveries.values()]  # snapshot: the outbox mutates them
         self._deliveries = {}
         transitions, self._transitions = self._transitions, []
-        if not (alarms or deliveries or transitions):
-            return
-        try:
-            await self._run(self.store.save_progress, alarms, deliveries, transitions)
-        except BaseException:
-            for alarm in alarms:
-                self._alarms.setdefault(alarm.id, alarm)
-            for delivery in deliveries:
-                self._deliveries.setdefault(delivery.key, delivery)
-            self._transitions[:0] = transitions
-            raise
+        waiters, self._waiters = self._waiters, []
+        if alarms or deliveries or transitions:
+            try:
+                await self._run(self.store.save_progress, alarms, deliveries, transitions)
+            except BaseException:
+                for alarm in alarms:
+                    self._alarms.setdefault(alarm.id, alarm)
+                for delivery in deliveries:
+                    self._deliveries.setdefault(delivery.key, delivery)
+                self._transitions[:0] = transitions
+                self._waiters[:0] = waiters
+                raise
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _commit(self, batch: list[_Intake]) -> None:
         alarms = [i.alarm for i in batch]

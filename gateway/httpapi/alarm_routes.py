@@ -21,11 +21,14 @@ from aiohttp import WSMsgType, web
 from gateway.alarms.model import Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
 from gateway.alarms.payload import rfc3339_ms
 from gateway.alarms.service import AlarmService
+from gateway.audit.actions import AuditAction
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
 from gateway.httpapi.common import json_error, json_response, paging
+from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.registry.directory import Directory
 from gateway.registry.model import InvalidFilter
+from gateway.security.principal import Principal, Role
 
 log = logging.getLogger("kgw.http.alarms")
 ALARMS = web.AppKey("kgw_alarms", AlarmService)
@@ -74,6 +77,13 @@ def alarm_json(alarm: Alarm, directory: Directory | None = None, snapshots: Cont
         "resolved_by": alarm.resolved_by,
         "resolved_at": _time(alarm.resolved_at),
         "sender_registered": alarm.sender_registered,
+        "verified": alarm.verified,
+        "unverified_reason": alarm.unverified_reason,
+        "verified_by": alarm.verified_by,
+        "verified_at": _time(alarm.verified_at),
+        "source_address": alarm.peer,
+        "repeats": alarm.repeats,
+        "last_repeat_at": _time(alarm.last_repeat_at),
         "problems": list(alarm.problems),
         "live_channel_id": directory.entrance_camera(alarm.kindergarten_id) if directory is not None else None,
         "has_snapshot": bool(alarm.id in snapshots),
@@ -203,6 +213,66 @@ async def resolve(request: web.Request) -> web.Response:
     return await _operator_step(request, "resolve")
 
 
+async def verify_alarm(request: web.Request) -> web.Response:
+    """POST /api/alarms/{id}/verify {"note": "…"}: an operator confirms an unverified alarm is real.
+
+    Its held deliveries then go out (police included). Only a 市级管理员, or a 区级值班员
+    of the alarm's district, may; the actor is the authenticated user, never a typed name.
+    """
+    principal = principal_of(request)
+    service = _alarms(request)
+    alarm_id = request.match_info["id"]
+    note = ""
+    if request.can_read_body:
+        try:
+            body = await request.json()
+            note = str(body.get("note", "")) if isinstance(body, dict) else ""
+        except ValueError as exc:
+            raise json_error(web.HTTPBadRequest, 'expected JSON {"note": "<optional>"}') from exc
+    audit = request.app.get(AUDIT)
+
+    def record(outcome: str, detail: str = "") -> None:
+        if audit is not None:
+            audit.record(
+                AuditAction.ALARM_VERIFY,
+                actor=principal,
+                target=alarm_id,
+                source=principal.source or (request.remote or ""),
+                outcome=outcome,
+                detail={"note": note[:500], "reason": detail} if detail or note else None,
+            )
+
+    try:
+        alarm = await service.get_alarm(alarm_id)
+    except UnknownAlarm as exc:
+        raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    if not may_verify(principal, alarm):
+        record("denied")
+        raise json_error(web.HTTPForbidden, "only a city administrator or the district's duty officer may verify")
+    try:
+        alarm = await service.verify(alarm_id, principal.username, note)
+    except UnknownAlarm as exc:
+        raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    except InvalidTransition as exc:
+        record("refused", str(exc))
+        raise json_error(web.HTTPConflict, str(exc)) from exc
+    except StoreError as exc:
+        raise json_error(web.HTTPServiceUnavailable, f"could not store: {exc}") from exc
+    record("ok", alarm.unverified_reason)
+    return json_response(_view(request, alarm))
+
+
+def may_verify(principal: Principal, alarm: Alarm) -> bool:
+    """Who may release a held alarm to the police: the city, or the alarm's own district."""
+    if principal.role is Role.CITY_ADMIN:
+        return True
+    return (
+        principal.role is Role.DISTRICT_DUTY
+        and bool(principal.district_code)
+        and (principal.district_code == alarm.district_code)
+    )
+
+
 async def retry_delivery(request: web.Request) -> web.Response:
     """POST /api/alarms/{id}/deliveries/{sink}/{event}/retry: try a dead letter again now."""
     info = request.match_info
@@ -311,10 +381,11 @@ def add_alarm_routes(app: web.Application, alarms: AlarmService, directory: Dire
     app.router.add_get("/api/alarms/{id}/snapshot.jpg", snapshot)
     app.router.add_post("/api/alarms/{id}/ack", acknowledge)
     app.router.add_post("/api/alarms/{id}/resolve", resolve)
+    app.router.add_post("/api/alarms/{id}/verify", verify_alarm)
     app.router.add_post("/api/alarms/{id}/deliveries/{sink}/{event}/retry", retry_delivery)
     app.router.add_get("/api/alarm-deliveries", list_deliveries)
     app.router.add_get("/api/alarm-sinks", sinks)
     app.on_shutdown.append(_close_sockets)
 
 
-__all__ = ["add_alarm_routes", "alarm_json", "delivery_json"]
+__all__ = ["add_alarm_routes", "alarm_json", "delivery_json", "may_verify"]

@@ -1,4 +1,4 @@
-"""SQLite implementation of :class:`~gateway.alarms.store.AlarmStore` (schema migration v3).
+"""SQLite implementation of :class:`~gateway.alarms.store.AlarmStore` (schema migrations v3, v4).
 
 It is a :class:`~gateway.registry.sqlite_store.SqliteStore` on the same file as
 the registry but with its own connection, used from its own worker thread, so
@@ -80,6 +80,7 @@ _alarm_values: Final = attrgetter(*_ALARM_COLS)
 _A_STATE: Final = _ALARM_COLS.index("state")
 _A_REGISTERED: Final = _ALARM_COLS.index("sender_registered")
 _A_PROBLEMS: Final = _ALARM_COLS.index("problems")
+_A_VERIFIED: Final = _ALARM_COLS.index("verified")
 _INT_COLS: Final = tuple(_ALARM_COLS.index(c) for c in ("priority", "method", "alarm_type", "event_type"))
 
 
@@ -90,6 +91,7 @@ def _alarm_row(a: Alarm) -> tuple[Any, ...]:
     row[_A_STATE] = AlarmState(a.state).value
     row[_A_REGISTERED] = int(bool(a.sender_registered))
     row[_A_PROBLEMS] = json.dumps(list(a.problems), ensure_ascii=False)
+    row[_A_VERIFIED] = int(bool(a.verified))
     return tuple(row)
 
 
@@ -98,6 +100,7 @@ def _alarm_from(row: Sequence[Any]) -> Alarm:
     values[_A_STATE] = AlarmState(values[_A_STATE])
     values[_A_REGISTERED] = bool(values[_A_REGISTERED])
     values[_A_PROBLEMS] = tuple(json.loads(values[_A_PROBLEMS]))
+    values[_A_VERIFIED] = bool(values[_A_VERIFIED])
     return Alarm(*values)
 
 
@@ -114,11 +117,12 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
         d.next_attempt_at,
         d.last_error,
         d.delivered_at,
+        int(bool(d.urgent)),
     )
 
 
 def _delivery_from(row: Sequence[Any]) -> Delivery:
-    alarm_id, sink, event, order_key, seq, created_at, state, attempts, next_at, error, done_at = row
+    alarm_id, sink, event, order_key, seq, created_at, state, attempts, next_at, error, done_at, urgent = row
     return Delivery(
         alarm_id,
         sink,
@@ -131,6 +135,7 @@ def _delivery_from(row: Sequence[Any]) -> Delivery:
         next_at,
         error,
         done_at,
+        bool(urgent),
     )
 
 

@@ -172,6 +172,22 @@ MIGRATIONS: Final[list[str]] = [
     );
     CREATE INDEX channel_confirmation_area ON channel_confirmation (area);
     """,
+    # v5: alarm trust, collapsed repeats and emergency lanes (issue 10: C3, C4, M1).
+    """
+    -- Where the alarm came from, whether it is verified (held from every sink until it is),
+    -- and the repeats a rate limit collapsed into it. Existing alarms count as verified.
+    ALTER TABLE alarm ADD COLUMN peer TEXT NOT NULL DEFAULT '';
+    ALTER TABLE alarm ADD COLUMN verified INTEGER NOT NULL DEFAULT 1 CHECK (verified IN (0, 1));
+    ALTER TABLE alarm ADD COLUMN unverified_reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE alarm ADD COLUMN verified_by TEXT;
+    ALTER TABLE alarm ADD COLUMN verified_at REAL;
+    ALTER TABLE alarm ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE alarm ADD COLUMN last_repeat_at REAL;
+    -- Deduplication is by session (sender, address, SN) and lives in memory; the old
+    -- (source, method, type, AlarmTime) key could be pre-empted, and nothing reads this index.
+    DROP INDEX IF EXISTS alarm_dedupe;
+    ALTER TABLE alarm_delivery ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1));
+    """,
 ]
 
 

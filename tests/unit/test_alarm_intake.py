@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.alarms.intake import AlarmIntake, AlarmNotice
-from gateway.alarms.model import AlarmMethod, DeliveryEvent, describe_alarm
+from gateway.alarms.model import AlarmMethod, AlarmState, DeliveryEvent, describe_alarm
 from gateway.alarms.payload import Enrichment, KindergartenInfo, build_payload, encode_payload, rfc3339_ms
 from gateway.gb28181.manscdp import AlarmNotify, ResultResponse, decode_message, serialize
 
@@ -25,8 +25,20 @@ def intake(**kw: object) -> AlarmIntake:
     return AlarmIntake(lambda: next(ids), **kw)  # type: ignore[arg-type]
 
 
-def notice(body: AlarmNotify, *, at: float = T0, registered: bool = True, sender: str = SENDER) -> AlarmNotice:
-    return AlarmNotice(sender, body, at, registered, "12010100112160001000", "120101")
+def notice(
+    body: AlarmNotify,
+    *,
+    at: float = T0,
+    registered: bool = True,
+    sender: str = SENDER,
+    peer: str = "udp:10.0.0.2:5060",
+    untrusted: str = "",
+) -> AlarmNotice:
+    return AlarmNotice(sender, body, at, registered, "12010100112160001000", "120101", peer, untrusted)
+
+
+def tamper(sn: int) -> AlarmNotify:
+    return AlarmNotify(sn, SENDER, priority="3", method="2", alarm_type="2", alarm_time="2026-11-29T11:34:19")
 
 
 def button(sn: int = 1, when: str = "2026-11-29T11:34:19", **kw: object) -> AlarmNotify:
@@ -106,15 +118,77 @@ def test_clean_button_press_becomes_an_alarm_without_problems() -> None:
     assert alarm.order_key == "12010100112160001000"
 
 
-def test_same_event_notified_again_is_a_duplicate_within_the_window() -> None:
+def test_a_retransmission_of_the_same_session_is_a_duplicate_within_the_window() -> None:
     core = intake(window=600.0)
     first = core.accept(notice(button(sn=1))).alarm
     assert first is not None
-    # a new SN and a new transaction, the same event (the device missed our Response MESSAGE)
-    again = core.accept(notice(button(sn=2), at=T0 + 5))
+    # the same SN from the same sender and address: the device resent it (issue 10, C4)
+    again = core.accept(notice(button(sn=1), at=T0 + 5))
     assert again.alarm is None and again.duplicate_of == first.id
-    later = core.accept(notice(button(sn=3), at=T0 + 601))
+    later = core.accept(notice(button(sn=1), at=T0 + 601))
     assert later.alarm is not None and later.alarm.seq == 2
+
+
+def test_a_new_sn_with_the_same_alarm_time_is_a_new_alarm() -> None:
+    """The AlarmTime is predictable: keying on it let forged alarms swallow real presses (C4)."""
+    core = intake()
+    first = core.accept(notice(button(sn=1))).alarm
+    second = core.accept(notice(button(sn=2), at=T0 + 5)).alarm
+    assert first is not None and second is not None and second.id != first.id
+
+
+def test_the_same_sn_from_another_address_is_a_new_alarm() -> None:
+    core = intake()
+    first = core.accept(notice(button(sn=1), peer="udp:10.0.0.2:5060")).alarm
+    forged_first = core.accept(notice(button(sn=1), peer="udp:10.9.9.9:5060", at=T0 + 1))
+    assert first is not None and forged_first.alarm is not None and forged_first.alarm.id != first.id
+
+
+def test_nothing_is_merged_into_a_resolved_alarm() -> None:
+    core = intake()
+    first = core.accept(notice(button(sn=1))).alarm
+    assert first is not None
+    states = {first.id: AlarmState.RESOLVED}
+    again = core.accept(notice(button(sn=1), at=T0 + 5), states.get)
+    assert again.alarm is not None and again.alarm.id != first.id
+    states[again.alarm.id] = AlarmState.ACKNOWLEDGED  # a resend of a press being handled is still that press
+    assert core.accept(notice(button(sn=1), at=T0 + 6), states.get).duplicate_of == again.alarm.id
+
+
+def test_trust_is_recorded_with_its_reason() -> None:
+    core = intake()
+    trusted = core.accept(notice(button(sn=1))).alarm
+    mismatch = core.accept(notice(button(sn=2), untrusted="address_mismatch")).alarm
+    lapsed = core.accept(notice(button(sn=3), registered=False)).alarm
+    assert trusted is not None and trusted.verified and trusted.unverified_reason == ""
+    assert mismatch is not None and not mismatch.verified and mismatch.unverified_reason == "address_mismatch"
+    assert lapsed is not None and not lapsed.verified and lapsed.unverified_reason == "not_registered"
+
+
+def test_a_flood_beyond_the_budget_is_collapsed_into_the_open_alarm() -> None:
+    core = intake(rate=1.0, burst=3)
+    made = [core.accept(notice(tamper(sn=n), at=T0)).alarm for n in range(3)]
+    assert all(a is not None for a in made)
+    over = core.accept(notice(tamper(sn=3), at=T0))
+    assert over.alarm is None and over.collapsed_into == made[-1].id  # type: ignore[union-attr]
+    # the one-button lane has its own budget: a press is never collapsed into the flood
+    press = core.accept(notice(button(sn=4), at=T0)).alarm
+    assert press is not None and press.urgent
+    # a forged flood (another address, untrusted) has its own budget too: it cannot eat the device's
+    forged = [core.accept(notice(tamper(sn=10 + n), at=T0, untrusted="address_mismatch")) for n in range(4)]
+    assert [r.alarm is not None for r in forged] == [True, True, True, False]
+    # the budget refills
+    assert core.accept(notice(tamper(sn=20), at=T0 + 1.0)).alarm is not None
+
+
+def test_over_the_budget_without_an_open_alarm_is_still_a_new_alarm() -> None:
+    core = intake(rate=1.0, burst=1)
+    first = core.accept(notice(tamper(sn=1))).alarm
+    assert first is not None
+    closed = {first.id: AlarmState.ACKNOWLEDGED}  # somebody took it: do not hide new ones in it
+    second = core.accept(notice(tamper(sn=2)), closed.get)
+    assert second.alarm is not None
+    assert core.accept(notice(tamper(sn=3)), lambda _id: AlarmState.NEW, collapse=False).alarm is not None
 
 
 def test_a_new_press_is_a_new_alarm() -> None:
@@ -180,7 +254,7 @@ def test_restore_continues_the_sequence_and_the_window() -> None:
     restarted = intake()
     restarted.remember(first)
     restarted.remember_seq(41)
-    assert restarted.accept(notice(button(sn=9), at=T0 + 2)).duplicate_of == first.id
+    assert restarted.accept(notice(button(sn=1), at=T0 + 2)).duplicate_of == first.id
     fresh = restarted.accept(notice(button(sn=10, when="2026-11-29T11:35:00"), at=T0 + 41)).alarm
     assert fresh is not None and fresh.seq == 42
 
@@ -275,10 +349,11 @@ def test_rfc3339_ms_rounds_to_milliseconds() -> None:
     assert rfc3339_ms(1_764_387_259.5) == "2025-11-29T03:34:19.500Z"
 
 
-def test_the_same_event_relayed_by_another_platform_is_one_alarm() -> None:
-    """Straight from the gateway and again through a district platform: the source ID decides."""
+def test_the_same_event_relayed_by_another_platform_is_another_alarm() -> None:
+    """Issue 10 (C4): only a retransmission of the same session is merged. Two paths are two
+    senders; receivers see both (each with its own alarm_id) rather than one real press lost."""
     core = intake()
     first = core.accept(notice(button(sn=1), sender="12010000002090000001")).alarm
     assert first is not None
     relayed = core.accept(notice(button(sn=77), sender="12010100002000000001", at=T0 + 0.2))
-    assert relayed.alarm is None and relayed.duplicate_of == first.id
+    assert relayed.alarm is not None and relayed.alarm.id != first.id

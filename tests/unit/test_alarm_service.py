@@ -125,7 +125,8 @@ async def test_receive_stores_then_delivers_and_marks_delivered(running: Starter
 async def test_repeat_is_recognised_and_not_delivered_twice(running: Starter) -> None:
     clock, sink = FakeClock(), FakeSink()
     service = await running(clock, [sink])
-    first, second = await asyncio.gather(service.receive(notice(sn=1)), service.receive(notice(sn=2, at=T0 + 1)))
+    # the same SN again: the device's retransmission (a new SN would be a new press, issue 10 C4)
+    first, second = await asyncio.gather(service.receive(notice(sn=1)), service.receive(notice(sn=1, at=T0 + 1)))
     assert (first.duplicate, second.duplicate) == (False, True) and second.alarm_id == first.alarm_id
     assert await wait_for(lambda: len(sink.got) == 1, 30)
     # Both notices were handled (gather returned); once the outbox is empty nothing else can go out.
@@ -269,7 +270,7 @@ async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path)
         restarted.poke()
         assert await wait_for(lambda: len(sink2.got) == 2, 30)
         assert [p["alarm_id"] for p in sink2.payloads()] == [first.alarm_id, second.alarm_id]
-        again = await restarted.receive(notice(sn=3, when="2026-11-29T03:34:19", at=T0 + 10))
+        again = await restarted.receive(notice(sn=1, when="2026-11-29T03:34:19", at=T0 + 10))
         assert again.duplicate and again.alarm_id == first.alarm_id  # the dedupe window survived
         fresh = await restarted.receive(notice(sn=4, when="2026-11-29T03:35:00", at=T0 + 41))
         assert not fresh.duplicate

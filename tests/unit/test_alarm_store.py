@@ -113,11 +113,11 @@ def test_columns_equal_model_fields() -> None:
         "alarm_district",
         "alarm_kindergarten",
         "alarm_state",
-        "alarm_dedupe",
         "alarm_delivery_state",
         "alarm_delivery_open",
         "alarm_transition_alarm",
     } <= indexes
+    assert "alarm_dedupe" not in indexes  # v4: dedupe is per session, in memory (issue 10, C4)
 
 
 def test_open_deliveries_query_uses_the_partial_index(store: SqliteAlarmStore) -> None:

@@ -51,6 +51,7 @@ CORE_MODULES = frozenset(
         "gateway.alarms.model",
         "gateway.alarms.outbox",
         "gateway.alarms.payload",
+        "gateway.alarms.ratelimit",
         "gateway.alarms.signing",
         "gateway.audit.chain",
         "gateway.cascade.admission",

@@ -1,7 +1,10 @@
 // The right panel: alarms (GET /api/alarms, then the WebSocket /api/alarms/ws with reconnect),
 // a sound and a flash for each new or escalated one, acknowledge / resolve by the named
 // operator (值班员), 查看现场 plays the alarm's live channel and opens it in the tree, and the
-// 全部 / 未处理 filter.
+// 全部 / 未处理 filter. An unverified alarm (not from the device's registered address) shows
+// 未验证 with the reason: it is held from the police until the device re-registers from that
+// address or a permitted user presses 确认真实 (POST /api/alarms/{id}/verify; the server decides
+// who may). Repeats a rate limit collapsed into an alarm show as 重复 N 次.
 
 import { getJson } from "./api.js";
 import { $, el } from "./dom.js";
@@ -9,6 +12,10 @@ import { playInGrid } from "./grid.js";
 import { reveal } from "./tree.js";
 
 const STATES = { new: "新报警", delivered: "已送达", acknowledged: "已确认", resolved: "已处置" };
+const UNVERIFIED = {
+  address_mismatch: "来源地址与注册地址不一致",
+  not_registered: "设备未注册",
+};
 const alarms = new Map();  // id -> alarm JSON, newest first in the list
 
 // The operator's name as last typed on this browser.
@@ -62,10 +69,21 @@ function renderAlarm(alarm) {
   }
   li.className = `state-${alarm.state}` + (li.classList.contains("fresh") ? " fresh" : "");
   const title = el("div", "title", `${alarm.kind_name} · ${alarm.kindergarten_name || alarm.kindergarten_id || alarm.device_id}`);
+  if (alarm.verified === false) {
+    const reason = UNVERIFIED[alarm.unverified_reason] || alarm.unverified_reason || "来源未验证";
+    const badge = el("span", "unverified", `未验证：${reason}`);
+    badge.title = `来源 ${alarm.source_address || "未知"}；确认前不推送公安`;
+    title.append(badge);
+  }
   if (alarm.escalated_at) {
     const esc = el("span", "escalated", "已升级");
     esc.title = `已升级至市级 ${formatTime(alarm.escalated_at)}`;
     title.append(esc);
+  }
+  if (alarm.repeats > 0) {
+    const rep = el("span", "repeats", `重复 ${alarm.repeats} 次`);
+    if (alarm.last_repeat_at) rep.title = `最近一次 ${formatTime(alarm.last_repeat_at)}`;
+    title.append(rep);
   }
   const who = alarm.resolved_by ? ` · 处置人 ${alarm.resolved_by}` : alarm.acknowledged_by ? ` · 确认人 ${alarm.acknowledged_by}` : "";
   const meta = el("div", "meta", `${formatTime(alarm.received_at)} · ${alarm.district_name} · 优先级 ${alarm.priority ?? "?"} · ` +
@@ -79,6 +97,13 @@ function renderAlarm(alarm) {
       reveal(alarm.district_code, alarm.kindergarten_id, alarm.live_channel_id).catch(() => {});
     });
     actions.append(live);
+  }
+  if (alarm.verified === false && alarm.state !== "resolved") {
+    const verify = el("button", "verify", "确认真实");
+    verify.type = "button";
+    verify.title = "确认为真实报警：推送公安";
+    verify.addEventListener("click", () => verifyAlarm(alarm.id));
+    actions.append(verify);
   }
   if (alarm.state === "new" || alarm.state === "delivered") {
     const ack = el("button", "ack", "确认");
@@ -138,6 +163,24 @@ async function act(id, action) {
     upsertAlarm(body, false);
   } catch (err) {
     showAlarmError(`操作失败: ${err.message || err}`);
+  }
+}
+
+// 确认真实: the authenticated user confirms the alarm; the server checks the role and district.
+async function verifyAlarm(id) {
+  showAlarmError("");
+  try {
+    const resp = await fetch(`/api/alarms/${encodeURIComponent(id)}/verify`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({}),
+    });
+    const body = await resp.json();
+    if (resp.status === 403) throw new Error("无权确认此报警");
+    if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
+    upsertAlarm(body, false);
+  } catch (err) {
+    showAlarmError(`确认失败: ${err.message || err}`);
   }
 }
 
