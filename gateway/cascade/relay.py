@@ -377,7 +377,11 @@ class UpperRelay:
         if spec.transport is MediaTransport.TCP_PASSIVE:  # the upper listens: we connect after the ACK
             return await TcpRtpSender.bind(host, target, ports=ports, on_closed=on_closed)
         # The upper connects to us; only from the address its offer named (c=), else from the upper's own.
-        allowed = self._links[call.upper].addresses.media_host() if spec.local_host in ("", "0.0.0.0", "::") else spec.local_host
+        allowed = (
+            self._links[call.upper].addresses.media_host()
+            if spec.local_host in ("", "0.0.0.0", "::")
+            else spec.local_host
+        )
         return await TcpRtpSender.listen(host, ports=ports, allowed_host=allowed, on_closed=on_closed)
 
     async def _stream(self, call: _UpperCall) -> None:

@@ -233,9 +233,9 @@ class UpperLink:
         self.client.peer = peer
 
     def resolved(self, hosts: Sequence[str]) -> None:
-        """The I/O layer resolved the configured host name to these addresses (they replace the name)."""
-        if hosts:
-            self.addresses = replace(self.addresses, hosts=frozenset(hosts))
+        """The I/O layer resolved the configured host name to these addresses."""
+        if hosts:  # the name stays too: an upper may name itself in its SDP (c=police)
+            self.addresses = replace(self.addresses, hosts=frozenset({self.config.host, *hosts}))
 
     def accepts_from(self, peer: Peer) -> bool:
         """Whether a request claiming this upper may come from ``peer`` (issue 10, C1)."""
