@@ -167,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     police.add_argument("--report-every", type=float, default=10.0, help="s between report lines (default 10)")
     police.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
+    devices = sub.add_parser("devices", help="provision devices: per-device passwords for strict enrolment")
+    devices_sub = devices.add_subparsers(dest="devices_command", required=True)
+    imp = devices_sub.add_parser(
+        "import", help="import device_id,password[,kindergarten_id,name] rows from a CSV file (all or nothing)"
+    )
+    imp.add_argument("file", help="CSV file with a header row (UTF-8)")
+    imp.add_argument("--db", default="var/kgw.db", help="the gateway's SQLite file (default var/kgw.db)")
+
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
     demo.add_argument("--sip-port", type=int, default=5060, help="gateway SIP port, UDP and TCP (default 5060)")
@@ -535,6 +543,25 @@ async def run_demo(args: argparse.Namespace) -> None:
     await _run_until_signal(start, demo.stop)
 
 
+def run_devices(args: argparse.Namespace) -> int:
+    """``kgw devices import FILE.csv``: store per-device passwords (a running gateway reads them at start)."""
+    from gateway.device_credentials import save_credentials, sqlite_path
+    from gateway.device_csv import parse_device_csv
+
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc}") from exc
+    rows = parse_device_csv(text)
+    path = sqlite_path(args.db)
+    if path is None:
+        raise ConfigError("--db must be a SQLite file")
+    count = save_credentials(path, rows)
+    print(f"imported {count} device credential(s) into {path}; restart the gateway (or POST /api/devices/import)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgw`` console script."""
     args = build_parser().parse_args(argv)
@@ -550,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
             config = platform_config_from_args(args)
             _setup_logging(config.log_level)
             runner = run_node(config, platform=True)
+        elif args.command == "devices":
+            return run_devices(args)
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)
