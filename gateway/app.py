@@ -33,9 +33,18 @@ from gateway.audit.trail import AuditTrail
 from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
 from gateway.config import GatewayConfig
+from gateway.device_credentials import (
+    load_credentials,
+    provisioned_device,
+    save_credentials,
+    sqlite_path,
+    with_credentials,
+)
+from gateway.device_csv import DeviceCredential
 from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve
+from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
@@ -70,7 +79,9 @@ class GatewayService:
         self.store = StoreThread(config.db, store)
         self.directory = Directory()
         self.writer = RegistryWriter(self.store, config.flush_interval)
-        self._provisioned_kindergarten = {d.id: d.kindergarten_id for d in config.devices}.get
+        # Mutable: credentials imported from CSV (at start and through the API) add to it.
+        self._kindergartens: dict[str, str | None] = {d.id: d.kindergarten_id for d in config.devices}
+        self._provisioned_kindergarten = self._kindergartens.get
         self.provisioning = Provisioning(self.store, self.directory, self.writer, self._provisioned_kindergarten)
         self.wall_offset = 0.0
         self.http_port = 0
@@ -107,6 +118,10 @@ class GatewayService:
         await self.store.open()
         stack.push_async_callback(self.store.close)
         rows = await load_directory(self.store, directory)
+        imported = await asyncio.to_thread(load_credentials, sqlite_path(config.db))
+        if imported:  # per-device passwords of `kgw devices import` (strict enrolment)
+            config = self.config = with_credentials(config, imported)
+            self._kindergartens.update({c.device_id: c.kindergarten_id for c in imported if c.kindergarten_id})
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
         self.writer.start()
         stack.push_async_callback(self.writer.stop)  # the last writes, after SIP closed
@@ -171,7 +186,7 @@ class GatewayService:
             uppers=cascade,
             metrics=self.metrics,
             audit=self.audit,
-            parts=self.web_parts,
+            parts=(*self.web_parts, device_import_part(self._import_devices)),
         )
         runner, self.http_port = await serve(app, config.http_host, config.http_port)
         stack.push_async_callback(runner.cleanup)
@@ -193,6 +208,17 @@ class GatewayService:
             config.db,
             config.enrolment,
         )
+
+    async def _import_devices(self, rows: Sequence[DeviceCredential]) -> int:
+        """Store imported credentials (all or nothing), then let the running registrar use them."""
+        path = sqlite_path(self.config.db)
+        if path is not None:
+            await asyncio.to_thread(save_credentials, path, rows)
+        for row in rows:
+            self.sip.provisioned[row.device_id] = provisioned_device(row)
+            if row.kindergarten_id:
+                self._kindergartens[row.device_id] = row.kindergarten_id
+        return len(rows)
 
     async def stop(self) -> None:
         """Undo :meth:`start` in reverse: streams, uppers, HTTP, SIP, alarms, the last writes, the store."""

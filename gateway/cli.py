@@ -16,7 +16,22 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit.commands import add_audit_parser, run_audit
-from gateway.config import DEFAULT_GATEWAY_ID, GatewayConfig, UpperSpec, load_config, parse_upper_flag
+from gateway.config import (
+    DEFAULT_GATEWAY_ID,
+    GatewayConfig,
+    ProvisionedDevice,
+    UpperSpec,
+    load_config,
+    parse_upper_flag,
+)
+from gateway.deployment import (
+    DEFAULT_DEVICE_PASSWORD,
+    DEVICE_PASSWORD_ENV,
+    MQTT_PASSWORD_ENV,
+    is_loopback,
+    secret_from,
+    with_mqtt_password,
+)
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
 
@@ -64,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--http-host", help="address for the HTTP API (default 127.0.0.1)")
     gw.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     gw.add_argument("--id", help=f"gateway 20-digit SIP ID (default {DEFAULT_GATEWAY_ID})")
-    gw.add_argument("--password", help="device password that auto-enrols devices (default 12345678)")
+    _password_args(gw, "device password that auto-enrols devices")
     gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
     gw.add_argument("--enrolment", choices=["auto", "strict"], help="strict: only provisioned device IDs")
     gw.add_argument(
@@ -93,7 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
         help="register with an upper platform (repeatable): e.g. district/120101=12010100002000000001@"
-        "10.0.0.5:5060, municipal=…, police=…; the password is --password unless set in --config",
+        "10.0.0.5:5060, municipal=…, police=…; each needs its own password: --upper-password-file NAME=FILE "
+        "or $KGW_UPPER_PASSWORD_<NAME> (NAME: municipal, police, district-120101…)",
+    )
+    gw.add_argument(
+        "--upper-password-file",
+        action="append",
+        metavar="NAME=FILE",
+        help="the password of upper platform NAME (repeatable; never the device password)",
+    )
+    gw.add_argument(
+        "--mqtt-password-file", metavar="FILE", help="password of the --mqtt URL's user ($KGW_MQTT_PASSWORD)"
     )
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
@@ -109,13 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     plat.add_argument("--sip-port", type=int, default=5070, help="SIP port, UDP and TCP (default 5070)")
     plat.add_argument("--http-host", default="127.0.0.1")
     plat.add_argument("--http-port", type=int, default=8070, help="console and API port (default 8070)")
-    plat.add_argument("--password", default="12345678", help="password lower platforms and devices register with")
+    _password_args(plat, "password devices register with (lower platforms: --lower)")
+    plat.add_argument(
+        "--lower",
+        action="append",
+        metavar="ID[=FILE]",
+        help="provision a lower platform (repeatable): its 20-digit ID and the file with its own password "
+        "(else $KGW_LOWER_PASSWORD_<ID>, else the device password); off loopback only provisioned IDs register",
+    )
+    plat.add_argument("--enrolment", choices=["auto", "strict"], help="default: strict off loopback, auto on it")
     plat.add_argument("--db", help="SQLite file (default var/platform-<level>.db)")
     plat.add_argument(
         "--upper",
         action="append",
         metavar="LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT",
         help="cascade upward too (a district platform registering with the municipal one)",
+    )
+    plat.add_argument(
+        "--upper-password-file", action="append", metavar="NAME=FILE", help="the password of upper platform NAME"
     )
     plat.add_argument("--config", help="TOML file with [gateway] settings and [[upper_platforms]]")
     plat.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
@@ -124,10 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
         "police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook"
     )
     police.add_argument("--mqtt", metavar="URL", help="broker to subscribe to: mqtt://[user:pass@]HOST:PORT")
+    police.add_argument(
+        "--mqtt-password-file", metavar="FILE", help="password of the --mqtt URL's user (else $KGW_MQTT_PASSWORD)"
+    )
     police.add_argument("--webhook", type=_hostport, metavar="HOST:PORT", help="also receive signed webhook POSTs here")
     police.add_argument("--secret", help="webhook HMAC secret (the gateway's webhook_secret)")
     police.add_argument("--report-every", type=float, default=10.0, help="s between report lines (default 10)")
     police.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+
+    devices = sub.add_parser("devices", help="provision devices: per-device passwords for strict enrolment")
+    devices_sub = devices.add_subparsers(dest="devices_command", required=True)
+    imp = devices_sub.add_parser(
+        "import", help="import device_id,password[,kindergarten_id,name] rows from a CSV file (all or nothing)"
+    )
+    imp.add_argument("file", help="CSV file with a header row (UTF-8)")
+    imp.add_argument("--db", default="var/kgw.db", help="the gateway's SQLite file (default var/kgw.db)")
 
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
@@ -179,10 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _password_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--password",
+        help=f"{what} (default 12345678; loopback only: every user sees it in `ps`)",
+    )
+    parser.add_argument(
+        "--device-password-file", metavar="FILE", help=f"{what}, read from FILE (or set ${DEVICE_PASSWORD_ENV})"
+    )
+
+
 def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 5060), help="gateway SIP HOST:PORT")
     sim.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="gateway 20-digit SIP ID")
-    sim.add_argument("--password", default="12345678", help="device password (default 12345678)")
+    sim.add_argument("--password", help="device password (default $KGW_DEVICE_PASSWORD, else 12345678)")
+    sim.add_argument("--password-file", metavar="FILE", help="device password, read from FILE")
     sim.add_argument(
         "--kindergartens", type=int, default=10, help="how many kindergartens (default 10; 2314 = whole city)"
     )
@@ -244,10 +302,51 @@ async def _run_until_signal(start: Callable[[], Awaitable[Any]], stop: Callable[
             loop.remove_signal_handler(sig)
 
 
-def _uppers(args: argparse.Namespace, password: str) -> tuple[UpperSpec, ...] | None:
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` flags as a dict."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"{flag} wants NAME=FILE, not {item!r}")
+        out[name] = value
+    return out
+
+
+def _uppers(args: argparse.Namespace) -> tuple[UpperSpec, ...] | None:
     if not args.upper:
         return None
-    return tuple(parse_upper_flag(text, password) for text in args.upper)
+    files = _pairs(args.upper_password_file, "--upper-password-file")
+    return tuple(parse_upper_flag(text, files) for text in args.upper)
+
+
+def _lowers(items: list[str] | None) -> tuple[ProvisionedDevice, ...] | None:
+    """``--lower ID[=FILE]``: lower platforms provisioned with their own passwords."""
+    if not items:
+        return None
+    lowers = []
+    for item in items:
+        device_id, _, path = item.partition("=")
+        password = secret_from(file=path or None, env=f"KGW_LOWER_PASSWORD_{device_id}", what=f"lower {device_id}")
+        lowers.append(ProvisionedDevice(id=device_id, password=password))
+    return tuple(lowers)
+
+
+def _refuse_command_line_secrets(args: argparse.Namespace, config: GatewayConfig) -> GatewayConfig:
+    """Off loopback a password may not come only from the command line (issue 10, M4)."""
+    if is_loopback(config.sip_host):
+        return config
+    if args.password is not None:
+        raise ConfigError(
+            f"refusing to start: --password on the command line with SIP on {config.sip_host}: every user of "
+            f"this machine sees it in `ps`; use --device-password-file FILE or ${DEVICE_PASSWORD_ENV}"
+        )
+    if "@" in (getattr(args, "mqtt", None) or "") and ":" in args.mqtt.split("://", 1)[-1].split("@", 1)[0]:
+        raise ConfigError(
+            "refusing to start: the --mqtt URL carries a password, visible in `ps`; "
+            "use mqtt://USER@HOST:PORT with --mqtt-password-file FILE or $KGW_MQTT_PASSWORD"
+        )
+    return config
 
 
 def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
@@ -256,7 +355,7 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
 
     if args.level == "district" and not args.district:
         raise ConfigError("--level district needs --district CODE (e.g. 120101)")
-    return load_config(
+    config = load_config(
         args.config,
         id=args.id or platform_id(args.level, args.district),
         sip_host=args.sip_host,
@@ -266,15 +365,19 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         http_host=args.http_host,
         http_port=args.http_port,
         password=args.password,
+        password_file=args.device_password_file,
+        enrolment=args.enrolment,
+        devices=_lowers(args.lower),
         db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
-        upper_platforms=_uppers(args, args.password),
+        upper_platforms=_uppers(args),
         log_level=args.log_level,
     )
+    return _refuse_command_line_secrets(args, config)
 
 
 def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     """Merge --config with flags."""
-    return load_config(
+    config = load_config(
         args.config,
         sip_host=args.sip_host,
         sip_port=args.sip_port,
@@ -283,6 +386,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         http_port=args.http_port,
         id=args.id,
         password=args.password,
+        password_file=args.device_password_file,
         db=args.db,
         enrolment=args.enrolment,
         media_transport=args.media_transport,
@@ -290,18 +394,22 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         keepalive_missed=args.keepalive_missed,
         log_level=args.log_level,
         mqtt=args.mqtt,
+        mqtt_password_file=args.mqtt_password_file,
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
         alarm_escalate_after=args.alarm_escalate_after,
         public_url=args.public_url,
-        upper_platforms=_uppers(args, args.password or GatewayConfig().password),
+        upper_platforms=_uppers(args),
     )
+    return _refuse_command_line_secrets(args, config)
 
 
 async def run_node(config: GatewayConfig, *, platform: bool) -> None:
     """``kgw gateway`` (the access gateway) or ``kgw platform`` (a monitoring platform), with the console."""
     from gbplatform.app import build_gateway, build_platform
 
+    if config.http_warning:
+        log.warning("%s", config.http_warning)
     service = build_platform(config) if platform else build_gateway(config)
     await _run_until_signal(service.start, service.stop)
 
@@ -314,7 +422,9 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         gateway_host=args.gateway[0],
         gateway_port=args.gateway[1],
         gateway_id=args.gateway_id,
-        password=args.password,
+        password=args.password
+        or secret_from(file=args.password_file, env=DEVICE_PASSWORD_ENV, what="device password")
+        or DEFAULT_DEVICE_PASSWORD,
         kindergartens=args.kindergartens,
         transport=Transport(args.transport.upper()),
         seed=args.seed,
@@ -390,10 +500,14 @@ async def run_police_receiver(args: argparse.Namespace) -> None:
 
     if args.mqtt is None and args.webhook is None:
         raise ConfigError("police-receiver needs --mqtt URL and/or --webhook HOST:PORT")
+    mqtt = args.mqtt
+    if mqtt and "@" in mqtt and ":" not in mqtt.split("://", 1)[-1].split("@", 1)[0]:
+        password = secret_from(file=args.mqtt_password_file, env=MQTT_PASSWORD_ENV, what="MQTT password")
+        mqtt = with_mqtt_password(mqtt, password) if password is not None else mqtt
     task: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        task.append(asyncio.create_task(run_receiver(args.mqtt, args.webhook, args.secret, args.report_every)))
+        task.append(asyncio.create_task(run_receiver(mqtt, args.webhook, args.secret, args.report_every)))
         await asyncio.sleep(0)
 
     async def stop() -> None:
@@ -431,6 +545,25 @@ async def run_demo(args: argparse.Namespace) -> None:
     await _run_until_signal(start, demo.stop)
 
 
+def run_devices(args: argparse.Namespace) -> int:
+    """``kgw devices import FILE.csv``: store per-device passwords (a running gateway reads them at start)."""
+    from gateway.device_credentials import save_credentials, sqlite_path
+    from gateway.device_csv import parse_device_csv
+
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc}") from exc
+    rows = parse_device_csv(text)
+    path = sqlite_path(args.db)
+    if path is None:
+        raise ConfigError("--db must be a SQLite file")
+    count = save_credentials(path, rows)
+    print(f"imported {count} device credential(s) into {path}; restart the gateway (or POST /api/devices/import)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kgw`` console script."""
     args = build_parser().parse_args(argv)
@@ -448,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             config = platform_config_from_args(args)
             _setup_logging(config.log_level)
             runner = run_node(config, platform=True)
+        elif args.command == "devices":
+            return run_devices(args)
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)

@@ -7,13 +7,24 @@ refused so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import logging
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
+from gateway.deployment import (
+    DEFAULT_DEVICE_PASSWORD,
+    DEVICE_PASSWORD_ENV,
+    MQTT_PASSWORD_ENV,
+    is_loopback,
+    secret_from,
+    upper_password_env,
+    with_mqtt_password,
+)
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 
@@ -27,6 +38,8 @@ __all__ = [
 ]
 
 DEFAULT_GATEWAY_ID = "12010000002090000001"  # Tianjin (1201), type 209 access gateway
+
+log = logging.getLogger("kgw.config")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +58,8 @@ class GatewayConfig:
     id: str = DEFAULT_GATEWAY_ID
     role: str = "gateway"  # gateway | district | municipal | police (what the console calls itself)
     realm: str = ""  # default: the first 10 digits of id
-    password: str = "12345678"
+    password: str = DEFAULT_DEVICE_PASSWORD  # refused off loopback (gateway.deployment)
+    password_file: str = ""  # the device password's file (else $KGW_DEVICE_PASSWORD, else ``password``)
     sip_host: str = "127.0.0.1"
     sip_advertise: str = ""  # address put in Via/Contact; default: sip_host, or this host's address for 0.0.0.0
     sip_port: int = 5060
@@ -53,7 +67,7 @@ class GatewayConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     db: str = "var/kgw.db"
-    enrolment: str = "auto"  # or "strict"
+    enrolment: str = "auto"  # or "strict"; load_config defaults it to strict off loopback
     media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
     play_timeout: float = 10.0  # s for a camera to answer a live INVITE
     rtp_timeout: float = 10.0  # s without RTP before a live stream is ended (BYE)
@@ -69,6 +83,7 @@ class GatewayConfig:
     # --- alarms (README "Alarms") ---
     mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink
     mqtt_client_id: str = ""  # persistent-session client id; default kgw-<gateway id>
+    mqtt_password_file: str = ""  # password of the URL's user (else $KGW_MQTT_PASSWORD), kept out of ``ps``
     webhook_url: str = ""  # POST every alarm here (signed); "" = no webhook sink
     webhook_secret: str = ""  # HMAC-SHA256 key of the X-KGW-Signature header (required with webhook_url)
     webhook_timeout: float = 5.0
@@ -129,11 +144,57 @@ class GatewayConfig:
         for device in self.devices:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
+        self._check_exposure()
         return self
 
+    def _check_exposure(self) -> None:
+        """Refuse what would hand out a master key (issue 10, H1 and M4; :mod:`gateway.deployment`)."""
+        if not self.password:
+            raise ConfigError("the device password must not be empty")
+        for upper in self.upper_platforms:
+            if upper.link.password == self.password:
+                raise ConfigError(
+                    f"refusing to start: upper platform {upper.link.name!r} would use the device password; "
+                    "anyone with a device's password could register there as this gateway. Give each upper "
+                    f"its own password (password_file in [[upper_platforms]], --upper-password-file "
+                    f"{upper.link.name}=FILE or ${upper_password_env(upper.link.name)})"
+                )
+        if is_loopback(self.sip_host):
+            return
+        if self.password == DEFAULT_DEVICE_PASSWORD:
+            raise ConfigError(
+                f"refusing to start: SIP listens on {self.sip_host}, reachable from the network, with the default "
+                f"device password {DEFAULT_DEVICE_PASSWORD}; set a device password with --device-password-file "
+                f"FILE or ${DEVICE_PASSWORD_ENV}"
+            )
+        if self.enrolment == "auto":
+            log.warning(
+                "auto enrolment on %s: any device that knows the device password can register; "
+                "provision devices with their own passwords (kgw devices import) and use --enrolment strict",
+                self.sip_host,
+            )
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConfig:
-    """Defaults ← TOML file (``[gateway]`` table or top level) ← non-None overrides."""
+    @property
+    def http_warning(self) -> str | None:
+        """Why the HTTP listener is exposed, or None (TLS settings, when present, silence it)."""
+        tls: object = getattr(self, "tls_cert", None)  # the auth helper's TLS settings, when merged
+        if is_loopback(self.http_host) or tls:
+            return None
+        return (
+            f"HTTP listens on {self.http_host} without TLS: logins, live views and alarms cross the network "
+            "in clear text; use TLS (or a reverse proxy) or bind --http-host 127.0.0.1"
+        )
+
+
+def load_config(
+    path: str | Path | None = None, *, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> GatewayConfig:
+    """Defaults ← TOML file (``[gateway]`` table or top level) ← non-None overrides.
+
+    Secrets not set that way come from their files (``password_file``…) or the
+    environment (``environ``, default ``os.environ``): ``KGW_DEVICE_PASSWORD``,
+    ``KGW_MQTT_PASSWORD``, ``KGW_UPPER_PASSWORD_<NAME>``.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         try:
@@ -150,16 +211,35 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown gateway settings: {', '.join(sorted(unknown))}")
+    _resolve_secrets(values, environ)
+    if "enrolment" not in values:  # strict whenever strangers can reach the SIP port
+        values["enrolment"] = "auto" if is_loopback(str(values.get("sip_host", GatewayConfig().sip_host))) else "strict"
     if "devices" in values:
         values["devices"] = tuple(_device(d) for d in values["devices"])
     if "upper_platforms" in values:
-        password = str(values.get("password", GatewayConfig().password))
-        values["upper_platforms"] = tuple(_upper(u, password) for u in values["upper_platforms"])
+        values["upper_platforms"] = tuple(_upper(u, environ) for u in values["upper_platforms"])
     try:
         config = replace(GatewayConfig(), **values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
     return config.validate()
+
+
+def _resolve_secrets(values: dict[str, Any], environ: Mapping[str, str] | None) -> None:
+    """The device and MQTT passwords from their files or environment variables (never logged)."""
+    if "password" not in values:
+        password = secret_from(
+            file=values.get("password_file") or None, env=DEVICE_PASSWORD_ENV, what="device password", environ=environ
+        )
+        if password is not None:
+            values["password"] = password
+    mqtt = str(values.get("mqtt") or "")
+    if mqtt and "@" in mqtt and ":" not in mqtt.split("://", 1)[-1].split("@", 1)[0]:
+        password = secret_from(
+            file=values.get("mqtt_password_file") or None, env=MQTT_PASSWORD_ENV, what="MQTT password", environ=environ
+        )
+        if password is not None:
+            values["mqtt"] = with_mqtt_password(mqtt, password)
 
 
 def _device(raw: Any) -> ProvisionedDevice:
@@ -178,13 +258,21 @@ def _device(raw: Any) -> ProvisionedDevice:
 _UPPER_LINK_FIELDS = frozenset(f.name for f in fields(UpperPlatformConfig))
 
 
-def _upper(raw: Any, default_password: str) -> UpperSpec:
-    """``[[upper_platforms]]``: the link's settings plus ``level`` and (district level) ``district``."""
+_UPPER_SECRET_FIELDS = frozenset({"password_file", "password_env"})
+
+
+def _upper(raw: Any, environ: Mapping[str, str] | None = None) -> UpperSpec:
+    """``[[upper_platforms]]``: the link's settings plus ``level``, (district level) ``district`` and its password.
+
+    Each upper has its own password (issue 10, H1): ``password``, ``password_file``,
+    ``password_env`` (a variable name) or ``KGW_UPPER_PASSWORD_<NAME>``; never the
+    device password.
+    """
     if isinstance(raw, UpperSpec):
         return raw
     if not isinstance(raw, dict):
         raise ConfigError("each [[upper_platforms]] entry must be a table")
-    extra = set(raw) - _UPPER_LINK_FIELDS - {"level", "district"}
+    extra = set(raw) - _UPPER_LINK_FIELDS - _UPPER_SECRET_FIELDS - {"level", "district"}
     if extra:
         raise ConfigError(f"unknown upper platform settings: {', '.join(sorted(extra))}")
     level = str(raw.get("level", ""))
@@ -195,7 +283,18 @@ def _upper(raw: Any, default_password: str) -> UpperSpec:
         raise ConfigError(f"upper platform level must be district, municipal or police, not {level!r}") from exc
     settings = {k: v for k, v in raw.items() if k in _UPPER_LINK_FIELDS}
     settings.setdefault("name", level if level != "district" else f"district-{district}")
-    settings.setdefault("password", default_password)
+    name = str(settings["name"])
+    if not settings.get("password"):
+        env = str(raw.get("password_env") or upper_password_env(name))
+        password = secret_from(
+            file=raw.get("password_file") or None, env=env, what=f"upper platform {name!r} password", environ=environ
+        )
+        if password is None:
+            raise ConfigError(
+                f"upper platform {name!r} needs its own password: password_file in [[upper_platforms]], "
+                f"--upper-password-file {name}=FILE or ${env} (the device password is never used upward)"
+            )
+        settings["password"] = password
     try:
         link = UpperPlatformConfig(**settings)
         link.validate()
@@ -206,8 +305,14 @@ def _upper(raw: Any, default_password: str) -> UpperSpec:
     return UpperSpec(link, policy)
 
 
-def parse_upper_flag(text: str, default_password: str) -> UpperSpec:
-    """``LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT`` from the command line (password: the gateway's)."""
+def parse_upper_flag(
+    text: str, password_files: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> UpperSpec:
+    """``LEVEL[/DISTRICT]=SERVER_ID@HOST:PORT`` from the command line.
+
+    The password comes from ``password_files[name]`` (``--upper-password-file NAME=FILE``)
+    or ``KGW_UPPER_PASSWORD_<NAME>``; the name is the level, or ``district-<code>``.
+    """
     target, _, address = text.partition("=")
     server_id, _, hostport = address.partition("@")
     host, _, port = hostport.rpartition(":")
@@ -217,4 +322,7 @@ def parse_upper_flag(text: str, default_password: str) -> UpperSpec:
     raw: dict[str, Any] = {"level": level, "server_id": server_id, "host": host, "port": int(port)}
     if district:
         raw["district"] = district
-    return _upper(raw, default_password)
+    name = level if level != "district" else f"district-{district}"
+    if password_files and name in password_files:
+        raw["password_file"] = password_files[name]
+    return _upper(raw, environ)

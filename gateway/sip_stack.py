@@ -47,6 +47,7 @@ class SipStack(Collector):
     ) -> None:
         self.config = config
         provisioned: dict[str, ProvisionedDevice] = {d.id: d for d in config.devices}
+        self.provisioned = provisioned  # the registrar's lookups read this dict: imports add to it at run time
         self.endpoint = SipEndpoint(
             RandomIds(),
             local_host=advertised_host(config),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ log = logging.getLogger("kgw.demo")
 
 __all__ = ["Demo", "DemoOptions"]
 
-PLATFORM_PASSWORD = "platform-demo"  # what the gateway registers with at the platforms
+PLATFORM_PASSWORD_BYTES = 12  # each platform gets its own random password per run (issue 10, H1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class Demo:
     fleet: Fleet | None = None
     broker: MosquittoBroker | None = None
     police_receiver: PoliceReceiver | None = None
+    platform_passwords: dict[str, str] = field(default_factory=dict)  # name -> what the gateway registers with
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -126,13 +128,15 @@ class Demo:
     async def _start_platforms(self) -> None:
         opts = self.options
         for index, platform in enumerate(demo_platforms()):
+            # Every upper link has its own credentials, never the devices' password (issue 10, H1).
+            password = self.platform_passwords[platform.name] = secrets.token_urlsafe(PLATFORM_PASSWORD_BYTES)
             config = load_config(
                 None,
                 id=platform_id(platform.level, platform.district),
                 role=platform.level,
                 sip_port=0,
                 http_port=self.ports.platform_http(index),
-                password=PLATFORM_PASSWORD,
+                password=password,
                 db=f"{opts.data_dir}/{platform.name}.db",
                 flush_interval=1.0,
                 keepalive_interval=opts.keepalive_interval,
@@ -150,7 +154,7 @@ class Demo:
             server_id=service.config.id,
             host="127.0.0.1",
             port=service.sip_port,
-            password=PLATFORM_PASSWORD,
+            password=self.platform_passwords[name],
             keepalive_interval=self.options.keepalive_interval,
         )
         return UpperSpec(link, SharePolicy(PolicyLevel(level), district))

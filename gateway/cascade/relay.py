@@ -53,6 +53,7 @@ __all__ = ["ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "UpperRelay"]
 log = logging.getLogger("kgw.cascade.relay")
 
 DEFAULT_MAX_CALLS_PER_UPPER: Final = 32
+MEDIA_REFUSED: Final = 488  # an offer whose c= lies outside the upper's media networks
 ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (WVP waits 60 s, docs/gb28181.md §16.4)
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
@@ -126,7 +127,7 @@ class UpperRelay:
         self._max_calls = max_calls_per_upper
         self.policies = policies
         self.counters: dict[str, int] = dict.fromkeys(RESULTS.values(), 0)
-        self.counters.update(calls_ended=0, packets=0, bytes=0)
+        self.counters.update(calls_ended=0, packets=0, bytes=0, media_refused=0)
         self.loop = asyncio.get_running_loop()
         self._links: dict[str, UpperLink] = {}
         self._cores: dict[str, DeviceCalls] = {}
@@ -236,6 +237,11 @@ class UpperRelay:
                 self._cores[upper].reject(event.call_id, 488, self.loop.time())
                 self._count(upper, 488)
                 return
+            if not self._media_allowed(upper, event.spec):
+                self._cores[upper].reject(event.call_id, MEDIA_REFUSED, self.loop.time())
+                self._count(upper, MEDIA_REFUSED)
+                self.counters["media_refused"] += 1
+                return
             new = _UpperCall(upper, event.call_id, event.channel_id, event.spec, self.loop.time())
             self._calls[(upper, event.call_id)] = new
             self._spawn(new, self._open(new))
@@ -252,6 +258,23 @@ class UpperRelay:
                 call.pump = self._spawn(call, self._stream(call))
         elif isinstance(event, MediaStopped):
             self._finish(call, event.reason)
+
+    def _media_allowed(self, upper: str, spec: MediaSessionSpec) -> bool:
+        """An upper's video goes only to its own media networks (issue 10, C1); TCP active may name none."""
+        addresses = self._links[upper].addresses
+        host = spec.local_host.strip()
+        if spec.transport is MediaTransport.TCP_ACTIVE and host in ("", "0.0.0.0", "::"):
+            return True  # the upper connects to us: _open_sender accepts only its own address
+        if addresses.media_allowed(host):
+            return True
+        log.warning(
+            "upper platform %s asked for video of a channel to be sent to %s:%d, outside its media networks: %d",
+            upper,
+            host[:60],
+            spec.local_port,
+            MEDIA_REFUSED,
+        )
+        return False
 
     # --- a SipRouter handler: the answers to our BYEs --------------------------------------------------
 
@@ -361,8 +384,12 @@ class UpperRelay:
             return await UdpRtpSender.open(host, target, ports=ports, on_closed=on_closed)
         if spec.transport is MediaTransport.TCP_PASSIVE:  # the upper listens: we connect after the ACK
             return await TcpRtpSender.bind(host, target, ports=ports, on_closed=on_closed)
-        # The upper connects to us; only from the address its offer named (c=), when it named one.
-        allowed = None if spec.local_host in ("", "0.0.0.0", "::") else spec.local_host
+        # The upper connects to us; only from the address its offer named (c=), else from the upper's own.
+        allowed = (
+            self._links[call.upper].addresses.media_host()
+            if spec.local_host in ("", "0.0.0.0", "::")
+            else spec.local_host
+        )
         return await TcpRtpSender.listen(host, ports=ports, allowed_host=allowed, on_closed=on_closed)
 
     async def _stream(self, call: _UpperCall) -> None:

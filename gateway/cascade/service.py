@@ -12,14 +12,16 @@ connected, and reports each link's state to the log, the API and the metrics.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Metric
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.alarms.model import Alarm
@@ -51,6 +53,7 @@ __all__ = ["CascadeService", "TcpConnector"]
 NOT_REGISTERED = 480  # SIP "Temporarily Unavailable": what an alarm gets while the upper is away
 ANSWER_TIMEOUT = 40.0  # s: longer than a non-INVITE transaction (32 s) so its 408 comes first
 UNREGISTER_WAIT = 3.0  # s a shutdown waits for the uppers' answers to our REGISTER Expires: 0
+RESOLVE_EVERY = 60.0  # s between look-ups of an upper's host name (whose address may move)
 
 
 class TcpConnector(Protocol):
@@ -126,6 +129,8 @@ class CascadeService(Collector):
         self.host.start_all(now)
         loop = asyncio.get_running_loop()
         for link in self.links:
+            if not _is_ip(link.config.host):
+                self._tcp_tasks.append(loop.create_task(self._keep_resolved(link)))
             if link.config.transport == "TCP":
                 self._tcp_tasks.append(loop.create_task(self._keep_connected(link, tcp)))
             log.info(
@@ -165,6 +170,18 @@ class CascadeService(Collector):
                         logged = True
                     delay = min(delay * 2, 30.0)
             await asyncio.sleep(delay)
+
+    async def _keep_resolved(self, link: UpperLink) -> None:
+        """Keep the addresses an upper named by host name may speak from (C1: requests are checked against them)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                infos = await loop.getaddrinfo(link.config.host, link.config.port, type=socket.SOCK_DGRAM)
+            except OSError as exc:
+                log.warning("cannot resolve upper platform %s (%s): %s", link.name, link.config.host, exc)
+            else:
+                link.resolved(sorted({str(info[4][0]) for info in infos}))
+            await asyncio.sleep(RESOLVE_EVERY)
 
     async def stop(self, now: float) -> None:
         """Hang up the uppers' calls, unregister from every upper and wait (a while) for the answers.
@@ -330,7 +347,23 @@ class CascadeService(Collector):
         for link in self.links:
             up.add_metric([link.name, self.policies[link.name].level.value], 1 if link.registered else 0)
         yield up
+        forged = CounterMetricFamily(
+            "kgw_upper_forged_requests",
+            "Requests claiming an upper platform's ID from an address that is not the upper's (refused 403)",
+            labels=["platform"],
+        )
+        for link in self.links:
+            forged.add_metric([link.name], link.forged_requests)
+        yield forged
         yield from self.relay.collect()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _alarm_notify(alarm: Alarm, sn: int) -> AlarmNotify:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from gateway.cascade.upper_config import PlatformInfo, UpperPlatformConfig, valid_host
+from gateway.cascade.upper_trust import UpperAddresses, parse_networks
 from gateway.errors import ConfigError, SipError
 from gateway.gb28181.ids import GbId, is_gb_id
 from gateway.gb28181.lower import (
@@ -57,7 +58,7 @@ from gateway.gb28181.manscdp import (
 )
 from gateway.gb28181.requests import sip_uri, target_id
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
-from gateway.gb28181.sip.message import SipRequest
+from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.transport import Peer
 
 __all__ = [
@@ -79,6 +80,8 @@ log = logging.getLogger("kgw.cascade")
 
 REFRESH_RATIO: Final = 0.8  # re-REGISTER at 80 % of the granted expiry, as the device agent does
 TIMEOUT_STATUS: Final = 408  # what a transaction time-out is reported as
+FORGED_STATUS: Final = 403  # a request claiming an upper's ID from an address that is not the upper's
+FORGED_LOG_EVERY: Final = 1000  # after the first 10 forged requests of a link, log one in this many
 ALLOW: Final = "MESSAGE, SUBSCRIBE, OPTIONS, INVITE, ACK, BYE, CANCEL, INFO"
 
 
@@ -182,6 +185,16 @@ class UpperLink:
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
         self.registered_at: float | None = None
+        label = f"upper platform {config.name!r:.40}"
+        self.addresses = UpperAddresses(
+            frozenset({config.host}),
+            config.port,
+            parse_networks(config.signal_networks, f"{label} signal_networks"),
+            parse_networks(config.media_networks, f"{label} media_networks"),
+        )
+        """Where this upper may speak from and send media to (:meth:`resolved` fills in its host's IPs)."""
+        self.forged_requests = 0
+        """Requests that claimed this upper's ID from elsewhere (refused 403)."""
         self._catalog = catalog
         self._channel_status = channel_status
         self._events: deque[UpperEvent] = deque()
@@ -218,6 +231,15 @@ class UpperLink:
     @peer.setter
     def peer(self, peer: Peer) -> None:
         self.client.peer = peer
+
+    def resolved(self, hosts: Sequence[str]) -> None:
+        """The I/O layer resolved the configured host name to these addresses."""
+        if hosts:  # the name stays too: an upper may name itself in its SDP (c=police)
+            self.addresses = replace(self.addresses, hosts=frozenset({self.config.host, *hosts}))
+
+    def accepts_from(self, peer: Peer) -> bool:
+        """Whether a request claiming this upper may come from ``peer`` (issue 10, C1)."""
+        return self.addresses.signal_allowed(peer)
 
     @property
     def last_error(self) -> str | None:
@@ -285,6 +307,7 @@ class UpperLink:
             "consecutive_register_failures": self.consecutive_register_failures,
             "subscriptions": self.subscriptions,
             "retry_at": self.client.retry_at,
+            "forged_requests": self.forged_requests,
         }
 
     # --- alarms and catalog changes upward ----------------------------------------------------
@@ -475,26 +498,54 @@ class CascadeHost:
     def route(self, event: SipEvent, now: float) -> bool:
         """Handle ``event`` if it belongs to an upper; False leaves it to the device side.
 
-        Requests belong to a link by the From user (the upper's server ID) or by
-        coming from the upper's configured host:port; responses and time-outs by
-        the context their request was sent with.
+        Requests belong to a link by the From user (the upper's server ID) *and*
+        the upper's address (:meth:`UpperLink.accepts_from`), or by coming from
+        the upper's configured host:port; a request naming an upper's ID from
+        anywhere else is refused here with 403 and counted, never served and
+        never handed to device access. Responses and time-outs belong to the
+        context their request was sent with.
         """
+        if isinstance(event, RequestReceived):
+            claimed = self._claimed(event.request)
+            if claimed and not any(link.accepts_from(event.peer) for link in claimed):
+                self._refuse_forged(claimed[0], event, now)
+                return True
         return self._host.route(event, now)
 
     def link_for(self, request: SipRequest, peer: Peer) -> UpperLink | None:
-        """The link a request from ``peer`` belongs to, or None (then it is a device's)."""
+        """The link a request from ``peer`` belongs to, or None (then it is a device's, or forged)."""
+        claimed = self._claimed(request)
+        if claimed:
+            return next((link for link in claimed if link.accepts_from(peer)), None)
+        return next((link for link in self._links.values() if link.addresses.is_signalling_address(peer)), None)
+
+    def _claimed(self, request: SipRequest) -> list[UpperLink]:
+        """The links whose server ID the request's From names (two when misconfigured)."""
         try:
             user = request.from_.uri.user
         except SipError:
-            user = None
-        by_id = [link for link in self._links.values() if user is not None and link.config.server_id == user]
-        if by_id:
-            # Two uppers with one ID (misconfiguration, or one upper at two addresses): prefer the address.
-            return next((link for link in by_id if link.config.host == peer.host), by_id[0])
-        return next(
-            (link for link in self._links.values() if (link.config.host, link.config.port) == (peer.host, peer.port)),
-            None,
-        )
+            return []
+        if user is None:
+            return []
+        return [link for link in self._links.values() if link.config.server_id == user]
+
+    def _refuse_forged(self, link: UpperLink, event: RequestReceived, now: float) -> None:
+        link.forged_requests += 1
+        count = link.forged_requests
+        if count <= 10 or count % FORGED_LOG_EVERY == 0:
+            log.warning(
+                "refused %s claiming upper platform %s (%s) from %s, not its address %s:%d (%d so far)",
+                event.request.method,
+                link.name,
+                link.config.server_id,
+                event.peer,
+                link.config.host,
+                link.config.port,
+                count,
+            )
+        if event.transaction is not None and event.request.method != "ACK":
+            response = make_response(event.request, FORGED_STATUS, to_tag=self.endpoint.new_tag())
+            self.endpoint.send_response(event.transaction, response, now)
 
     def get_timer(self) -> float | None:
         """The earliest deadline of any link."""

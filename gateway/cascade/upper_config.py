@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gateway.cascade.policy import SharePolicy
+from gateway.cascade.upper_trust import parse_networks
 from gateway.errors import ConfigError
 from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.sip.transport import Peer, Transport
@@ -46,6 +47,10 @@ class UpperPlatformConfig:
 
     ``domain`` defaults to the first 10 digits of ``server_id``; ``username``
     (digest user) to our own local ID, which the link fills in. Times are seconds.
+    ``password`` is this upper's own (never the device password, issue 10 H1).
+    ``signal_networks`` (CIDR) are extra places the upper's requests may come
+    from besides host:port; ``media_networks`` where its video may go (default:
+    the upper's signalling host), see :mod:`gateway.cascade.upper_trust`.
     """
 
     name: str
@@ -62,11 +67,17 @@ class UpperPlatformConfig:
     catalog_per_message: int = 8
     register_retry_min: float = 2.0
     register_retry_max: float = 60.0
+    signal_networks: tuple[str, ...] = ()
+    media_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Frozen: the derived defaults are written once, here.
         if not self.domain and isinstance(self.server_id, str):
             object.__setattr__(self, "domain", self.server_id[:10])
+        for name in ("signal_networks", "media_networks"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):  # TOML gives lists
+                object.__setattr__(self, name, tuple(str(v) for v in value))
         if isinstance(self.transport, str):
             object.__setattr__(self, "transport", self.transport.strip().upper())
 
@@ -101,6 +112,13 @@ class UpperPlatformConfig:
             raise ConfigError(f"{label}: register_retry_min must be a positive number of seconds")
         if not _finite(self.register_retry_max) or self.register_retry_max < self.register_retry_min:
             raise ConfigError(f"{label}: register_retry_max must be >= register_retry_min")
+        if not self.password:
+            raise ConfigError(f"{label}: needs its own password (password_file or password_env)")
+        for field_name in ("signal_networks", "media_networks"):
+            value = getattr(self, field_name)
+            if not isinstance(value, tuple):
+                raise ConfigError(f"{label}: {field_name} must be a list of networks like 10.20.0.0/16")
+            parse_networks(value, f"{label} {field_name}")
 
     @property
     def peer(self) -> Peer:

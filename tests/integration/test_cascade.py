@@ -18,7 +18,10 @@ from gateway.registry.model import AreaTag, guess_area
 from gbplatform.ids import platform_id
 from tests.conftest import http_json, wait_for
 
-PASSWORD = "platform-pw"
+
+def password_of(platform_id_: str) -> str:
+    """Each platform's own password: what its lower platforms register with (never shared, issue 10 H1)."""
+    return f"pw-{platform_id_}"
 
 
 def upper(platform: GatewayService, level: str, district: str | None = None, **kw: Any) -> UpperSpec:
@@ -27,7 +30,7 @@ def upper(platform: GatewayService, level: str, district: str | None = None, **k
         server_id=platform.config.id,
         host="127.0.0.1",
         port=platform.sip_port,
-        password=PASSWORD,
+        password=password_of(platform.config.id),
         keepalive_interval=kw.pop("keepalive_interval", 5.0),
         register_retry_min=0.2,
         register_retry_max=1.0,
@@ -37,7 +40,8 @@ def upper(platform: GatewayService, level: str, district: str | None = None, **k
 
 
 async def platform(platform_factory: Any, level: str, district: str | None = None, **kw: Any) -> GatewayService:
-    return await platform_factory(id=platform_id(level, district), role=level, password=PASSWORD, **kw)
+    own_id = platform_id(level, district)
+    return await platform_factory(id=own_id, role=level, password=password_of(own_id), **kw)
 
 
 async def channel_ids(service: GatewayService) -> set[str]:

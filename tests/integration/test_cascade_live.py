@@ -180,6 +180,9 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
         fleet_factory,
         ("district", "municipal", "police"),
         media_ports=f"{low}-{low + 20}",
+        # The raw INVITEs below speak for the municipal platform from other loopback sockets: allowed
+        # only because loopback is one of the uppers' extra signalling networks here (issue 10, C1).
+        signal_networks=("127.0.0.1/32",),
     )
     district, municipal, police = platforms["district"], platforms["municipal"], platforms["police"]
     agent = _camera_agent(fleet)

@@ -193,6 +193,8 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
 async def test_platform_and_gateway_processes_cascade(tmp_path, procs):
     """`kgw platform --level police` and `kgw gateway --upper police=…` as an operator runs them."""
     p_sip, p_http, g_sip, g_http = free_sip_port(), free_tcp_port(), free_sip_port(), free_tcp_port()
+    police_secret = tmp_path / "police.pw"
+    police_secret.write_text("pw-police\n", encoding="utf-8")
     police = Proc(
         "police",
         [
@@ -223,12 +225,12 @@ async def test_platform_and_gateway_processes_cascade(tmp_path, procs):
             str(g_sip),
             "--http-port",
             str(g_http),
-            "--password",
-            "pw-police",
             "--db",
             str(tmp_path / "gw.db"),
             "--upper",
             f"police=12010000002000000110@127.0.0.1:{p_sip}",
+            "--upper-password-file",  # the police link's own password, not the device password (issue 10, H1)
+            f"police={police_secret}",
             "--log-level",
             "INFO",
         ],

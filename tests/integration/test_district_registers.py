@@ -36,7 +36,10 @@ async def test_district_registers_and_reports_catalogs(gateway_factory, fleet_fa
 
 async def test_gateway_bound_to_all_interfaces_advertises_a_real_address(gateway_factory, fleet_factory):
     """Listening on 0.0.0.0 must never put 0.0.0.0 into Via/Contact: devices could not answer."""
-    service = await gateway_factory(sip_host="0.0.0.0", sip_advertise="127.0.0.1")
+    # Off loopback a node needs its own device password; auto enrolment is explicit (issue 10, M4).
+    service = await gateway_factory(
+        sip_host="0.0.0.0", sip_advertise="127.0.0.1", password="district-test-secret", enrolment="auto"
+    )
     assert service.sip.access is not None and service.sip.access.endpoint.local_host == "127.0.0.1"
     fleet = await fleet_factory(service, kindergartens=1)
     assert await wait_for(lambda: service.directory.online_counts()[1] == len(fleet.agents), timeout=60)

@@ -111,7 +111,10 @@ UPPERS: dict[str, tuple[str, str, SharePolicy]] = {  # name -> (server ID, host,
 def upper_spec(name: str) -> UpperSpec:
     """The configuration of one of :data:`UPPERS`."""
     server_id, host, policy = UPPERS[name]
-    config = UpperPlatformConfig(name=name, server_id=server_id, host=host, password="upper-pw")
+    # The fake uppers signal from 10.0.0.x but receive their media on loopback (the test's sockets).
+    config = UpperPlatformConfig(
+        name=name, server_id=server_id, host=host, password="upper-pw", media_networks=("127.0.0.1/32",)
+    )
     return UpperSpec(config, policy)
 
 

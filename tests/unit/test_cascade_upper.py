@@ -1118,7 +1118,7 @@ def test_requests_are_routed_by_upper_id_or_by_upper_address() -> None:
     rig = registered_rig()
     body = serialize(Keepalive(sn=1, device_id=UPPER_ID))
 
-    # The upper's ID from an unexpected address (NAT, a second upper server) is still the upper's.
+    # The upper's ID from its own address: the upper's.
     from_id = build_message(
         from_id=UPPER_ID,
         from_domain=UPPER_DOMAIN,
@@ -1130,7 +1130,24 @@ def test_requests_are_routed_by_upper_id_or_by_upper_address() -> None:
         cseq=1,
         body=body,
     )
-    assert _raw_request_from(rig, from_id, Peer(Transport.UDP, "10.0.0.99", 5060)) == [200]
+    assert _raw_request_from(rig, from_id, Peer(Transport.UDP, UP_HOST, UP_PORT)) == [200]
+
+    # The upper's ID from anywhere else (issue 10, C1): refused, counted, never the device side's.
+    forged = build_message(
+        from_id=UPPER_ID,
+        from_domain=UPPER_DOMAIN,
+        from_tag="f",
+        to_id=LOCAL_ID,
+        to_domain=LOCAL_DOMAIN,
+        request_uri=sip_uri(LOCAL_ID, GW_HOST),
+        call_id="c0",
+        cseq=1,
+        body=body,
+    )
+    assert _raw_request_from(rig, forged, Peer(Transport.UDP, "10.0.0.99", 5060)) == [403]
+    assert _raw_request_from(rig, forged, Peer(Transport.UDP, UP_HOST, UP_PORT + 1)) == [403]
+    assert rig.link.forged_requests == 2 and rig.link.status()["forged_requests"] == 2
+    assert rig.unrouted == []
 
     # From the upper's address with some other From user (a proxy's identity): the upper's too.
     from_addr = build_message(

@@ -58,6 +58,7 @@ CORE_MODULES = frozenset(
         "gateway.cascade.policy",
         "gateway.cascade.upper",
         "gateway.cascade.upper_config",
+        "gateway.cascade.upper_trust",
         "gateway.registry",
         "gateway.registry.catalogs",
         "gateway.registry.directory",

@@ -1,0 +1,97 @@
+"""Per-device passwords imported from CSV (CLI and API) are what a strict gateway accepts (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.config import load_config
+from gateway.httpapi.identity import PRINCIPAL_KEY
+from gateway.security.principal import Principal, Role
+from gbplatform.app import build_gateway
+from tests.processes import KGW, ROOT
+from tests.security.sip_register import register_as
+
+GATEWAY_ID = "12010000002090000001"
+NVR, BOX, STRANGER = "12010100001320000001", "12010100001340000002", "12010100001320000009"
+CSV = f"device_id,password,kindergarten_id,name\n{NVR},nvr-own-pw-1,,NVR\n{BOX},box-own-pw-2,,报警\n"
+
+
+def _as(role: Role) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[PRINCIPAL_KEY] = Principal("test", role)  # what the auth middleware sets
+        return await handler(request)
+
+    return lambda app: app.middlewares.append(middleware)
+
+
+def _post_csv(url: str, body: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body.encode(), method="POST", headers={"Content-Type": "text/csv"})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def test_cli_import_then_strict_gateway_takes_only_own_passwords(tmp_path: Path) -> None:
+    db, csv_file = tmp_path / "gw.db", tmp_path / "devices.csv"
+    csv_file.write_text(CSV, encoding="utf-8")
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [*KGW, "devices", "import", str(csv_file), "--db", str(db)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "imported 2" in result.stdout, result.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"device_id,password\n{STRANGER},x\n", encoding="utf-8")
+    refused = await asyncio.to_thread(
+        subprocess.run, [*KGW, "devices", "import", str(bad), "--db", str(db)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "line 2: password" in refused.stderr
+
+    gateway = build_gateway(
+        load_config(None, sip_port=0, http_port=0, db=str(db), enrolment="strict", password="fallback-pw-9")
+    )
+    await gateway.start()
+    try:
+        assert await register_as(gateway.sip_port, GATEWAY_ID, NVR, "nvr-own-pw-1") == 200
+        assert await register_as(gateway.sip_port, GATEWAY_ID, BOX, "fallback-pw-9") == 403  # its own, not shared
+        assert await register_as(gateway.sip_port, GATEWAY_ID, STRANGER, "fallback-pw-9") == 403  # not provisioned
+    finally:
+        await gateway.stop()
+
+
+async def test_api_import_is_admin_only_and_applies_at_once(tmp_path: Path) -> None:
+    for role, expected in ((Role.MAINTENANCE, 403), (Role.CITY_ADMIN, 200)):
+        config = load_config(None, sip_port=0, http_port=0, db=str(tmp_path / f"{role}.db"), enrolment="strict")
+        gateway = build_gateway(config, web_parts=(_as(role),))
+        await gateway.start()
+        try:
+            url = f"http://127.0.0.1:{gateway.http_port}/api/devices/import"
+            status, body = await asyncio.to_thread(_post_csv, url, CSV)
+            assert status == expected, body
+            if expected == 200:
+                assert body == {"imported": 2}
+                assert await register_as(gateway.sip_port, GATEWAY_ID, NVR, "nvr-own-pw-1") == 200
+                status, body = await asyncio.to_thread(_post_csv, url, f"device_id,password\n{BOX},bad\n")
+                assert status == 400 and body["errors"][0].startswith("line 2:")
+        finally:
+            await gateway.stop()
+
+
+async def test_api_import_needs_a_login(gateway_factory: Any) -> None:
+    gateway = await gateway_factory()
+    status, _ = await asyncio.to_thread(_post_csv, f"http://127.0.0.1:{gateway.http_port}/api/devices/import", CSV)
+    assert status == 401
