@@ -68,6 +68,7 @@ class SipStack(Collector):
             AuthThrottle(),
             provisioned_password=lambda d: p.password if (p := provisioned.get(d)) else None,
             is_provisioned=provisioned.__contains__,
+            is_known=known_device,  # devices the directory holds are not "new" (H5's new-ID limit)
         )
         self.access = DeviceAccess(
             self.endpoint,
