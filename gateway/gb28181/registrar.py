@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
+from gateway.errors import SipError
 from gateway.gb28181.auth_throttle import AuthThrottle, RateLimit
 from gateway.gb28181.ids import DeviceType, GbId, is_gb_id
 from gateway.gb28181.sip.auth import AuthResult, DigestServer, username_of
@@ -258,7 +259,10 @@ def _expires_of(request: SipRequest) -> int | None:
     """Expires header, else the Contact's ``expires`` parameter (RFC 3261 §10.2.1.1)."""
     value = request.headers.get("Expires")
     if value is None:
-        contact = request.contact
+        try:
+            contact = request.contact
+        except SipError:  # the endpoint refuses these first; never raise out of the registrar
+            return None
         value = contact.params.get("expires") if contact is not None else None
     if value is None:
         return None
