@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from tests.security.sip_attacker import DEVICE_ID, Peer, keepalive_body
 from tests.integration.test_bad_input import _token, register
+from tests.security.sip_attacker import DEVICE_ID, Peer, keepalive_body
 
 
 async def test_sniffed_authorization_replayed_from_another_address_is_challenged(gateway_factory):
