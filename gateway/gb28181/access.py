@@ -327,8 +327,9 @@ class DeviceAccess:
             return
         try:
             message, charset = decode_message(request.body)
-        except ManscdpError:
-            message, charset = None, ""
+        except ManscdpError as exc:
+            self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
+            return
         if isinstance(message, AlarmNotify):  # a known device's alarm is never turned away
             self._events.append(
                 AlarmNotified(device_id, message, peer, txn, request, charset, False, now, untrusted_reason=reason)
