@@ -30,6 +30,7 @@ from gateway.gb28181.access_events import (
     DeviceOffline,
     DeviceOnline,
     DeviceRegistered,
+    DeviceRehomed,
     DeviceStatusReceived,
     DeviceUnregistered,
     ManscdpReceived,
@@ -38,6 +39,7 @@ from gateway.gb28181.access_events import (
     RegistrationRefused,
 )
 from gateway.gb28181.ids import GbId
+from gateway.logsafe import printable
 from gateway.query_broker import QueryBroker
 from gateway.registry.catalogs import CatalogApplier, CatalogUpdate
 from gateway.registry.directory import ChannelChange, Directory
@@ -83,6 +85,23 @@ class AccessEventHandler(Collector):
         self.messages_refused = Counter(
             "kgw_messages_refused", "MESSAGEs answered with an error, by status", ["status"], registry=None
         )
+        self.refusal_reasons = Counter(
+            "kgw_messages_refused_by_reason",
+            "MESSAGE/NOTIFY refusals by reason (address_mismatch: not from the registered address)",
+            ["reason"],
+            registry=None,
+        )
+        self.rehomed = Counter(
+            "kgw_devices_rehomed",
+            "Live devices whose session an authenticated REGISTER moved to another address",
+            registry=None,
+        )
+        self.untrusted_alarms = Counter(
+            "kgw_alarms_untrusted",
+            "Alarms kept but not trusted (not from the registered session at its address), by reason",
+            ["reason"],
+            registry=None,
+        )
         self.alarms_refused = Counter(
             "kgw_alarms_refused", "Alarm notifications refused, by reason (unknown_device)", ["reason"], registry=None
         )
@@ -97,6 +116,8 @@ class AccessEventHandler(Collector):
             case DeviceRegistered():
                 self._registered(event)
                 self.alarms.registered(event)  # releases alarms held from this address
+            case DeviceRehomed():
+                self._rehomed(event)
             case DeviceOnline() | DeviceOffline():
                 self._presence(event.device_id, isinstance(event, DeviceOnline), event.at, event.reason)
             case DeviceUnregistered():
@@ -118,6 +139,14 @@ class AccessEventHandler(Collector):
                 self.query_failures.labels(cmd=event.cmd_type).inc()
                 self.queries.resolve(event.device_id, event.cmd_type, event.sn, None)
             case AlarmNotified():
+                if event.untrusted_reason:
+                    self.untrusted_alarms.labels(reason=event.untrusted_reason).inc()
+                    log.warning(
+                        "UNTRUSTED ALARM from %s at %s (%s): kept as unverified, answered 404 so the device re-registers",
+                        printable(event.device_id),
+                        event.peer,
+                        event.untrusted_reason,
+                    )
                 self.alarms.receive(event)
             case MessageRefused():
                 self._message_refused(event)
@@ -136,6 +165,9 @@ class AccessEventHandler(Collector):
             self.catalogs_received,
             self.query_failures,
             self.messages_refused,
+            self.refusal_reasons,
+            self.rehomed,
+            self.untrusted_alarms,
             self.alarms_refused,
             self.ignored,
         ):
@@ -170,6 +202,19 @@ class AccessEventHandler(Collector):
                 "device %s (%s) registered from %s (expires %d)", event.device_id, where, event.peer, event.expires
             )
 
+    def _rehomed(self, event: DeviceRehomed) -> None:
+        """A live device moved: with the shared password anyone could do it (H1), so it is loud and kept."""
+        self.rehomed.inc()
+        log.warning(
+            "device %s re-homed by an authenticated REGISTER: %s -> %s", event.device_id, event.old_peer, event.new_peer
+        )
+        if self.directory.devices.get(event.device_id) is None:
+            return
+        reason = f"rehomed {event.old_peer} -> {event.new_peer}"
+        self.writer.presence.add_event(
+            StatusEvent(event.device_id, EntityKind.DEVICE, True, self.wall(event.at), reason)
+        )
+
     def _presence(self, device_id: str, online: bool, at: float, reason: str) -> None:
         entry = self.directory.devices.get(device_id)
         if entry is None:
@@ -193,11 +238,17 @@ class AccessEventHandler(Collector):
         if event.newly_blocked:
             log.warning(
                 "device %s from %s: repeated wrong passwords, REGISTER blocked for a while",
-                event.device_id,
+                printable(event.device_id),
                 event.peer.host,
             )
         elif event.reason != "throttled":
-            log.info("REGISTER of %s from %s refused %d (%s)", event.device_id, event.peer, event.status, event.reason)
+            log.info(
+                "REGISTER of %s from %s refused %d (%s)",
+                printable(event.device_id),
+                event.peer,
+                event.status,
+                event.reason,
+            )
 
     def _device_info(self, event: DeviceInfoReceived) -> None:
         entry = self.directory.devices.get(event.device_id)
@@ -257,10 +308,13 @@ class AccessEventHandler(Collector):
 
     def _message_refused(self, event: MessageRefused) -> None:
         self.messages_refused.labels(status=str(event.status)).inc()
+        self.refusal_reasons.labels(reason=event.reason).inc()
         if event.reason == "alarm_from_unknown_device":
             self.alarms_refused.labels(reason="unknown_device").inc()
             self._log_refused_alarm(event)
-        log.debug("MESSAGE from %s (%s) refused %d: %s", event.device_id, event.peer, event.status, event.reason)
+        log.debug(
+            "MESSAGE from %s (%s) refused %d: %s", printable(event.device_id), event.peer, event.status, event.reason
+        )
 
     def _log_refused_alarm(self, event: MessageRefused) -> None:
         """A loud line per sender and minute (a flood of forged alarms must not flood the log)."""
@@ -273,6 +327,6 @@ class AccessEventHandler(Collector):
         self._refused_alarm_logged[key] = now
         log.warning(
             "ALARM REFUSED (404): %s at %s is not a device this gateway knows; it must register",
-            event.device_id,
+            printable(event.device_id),
             event.peer,
         )

@@ -50,6 +50,7 @@ from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
 from gateway.registry.catalogs import CatalogApplier, DeviceCatalogs
 from gateway.registry.directory import Directory
+from gateway.registry.placement import place_device
 from gateway.registry.provisioning import Provisioning
 from gateway.registry.store import Store
 from gateway.registry.store_thread import StoreThread
@@ -133,6 +134,8 @@ class GatewayService:
             config,
             wall_offset=self.wall_offset,
             known_device=directory.devices.__contains__,
+            # A device numbered under a provisioned kindergarten is expected, not "new" (H5's limit).
+            expected_device=lambda d: place_device(d, None, directory.kindergartens) is not None,
             subscribe_catalogs=self.catalogs.subscribes,
         )
         sip.restore_sessions(rows, loop.time())

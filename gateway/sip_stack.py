@@ -44,6 +44,7 @@ class SipStack(Collector):
         wall_offset: float,
         known_device: Callable[[str], bool],
         subscribe_catalogs: bool,
+        expected_device: Callable[[str], bool] = lambda device_id: False,
     ) -> None:
         self.config = config
         provisioned: dict[str, ProvisionedDevice] = {d.id: d for d in config.devices}
@@ -69,6 +70,9 @@ class SipStack(Collector):
             AuthThrottle(),
             provisioned_password=lambda d: p.password if (p := provisioned.get(d)) else None,
             is_provisioned=provisioned.__contains__,
+            # Devices the directory holds, or numbered under a provisioned kindergarten, are not
+            # "new" (H5's new-ID limit): a provisioned city registers at full speed.
+            is_known=lambda d: known_device(d) or expected_device(d),
         )
         self.access = DeviceAccess(
             self.endpoint,

@@ -26,6 +26,7 @@ from gateway.gb28181.access_events import (
     DeviceOffline,
     DeviceOnline,
     DeviceRegistered,
+    DeviceRehomed,
     DeviceStatusReceived,
     DeviceUnregistered,
     ManscdpReceived,
@@ -62,6 +63,10 @@ log = logging.getLogger("kgw.access")
 ALLOW = "REGISTER, MESSAGE, OPTIONS, ACK, BYE, CANCEL"  # what device access answers today
 
 
+#: The answer to a MESSAGE from a sender that is not the registered session at its
+#: registered address (docs/gb28181.md "Untrusted senders"): WVP's 404, after which
+#: devices register again at once and resend what was refused.
+UNTRUSTED_STATUS = 404
 _ALARM_ACK = "alarm-ack"  # context of our Response MESSAGEs to alarms: their answers need no handling
 _DeviceQuery = CatalogQuery | DeviceInfoQuery | DeviceStatusQuery  # what the gateway asks devices
 
@@ -133,6 +138,10 @@ class DeviceAccess:
         self.queries: QueryBook[_DeviceQuery] = QueryBook(
             max_inflight=config.max_inflight_queries, timeout=config.query_timeout
         )
+        # Devices that answered something (a trusted MESSAGE) since they registered: only
+        # they get queries beyond the initial DeviceInfo and Catalog (H5).
+        self._answered: set[str] = set()
+        registrar.current_peer = self._registered_peer
         self._cseq = endpoint.ids.number(4) + 1
         self._sn = endpoint.ids.number(5) + 1
 
@@ -194,6 +203,10 @@ class DeviceAccess:
         """Ask a registered device for DeviceStatus."""
         return self._query(device_id, DeviceStatusQuery(sn=self._next_sn(), device_id=device_id), now)
 
+    def _registered_peer(self, device_id: str) -> Peer | None:
+        session = self.sessions.get(device_id)
+        return session.peer if session is not None else None
+
     def is_registered(self, device_id: str) -> bool:
         """Whether the device has a session (queries and calls can reach it)."""
         return device_id in self.sessions
@@ -242,12 +255,20 @@ class DeviceAccess:
     def _registered(self, decision: RegisterDecision, reg: Registration, now: float) -> None:
         if reg.expires == 0:
             self.sessions.pop(reg.device_id, None)
+            self._answered.discard(reg.device_id)
             self.subscriptions.forget(reg.device_id)
             self._events.append(DeviceUnregistered(reg.device_id, now))
             self._liveness_events(self.liveness.unregistered(reg.device_id, now))
             return
         old = self.sessions.get(reg.device_id)
-        first = not (old is not None and old.call_id == reg.call_id and self.liveness.is_registered(reg.device_id, now))
+        live = old is not None and self.liveness.is_registered(reg.device_id, now)
+        rehomed = old is not None and live and old.peer != reg.peer
+        first = rehomed or not (old is not None and old.call_id == reg.call_id and live)
+        if rehomed and old is not None:
+            # Only an authenticated REGISTER moves a session; it is never silent (H1).
+            self._events.append(DeviceRehomed(reg.device_id, old.peer, reg.peer, now))
+        if first:
+            self._answered.discard(reg.device_id)
         session = DeviceSession(
             device_id=reg.device_id,
             peer=reg.peer,
@@ -262,8 +283,8 @@ class DeviceAccess:
         self._events.append(DeviceRegistered(reg.device_id, reg.peer, reg.expires, reg.user_agent, first, now))
         self._liveness_events(self.liveness.registered(reg.device_id, reg.expires, now))
         if first and self.config.query_on_register:
-            self.query_device_info(reg.device_id, now)
-            self.query_catalog(reg.device_id, now)
+            self._query(reg.device_id, DeviceInfoQuery(sn=self._next_sn(), device_id=reg.device_id), now, initial=True)
+            self._query(reg.device_id, CatalogQuery(sn=self._next_sn(), device_id=reg.device_id), now, initial=True)
         if first and self.config.subscribe_catalogs and CatalogSubscriber.wants(reg.device_id):
             self.subscriptions.subscribe(reg.device_id, reg.peer, now)
 
@@ -271,35 +292,51 @@ class DeviceAccess:
         device_id = request.from_.uri.user or ""
         session = self.sessions.get(device_id)
         registered = session is not None and self.liveness.is_registered(device_id, now)
-        if not registered and not self.known_device(device_id):
-            # WVP answers 404 for an unknown From user; devices then re-register. An alarm
-            # is told apart (a cheap byte test, no parsing) so that its refusal is loud.
-            reason = "alarm_from_unknown_device" if b"<CmdType>Alarm<" in request.body else "not_registered"
-            self._refuse_message(request, peer, txn, device_id, 404, reason, now)
+        if session is None or not registered or session.peer != peer:
+            # Only the registered session at the exact address (or TCP connection) it
+            # authenticated from is believed (C3): anyone can write a From header.
+            self._untrusted(request, peer, txn, device_id, "address_mismatch" if registered else "not_registered", now)
             return
         try:
             message, charset = decode_message(request.body)
         except ManscdpError as exc:
             self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
             return
-        if session is None or not registered:
-            if isinstance(message, AlarmNotify):  # a known device's alarm is never turned away
-                self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, False, now))
-            else:
-                self._refuse_message(request, peer, txn, device_id, 404, "not_registered", now)
-            return
         session.charset = charset
-        if session.peer != peer and session.peer.host == peer.host:
-            # NAT port rebinding or a new TCP connection (docs/gb28181.md §19 item 5). A new
-            # *address* is only believed from an authenticated REGISTER: MESSAGEs
-            # carry no credentials, and anyone could otherwise redirect our queries.
-            session.peer = peer
+        self._answered.add(device_id)
         self._liveness_events(self.liveness.heard(device_id, now))
         if isinstance(message, AlarmNotify):
             self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, True, now))
             return
         self._answer(request, txn, 200, now)
         self._dispatch_manscdp(device_id, message, peer, now)
+
+    def _untrusted(self, request: SipRequest, peer: Peer, txn: str, device_id: str, reason: str, now: float) -> None:
+        """A MESSAGE or NOTIFY not from the registered session at its address: refused, except alarms.
+
+        Nothing of it is believed (no liveness, no catalog, no session move). An
+        alarm claiming a device we know is kept all the same, marked untrusted, and
+        answered :data:`UNTRUSTED_STATUS` once stored (:meth:`confirm_alarm`).
+        """
+        known = device_id in self.sessions or self.known_device(device_id)
+        if not known:
+            # A cheap byte test, no parsing, for strangers (a flood costs nothing): an
+            # alarm is told apart so that its refusal is loud.
+            unknown = "alarm_from_unknown_device" if b"<CmdType>Alarm<" in request.body else "not_registered"
+            self._refuse_message(request, peer, txn, device_id, UNTRUSTED_STATUS, unknown, now)
+            return
+        try:
+            message, charset = decode_message(request.body)
+        except ManscdpError as exc:
+            self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
+            return
+        if isinstance(message, AlarmNotify):  # a known device's alarm is never turned away
+            self._events.append(
+                AlarmNotified(device_id, message, peer, txn, request, charset, False, now, untrusted_reason=reason)
+            )
+            return
+        status = 481 if request.method == "NOTIFY" else UNTRUSTED_STATUS
+        self._refuse_message(request, peer, txn, device_id, status, reason, now)
 
     def _on_notify(self, request: SipRequest, peer: Peer, txn: str, now: float) -> None:
         """A subscription NOTIFY from a registered lower platform: catalog changes or an alarm."""
@@ -308,11 +345,15 @@ class DeviceAccess:
         if session is None or not self.liveness.is_registered(device_id, now):
             self._answer(request, txn, 481, now)  # no subscription of ours can be behind it
             return
+        if session.peer != peer:
+            self._untrusted(request, peer, txn, device_id, "address_mismatch", now)
+            return
         try:
             message, charset = decode_message(request.body)
         except ManscdpError as exc:
             self._refuse_message(request, peer, txn, device_id, exc.status_hint, type(exc).__name__, now)
             return
+        self._answered.add(device_id)
         self._liveness_events(self.liveness.heard(device_id, now))
         if isinstance(message, AlarmNotify):  # an alarm subscription's NOTIFY: stored before the 200
             self._events.append(AlarmNotified(device_id, message, peer, txn, request, charset, True, now))
@@ -321,11 +362,17 @@ class DeviceAccess:
         if isinstance(message, CatalogResponse) and message.items:
             self._events.append(CatalogNotified(device_id, tuple(message.items), now))
 
-    def confirm_alarm(self, event: AlarmNotified, now: float, *, stored: bool = True) -> bool:
+    def confirm_alarm(
+        self, event: AlarmNotified, now: float, *, stored: bool = True, status: int | None = None
+    ) -> bool:
         """Answer an alarm once it is stored: 200 OK, then the Response MESSAGE (docs/gb28181.md §9.2).
 
         ``stored=False`` (the store failed) answers 500 so the device sends it
-        again. Returns False when the transaction is gone (the device gave up
+        again. An untrusted alarm (``event.untrusted_reason``) is answered
+        :data:`UNTRUSTED_STATUS` (404) by default, without a Response MESSAGE:
+        a real device then registers again and resends it, which proves it;
+        ``status`` overrides the answer (200 sends the Response MESSAGE too).
+        Returns False when the transaction is gone (the device gave up
         waiting; its retry is recognised as the same alarm).
         """
         if not stored:
@@ -334,11 +381,14 @@ class DeviceAccess:
                 make_response(event.request, 500, to_tag=self.endpoint.new_tag(), extra=[("Retry-After", "1")]),
                 now,
             )
+        if status is None:
+            status = UNTRUSTED_STATUS if event.untrusted_reason else 200
         answered = self.endpoint.send_response(
-            event.transaction, make_response(event.request, 200, to_tag=self.endpoint.new_tag()), now
+            event.transaction, make_response(event.request, status, to_tag=self.endpoint.new_tag()), now
         )
-        session = self.sessions.get(event.device_id)
-        peer = session.peer if session is not None else event.peer
+        if status != 200:
+            return answered
+        peer = event.peer  # the sender's own address: never a third party's
         ack = ResultResponse("Alarm", event.alarm.sn, event.alarm.device_id or event.device_id, "OK")
         self._cseq += 1
         request = build_message(
@@ -389,12 +439,21 @@ class DeviceAccess:
         self._sn += 1
         return self._sn
 
-    def _query(self, device_id: str, query: _DeviceQuery, now: float) -> int | None:
-        """Queue a query (QueryBook caps how many run at once) and send what may go."""
+    def _query(self, device_id: str, query: _DeviceQuery, now: float, *, initial: bool = False) -> int | None:
+        """Queue a query (QueryBook caps how many run at once, fairly) and send what may go.
+
+        A device that has answered nothing since it registered gets only its
+        ``initial`` queries (H5): anyone can register an ID, not everyone answers.
+        """
         if device_id not in self.sessions:
             return None
+        proven = device_id in self._answered
+        if not (proven or initial):
+            return None
         catalog = isinstance(query, CatalogQuery)
-        self.queries.submit((device_id, str(query.cmd_type), query.sn), query, report_timeout=not catalog)
+        key = (device_id, str(query.cmd_type), query.sn)
+        if not self.queries.submit(key, query, report_timeout=not catalog, proven=proven):
+            return None
         self._send_admitted(now)
         return int(query.sn)
 
@@ -466,6 +525,7 @@ class DeviceAccess:
                 self._events.append(DeviceOffline(ev.device_id, ev.at, ev.reason.value))
             else:  # the registration lapsed: forget the session (the registry keeps the device)
                 self.sessions.pop(ev.device_id, None)
+                self._answered.discard(ev.device_id)
                 self.subscriptions.forget(ev.device_id)
 
 
@@ -480,6 +540,7 @@ __all__ = [
     "DeviceOffline",
     "DeviceOnline",
     "DeviceRegistered",
+    "DeviceRehomed",
     "DeviceSession",
     "DeviceStatusReceived",
     "DeviceUnregistered",

@@ -22,6 +22,7 @@ __all__ = [
     "DeviceOffline",
     "DeviceOnline",
     "DeviceRegistered",
+    "DeviceRehomed",
     "DeviceStatusReceived",
     "DeviceUnregistered",
     "ManscdpReceived",
@@ -40,6 +41,16 @@ class DeviceRegistered:
     expires: int
     user_agent: str
     first: bool
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRehomed:
+    """A live device's session moved to another address by an authenticated REGISTER (logged loudly)."""
+
+    device_id: str
+    old_peer: Peer
+    new_peer: Peer
     at: float
 
 
@@ -173,6 +184,7 @@ class MessageRefused:
 
 AccessEvent = (
     DeviceRegistered
+    | DeviceRehomed
     | DeviceUnregistered
     | DeviceOnline
     | DeviceOffline

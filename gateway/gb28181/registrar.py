@@ -17,6 +17,18 @@ Policy, after WVP's registrar (docs/gb28181.md §3.4) and the issue's rules:
   kindergarten's cameras share one NAT address.
 * Expired nonce with a correct response → 401 ``stale=true``; a nonce we did
   not issue (e.g. from before a gateway restart) → a fresh 401.
+* Nonces are bound to the exact client address (UDP host:port, or the TCP
+  connection) they were issued to and used once per ``nc`` (sip/auth.py): a
+  replayed or relayed ``Authorization`` gets a fresh 401 and counts as
+  nothing, so a spoofed-source REGISTER cannot produce counted failures.
+* Besides the per-(device, IP) lockout, failed authentications are limited
+  per source IP and for the whole realm (:class:`RateLimit`): rotating device
+  IDs from one socket guesses a handful of passwords a second, not thousands.
+  Over the limit the answer is 503 with ``Retry-After``, without checking.
+  The device's current registered address (the exact peer) is exempt from
+  both, so failures from elsewhere never lock a registered device out.
+* New device IDs (neither known nor provisioned) are admitted at a bounded
+  rate per source IP and for the realm (H5); beyond it, 503 ``Retry-After``.
 * Enrolment: in ``AUTO`` mode a well-formed ID that proves the gateway's
   device password (or its own provisioned one) is enrolled; in ``STRICT``
   mode only provisioned IDs may register.
@@ -24,12 +36,14 @@ Policy, after WVP's registrar (docs/gb28181.md §3.4) and the issue's rules:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-from gateway.gb28181.auth_throttle import AuthThrottle
+from gateway.errors import SipError
+from gateway.gb28181.auth_throttle import AuthThrottle, RateLimit
 from gateway.gb28181.ids import DeviceType, GbId, is_gb_id
 from gateway.gb28181.sip.auth import AuthResult, DigestServer, username_of
 from gateway.gb28181.sip.message import SipRequest
@@ -60,6 +74,10 @@ class RefusalReason(str, Enum):
     USERNAME_MISMATCH = "username_mismatch"
     MALFORMED_AUTH = "malformed_auth"
     THROTTLED = "throttled"
+    REPLAYED = "replayed"
+    NONCE_ELSEWHERE = "nonce_address_mismatch"
+    AUTH_RATE_LIMITED = "auth_rate_limited"
+    NEW_DEVICE_RATE_LIMITED = "new_device_rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +121,16 @@ class RegisterDecision:
 PasswordLookup = Callable[[str], "str | None"]
 
 
+def failed_auth_limit() -> RateLimit:
+    """Failed authentications: a handful a second per source IP, a bounded rate for the realm."""
+    return RateLimit(per_key_rate=1.0, per_key_burst=10.0, global_rate=20.0, global_burst=200.0)
+
+
+def new_device_limit() -> RateLimit:
+    """New device IDs admitted: a school's worth at once per source IP, the city's growth for the realm."""
+    return RateLimit(per_key_rate=5.0, per_key_burst=200.0, global_rate=50.0, global_burst=1000.0)
+
+
 class Registrar:
     """Answers REGISTER requests; see the module docstring for the policy."""
 
@@ -113,12 +141,21 @@ class Registrar:
         throttle: AuthThrottle,
         provisioned_password: PasswordLookup,
         is_provisioned: Callable[[str], bool],
+        *,
+        is_known: Callable[[str], bool] = lambda device_id: False,
+        failed_auth: RateLimit | None = None,
+        new_devices: RateLimit | None = None,
     ) -> None:
         self.config = config
         self.digest = digest
         self.throttle = throttle
         self._provisioned_password = provisioned_password
         self._is_provisioned = is_provisioned
+        self._is_known = is_known
+        self.failed_auth = failed_auth or failed_auth_limit()
+        self.new_devices = new_devices or new_device_limit()
+        #: Where a device is registered now (device access sets it): that exact peer is exempt from lockouts.
+        self.current_peer: Callable[[str], Peer | None] = lambda device_id: None
 
     def handle(self, request: SipRequest, peer: Peer, now: float, wall: datetime) -> RegisterDecision:
         """Decide the answer to one REGISTER."""
@@ -137,32 +174,49 @@ class Registrar:
                 refusal=RefusalReason.INTERVAL_TOO_BRIEF,
                 device_id=device_id,
             )
-        if self.throttle.is_blocked(device_id, peer.host, now) is not None:
+        at_home = self.current_peer(device_id) == peer
+        new_device = not at_home and not self._is_provisioned(device_id) and not self._is_known(device_id)
+        if new_device and (wait := self.new_devices.retry_after(peer.host, now)) is not None:
+            return _busy(device_id, RefusalReason.NEW_DEVICE_RATE_LIMITED, wait)
+        if not at_home and self.throttle.is_blocked(device_id, peer.host, now) is not None:
             return RegisterDecision(403, refusal=RefusalReason.THROTTLED, device_id=device_id)
         authorization = request.headers.get("Authorization")
         if authorization is None:
-            return self._challenge(device_id, now, RefusalReason.CHALLENGED)
+            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
+        if not at_home and (wait := self.failed_auth.retry_after(peer.host, now)) is not None:
+            return _busy(device_id, RefusalReason.AUTH_RATE_LIMITED, wait)
         if (username_of(authorization) or "") != device_id:
+            if not self.digest.issued_to(authorization, peer):
+                return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
             return self._fail(device_id, peer, now, RefusalReason.USERNAME_MISMATCH)
         password = self._provisioned_password(device_id) or self.config.device_password
-        result = self.digest.verify(authorization, "REGISTER", password, now)
+        result = self.digest.verify(authorization, "REGISTER", password, now, client=peer)
         if result is AuthResult.OK:
             self.throttle.record_success(device_id, peer.host)
+            if new_device:
+                self.new_devices.take(peer.host, now)
             return self._accept(request, device_id, peer, min(expires, self.config.max_expires), wall)
         if result is AuthResult.STALE_NONCE:
-            return self._challenge(device_id, now, RefusalReason.STALE_NONCE, stale=True)
+            return self._challenge(device_id, peer, now, RefusalReason.STALE_NONCE, stale=True)
+        if result is AuthResult.REPLAYED:
+            return self._challenge(device_id, peer, now, RefusalReason.REPLAYED)
+        if result is AuthResult.WRONG_CLIENT:
+            return self._challenge(device_id, peer, now, RefusalReason.NONCE_ELSEWHERE)
         if result in (AuthResult.FOREIGN_NONCE, AuthResult.WRONG_REALM, AuthResult.UNSUPPORTED_ALGORITHM):
-            return self._challenge(device_id, now, RefusalReason.CHALLENGED)
+            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
         if result is AuthResult.MALFORMED:
             return RegisterDecision(400, refusal=RefusalReason.MALFORMED_AUTH, device_id=device_id)
         return self._fail(device_id, peer, now, RefusalReason.BAD_PASSWORD)
 
-    def _challenge(self, device_id: str, now: float, reason: RefusalReason, *, stale: bool = False) -> RegisterDecision:
-        header = self.digest.challenge(now, stale=stale)
+    def _challenge(
+        self, device_id: str, peer: Peer, now: float, reason: RefusalReason, *, stale: bool = False
+    ) -> RegisterDecision:
+        header = self.digest.challenge(now, stale=stale, client=peer)
         return RegisterDecision(401, [("WWW-Authenticate", header)], refusal=reason, device_id=device_id)
 
     def _fail(self, device_id: str, peer: Peer, now: float, reason: RefusalReason) -> RegisterDecision:
         decision = self.throttle.record_failure(device_id, peer.host, now)
+        self.failed_auth.take(peer.host, now)
         return RegisterDecision(403, refusal=reason, device_id=device_id, newly_blocked=decision.newly_blocked)
 
     def _accept(
@@ -188,6 +242,12 @@ class Registrar:
         return RegisterDecision(200, headers, registration=registration, device_id=device_id)
 
 
+def _busy(device_id: str, reason: RefusalReason, wait: float) -> RegisterDecision:
+    """503 with a whole-second ``Retry-After`` (RFC 3261 §20.33): come back later, nothing was checked."""
+    seconds = max(1, min(3600, math.ceil(wait)))
+    return RegisterDecision(503, [("Retry-After", str(seconds))], refusal=reason, device_id=device_id)
+
+
 def _registrable(device_id: str) -> bool:
     if not is_gb_id(device_id):
         return False
@@ -199,7 +259,10 @@ def _expires_of(request: SipRequest) -> int | None:
     """Expires header, else the Contact's ``expires`` parameter (RFC 3261 §10.2.1.1)."""
     value = request.headers.get("Expires")
     if value is None:
-        contact = request.contact
+        try:
+            contact = request.contact
+        except SipError:  # the endpoint refuses these first; never raise out of the registrar
+            return None
         value = contact.params.get("expires") if contact is not None else None
     if value is None:
         return None

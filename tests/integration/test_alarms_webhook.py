@@ -267,8 +267,9 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
                 if isinstance(message, SipResponse) and message.call_id == call_id:
                     return message.status
 
-        assert await send(box_id, body, "bad-fields-1") == 200
-        assert await send(box_id, body, "bad-fields-1") == 200  # the same datagram again: a retransmission
+        # Not registered: kept (untrusted), then answered 404 so that the box registers (issue 10, C3).
+        assert await send(box_id, body, "bad-fields-1") == 404
+        assert await send(box_id, body, "bad-fields-1") == 404  # the same datagram again: a retransmission
         assert await send("12010000001340009999", body, "stranger-1") == 404
         assert await send(box_id, b"<Notify><CmdType>Alarm</CmdType>", "garbage-1") == 400
     finally:

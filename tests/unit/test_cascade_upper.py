@@ -179,6 +179,12 @@ class Upper:
             return 401, [("WWW-Authenticate", self.digest.challenge(now, stale=True))]
         if result is AuthResult.BAD_PASSWORD and self.bad_password == 403:
             return 403, []
+        if result is AuthResult.BAD_PASSWORD:
+            # A registrar with stateless nonces (as kgw's was) re-challenges with the nonce just used.
+            nonce = parse_auth_params(authorization)[1]["nonce"]
+            return 401, [
+                ("WWW-Authenticate", f'Digest realm="{UPPER_DOMAIN}",nonce="{nonce}",algorithm=MD5,qop="auth"')
+            ]
         return 401, [("WWW-Authenticate", self.digest.challenge(now))]
 
     def restart(self, secret: bytes = b"r" * 32) -> None:

@@ -275,11 +275,13 @@ def _keepalive_from(h, peer: Peer) -> tuple[bytes, Peer]:
 
 
 @pytest.mark.parametrize("new_host", [False, True])
-def test_message_from_new_port_rebinds_but_new_host_does_not(new_host: bool) -> None:
-    """NAT port rebinding is followed; a new address is only believed from a REGISTER.
+def test_message_from_another_port_or_host_is_refused_and_moves_nothing(new_host: bool) -> None:
+    """Only an authenticated REGISTER moves a session (issue 10, C3).
 
-    MESSAGEs are unauthenticated: following them to a new host would let anyone
-    who knows a device ID redirect the gateway's queries.
+    MESSAGEs are unauthenticated: the same host with another port used to move
+    the session (for NAT rebinding), which let anyone on the device's network
+    (or spoofing its IP) take its INVITEs. A rebound device now hears 404 and
+    registers again, as it does after a platform restart.
     """
     h, agent = registered()
     before = h.access.sessions[IPC_ID].peer
@@ -288,8 +290,8 @@ def test_message_from_new_port_rebinds_but_new_host_does_not(new_host: bool) -> 
     answer, to = _keepalive_from(h, moved)
 
     assert to == moved  # the answer goes where the request came from
-    assert parse_message(answer).status == 200  # type: ignore[union-attr]
-    assert h.access.sessions[IPC_ID].peer == (before if new_host else moved)
+    assert parse_message(answer).status == 404  # type: ignore[union-attr]
+    assert h.access.sessions[IPC_ID].peer == before
 
 
 def test_options_answered_200_with_allow_and_unknown_method_405() -> None:

@@ -304,7 +304,7 @@ def check(server: DigestServer, authorization: str, now: float = T0) -> AuthResu
 
 def test_challenge_format() -> None:
     challenge = make_server().challenge(T0)
-    assert re.fullmatch(r'Digest realm="3402000000",nonce="[0-9a-f]{44}",algorithm=MD5,qop="auth"', challenge)
+    assert re.fullmatch(r'Digest realm="3402000000",nonce="[0-9a-f]{32}",algorithm=MD5,qop="auth"', challenge)
     scheme, params = parse_auth_params(make_server().challenge(T0, stale=True))
     assert scheme == "digest"
     assert params["stale"] == "true"
@@ -325,14 +325,69 @@ def test_challenges_one_per_algorithm() -> None:
         make_server().challenge(T0, algorithm=Algorithm.SHA256)
 
 
-def test_nonce_is_stateless_and_bound_to_secret_and_realm() -> None:
+def test_nonces_are_unpredictable_and_reveal_no_clock() -> None:
+    """L4: the nonce used to start with the issue time in hex; now equal clocks give unrelated nonces."""
     server = make_server()
-    nonce = server.make_nonce(T0 + 0.9)
-    assert nonce == make_server().make_nonce(T0)  # same second, same secret: same nonce
-    assert server.nonce_issued_at(nonce) == int(T0)
-    assert DigestServer(REALM, b"other secret").nonce_issued_at(nonce) is None
-    assert DigestServer("1201010000", SECRET).nonce_issued_at(nonce) is None
+    first, second = server.make_nonce(T0), server.make_nonce(T0)
+    assert first != second
+    assert make_server().make_nonce(T0 + 1000) == first  # the counter and the secret decide, not the clock
+    assert DigestServer(REALM, b"other secret").make_nonce(T0) != first
+    assert f"{int(T0):x}" not in first
+    assert server.nonce_issued_at(first) == T0
     assert server.nonce_issued_at("9bd055") is None
+
+
+def test_nonce_is_bound_to_the_client_it_was_issued_to() -> None:
+    server = make_server()
+    challenge = server.challenge(T0, client=("udp", "10.0.0.5", 5060))
+    authorization = build_authorization(challenge, "REGISTER", SERVER_URI, DEVICE, "12345678", "c1")
+    assert server.verify(authorization, "REGISTER", "12345678", T0, client=("udp", "10.0.0.6", 5060)) is (
+        AuthResult.WRONG_CLIENT
+    )
+    assert server.issued_to(authorization, ("udp", "10.0.0.5", 5060))
+    assert not server.issued_to(authorization, ("udp", "10.0.0.5", 5061))
+    assert server.verify(authorization, "REGISTER", "12345678", T0, client=("udp", "10.0.0.5", 5060)) is AuthResult.OK
+
+
+def test_nonce_is_single_use_per_nc() -> None:
+    server = make_server()
+    client = DigestClient(DEVICE, "12345678")
+    challenge = server.challenge(T0)
+    first = client.authorization(challenge, "REGISTER", SERVER_URI, "c1")
+    assert check(server, first) is AuthResult.OK
+    assert check(server, first) is AuthResult.REPLAYED  # the same nc again
+    second = client.authorization(challenge, "REGISTER", SERVER_URI, "c2")  # nc 2
+    assert check(server, second) is AuthResult.OK
+    assert check(server, first) is AuthResult.REPLAYED  # a lower nc
+
+
+def test_rfc2069_nonce_is_single_use() -> None:
+    server = make_server(offer_qop=False)
+    authorization = answer(server, T0)
+    assert check(server, authorization) is AuthResult.OK
+    assert check(server, authorization) is AuthResult.REPLAYED
+
+
+def test_wrong_password_spends_the_nonce() -> None:
+    server = make_server()
+    challenge = server.challenge(T0)
+    wrong = build_authorization(challenge, "REGISTER", SERVER_URI, DEVICE, "guess", "c1")
+    right = build_authorization(challenge, "REGISTER", SERVER_URI, DEVICE, "12345678", "c1", nc=2)
+    assert check(server, wrong) is AuthResult.BAD_PASSWORD
+    assert check(server, right) is AuthResult.FOREIGN_NONCE  # every guess needs a fresh challenge
+
+
+def test_nonce_table_is_bounded_and_forgets_old_nonces() -> None:
+    server = make_server(max_nonces=3, nonce_ttl=10.0)
+    old = answer(server, T0)
+    for _ in range(3):
+        server.make_nonce(T0)
+    assert len(server) == 3
+    assert check(server, old) is AuthResult.FOREIGN_NONCE  # evicted, oldest first
+    stale = answer(server, T0)
+    assert check(server, stale, T0 + 15) is AuthResult.STALE_NONCE  # between one and two lifetimes
+    server.make_nonce(T0 + 25)
+    assert server.nonce_issued_at(parse_auth_params(stale)[1]["nonce"]) is None  # forgotten after two
 
 
 def test_round_trip_ok_with_qop() -> None:
@@ -389,9 +444,8 @@ def test_wrong_method() -> None:
 
 def test_expired_nonce_is_stale() -> None:
     server = make_server(nonce_ttl=300.0)
-    authorization = answer(server, T0)
-    assert server.verify(authorization, "REGISTER", "12345678", T0 + 299) is AuthResult.OK
-    assert server.verify(authorization, "REGISTER", "12345678", T0 + 301) is AuthResult.STALE_NONCE
+    assert server.verify(answer(server, T0), "REGISTER", "12345678", T0 + 299) is AuthResult.OK
+    assert server.verify(answer(server, T0), "REGISTER", "12345678", T0 + 301) is AuthResult.STALE_NONCE
     # an expired nonce with a wrong password is still a wrong password
     assert server.verify(answer(server, T0, "x"), "REGISTER", "12345678", T0 + 301) is AuthResult.BAD_PASSWORD
 
@@ -405,10 +459,9 @@ def test_tampered_nonce_is_foreign() -> None:
     server = make_server()
     authorization = answer(server, T0)
     nonce = parse_auth_params(authorization)[1]["nonce"]
-    later = f"{int(T0) + 1000:012x}" + nonce[12:]  # extend its lifetime
     flipped = nonce[:-1] + ("0" if nonce[-1] != "0" else "1")
     assert nonce.upper() != nonce
-    for forged in (later, flipped, "9bd055", nonce.upper()):
+    for forged in (flipped, "9bd055", nonce.upper()):
         assert check(server, authorization.replace(nonce, forged)) is AuthResult.FOREIGN_NONCE
 
 
@@ -478,6 +531,8 @@ def test_server_config_is_validated() -> None:
         make_server(algorithms=())
     with pytest.raises(ConfigError):
         make_server().make_nonce(float("nan"))
+    with pytest.raises(ConfigError):
+        make_server(max_nonces=0)
 
 
 # --- client ------------------------------------------------------------------------------

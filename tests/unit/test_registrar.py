@@ -171,8 +171,12 @@ def test_wrong_password_is_403_not_another_401() -> None:
 def test_throttle_blocks_the_failing_device_not_its_neighbours() -> None:
     registrar = make_registrar(throttle=AuthThrottle())
     challenge = challenge_of(registrar)
-    bad = answer(challenge, password="wrong")
-    decisions = [registrar.handle(register(authorization=bad, cseq=2 + i), PEER, 1.0, WALL) for i in range(3)]
+    decisions = [
+        registrar.handle(
+            register(authorization=answer(challenge_of(registrar), password="wrong"), cseq=2 + i), PEER, 1.0, WALL
+        )
+        for i in range(3)
+    ]  # a wrong password spends its nonce: each guess answers a fresh challenge
     assert [d.status for d in decisions] == [403, 403, 403]
     assert [d.refusal for d in decisions] == [RefusalReason.BAD_PASSWORD] * 3
     assert [d.newly_blocked for d in decisions] == [False, False, True]

@@ -15,11 +15,15 @@ disagree on the details, so the server side is liberal in what it verifies:
 * it always names ``algorithm=MD5`` in the challenge, because some Dahua NVRs
   never answer a challenge without it.
 
-Nonces are stateless (no table for ~20k devices): ``nonce`` is the issue time
-as 12 hex digits followed by 32 hex digits of HMAC-SHA256(secret, time|realm).
-The price is that a captured REGISTER can be replayed until its nonce goes
-stale; REGISTER carries no secrets and the registrar's Call-ID/CSeq checks
-limit what a replay achieves.
+Nonces are kept in a bounded table (H2, L4 of issue 10): each is an
+unpredictable HMAC of a private counter (it reveals no clock), bound to the
+client address it was issued to (``client``: the UDP host:port or the TCP
+connection, any hashable the caller passes) and used at most once per ``nc``
+(the highest ``nc`` is remembered; an RFC 2069 answer, which has no ``nc``,
+uses its nonce up). A sniffed ``Authorization`` therefore cannot be replayed,
+neither later nor from another address. The table forgets nonces twice their
+lifetime after issue and holds at most ``max_nonces`` (oldest evicted first):
+~25k devices, each between its 401 and its answer, fit many times over.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import hashlib
 import hmac
 import math
 import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
 from enum import Enum
 
 from gateway.errors import ConfigError, DigestError
@@ -57,9 +64,7 @@ _UNQUOTED_END = frozenset(', \t"')
 _CTL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 
-_NONCE_TIME_HEX = 12
-_NONCE_MAC_HEX = 32
-_NONCE_RE = re.compile(f"[0-9a-f]{{{_NONCE_TIME_HEX + _NONCE_MAC_HEX}}}")
+_NONCE_HEX = 32
 #: A nonce up to this many seconds "from the future" is still fresh (we truncate
 #: the issue time to whole seconds, and callers' clocks may jitter).
 _CLOCK_SKEW = 2.0
@@ -310,18 +315,31 @@ class AuthResult(Enum):
     WRONG_REALM = "wrong_realm"
     #: An algorithm we do not implement or do not offer: fresh 401.
     UNSUPPORTED_ALGORITHM = "unsupported_algorithm"
+    #: Our nonce, issued to another client address or connection: fresh 401, nothing counted.
+    WRONG_CLIENT = "wrong_client"
+    #: Our nonce with an ``nc`` already used (or an RFC 2069 nonce used before): fresh 401.
+    REPLAYED = "replayed"
 
 
 _REQUIRED = ("username", "realm", "nonce", "uri", "response")
 
 
-class DigestServer:
-    """Issues challenges and verifies credentials for one realm, keeping no per-nonce state.
+@dataclass(slots=True)
+class _Nonce:
+    """What the server remembers about one nonce it issued."""
 
-    ``secret`` keys the nonce HMAC; use 32 random bytes. If it is kept across
-    restarts, pass wall-clock ``now`` values (not a monotonic clock) so that
-    nonce ages stay meaningful. ``algorithms`` lists what is accepted; the
-    first is the default challenge.
+    issued: float
+    client: Hashable | None
+    highest_nc: int = 0  # the highest nc accepted so far (0: none yet)
+    used: bool = False  # an answer without a usable nc was accepted: the nonce is spent
+
+
+class DigestServer:
+    """Issues challenges and verifies credentials for one realm.
+
+    ``secret`` keys the nonce HMAC; use 32 random bytes. ``now`` may come from
+    any clock the caller uses consistently (nonces never carry it).
+    ``algorithms`` lists what is accepted; the first is the default challenge.
     """
 
     def __init__(
@@ -331,6 +349,7 @@ class DigestServer:
         nonce_ttl: float = 300.0,
         algorithms: tuple[Algorithm, ...] = (Algorithm.MD5,),
         offer_qop: bool = True,
+        max_nonces: int = 100_000,
     ) -> None:
         if not isinstance(realm, str) or not realm or _CTL_RE.search(realm):
             raise ConfigError("digest realm must be non-empty text without control characters")
@@ -340,56 +359,91 @@ class DigestServer:
             raise ConfigError("nonce_ttl must be a positive number of seconds")
         if not algorithms or not all(isinstance(a, Algorithm) for a in algorithms):
             raise ConfigError("algorithms must be a non-empty tuple of Algorithm")
+        if isinstance(max_nonces, bool) or not isinstance(max_nonces, int) or max_nonces < 1:
+            raise ConfigError("max_nonces must be an int >= 1")
         self.realm = realm
         self.nonce_ttl = float(nonce_ttl)
         self.algorithms = tuple(algorithms)
         self.offer_qop = offer_qop
+        self.max_nonces = max_nonces
         self._secret = secret
+        self._counter = 0
+        # Issue order: the first entry is the oldest (expiry and eviction both start there).
+        self._nonces: OrderedDict[str, _Nonce] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Nonces remembered (for metrics and tests)."""
+        return len(self._nonces)
 
     # nonces
 
-    def _mac(self, issued: int) -> str:
-        msg = _b(f"{issued:0{_NONCE_TIME_HEX}x}|{self.realm}")
-        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:_NONCE_MAC_HEX]
+    def make_nonce(self, now: float, client: Hashable | None = None) -> str:
+        """Issue a fresh nonce for ``client``: 32 hex digits that no one can predict or date."""
+        if not math.isfinite(now):
+            raise ConfigError("now must be a finite time in seconds")
+        self._counter += 1
+        msg = _b(f"{self._counter}|{self.realm}")
+        nonce = hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:_NONCE_HEX]
+        self._prune(now)
+        self._nonces[nonce] = _Nonce(now, client)
+        while len(self._nonces) > self.max_nonces:
+            self._nonces.popitem(last=False)
+        return nonce
 
-    def make_nonce(self, now: float) -> str:
-        """A nonce stamped with ``now`` (whole seconds) and signed with the secret."""
-        if not math.isfinite(now) or now < 0 or now >= 16**_NONCE_TIME_HEX:
-            raise ConfigError("now must be a finite, non-negative time in seconds")
-        issued = int(now)
-        return f"{issued:0{_NONCE_TIME_HEX}x}{self._mac(issued)}"
+    def nonce_issued_at(self, nonce: str) -> float | None:
+        """When a nonce we still remember was issued, or None for any other string."""
+        entry = self._nonces.get(nonce) if isinstance(nonce, str) else None
+        return entry.issued if entry is not None else None
 
-    def nonce_issued_at(self, nonce: str) -> int | None:
-        """The issue time of a nonce we signed, or None for any other string."""
-        if not isinstance(nonce, str) or _NONCE_RE.fullmatch(nonce) is None:
-            return None
-        issued = int(nonce[:_NONCE_TIME_HEX], 16)
-        if not hmac.compare_digest(self._mac(issued), nonce[_NONCE_TIME_HEX:]):
-            return None
-        return issued
+    def _prune(self, now: float) -> None:
+        """Forget nonces older than twice their lifetime (between one and two lifetimes: stale)."""
+        horizon = now - 2 * self.nonce_ttl
+        nonces = self._nonces
+        while nonces:
+            oldest = next(iter(nonces.values()))
+            if oldest.issued >= horizon:
+                break
+            nonces.popitem(last=False)
 
     def is_stale(self, issued: float, now: float) -> bool:
         """True when a nonce issued at ``issued`` may no longer be used at ``now``.
 
         A nonce from the future (the caller's clock went back) counts as stale:
-        only we can have signed it, so a re-challenge is the right answer.
+        a re-challenge is the right answer.
         """
         age = now - issued
         return not -_CLOCK_SKEW <= age <= self.nonce_ttl
 
+    def issued_to(self, authorization: str, client: Hashable | None) -> bool:
+        """Whether the credentials carry a nonce we issued to ``client`` (it could have received it)."""
+        try:
+            _, params = parse_auth_params(authorization)
+        except DigestError:
+            return False
+        entry = self._nonces.get(params.get("nonce", ""))
+        return entry is not None and entry.client == client
+
     # challenges
 
-    def challenge(self, now: float, *, stale: bool = False, algorithm: Algorithm = Algorithm.MD5) -> str:
+    def challenge(
+        self,
+        now: float,
+        *,
+        stale: bool = False,
+        algorithm: Algorithm = Algorithm.MD5,
+        client: Hashable | None = None,
+    ) -> str:
         """A ``WWW-Authenticate`` value, e.g. ``Digest realm="…",nonce="…",algorithm=MD5,qop="auth"``.
 
         ``algorithm`` is always named (Dahua, docs/gb28181.md §3.3); ``stale=true`` tells
         the client its password was right and only the nonce expired (RFC 2617 §3.2.1).
+        The nonce is bound to ``client`` (see the module docstring).
         """
         if algorithm not in self.algorithms:
             raise ConfigError(f"algorithm {algorithm.value} is not enabled on this server")
         parts = [
             f"realm={_quote(self.realm)}",
-            f'nonce="{self.make_nonce(now)}"',
+            f'nonce="{self.make_nonce(now, client)}"',
             f"algorithm={algorithm.value}",
         ]
         if self.offer_qop:
@@ -398,17 +452,28 @@ class DigestServer:
             parts.append("stale=true")
         return "Digest " + ",".join(parts)
 
-    def challenges(self, now: float, *, stale: bool = False) -> list[str]:
+    def challenges(self, now: float, *, stale: bool = False, client: Hashable | None = None) -> list[str]:
         """One challenge per enabled algorithm, most preferred first (RFC 7616 §3.7)."""
-        return [self.challenge(now, stale=stale, algorithm=a) for a in self.algorithms]
+        return [self.challenge(now, stale=stale, algorithm=a, client=client) for a in self.algorithms]
 
     # verification
 
-    def verify(self, authorization: str, method: str, password: str, now: float, body: bytes = b"") -> AuthResult:
-        """Check ``Authorization`` credentials against ``password``; never raises for bad input.
+    def verify(
+        self,
+        authorization: str,
+        method: str,
+        password: str,
+        now: float,
+        body: bytes = b"",
+        client: Hashable | None = None,
+    ) -> AuthResult:
+        """Check ``Authorization`` credentials from ``client`` against ``password``; never raises for bad input.
 
         The caller must also check that ``username`` is the device it expects
-        (the From user), since the password is looked up by it.
+        (the From user), since the password is looked up by it. A nonce of
+        another client is refused before any hashing (``WRONG_CLIENT``), so
+        such an attempt is no password guess; a wrong password spends the
+        nonce, so every guess costs a round trip for a fresh challenge.
         """
         try:
             scheme, params = parse_auth_params(authorization)
@@ -431,9 +496,12 @@ class DigestServer:
             return AuthResult.MALFORMED
         if params["realm"] != self.realm:
             return AuthResult.WRONG_REALM
-        issued = self.nonce_issued_at(params["nonce"])
-        if issued is None:
+        nonce = params["nonce"]
+        entry = self._nonces.get(nonce)
+        if entry is None:
             return AuthResult.FOREIGN_NONCE
+        if entry.client != client:
+            return AuthResult.WRONG_CLIENT
         # Verify in the form the client used (qop or RFC 2069), with its uri and nc as sent.
         expected = compute_response(
             algorithm,
@@ -449,15 +517,30 @@ class DigestServer:
             body,
         )
         if not hmac.compare_digest(_b(expected), _b(params["response"].lower())):
+            del self._nonces[nonce]
             return AuthResult.BAD_PASSWORD
-        if self.is_stale(issued, now):
+        if self.is_stale(entry.issued, now):
             return AuthResult.STALE_NONCE
+        count = _nonce_count(nc) if qop is not None else None
+        if entry.used or (count is not None and count <= entry.highest_nc):
+            return AuthResult.REPLAYED
+        if count is None:
+            entry.used = True  # RFC 2069 (or an nc we cannot read): single use altogether
+        else:
+            entry.highest_nc = count
         return AuthResult.OK
 
     @staticmethod
     def username_of(authorization: str) -> str | None:
         """The ``username`` in credentials, or None; see the module-level :func:`username_of`."""
         return username_of(authorization)
+
+
+def _nonce_count(nc: str | None) -> int | None:
+    """``nc`` as a number (8LHEX, RFC 2617 §3.2.2), or None when it is absent or unreadable."""
+    if nc is None or not 0 < len(nc) <= 16 or _HEX_RE.fullmatch(nc) is None:
+        return None
+    return int(nc, 16)
 
 
 # --- client side ------------------------------------------------------------------

@@ -357,6 +357,9 @@ MANDATORY_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 _MANDATORY = frozenset(MANDATORY_REQUEST_HEADERS)
 
 
+_CONTACT_METHODS = frozenset({"REGISTER", "INVITE", "SUBSCRIBE"})
+
+
 def check_mandatory(message: SipMessage) -> None:
     """Raise SipParseError unless Via, From, To, Call-ID and CSeq parse (RFC 3261 §8.1.1).
 
@@ -379,6 +382,10 @@ def check_mandatory(message: SipMessage) -> None:
     if top_via.branch is None and isinstance(message, SipRequest):
         # RFC 2543 peers have no branch; we key transactions on it, so refuse.
         raise SipParseError("Via without branch")
+    if cseq.method in _CONTACT_METHODS:
+        # The cores read Contact of these (registrar, dialogs): a broken one is a 400
+        # here, never an exception in a handler (issue 10, L1: ``Contact: <sip:…`` unclosed).
+        _ = message.contact
 
 
 __all__ = [
