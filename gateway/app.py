@@ -32,7 +32,8 @@ from gateway.cascade.service import CascadeService
 from gateway.config import GatewayConfig
 from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
-from gateway.httpapi.app import WebPart, build_app, serve
+from gateway.httpapi.app import WebPart, build_app, serve, tls_context
+from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
@@ -43,6 +44,8 @@ from gateway.registry.store import Store
 from gateway.registry.store_thread import StoreThread
 from gateway.registry.warmup import load_directory
 from gateway.registry.writer import RegistryWriter
+from gateway.security.accounts import SessionPolicy
+from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
 
 __all__ = ["GatewayService"]
@@ -65,6 +68,11 @@ class GatewayService:
         self.catalogs = catalogs or DeviceCatalogs()
         self.web_parts = tuple(web_parts)
         self.store = StoreThread(config.db, store)
+        self.accounts = AccountService(
+            config.accounts_db or config.db,
+            policy=SessionPolicy(idle=config.session_idle, lifetime=config.session_lifetime),
+            static_tokens=config.api_tokens,
+        )
         self.directory = Directory()
         self.writer = RegistryWriter(self.store, config.flush_interval)
         self._provisioned_kindergarten = {d.id: d.kindergarten_id for d in config.devices}.get
@@ -93,7 +101,8 @@ class GatewayService:
 
     def public_base(self) -> str:
         """Base URL for links in alarm payloads."""
-        return (self.config.public_url or f"http://{self.config.http_host}:{self.http_port}").rstrip("/")
+        scheme = "https" if self.config.tls_cert else "http"
+        return (self.config.public_url or f"{scheme}://{self.config.http_host}:{self.http_port}").rstrip("/")
 
     async def start(self) -> None:
         """Open the store, restore state, start alarms, bind SIP and HTTP, then register upward."""
@@ -150,6 +159,9 @@ class GatewayService:
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
+        await self.accounts.open()
+        stack.push_async_callback(self.accounts.close)
+        tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
         app = build_app(
@@ -162,9 +174,18 @@ class GatewayService:
             alarms=self.alarms,
             uppers=cascade,
             metrics=self.metrics,
+            accounts=self.accounts,
+            guard=WebGuard(
+                config.http_host,
+                lambda: self.http_port,
+                allowed_hosts=config.allowed_hosts,
+                trusted_proxies=config.trusted_proxies,
+                tls=tls is not None,
+                public_url=config.public_url,
+            ),
             parts=self.web_parts,
         )
-        runner, self.http_port = await serve(app, config.http_host, config.http_port)
+        runner, self.http_port = await serve(app, config.http_host, config.http_port, tls=tls)
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
 
@@ -175,10 +196,11 @@ class GatewayService:
             stack.push_async_callback(lambda: cascade.stop(asyncio.get_running_loop().time()))
         stack.callback(self._close_streams)
         log.info(
-            "gateway %s listening: SIP udp/tcp %s:%d, HTTP http://%s:%d/ (db %s, enrolment %s)",
+            "gateway %s listening: SIP udp/tcp %s:%d, HTTP %s://%s:%d/ (db %s, enrolment %s)",
             config.id,
             config.sip_host,
             sip.port,
+            "https" if tls is not None else "http",
             config.http_host,
             self.http_port,
             config.db,

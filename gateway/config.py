@@ -7,6 +7,7 @@ refused so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,8 @@ from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
+from gateway.security.accounts import AccountError, ApiToken, check_name, check_scope, parse_role
+from gateway.security.principal import Role
 
 __all__ = [
     "DEFAULT_GATEWAY_ID",
@@ -23,6 +26,7 @@ __all__ = [
     "ProvisionedDevice",
     "UpperSpec",
     "load_config",
+    "parse_token_hash_flag",
     "parse_upper_flag",
 ]
 
@@ -81,6 +85,15 @@ class GatewayConfig:
     alarm_snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
     upper_platforms: tuple[UpperSpec, ...] = field(default_factory=tuple)  # cascade (README "Cascade")
+    # --- logins (README "Logins") ---
+    accounts_db: str = ""  # users, sessions, API tokens; default: db (the demo's nodes share one file)
+    tls_cert: str = ""  # PEM certificate (chain): serve HTTPS, cookies Secure
+    tls_key: str = ""  # its PEM private key
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and the bind address (DNS rebinding)
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the client
+    session_idle: float = 3600.0  # s a console session lives without a request
+    session_lifetime: float = 12 * 3600.0  # s a console session lives at most
+    api_tokens: tuple[ApiToken, ...] = field(default_factory=tuple)  # [[api_tokens]]: tokens given by SHA-256
 
     @property
     def domain(self) -> str:
@@ -129,7 +142,22 @@ class GatewayConfig:
         for device in self.devices:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
+        self._validate_logins()
         return self
+
+    def _validate_logins(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together (--tls-cert FILE --tls-key FILE)")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted proxy must be an address or network, not {network!r}") from exc
+        for host in self.allowed_hosts:
+            if not host or any(c in host for c in "/@ \t"):
+                raise ConfigError(f"allowed host must be NAME or NAME:PORT, not {host!r}")
+        if self.session_idle <= 0 or self.session_lifetime <= 0:
+            raise ConfigError("session_idle and session_lifetime must be > 0")
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConfig:
@@ -145,6 +173,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
             values["devices"] = data["devices"]
         if "upper_platforms" in data:
             values["upper_platforms"] = data["upper_platforms"]
+        if "api_tokens" in data:
+            values["api_tokens"] = data["api_tokens"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(GatewayConfig)}
     unknown = set(values) - known
@@ -152,6 +182,11 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> GatewayConf
         raise ConfigError(f"unknown gateway settings: {', '.join(sorted(unknown))}")
     if "devices" in values:
         values["devices"] = tuple(_device(d) for d in values["devices"])
+    if "api_tokens" in values:
+        values["api_tokens"] = tuple(_api_token(t) for t in values["api_tokens"])
+    for name in ("allowed_hosts", "trusted_proxies"):
+        if isinstance(values.get(name), list | tuple):
+            values[name] = tuple(str(v) for v in values[name])
     if "upper_platforms" in values:
         password = str(values.get("password", GatewayConfig().password))
         values["upper_platforms"] = tuple(_upper(u, password) for u in values["upper_platforms"])
@@ -173,6 +208,37 @@ def _device(raw: Any) -> ProvisionedDevice:
     return ProvisionedDevice(
         id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id")
     )
+
+
+def _api_token(raw: Any) -> ApiToken:
+    """``[[api_tokens]]``: a token known by its SHA-256 (``kgw token add`` stores tokens in the database)."""
+    if isinstance(raw, ApiToken):
+        return raw
+    if not isinstance(raw, dict) or not {"name", "role", "sha256"} <= set(raw):
+        raise ConfigError("each [[api_tokens]] entry needs name, role and sha256")
+    extra = set(raw) - {"name", "role", "sha256", "district", "kindergarten", "metrics_only"}
+    if extra:
+        raise ConfigError(f"unknown api token settings: {', '.join(sorted(extra))}")
+    digest = str(raw["sha256"]).lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError("api token sha256 must be 64 hex digits (sha256sum of the token)")
+    try:
+        role = parse_role(str(raw["role"]))
+        district, kindergarten = check_scope(role, raw.get("district"), raw.get("kindergarten"))
+        name = check_name(str(raw["name"]), "token name")
+    except AccountError as exc:
+        raise ConfigError(f"api token {raw['name']!r}: {exc}") from exc
+    return ApiToken(name, digest, role, district, kindergarten, bool(raw.get("metrics_only", False)))
+
+
+def parse_token_hash_flag(text: str) -> ApiToken:
+    """``--api-token-hash NAME:ROLE:SHA256`` (ROLE may be ``metrics`` for a metrics-only city-wide token)."""
+    name, _, rest = text.partition(":")
+    role, _, digest = rest.partition(":")
+    raw: dict[str, Any] = {"name": name, "role": role, "sha256": digest}
+    if role == "metrics":
+        raw.update(role=Role.CITY_ADMIN.value, metrics_only=True)
+    return _api_token(raw)
 
 
 _UPPER_LINK_FIELDS = frozenset(f.name for f in fields(UpperPlatformConfig))

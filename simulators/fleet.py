@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import resource
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -90,6 +92,8 @@ class FleetOptions:
     malformed: int = 0  # how many devices send a broken keepalive every 3rd time
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
+    api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
+    api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
@@ -142,7 +146,7 @@ class Fleet:
             summary["channels"],
         )
         if opts.api:
-            await asyncio.to_thread(provision, opts.api, self.city)
+            await asyncio.to_thread(provision, opts.api, self.city, token=opts.api_token, cafile=opts.api_cafile)
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
         index = 0
         for plan in self.city:
@@ -418,8 +422,17 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
     )
 
 
-def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
-    """POST the city's kindergartens to the gateway API (blocking; run in a thread)."""
+def provision(
+    api: str, city: list[SimKindergarten], chunk: int = 500, *, token: str | None = None, cafile: str | None = None
+) -> None:
+    """POST the city's kindergartens to the gateway API with an API token (blocking; run in a thread).
+
+    ``cafile``: trust this certificate for an https API (the demo's own, whatever name it was made for)."""
+    token = token or os.environ.get("KGW_API_TOKEN") or None
+    context = None
+    if cafile:
+        context = ssl.create_default_context(cafile=cafile)
+        context.check_hostname = False  # our own certificate on loopback: the chain is what is checked
     rows = [
         {
             "id": k.id,
@@ -433,10 +446,11 @@ def provision(api: str, city: list[SimKindergarten], chunk: int = 500) -> None:
     ]
     for start in range(0, len(rows), chunk):
         body = json.dumps(rows[start : start + chunk], ensure_ascii=False).encode()
-        request = urllib.request.Request(
-            api.rstrip("/") + "/api/kindergartens", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(api.rstrip("/") + "/api/kindergartens", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             response.read()
     log.info("provisioned %d kindergartens at %s", len(rows), api)
 

@@ -10,7 +10,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_ports, http_json
+from tests.conftest import TEST_TOKEN, TEST_TOKEN_GRANT, free_ports, http_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KGW = [sys.executable, "-m", "gateway.cli"]
@@ -21,16 +21,25 @@ def free_tcp_port() -> int:
     return free_ports(1)
 
 
+def with_test_token(args: list[str]) -> list[str]:
+    """A node's command line that also accepts the tests' administrator token (by its SHA-256)."""
+    if args and args[0] in ("gateway", "platform"):
+        return [*args, "--api-token-hash", f"tests:{TEST_TOKEN_GRANT.role.value}:{TEST_TOKEN_GRANT.token_hash}"]
+    return args
+
+
 class Proc:
-    """A ``kgw`` subprocess whose output goes to files (no pipe can fill up and block it)."""
+    """A ``kgw`` subprocess whose output goes to files (no pipe can fill up and block it).
+
+    Nodes get the tests' API token (``with_test_token``); ``kgw simulate`` sends it
+    (``KGW_API_TOKEN``) when it provisions through ``--api``."""
 
     def __init__(self, name: str, args: list[str], tmp: Path) -> None:
         self.out = tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "KGW_API_TOKEN": TEST_TOKEN}  # (conftest sets it too)
         with open(self.out, "wb") as out, open(self.err, "wb") as err:
-            self.popen = subprocess.Popen(
-                [*KGW, *args], cwd=ROOT, stdout=out, stderr=err, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+            self.popen = subprocess.Popen([*KGW, *with_test_token(args)], cwd=ROOT, stdout=out, stderr=err, env=env)
 
     def output(self) -> str:
         return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
