@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +57,50 @@ class Proc:
             self.popen.wait(5)
 
 
-async def get_json(url: str) -> tuple[int, Any] | None:
+LOGIN_LINE = re.compile(r"^\s*login\s+(\S+) / (\S+)\s", re.MULTILINE)
+
+
+def banner_login(output: str) -> tuple[str, str]:
+    """The demo administrator's user name and password, as the demo's banner prints them."""
+    match = LOGIN_LINE.search(output)
+    assert match is not None, f"no login line in the banner:\n{output[-3000:]}"
+    return match.group(1), match.group(2)
+
+
+async def login_headers(base: str, username: str, password: str) -> dict[str, str]:
+    """Log in like the console does; the session as request headers (Cookie, and the Origin a POST needs)."""
+
+    def call() -> dict[str, str]:
+        body = json.dumps({"username": username, "password": password}).encode()
+        request = urllib.request.Request(
+            f"{base}/api/login", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        opener = urllib.request.build_opener()  # not the tests' token opener: a login of its own
+        with opener.open(request, timeout=20) as response:
+            cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+        return {"Cookie": cookie, "Origin": base}
+
+    return await asyncio.to_thread(call)
+
+
+async def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any] | None:
     """None while nothing listens yet."""
     try:
-        return await http_json(url)
+        return await http_json(url, headers=headers)
     except (urllib.error.URLError, ConnectionError, OSError):
         return None
 
 
-async def until_json(url: str, predicate: Any, proc: Proc, timeout: float = 60.0) -> Any:
+async def until_json(
+    url: str, predicate: Any, proc: Proc, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> Any:
     """Poll ``url`` until ``predicate(body)``; fail early (with its output) if ``proc`` died."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: Any = None
     while loop.time() < deadline:
         assert proc.popen.poll() is None, f"process exited {proc.popen.returncode}:\n{proc.output()[-3000:]}"
-        result = await get_json(url)
+        result = await get_json(url, headers)
         if result is not None and result[0] == 200:
             last = result[1]
             if predicate(last):
