@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.access_handler import AccessEventHandler
@@ -87,6 +88,7 @@ class GatewayService:
         self.queries: QueryBroker
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
+        self.http_app: web.Application
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -185,6 +187,7 @@ class GatewayService:
             ),
             parts=self.web_parts,
         )
+        self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         runner, self.http_port = await serve(app, config.http_host, config.http_port, tls=tls)
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
