@@ -193,8 +193,11 @@ class AccountService:
                 self._sessions.pop(id_hash, None)
                 return None
             self._cache_session(session, user, now)
+            if cached is not None:  # a refresh: keep what this node saw but did not write back yet
+                fresh = self._sessions[id_hash]
+                fresh.last_seen = max(fresh.last_seen, cached.last_seen)
+                fresh.persisted_seen = max(fresh.persisted_seen, cached.persisted_seen)
             cached = self._sessions[id_hash]
-            cached.last_seen = max(session.last_seen_at, cached.last_seen)
         assert cached.session is not None
         seen = Session(id_hash, cached.session.username, cached.session.created_at, cached.last_seen)
         if self.policy.expired(seen, now):
