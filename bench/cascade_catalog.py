@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.registration_storm import cpu_seconds, free_port, scrape, stop, wait_http  # noqa: E402
+from bench.registration_storm import TOKEN_FLAG, cpu_seconds, free_port, scrape, stop, wait_http  # noqa: E402
 from gateway.cascade.policy import SharePolicy  # noqa: E402
 from gateway.registry.model import Channel, guess_area  # noqa: E402
 from simulators.city import build_city  # noqa: E402
@@ -62,7 +62,8 @@ def expected_counts(kindergartens: int) -> dict[str, int]:
 
 
 def kgw(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--log-level", "WARNING"], cwd=ROOT)
+    command = [sys.executable, "-m", "gateway.cli", *args, *TOKEN_FLAG, "--log-level", "WARNING"]
+    return subprocess.Popen(command, cwd=ROOT)
 
 
 def wait_until(predicate: Any, timeout: float, step: float = 0.1) -> float | None:

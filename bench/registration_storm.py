@@ -22,9 +22,11 @@ Prints a table and writes bench/results/registration_storm.json.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -40,6 +42,21 @@ sys.path.insert(0, str(ROOT))
 from simulators.city import build_city, city_summary  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# The benchmarks' API token: gateways started here accept it (by its SHA-256), every urllib call
+# of the benchmarks sends it (/metrics needs a login), and `kgw simulate --api` reads KGW_API_TOKEN.
+BENCH_TOKEN = os.environ.setdefault("KGW_API_TOKEN", "kgw_bench_" + secrets.token_urlsafe(32))
+TOKEN_FLAG = ["--api-token-hash", f"bench:city_admin:{hashlib.sha256(BENCH_TOKEN.encode()).hexdigest()}"]
+
+
+class _BenchToken(urllib.request.BaseHandler):
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        if not request.has_header("Authorization"):
+            request.add_unredirected_header("Authorization", f"Bearer {BENCH_TOKEN}")
+        return request
+
+
+urllib.request.install_opener(urllib.request.build_opener(_BenchToken()))
 
 
 def free_port() -> int:
@@ -92,7 +109,7 @@ def wait_http(http: int, timeout: float = 30.0) -> None:
 
 def start_gateway(tmp: str, sip: int, http: int, *extra: str, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
     """``kgw gateway`` on these ports with its registry in ``tmp`` (``extra``: more flags)."""
-    args = ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", f"{tmp}/bench.db", *extra]
+    args = ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", f"{tmp}/bench.db", *TOKEN_FLAG, *extra]
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--log-level", log_level], cwd=ROOT)
 
 

@@ -88,10 +88,19 @@ def camera_channels(service: Any) -> list[str]:
 
 
 async def start_gateway() -> Any:
-    from gateway.config import load_config
+    from bench.registration_storm import TOKEN_FLAG  # the simulator provisions with its token
+    from gateway.config import load_config, parse_token_hash_flag
     from gbplatform.app import build_gateway
 
-    config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.5, log_level="WARNING")
+    config = load_config(
+        None,
+        sip_port=0,
+        http_port=0,
+        db=":memory:",
+        flush_interval=0.5,
+        log_level="WARNING",
+        api_tokens=(parse_token_hash_flag(TOKEN_FLAG[1]),),
+    )
     service = build_gateway(config)
     await service.start()
     return service

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Sequence
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway.access_handler import AccessEventHandler
@@ -43,7 +44,8 @@ from gateway.device_credentials import (
 from gateway.device_csv import DeviceCredential
 from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
-from gateway.httpapi.app import WebPart, build_app, serve
+from gateway.httpapi.app import WebPart, build_app, serve, tls_context
+from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.live import LiveService
@@ -56,6 +58,8 @@ from gateway.registry.store import Store
 from gateway.registry.store_thread import StoreThread
 from gateway.registry.warmup import load_directory
 from gateway.registry.writer import RegistryWriter
+from gateway.security.accounts import SessionPolicy
+from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
 
 __all__ = ["GatewayService"]
@@ -78,6 +82,11 @@ class GatewayService:
         self.catalogs = catalogs or DeviceCatalogs()
         self.web_parts = tuple(web_parts)
         self.store = StoreThread(config.db, store)
+        self.accounts = AccountService(
+            config.accounts_db or config.db,
+            policy=SessionPolicy(idle=config.session_idle, lifetime=config.session_lifetime),
+            static_tokens=config.api_tokens,
+        )
         self.directory = Directory()
         self.writer = RegistryWriter(self.store, config.flush_interval)
         # Mutable: credentials imported from CSV (at start and through the API) add to it.
@@ -95,6 +104,7 @@ class GatewayService:
         self.queries: QueryBroker
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
+        self.http_app: web.Application
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -109,7 +119,8 @@ class GatewayService:
 
     def public_base(self) -> str:
         """Base URL for links in alarm payloads."""
-        return (self.config.public_url or f"http://{self.config.http_host}:{self.http_port}").rstrip("/")
+        scheme = "https" if self.config.tls_cert else "http"
+        return (self.config.public_url or f"{scheme}://{self.config.http_host}:{self.http_port}").rstrip("/")
 
     async def start(self) -> None:
         """Open the store, restore state, start alarms, bind SIP and HTTP, then register upward."""
@@ -176,6 +187,9 @@ class GatewayService:
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
+        await self.accounts.open()
+        stack.push_async_callback(self.accounts.close)
+        tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
         collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms, self.audit]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
         app = build_app(
@@ -189,9 +203,19 @@ class GatewayService:
             uppers=cascade,
             metrics=self.metrics,
             audit=self.audit,
+            accounts=self.accounts,
+            guard=WebGuard(
+                config.http_host,
+                lambda: self.http_port,
+                allowed_hosts=config.allowed_hosts,
+                trusted_proxies=config.trusted_proxies,
+                tls=tls is not None,
+                public_url=config.public_url,
+            ),
             parts=(*self.web_parts, device_import_part(self._import_devices)),
         )
-        runner, self.http_port = await serve(app, config.http_host, config.http_port)
+        self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
+        runner, self.http_port = await serve(app, config.http_host, config.http_port, tls=tls)
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
 
@@ -202,10 +226,11 @@ class GatewayService:
             stack.push_async_callback(lambda: cascade.stop(asyncio.get_running_loop().time()))
         stack.callback(self._close_streams)
         log.info(
-            "gateway %s listening: SIP udp/tcp %s:%d, HTTP http://%s:%d/ (db %s, enrolment %s)",
+            "gateway %s listening: SIP udp/tcp %s:%d, HTTP %s://%s:%d/ (db %s, enrolment %s)",
             config.id,
             config.sip_host,
             sip.port,
+            "https" if tls is not None else "http",
             config.http_host,
             self.http_port,
             config.db,

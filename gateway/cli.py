@@ -1,4 +1,4 @@
-"""The ``kgw`` command: gateway, simulate, demo.
+"""The ``kgw`` command: gateway, platform, simulate, demo, and the accounts (user, token).
 
 Every command runs until SIGINT/SIGTERM and then shuts down cleanly
 (unregistering simulated devices, flushing the registry).
@@ -16,12 +16,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit.commands import add_audit_parser, run_audit
+from gateway.cli_accounts import add_account_commands, run_account_command
 from gateway.config import (
     DEFAULT_GATEWAY_ID,
     GatewayConfig,
     ProvisionedDevice,
     UpperSpec,
     load_config,
+    parse_token_hash_flag,
     parse_upper_flag,
 )
 from gateway.deployment import (
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--mqtt-password-file", metavar="FILE", help="password of the --mqtt URL's user ($KGW_MQTT_PASSWORD)"
     )
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    _login_args(gw)
 
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
     _simulate_args(sim)
@@ -155,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plat.add_argument("--config", help="TOML file with [gateway] settings and [[upper_platforms]]")
     plat.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    _login_args(plat)
 
     police = sub.add_parser(
         "police-receiver", help="simulated police alarm integration: MQTT subscriber and/or webhook"
@@ -222,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="only the gateway and the city, without the 16 district, municipal and police platforms",
     )
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    demo.add_argument("--tls-cert", metavar="FILE", help="serve every console over HTTPS with this PEM certificate")
+    demo.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    add_account_commands(sub)
     add_audit_parser(sub)
     return parser
 
@@ -236,6 +243,42 @@ def _password_args(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _login_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the HTTP logins (README "Logins") on the nodes: TLS, Host names, proxies, tokens."""
+    parser.add_argument("--tls-cert", metavar="FILE", help="serve HTTPS with this PEM certificate (chain)")
+    parser.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME[:PORT]",
+        help="a Host name the console is reached by, besides loopback and the bind address (repeatable)",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        metavar="NETWORK",
+        help="a reverse proxy whose X-Forwarded-For names the client, e.g. 10.0.0.0/24 (repeatable)",
+    )
+    parser.add_argument(
+        "--api-token-hash",
+        action="append",
+        metavar="NAME:ROLE:SHA256",
+        help="accept an API token given by its SHA-256 (sha256sum); ROLE metrics: /metrics only (repeatable)",
+    )
+
+
+def _login_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The login flags as load_config overrides (None: not given, the file or default stands)."""
+    tokens = tuple(parse_token_hash_flag(t) for t in args.api_token_hash) if args.api_token_hash else None
+    return {
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "allowed_hosts": tuple(args.allowed_host) if args.allowed_host else None,
+        "trusted_proxies": tuple(args.trusted_proxy) if args.trusted_proxy else None,
+        "api_tokens": tokens,
+    }
+
+
 def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 5060), help="gateway SIP HOST:PORT")
     sim.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="gateway 20-digit SIP ID")
@@ -245,7 +288,11 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         "--kindergartens", type=int, default=10, help="how many kindergartens (default 10; 2314 = whole city)"
     )
     sim.add_argument("--transport", choices=["udp", "tcp"], default="udp", help="SIP transport (default udp)")
-    sim.add_argument("--api", help="gateway HTTP base URL to provision kindergartens (names, addresses)")
+    sim.add_argument(
+        "--api",
+        help="gateway HTTP base URL to provision kindergartens (names, addresses); "
+        "its API token comes from the environment variable KGW_API_TOKEN",
+    )
     sim.add_argument("--ipc", action="store_true", help="every camera registers itself (no NVR)")
     sim.add_argument("--cameras", type=_range, default=(8, 16), help="cameras per kindergarten, N or N-M")
     sim.add_argument("--seed", type=int, default=2020, help="seed of the simulated city (same seed, same city)")
@@ -371,6 +418,7 @@ def platform_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         db=args.db or f"var/platform-{args.level}{'-' + args.district if args.district else ''}.db",
         upper_platforms=_uppers(args),
         log_level=args.log_level,
+        **_login_settings(args),
     )
     return _refuse_command_line_secrets(args, config)
 
@@ -400,6 +448,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         alarm_escalate_after=args.alarm_escalate_after,
         public_url=args.public_url,
         upper_platforms=_uppers(args),
+        **_login_settings(args),
     )
     return _refuse_command_line_secrets(args, config)
 
@@ -535,6 +584,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             escalate_after=args.escalate_after,
             mqtt=not args.no_mqtt,
             platforms=not args.no_platforms,
+            tls_cert=args.tls_cert or "",
+            tls_key=args.tls_key or "",
         )
     )
 
@@ -586,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)
+        elif args.command in ("user", "token"):
+            return run_account_command(args)
         else:
             _setup_logging(args.log_level)
             runner = run_demo(args)

@@ -7,6 +7,7 @@ refused so that a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import tomllib
 from collections.abc import Mapping
@@ -27,6 +28,8 @@ from gateway.deployment import (
 )
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
+from gateway.security.accounts import AccountError, ApiToken, check_name, check_scope, parse_role
+from gateway.security.principal import Role
 
 __all__ = [
     "DEFAULT_GATEWAY_ID",
@@ -34,6 +37,7 @@ __all__ = [
     "ProvisionedDevice",
     "UpperSpec",
     "load_config",
+    "parse_token_hash_flag",
     "parse_upper_flag",
 ]
 
@@ -96,6 +100,15 @@ class GatewayConfig:
     alarm_snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
     upper_platforms: tuple[UpperSpec, ...] = field(default_factory=tuple)  # cascade (README "Cascade")
+    # --- logins (README "Logins") ---
+    accounts_db: str = ""  # users, sessions, API tokens; default: db (the demo's nodes share one file)
+    tls_cert: str = ""  # PEM certificate (chain): serve HTTPS, cookies Secure
+    tls_key: str = ""  # its PEM private key
+    allowed_hosts: tuple[str, ...] = ()  # Host names besides loopback and the bind address (DNS rebinding)
+    trusted_proxies: tuple[str, ...] = ()  # networks whose X-Forwarded-For names the client
+    session_idle: float = 3600.0  # s a console session lives without a request
+    session_lifetime: float = 12 * 3600.0  # s a console session lives at most
+    api_tokens: tuple[ApiToken, ...] = field(default_factory=tuple)  # [[api_tokens]]: tokens given by SHA-256
 
     @property
     def domain(self) -> str:
@@ -145,6 +158,7 @@ class GatewayConfig:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
         self._check_exposure()
+        self._validate_logins()
         return self
 
     def _check_exposure(self) -> None:
@@ -174,11 +188,24 @@ class GatewayConfig:
                 self.sip_host,
             )
 
+    def _validate_logins(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together (--tls-cert FILE --tls-key FILE)")
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"trusted proxy must be an address or network, not {network!r}") from exc
+        for host in self.allowed_hosts:
+            if not host or any(c in host for c in "/@ \t"):
+                raise ConfigError(f"allowed host must be NAME or NAME:PORT, not {host!r}")
+        if self.session_idle <= 0 or self.session_lifetime <= 0:
+            raise ConfigError("session_idle and session_lifetime must be > 0")
+
     @property
     def http_warning(self) -> str | None:
         """Why the HTTP listener is exposed, or None (TLS settings, when present, silence it)."""
-        tls: object = getattr(self, "tls_cert", None)  # the auth helper's TLS settings, when merged
-        if is_loopback(self.http_host) or tls:
+        if is_loopback(self.http_host) or self.tls_cert:
             return None
         return (
             f"HTTP listens on {self.http_host} without TLS: logins, live views and alarms cross the network "
@@ -206,6 +233,8 @@ def load_config(
             values["devices"] = data["devices"]
         if "upper_platforms" in data:
             values["upper_platforms"] = data["upper_platforms"]
+        if "api_tokens" in data:
+            values["api_tokens"] = data["api_tokens"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(GatewayConfig)}
     unknown = set(values) - known
@@ -216,6 +245,11 @@ def load_config(
         values["enrolment"] = "auto" if is_loopback(str(values.get("sip_host", GatewayConfig().sip_host))) else "strict"
     if "devices" in values:
         values["devices"] = tuple(_device(d) for d in values["devices"])
+    if "api_tokens" in values:
+        values["api_tokens"] = tuple(_api_token(t) for t in values["api_tokens"])
+    for name in ("allowed_hosts", "trusted_proxies"):
+        if isinstance(values.get(name), list | tuple):
+            values[name] = tuple(str(v) for v in values[name])
     if "upper_platforms" in values:
         values["upper_platforms"] = tuple(_upper(u, environ) for u in values["upper_platforms"])
     try:
@@ -253,6 +287,37 @@ def _device(raw: Any) -> ProvisionedDevice:
     return ProvisionedDevice(
         id=str(raw["id"]), password=raw.get("password"), kindergarten_id=raw.get("kindergarten_id")
     )
+
+
+def _api_token(raw: Any) -> ApiToken:
+    """``[[api_tokens]]``: a token known by its SHA-256 (``kgw token add`` stores tokens in the database)."""
+    if isinstance(raw, ApiToken):
+        return raw
+    if not isinstance(raw, dict) or not {"name", "role", "sha256"} <= set(raw):
+        raise ConfigError("each [[api_tokens]] entry needs name, role and sha256")
+    extra = set(raw) - {"name", "role", "sha256", "district", "kindergarten", "metrics_only"}
+    if extra:
+        raise ConfigError(f"unknown api token settings: {', '.join(sorted(extra))}")
+    digest = str(raw["sha256"]).lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError("api token sha256 must be 64 hex digits (sha256sum of the token)")
+    try:
+        role = parse_role(str(raw["role"]))
+        district, kindergarten = check_scope(role, raw.get("district"), raw.get("kindergarten"))
+        name = check_name(str(raw["name"]), "token name")
+    except AccountError as exc:
+        raise ConfigError(f"api token {raw['name']!r}: {exc}") from exc
+    return ApiToken(name, digest, role, district, kindergarten, bool(raw.get("metrics_only", False)))
+
+
+def parse_token_hash_flag(text: str) -> ApiToken:
+    """``--api-token-hash NAME:ROLE:SHA256`` (ROLE may be ``metrics`` for a metrics-only city-wide token)."""
+    name, _, rest = text.partition(":")
+    role, _, digest = rest.partition(":")
+    raw: dict[str, Any] = {"name": name, "role": role, "sha256": digest}
+    if role == "metrics":
+        raw.update(role=Role.CITY_ADMIN.value, metrics_only=True)
+    return _api_token(raw)
 
 
 _UPPER_LINK_FIELDS = frozenset(f.name for f in fields(UpperPlatformConfig))

@@ -6,6 +6,12 @@ console); the access gateway, which registers with all 18 of them and shares
 with each what its policy allows; a simulated city of kindergartens pressing an
 alarm button now and then; and, when Mosquitto is installed, an MQTT broker
 with the simulated police alarm integration subscribed to it.
+
+Every console of the demo shares one account file (``accounts.db`` in the data
+directory): the demo administrator ``admin`` gets a fresh random password at
+each start (printed in the banner), and one login is valid on all 19 consoles,
+which a browser reaches on the same host (the session cookie is per host, not
+per port).
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
@@ -22,6 +30,11 @@ from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec, load_config
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.gb28181.sip.transport import Transport
+from gateway.security.accounts import ApiToken, User, secret_digest
+from gateway.security.passwords import hash_password
+from gateway.security.principal import Role
+from gateway.security.service import new_token_secret
+from gateway.security.sqlite_accounts import open_account_store
 from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
@@ -34,6 +47,7 @@ log = logging.getLogger("kgw.demo")
 __all__ = ["Demo", "DemoOptions"]
 
 PLATFORM_PASSWORD_BYTES = 12  # each platform gets its own random password per run (issue 10, H1)
+DEMO_ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,8 @@ class DemoOptions:
     escalate_after: float = 120.0
     mqtt: bool = True
     platforms: bool = True
+    tls_cert: str = ""  # serve every console over HTTPS (PEM files)
+    tls_key: str = ""
 
 
 @dataclass
@@ -64,6 +80,7 @@ class Demo:
     broker: MosquittoBroker | None = None
     police_receiver: PoliceReceiver | None = None
     platform_passwords: dict[str, str] = field(default_factory=dict)  # name -> what the gateway registers with
+    admin_password: str = ""  # the demo administrator's, new at each start
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -77,6 +94,8 @@ class Demo:
         opts = self.options
         ensure_free(self.ports.uses())  # a clear error naming the port, before anything binds
         Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
+        self.admin_password = secrets.token_urlsafe(12)
+        await asyncio.to_thread(self._reset_admin)
         if opts.platforms:
             await self._start_platforms()
         mqtt = ""
@@ -87,11 +106,14 @@ class Demo:
         elif opts.mqtt:
             log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the platforms and API only")
         uppers = tuple(self._upper_spec(name, service) for name, service in self.platforms.items())
+        fleet_token = new_token_secret()  # the simulator provisions its kindergartens with it
         config = load_config(
             None,
             sip_port=opts.sip_port,
             http_port=opts.http_port,
             db=f"{opts.data_dir}/gateway.db",
+            api_tokens=(ApiToken("demo-simulator", secret_digest(fleet_token), Role.CITY_ADMIN),),
+            **self._login_settings(),
             keepalive_interval=opts.keepalive_interval,
             flush_interval=1.0,
             mqtt=mqtt,
@@ -109,7 +131,7 @@ class Demo:
             )
             await self.police_receiver.start()
             self._tasks.append(asyncio.create_task(self._report()))
-        api = f"http://127.0.0.1:{self.gateway.http_port}"
+        api = f"{self.scheme}://127.0.0.1:{self.gateway.http_port}"
         self.fleet = Fleet(
             FleetOptions(
                 gateway_port=self.gateway.sip_port,
@@ -119,11 +141,34 @@ class Demo:
                 transport=Transport(opts.transport.upper()),
                 keepalive_interval=opts.keepalive_interval,
                 api=api,
+                api_token=fleet_token,
+                api_cafile=opts.tls_cert or None,
                 alarm_rate=opts.alarm_rate,
                 control_port=self.ports.control_port,
             )
         )
         await self.fleet.start()
+
+    @property
+    def scheme(self) -> str:
+        """``https`` when the consoles serve TLS."""
+        return "https" if self.options.tls_cert else "http"
+
+    def _login_settings(self) -> dict[str, Any]:
+        """What every node of the demo shares: the account file and TLS."""
+        opts = self.options
+        return {"accounts_db": f"{opts.data_dir}/accounts.db", "tls_cert": opts.tls_cert, "tls_key": opts.tls_key}
+
+    def _reset_admin(self) -> None:
+        """Create (or reset) the demo administrator with this start's password; old sessions end."""
+        now = time.time()
+        store = open_account_store(self._login_settings()["accounts_db"])
+        try:
+            store.put_user(
+                User(DEMO_ADMIN, hash_password(self.admin_password), Role.CITY_ADMIN, None, None, False, now, now)
+            )
+        finally:
+            store.close()
 
     async def _start_platforms(self) -> None:
         opts = self.options
@@ -141,6 +186,7 @@ class Demo:
                 flush_interval=1.0,
                 keepalive_interval=opts.keepalive_interval,
                 alarm_escalate_after=opts.escalate_after,
+                **self._login_settings(),
             )
             service = build_platform(config)
             await service.start()
@@ -168,24 +214,27 @@ class Demo:
         """What to open, for the operator."""
         assert self.gateway is not None and self.fleet is not None
         gw = self.gateway
-        api = f"http://127.0.0.1:{gw.http_port}"
+        api = f"{self.scheme}://127.0.0.1:{gw.http_port}"
+        ws = "wss" if self.scheme == "https" else "ws"
         lines = [
             f"kgw demo is running: {self.options.kindergartens} simulated kindergartens, "
             f"{len(self.fleet.agents)} devices registering with gateway {gw.config.id}",
-            f"  console   {api}/   (gateway: 实时视频 and 报警: enter 值班员, acknowledge alarms; /live/<channel id>)",
+            f"  login     {DEMO_ADMIN} / {self.admin_password}  "
+            f"(demo administrator, {Role.CITY_ADMIN.label_zh}; one login for every console below)",
+            f"  console   {api}/   (gateway: 实时视频 and 报警: log in, acknowledge alarms; /live/<channel id>)",
         ]
         for name, service in self.platforms.items():
             label = {"municipal": "市级平台 municipal", "police": "公安平台 police"}.get(
                 name, f"{TIANJIN_DISTRICTS.get(name.removeprefix('district-'), name)} district"
             )
-            lines.append(f"  platform  http://127.0.0.1:{service.http_port}/   {label} ({service.config.id})")
+            lines.append(f"  platform  {self.scheme}://127.0.0.1:{service.http_port}/   {label} ({service.config.id})")
         control = f"http://127.0.0.1:{self.fleet.control_port}"
         mqtt = self.broker.url if self.broker is not None else ""
         lines += [
             f"  SIP       udp/tcp 127.0.0.1:{gw.sip_port}",
             f"  ports     {self.ports.summary()}",
             f"  uppers    {api}/api/upper-platforms",
-            f"  alarms    {api}/api/alarms   (live events: ws://127.0.0.1:{gw.http_port}/api/alarms/ws)",
+            f"  alarms    {api}/api/alarms   (live events: {ws}://127.0.0.1:{gw.http_port}/api/alarms/ws)",
             f'  press     curl -X POST {control}/press -d \'{{"kind": "button"}}\'   '
             "(kinds: button, perimeter, video_loss, tamper, disk_fault)",
             f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}",
@@ -194,7 +243,8 @@ class Demo:
             f"  channels  {api}/api/channels?limit=20",
             f"  districts {api}/api/districts",
             f"  history   {api}/api/events",
-            f"  metrics   {api}/metrics",
+            f"  metrics   {api}/metrics   (the admin login, or an API token: kgw token add NAME --role city_admin "
+            f"--metrics-only --db {self.options.data_dir}/accounts.db)",
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)

@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import resource
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -91,6 +93,8 @@ class FleetOptions:
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
     confirm_areas: bool = True  # provisioning confirms the cameras' areas from the plan (as an installer would)
+    api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
+    api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
@@ -143,7 +147,14 @@ class Fleet:
             summary["channels"],
         )
         if opts.api:
-            await asyncio.to_thread(provision, opts.api, self.city, confirm_areas=opts.confirm_areas)
+            await asyncio.to_thread(
+                provision,
+                opts.api,
+                self.city,
+                confirm_areas=opts.confirm_areas,
+                token=opts.api_token,
+                cafile=opts.api_cafile,
+            )
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
         index = 0
         for plan in self.city:
@@ -419,12 +430,25 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
     )
 
 
-def provision(api: str, city: list[SimKindergarten], chunk: int = 500, *, confirm_areas: bool = True) -> None:
-    """POST the city's kindergartens to the gateway API (blocking; run in a thread).
+def provision(
+    api: str,
+    city: list[SimKindergarten],
+    chunk: int = 500,
+    *,
+    confirm_areas: bool = True,
+    token: str | None = None,
+    cafile: str | None = None,
+) -> None:
+    """POST the city's kindergartens to the gateway API with an API token (blocking; run in a thread).
 
     With ``confirm_areas`` each kindergarten carries its cameras' areas as the
     installer confirmed them from the plan (what lets police see entrance cameras).
-    """
+    ``cafile``: trust this certificate for an https API (the demo's own, whatever name it was made for)."""
+    token = token or os.environ.get("KGW_API_TOKEN") or None
+    context = None
+    if cafile:
+        context = ssl.create_default_context(cafile=cafile)
+        context.check_hostname = False  # our own certificate on loopback: the chain is what is checked
     rows = [
         {
             "id": k.id,
@@ -439,10 +463,11 @@ def provision(api: str, city: list[SimKindergarten], chunk: int = 500, *, confir
     ]
     for start in range(0, len(rows), chunk):
         body = json.dumps(rows[start : start + chunk], ensure_ascii=False).encode()
-        request = urllib.request.Request(
-            api.rstrip("/") + "/api/kindergartens", data=body, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(api.rstrip("/") + "/api/kindergartens", data=body, headers=headers)
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             response.read()
     log.info("provisioned %d kindergartens at %s", len(rows), api)
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
 import random
+import secrets
 import socket
+import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -18,6 +22,10 @@ from hypothesis import HealthCheck, settings
 from gateway.app import GatewayService
 from gateway.config import GatewayConfig, load_config
 from gateway.gb28181.sip.transport import Transport
+from gateway.security.accounts import ApiToken, User, secret_digest
+from gateway.security.passwords import hash_password
+from gateway.security.principal import Role
+from gateway.security.sqlite_accounts import SqliteAccountStore
 from gbplatform.app import build_gateway, build_platform
 from simulators.fleet import Fleet, FleetOptions
 
@@ -38,6 +46,54 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     which once broke media port ranges); tests on the default loop would not see them.
     """
     return {"uvloop": uvloop.new_event_loop}
+
+
+# Every node the tests start knows this API token (an administrator's, given to the node by its
+# SHA-256 like an operator's [[api_tokens]] entry); http_json/http_text and the processes of
+# tests/processes.py send it. Nodes run with authentication on, always: there is no switch.
+# Kept in the environment: pytest imports this file twice (as ``conftest`` and ``tests.conftest``),
+# and both copies must agree; simulated fleets provision with it too (simulators/fleet.py provision).
+TEST_TOKEN = os.environ.setdefault("KGW_API_TOKEN", "kgw_test_" + secrets.token_urlsafe(32))
+TEST_TOKEN_GRANT = ApiToken("tests", secret_digest(TEST_TOKEN), Role.CITY_ADMIN)
+AUTH_HEADERS = {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+class _TestTokenHandler(urllib.request.BaseHandler):
+    """Every plain ``urllib.request.urlopen`` of the tests sends the tests' token, unless it carries
+    credentials of its own (``http_json`` uses its own opener and says exactly what it sends)."""
+
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        if not request.has_header("Authorization") and not request.has_header("Cookie"):
+            request.add_unredirected_header("Authorization", f"Bearer {TEST_TOKEN}")
+        return request
+
+    https_request = http_request
+
+
+urllib.request.install_opener(urllib.request.build_opener(_TestTokenHandler()))
+_PLAIN_OPENER = urllib.request.build_opener()
+# The console user of browser tests (tests/integration/test_console_chromium.py logs in with it).
+TEST_ADMIN = ("admin", "kgw-test-admin-password")
+
+
+@functools.cache
+def _password_hash(password: str) -> str:
+    return hash_password(password)  # argon2id: ~0.1 s, so once per password and test session
+
+
+async def add_user(
+    service: GatewayService,
+    username: str,
+    password: str,
+    role: Role = Role.CITY_ADMIN,
+    *,
+    district_code: str | None = None,
+    kindergarten_id: str | None = None,
+) -> None:
+    """Create a console user on a running node (its account store), as ``kgw user add`` would."""
+    now = time.time()
+    user = User(username, _password_hash(password), role, district_code, kindergarten_id, False, now, now)
+    await service.accounts.call(SqliteAccountStore.put_user, user)
 
 
 GatewayFactory = Callable[..., Awaitable[GatewayService]]
@@ -103,14 +159,20 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interva
     return predicate()
 
 
-async def http_json(url: str, data: Any = None, method: str | None = None) -> tuple[int, Any]:
-    """GET (or POST ``data``) a JSON URL from a worker thread, so the loop keeps serving."""
+async def http_json(
+    url: str, data: Any = None, method: str | None = None, *, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """GET (or POST ``data``) a JSON URL from a worker thread, so the loop keeps serving.
+
+    Sent with the tests' administrator token unless ``headers`` say otherwise (``headers={}``:
+    no credentials at all; ``{"Cookie": …}``: a console session instead)."""
 
     def call() -> tuple[int, Any]:
         body = None if data is None else json.dumps(data).encode()
-        request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+        sent = {"Content-Type": "application/json", **(AUTH_HEADERS if headers is None else headers)}
+        request = urllib.request.Request(url, data=body, method=method, headers=sent)
         try:
-            with urllib.request.urlopen(request, timeout=20) as response:
+            with _PLAIN_OPENER.open(request, timeout=20) as response:
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -119,8 +181,9 @@ async def http_json(url: str, data: Any = None, method: str | None = None) -> tu
 
 
 async def http_text(url: str) -> str:
-    """GET a URL as text from a worker thread."""
-    return await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=20).read().decode())
+    """GET a URL as text from a worker thread (with the tests' administrator token)."""
+    request = urllib.request.Request(url, headers=AUTH_HEADERS)
+    return await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=20).read().decode())
 
 
 @pytest.fixture
@@ -147,7 +210,13 @@ def platform_factory(started_nodes: list[GatewayService]) -> GatewayFactory:
 
 def _node_factory(build: Callable[[GatewayConfig], GatewayService], started: list[GatewayService]) -> GatewayFactory:
     async def make(**overrides: Any) -> GatewayService:
-        settings: dict[str, Any] = {"sip_port": 0, "http_port": 0, "db": ":memory:", "flush_interval": 0.2}
+        settings: dict[str, Any] = {
+            "sip_port": 0,
+            "http_port": 0,
+            "db": ":memory:",
+            "flush_interval": 0.2,
+            "api_tokens": (TEST_TOKEN_GRANT,),
+        }
         settings.update(overrides)
         service = build(load_config(None, **settings))
         await service.start()

@@ -2,8 +2,8 @@
 
 ``GET /api/alarms/ws`` is a WebSocket of alarm events for consoles: a new
 alarm, a state change, an escalation, a delivery outcome, a snapshot ready.
-Operator actions need a named user (``{"user": "张三"}``) and are stored
-before the answer.
+Operator actions are recorded under the logged-in user (never a name in the
+body; ``{"note": "…"}`` is optional) and are stored before the answer.
 """
 
 from __future__ import annotations
@@ -182,11 +182,12 @@ async def get_alarm(request: web.Request) -> web.Response:
 
 
 async def _operator_step(request: web.Request, action: str) -> web.Response:
+    user = principal_of(request).username  # the authenticated caller, never a typed name
     try:
-        body = await request.json()
-        user, note = str(body["user"]), str(body.get("note", ""))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"user": "<name>", "note": "<optional>"}') from exc
+        body = await request.json() if request.body_exists else {}
+        note = str(body.get("note", ""))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise json_error(web.HTTPBadRequest, 'expected JSON {"note": "<optional>"}') from exc
     service = _alarms(request)
     alarm_id = request.match_info["id"]
     try:
@@ -204,12 +205,12 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
 
 
 async def acknowledge(request: web.Request) -> web.Response:
-    """POST /api/alarms/{id}/ack {"user": "…", "note": "…"}."""
+    """POST /api/alarms/{id}/ack {"note": "…"} (optional body)."""
     return await _operator_step(request, "ack")
 
 
 async def resolve(request: web.Request) -> web.Response:
-    """POST /api/alarms/{id}/resolve {"user": "…", "note": "…"}."""
+    """POST /api/alarms/{id}/resolve {"note": "…"} (optional body)."""
     return await _operator_step(request, "resolve")
 
 

@@ -14,7 +14,7 @@ from gateway.security.principal import Principal
 
 __all__ = ["AUDIT", "PRINCIPAL_KEY", "principal_of"]
 
-PRINCIPAL_KEY = "kgw_principal"
+PRINCIPAL_KEY = web.RequestKey("kgw_principal", Principal)
 AUDIT = web.AppKey("kgw_audit", AuditRecorder)
 
 

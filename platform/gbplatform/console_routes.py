@@ -21,6 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.httpapi.auth import mark_public
+
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 ASSETS_PREFIX = "/console/assets"
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
@@ -51,3 +53,5 @@ def add_console_routes(app: web.Application) -> None:
     app.router.add_get("/console", console_page)
     app.router.add_get("/live/{channel_id}", console_page)
     app.router.add_get(ASSETS_PREFIX + "/{name}", console_asset)
+    # Static files only: the page asks /api/me and shows the login form when that says 401.
+    mark_public(app, ["/", "/console", "/live/{channel_id}", ASSETS_PREFIX + "/{name}"])

@@ -17,7 +17,7 @@ from gateway.alarms.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from gateway.gb28181.requests import build_message, sip_uri
 from gateway.gb28181.sip.message import SipResponse, parse_message
 from simulators.fleet import alarm_device_of
-from tests.conftest import http_json, wait_for
+from tests.conftest import AUTH_HEADERS, http_json, wait_for
 
 SECRET = "s3cret-香港"
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "manscdp"
@@ -115,14 +115,16 @@ async def test_button_press_reaches_the_webhook_signed_and_enriched(
     status, listed = await http_json(f"{base}/api/alarms?kindergarten={kg.id}")
     assert status == 200 and listed["total"] == 1 and listed["items"][0]["id"] == payload["alarm_id"]
     assert await wait_for(lambda: service.alarms.lifecycle.get(payload["alarm_id"]).state.value == "delivered", 30)
+    # Who acknowledged is the authenticated caller (here the tests' API token "tests"), never a
+    # name typed into the body (issue 10, C2).
     status, ack = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "张三", "note": "已出警"})
-    assert status == 200 and ack["state"] == "acknowledged" and ack["acknowledged_by"] == "张三"
-    status, again = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"user": "李四"})
+    assert status == 200 and ack["state"] == "acknowledged" and ack["acknowledged_by"] == "tests"
+    status, again = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/ack", {"note": "again"})
     assert status == 409
-    status, missing_user = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", {"note": "x"})
+    status, bad_body = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", ["not", "an", "object"])
     assert status == 400
-    status, resolved = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", {"user": "李四"})
-    assert status == 200 and resolved["state"] == "resolved"
+    status, resolved = await http_json(f"{base}/api/alarms/{payload['alarm_id']}/resolve", {"note": "处置完毕"})
+    assert status == 200 and resolved["state"] == "resolved" and resolved["resolved_by"] == "tests"
     status, details = await http_json(f"{base}/api/alarms/{payload['alarm_id']}")
     actions = [t["action"] for t in details["transitions"]]
     assert actions[:1] == ["received"] and "delivered" in actions and actions[-2:] == ["acknowledged", "resolved"]
@@ -143,7 +145,10 @@ async def test_snapshot_of_the_entrance_camera_is_captured(
     assert await wait_for(lambda: len(receiver.received) == 1, 30)
     alarm_id = receiver.received[0]["alarm_id"]
     assert await wait_for(lambda: alarm_id in service.alarms.snapshots, 30)
-    async with aiohttp.ClientSession() as session, session.get(receiver.received[0]["snapshot_url"]) as response:
+    async with (
+        aiohttp.ClientSession(headers=AUTH_HEADERS) as session,
+        session.get(receiver.received[0]["snapshot_url"]) as response,
+    ):
         assert response.status == 200 and response.content_type == "image/jpeg"
         assert (await response.read())[:2] == b"\xff\xd8"
 
@@ -209,7 +214,10 @@ async def test_console_websocket_streams_alarm_events(
 ) -> None:
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     base = f"http://127.0.0.1:{service.http_port}"
-    async with aiohttp.ClientSession() as session, session.ws_connect(f"{base}/api/alarms/ws") as ws:
+    async with (
+        aiohttp.ClientSession(headers=AUTH_HEADERS) as session,
+        session.ws_connect(f"{base}/api/alarms/ws") as ws,
+    ):
         hello = await ws.receive_json(timeout=30)
         assert hello["type"] == "hello"
         with_perimeter = next(k for k in fleet.city if any(d.kind == "perimeter_alarm" for d in k.devices))
@@ -221,12 +229,12 @@ async def test_console_websocket_streams_alarm_events(
         alarm = seen["alarm"]["alarm"]
         assert alarm["kind"] == "perimeter_intrusion" and alarm["kindergarten_name"] == with_perimeter.name
         assert seen["delivery"]["delivery"]["sink"] == "webhook"
-        status, _ = await http_json(f"{base}/api/alarms/{alarm['id']}/ack", {"user": "值班员"})
+        status, _ = await http_json(f"{base}/api/alarms/{alarm['id']}/ack", {})
         assert status == 200
         while True:
             event = await ws.receive_json(timeout=30)
             if event["type"] == "updated" and event["alarm"]["state"] == "acknowledged":
-                assert event["alarm"]["acknowledged_by"] == "值班员"
+                assert event["alarm"]["acknowledged_by"] == "tests"  # the caller's token, not a typed name
                 break
 
 

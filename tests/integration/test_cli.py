@@ -13,7 +13,7 @@ from gateway.registry import DeviceFilter
 from gateway.registry.backends import open_store
 from simulators.city import build_city
 from tests.conftest import free_ports, free_sip_port, http_json, wait_for
-from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json
+from tests.processes import KGW, ROOT, Proc, banner_login, free_tcp_port, login_headers, until_json
 
 
 def run_kgw(*args: str) -> subprocess.CompletedProcess[str]:
@@ -165,25 +165,41 @@ async def test_demo_runs_and_stops_on_sigint(tmp_path, procs):
     assert health["sip_port"] == sip
     assert await wait_for(lambda: "kgw demo is running" in demo.output(), timeout=30)
     assert demo.output().count("  platform  http://127.0.0.1:") == 18
-    status, districts = await http_json(f"{api}/api/districts")
+    # The banner's demo administrator: one login, valid on the gateway's and every platform's console.
+    user, password = banner_login(demo.output())
+    assert user == "admin" and len(password) >= 10
+    status, _ = await http_json(f"{api}/api/districts", headers={})
+    assert status == 401, "the demo runs with logins"
+    session = await login_headers(api, user, password)
+    status, districts = await http_json(f"{api}/api/districts", headers=session)
     assert status == 200 and districts["items"]
     uppers = await until_json(
         f"{api}/api/upper-platforms",
         lambda b: len(b["items"]) == 18 and all(u["state"] == "registered" for u in b["items"]),
         demo,
+        headers=session,
     )
     municipal = f"http://127.0.0.1:{http + 1}"  # the municipal platform's console and API
     await until_json(f"{api}/healthz", lambda b: b["devices_online"] >= 6, demo)
-    await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=90)
+    await until_json(f"{municipal}/api/channels", lambda b: b["total"] > 0, demo, timeout=90, headers=session)
     status, pressed = await http_json(f"http://127.0.0.1:{control}/press", {"kind": "button"})
     assert status == 200, pressed
-    alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo)
+    alarms = await until_json(f"{api}/api/alarms", lambda b: b["total"] == 1, demo, headers=session)
     assert alarms["items"][0]["device_id"] == pressed["device_id"]
     sinks = await until_json(
-        f"{api}/api/alarm-sinks", lambda b: b["items"] and all(s["depth"] == 0 for s in b["items"]), demo
+        f"{api}/api/alarm-sinks",
+        lambda b: b["items"] and all(s["depth"] == 0 for s in b["items"]),
+        demo,
+        headers=session,
     )
     assert {s["sink"] for s in sinks["items"]} == {"mqtt", "gb"}
-    await until_json(f"{municipal}/api/alarms", lambda b: b["total"] == 1, demo)
+    await until_json(f"{municipal}/api/alarms", lambda b: b["total"] == 1, demo, headers=session)
+    # The operator acknowledges on the municipal console with the same login (the session cookie
+    # is per host); the alarm records the user.
+    municipal_session = {**session, "Origin": municipal}
+    alarm_id = (await http_json(f"{municipal}/api/alarms", headers=session))[1]["items"][0]["id"]
+    status, acked = await http_json(f"{municipal}/api/alarms/{alarm_id}/ack", {}, headers=municipal_session)
+    assert status == 200 and acked["acknowledged_by"] == "admin", acked
     assert len(uppers["items"]) == 18
     assert await demo.stop(signal.SIGINT) == 0, demo.output()[-3000:]
     assert "Traceback" not in demo.output()

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import http_json, http_text, wait_for
+from tests.conftest import TEST_ADMIN, add_user, http_json, http_text, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -166,9 +166,43 @@ async def _devtools_ws_url(profile: Path, proc: asyncio.subprocess.Process, time
     return f"ws://127.0.0.1:{port}{path}"
 
 
+LOGIN_STATE = """(() => ({
+  form: !!document.getElementById('login') && !document.getElementById('login').hidden,
+  user: document.getElementById('user')?.textContent || '',
+  error: document.getElementById('login-error')?.hidden === false ? document.getElementById('login-error').textContent : '',
+}))()"""
+
+
+async def log_in(cdp: Cdp, session: str, username: str, password: str, timeout: float = 30.0) -> str:
+    """Fill the console's login form (用户名 / 密码 / 登录) and wait for the header's 用户名 · 角色."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    state: dict[str, Any] = {}
+    while loop.time() < deadline:
+        state = await cdp.evaluate(session, LOGIN_STATE) or {}
+        if state.get("form"):
+            break
+        await asyncio.sleep(0.1)
+    assert state.get("form"), f"no login form: {state}"
+    await cdp.evaluate(
+        session,
+        f"(() => {{ document.getElementById('login-user').value = {json.dumps(username)};"
+        f" document.getElementById('login-password').value = {json.dumps(password)};"
+        " document.getElementById('login-submit').click(); })()",
+    )
+    while loop.time() < deadline:
+        state = await cdp.evaluate(session, LOGIN_STATE) or {}
+        if state.get("user"):
+            return str(state["user"])
+        assert not state.get("error"), f"login refused: {state['error']}"
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the console never showed the logged-in user: {state}")
+
+
 @contextlib.asynccontextmanager
-async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
-    """Headless Chromium with one page at ``url``: yields (DevTools client, session id, log path)."""
+async def chromium_page(url: str, login: tuple[str, str] | None = TEST_ADMIN) -> AsyncIterator[tuple[Cdp, str, Path]]:
+    """Headless Chromium with one page at ``url``, logged in through the console's form as ``login``
+    (None: not logged in): yields (DevTools client, session id, log path)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium)")
     with tempfile.TemporaryDirectory(prefix="kgw-chromium-") as tmp:
@@ -196,6 +230,8 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
                     await cdp.call("Runtime.enable", session)
                     await cdp.call("Log.enable", session)
                     await cdp.call("Page.navigate", session, url=url)
+                    if login is not None:
+                        await log_in(cdp, session, *login)
                     yield cdp, session, log_path
                     # Whatever the test did, the page threw no JavaScript error.
                     assert not cdp.page_errors(), f"JavaScript errors in the page: {cdp.page_errors()}"
@@ -209,6 +245,7 @@ async def chromium_page(url: str) -> AsyncIterator[tuple[Cdp, str, Path]]:
 
 async def test_console_plays_camera_in_chromium(gateway_factory, fleet_factory):
     service = await gateway_factory()
+    await add_user(service, *TEST_ADMIN)
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     channel_id = _camera_channel(fleet)
     assert await wait_for(lambda: _online(service, channel_id), timeout=60)  # this very camera, not just any
@@ -324,15 +361,20 @@ async def _until(cdp: Cdp, session: str, predicate: Any, timeout: float = 30.0) 
 
 async def test_console_shows_an_alarm_live_and_the_operator_acknowledges_it(gateway_factory, fleet_factory):
     """The guard presses; the district console (zh-CN) shows it at once over the WebSocket; the
-    named operator acknowledges it with one click and the gateway records who."""
+    logged-in operator acknowledges it with one click and the gateway records who (the login,
+    not a typed name)."""
     service = await gateway_factory()
+    await add_user(service, "张警官", "zhang-jingguan-password")
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), timeout=60)
     kg = fleet.city[0]
     base = f"http://127.0.0.1:{service.http_port}"
-    async with asyncio.timeout(100), chromium_page(f"{base}/") as (cdp, session, _log):
+    async with (
+        asyncio.timeout(100),
+        chromium_page(f"{base}/", login=("张警官", "zhang-jingguan-password")) as (cdp, session, _log),
+    ):
         await _until(cdp, session, lambda s: s.get("link") == "报警已连接")
-        await cdp.evaluate(session, "document.getElementById('operator').value = '张警官'")
+        assert await cdp.evaluate(session, "document.getElementById('user').textContent") == "张警官 · 市级管理员"
         fleet.press(kg.id, "button")
         state = await _until(cdp, session, lambda s: any(kg.name in i["text"] for i in s.get("items", [])))
         item = next(i for i in state["items"] if kg.name in i["text"])
@@ -385,6 +427,7 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
     channels (在线, area labels, the alarm input not playable). In the 4-cell layout two
     clicked cameras play side by side; closing one ends its connection, the other plays on."""
     service = await gateway_factory()
+    await add_user(service, *TEST_ADMIN)
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     assert await wait_for(lambda: service.directory.online_counts()[2] >= 3, timeout=60)
     kg = fleet.city[0]
@@ -564,6 +607,7 @@ async def test_console_tree_stays_responsive_with_the_whole_city(platform_factor
     from simulators.fleet import provision
 
     service = await platform_factory(id="12010000002000000001", role="municipal")  # the municipal platform
+    await add_user(service, *TEST_ADMIN)
     base = f"http://127.0.0.1:{service.http_port}"
     city = build_city(2314, cameras_per_kindergarten=(2, 2))
     await asyncio.to_thread(provision, base, city)

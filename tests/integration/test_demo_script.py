@@ -30,6 +30,7 @@ import pytest
 from gateway.errors import ConfigError
 from simulators.demo_ports import DemoPorts, ensure_free
 from tests.conftest import http_json, wait_for
+from tests.processes import banner_login, login_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATA = ROOT / "var" / "demo"  # `kgw demo`'s default --data-dir; scripts/demo.sh runs in ROOT
@@ -99,9 +100,11 @@ async def _run_demo_and_press(plan: DemoPorts, out: Path) -> None:
             await asyncio.sleep(0.2)
         status, pressed = await http_json(f"{control}/press", {"kind": "button"})
         assert status == 200, pressed
+        # Logged in as the banner's demo administrator, like a user who opens the console.
+        session = await login_headers(gateway, *banner_login(banner))
         deadline = asyncio.get_running_loop().time() + 30
         while True:
-            status, alarms = await http_json(f"{gateway}/api/alarms?limit=200")
+            status, alarms = await http_json(f"{gateway}/api/alarms?limit=200", headers=session)
             if status == 200 and any(a["device_id"] == pressed["device_id"] for a in alarms["items"]):
                 break
             assert asyncio.get_running_loop().time() < deadline, f"the press never reached the gateway: {alarms}"

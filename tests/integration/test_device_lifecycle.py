@@ -24,7 +24,7 @@ from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from gbplatform.app import build_gateway
 from simulators.fleet import Fleet
-from tests.conftest import http_json, wait_for
+from tests.conftest import TEST_TOKEN_GRANT, http_json, wait_for
 
 FAST_GATEWAY: dict[str, Any] = {"keepalive_interval": 1.0, "keepalive_missed": 3}
 FAST_FLEET: dict[str, Any] = {"keepalive_interval": 0.2}
@@ -191,7 +191,7 @@ async def test_unregister_takes_devices_offline(gateway_factory, fleet_factory):
 
 
 async def _start_gateway(**settings: Any) -> GatewayService:
-    values: dict[str, Any] = {"http_port": 0, "flush_interval": 0.2, **FAST_GATEWAY}
+    values: dict[str, Any] = {"http_port": 0, "flush_interval": 0.2, "api_tokens": (TEST_TOKEN_GRANT,), **FAST_GATEWAY}
     values.update(settings)
     service = build_gateway(load_config(None, **values))
     await service.start()

@@ -17,7 +17,7 @@ from gateway.app import GatewayService
 from gateway.config import load_config
 from gbplatform.app import build_gateway
 from simulators.fleet import Fleet, FleetOptions
-from tests.conftest import http_json, http_text, wait_for
+from tests.conftest import TEST_TOKEN_GRANT, http_json, http_text, wait_for
 
 KINDERGARTENS = 6
 UNKNOWN_DEVICE = "12010100111189999999"
@@ -58,6 +58,7 @@ async def district() -> AsyncIterator[District]:
             # (the tests below count online devices exactly).
             keepalive_interval=1.0,
             keepalive_missed=3,
+            api_tokens=(TEST_TOKEN_GRANT,),
         )
     )
     await service.start()

@@ -1,12 +1,12 @@
 // The right panel: alarms (GET /api/alarms, then the WebSocket /api/alarms/ws with reconnect),
-// a sound and a flash for each new or escalated one, acknowledge / resolve by the named
-// operator (值班员), 查看现场 plays the alarm's live channel and opens it in the tree, and the
+// a sound and a flash for each new or escalated one, acknowledge / resolve (the server records
+// the logged-in user), 查看现场 plays the alarm's live channel and opens it in the tree, and the
 // 全部 / 未处理 filter. An unverified alarm (not from the device's registered address) shows
 // 未验证 with the reason: it is held from the police until the device re-registers from that
 // address or a permitted user presses 确认真实 (POST /api/alarms/{id}/verify; the server decides
 // who may). Repeats a rate limit collapsed into an alarm show as 重复 N 次.
 
-import { getJson } from "./api.js";
+import { getJson, postJson } from "./api.js";
 import { $, el } from "./dom.js";
 import { playInGrid } from "./grid.js";
 import { reveal } from "./tree.js";
@@ -17,21 +17,6 @@ const UNVERIFIED = {
   not_registered: "设备未注册",
 };
 const alarms = new Map();  // id -> alarm JSON, newest first in the list
-
-// The operator's name as last typed on this browser.
-export function restoreOperator() {
-  $("operator").value = localStorage.getItem("kgw-operator") || "";
-}
-
-function operatorName() {
-  const name = $("operator").value.trim();
-  if (!name) {
-    $("operator").focus();
-    throw new Error("请先填写值班员姓名");
-  }
-  localStorage.setItem("kgw-operator", name);
-  return name;
-}
 
 export function showAlarmError(text) {
   const box = $("alarm-error");
@@ -152,15 +137,7 @@ function upsertAlarm(alarm, fresh) {
 async function act(id, action) {
   showAlarmError("");
   try {
-    const user = operatorName();
-    const resp = await fetch(`/api/alarms/${encodeURIComponent(id)}/${action}`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ user }),
-    });
-    const body = await resp.json();
-    if (!resp.ok) throw new Error(body.error || `HTTP ${resp.status}`);
-    upsertAlarm(body, false);
+    upsertAlarm(await postJson(`/api/alarms/${encodeURIComponent(id)}/${action}`, {}), false);
   } catch (err) {
     showAlarmError(`操作失败: ${err.message || err}`);
   }

@@ -1,10 +1,12 @@
-// Reading this service's own JSON API: one GET with the error the server gave, and every
-// item of a paginated list (offset/limit pages).
+// This service's own JSON API: one GET with the error the server gave, every item of a
+// paginated list (offset/limit pages), and a JSON POST. Every call sends the session cookie
+// (same-origin credentials) and every body is JSON: the server refuses other types (CSRF).
 
 const PAGE = 1000;  // the API's largest page
 
 export async function getJson(url) {
-  const resp = await fetch(url, { headers: { Accept: "application/json" } });
+  const resp = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (resp.status === 401) location.reload();  // the session ended: back to the login form
   if (!resp.ok) {
     let detail = "";
     try { detail = (await resp.json()).error || ""; } catch (err) { /* not JSON */ }
@@ -23,4 +25,18 @@ export async function getAll(url, maxPages = 50) {
     if (body.items.length < PAGE || items.length >= body.total) break;
   }
   return items;
+}
+
+// POST a JSON body; the parsed JSON answer, or an Error with the server's message.
+export async function postJson(url, body) {
+  const resp = await fetch(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "application/json" },
+    credentials: "same-origin",
+    body: JSON.stringify(body),
+  });
+  let answer = null;
+  try { answer = await resp.json(); } catch (err) { /* not JSON */ }
+  if (!resp.ok) throw new Error((answer && answer.error) || `HTTP ${resp.status}`);
+  return answer;
 }

@@ -8,18 +8,21 @@
 //           /live/{channel_id} opens that channel straight into cell 1;
 //   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场.
 //   audit.js — 审计日志 (who viewed what), opened from the header, 市级管理员 only.
+//   login:  auth.js — /api/me; without a session only the login form shows; 用户名 · 角色, 退出登录.
 //   shared: api.js (JSON API, paging), dom.js (DOM helpers), codes.js (GB/T 28181 codes).
 //
 // Native ES modules, no build step, no external URLs. window.kgwConsole exposes state for tests.
 
 import { setupAudit } from "./audit.js";
-import { connectAlarms, loadAlarms, restoreOperator, setupAlarmFilter, showAlarmError } from "./alarms.js";
+import { connectAlarms, loadAlarms, setupAlarmFilter, showAlarmError } from "./alarms.js";
+import { currentUser, showLogin, showUser } from "./auth.js";
 import { cells, layout, nameCells, playInGrid, selectCell, selected, setLayout, setupGrid } from "./grid.js";
 import { onPlayingChange, peerLog } from "./player.js";
 import { loadHealth } from "./service.js";
 import { onChannelsLoaded, tree } from "./tree-model.js";
 import { refreshTree, setupTree } from "./tree.js";
 import { markPlaying } from "./tree-view.js";
+import { $ } from "./dom.js";
 
 const REFRESH_MS = 30000;  // tree counts and service summary
 
@@ -31,7 +34,6 @@ function channelFromPath() {
 function main() {
   onPlayingChange(markPlaying);   // the tree marks the channels the grid plays
   onChannelsLoaded(nameCells);    // cells opened by ID take their names from the tree
-  restoreOperator();
   setupGrid();
   setupTree();
   const first = channelFromPath();
@@ -55,4 +57,20 @@ window.kgwConsole = {
   setLayout,
 };
 
-main();
+async function start() {
+  let user = null;
+  try {
+    user = await currentUser();
+  } catch (err) {
+    $("status").textContent = "服务不可用";
+    return;
+  }
+  if (!user) {
+    showLogin(() => location.reload());
+    return;
+  }
+  showUser(user);
+  main();
+}
+
+start();

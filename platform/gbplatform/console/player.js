@@ -137,6 +137,7 @@ export async function playInCell(cell, channelId, name) {
     const resp = await fetch(`/api/channels/${encodeURIComponent(channelId)}/webrtc`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
+      credentials: "same-origin",
       body: JSON.stringify({ sdp: conn.localDescription.sdp }),
     });
     const text = await resp.text();
