@@ -6,58 +6,47 @@ who, role, source address, what, when and how long, police views are marked, the
 audit page is refused to anyone but a 市级管理员, and after the gateway stopped
 ``kgw audit verify`` finds the chain intact in the node's database file.
 
-Until authentication lands the principal comes from a test middleware
-(``X-Test-User: name:role``) installed outermost, as the auth middleware will be.
+Each user is a real API token of the node (``Authorization: Bearer``), so the
+principal is the one the authentication middleware makes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway.config import load_config
-from gateway.httpapi.identity import PRINCIPAL_KEY
-from gateway.security.principal import Principal, Role
+from gateway.security.accounts import ApiToken, secret_digest
+from gateway.security.principal import Role
 from gbplatform.app import build_gateway
-from tests.conftest import wait_for
+from tests.conftest import TEST_TOKEN_GRANT, wait_for
 from tests.processes import KGW, ROOT
 
-ADMIN = "admin:city_admin"
-DUTY = "li:district_duty:120101"
-POLICE = "wang:police"
+
+def _token(name: str, role: Role, district: str | None = None) -> tuple[str, ApiToken]:
+    """A real API token of the node (Authorization: Bearer): the auth middleware makes the principal."""
+    secret = f"kgw_audit_test_{name}_" + secrets.token_urlsafe(16)
+    return secret, ApiToken(name, secret_digest(secret), role, district_code=district)
 
 
-@web.middleware
-async def principal_from_header(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Stand-in for the authentication middleware: ``X-Test-User: name:role[:district]``."""
-    user = request.headers.get("X-Test-User")
-    if user:
-        name, role, *district = user.split(":")
-        request[PRINCIPAL_KEY] = Principal(
-            name, Role(role), district_code=district[0] if district else None, source=request.remote or ""
-        )
-    return await handler(request)
-
-
-def inject_principals(app: web.Application) -> None:
-    app.middlewares.insert(0, principal_from_header)
+ADMIN, _ADMIN_GRANT = _token("admin", Role.CITY_ADMIN)
+DUTY, _DUTY_GRANT = _token("li", Role.DISTRICT_DUTY, "120101")
+POLICE, _POLICE_GRANT = _token("wang", Role.POLICE)
+GRANTS = (TEST_TOKEN_GRANT, _ADMIN_GRANT, _DUTY_GRANT, _POLICE_GRANT)  # the fleet provisions with the first
 
 
 async def call(url: str, user: str, data: Any = None, method: str | None = None) -> tuple[int, bytes]:
     def run() -> tuple[int, bytes]:
         body = None if data is None else json.dumps(data).encode()
-        headers = {"Content-Type": "application/json", "X-Test-User": user}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {user}"}
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -87,8 +76,8 @@ async def test_every_view_is_an_audit_record_with_who_role_source_and_duration(
     tmp_path: Path, started_nodes: list[Any], fleet_factory: Any
 ) -> None:
     db = tmp_path / "kgw.db"
-    config = load_config(None, sip_port=0, http_port=0, db=str(db), flush_interval=0.2)
-    service = build_gateway(config, web_parts=(inject_principals,))
+    config = load_config(None, sip_port=0, http_port=0, db=str(db), flush_interval=0.2, api_tokens=GRANTS)
+    service = build_gateway(config)
     await service.start()
     started_nodes.append(service)
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
