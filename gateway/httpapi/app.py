@@ -43,7 +43,7 @@ def build_app(
     app = web.Application(client_max_size=MAX_REQUEST_BODY)
     add_node_routes(app, node, directory, metrics, uppers)
     add_registry_routes(app, directory, store, queries, provisioning)
-    add_live_routes(app, live)
+    add_live_routes(app, live, directory)
     add_alarm_routes(app, alarms, directory)
     for part in parts:
         part(app)
