@@ -72,7 +72,24 @@ def _city_wide(request: web.Request, capability: Capability) -> None:
 
 
 def _view(request: web.Request, alarm: Alarm) -> dict[str, Any]:
-    return alarm_json(alarm, request.app[DIRECTORY], request.app[ALARMS].snapshots)
+    """The alarm as this caller is shown it: no live link or snapshot they could not open."""
+    directory, principal = request.app[DIRECTORY], principal_of(request)
+    data = alarm_json(alarm, directory, request.app[ALARMS].snapshots)
+    camera = directory.channels.get(data["live_channel_id"] or "")
+    if camera is None or not may_see_channel(principal, camera, Capability.LIVE_VIEW):
+        data["live_channel_id"] = None
+    if not (_visible(request, principal, alarm, Capability.ALARM_SNAPSHOT) and _snapshot_camera_ok(request, alarm)):
+        data["has_snapshot"] = False
+    return data
+
+
+def _snapshot_camera_ok(request: web.Request, alarm: Alarm) -> bool:
+    """A police-shareable reach sees an alarm's snapshot only when it may watch the camera it shows."""
+    principal, directory = principal_of(request), request.app[DIRECTORY]
+    if reach(principal, Capability.ALARM_SNAPSHOT) is not Reach.SHAREABLE:
+        return True
+    camera = directory.channels.get(directory.entrance_camera(alarm.kindergarten_id) or "")
+    return camera is not None and may_see_channel(principal, camera, Capability.ALARM_SNAPSHOT)
 
 
 def alarm_json(alarm: Alarm, directory: Directory | None = None, snapshots: Container[str] = ()) -> dict[str, Any]:
@@ -313,12 +330,9 @@ async def sinks(request: web.Request) -> web.Response:
 async def snapshot(request: web.Request) -> web.Response:
     """GET /api/alarms/{id}/snapshot.jpg: the entrance camera when the alarm came in (if the caller may see it)."""
     alarm = await _scoped_alarm(request, Capability.ALARM_SNAPSHOT)
-    principal, directory = principal_of(request), request.app[DIRECTORY]
-    camera = directory.channels.get(directory.entrance_camera(alarm.kindergarten_id) or "")
-    if reach(principal, Capability.ALARM_SNAPSHOT) is Reach.SHAREABLE and (
-        camera is None or not may_see_channel(principal, camera, Capability.ALARM_SNAPSHOT)
-    ):
-        raise denied(request, principal, Capability.ALARM_SNAPSHOT, alarm.id, "no snapshot for this alarm (yet)")
+    if not _snapshot_camera_ok(request, alarm):
+        message = "no snapshot for this alarm (yet)"
+        raise denied(request, principal_of(request), Capability.ALARM_SNAPSHOT, alarm.id, message)
     jpeg = _alarms(request).snapshots.get(request.match_info["id"])
     if jpeg is None:
         raise json_error(web.HTTPNotFound, "no snapshot for this alarm (yet)")

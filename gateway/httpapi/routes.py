@@ -28,6 +28,7 @@ from gateway.registry import (
     ChannelFilter,
     Device,
     DeviceFilter,
+    DistrictCount,
     Kindergarten,
     Page,
     StatusEvent,
@@ -291,8 +292,24 @@ def _kindergarten_fields(item: object) -> dict[str, Any]:
 async def districts(request: web.Request) -> web.Response:
     """GET /api/districts: kindergartens, devices and channels online per district (those in scope)."""
     principal = principal_of(request)
-    counts = [c for c in district_counts(request.app[DIRECTORY]) if may_see_district(principal, c.district_code)]
+    directory = request.app[DIRECTORY]
+    scope = narrowing(principal, Capability.DISTRICT_READ)
+    figures = _shareable_counts(directory, principal) if scope and scope.post_filter else district_counts(directory)
+    counts = [c for c in figures if may_see_district(principal, c.district_code)]
     return json_response({"items": [dict(asdict(c), name=TIANJIN_DISTRICTS.get(c.district_code, "")) for c in counts]})
+
+
+def _shareable_counts(directory: Directory, principal: Principal) -> list[DistrictCount]:
+    """District figures as police see them: kindergartens, no devices, and only the channels they may list."""
+    figures: dict[str, list[int]] = {}
+    for kindergarten in directory.kindergartens.values():
+        figures.setdefault(kindergarten.district_code, [0, 0, 0, 0, 0])[0] += 1
+    for channel in directory.channels.values():
+        if may_see_channel(principal, channel):
+            counts = figures.setdefault(channel.district_code, [0, 0, 0, 0, 0])
+            counts[3] += 1
+            counts[4] += directory.is_up(channel)
+    return [DistrictCount(code, *counts) for code, counts in sorted(figures.items())]
 
 
 def _entity_visible(directory: Directory, principal: Principal, entity_id: str) -> bool:

@@ -143,7 +143,7 @@ PERMISSIONS: Final[Mapping[Capability, Mapping[Role, Reach]]] = {
     Capability.DEVICE_READ: _row(_A, _D, _N, _N, _A),
     Capability.CHANNEL_READ: _row(_A, _D, _S, _N, _A),
     Capability.KINDERGARTEN_READ: _row(_A, _D, _A, _K, _A),
-    Capability.DISTRICT_READ: _row(_A, _D, _N, _N, _A),
+    Capability.DISTRICT_READ: _row(_A, _D, _S, _N, _A),
     Capability.DEVICE_QUERY: _row(_A, _D, _N, _N, _A),
     Capability.PROVISION: _row(_A, _N, _N, _N, _A),
     Capability.AREA_CONFIRM: _row(_A, _D, _N, _N, _N),
@@ -253,11 +253,9 @@ def may_see_kindergarten(
 def may_see_district(
     principal: Principal, district_code: str, capability: Capability = Capability.DISTRICT_READ
 ) -> bool:
-    """True when the principal may see this district's figures."""
+    """True when the principal may see this district's figures (police: counted over shareable channels)."""
     cell = reach(principal, capability)
-    if cell is Reach.KINDERGARTEN or cell is Reach.SHAREABLE:
-        return False
-    return _place(principal, cell, district_code, None)
+    return cell is not Reach.KINDERGARTEN and _place(principal, cell, district_code, None)
 
 
 def may_see_alarm(

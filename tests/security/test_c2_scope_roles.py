@@ -149,6 +149,10 @@ async def test_police_see_only_shareable_cameras(city: City) -> None:
     status, listing = await city.as_("police", f"/api/devices/{nvr_id(KG_HEPING)}/channels")
     assert status == 403 and "午睡室" not in json.dumps(listing, ensure_ascii=False)
     assert (await city.as_("police", "/api/devices"))[0] == 403
+    status, listing = await city.as_("police", "/api/districts")
+    heping = next(d for d in listing["items"] if d["district_code"] == HEPING)
+    shareable = sum(1 for c in (await city.as_("police", f"/api/channels?district={HEPING}"))[1]["items"])
+    assert status == 200 and heping["channels"] == shareable and heping["devices"] == 0
 
     assert (await city.as_("police", f"/api/channels/{nap_room.id}/live", {}))[0] == 404
     assert (await city.as_("police", f"/api/channels/{nap_room.id}/snapshot.jpg"))[0] == 404
@@ -170,7 +174,8 @@ async def test_kindergarten_sees_only_its_own_alarms_and_no_video(city: City) ->
     status, listing = await city.as_("kg", "/api/alarms")
     assert status == 200 and [a["id"] for a in listing["items"]] == [own.id], "园方 saw another site's alarm"
     assert (await city.as_("kg", f"/api/alarms/{other.id}"))[0] == 404
-    assert (await city.as_("kg", f"/api/alarms/{own.id}"))[0] == 200
+    status, body = await city.as_("kg", f"/api/alarms/{own.id}")
+    assert status == 200 and body["live_channel_id"] is None and body["has_snapshot"] is False
     gate = camera(KG_HEPING, "entrance").id
     assert (await city.as_("kg", f"/api/channels/{gate}/live", {}))[0] == 403
     assert (await city.as_("kg", f"/api/channels/{gate}/snapshot.jpg"))[0] == 403
