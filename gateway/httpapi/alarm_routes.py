@@ -396,9 +396,17 @@ def _event_in_scope(event: dict[str, Any], request: web.Request, principal: Prin
     alarm_id = delivery.alarm_id if isinstance(delivery, Delivery) else event.get("alarm_id")
     if delivery is not None and narrowing(principal, Capability.DELIVERY_READ) == Narrowing():
         return True
+    needs = Capability.ALARM_SNAPSHOT if event.get("type") == "snapshot" else Capability.ALARM_READ
+    if narrowing(principal, needs) == Narrowing():  # the whole city: whether or not the alarm is still open
+        return True
     lifecycle = _alarms(request).lifecycle
     if not isinstance(alarm_id, str) or alarm_id not in lifecycle:
         return False
+    if event.get("type") == "snapshot":  # only to those who may open it
+        open_alarm = lifecycle.get(alarm_id)
+        return _visible(request, principal, open_alarm, Capability.ALARM_SNAPSHOT) and _snapshot_camera_ok(
+            request, open_alarm
+        )
     return _visible(request, principal, lifecycle.get(alarm_id), Capability.ALARM_READ)
 
 
