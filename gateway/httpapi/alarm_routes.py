@@ -4,6 +4,11 @@
 alarm, a state change, an escalation, a delivery outcome, a snapshot ready.
 Operator actions are recorded under the logged-in user (never a name in the
 body; ``{"note": "…"}`` is optional) and are stored before the answer.
+
+Scope (:mod:`gateway.security.scope`): lists and the WebSocket carry only
+alarms in the caller's scope; an alarm outside it answers like an unknown one
+(404), for reading and for acting on it. The outbox, the sinks and delivery
+retries are city-wide operations (no district-narrowed account).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Container
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,10 +31,12 @@ from gateway.audit.actions import AuditAction
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
 from gateway.httpapi.common import json_error, json_response, paging
+from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.registry.directory import Directory
-from gateway.registry.model import InvalidFilter
-from gateway.security.principal import Principal, Role
+from gateway.registry.model import MAX_PAGE_LIMIT, InvalidFilter, Page
+from gateway.security.principal import Principal
+from gateway.security.scope import Capability, Narrowing, Reach, may_see_alarm, may_see_channel, narrowing, reach
 
 log = logging.getLogger("kgw.http.alarms")
 ALARMS = web.AppKey("kgw_alarms", AlarmService)
@@ -40,8 +48,49 @@ def _alarms(request: web.Request) -> AlarmService:
     return request.app[ALARMS]
 
 
+def _visible(request: web.Request, principal: Principal, alarm: Alarm, capability: Capability) -> bool:
+    """Whether the caller may use ``capability`` on the alarm (its source channel decides for police)."""
+    source = request.app[DIRECTORY].channels.get(alarm.source_id)
+    return may_see_alarm(principal, alarm, source, capability)
+
+
+async def _scoped_alarm(request: web.Request, capability: Capability) -> Alarm:
+    """The path's alarm when the caller may use ``capability`` on it; the unknown alarm's 404 otherwise."""
+    principal, alarm_id = principal_of(request), request.match_info["id"]
+    try:
+        alarm = await _alarms(request).get_alarm(alarm_id)
+    except UnknownAlarm as exc:
+        raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    if not _visible(request, principal, alarm, capability):
+        raise denied(request, principal, capability, alarm_id, f"no alarm {alarm_id}")
+    return alarm
+
+
+def _city_wide(request: web.Request, capability: Capability) -> None:
+    """403 unless the caller reaches the whole city for ``capability`` (outbox, sinks: not per district)."""
+    if narrowing(principal_of(request), capability) != Narrowing():
+        raise json_error(web.HTTPForbidden, f"{capability.value} is city-wide; your account is narrowed (无权限)")
+
+
 def _view(request: web.Request, alarm: Alarm) -> dict[str, Any]:
-    return alarm_json(alarm, request.app[DIRECTORY], request.app[ALARMS].snapshots)
+    """The alarm as this caller is shown it: no live link or snapshot they could not open."""
+    directory, principal = request.app[DIRECTORY], principal_of(request)
+    data = alarm_json(alarm, directory, request.app[ALARMS].snapshots)
+    camera = directory.channels.get(data["live_channel_id"] or "")
+    if camera is None or not may_see_channel(principal, camera, Capability.LIVE_VIEW):
+        data["live_channel_id"] = None
+    if not (_visible(request, principal, alarm, Capability.ALARM_SNAPSHOT) and _snapshot_camera_ok(request, alarm)):
+        data["has_snapshot"] = False
+    return data
+
+
+def _snapshot_camera_ok(request: web.Request, alarm: Alarm) -> bool:
+    """A police-shareable reach sees an alarm's snapshot only when it may watch the camera it shows."""
+    principal, directory = principal_of(request), request.app[DIRECTORY]
+    if reach(principal, Capability.ALARM_SNAPSHOT) is not Reach.SHAREABLE:
+        return True
+    camera = directory.channels.get(directory.entrance_camera(alarm.kindergarten_id) or "")
+    return camera is not None and may_see_channel(principal, camera, Capability.ALARM_SNAPSHOT)
 
 
 def alarm_json(alarm: Alarm, directory: Directory | None = None, snapshots: Container[str] = ()) -> dict[str, Any]:
@@ -133,8 +182,9 @@ def _query_time(request: web.Request, name: str) -> float | None:
         raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
 
 
+@requires(Capability.ALARM_READ)
 async def list_alarms(request: web.Request) -> web.Response:
-    """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&offset=&limit=."""
+    """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&offset=&limit= (in scope)."""
     state_text = request.query.get("state")
     try:
         state = AlarmState(state_text) if state_text else None
@@ -145,9 +195,13 @@ async def list_alarms(request: web.Request) -> web.Response:
     if escalated_text and escalated is None:
         raise json_error(web.HTTPBadRequest, "escalated must be true or false")
     offset, limit = paging(request)
+    principal = principal_of(request)
+    scope = narrowing(principal, Capability.ALARM_READ)
+    filters = scope and scope.applied(request.query.get("district") or None, request.query.get("kindergarten") or None)
+    district, kindergarten = filters or (None, None)
     flt = AlarmFilter(
-        district_code=request.query.get("district") or None,
-        kindergarten_id=request.query.get("kindergarten") or None,
+        district_code=district,
+        kindergarten_id=kindergarten,
         state=state,
         since=_query_time(request, "since"),
         until=_query_time(request, "until"),
@@ -155,13 +209,18 @@ async def list_alarms(request: web.Request) -> web.Response:
         offset=offset,
         limit=limit,
     )
+    if scope is None or filters is None:
+        return json_response({"items": [], "total": 0, "offset": offset, "limit": limit})
     try:
-        page = await _alarms(request).list_alarms(flt)
+        if scope.post_filter:
+            page = await _post_filtered_alarms(request, principal, flt)
+        else:
+            page = await _alarms(request).list_alarms(flt)
     except InvalidFilter as exc:
         raise json_error(web.HTTPBadRequest, str(exc)) from exc
     return json_response(
         {
-            "items": [_view(request, a) for a in page.items],
+            "items": [_view(request, a) for a in page.items if _visible(request, principal, a, Capability.ALARM_READ)],
             "total": page.total,
             "offset": page.offset,
             "limit": page.limit,
@@ -169,8 +228,26 @@ async def list_alarms(request: web.Request) -> web.Response:
     )
 
 
+async def _post_filtered_alarms(request: web.Request, principal: Principal, flt: AlarmFilter) -> Page[Alarm]:
+    """A page of the alarms a per-alarm rule keeps (police: the sharing policy, not a store filter).
+
+    The store is read 1,000 at a time, newest first, and the page cut from what is kept.
+    """
+    kept: list[Alarm] = []
+    at = 0
+    while True:
+        chunk = await _alarms(request).list_alarms(replace(flt, offset=at, limit=MAX_PAGE_LIMIT))
+        kept += (a for a in chunk.items if _visible(request, principal, a, Capability.ALARM_READ))
+        at += len(chunk.items)
+        if not chunk.items or at >= chunk.total:
+            break
+    return Page(tuple(kept[flt.offset : flt.offset + flt.limit]), len(kept), flt.offset, flt.limit)
+
+
+@requires(Capability.ALARM_READ)
 async def get_alarm(request: web.Request) -> web.Response:
     """GET /api/alarms/{id}: the alarm, its deliveries and its audit trail."""
+    await _scoped_alarm(request, Capability.ALARM_READ)
     try:
         alarm, deliveries, transitions = await _alarms(request).details(request.match_info["id"])
     except UnknownAlarm as exc:
@@ -190,6 +267,7 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
         raise json_error(web.HTTPBadRequest, 'expected JSON {"note": "<optional>"}') from exc
     service = _alarms(request)
     alarm_id = request.match_info["id"]
+    await _scoped_alarm(request, Capability.ALARM_ACK if action == "ack" else Capability.ALARM_RESOLVE)
     try:
         if action == "ack":
             alarm = await service.acknowledge(alarm_id, user, note)
@@ -204,21 +282,25 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
     return json_response(_view(request, alarm))
 
 
+@requires(Capability.ALARM_ACK)
 async def acknowledge(request: web.Request) -> web.Response:
     """POST /api/alarms/{id}/ack {"note": "…"} (optional body)."""
     return await _operator_step(request, "ack")
 
 
+@requires(Capability.ALARM_RESOLVE)
 async def resolve(request: web.Request) -> web.Response:
     """POST /api/alarms/{id}/resolve {"note": "…"} (optional body)."""
     return await _operator_step(request, "resolve")
 
 
+@requires(Capability.ALARM_VERIFY)
 async def verify_alarm(request: web.Request) -> web.Response:
     """POST /api/alarms/{id}/verify {"note": "…"}: an operator confirms an unverified alarm is real.
 
-    Its held deliveries then go out (police included). Only a 市级管理员, or a 区级值班员
-    of the alarm's district, may; the actor is the authenticated user, never a typed name.
+    Its held deliveries then go out (police included). Who may is the permission table's
+    ``alarm_verify`` (the city, or the alarm's own district); an alarm outside the caller's
+    scope answers like an unknown one. The actor is the authenticated user, never a typed name.
     """
     principal = principal_of(request)
     service = _alarms(request)
@@ -243,13 +325,7 @@ async def verify_alarm(request: web.Request) -> web.Response:
                 detail={"note": note[:500], "reason": detail} if detail or note else None,
             )
 
-    try:
-        alarm = await service.get_alarm(alarm_id)
-    except UnknownAlarm as exc:
-        raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
-    if not may_verify(principal, alarm):
-        record("denied")
-        raise json_error(web.HTTPForbidden, "only a city administrator or the district's duty officer may verify")
+    await _scoped_alarm(request, Capability.ALARM_VERIFY)
     try:
         alarm = await service.verify(alarm_id, principal.username, note)
     except UnknownAlarm as exc:
@@ -263,20 +339,11 @@ async def verify_alarm(request: web.Request) -> web.Response:
     return json_response(_view(request, alarm))
 
 
-def may_verify(principal: Principal, alarm: Alarm) -> bool:
-    """Who may release a held alarm to the police: the city, or the alarm's own district."""
-    if principal.role is Role.CITY_ADMIN:
-        return True
-    return (
-        principal.role is Role.DISTRICT_DUTY
-        and bool(principal.district_code)
-        and (principal.district_code == alarm.district_code)
-    )
-
-
+@requires(Capability.DELIVERY_RETRY)
 async def retry_delivery(request: web.Request) -> web.Response:
     """POST /api/alarms/{id}/deliveries/{sink}/{event}/retry: try a dead letter again now."""
     info = request.match_info
+    _city_wide(request, Capability.DELIVERY_RETRY)
     try:
         event = DeliveryEvent(info["event"])
         delivery = await _alarms(request).retry_delivery((info["id"], info["sink"], event.value))
@@ -285,8 +352,10 @@ async def retry_delivery(request: web.Request) -> web.Response:
     return json_response(delivery_json(delivery))
 
 
+@requires(Capability.DELIVERY_READ)
 async def list_deliveries(request: web.Request) -> web.Response:
     """GET /api/alarm-deliveries?state=dead&sink=mqtt: dead letters and the rest of the outbox."""
+    _city_wide(request, Capability.DELIVERY_READ)
     offset, limit = paging(request)
     try:
         page = await _alarms(request).list_deliveries(
@@ -304,22 +373,31 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
 
 
+@requires(Capability.DELIVERY_READ)
 async def sinks(request: web.Request) -> web.Response:
     """GET /api/alarm-sinks: each sink's health, outbox depth and dead letters."""
+    _city_wide(request, Capability.DELIVERY_READ)
     return json_response({"items": _alarms(request).sink_status()})
 
 
+@requires(Capability.ALARM_SNAPSHOT)
 async def snapshot(request: web.Request) -> web.Response:
-    """GET /api/alarms/{id}/snapshot.jpg: the entrance camera when the alarm came in."""
+    """GET /api/alarms/{id}/snapshot.jpg: the entrance camera when the alarm came in (if the caller may see it)."""
+    alarm = await _scoped_alarm(request, Capability.ALARM_SNAPSHOT)
+    if not _snapshot_camera_ok(request, alarm):
+        message = "no snapshot for this alarm (yet)"
+        raise denied(request, principal_of(request), Capability.ALARM_SNAPSHOT, alarm.id, message)
     jpeg = _alarms(request).snapshots.get(request.match_info["id"])
     if jpeg is None:
         raise json_error(web.HTTPNotFound, "no snapshot for this alarm (yet)")
     return web.Response(body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "max-age=86400"})
 
 
+@requires(Capability.ALARM_READ)
 async def events(request: web.Request) -> web.StreamResponse:
-    """GET /api/alarms/ws: WebSocket of alarm events (JSON text frames)."""
+    """GET /api/alarms/ws: WebSocket of the alarm events in the caller's scope (JSON text frames)."""
     service = _alarms(request)
+    principal = principal_of(request)
     ws = web.WebSocketResponse(heartbeat=20.0)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
@@ -332,7 +410,8 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     reading = asyncio.ensure_future(reader())
     try:
-        await ws.send_str(json.dumps({"type": "hello", "open": len(service.lifecycle)}))
+        in_scope = sum(_visible(request, principal, a, Capability.ALARM_READ) for a in service.lifecycle.open_alarms())
+        await ws.send_str(json.dumps({"type": "hello", "open": in_scope}))
         while not ws.closed:
             getting = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait({getting, reading}, return_when=asyncio.FIRST_COMPLETED)
@@ -342,6 +421,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             event = getting.result()
             if event.get("type") == "closed":
                 break
+            if not _event_in_scope(event, request, principal):
+                continue
             await ws.send_str(json.dumps(_event_json(event, request), ensure_ascii=False))
     except (ConnectionError, RuntimeError):
         pass  # the console went away mid-send
@@ -352,6 +433,35 @@ async def events(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(Exception):
             await ws.close()
     return ws
+
+
+def _event_in_scope(event: dict[str, Any], request: web.Request, principal: Principal) -> bool:
+    """Whether one feed event may go to this console.
+
+    An alarm event: when the alarm is in scope. A delivery or snapshot event
+    names only an alarm ID: it goes to city-wide outbox readers, and otherwise
+    only while that alarm is open and in scope (a closed one cannot be checked
+    without the store, and the console reloads details when it needs them).
+    """
+    alarm = event.get("alarm")
+    if isinstance(alarm, Alarm):
+        return _visible(request, principal, alarm, Capability.ALARM_READ)
+    delivery = event.get("delivery")
+    alarm_id = delivery.alarm_id if isinstance(delivery, Delivery) else event.get("alarm_id")
+    if delivery is not None and narrowing(principal, Capability.DELIVERY_READ) == Narrowing():
+        return True
+    needs = Capability.ALARM_SNAPSHOT if event.get("type") == "snapshot" else Capability.ALARM_READ
+    if narrowing(principal, needs) == Narrowing():  # the whole city: whether or not the alarm is still open
+        return True
+    lifecycle = _alarms(request).lifecycle
+    if not isinstance(alarm_id, str) or alarm_id not in lifecycle:
+        return False
+    if event.get("type") == "snapshot":  # only to those who may open it
+        open_alarm = lifecycle.get(alarm_id)
+        return _visible(request, principal, open_alarm, Capability.ALARM_SNAPSHOT) and _snapshot_camera_ok(
+            request, open_alarm
+        )
+    return _visible(request, principal, lifecycle.get(alarm_id), Capability.ALARM_READ)
 
 
 def _event_json(event: dict[str, Any], request: web.Request) -> dict[str, Any]:
@@ -389,4 +499,4 @@ def add_alarm_routes(app: web.Application, alarms: AlarmService, directory: Dire
     app.on_shutdown.append(_close_sockets)
 
 
-__all__ = ["add_alarm_routes", "alarm_json", "delivery_json", "may_verify"]
+__all__ = ["add_alarm_routes", "alarm_json", "delivery_json"]

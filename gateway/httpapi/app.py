@@ -53,7 +53,7 @@ def build_app(
     add_auth_routes(app, accounts, guard)
     add_node_routes(app, node, directory, metrics, uppers)
     add_registry_routes(app, directory, store, queries, provisioning)
-    add_live_routes(app, live)
+    add_live_routes(app, live, directory)
     add_alarm_routes(app, alarms, directory)
     add_audit_routes(app, audit)
     for part in parts:

@@ -35,9 +35,11 @@ from gateway.audit.store import AuditFilter
 from gateway.audit.trail import AuditTrail
 from gateway.httpapi.audit_sessions import caller, caller_source, track_sessions
 from gateway.httpapi.common import json_error, json_response, paging
+from gateway.httpapi.guard import requires
 from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.httpapi.live_routes import LIVE
 from gateway.security.principal import Principal, Role
+from gateway.security.scope import Capability
 
 __all__ = ["AUDITED_ROUTES", "TRAIL", "add_audit_routes", "audit_middleware", "csv_row", "record_json"]
 
@@ -214,6 +216,7 @@ def record_json(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+@requires(Capability.AUDIT_READ)
 async def list_audit(request: web.Request) -> web.Response:
     """GET /api/audit?offset&limit&actor&action&target&since&until (newest first)."""
     _admin(request)
@@ -252,6 +255,7 @@ def csv_row(record: AuditRecord) -> list[str]:
     return [("'" + v) if v[:1] in ("=", "+", "-", "@", "\t", "\r") else v for v in values]
 
 
+@requires(Capability.AUDIT_READ)
 async def export_csv(request: web.Request) -> web.StreamResponse:
     """GET /api/audit/export.csv?actor&action&target&since&until: every matching record in chain order."""
     _admin(request)

@@ -33,6 +33,7 @@ from aiohttp import hdrs, web
 
 from gateway.audit.actions import AuditAction
 from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.guard import authenticated, public
 from gateway.httpapi.identity import AUDIT, PRINCIPAL_KEY, principal_of
 from gateway.security.principal import Principal, Role
 from gateway.security.service import AccountService, LoginRefused, LoginThrottled
@@ -258,6 +259,7 @@ def me_json(principal: Principal) -> dict[str, object]:
     }
 
 
+@public
 async def login(request: web.Request) -> web.Response:
     """POST /api/login {"username", "password"}: a session cookie, or 401 / 429."""
     guard = request.app[_GUARD]
@@ -299,6 +301,7 @@ async def login(request: web.Request) -> web.Response:
     return response
 
 
+@authenticated
 async def logout(request: web.Request) -> web.Response:
     """POST /api/logout: the session ends, the cookie goes."""
     principal = principal_of(request)
@@ -313,6 +316,7 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+@authenticated
 async def me(request: web.Request) -> web.Response:
     """GET /api/me: who the caller is logged in as."""
     return json_response(me_json(principal_of(request)))

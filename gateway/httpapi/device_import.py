@@ -16,8 +16,10 @@ from aiohttp import web
 
 from gateway.audit.actions import AuditAction
 from gateway.device_csv import CsvImportError, DeviceCredential, parse_device_csv
+from gateway.httpapi.guard import requires
 from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.security.principal import Principal, Role
+from gateway.security.scope import Capability
 
 __all__ = ["ImportDevices", "device_import_part"]
 
@@ -32,20 +34,26 @@ MAX_CSV_BYTES = 4 * 1024 * 1024
 def device_import_part(apply: ImportDevices) -> Callable[[web.Application], None]:
     """A WebPart adding the import route, storing through ``apply``."""
 
+    @requires(Capability.PROVISION)
     async def import_devices(request: web.Request) -> web.Response:
         principal = principal_of(request)
         if principal.role is not Role.CITY_ADMIN:
             _audit(request, principal, "forbidden", 0)
             return web.json_response({"error": "only a city administrator may provision devices"}, status=403)
-        if request.content_type not in ("text/csv", "text/plain"):
-            return web.json_response({"error": "send the CSV as text/csv"}, status=415)
-        raw = await request.content.read(MAX_CSV_BYTES + 1)
-        if len(raw) > MAX_CSV_BYTES:
-            return web.json_response({"error": f"CSV larger than {MAX_CSV_BYTES} bytes"}, status=413)
+        # JSON like every request body of the API (a cross-site form cannot send it): {"csv": "..."}.
+        if request.content_type != "application/json":
+            return web.json_response({"error": 'send application/json {"csv": "<the CSV text>"}'}, status=415)
+        if (request.content_length or 0) > MAX_CSV_BYTES:
+            return web.json_response({"error": f"body larger than {MAX_CSV_BYTES} bytes"}, status=413)
         try:
-            rows = parse_device_csv(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return web.json_response({"error": "the CSV must be UTF-8"}, status=400)
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": 'expected JSON {"csv": "<the CSV text>"}'}, status=400)
+        text = body.get("csv") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            return web.json_response({"error": 'expected JSON {"csv": "<the CSV text>"}'}, status=400)
+        try:
+            rows = parse_device_csv(text)
         except CsvImportError as exc:
             _audit(request, principal, "refused", 0)
             return web.json_response({"error": "nothing imported", "errors": exc.errors}, status=400)

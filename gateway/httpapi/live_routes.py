@@ -3,6 +3,10 @@
 The WebRTC exchange is one round trip (the WHEP shape): the browser POSTs its
 offer, the gateway answers with an H.264-only answer whose track reads the
 channel's relay; the upstream INVITE is shared by every viewer.
+
+Every route checks the caller's scope first (:mod:`gateway.security.scope`):
+a channel the caller may not watch answers exactly like an unknown one (404)
+and nothing is opened for it; the stream list shows only watchable channels.
 """
 
 from __future__ import annotations
@@ -16,26 +20,50 @@ from gateway.audit.actions import AuditAction
 from gateway.errors import GatewayError
 from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.identity import principal_of
 from gateway.live import LiveError, LiveService
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
+from gateway.registry.directory import Directory
+from gateway.security.scope import Capability, may_see_channel
 
 log = logging.getLogger("kgw.http.live")
 SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
 LIVE = web.AppKey("kgw_live", LiveService)
 PEERS: web.AppKey[set[Any]] = web.AppKey("kgw_webrtc_peers")
+DIRECTORY = web.AppKey("kgw_live_directory", Directory)
 
 
 def _live(request: web.Request) -> LiveService:
     return request.app[LIVE]
 
 
+def _may_watch(request: web.Request, channel_id: str, capability: Capability) -> bool:
+    channel = request.app[DIRECTORY].channels.get(channel_id)
+    return channel is not None and may_see_channel(principal_of(request), channel, capability)
+
+
+def _watchable(request: web.Request, capability: Capability = Capability.LIVE_VIEW) -> str:
+    """The path's channel when the caller may use ``capability`` on it; else the unknown channel's 404."""
+    channel_id = request.match_info["id"]
+    if not _may_watch(request, channel_id, capability):
+        message = f"cannot open {channel_id}: unknown channel {channel_id}"
+        if channel_id not in request.app[DIRECTORY].channels:
+            raise json_error(web.HTTPNotFound, message)
+        raise denied(request, principal_of(request), capability, channel_id, message)
+    return channel_id
+
+
+@requires(Capability.LIVE_VIEW)
 async def list_streams(request: web.Request) -> web.Response:
-    """GET /api/live: every open upstream with viewers, rates and RTP counters."""
+    """GET /api/live: every open upstream the caller may watch, with viewers, rates and RTP counters."""
     live = _live(request)
     now = live.loop.time()
     items = []
     for stream in live.streams.values():
+        if not _may_watch(request, stream.channel_id, Capability.LIVE_VIEW):
+            continue
         fanout = stream.fanout.stats(now)
         rtp = stream.receiver.stats
         items.append(
@@ -55,10 +83,11 @@ async def list_streams(request: web.Request) -> web.Response:
     return json_response({"items": items})
 
 
+@requires(Capability.LIVE_VIEW)
 async def open_stream(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/live: open (or join) the upstream; it stays for the linger time unless watched."""
     live = _live(request)
-    channel_id = request.match_info["id"]
+    channel_id = _watchable(request)
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
@@ -76,20 +105,25 @@ async def open_stream(request: web.Request) -> web.Response:
     )
 
 
+@requires(Capability.LIVE_CLOSE)
 async def close_stream(request: web.Request) -> web.Response:
     """DELETE /api/channels/{id}/live: end the upstream now (BYE), whoever watches."""
     live = _live(request)
     channel_id = request.match_info["id"]
+    if not _may_watch(request, channel_id, Capability.LIVE_CLOSE) and channel_id in live.streams:
+        message = f"no live stream of {channel_id}"
+        raise denied(request, principal_of(request), Capability.LIVE_CLOSE, channel_id, message)
     if channel_id not in live.streams:
         raise json_error(web.HTTPNotFound, f"no live stream of {channel_id}")
     live.close(channel_id, "closed by API")
     return json_response({"channel_id": channel_id, "state": "closed"})
 
 
+@requires(Capability.LIVE_VIEW)
 async def snapshot(request: web.Request) -> web.Response:
     """GET /api/channels/{id}/snapshot.jpg: a JPEG of the latest key frame (opens a short session if needed)."""
     live = _live(request)
-    channel_id = request.match_info["id"]
+    channel_id = _watchable(request)
     try:
         jpeg = await live.snapshot(channel_id, SNAPSHOT_WAIT)
     except LiveError as exc:
@@ -98,10 +132,11 @@ async def snapshot(request: web.Request) -> web.Response:
     return web.Response(body=jpeg, content_type="image/jpeg")
 
 
+@requires(Capability.LIVE_VIEW)
 async def webrtc_offer(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/webrtc {"sdp": offer} → {"sdp": answer}."""
     live = _live(request)
-    channel_id = request.match_info["id"]
+    channel_id = _watchable(request)
     try:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -153,9 +188,9 @@ async def close_peers(app: web.Application) -> None:
     peers.clear()
 
 
-def add_live_routes(app: web.Application, live: LiveService) -> None:
-    """Register the live endpoints."""
-    app[LIVE] = live
+def add_live_routes(app: web.Application, live: LiveService, directory: Directory) -> None:
+    """Register the live endpoints (the directory says whose channel is whose)."""
+    app[LIVE], app[DIRECTORY] = live, directory
     app[PEERS] = set()
     app.router.add_get("/api/live", list_streams)
     app.router.add_post("/api/channels/{id}/live", open_stream)

@@ -18,8 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.httpapi.common import json_response
+from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.guard import public, requires
+from gateway.httpapi.identity import principal_of
 from gateway.registry.directory import Directory
+from gateway.security.scope import Capability, Narrowing, narrowing
 
 __all__ = ["DirectoryMetrics", "NodeInfo", "UpperStatus", "add_node_routes", "metrics_registry"]
 
@@ -95,8 +98,9 @@ REGISTRY = web.AppKey("kgw_metrics", CollectorRegistry)
 UPPERS: web.AppKey[UpperStatus | None] = web.AppKey("kgw_uppers")
 
 
+@public
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness, who we are, and a one-line summary."""
+    """Liveness, who we are, and a one-line summary (open: probes and the console's login page read it)."""
     node = request.app[NODE]
     known, online, channels_online = request.app[DIRECTORY].online_counts()
     return json_response(
@@ -112,13 +116,23 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+def _city_wide(request: web.Request) -> None:
+    """System status is the whole city's: a district-narrowed account gets 403."""
+    if narrowing(principal_of(request), Capability.SYSTEM_STATUS) != Narrowing():
+        raise json_error(web.HTTPForbidden, "system status is city-wide; your account is narrowed (无权限)")
+
+
+@requires(Capability.SYSTEM_STATUS)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format."""
+    _city_wide(request)
     return web.Response(body=generate_latest(request.app[REGISTRY]), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+@requires(Capability.SYSTEM_STATUS)
 async def upper_platforms(request: web.Request) -> web.Response:
     """GET /api/upper-platforms: each upper platform link (state, policy, failures, subscriptions, calls)."""
+    _city_wide(request)
     uppers = request.app[UPPERS]
     return json_response({"items": uppers.status() if uppers is not None else []})
 

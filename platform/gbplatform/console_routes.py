@@ -22,12 +22,14 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.httpapi.auth import mark_public
+from gateway.httpapi.guard import public
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 ASSETS_PREFIX = "/console/assets"
 ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 
 
+@public
 async def console_page(request: web.Request) -> web.FileResponse:
     """GET /, /console, /live/{channel_id}: the console page."""
     response = web.FileResponse(CONSOLE_DIR / "index.html", headers={"Cache-Control": "no-cache"})
@@ -35,6 +37,7 @@ async def console_page(request: web.Request) -> web.FileResponse:
     return response
 
 
+@public
 async def console_asset(request: web.Request) -> web.FileResponse:
     """GET /console/assets/{name}: one file of the console's directory (no subdirectories)."""
     name = request.match_info["name"]

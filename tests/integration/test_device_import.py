@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway.config import load_config
-from gateway.httpapi.identity import PRINCIPAL_KEY
-from gateway.security.principal import Principal, Role
+from gateway.security.accounts import ApiToken, secret_digest
+from gateway.security.principal import Role
 from gbplatform.app import build_gateway
 from tests.processes import KGW, ROOT
 from tests.security.sip_register import register_as
@@ -24,19 +23,20 @@ NVR, BOX, STRANGER = "12010100001320000001", "12010100001340000002", "1201010000
 CSV = f"device_id,password,kindergarten_id,name\n{NVR},nvr-own-pw-1,,NVR\n{BOX},box-own-pw-2,,报警\n"
 
 
-def _as(role: Role) -> Any:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        request[PRINCIPAL_KEY] = Principal("test", role)  # what the auth middleware sets
-        return await handler(request)
-
-    return lambda app: app.middlewares.append(middleware)
+def _token(role: Role) -> tuple[str, ApiToken]:
+    """A real API token of the node with ``role`` (the auth middleware makes the principal)."""
+    secret = f"kgw_import_test_{role.value}_" + secrets.token_urlsafe(16)
+    return secret, ApiToken(f"test-{role.value}", secret_digest(secret), role)
 
 
-def _post_csv(url: str, body: str) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body.encode(), method="POST", headers={"Content-Type": "text/csv"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
+def _post_csv(url: str, body: str, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps({"csv": body}).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
+    try:  # a plain opener: exactly the credentials given (the tests' default token is not added)
+        with urllib.request.build_opener().open(request, timeout=20) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -75,17 +75,20 @@ async def test_cli_import_then_strict_gateway_takes_only_own_passwords(tmp_path:
 
 async def test_api_import_is_admin_only_and_applies_at_once(tmp_path: Path) -> None:
     for role, expected in ((Role.MAINTENANCE, 403), (Role.CITY_ADMIN, 200)):
-        config = load_config(None, sip_port=0, http_port=0, db=str(tmp_path / f"{role}.db"), enrolment="strict")
-        gateway = build_gateway(config, web_parts=(_as(role),))
+        secret, grant = _token(role)
+        config = load_config(
+            None, sip_port=0, http_port=0, db=str(tmp_path / f"{role}.db"), enrolment="strict", api_tokens=(grant,)
+        )
+        gateway = build_gateway(config)
         await gateway.start()
         try:
             url = f"http://127.0.0.1:{gateway.http_port}/api/devices/import"
-            status, body = await asyncio.to_thread(_post_csv, url, CSV)
+            status, body = await asyncio.to_thread(_post_csv, url, CSV, secret)
             assert status == expected, body
             if expected == 200:
                 assert body == {"imported": 2}
                 assert await register_as(gateway.sip_port, GATEWAY_ID, NVR, "nvr-own-pw-1") == 200
-                status, body = await asyncio.to_thread(_post_csv, url, f"device_id,password\n{BOX},bad\n")
+                status, body = await asyncio.to_thread(_post_csv, url, f"device_id,password\n{BOX},bad\n", secret)
                 assert status == 400 and body["errors"][0].startswith("line 2:")
         finally:
             await gateway.stop()

@@ -67,6 +67,8 @@ CORE_MODULES = frozenset(
         "gateway.registry.placement",
         "gateway.registry.presence",
         "gateway.registry.store",
+        "gateway.security.principal",
+        "gateway.security.scope",
     }
 )
 ADAPTER_PACKAGES = ("gateway.io",)
