@@ -1,30 +1,29 @@
-"""Test principals for scope tests: a web part that sets ``request[PRINCIPAL_KEY]`` from a test header.
+"""Test principals for scope tests: each one a real API token of the node.
 
-The real authentication middleware (logins, sessions, tokens) decides who a
-request is; scope tests only need *some* principal on a real node's real
-routes. :func:`principal_injector` returns a ``WebPart`` that puts an outermost
-middleware on the node's application: a request carrying ``X-Test-Principal:
-<name>`` is that principal, one without the header is anonymous. It also
-installs an in-memory audit recorder so a test can see ``ACCESS_DENIED`` records.
+The real authentication middleware decides who a request is: :func:`grants`
+makes one API token per test principal (same name, role, district and
+kindergarten) for the node's ``api_tokens``, and :func:`auth_headers` /
+:func:`call` send it. :func:`audit_part` installs an in-memory audit recorder
+so a test can see ``ACCESS_DENIED`` records.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from gateway.audit.actions import AuditAction
-from gateway.httpapi.identity import AUDIT, PRINCIPAL_KEY
+from gateway.httpapi.identity import AUDIT
+from gateway.security.accounts import ApiToken, secret_digest
 from gateway.security.principal import Principal
-
-HEADER = "X-Test-Principal"
 
 
 @dataclass
@@ -57,20 +56,27 @@ class MemoryAudit:
         ]
 
 
-def principal_injector(principals: Mapping[str, Principal], audit: MemoryAudit) -> Callable[[web.Application], None]:
-    """A web part: ``X-Test-Principal: name`` makes the request ``principals[name]``."""
+_SECRETS: dict[str, str] = {}
 
-    @web.middleware
-    async def inject(
-        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-    ) -> web.StreamResponse:
-        name = request.headers.get(HEADER)
-        if name is not None:
-            request[PRINCIPAL_KEY] = principals[name]
-        return await handler(request)
+
+def grants(principals: Mapping[str, Principal]) -> tuple[ApiToken, ...]:
+    """One API token per principal, for the node's ``api_tokens`` (the token's name is the user name)."""
+    tokens = []
+    for name, p in principals.items():
+        secret = _SECRETS.setdefault(name, f"kgw_scope_test_{name}_" + secrets.token_urlsafe(16))
+        tokens.append(ApiToken(p.username, secret_digest(secret), p.role, p.district_code, p.kindergarten_id))
+    return tuple(tokens)
+
+
+def auth_headers(who: str) -> dict[str, str]:
+    """The credentials of a principal made by :func:`grants`."""
+    return {"Authorization": f"Bearer {_SECRETS[who]}"}
+
+
+def audit_part(audit: MemoryAudit) -> Callable[[web.Application], None]:
+    """A web part: the node's audit recorder is ``audit`` (the test reads its records)."""
 
     def part(app: web.Application) -> None:
-        app.middlewares.insert(0, inject)
         app[AUDIT] = audit
 
     return part
@@ -83,10 +89,10 @@ async def call(url: str, who: str | None, data: Any = None, method: str | None =
         body = None if data is None else json.dumps(data).encode()
         headers = {"Content-Type": "application/json"}
         if who is not None:
-            headers[HEADER] = who
+            headers.update(auth_headers(who))
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
+        try:  # a plain opener: exactly these credentials (not the tests' default token)
+            with urllib.request.build_opener().open(request, timeout=30) as response:
                 return response.status, _decode(response.headers.get_content_type(), response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, _decode(exc.headers.get_content_type(), exc.read())

@@ -38,7 +38,7 @@ def _token(name: str, role: Role, district: str | None = None) -> tuple[str, Api
 
 
 ADMIN, _ADMIN_GRANT = _token("admin", Role.CITY_ADMIN)
-DUTY, _DUTY_GRANT = _token("li", Role.DISTRICT_DUTY, "120101")
+DUTY, _DUTY_GRANT = _token("li", Role.DISTRICT_DUTY, "120116")  # the fleet's one kindergarten: 滨海新区
 POLICE, _POLICE_GRANT = _token("wang", Role.POLICE)
 GRANTS = (TEST_TOKEN_GRANT, _ADMIN_GRANT, _DUTY_GRANT, _POLICE_GRANT)  # the fleet provisions with the first
 
@@ -65,10 +65,11 @@ async def audit_items(api: str, **query: str) -> list[dict[str, Any]]:
 
 
 def camera_channel(fleet: Any) -> str:
-    for agent in fleet.agents.values():
-        for channel in agent.profile.channels:
-            if channel.device_id[10:13] == "131":
-                return str(channel.device_id)
+    for kindergarten in fleet.city:
+        for device in kindergarten.devices:
+            for channel in device.channels:
+                if channel.kind == "camera" and channel.area == "entrance":  # police may watch it
+                    return str(channel.id)
     raise AssertionError("no camera in the simulated kindergarten")
 
 
@@ -82,6 +83,7 @@ async def test_every_view_is_an_audit_record_with_who_role_source_and_duration(
     started_nodes.append(service)
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     channel_id = camera_channel(fleet)
+    assert channel_id.startswith("120116"), "the duty officer's district is the kindergarten's"
     assert await wait_for(lambda: getattr(service.directory.channels.get(channel_id), "online", False), timeout=60)
     api = f"http://127.0.0.1:{service.http_port}"
 

@@ -11,6 +11,7 @@ needed to test scope. Before the fix every route answered everyone.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +22,14 @@ import pytest
 from gateway.alarms.model import Alarm, AlarmFilter, AlarmState
 from gateway.app import GatewayService
 from gateway.config import load_config
-from gateway.registry.model import Kindergarten
+from gateway.registry.model import AreaTag, Kindergarten
+from gateway.registry.provisioning import AreaChoice
 from gateway.security.principal import Principal, Role
 from gbplatform.app import build_gateway
-from simulators.city import SimChannel, SimKindergarten, build_city
+from simulators.city import SimChannel, SimKindergarten, build_city, installer_areas
 from simulators.fleet import Fleet
-from tests.conftest import wait_for
-from tests.scope_principals import HEADER, MemoryAudit, call, principal_injector
+from tests.conftest import TEST_TOKEN_GRANT, wait_for
+from tests.scope_principals import MemoryAudit, audit_part, auth_headers, call, grants
 
 HEPING, HEXI = "120101", "120103"
 CAMERAS = (9, 9)  # the first tier: entrance, perimeter, three classrooms, playground, kitchen, corridor, 午睡室
@@ -79,13 +81,17 @@ class City:
 @pytest.fixture
 async def city(started_nodes: list[GatewayService], fleet_factory: Any) -> AsyncIterator[City]:
     audit = MemoryAudit()
-    config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2)
-    service = build_gateway(config, web_parts=(principal_injector(PRINCIPALS, audit),))
+    tokens = (TEST_TOKEN_GRANT, *grants(PRINCIPALS))
+    config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2, api_tokens=tokens)
+    service = build_gateway(config, web_parts=(audit_part(audit),))
     await service.start()
     started_nodes.append(service)
     await service.provisioning.add_kindergartens(
         [Kindergarten(k.id, k.name, k.district_code, k.address, k.longitude, k.latitude) for k in CITY]
     )
+    # The installer confirmed each camera's area from the plan (only confirmed ones reach police).
+    choices = [AreaChoice(c["id"], AreaTag(c["area"]), c["name"]) for k in CITY for c in installer_areas(k)]
+    await service.provisioning.confirm_areas(choices, "installer", time.time())
     fleet = await fleet_factory(service, provision=False, kindergartens=len(CITY), cameras=CAMERAS)
     assert [k.id for k in fleet.city] == [k.id for k in CITY]
     assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), 90)
@@ -212,7 +218,7 @@ async def test_anonymous_requests_are_refused(city: City) -> None:
 async def test_district_websocket_never_carries_another_districts_alarm(city: City) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(f"{city.api}/api/alarms/ws", headers={HEADER: "heping"}) as ws,
+        session.ws_connect(f"{city.api}/api/alarms/ws", headers=auth_headers("heping")) as ws,
     ):
         assert (await ws.receive_json(timeout=30))["type"] == "hello"
         other = await city.alarm_of(KG_HEXI)
@@ -227,7 +233,7 @@ async def test_district_websocket_never_carries_another_districts_alarm(city: Ci
 async def test_kindergarten_websocket_carries_only_its_own_alarms(city: City) -> None:
     async with (
         aiohttp.ClientSession() as session,
-        session.ws_connect(f"{city.api}/api/alarms/ws", headers={HEADER: "kg"}) as ws,
+        session.ws_connect(f"{city.api}/api/alarms/ws", headers=auth_headers("kg")) as ws,
     ):
         assert (await ws.receive_json(timeout=30))["type"] == "hello"
         other = await city.alarm_of(KG_HEXI)
