@@ -241,7 +241,9 @@ async def test_console_websocket_streams_alarm_events(
 async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
     gateway_factory: Any, fleet_factory: Any, receiver: WebhookReceiver
 ) -> None:
-    """Bad fields do not lose an alarm; an unknown sender is refused 404; garbage is 400."""
+    """Bad fields do not lose an alarm; an unknown sender is refused 404; garbage is 400.
+
+    The alarm comes from another socket than the box registered from: kept as unverified, held until confirmed."""
     service, fleet = await _city(gateway_factory, fleet_factory, receiver)
     box_id = alarm_device_of(fleet.city[0], "button").id
     body = (FIXTURE_DIR / "alarm_missing_and_invalid_fields_utf8.xml").read_bytes()
@@ -275,18 +277,32 @@ async def test_malformed_alarm_from_a_real_socket_is_kept_with_its_problems(
                 if isinstance(message, SipResponse) and message.call_id == call_id:
                     return message.status
 
-        # Not registered: kept (untrusted), then answered 404 so that the box registers (issue 10, C3).
+        # Not from the registered address: kept (untrusted), then answered 404 so that the box registers (issue 10, C3).
         assert await send(box_id, body, "bad-fields-1") == 404
         assert await send(box_id, body, "bad-fields-1") == 404  # the same datagram again: a retransmission
         assert await send("12010000001340009999", body, "stranger-1") == 404
         assert await send(box_id, b"<Notify><CmdType>Alarm</CmdType>", "garbage-1") == 400
     finally:
         transport.close()
+    # Kept with its problems and held from every sink (unverified sender, issue 10, C3) until an
+    # operator confirms it; then delivered once, problems and all.
+    api = f"http://127.0.0.1:{service.http_port}"
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        status, page = await http_json(f"{api}/api/alarms?kindergarten={fleet.city[0].id}")
+        if status == 200 and page["total"] >= 1 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    (held,) = page["items"]
+    assert held["verified"] is False and held["unverified_reason"] == "address_mismatch"
+    assert receiver.received == []
+    status, _ = await http_json(f"{api}/api/alarms/{held['id']}/verify", {"note": "guard called back"})
+    assert status == 200
     assert await wait_for(lambda: len(receiver.received) == 1, 30)
     payload = receiver.received[0]
     assert payload["device"]["id"] == box_id and payload["priority"] is None
     assert any("AlarmPriority" in p for p in payload["problems"])
-    status, details = await http_json(f"http://127.0.0.1:{service.http_port}/api/alarms/{payload['alarm_id']}")
+    status, details = await http_json(f"{api}/api/alarms/{payload['alarm_id']}")
     assert "problems" in details["transitions"][0]["detail"]
     # Every MESSAGE above got its final answer, so the service saw them all; with the outbox
     # empty nothing else is on its way to the webhook.

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiohttp import web
 
 from gateway.audit.actions import AuditAction
 from gateway.config import load_config
-from gateway.httpapi.identity import PRINCIPAL_KEY
 from gateway.security.principal import Principal, Role
 from gbplatform.app import build_gateway
-from tests.conftest import http_text
+from tests.conftest import TEST_ADMIN, TEST_TOKEN_GRANT, add_user, http_text
 from tests.integration.test_console_chromium import chromium_page
 
-ADMIN = Principal("admin", Role.CITY_ADMIN, source="127.0.0.1")
 LI = Principal("li", Role.DISTRICT_DUTY, district_code="120101", source="10.0.0.7")
 WANG = Principal("wang", Role.POLICE, source="10.9.0.1", via="token")
 HOSTILE = Principal('<img src=x onerror="window.pwned=1">', Role.MAINTENANCE, source="10.0.0.9")
@@ -27,20 +22,20 @@ ROWS = """(() => [...document.querySelectorAll('#audit-rows tr')].map(tr => ({
 })))()"""
 
 
-@web.middleware
-async def as_admin(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Stand-in for the authentication middleware: the browser is a 市级管理员."""
-    request[PRINCIPAL_KEY] = ADMIN
-    return await handler(request)
+async def audit_rows(cdp: Any, session: str) -> list[dict[str, Any]]:
+    """The page's rows but the browser's own login record (the test logs in as a 市级管理员)."""
+    rows: list[dict[str, Any]] = await cdp.evaluate(session, ROWS)
+    return [r for r in rows if r["cells"][4] != "登录"]
 
 
 async def test_audit_page_lists_records_and_marks_police(started_nodes: list[Any]) -> None:
-    config = load_config(None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2)
-    service = build_gateway(config, web_parts=(lambda app: app.middlewares.insert(0, as_admin),))
+    config = load_config(
+        None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2, api_tokens=(TEST_TOKEN_GRANT,)
+    )
+    service = build_gateway(config)
     await service.start()
     started_nodes.append(service)
+    await add_user(service, *TEST_ADMIN)  # chromium_page logs in through the form as TEST_ADMIN
     trail = service.audit
     trail.record(AuditAction.LIVE_VIEW, actor=LI, target="12010100001310000001", detail={"op": "close"}, duration=75.0)
     trail.record(AuditAction.SNAPSHOT, actor=WANG, target="12010100001310000002")
@@ -55,7 +50,7 @@ async def test_audit_page_lists_records_and_marks_police(started_nodes: list[Any
         await cdp.evaluate(session, "document.getElementById('audit-open').click()")
         rows: list[dict[str, Any]] = []
         while loop.time() < deadline:
-            rows = await cdp.evaluate(session, ROWS)
+            rows = await audit_rows(cdp, session)
             if len(rows) == 3:
                 break
             await asyncio.sleep(0.2)
@@ -87,7 +82,7 @@ async def test_audit_page_lists_records_and_marks_police(started_nodes: list[Any
                  document.querySelector('.audit-filters').requestSubmit(); })()""",
         )
         while loop.time() < deadline:
-            rows = await cdp.evaluate(session, ROWS)
+            rows = await audit_rows(cdp, session)
             if len(rows) == 1:
                 break
             await asyncio.sleep(0.2)
