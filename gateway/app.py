@@ -34,6 +34,7 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
 from gateway.registry.catalogs import CatalogApplier, DeviceCatalogs
@@ -99,6 +100,7 @@ class GatewayService:
         """Open the store, restore state, start alarms, bind SIP and HTTP, then register upward."""
         config, directory, stack = self.config, self.directory, self._stack
         loop = asyncio.get_running_loop()
+        GATE.configure(_inbound_limits(config), raise_nofile_limit())  # H4: caps, timeouts, fd reserve
         self.wall_offset = time.time() - loop.time()
         await self.store.open()
         stack.push_async_callback(self.store.close)
@@ -150,7 +152,7 @@ class GatewayService:
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
-        collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms]
+        collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms, GATE]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
         app = build_app(
             node=NodeInfo(config.id, config.role, lambda: sip.port),
@@ -207,3 +209,14 @@ class GatewayService:
     def _close_streams(self) -> None:
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
+
+
+def _inbound_limits(config: GatewayConfig) -> InboundLimits:
+    """The inbound TCP limits the configuration asks for (issue 10, H4)."""
+    return InboundLimits(
+        per_address=config.tcp_per_address,
+        fd_reserve=config.fd_reserve,
+        idle_timeout=config.tcp_idle_timeout,
+        header_timeout=config.tcp_header_timeout,
+        body_timeout=config.http_body_timeout,
+    )
