@@ -33,6 +33,8 @@ from gateway.config import GatewayConfig
 from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve
+from gateway.httpapi.live_routes import PEERS
+from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
@@ -80,6 +82,7 @@ class GatewayService:
         self.queries: QueryBroker
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
+        self.webrtc: WebRtcPeers
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -166,6 +169,10 @@ class GatewayService:
             metrics=self.metrics,
             parts=self.web_parts,
         )
+        peers = app[PEERS]  # M2: WebRTC caps
+        peers.per_user, peers.total = config.webrtc_per_user, config.webrtc_total
+        peers.connect_timeout = config.webrtc_ice_timeout
+        self.webrtc = peers
         runner, self.http_port = await serve(app, config.http_host, config.http_port)
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes

@@ -73,6 +73,7 @@ class GatewayConfig:
     fd_reserve: int = 512  # file descriptors inbound connections leave free for alarm deliveries
     webrtc_per_user: int = 4  # open WebRTC sessions per user (or source address)
     webrtc_total: int = 64  # open WebRTC sessions in total
+    webrtc_ice_timeout: float = 15.0  # s for a WebRTC viewer to connect before its session is closed
     public_url: str = ""  # base URL put in alarm links (live view, snapshot); default http://http_host:http_port
     # --- alarms (README "Alarms") ---
     mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink

@@ -133,7 +133,9 @@ class InboundGate:
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Open inbound connections, refusals and limit closes (for /metrics)."""
         yield GaugeMetricFamily("kgw_tcp_inbound", "Open inbound TCP connections (SIP, HTTP, RTP)", value=self.total)
-        refused = CounterMetricFamily("kgw_tcp_refused", "Inbound TCP connections refused, by reason", labels=["reason"])
+        refused = CounterMetricFamily(
+            "kgw_tcp_refused", "Inbound TCP connections refused, by reason", labels=["reason"]
+        )
         for refusal in Refusal:
             refused.add_metric([refusal.value], self.refused[refusal])
         yield refused
@@ -145,4 +147,3 @@ class InboundGate:
 
 GATE = InboundGate()
 """The process's gate: every listener uses it (tests may :meth:`InboundGate.configure` it)."""
-
