@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from gateway.gb28181.sdp import MediaTransport
+from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.media.rtp import RtpPacketizer
 from simulators.video import VideoProfile, encode_clip
 from tests.conftest import free_ports, wait_for
@@ -79,8 +80,20 @@ class _Sprayer:
         self._stop = True
 
 
-async def test_attacker_spraying_media_ports_cannot_replace_the_camera(gateway_factory, fleet_factory):
+async def test_attacker_spraying_media_ports_cannot_replace_the_camera(gateway_factory, fleet_factory, monkeypatch):
     low = free_ports(PORTS)
+    early = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    early.bind((ATTACKER_HOST, 0))
+    bait = _rtp(0x0BADBEEF, 1)
+    original_open = UdpRtpReceiverTransport.open.__func__
+
+    async def open_then_spray(cls, *args, **kwargs):  # the spray that lands before the INVITE is even sent
+        transport = await original_open(cls, *args, **kwargs)
+        for _ in range(5):
+            early.sendto(bait, ("127.0.0.1", transport.port))
+        return transport
+
+    monkeypatch.setattr(UdpRtpReceiverTransport, "open", classmethod(open_then_spray))
     service = await gateway_factory(media_ports=f"{low}-{low + PORTS - 1}")
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     channel_id = _camera(fleet)
@@ -109,6 +122,7 @@ async def test_attacker_spraying_media_ports_cannot_replace_the_camera(gateway_f
         assert totals["dropped_foreign_ssrc"] > 0, totals
     finally:
         sprayer.stop()
+        early.close()
         with contextlib.suppress(Exception):
             await spray
 
