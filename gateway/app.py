@@ -34,8 +34,8 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve
 from gateway.httpapi.live_routes import PEERS
-from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
