@@ -184,13 +184,12 @@ async def test_fd_reserve_keeps_outgoing_deliveries_working(gateway_factory):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard)),  # the attacker has its own
     )
     try:
         assert attacker.stdout is not None
         await asyncio.to_thread(attacker.stdout.readline)  # the attacker holds what it could open
         await asyncio.sleep(0.5)
-        assert GATE.refused[Refusal.FD_RESERVE] > 0, "inbound connections stopped at the limit minus the reserve"
-        assert len(os.listdir("/proc/self/fd")) < limit - 16
 
         def deliver() -> int:
             import urllib.request  # noqa: PLC0415
@@ -207,6 +206,8 @@ async def test_fd_reserve_keeps_outgoing_deliveries_working(gateway_factory):
                     time.sleep(0.1)
 
         assert await asyncio.to_thread(deliver) == 204, "the alarm webhook's outgoing connection works"
+        assert GATE.refused[Refusal.FD_RESERVE] > 0, "inbound connections stopped at the limit minus the reserve"
+        assert len(os.listdir("/proc/self/fd")) < limit - 16
     finally:
         with contextlib.suppress(Exception):
             attacker.communicate("", timeout=10)
