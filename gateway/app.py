@@ -47,7 +47,10 @@ from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
+from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.webrtc_peers import WebRtcPeers
+from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
 from gateway.registry.catalogs import CatalogApplier, DeviceCatalogs
@@ -105,6 +108,7 @@ class GatewayService:
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
         self.http_app: web.Application
+        self.webrtc: WebRtcPeers
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -126,6 +130,7 @@ class GatewayService:
         """Open the store, restore state, start alarms, bind SIP and HTTP, then register upward."""
         config, directory, stack = self.config, self.directory, self._stack
         loop = asyncio.get_running_loop()
+        GATE.configure(_inbound_limits(config), raise_nofile_limit())  # H4: caps, timeouts, fd reserve
         self.wall_offset = time.time() - loop.time()
         await self.store.open()
         stack.push_async_callback(self.store.close)
@@ -190,7 +195,16 @@ class GatewayService:
         await self.accounts.open()
         stack.push_async_callback(self.accounts.close)
         tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
-        collectors = [DirectoryMetrics(directory), self.writer, sip, self.events, self.live, self.alarms, self.audit]
+        collectors = [
+            DirectoryMetrics(directory),
+            self.writer,
+            sip,
+            self.events,
+            self.live,
+            self.alarms,
+            self.audit,
+            GATE,
+        ]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
         app = build_app(
             node=NodeInfo(config.id, config.role, lambda: sip.port),
@@ -215,6 +229,10 @@ class GatewayService:
             parts=(*self.web_parts, device_import_part(self._import_devices)),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
+        peers = app[PEERS]  # M2: WebRTC caps
+        peers.per_user, peers.total = config.webrtc_per_user, config.webrtc_total
+        peers.connect_timeout = config.webrtc_ice_timeout
+        self.webrtc = peers
         runner, self.http_port = await serve(app, config.http_host, config.http_port, tls=tls)
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
@@ -270,3 +288,14 @@ class GatewayService:
     def _close_streams(self) -> None:
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
+
+
+def _inbound_limits(config: GatewayConfig) -> InboundLimits:
+    """The inbound TCP limits the configuration asks for (issue 10, H4)."""
+    return InboundLimits(
+        per_address=config.tcp_per_address,
+        fd_reserve=config.fd_reserve,
+        idle_timeout=config.tcp_idle_timeout,
+        header_timeout=config.tcp_header_timeout,
+        body_timeout=config.http_body_timeout,
+    )

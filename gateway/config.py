@@ -83,6 +83,15 @@ class GatewayConfig:
     nonce_ttl: float = 300.0
     max_message_size: int = 65_536
     log_level: str = "INFO"
+    # --- inbound TCP limits (README "Resource limits"; gateway/io/conn_limits.py) ---
+    tcp_per_address: int = 128  # open inbound TCP connections (SIP, HTTP, RTP) per source address
+    tcp_idle_timeout: float = 300.0  # s a SIP/TCP connection may go without a complete message
+    tcp_header_timeout: float = 10.0  # s a started SIP message / an HTTP request head may take
+    http_body_timeout: float = 30.0  # s an HTTP request body may take
+    fd_reserve: int = 512  # file descriptors inbound connections leave free for alarm deliveries
+    webrtc_per_user: int = 4  # open WebRTC sessions per user (or source address)
+    webrtc_total: int = 64  # open WebRTC sessions in total
+    webrtc_ice_timeout: float = 15.0  # s for a WebRTC viewer to connect before its session is closed
     public_url: str = ""  # base URL put in alarm links (live view, snapshot); default http://http_host:http_port
     # --- alarms (README "Alarms") ---
     mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink

@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
-from gateway.gb28181.sdp import MediaTransport, make_ssrc
+from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
 from gateway.io.rtp_io import MediaTransport as RtpTransport
@@ -287,6 +287,9 @@ class LiveService:
         if peer is None:
             raise LiveError(f"device {device_id} of channel {channel_id} is not registered")
         sink = _Sink(self, channel_id)
+        # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
+        # must never lock onto whoever sends first.
+        receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
         transport: RtpTransport | None
         if mode is MediaTransport.UDP:
             transport = await UdpRtpReceiverTransport.open(
@@ -300,6 +303,7 @@ class LiveService:
                 ports=self.media_ports,
                 connect_timeout=self.play_timeout,
                 rtp_timeout=self.rtp_timeout,
+                admit=lambda peer: receiver.admits_host(peer[0]),
             )
             port = transport.port
         else:  # TCP active: we connect to the port in the device's answer once it has answered
@@ -324,7 +328,7 @@ class LiveService:
             session=session,
             transport=transport,
             fanout=StreamFanout(channel_id),
-            receiver=RtpReceiver(None, PS_PAYLOAD_TYPES),
+            receiver=receiver,
             demuxer=PsDemuxer(),
             started=self.loop.create_future(),
             opened_at=self.loop.time(),
@@ -400,9 +404,7 @@ class LiveService:
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
                 log.info("live %s streaming (ssrc %s, %s)", stream.channel_id, event.spec.ssrc_text, stream.mode.name)
-                # filter on the SSRC the device answered (docs/gb28181.md §19 item 1)
-                if stream.receiver.stats.received == 0:
-                    stream.receiver = RtpReceiver(event.spec.ssrc, PS_PAYLOAD_TYPES)
+                stream.receiver.arm(*media_sources(event.spec, session))
                 if stream.mode is MediaTransport.TCP_ACTIVE and stream.transport is None:
                     self.loop.create_task(self._connect_active(stream, event.spec.remote_host, event.spec.remote_port))
                 elif not stream.started.done():
@@ -447,6 +449,26 @@ class LiveService:
         self._after(stream)
 
 
+def media_sources(spec: MediaSessionSpec, session: PlaySession) -> tuple[frozenset[int], frozenset[str]]:
+    """The SSRCs and source hosts a device's answer allows (issue 10, H3).
+
+    SSRC: the answered ``y=`` (docs/gb28181.md §19 item 1: a device may pick its own), and
+    the offered one, which devices that ignore their own answer stream with. Hosts: the
+    answer's ``c=`` and the host the device registered from: behind NAT the SDP names a
+    private address while packets come from the NAT's, and the registered address is
+    the authenticated one. Ports are not checked: a device's RTP source port is not in
+    its answer and NAT rewrites it; the first admitted packet locks the exact address.
+    """
+    ssrcs = {spec.ssrc}
+    offered = session.offer.ssrc_int
+    if offered is not None:
+        ssrcs.add(offered)
+    hosts = {session.device_peer.host}
+    if spec.remote_host and spec.remote_host not in ("0.0.0.0", "::"):
+        hosts.add(spec.remote_host)
+    return frozenset(ssrcs), frozenset(hosts)
+
+
 # What one stream counts: RTP received/bytes/lost, input dropped by reason, PS resyncs.
 COUNTERS = (
     "packets",
@@ -454,6 +476,9 @@ COUNTERS = (
     "lost",
     "dropped_foreign_ssrc",
     "dropped_foreign_source",
+    "dropped_foreign_address",
+    "dropped_before_answer",
+    "dropped_foreign_connection",
     "dropped_bad_pt",
     "dropped_malformed",
     "dropped_duplicate",
@@ -471,6 +496,9 @@ def _counters(stream: LiveStream) -> dict[str, int]:
         "lost": rtp.lost,
         "dropped_foreign_ssrc": rtp.foreign_ssrc,
         "dropped_foreign_source": rtp.foreign_source,
+        "dropped_foreign_address": rtp.foreign_address,
+        "dropped_before_answer": rtp.before_answer,
+        "dropped_foreign_connection": stream.transport.stats.foreign_connections if stream.transport else 0,
         "dropped_bad_pt": rtp.bad_pt,
         "dropped_malformed": rtp.malformed,
         "dropped_duplicate": rtp.duplicates,

@@ -16,6 +16,7 @@ from gateway.httpapi.auth import WebGuard, add_auth_routes, auth_middleware
 from gateway.httpapi.live_routes import add_live_routes
 from gateway.httpapi.metrics import NodeInfo, UpperStatus, add_node_routes
 from gateway.httpapi.routes import add_registry_routes
+from gateway.io.http_guard import GuardedSite, body_deadline, runner_options
 from gateway.live import LiveService
 from gateway.query_broker import QueryBroker
 from gateway.registry.directory import Directory
@@ -73,7 +74,8 @@ async def serve(
     app: web.Application, host: str, port: int, *, tls: ssl.SSLContext | None = None
 ) -> tuple[web.AppRunner, int]:
     """Listen (port 0: any free port; HTTPS with ``tls``); returns the runner to clean up and the bound port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app.middlewares.append(body_deadline)  # slow bodies; GuardedSite: per-address cap, fd reserve (H4)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options())
     await runner.setup()
-    await web.TCPSite(runner, host, port, ssl_context=tls).start()
+    await GuardedSite(runner, host, port, ssl_context=tls).start()
     return runner, int(runner.addresses[0][1])

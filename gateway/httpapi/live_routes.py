@@ -11,8 +11,8 @@ and nothing is opened for it; the stream list shows only watchable channels.
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
+from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, WebRtcPeers, caller_key
 from gateway.live import LiveError, LiveService
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
@@ -31,7 +32,7 @@ from gateway.security.scope import Capability, may_see_channel
 log = logging.getLogger("kgw.http.live")
 SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
 LIVE = web.AppKey("kgw_live", LiveService)
-PEERS: web.AppKey[set[Any]] = web.AppKey("kgw_webrtc_peers")
+PEERS = web.AppKey("kgw_webrtc_peers", WebRtcPeers)
 DIRECTORY = web.AppKey("kgw_live_directory", Directory)
 
 
@@ -141,6 +142,23 @@ async def webrtc_offer(request: web.Request) -> web.Response:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
         raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+    peers = request.app[PEERS]
+    try:  # a slot before any socket is bound (M2)
+        slot = peers.reserve(caller_key(request))
+    except PeerCapReached as exc:
+        status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
+        raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
+    try:
+        answer = await _answer(request, live, channel_id, offer, slot)
+    except BaseException:
+        peers.release(slot)
+        raise
+    return json_response({"sdp": answer, "channel_id": channel_id})
+
+
+async def _answer(request: web.Request, live: LiveService, channel_id: str, offer: str, slot: PeerSlot) -> str:
+    """Open (or join) the channel and answer the offer in the reserved slot; returns the answer SDP."""
+    peers = request.app[PEERS]
     try:
         stream, viewer = await live.watch(channel_id)
     except (LiveError, TimeoutError) as exc:
@@ -148,50 +166,51 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     if live.video_codec(channel_id) is StreamType.H265:
         live.leave(channel_id, viewer)
         # Browsers' WebRTC has no H.265 and we never transcode on the relay path.
-        return json_response(
-            {
-                "error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
-                "codec": "h265",
-            },
-            status=415,
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps(
+                {
+                    "error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
+                    "codec": "h265",
+                }
+            ),
+            content_type="application/json",
         )
     # The track is its own consumer (attached first, so the stream never sees zero viewers).
     track = FanoutVideoTrack(stream.fanout, f"webrtc-{viewer}", wakeup=stream.wakeup, clock=live.loop.time)
     live.leave(channel_id, viewer)
     try:
-        pc, answer = await answer_offer(offer, track)
+        pc, answer = await answer_offer(offer, track, ice_host=live.media_host)
     except GatewayError as exc:
         live.leave(channel_id, track.consumer_id)
         track.stop()
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
-    peers = request.app[PEERS]
-    peers.add(pc)
     audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, channel_id)
+
+    async def _end() -> None:
+        audit_end(pc.connectionState)  # how long it ran (idempotent)
+        live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track
+        track.stop()
+        peers.release(slot)
+        await pc.close()
 
     @pc.on("connectionstatechange")
     async def _on_state() -> None:
         if pc.connectionState in ("failed", "closed"):
-            audit_end(pc.connectionState)
-            live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track
-            track.stop()
-            peers.discard(pc)
-            await pc.close()
+            await _end()
 
-    return json_response({"sdp": answer, "channel_id": channel_id})
+    peers.attach(slot, pc, _end)  # not connected within the ICE timeout: _end
+    return answer
 
 
 async def close_peers(app: web.Application) -> None:
     """On shutdown: close every WebRTC peer connection."""
-    peers = app[PEERS]
-    for pc in list(peers):
-        await pc.close()
-    peers.clear()
+    await app[PEERS].close_all()
 
 
 def add_live_routes(app: web.Application, live: LiveService, directory: Directory) -> None:
     """Register the live endpoints (the directory says whose channel is whose)."""
     app[LIVE], app[DIRECTORY] = live, directory
-    app[PEERS] = set()
+    app[PEERS] = WebRtcPeers()
     app.router.add_get("/api/live", list_streams)
     app.router.add_post("/api/channels/{id}/live", open_stream)
     app.router.add_delete("/api/channels/{id}/live", close_stream)

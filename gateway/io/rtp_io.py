@@ -70,6 +70,7 @@ class MediaTransportStats:
     rtcp: int = 0  # RTCP packets seen and not fed
     feed_errors: int = 0  # exceptions raised by the sink's feed
     refused_connections: int = 0  # TCP-PASSIVE: connections after the first one
+    foreign_connections: int = 0  # TCP-PASSIVE: connections from a host the answer does not allow
     non_rtp_frames: int = 0  # TCP: frames whose first byte is not RTP version 2
 
 

@@ -5,6 +5,9 @@
   (``a=connection:new``, one stream per connection, docs/gb28181.md §17.2); later ones are
   closed and counted. A device that never connects ends the stream with
   ``no_connection`` after ``connect_timeout`` — the explicit error docs/gb28181.md §19 item 3 asks for.
+  An ``admit`` check (issue 10, H3) runs first: a connection from a host the device's
+  answer does not allow (or before the answer) is closed and counted as
+  ``foreign_connections`` without taking the stream's one slot.
 * :class:`TcpActiveRtpReceiver` (TCP-ACTIVE): we connect to the ``c=``/``m=`` of the
   device's answer, retrying refusals until ``connect_timeout`` since a device may
   only start listening after its 200 OK.
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import cast
 
 from gateway.io.ports import PortSpec, bind_in_range
@@ -72,7 +76,15 @@ class TcpRtpReceiver(MediaTransport):
 
     # --- called by _RtpStream ---------------------------------------------------
 
+    def _admits(self, peer: Addr) -> bool:
+        """Hook: whether ``peer`` may carry this stream (TCP-PASSIVE checks the device's answer)."""
+        return True
+
     def _attach(self, stream: _RtpStream) -> bool:
+        if not self.closed and not self._admits(stream.peer):
+            self.stats.foreign_connections += 1
+            log.info("refusing media connection from %s:%d to %s: not the answering device", *stream.peer, self)
+            return False
         if self.closed or self.stream is not None:
             self.stats.refused_connections += 1
             log.info("refusing extra media connection from %s:%d to %s", *stream.peer, self)
@@ -106,6 +118,7 @@ class TcpPassiveRtpReceiver(TcpRtpReceiver):
         self.server: asyncio.base_events.Server | None = None
         self._port = 0
         self._connect_timer: asyncio.TimerHandle | None = None
+        self._admit: Callable[[Addr], bool] | None = None
 
     @classmethod
     async def open(
@@ -117,9 +130,14 @@ class TcpPassiveRtpReceiver(TcpRtpReceiver):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         rtp_timeout: float = DEFAULT_RTP_TIMEOUT,
         max_packet: int = MAX_RFC4571_PACKET,
+        admit: Callable[[Addr], bool] | None = None,
     ) -> TcpPassiveRtpReceiver:
-        """Listen on ``host`` at ``ports`` (0, a port, or a range tried in order)."""
+        """Listen on ``host`` at ``ports`` (0, a port, or a range tried in order).
+
+        ``admit(peer)`` decides whether a connection may carry the stream (default: any).
+        """
         self = cls(sink, rtp_timeout, max_packet)
+        self._admit = admit
 
         async def bind(port: int) -> asyncio.base_events.Server:
             return await self.loop.create_server(lambda: _RtpStream(self), host, port)
@@ -136,6 +154,9 @@ class TcpPassiveRtpReceiver(TcpRtpReceiver):
 
     def __str__(self) -> str:
         return f"{super().__str__()} (listening :{self._port})"
+
+    def _admits(self, peer: Addr) -> bool:
+        return self._admit is None or self._admit(peer)
 
     def _connected(self) -> None:
         if self._connect_timer is not None:

@@ -9,6 +9,15 @@ answer, an API query, an alarm's acknowledgement, a BYE), the driver flushes
 once at the end of the loop turn, so nobody calls ``flush`` by hand.
 Exceptions from the core are contained here (docs/design.md §6): one bad packet
 must never stall the loop or tear down a device's TCP connection.
+
+Inbound TCP connections are bounded (issue 10, H4; limits in :mod:`gateway.io.conn_limits`):
+the process-wide gate refuses a host's connections beyond its cap and every connection
+that would eat into the file descriptors reserved for the alarm path; a sweep once a
+second closes a connection whose started message (headers and body) is not complete
+within ``header_timeout`` (slowloris), or that sent no complete message (nor RFC 5626
+ping) for ``idle_timeout``; and the unfinished bytes of all connections together are
+capped. A connection reset before the loop could hand it over is closed with one
+debug line (L2).
 """
 
 from __future__ import annotations
@@ -25,11 +34,13 @@ from gateway.errors import MessageTooLarge
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.framing import FramedMessage, SipFramingError, StreamFramer
 from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.io.conn_limits import GATE, InboundGate
 from gateway.io.ports import bind_udp
 
 log = logging.getLogger("kgw.sip.io")
 UDP_BUFFER = 4 * 1024 * 1024
 TIMER_TICK = 0.02  # s; SIP timers start at T1 = 500 ms, so 20 ms of rounding is harmless
+SWEEP_INTERVAL = 1.0  # s between two checks of the inbound connections' timeouts
 
 
 class SipCore(Protocol):
@@ -45,8 +56,13 @@ class SipCore(Protocol):
 class SipDriver:
     """Runs a core on a UDP socket and a TCP listener/connections."""
 
-    def __init__(self, core: SipCore, *, on_activity: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, core: SipCore, *, on_activity: Callable[[], None] | None = None, gate: InboundGate | None = None
+    ) -> None:
         self.core = core
+        self.gate = gate or GATE
+        self.buffered = 0  # unfinished message bytes over all connections
+        self._sweeper: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         self.on_activity = on_activity or (lambda: None)
         self.udp: asyncio.DatagramTransport | None = None
@@ -84,7 +100,8 @@ class SipDriver:
         except OSError:
             pass
         if tcp:
-            self.tcp_server = await self.loop.create_server(lambda: _SipStream(self), host, bound)
+            self.tcp_server = await self.loop.create_server(lambda: _SipStream(self, inbound=True), host, bound)
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         self.core.endpoint.local_port = bound
         if host not in ("0.0.0.0", "::"):  # a wildcard is no address to put in Via/Contact
             self.core.endpoint.local_host = host
@@ -119,6 +136,9 @@ class SipDriver:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self.udp is not None:
             self.udp.close()
             self.udp = None
@@ -199,6 +219,19 @@ class SipDriver:
             log.exception("SIP core timer failed")
         self.flush()
 
+    def _sweep(self) -> None:
+        """Close inbound connections that stalled mid-message or stayed idle too long."""
+        now = self.loop.time()
+        limits = self.gate.limits
+        for stream in list(self.connections.values()):
+            if not stream.inbound:
+                continue
+            if stream.partial_since is not None and now - stream.partial_since > limits.header_timeout:
+                stream.close_for("header_timeout")
+            elif now - stream.last_message > limits.idle_timeout:
+                stream.close_for("idle_timeout")
+        self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
     def _register_stream(self, stream: _SipStream, addr: tuple[str, int]) -> int:
         self._next_conn += 1
         self.connections[self._next_conn] = stream
@@ -227,23 +260,46 @@ class _SipDatagram(asyncio.DatagramProtocol):
 
 
 class _SipStream(asyncio.Protocol):
-    def __init__(self, driver: SipDriver) -> None:
+    def __init__(self, driver: SipDriver, *, inbound: bool = False) -> None:
         self.driver = driver
         self.framer = StreamFramer(max_message=driver.core.endpoint.max_message_size)
         self.conn_id: int | None = None
         self.addr: tuple[str, int] = ("", 0)
         self.peer = Peer(Transport.TCP, "", 0)
+        self.inbound = inbound
+        self.counted = False  # admitted by the gate (released on connection_lost)
+        self.last_message = driver.loop.time()  # a complete message or ping last arrived
+        self.partial_since: float | None = None  # when the unfinished message's first byte came
+        self._buffered = 0  # this connection's share of driver.buffered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # typeshed passes every Protocol a BaseTransport; a stream protocol gets a stream transport
         # (under uvloop not an asyncio.Transport subclass, so no isinstance check).
         self.transport = cast(asyncio.Transport, transport)
-        host, port = transport.get_extra_info("peername")[:2]
+        peername = transport.get_extra_info("peername")
+        if not peername:  # reset before the loop handed it over (L2): nothing to serve, nothing to log
+            log.debug("SIP/TCP connection gone before it was accepted")
+            cast(asyncio.Transport, transport).abort()
+            return
+        host, port = peername[:2]
+        if self.inbound:
+            if self.driver.gate.admit(host) is not None:  # counted and logged by the gate
+                cast(asyncio.Transport, transport).abort()
+                return
+            self.counted = True
         self.addr = (host, port)
         self.conn_id = self.driver._register_stream(self, self.addr)
         self.peer = Peer(Transport.TCP, host, port, self.conn_id)
 
+    def close_for(self, reason: str) -> None:
+        """Close a connection that broke a limit (counted by reason)."""
+        log.info("closing SIP/TCP %s: %s", self.peer, reason)
+        self.driver.gate.closed(reason)
+        self.transport.abort()
+
     def data_received(self, data: bytes) -> None:
+        if self.conn_id is None:
+            return
         try:
             items = self.framer.feed(data)
         except MessageTooLarge:
@@ -255,11 +311,33 @@ class _SipStream(asyncio.Protocol):
             log.info("closing SIP/TCP %s: %s", self.peer, exc.reason)
             self.transport.close()
             return
+        now = self.driver.loop.time()
+        if items:
+            self.last_message = now
+        self._account(now)
+        if self.driver.buffered > self.driver.gate.limits.max_buffered:
+            self.close_for("buffer_cap")
+            return
         for item in items:
             if isinstance(item, FramedMessage):
                 self.driver.deliver(item.data, self.peer)
             else:
                 self.transport.write(b"\r\n")  # RFC 5626 pong
 
+    def _account(self, now: float) -> None:
+        """Track this connection's unfinished bytes (driver total) and since when a message is pending."""
+        buffered = self.framer.buffered
+        self.driver.buffered += buffered - self._buffered
+        self._buffered = buffered
+        if buffered == 0:
+            self.partial_since = None
+        elif self.partial_since is None or self.last_message == now:
+            self.partial_since = now
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.driver.buffered -= self._buffered
+        self._buffered = 0
+        if self.counted:
+            self.counted = False
+            self.driver.gate.release(self.addr[0])
         self.driver._forget_stream(self)

@@ -12,6 +12,15 @@ gap has been open ``max_delay`` seconds (checked on :meth:`receive` and
 the 16-bit wrap internally. A jump of more than ``MAX_DROPOUT`` ahead or
 ``MAX_MISORDER`` behind is taken for a sender restart only when the next packet
 follows it (RFC 3550 §A.1); the first such packet is dropped as ``out_of_range``.
+
+Admission (issue 10, H3): a receiver made with ``armed=False`` drops everything as
+``before_answer`` until :meth:`RtpReceiver.arm` names what the device's SDP answer
+allows: the SSRCs (the answered ``y=``, and the offered one for devices that ignore
+their own answer) and the source hosts (the answer's ``c=`` and the device's
+authenticated signalling host, for NAT). Packets from another host are dropped as
+``foreign_address``, with another SSRC as ``foreign_ssrc``. The first admitted packet
+then locks the exact SSRC and source address; the receiver never adopts the first
+sender of an open port.
 """
 
 from __future__ import annotations
@@ -50,7 +59,9 @@ class RtpReceiverStats:
     out_of_range: int = 0  # far outside the window, not (yet) confirmed as a restart
     resyncs: int = 0
     foreign_ssrc: int = 0
-    foreign_source: int = 0
+    foreign_source: int = 0  # an allowed host, but not the address the stream locked on
+    foreign_address: int = 0  # a host the device's answer does not name
+    before_answer: int = 0  # arrived before arm(): the device has not answered yet
     bad_pt: int = 0
     malformed: int = 0
     rtcp: int = 0
@@ -75,6 +86,7 @@ class RtpReceiver:
         max_delay: float = DEFAULT_MAX_DELAY,
         lock_source: bool = True,
         max_ready: int = DEFAULT_MAX_READY,
+        armed: bool = True,
     ) -> None:
         if not 1 <= reorder_window <= MAX_REORDER_WINDOW:
             raise ConfigError(f"reorder_window must be 1..{MAX_REORDER_WINDOW}, not {reorder_window}")
@@ -83,6 +95,9 @@ class RtpReceiver:
         if any(not 0 <= pt <= 0x7F for pt in payload_types):
             raise ConfigError(f"payload types must be 0..127: {sorted(payload_types)}")
         self._ssrc = expected_ssrc
+        self._armed = armed
+        self._ssrcs: frozenset[int] = frozenset() if expected_ssrc is None else frozenset({expected_ssrc})
+        self._hosts: frozenset[str] | None = None  # None: any host
         self._payload_types = payload_types  # empty: accept any
         self._clock_rate = clock_rate
         self._window = reorder_window
@@ -113,6 +128,26 @@ class RtpReceiver:
         return self._ssrc
 
     @property
+    def armed(self) -> bool:
+        """Whether packets are admitted at all (False until the device's answer)."""
+        return self._armed
+
+    def arm(self, ssrcs: frozenset[int], hosts: frozenset[str] | None) -> None:
+        """The device answered: admit its SSRCs (empty: any) from ``hosts`` (None: any host).
+
+        A packet with one of ``ssrcs`` from one of ``hosts`` locks the stream on its
+        SSRC and exact source address (see :attr:`ssrc`, :attr:`source`).
+        """
+        self._armed = True
+        if self._ssrc is None:
+            self._ssrcs = ssrcs
+        self._hosts = hosts
+
+    def admits_host(self, host: str) -> bool:
+        """Whether a connection from ``host`` may carry this stream (TCP-PASSIVE accept check)."""
+        return self._armed and (self._hosts is None or host in self._hosts)
+
+    @property
     def source(self) -> Addr | None:
         """The address of the first accepted packet (the locked source)."""
         return self._source
@@ -136,6 +171,12 @@ class RtpReceiver:
 
     def receive(self, data: bytes, source: Addr, arrival: float) -> None:
         """Take one datagram or RFC 4571 frame; never raises for bad input."""
+        if not self._armed:
+            self._counts["before_answer"] += 1
+            return
+        if self._hosts is not None and source[0] not in self._hosts:
+            self._counts["foreign_address"] += 1
+            return
         if is_rtcp(data):
             self._counts["rtcp"] += 1
             self._rtcp.append((bytes(data), source))
@@ -179,7 +220,11 @@ class RtpReceiver:
             self._counts["bad_pt"] += 1
             return False
         if self._ssrc is None:
-            # docs/gb28181.md §15.4: a device may stream with its own y= (or ignore ours).
+            # docs/gb28181.md §15.4: a device may stream with its own y= (or ignore ours):
+            # arm() names the SSRCs its answer allows; an empty set adopts the first.
+            if self._ssrcs and packet.ssrc not in self._ssrcs:
+                self._counts["foreign_ssrc"] += 1
+                return False
             self._ssrc = packet.ssrc
         elif packet.ssrc != self._ssrc:
             self._counts["foreign_ssrc"] += 1

@@ -12,6 +12,15 @@ first and send H.264 bytes labelled VP8 (docs/dependencies.md, "codec order"). W
 a server-made offer because it needs one HTTP round trip and no second answer step, and
 the preference list pins the codec just as reliably.
 
+ICE (issue 10, M2): host candidates only on the configured media host — aioice gathers
+on every interface and offers no option for that, so its module-level address lookup
+(``aioice.ice.get_host_addresses``, the one place it enumerates interfaces) is replaced
+by :func:`_ice_host_addresses`, which answers the host :func:`answer_offer` was given (a
+wildcard host keeps aioice's own list). And no mDNS: a viewer's ``.local`` candidates
+are removed from its offer before aiortc sees them, because resolving one makes aioice
+bind 0.0.0.0:5353; ICE still works through the peer-reflexive candidate the viewer's
+checks create.
+
 This package sits under ``gateway/media``, whose modules may not import ``asyncio`` or
 ``time`` (tests/unit/test_import_contracts.py). The owner therefore passes in the clock
 and the wake-up event (an ``asyncio.Event``, one per fanout is enough): after each
@@ -21,10 +30,12 @@ and the wake-up event (an ``asyncio.Event``, one per fanout is enough): after ea
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from typing import Protocol
 
+import aioice.ice
 import av
 from aiortc import (
     MediaStreamTrack,
@@ -41,7 +52,14 @@ from gateway.errors import GatewayError
 from gateway.media.ps import AccessUnit, StreamType
 from gateway.media.relay import RelayError, StreamFanout
 
-__all__ = ["FanoutVideoTrack", "WakeEvent", "WebRtcError", "answer_offer", "h264_codec_preferences"]
+__all__ = [
+    "FanoutVideoTrack",
+    "WakeEvent",
+    "WebRtcError",
+    "answer_offer",
+    "h264_codec_preferences",
+    "strip_mdns_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +67,25 @@ VIDEO_TIME_BASE = Fraction(1, 90000)
 _PTS_STEP_WITHOUT_PTS = 3600  # 40 ms at 90 kHz: a guess for units the camera sent without a PTS
 # Constrained Baseline first: every browser offers it; other profiles are still decoded in practice.
 _PROFILE_ORDER = ("42e01f", "42001f")
+_WILDCARDS = ("", "0.0.0.0", "::")
+_MDNS_CANDIDATE = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local .*$\r?\n?", re.MULTILINE | re.IGNORECASE)
+_AIOICE_HOST_ADDRESSES = aioice.ice.get_host_addresses
+_ice_hosts: tuple[str, ...] = ()  # the configured media host(s); () = every interface (aioice's default)
+
+
+def _ice_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    """aioice's interface list, narrowed to the configured host (see the module docstring)."""
+    if not _ice_hosts:
+        return _AIOICE_HOST_ADDRESSES(use_ipv4, use_ipv6)
+    return [h for h in _ice_hosts if (":" in h and use_ipv6) or (":" not in h and use_ipv4)]
+
+
+aioice.ice.get_host_addresses = _ice_host_addresses
+
+
+def strip_mdns_candidates(sdp: str) -> str:
+    """The offer without ``.local`` (mDNS) candidates, so aioice never opens its mDNS socket."""
+    return _MDNS_CANDIDATE.sub("", sdp)
 
 
 class WebRtcError(GatewayError):
@@ -169,14 +206,18 @@ def _rank(profile_level_id: str) -> int:
         return len(_PROFILE_ORDER)
 
 
-async def answer_offer(offer_sdp: str, track: MediaStreamTrack) -> tuple[RTCPeerConnection, str]:
+async def answer_offer(offer_sdp: str, track: MediaStreamTrack, *, ice_host: str = "") -> tuple[RTCPeerConnection, str]:
     """Answer a viewer's SDP offer with `track` sent H.264-only; returns the connection and answer SDP.
 
     No ICE servers are configured (closed networks; aiortc would otherwise try a public STUN
     host). The answer carries the host candidates, gathered before it is returned. The
     caller owns the connection and must ``await pc.close()``; on failure it is closed here
-    and :class:`WebRtcError` is raised.
+    and :class:`WebRtcError` is raised. ``ice_host``: the only address host candidates are
+    gathered on ("" or a wildcard: every interface).
     """
+    global _ice_hosts  # noqa: PLW0603 - one media host per process; read by _ice_host_addresses
+    _ice_hosts = () if ice_host in _WILDCARDS else (ice_host,)
+    offer_sdp = strip_mdns_candidates(offer_sdp)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver(track, direction="sendonly")
