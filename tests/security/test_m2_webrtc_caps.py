@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 
 import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-from tests.conftest import wait_for
+from gateway.security.accounts import ApiToken, secret_digest
+from gateway.security.principal import Role
+from tests.conftest import TEST_TOKEN_GRANT, wait_for
 
 MDNS_CANDIDATE = "a=candidate:1 1 udp 2113937151 3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f.local 54321 typ host\r\n"
 
@@ -67,17 +70,24 @@ async def _offer() -> tuple[RTCPeerConnection, str]:
     return client, sdp
 
 
-async def _post(api: str, channel_id: str, sdp: str, source: str) -> tuple[int, dict]:
-    connector = aiohttp.TCPConnector(local_addr=(source, 0))
+# Three staff members, each with their own API token (the caps count per authenticated user).
+USERS = {name: f"kgw_m2_{name}_" + secrets.token_urlsafe(16) for name in ("zhang", "wang", "li")}
+GRANTS = tuple(ApiToken(name, secret_digest(secret), Role.CITY_ADMIN) for name, secret in USERS.items())
+
+
+async def _post(api: str, channel_id: str, sdp: str, user: str) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {USERS[user]}"}
     async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.post(f"{api}/api/channels/{channel_id}/webrtc", json={"sdp": sdp}) as response,
+        aiohttp.ClientSession() as session,
+        session.post(f"{api}/api/channels/{channel_id}/webrtc", json={"sdp": sdp}, headers=headers) as response,
     ):
         return response.status, await response.json()
 
 
 async def test_webrtc_offers_are_capped_time_out_and_bind_only_the_media_host(gateway_factory, fleet_factory):
-    service = await gateway_factory(webrtc_per_user=2, webrtc_total=3, webrtc_ice_timeout=3.0)
+    service = await gateway_factory(
+        webrtc_per_user=2, webrtc_total=3, webrtc_ice_timeout=3.0, api_tokens=(TEST_TOKEN_GRANT, *GRANTS)
+    )
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     channel_id = _camera(fleet)
     assert await wait_for(lambda: (c := service.directory.channels.get(channel_id)) is not None and c.online, 60)
@@ -87,10 +97,8 @@ async def test_webrtc_offers_are_capped_time_out_and_bind_only_the_media_host(ga
     before = set(_udp_sockets())
     try:
         results = []
-        for source, (_client, sdp) in zip(
-            ("127.0.0.1", "127.0.0.1", "127.0.0.1", "127.0.0.6", "127.0.0.7"), offers, strict=True
-        ):
-            results.append(await _post(api, channel_id, sdp, source))
+        for user, (_client, sdp) in zip(("zhang", "zhang", "zhang", "wang", "li"), offers, strict=True):
+            results.append(await _post(api, channel_id, sdp, user))
         assert ".local" in offers[0][1]
         statuses = [status for status, _ in results]
         assert statuses == [200, 200, 429, 200, 503], results
@@ -105,7 +113,7 @@ async def test_webrtc_offers_are_capped_time_out_and_bind_only_the_media_host(ga
         assert await wait_for(lambda: not service.webrtc.slots, 30), "unconnected sessions closed"
         assert await wait_for(lambda: not (set(_udp_sockets()) - before), 30), "their sockets freed"
         assert service.webrtc.timed_out == 3
-        status, _ = await _post(api, channel_id, offers[2][1], "127.0.0.1")
+        status, _ = await _post(api, channel_id, offers[2][1], "zhang")
         assert status == 200, "slots came back"
     finally:
         for client, _ in offers:
