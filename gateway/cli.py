@@ -36,6 +36,7 @@ from gateway.deployment import (
 )
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
+from gateway.logsafe import EscapingFilter
 
 if TYPE_CHECKING:  # the simulators are imported only when kgw simulate runs
     from simulators.fleet import FleetOptions
@@ -50,6 +51,8 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for handler in logging.getLogger().handlers:  # network text never forges a log line (issue 10, L3)
+        handler.addFilter(EscapingFilter())
 
 
 def _hostport(text: str) -> tuple[str, int]:

@@ -11,7 +11,9 @@ Chinese names included — readable.
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+import logging
+
+__all__ = ["EscapingFilter", "printable"]
 
 #: Longest network value written to a log line (a real one is far shorter).
 MAX_LOGGED = 200
@@ -25,3 +27,21 @@ def printable(value: object, limit: int = MAX_LOGGED) -> str:
     if text.isprintable():
         return text  # the common case costs one scan
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+class EscapingFilter(logging.Filter):
+    """A handler filter escaping every string argument of every record (see :func:`printable`).
+
+    Call sites that print network text escape it themselves; this is the net under
+    all of them, so a log call added later cannot forge a line either. Only the
+    arguments are touched: the format string is code, not network text. Long
+    arguments are not cut here (a path or a query may be long and is not forged).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) and not a.isprintable() for a in args):
+            record.args = tuple(printable(a, limit=10_000) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, dict) and any(isinstance(a, str) and not a.isprintable() for a in args.values()):
+            record.args = {k: printable(a, limit=10_000) if isinstance(a, str) else a for k, a in args.items()}
+        return True
