@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from gateway.audit.actions import AuditAction
+from gateway.audit.backends import append_now
 from gateway.errors import ConfigError, GatewayError
 from gateway.security.accounts import ApiToken, User, check_name, check_scope, parse_role, secret_digest
 from gateway.security.passwords import check_strength, hash_password
@@ -100,15 +102,22 @@ def run_account_command(args: argparse.Namespace, out: Callable[[str], None] = p
     store = open_account_store(args.db)
     try:
         if args.command == "user":
-            _user_command(store, args, out)
+            change = _user_command(store, args, out)
         else:
-            _token_command(store, args, out)
+            change = _token_command(store, args, out)
     finally:
         store.close()
+    if change is not None:  # every change is an audit record in the same file (who: the OS user)
+        action = AuditAction.USER_CHANGE if args.command == "user" else AuditAction.TOKEN_CHANGE
+        target, detail = change
+        append_now(args.db, action, target=target, detail=detail)
     return 0
 
 
-def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+_Change = tuple[str, dict[str, object]]  # what an audit record says of a change: target, detail
+
+
+def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
     now = time.time()
     if args.action == "add":
         role = parse_role(args.role)
@@ -118,14 +127,17 @@ def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Call
             raise GatewayError(f"user {name!r} exists already (kgw user passwd {name} changes the password)")
         store.add_user(User(name, hash_password(read_password(args)), role, district, kindergarten, False, now, now))
         out(f"user {name} added: {role.value} ({role.label_zh}) {_scope(role, district, kindergarten)}")
+        return name, {"op": "add", "role": role.value, "district": district, "kindergarten": kindergarten}
     elif args.action == "passwd":
         if store.get_user(args.name) is None:
             raise GatewayError(f"no user {args.name!r}")
         store.set_password(args.name, hash_password(read_password(args)), now)
         out(f"password of {args.name} changed; their sessions ended")
+        return args.name, {"op": "passwd"}
     elif args.action in ("disable", "enable"):
         store.set_disabled(args.name, args.action == "disable", now)
         out(f"user {args.name} {args.action}d")
+        return args.name, {"op": args.action}
     else:
         out(f"{'USER':<20} {'ROLE':<28} {'SCOPE':<22} {'STATE':<9} {'CREATED':<20} CHANGED")
         for u in store.list_users():
@@ -133,9 +145,10 @@ def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Call
             state = "disabled" if u.disabled else "active"
             scope = _scope(u.role, u.district_code, u.kindergarten_id)
             out(f"{u.username:<20} {label:<28} {scope:<22} {state:<9} {_when(u.created_at):<20} {_when(u.changed_at)}")
+        return None
 
 
-def _token_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> None:
+def _token_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
     now = time.time()
     if args.action == "add":
         role = parse_role(args.role)
@@ -146,9 +159,11 @@ def _token_command(store: SqliteAccountStore, args: argparse.Namespace, out: Cal
         what = "metrics only" if args.metrics_only else f"{role.value} ({role.label_zh})"
         out(f"token {name} added ({what}); it is shown only now:")
         out(secret)
+        return name, {"op": "add", "role": role.value, "metrics_only": args.metrics_only}
     elif args.action == "revoke":
         store.revoke_token(args.name, now)
         out(f"token {args.name} revoked")
+        return args.name, {"op": "revoke"}
     else:
         out(f"{'TOKEN':<20} {'ROLE':<28} {'SCOPE':<22} {'STATE':<9} {'CREATED':<20} LAST USED")
         for t in store.list_tokens():
@@ -156,3 +171,4 @@ def _token_command(store: SqliteAccountStore, args: argparse.Namespace, out: Cal
             state = "revoked" if t.revoked_at else "active"
             scope = _scope(t.role, t.district_code, t.kindergarten_id)
             out(f"{t.name:<20} {label:<28} {scope:<22} {state:<9} {_when(t.created_at):<20} {_when(t.last_used_at)}")
+        return None

@@ -4,6 +4,7 @@ the SQLite account tables, the service's cache and ``kgw user``/``kgw token``.""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -148,6 +149,19 @@ def test_cli_users_and_tokens(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["token", "list", "--db", db]) == 0
     assert "revoked" in capsys.readouterr().out
+    # Every change, and only the changes, is an audit record of the OS user, in the same file.
+    assert main(["audit", "export", "--db", db, "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    changes = [(r["action"], r["target"], json.loads(r["detail"])["op"]) for r in records]
+    assert changes == [
+        ("user_change", "chen", "add"),
+        ("user_change", "li", "add"),
+        ("user_change", "li", "disable"),
+        ("token_change", "prometheus", "add"),
+        ("token_change", "prometheus", "revoke"),
+    ], records
+    assert all(r["via"] == "cli" and r["actor"].startswith("os:") for r in records)
+    assert main(["audit", "verify", "--db", db]) == 0
 
 
 def test_no_password_without_a_terminal(tmp_path, monkeypatch, capsys):
