@@ -111,9 +111,10 @@ async def _run_demo_and_press(plan: DemoPorts, out: Path) -> None:
             await asyncio.sleep(0.2)
         # The police platform shows entrance cameras: the demo's installer confirmed them (names decide nothing).
         police = f"http://127.0.0.1:{plan.platform_http(1)}"
+        police_session = await login_headers(police, *banner_login(banner))  # one login for every console
         deadline = asyncio.get_running_loop().time() + 60
         while True:
-            status, shared = await http_json(f"{police}/api/channels?limit=1000")
+            status, shared = await http_json(f"{police}/api/channels?limit=1000", headers=police_session)
             cameras = [c for c in shared["items"] if c["type_code"] == 131] if status == 200 else []
             if cameras:
                 break

@@ -176,7 +176,9 @@ async def test_the_verify_route_decides_who_may_and_audits(running: Starter) -> 
     other_district = Principal("duty-b", Role.DISTRICT_DUTY, district_code="120102")
     police = Principal("police", Role.POLICE)
     duty = Principal("duty-a", Role.DISTRICT_DUTY, district_code="120101")
-    for principal, status in ((None, 401), (police, 403), (other_district, 403), (duty, 200), (duty, 409)):
+    # Police never verify (403: the role lacks the capability); another district's alarm answers
+    # like an unknown one (404, the scope rule: a probe cannot confirm it exists).
+    for principal, status in ((None, 401), (police, 403), (other_district, 404), (duty, 200), (duty, 409)):
         client = await _client(service, principal, audit)
         try:
             response = await client.post(f"/api/alarms/{result.alarm_id}/verify", json={"note": "called"})
@@ -188,6 +190,7 @@ async def test_the_verify_route_decides_who_may_and_audits(running: Starter) -> 
             await client.close()
     assert await wait_for(lambda: len(sink.got) == 1, 30)
     assert (AuditAction.ALARM_VERIFY, "duty-a", "ok") in audit.records
-    assert (AuditAction.ALARM_VERIFY, "police", "denied") in audit.records
+    assert (AuditAction.ACCESS_DENIED, "police", "denied") in audit.records  # refusals: the guard's record
+    assert (AuditAction.ACCESS_DENIED, "duty-b", "denied") in audit.records
     listed = replace(await service.get_alarm(result.alarm_id))
     assert listed.verified
