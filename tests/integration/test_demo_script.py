@@ -120,7 +120,8 @@ async def _run_demo_and_press(plan: DemoPorts, out: Path) -> None:
                 break
             assert asyncio.get_running_loop().time() < deadline, f"the police platform shows no camera: {shared}"
             await asyncio.sleep(0.2)
-        status, ours = await http_json(f"{gateway}/api/channels?limit=1000")
+        status, ours = await http_json(f"{gateway}/api/channels?limit=1000", headers=session)
+        assert status == 200, ours
         confirmed = {c["id"]: c["confirmed_area"] for c in ours["items"]}
         assert all(confirmed.get(c["id"]) in ("entrance", "perimeter") for c in cameras), cameras
     finally:
