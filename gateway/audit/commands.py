@@ -24,6 +24,7 @@ from gateway.audit.chain import AuditRecord, verify
 from gateway.audit.store import AuditFilter, AuditStore
 from gateway.errors import StoreError
 from gateway.registry.backends import sqlite_path
+from gateway.timetext import parse_when
 
 __all__ = ["add_audit_parser", "run_audit"]
 
@@ -46,13 +47,9 @@ def add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _time(text: str) -> float:
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        return parse_when(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected epoch seconds or an ISO 8601 time, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def run_audit(args: argparse.Namespace) -> int:

@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import Container
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -30,7 +29,7 @@ from gateway.alarms.service import AlarmService
 from gateway.audit.actions import AuditAction
 from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
-from gateway.httpapi.common import json_error, json_response, paging
+from gateway.httpapi.common import json_error, json_response, paging, query_time
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.registry.directory import Directory
@@ -167,21 +166,6 @@ def _time(t: float | None) -> str | None:
     return rfc3339_ms(t) if t is not None else None
 
 
-def _query_time(request: web.Request, name: str) -> float | None:
-    """Epoch seconds or an ISO/RFC 3339 time (local time when it has no zone)."""
-    value = request.query.get(name)
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
-
-
 @requires(Capability.ALARM_READ)
 async def list_alarms(request: web.Request) -> web.Response:
     """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&offset=&limit= (in scope)."""
@@ -203,8 +187,8 @@ async def list_alarms(request: web.Request) -> web.Response:
         district_code=district,
         kindergarten_id=kindergarten,
         state=state,
-        since=_query_time(request, "since"),
-        until=_query_time(request, "until"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
         escalated=escalated,
         offset=offset,
         limit=limit,

@@ -23,7 +23,6 @@ import io
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 from aiohttp import web
@@ -34,7 +33,7 @@ from gateway.audit.chain import AuditRecord
 from gateway.audit.store import AuditFilter
 from gateway.audit.trail import AuditTrail
 from gateway.httpapi.audit_sessions import caller, caller_source, track_sessions
-from gateway.httpapi.common import json_error, json_response, paging
+from gateway.httpapi.common import json_error, json_response, paging, query_time
 from gateway.httpapi.guard import requires
 from gateway.httpapi.identity import AUDIT, principal_of
 from gateway.httpapi.live_routes import LIVE
@@ -158,28 +157,14 @@ def _admin(request: web.Request) -> Principal:
     return principal
 
 
-def _query_time(request: web.Request, name: str) -> float | None:
-    value = request.query.get(name)
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
-
-
 def _filter(request: web.Request, offset: int = 0, limit: int = 100) -> AuditFilter:
     q = request.query
     return AuditFilter(
         actor=q.get("actor") or None,
         action=q.get("action") or None,
         target=q.get("target") or None,
-        since=_query_time(request, "since"),
-        until=_query_time(request, "until"),
+        since=query_time(request, "since"),
+        until=query_time(request, "until"),
         offset=offset,
         limit=limit,
     )

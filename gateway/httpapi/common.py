@@ -1,4 +1,4 @@
-"""What every route module shares: JSON answers, JSON errors, paging and boolean query parameters."""
+"""What every route module shares: JSON answers, JSON errors, paging, boolean and time query parameters."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["json_error", "json_response", "paging", "query_bool"]
+from gateway.timetext import parse_when
+
+__all__ = ["json_error", "json_response", "paging", "query_bool", "query_time"]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -42,3 +44,14 @@ def query_bool(request: web.Request, name: str) -> bool | None:
     if value.lower() in ("0", "false", "no"):
         return False
     raise json_error(web.HTTPBadRequest, f"{name} must be true or false")
+
+
+def query_time(request: web.Request, name: str) -> float | None:
+    """A time parameter: epoch seconds or ISO 8601 (local time without a zone); None when absent, else 400."""
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
