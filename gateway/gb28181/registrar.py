@@ -27,8 +27,10 @@ Policy, after WVP's registrar (docs/gb28181.md §3.4) and the issue's rules:
   Over the limit the answer is 503 with ``Retry-After``, without checking.
   The device's current registered address (the exact peer) is exempt from
   both, so failures from elsewhere never lock a registered device out.
-* New device IDs (neither known nor provisioned) are admitted at a bounded
-  rate per source IP and for the realm (H5); beyond it, 503 ``Retry-After``.
+* New device IDs (neither known nor provisioned) are challenged at a bounded
+  rate per source IP and for the realm (H5); beyond it, 503 ``Retry-After``
+  before any nonce is issued. The budget is spent on the challenge, so a new
+  device that got a 401 is admitted when it answers correctly.
 * Enrolment: in ``AUTO`` mode a well-formed ID that proves the gateway's
   device password (or its own provisioned one) is enrolled; in ``STRICT``
   mode only provisioned IDs may register.
@@ -152,8 +154,9 @@ class Registrar:
         self._provisioned_password = provisioned_password
         self._is_provisioned = is_provisioned
         self._is_known = is_known
-        self.failed_auth = failed_auth or failed_auth_limit()
-        self.new_devices = new_devices or new_device_limit()
+        # Not ``or``: an empty RateLimit is falsy (it has __len__), so a given one would be replaced.
+        self.failed_auth = failed_auth if failed_auth is not None else failed_auth_limit()
+        self.new_devices = new_devices if new_devices is not None else new_device_limit()
         #: Where a device is registered now (device access sets it): that exact peer is exempt from lockouts.
         self.current_peer: Callable[[str], Peer | None] = lambda device_id: None
 
@@ -176,41 +179,55 @@ class Registrar:
             )
         at_home = self.current_peer(device_id) == peer
         new_device = not at_home and not self._is_provisioned(device_id) and not self._is_known(device_id)
-        if new_device and (wait := self.new_devices.retry_after(peer.host, now)) is not None:
-            return _busy(device_id, RefusalReason.NEW_DEVICE_RATE_LIMITED, wait)
         if not at_home and self.throttle.is_blocked(device_id, peer.host, now) is not None:
             return RegisterDecision(403, refusal=RefusalReason.THROTTLED, device_id=device_id)
         authorization = request.headers.get("Authorization")
         if authorization is None:
-            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
+            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED, new_device=new_device)
         if not at_home and (wait := self.failed_auth.retry_after(peer.host, now)) is not None:
             return _busy(device_id, RefusalReason.AUTH_RATE_LIMITED, wait)
         if (username_of(authorization) or "") != device_id:
             if not self.digest.issued_to(authorization, peer):
-                return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
+                return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED, new_device=new_device)
             return self._fail(device_id, peer, now, RefusalReason.USERNAME_MISMATCH)
         password = self._provisioned_password(device_id) or self.config.device_password
         result = self.digest.verify(authorization, "REGISTER", password, now, client=peer)
         if result is AuthResult.OK:
             self.throttle.record_success(device_id, peer.host)
-            if new_device:
-                self.new_devices.take(peer.host, now)
             return self._accept(request, device_id, peer, min(expires, self.config.max_expires), wall)
         if result is AuthResult.STALE_NONCE:
-            return self._challenge(device_id, peer, now, RefusalReason.STALE_NONCE, stale=True)
+            return self._challenge(device_id, peer, now, RefusalReason.STALE_NONCE, stale=True, new_device=new_device)
         if result is AuthResult.REPLAYED:
-            return self._challenge(device_id, peer, now, RefusalReason.REPLAYED)
+            return self._challenge(device_id, peer, now, RefusalReason.REPLAYED, new_device=new_device)
         if result is AuthResult.WRONG_CLIENT:
-            return self._challenge(device_id, peer, now, RefusalReason.NONCE_ELSEWHERE)
+            return self._challenge(device_id, peer, now, RefusalReason.NONCE_ELSEWHERE, new_device=new_device)
         if result in (AuthResult.FOREIGN_NONCE, AuthResult.WRONG_REALM, AuthResult.UNSUPPORTED_ALGORITHM):
-            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED)
+            return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED, new_device=new_device)
         if result is AuthResult.MALFORMED:
             return RegisterDecision(400, refusal=RefusalReason.MALFORMED_AUTH, device_id=device_id)
         return self._fail(device_id, peer, now, RefusalReason.BAD_PASSWORD)
 
     def _challenge(
-        self, device_id: str, peer: Peer, now: float, reason: RefusalReason, *, stale: bool = False
+        self,
+        device_id: str,
+        peer: Peer,
+        now: float,
+        reason: RefusalReason,
+        *,
+        stale: bool = False,
+        new_device: bool = False,
     ) -> RegisterDecision:
+        """A 401 with a nonce bound to ``peer``; for a new ID, only within the new-ID budget (else 503).
+
+        The budget is spent here, when the nonce is issued, and not checked again on the answer:
+        a device challenged within it is admitted when it answers correctly, however many other
+        new IDs came meanwhile (checking twice and spending on success cost a storm of new
+        devices a wasted 401 round trip, and a 503, each time the budget ran out in between).
+        """
+        if new_device:
+            if (wait := self.new_devices.retry_after(peer.host, now)) is not None:
+                return _busy(device_id, RefusalReason.NEW_DEVICE_RATE_LIMITED, wait)
+            self.new_devices.take(peer.host, now)
         header = self.digest.challenge(now, stale=stale, client=peer)
         return RegisterDecision(401, [("WWW-Authenticate", header)], refusal=reason, device_id=device_id)
 

@@ -329,3 +329,34 @@ def test_no_date_header_when_disabled() -> None:
     decision = authed(registrar)
     assert decision.status == 200
     assert header(decision, "Date") is None
+
+
+# --- new-ID limit ------------------------------------------------------------------
+
+
+def test_a_new_device_challenged_within_the_new_id_budget_is_admitted_on_its_answer() -> None:
+    """The budget is spent when a new ID is challenged, so its answer is never refused afterwards.
+
+    Before: the limit was checked at the challenge *and* at the answer but spent only on success,
+    so under a storm of new IDs a device could get its 401, answer it, and then get 503 (its
+    nonce wasted, another 401 round trip after Retry-After): 8,490 challenges for 767 devices
+    online in the storm benchmark. Now each new ID over the budget gets 503 before any nonce.
+    """
+    from gateway.gb28181.auth_throttle import RateLimit
+    from gateway.gb28181.registrar import RegistrarConfig
+
+    registrar = Registrar(
+        RegistrarConfig(gateway_id=GATEWAY_ID, realm=REALM, device_password=PASSWORD),
+        DigestServer(REALM, b"k" * 32),
+        AuthThrottle(),
+        {}.get,
+        lambda _id: False,
+        new_devices=RateLimit(per_key_rate=0.01, per_key_burst=2.0, global_rate=0.01, global_burst=100.0),
+    )
+    ids = [f"1201000000132000{i:04d}" for i in range(1, 4)]
+    first = [registrar.handle(register(d), PEER, 0.0, WALL) for d in ids]
+    assert [d.status for d in first] == [401, 401, 503]
+    assert first[2].refusal is RefusalReason.NEW_DEVICE_RATE_LIMITED and header(first[2], "Retry-After")
+    for device_id, decision in zip(ids[:2], first[:2], strict=True):
+        auth = answer(header(decision, "WWW-Authenticate") or "", device_id)
+        assert registrar.handle(register(device_id, authorization=auth, cseq=2), PEER, 0.0, WALL).status == 200
