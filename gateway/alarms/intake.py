@@ -14,7 +14,7 @@ verified; any other (``untrusted_reason``, or a sender whose registration
 lapsed) is kept as *unverified*, which the service holds from every sink.
 
 Rate limit: each (sender, kindergarten, lane, trust) group may open ``burst``
-alarms and then ``rate`` per second (:class:`TokenBuckets`); beyond that a
+alarms and then ``rate`` per second (:class:`gateway.ratelimit.TokenBuckets`); beyond that a
 notification is collapsed into the group's open, unacknowledged alarm (its
 ``repeats`` count) instead of becoming another alarm and another delivery. The
 one-button (emergency) lane has its own buckets, so a flood of other kinds can
@@ -35,10 +35,10 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from gateway.alarms.model import Alarm, AlarmState, describe_alarm
-from gateway.alarms.ratelimit import TokenBuckets
 from gateway.errors import ManscdpError
 from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.manscdp import AlarmNotify, format_gb_time, parse_gb_time
+from gateway.ratelimit import TokenBuckets
 
 __all__ = ["AlarmIntake", "AlarmNotice", "IntakeResult"]
 

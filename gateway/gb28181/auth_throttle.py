@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from gateway.errors import ConfigError
+from gateway.ratelimit import TokenBuckets
 
 __all__ = ["AuthThrottle", "RateLimit", "ThrottleDecision"]
 
@@ -143,22 +144,16 @@ class AuthThrottle:
             self._keys.popitem(last=False)
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class RateLimit:
-    """Token buckets per key (a source address) plus one shared bucket (the realm), sans-I/O.
+    """A token bucket per key (a source address) plus one shared bucket (the realm), sans-I/O.
 
     Used for what must stay rare whoever asks: failed authentications (a
     socket rotating device IDs would otherwise guess thousands of passwords a
     second, H2) and new device IDs (a flood of invented devices, H5). A request
     goes ahead only while both its key's bucket and the shared one hold a
     token; :meth:`retry_after` says how long to wait otherwise. Keys are capped
-    (least recently used evicted: a forgotten key starts full again, which only
-    the shared bucket then bounds).
+    (least recently used forgotten: a forgotten key starts full again, which
+    only the shared bucket then bounds).
     """
 
     def __init__(
@@ -170,51 +165,25 @@ class RateLimit:
         global_burst: float,
         max_keys: int = 100_000,
     ) -> None:
-        self.per_key_rate = _positive("per_key_rate", per_key_rate)
-        self.per_key_burst = _positive("per_key_burst", per_key_burst)
-        self.global_rate = _positive("global_rate", global_rate)
-        self.global_burst = _positive("global_burst", global_burst)
-        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
-            raise ConfigError("max_keys must be an int >= 1")
-        self.max_keys = max_keys
-        self._keys: OrderedDict[str, _Bucket] = OrderedDict()
-        self._global: _Bucket | None = None
+        self._own = TokenBuckets(
+            _positive("per_key_rate", per_key_rate), _positive("per_key_burst", per_key_burst), max_keys=max_keys
+        )
+        self._shared = TokenBuckets(_positive("global_rate", global_rate), _positive("global_burst", global_burst))
         self.refused = 0  # requests refused since start (for metrics)
 
     def __len__(self) -> int:
         """Keys tracked."""
-        return len(self._keys)
-
-    @staticmethod
-    def _refill(bucket: _Bucket, rate: float, burst: float, now: float) -> None:
-        if now > bucket.at:
-            bucket.tokens = min(burst, bucket.tokens + (now - bucket.at) * rate)
-            bucket.at = now
-
-    def _buckets(self, key: str, now: float) -> tuple[_Bucket, _Bucket]:
-        own = self._keys.pop(key, None) or _Bucket(self.per_key_burst, now)
-        self._keys[key] = own
-        while len(self._keys) > self.max_keys:
-            self._keys.popitem(last=False)
-        shared = self._global
-        if shared is None:
-            shared = self._global = _Bucket(self.global_burst, now)
-        self._refill(own, self.per_key_rate, self.per_key_burst, now)
-        self._refill(shared, self.global_rate, self.global_burst, now)
-        return own, shared
+        return len(self._own)
 
     def retry_after(self, key: str, now: float) -> float | None:
         """None when ``key`` may go ahead now; else seconds until it may (counted as a refusal)."""
-        own, shared = self._buckets(key, now)
-        if own.tokens >= 1.0 and shared.tokens >= 1.0:
+        wait = max(self._own.wait(key, now), self._shared.wait(None, now))
+        if wait == 0.0:
             return None
         self.refused += 1
-        wait_own = (1.0 - own.tokens) / self.per_key_rate if own.tokens < 1.0 else 0.0
-        wait_shared = (1.0 - shared.tokens) / self.global_rate if shared.tokens < 1.0 else 0.0
-        return max(wait_own, wait_shared)
+        return wait
 
     def take(self, key: str, now: float) -> None:
         """Spend one token of ``key`` and of the shared bucket (they may go below zero: debt is waited off)."""
-        own, shared = self._buckets(key, now)
-        own.tokens -= 1.0
-        shared.tokens -= 1.0
+        self._own.spend(key, now)
+        self._shared.spend(None, now)

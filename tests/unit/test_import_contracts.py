@@ -51,7 +51,7 @@ CORE_MODULES = frozenset(
         "gateway.alarms.model",
         "gateway.alarms.outbox",
         "gateway.alarms.payload",
-        "gateway.alarms.ratelimit",
+        "gateway.ratelimit",
         "gateway.alarms.signing",
         "gateway.audit.chain",
         "gateway.cascade.admission",
