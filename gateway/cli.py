@@ -30,6 +30,7 @@ from gateway.deployment import (
     DEFAULT_DEVICE_PASSWORD,
     DEVICE_PASSWORD_ENV,
     MQTT_PASSWORD_ENV,
+    WEBHOOK_SECRET_ENV,
     is_loopback,
     secret_from,
     with_mqtt_password,
@@ -100,7 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="police alarm integration: mqtt://[user:pass@]HOST:PORT (QoS 1, topic kgw/alarms/<district>/<kg>)",
     )
     gw.add_argument("--webhook-url", help="POST every alarm (schema-1 JSON, HMAC-signed) to this URL")
-    gw.add_argument("--webhook-secret", help="HMAC-SHA256 key for the X-KGW-Signature header of the webhook")
+    gw.add_argument(
+        "--webhook-secret", help="HMAC-SHA256 key of the webhook's X-KGW-Signature (loopback only: `ps` shows it)"
+    )
+    gw.add_argument(
+        "--webhook-secret-file",
+        metavar="FILE",
+        help=f"the webhook's HMAC key, read from FILE (or ${WEBHOOK_SECRET_ENV})",
+    )
     gw.add_argument(
         "--alarm-escalate-after",
         type=float,
@@ -391,6 +399,11 @@ def _refuse_command_line_secrets(args: argparse.Namespace, config: GatewayConfig
             f"refusing to start: --password on the command line with SIP on {config.sip_host}: every user of "
             f"this machine sees it in `ps`; use --device-password-file FILE or ${DEVICE_PASSWORD_ENV}"
         )
+    if getattr(args, "webhook_secret", None):
+        raise ConfigError(
+            f"refusing to start: --webhook-secret on the command line with SIP on {config.sip_host}: every user of "
+            f"this machine sees it in `ps`; use --webhook-secret-file FILE or ${WEBHOOK_SECRET_ENV}"
+        )
     if "@" in (getattr(args, "mqtt", None) or "") and ":" in args.mqtt.split("://", 1)[-1].split("@", 1)[0]:
         raise ConfigError(
             "refusing to start: the --mqtt URL carries a password, visible in `ps`; "
@@ -448,6 +461,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         mqtt_password_file=args.mqtt_password_file,
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
+        webhook_secret_file=args.webhook_secret_file,
         alarm_escalate_after=args.alarm_escalate_after,
         public_url=args.public_url,
         upper_platforms=_uppers(args),

@@ -21,6 +21,7 @@ from gateway.deployment import (
     DEFAULT_DEVICE_PASSWORD,
     DEVICE_PASSWORD_ENV,
     MQTT_PASSWORD_ENV,
+    WEBHOOK_SECRET_ENV,
     is_loopback,
     secret_from,
     upper_password_env,
@@ -99,6 +100,7 @@ class GatewayConfig:
     mqtt_password_file: str = ""  # password of the URL's user (else $KGW_MQTT_PASSWORD), kept out of ``ps``
     webhook_url: str = ""  # POST every alarm here (signed); "" = no webhook sink
     webhook_secret: str = ""  # HMAC-SHA256 key of the X-KGW-Signature header (required with webhook_url)
+    webhook_secret_file: str = ""  # the webhook secret's file (else $KGW_WEBHOOK_SECRET), kept out of ``ps``
     webhook_timeout: float = 5.0
     alarm_escalate_after: float = (
         180.0  # s without acknowledgement before escalating to the municipal level (0 = never)
@@ -269,13 +271,22 @@ def load_config(
 
 
 def _resolve_secrets(values: dict[str, Any], environ: Mapping[str, str] | None) -> None:
-    """The device and MQTT passwords from their files or environment variables (never logged)."""
+    """The device and MQTT passwords and the webhook secret from their files or environment variables (never logged)."""
     if "password" not in values:
         password = secret_from(
             file=values.get("password_file") or None, env=DEVICE_PASSWORD_ENV, what="device password", environ=environ
         )
         if password is not None:
             values["password"] = password
+    if "webhook_secret" not in values:
+        secret = secret_from(
+            file=values.get("webhook_secret_file") or None,
+            env=WEBHOOK_SECRET_ENV,
+            what="webhook secret",
+            environ=environ,
+        )
+        if secret is not None:
+            values["webhook_secret"] = secret
     mqtt = str(values.get("mqtt") or "")
     if mqtt and "@" in mqtt and ":" not in mqtt.split("://", 1)[-1].split("@", 1)[0]:
         password = secret_from(

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_DEVICE_PASSWORD",
     "DEVICE_PASSWORD_ENV",
     "MQTT_PASSWORD_ENV",
+    "WEBHOOK_SECRET_ENV",
     "is_loopback",
     "read_secret",
     "secret_from",
@@ -41,6 +42,7 @@ __all__ = [
 DEFAULT_DEVICE_PASSWORD: Final = "12345678"
 DEVICE_PASSWORD_ENV: Final = "KGW_DEVICE_PASSWORD"
 MQTT_PASSWORD_ENV: Final = "KGW_MQTT_PASSWORD"
+WEBHOOK_SECRET_ENV: Final = "KGW_WEBHOOK_SECRET"
 MAX_SECRET_BYTES: Final = 4096
 
 

@@ -16,8 +16,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from gateway.config import load_config
+from gateway.errors import ConfigError
 from tests.conftest import free_sip_port
 from tests.processes import KGW, ROOT, Proc, free_tcp_port, until_json
 from tests.security.sip_register import register_as
@@ -66,6 +69,26 @@ async def test_password_only_on_the_command_line_is_refused(tmp_path: Path) -> N
         assert result.returncode == 2, result.stderr[-2000:]
         assert "refusing to start: --password on the command line" in result.stderr
         assert "--device-password-file" in result.stderr
+
+
+async def test_webhook_secret_only_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "device.pw"
+    secret.write_text("a-long-device-secret\n", encoding="utf-8")
+    exposed = [*_exposed(tmp_path), "--device-password-file", str(secret), "--webhook-url", "http://127.0.0.1:9/x"]
+    result = await asyncio.to_thread(_kgw, *exposed, "--webhook-secret", "hmac-key-in-ps")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "refusing to start: --webhook-secret on the command line" in result.stderr
+    assert "--webhook-secret-file" in result.stderr
+
+
+def test_webhook_secret_comes_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    key = tmp_path / "webhook.key"
+    key.write_text("hmac-key-from-a-file\n", encoding="utf-8")
+    hook = {"webhook_url": "http://127.0.0.1:9/x"}
+    assert load_config(None, webhook_secret_file=str(key), environ={}, **hook).webhook_secret == "hmac-key-from-a-file"
+    assert load_config(None, environ={"KGW_WEBHOOK_SECRET": "from-env"}, **hook).webhook_secret == "from-env"
+    with pytest.raises(ConfigError, match="webhook_secret"):
+        load_config(None, environ={}, **hook)
 
 
 async def test_password_file_starts_strict_and_warns_about_plain_http(tmp_path: Path, procs: list[Any]) -> None:
