@@ -153,7 +153,9 @@ async def test_second_connection_cannot_speak_for_a_tcp_device(gateway_factory):
         assert _tcp_peer(bound) == ("127.0.0.1", device.port)
 
         forged_keepalive = await attacker.message(service, DEVICE_ID, keepalive_body(DEVICE_ID, 2))
-        forged_catalog = await attacker.message(service, DEVICE_ID, catalog_body(DEVICE_ID, CHANNEL_ID, "午睡室·大门口"))
+        forged_catalog = await attacker.message(
+            service, DEVICE_ID, catalog_body(DEVICE_ID, CHANNEL_ID, "午睡室·大门口")
+        )
 
         assert forged_keepalive.status == 404
         assert forged_catalog.status == 404
