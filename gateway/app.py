@@ -233,7 +233,9 @@ class GatewayService:
         peers.per_user, peers.total = config.webrtc_per_user, config.webrtc_total
         peers.connect_timeout = config.webrtc_ice_timeout
         self.webrtc = peers
-        runner, self.http_port = await serve(app, config.http_host, config.http_port, tls=tls)
+        runner, self.http_port = await serve(
+            app, config.http_host, config.http_port, tls=tls, trusted_proxies=config.trusted_proxies
+        )
         stack.push_async_callback(runner.cleanup)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
 

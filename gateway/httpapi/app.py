@@ -71,11 +71,19 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
 
 
 async def serve(
-    app: web.Application, host: str, port: int, *, tls: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    tls: ssl.SSLContext | None = None,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> tuple[web.AppRunner, int]:
-    """Listen (port 0: any free port; HTTPS with ``tls``); returns the runner to clean up and the bound port."""
+    """Listen (port 0: any free port; HTTPS with ``tls``); returns the runner to clean up and the bound port.
+
+    Connections from ``trusted_proxies`` (networks) skip the per-address connection cap:
+    a reverse proxy funnels every user through its one address."""
     app.middlewares.append(body_deadline)  # slow bodies; GuardedSite: per-address cap, fd reserve (H4)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, **runner_options())
     await runner.setup()
-    await GuardedSite(runner, host, port, ssl_context=tls).start()
+    await GuardedSite(runner, host, port, ssl_context=tls, uncapped=trusted_proxies).start()
     return runner, int(runner.addresses[0][1])

@@ -10,7 +10,11 @@ process-wide :class:`InboundGate` first; it refuses
   (:func:`raise_nofile_limit` first lifts the soft limit to the hard one),
 
 so ``fd_reserve`` descriptors always stay free for outgoing connections, files and the
-media sockets. Refusals are counted by reason and logged once per source host and minute
+media sockets. A listener may exempt a source from the per-address cap (the HTTP
+listener does so for the configured trusted reverse proxies, which carry every user
+through one address): such a connection still counts towards the total and the reserve,
+but not towards its host's share, so it neither is capped nor crowds out SIP or RTP
+connections from that host. Refusals are counted by reason and logged once per source host and minute
 at most (a flood must not become a log flood). Timeouts of idle and slow connections
 live in the adapters (:mod:`gateway.io.sip_io`, :mod:`gateway.io.http_guard`) and read
 their values here.
@@ -97,12 +101,16 @@ class InboundGate:
         """Inbound connections allowed at once: the open-file limit minus the reserve."""
         return max(1, self.nofile - self.limits.fd_reserve)
 
-    def admit(self, host: str) -> Refusal | None:
-        """Count a new connection from ``host``, or say why it must be closed (not counted then)."""
+    def admit(self, host: str, *, uncapped: bool = False) -> Refusal | None:
+        """Count a new connection from ``host``, or say why it must be closed (not counted then).
+
+        ``uncapped``: exempt from the per-address cap (a trusted proxy); the total still applies.
+        Release it with the same flag.
+        """
         refusal: Refusal | None = None
         if self.total >= self.max_total:
             refusal = Refusal.FD_RESERVE
-        elif self.per_host[host] >= self.limits.per_address:
+        elif not uncapped and self.per_host[host] >= self.limits.per_address:
             refusal = Refusal.PER_ADDRESS
         if refusal is not None:
             self.refused[refusal] += 1
@@ -113,17 +121,19 @@ class InboundGate:
                 self._logged[host] = now
                 log.warning("refusing TCP connections from %s: %s", host, refusal.value)
             return refusal
-        self.per_host[host] += 1
+        if not uncapped:
+            self.per_host[host] += 1
         self.total += 1
         return None
 
-    def release(self, host: str) -> None:
-        """A connection :meth:`admit` counted has closed."""
-        left = self.per_host[host] - 1
-        if left > 0:
-            self.per_host[host] = left
-        else:
-            self.per_host.pop(host, None)
+    def release(self, host: str, *, uncapped: bool = False) -> None:
+        """A connection :meth:`admit` counted (with the same ``uncapped``) has closed."""
+        if not uncapped:
+            left = self.per_host[host] - 1
+            if left > 0:
+                self.per_host[host] = left
+            else:
+                self.per_host.pop(host, None)
         self.total = max(0, self.total - 1)
 
     def closed(self, reason: str) -> None:
