@@ -48,7 +48,7 @@ def build(kindergartens: int) -> tuple[SipRouter, list[SipRouter]]:
         RegistrarConfig(gateway_id=GW_ID, realm=GW_ID[:10], device_password="12345678"),
         DigestServer(GW_ID[:10], b"k" * 32),
         AuthThrottle(),
-        provisioned_password=lambda _: None,
+        provisioned_credential=lambda _: None,
         is_provisioned=lambda _: False,
         is_known=lambda _: True,  # as in the storm benchmark, the city is provisioned (no new-ID limit)
     )

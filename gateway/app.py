@@ -35,6 +35,7 @@ from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
 from gateway.config import GatewayConfig
 from gateway.device_credentials import (
+    hash_credentials,
     load_credentials,
     provisioned_device,
     save_credentials,
@@ -135,7 +136,7 @@ class GatewayService:
         await self.store.open()
         stack.push_async_callback(self.store.close)
         rows = await load_directory(self.store, directory)
-        imported = await asyncio.to_thread(load_credentials, sqlite_path(config.db))
+        imported = await asyncio.to_thread(load_credentials, sqlite_path(config.db), config.domain)
         if imported:  # per-device passwords of `kgw devices import` (strict enrolment)
             config = self.config = with_credentials(config, imported)
             self._kindergartens.update({c.device_id: c.kindergarten_id for c in imported if c.kindergarten_id})
@@ -258,11 +259,13 @@ class GatewayService:
         )
 
     async def _import_devices(self, rows: Sequence[DeviceCredential]) -> int:
-        """Store imported credentials (all or nothing), then let the running registrar use them."""
+        """Store imported credentials as HA1s (all or nothing), then let the running registrar use them."""
+        realm = self.config.domain
+        stored = hash_credentials(rows, realm)
         path = sqlite_path(self.config.db)
         if path is not None:
-            await asyncio.to_thread(save_credentials, path, rows)
-        for row in rows:
+            await asyncio.to_thread(save_credentials, path, stored, realm)
+        for row in stored:
             self.sip.provisioned[row.device_id] = provisioned_device(row)
             if row.kindergarten_id:
                 self._kindergartens[row.device_id] = row.kindergarten_id

@@ -189,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "import", help="import device_id,password[,kindergarten_id,name] rows from a CSV file (all or nothing)"
     )
     imp.add_argument("file", help="CSV file with a header row (UTF-8)")
-    imp.add_argument("--db", default="var/kgw.db", help="the gateway's SQLite file (default var/kgw.db)")
+    imp.add_argument("--config", help="the gateway's TOML file (its id/realm and db)")
+    imp.add_argument("--id", help=f"the gateway's 20-digit SIP ID, for the digest realm (default {DEFAULT_GATEWAY_ID})")
+    imp.add_argument("--realm", help="the gateway's digest realm (default: the first 10 digits of its ID)")
+    imp.add_argument("--db", help="the gateway's SQLite file (default var/kgw.db)")
 
     demo = sub.add_parser("demo", help="gateway + simulated city on embedded defaults")
     demo.add_argument("--kindergartens", type=int, default=20, help="simulated kindergartens (2314 = whole city)")
@@ -614,8 +617,8 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    """``kgw devices import FILE.csv``: store per-device passwords (a running gateway reads them at start)."""
-    from gateway.device_credentials import save_credentials, sqlite_path
+    """``kgw devices import FILE.csv``: store per-device HA1s (a running gateway reads them at start)."""
+    from gateway.device_credentials import hash_credentials, save_credentials, sqlite_path
     from gateway.device_csv import parse_device_csv
 
     try:
@@ -624,10 +627,12 @@ def run_devices(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {args.file}: {exc}") from exc
     rows = parse_device_csv(text)
-    path = sqlite_path(args.db)
+    # HA1 depends on the realm: the gateway's, from its config file / ID like `kgw gateway` computes it.
+    config = load_config(args.config, id=args.id, realm=args.realm, db=args.db)
+    path = sqlite_path(config.db)
     if path is None:
         raise ConfigError("--db must be a SQLite file")
-    count = save_credentials(path, rows)
+    count = save_credentials(path, hash_credentials(rows, config.domain), config.domain)
     print(f"imported {count} device credential(s) into {path}; restart the gateway (or POST /api/devices/import)")
     return 0
 

@@ -49,11 +49,13 @@ log = logging.getLogger("kgw.config")
 
 @dataclass(frozen=True, slots=True)
 class ProvisionedDevice:
-    """A device known in advance: its own password and kindergarten."""
+    """A device known in advance: its own password (or HA1s of it, from an import) and kindergarten."""
 
     id: str
     password: str | None = None
     kindergarten_id: str | None = None
+    ha1_md5: str | None = None  # H(id:realm:password) (gateway.device_credentials)
+    ha1_sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

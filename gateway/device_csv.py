@@ -7,7 +7,7 @@ file is checked before anything is stored: one bad row refuses the import,
 and the error names every bad line (``line 7: …``), so an installer fixes the
 file and imports it again — never half a city.
 
-Passwords are stored as given (see :mod:`gateway.device_credentials` for why)
+Passwords are stored as HA1s, never as given (see :mod:`gateway.device_credentials`),
 and never echoed: errors name the line and the column, not the value.
 """
 

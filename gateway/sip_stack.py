@@ -21,7 +21,7 @@ from gateway.config import GatewayConfig, ProvisionedDevice
 from gateway.gb28181.access import AccessConfig, DeviceAccess, DeviceSession
 from gateway.gb28181.auth_throttle import AuthThrottle
 from gateway.gb28181.registrar import EnrolmentMode, Registrar, RegistrarConfig
-from gateway.gb28181.sip.auth import Algorithm, DigestServer
+from gateway.gb28181.sip.auth import Algorithm, Credential, DigestServer
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipHandler, SipRouter
@@ -68,7 +68,7 @@ class SipStack(Collector):
                 config.domain, os.urandom(32), nonce_ttl=config.nonce_ttl, algorithms=(Algorithm.MD5, Algorithm.SHA256)
             ),
             AuthThrottle(),
-            provisioned_password=lambda d: p.password if (p := provisioned.get(d)) else None,
+            provisioned_credential=lambda d: _credential(provisioned.get(d)),
             is_provisioned=provisioned.__contains__,
             # Devices the directory holds, or numbered under a provisioned kindergarten, are not
             # "new" (H5's new-ID limit): a provisioned city registers at full speed.
@@ -181,3 +181,12 @@ def advertised_host(config: GatewayConfig) -> str:
     except OSError:
         log.warning("cannot tell this host's address; set sip_advertise in the config")
         return "127.0.0.1"
+
+
+def _credential(device: ProvisionedDevice | None) -> Credential | None:
+    """A provisioned device's own credential: stored HA1s (imports) or its password (config file)."""
+    if device is None:
+        return None
+    if device.ha1_md5 is not None or device.ha1_sha256 is not None:
+        return Credential(ha1_md5=device.ha1_md5, ha1_sha256=device.ha1_sha256)
+    return Credential(device.password) if device.password else None

@@ -47,7 +47,7 @@ from enum import Enum
 from gateway.errors import SipError
 from gateway.gb28181.auth_throttle import AuthThrottle, RateLimit
 from gateway.gb28181.ids import DeviceType, GbId, is_gb_id
-from gateway.gb28181.sip.auth import AuthResult, DigestServer, username_of
+from gateway.gb28181.sip.auth import AuthResult, Credential, DigestServer, username_of
 from gateway.gb28181.sip.message import SipRequest
 from gateway.gb28181.sip.transport import Peer
 
@@ -120,7 +120,8 @@ class RegisterDecision:
     newly_blocked: bool = False
 
 
-PasswordLookup = Callable[[str], "str | None"]
+CredentialLookup = Callable[[str], "Credential | str | None"]
+"""A provisioned device's own credential (stored HA1s or a password); None: the shared device password."""
 
 
 def failed_auth_limit() -> RateLimit:
@@ -141,7 +142,7 @@ class Registrar:
         config: RegistrarConfig,
         digest: DigestServer,
         throttle: AuthThrottle,
-        provisioned_password: PasswordLookup,
+        provisioned_credential: CredentialLookup,
         is_provisioned: Callable[[str], bool],
         *,
         is_known: Callable[[str], bool] = lambda device_id: False,
@@ -151,7 +152,7 @@ class Registrar:
         self.config = config
         self.digest = digest
         self.throttle = throttle
-        self._provisioned_password = provisioned_password
+        self._provisioned_credential = provisioned_credential
         self._is_provisioned = is_provisioned
         self._is_known = is_known
         # Not ``or``: an empty RateLimit is falsy (it has __len__), so a given one would be replaced.
@@ -190,8 +191,8 @@ class Registrar:
             if not self.digest.issued_to(authorization, peer):
                 return self._challenge(device_id, peer, now, RefusalReason.CHALLENGED, new_device=new_device)
             return self._fail(device_id, peer, now, RefusalReason.USERNAME_MISMATCH)
-        password = self._provisioned_password(device_id) or self.config.device_password
-        result = self.digest.verify(authorization, "REGISTER", password, now, client=peer)
+        credential = self._provisioned_credential(device_id) or self.config.device_password
+        result = self.digest.verify(authorization, "REGISTER", credential, now, client=peer)
         if result is AuthResult.OK:
             self.throttle.record_success(device_id, peer.host)
             return self._accept(request, device_id, peer, min(expires, self.config.max_expires), wall)

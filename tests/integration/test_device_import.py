@@ -54,6 +54,8 @@ async def test_cli_import_then_strict_gateway_takes_only_own_passwords(tmp_path:
         timeout=60,
     )
     assert result.returncode == 0 and "imported 2" in result.stdout, result.stderr
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("gw.db*"))
+    assert b"nvr-own-pw-1" not in stored and b"box-own-pw-2" not in stored, "HA1s are stored, not passwords"
     bad = tmp_path / "bad.csv"
     bad.write_text(f"device_id,password\n{STRANGER},x\n", encoding="utf-8")
     refused = await asyncio.to_thread(

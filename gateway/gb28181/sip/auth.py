@@ -24,6 +24,12 @@ uses its nonce up). A sniffed ``Authorization`` therefore cannot be replayed,
 neither later nor from another address. The table forgets nonces twice their
 lifetime after issue and holds at most ``max_nonces`` (oldest evicted first):
 ~25k devices, each between its 401 and its answer, fit many times over.
+
+The server verifies against a :class:`Credential`: a password (the config
+file's ``[[devices]]`` entries, the shared device password) or stored HA1
+values, one per hash (MD5, SHA-256), so that a credential store need not keep
+device passwords (gateway/device_credentials.py). ``-sess`` variants derive
+from the same HA1 (RFC 7616 §3.4.2).
 """
 
 from __future__ import annotations
@@ -42,12 +48,14 @@ from gateway.errors import ConfigError, DigestError
 __all__ = [
     "Algorithm",
     "AuthResult",
+    "Credential",
     "DigestClient",
     "DigestServer",
     "UnsupportedAlgorithm",
     "build_authorization",
     "compute_ha1",
     "compute_response",
+    "compute_response_from_ha1",
     "parse_auth_params",
     "username_of",
 ]
@@ -275,9 +283,24 @@ def compute_response(
     unknown qop or algorithm.
     """
     alg = algorithm if isinstance(algorithm, Algorithm) else Algorithm.from_token(algorithm)
-    digest = alg.hexdigest
     ha1 = compute_ha1(alg, username, realm, password)
-    if alg.is_session:
+    return compute_response_from_ha1(alg, ha1, method, uri, nonce, qop, nc, cnonce, body)
+
+
+def compute_response_from_ha1(
+    algorithm: Algorithm,
+    ha1: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None,
+    nc: str | None,
+    cnonce: str | None,
+    body: bytes = b"",
+) -> str:
+    """:func:`compute_response` from a stored ``ha1`` = H(username:realm:password) of ``algorithm``'s hash."""
+    digest = algorithm.hexdigest
+    if algorithm.is_session:
         if cnonce is None:
             raise DigestError("a -sess algorithm needs a cnonce")
         ha1 = digest(_b(f"{ha1}:{nonce}:{cnonce}"))  # RFC 7616 §3.4.2
@@ -293,6 +316,51 @@ def compute_response(
     if nc is None or cnonce is None:
         raise DigestError("qop needs nc and cnonce")
     return digest(_b(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}"))
+
+
+_HA1_LENGTH = {Algorithm.MD5: 32, Algorithm.SHA256: 64}
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What :meth:`DigestServer.verify` checks a response against: a password, or stored HA1s.
+
+    ``ha1_md5``/``ha1_sha256`` are H(username:realm:password) with MD5 and
+    SHA-256 (:meth:`hashed` computes both). They bind the credential to one
+    username and realm: they verify only responses of that device in that
+    realm. They are not the password, but whoever holds them can answer
+    challenges of this realm as that device, so they are still secrets.
+    An HA1 missing for the algorithm a client used fails like a wrong password.
+    """
+
+    password: str | None = None
+    ha1_md5: str | None = None
+    ha1_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.password is not None and (self.ha1_md5 is not None or self.ha1_sha256 is not None):
+            raise ConfigError("a credential holds a password or HA1 values, not both")
+        for value, alg in ((self.ha1_md5, Algorithm.MD5), (self.ha1_sha256, Algorithm.SHA256)):
+            if value is not None and (len(value) != _HA1_LENGTH[alg] or _HEX_RE.fullmatch(value) is None):
+                raise ConfigError(f"HA1 for {alg.value} must be {_HA1_LENGTH[alg]} hex digits")
+
+    @classmethod
+    def hashed(cls, username: str, realm: str, password: str) -> Credential:
+        """The HA1s of ``password`` for ``username`` in ``realm`` (the password itself is not kept)."""
+        return cls(
+            ha1_md5=compute_ha1(Algorithm.MD5, username, realm, password),
+            ha1_sha256=compute_ha1(Algorithm.SHA256, username, realm, password),
+        )
+
+    def ha1(self, algorithm: Algorithm, username: str, realm: str) -> str | None:
+        """HA1 for ``algorithm`` (its ``-sess`` variant uses the plain one), or None when not held."""
+        if self.password is not None:
+            return compute_ha1(algorithm, username, realm, self.password)
+        if algorithm in (Algorithm.MD5, Algorithm.MD5_SESS):
+            stored = self.ha1_md5
+        else:
+            stored = self.ha1_sha256
+        return stored.lower() if stored is not None else None
 
 
 # --- server side ------------------------------------------------------------------
@@ -462,12 +530,16 @@ class DigestServer:
         self,
         authorization: str,
         method: str,
-        password: str,
+        password: str | Credential,
         now: float,
         body: bytes = b"",
         client: Hashable | None = None,
     ) -> AuthResult:
         """Check ``Authorization`` credentials from ``client`` against ``password``; never raises for bad input.
+
+        ``password`` is the password or a :class:`Credential` (a password or
+        stored HA1s); a credential without an HA1 for the client's algorithm
+        verifies nothing (``BAD_PASSWORD``).
 
         The caller must also check that ``username`` is the device it expects
         (the From user), since the password is looked up by it. A nonce of
@@ -503,18 +575,12 @@ class DigestServer:
         if entry.client != client:
             return AuthResult.WRONG_CLIENT
         # Verify in the form the client used (qop or RFC 2069), with its uri and nc as sent.
-        expected = compute_response(
-            algorithm,
-            params["username"],
-            self.realm,
-            password,
-            method,
-            params["uri"],
-            params["nonce"],
-            qop,
-            nc,
-            cnonce,
-            body,
+        credential = password if isinstance(password, Credential) else Credential(password)
+        ha1 = credential.ha1(algorithm, params["username"], self.realm)
+        expected = (
+            compute_response_from_ha1(algorithm, ha1, method, params["uri"], nonce, qop, nc, cnonce, body)
+            if ha1 is not None
+            else ""
         )
         if not hmac.compare_digest(_b(expected), _b(params["response"].lower())):
             del self._nonces[nonce]
