@@ -21,6 +21,7 @@ from typing import Any, Final
 from gateway.audit.chain import AuditEntry, AuditRecord, ChainHead, chain
 from gateway.audit.store import AuditFilter, AuditPage
 from gateway.errors import StoreError
+from gateway.sqlite_connect import connect_wal
 
 __all__ = ["SCHEMA", "SqliteAuditStore", "AppendOnlyViolation"]
 
@@ -126,10 +127,8 @@ class SqliteAuditStore:
         if self._conn is not None:
             return
         with _mapped():
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn = connect_wal(self.path, synchronous="FULL", foreign_keys=False)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in SCHEMA:
                     conn.execute(statement)

@@ -41,6 +41,7 @@ from gateway.registry.model import (
     check_page,
 )
 from gateway.registry.sqlite_schema import MIGRATIONS, split_statements
+from gateway.sqlite_connect import connect_wal
 
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
@@ -168,14 +169,7 @@ class SqliteStore:
         if self._conn is not None:
             return
         with _mapped_errors():
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA foreign_keys=ON")
-            except BaseException:
-                conn.close()
-                raise
+            conn = connect_wal(self.path)
         self._conn = conn
 
     def close(self) -> None:

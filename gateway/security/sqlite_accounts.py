@@ -20,6 +20,7 @@ from typing import Any, Final
 from gateway.errors import StoreError
 from gateway.security.accounts import ApiToken, DuplicateAccount, Session, UnknownAccount, User
 from gateway.security.principal import Role
+from gateway.sqlite_connect import connect_wal
 
 __all__ = ["SqliteAccountStore", "open_account_store"]
 
@@ -85,10 +86,7 @@ class SqliteAccountStore:
         if self._conn is not None:
             return
         try:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            conn = connect_wal(self.path)
         except sqlite3.Error as exc:
             raise StoreError(f"sqlite {self.path}: {exc}") from exc
         self._conn = conn
