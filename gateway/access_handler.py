@@ -21,6 +21,7 @@ from prometheus_client import Counter, Metric
 from prometheus_client.registry import Collector
 
 from gateway.alarms.receiver import AlarmReceiver
+from gateway.command_broker import CommandBroker
 from gateway.gb28181.access_events import (
     AccessEvent,
     AlarmNotified,
@@ -64,6 +65,7 @@ class AccessEventHandler(Collector):
         queries: QueryBroker,
         alarms: AlarmReceiver,
         *,
+        commands: CommandBroker | None = None,
         wall: Callable[[float], float],
         provisioned_kindergarten: Callable[[str], str | None] = lambda device_id: None,
         clock: Callable[[], float] = time.monotonic,
@@ -72,6 +74,7 @@ class AccessEventHandler(Collector):
         self.writer = writer
         self.catalogs = catalogs
         self.queries = queries
+        self.commands = commands
         self.alarms = alarms
         self.wall = wall
         self.provisioned_kindergarten = provisioned_kindergarten
@@ -138,6 +141,8 @@ class AccessEventHandler(Collector):
                 log.info("query %s to %s failed: %s", event.cmd_type, event.device_id, event.reason)
                 self.query_failures.labels(cmd=event.cmd_type).inc()
                 self.queries.resolve(event.device_id, event.cmd_type, event.sn, None)
+                if self.commands is not None:
+                    self.commands.fail(event.device_id, event.cmd_type, event.sn, event.reason)
             case AlarmNotified():
                 if event.untrusted_reason:
                     self.untrusted_alarms.labels(reason=event.untrusted_reason).inc()
@@ -150,8 +155,12 @@ class AccessEventHandler(Collector):
                 self.alarms.receive(event)
             case MessageRefused():
                 self._message_refused(event)
+            case ManscdpReceived() if self.commands is not None and self.commands.deliver(
+                event.device_id, event.message
+            ):
+                pass  # an answer someone awaits (DeviceControl, RecordInfo, …) or a service's notify
             case ManscdpReceived():
-                # Devices' notifications kgw does not use yet (MobilePosition, MediaStatus, …): answered 200.
+                # Devices' notifications kgw does not use (MobilePosition, …): answered 200.
                 kind = type(event.message).__name__
                 self.ignored.labels(type=kind).inc()
                 log.debug("%s from %s answered and not used", kind, event.device_id)

@@ -33,6 +33,7 @@ from gateway.audit.backends import open_audit_store
 from gateway.audit.trail import AuditTrail
 from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
+from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
 from gateway.device_credentials import (
     hash_credentials,
@@ -106,6 +107,7 @@ class GatewayService:
         self.live: LiveService
         self.alarms: AlarmService
         self.queries: QueryBroker
+        self.commands: CommandBroker
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
         self.http_app: web.Application
@@ -179,6 +181,7 @@ class GatewayService:
         stack.push_async_callback(self.alarms.stop)
 
         self.queries = QueryBroker(sip.access, config.query_timeout)
+        self.commands = CommandBroker(sip.access, config.query_timeout)
         receiver = AlarmReceiver(self.alarms, directory, sip.access, self.wall)
         self.events = AccessEventHandler(
             directory,
@@ -186,6 +189,7 @@ class GatewayService:
             self.catalogs,
             self.queries,
             receiver,
+            commands=self.commands,
             wall=self.wall,
             provisioned_kindergarten=self._provisioned_kindergarten,
         )

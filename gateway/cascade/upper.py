@@ -392,6 +392,10 @@ class UpperLink:
             status="OK",
         )
 
+    def message_status(self, message: ManscdpMessage) -> int:
+        """Every message is accepted."""
+        return 200
+
     def on_message(self, message: ManscdpMessage, now: float) -> None:
         """Keepalive from the upper, its Response/Alarm to our alarms, anything else: the 200 is all."""
 

@@ -79,6 +79,17 @@ class _QueryContext:
 
 
 @dataclass(frozen=True, slots=True)
+class _CommandContext:
+    """The context of a command MESSAGE sent for another service (:meth:`DeviceAccess.send_command`)."""
+
+    key: tuple[str, str, int]  # (device id, CmdType, SN)
+
+
+CommandBody = Callable[[int, str], bytes]
+"""Builds a command's MANSCDP body from its SN and the device's charset."""
+
+
+@dataclass(frozen=True, slots=True)
 class AccessConfig:
     """Behaviour switches of the access core."""
 
@@ -181,6 +192,9 @@ class DeviceAccess:
         if isinstance(event, RequestReceived):
             self._on_request(event, now)
             return True
+        if isinstance(event.context, _CommandContext):
+            self._on_command_outcome(event, event.context, now)
+            return True
         if not isinstance(event.context, _QueryContext) and event.context != _ALARM_ACK:
             return False
         if isinstance(event, ResponseReceived):
@@ -202,6 +216,48 @@ class DeviceAccess:
     def query_device_status(self, device_id: str, now: float) -> int | None:
         """Ask a registered device for DeviceStatus."""
         return self._query(device_id, DeviceStatusQuery(sn=self._next_sn(), device_id=device_id), now)
+
+    def send_command(self, device_id: str, cmd_type: str, body: CommandBody, now: float) -> int | None:
+        """Send a MANSCDP command another service built (DeviceControl, RecordInfo, Broadcast…); its SN.
+
+        None when the device has no session. The device's answers (Response
+        MESSAGEs with this SN) come back as :class:`ManscdpReceived`; a SIP refusal
+        (>= 300) or a transaction timeout of the MESSAGE itself as
+        :class:`QueryFailed` with ``cmd_type`` and the SN. Unlike the registry's
+        queries these are not queued: a person or an upper platform is waiting.
+        """
+        session = self.sessions.get(device_id)
+        if session is None:
+            return None
+        sn = self._next_sn()
+        self._cseq += 1
+        request = build_message(
+            from_id=self.config.gateway_id,
+            from_domain=self.config.realm,
+            from_tag=self.endpoint.new_tag(),
+            to_id=device_id,
+            to_domain=device_id[:10],
+            request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
+            call_id=self.endpoint.new_call_id(),
+            cseq=self._cseq,
+            body=body(sn, session.charset),
+        )
+        self.endpoint.send_request(request, session.peer, now, context=_CommandContext((device_id, cmd_type, sn)))
+        return sn
+
+    def charset_of(self, device_id: str) -> str:
+        """The charset the device last wrote in (GB2312 until it said otherwise)."""
+        session = self.sessions.get(device_id)
+        return session.charset if session is not None else "GB2312"
+
+    def _on_command_outcome(
+        self, event: ResponseReceived | TransactionTimedOut, context: _CommandContext, now: float
+    ) -> None:
+        device_id, cmd_type, sn = context.key
+        if isinstance(event, TransactionTimedOut):
+            self._events.append(QueryFailed(device_id, cmd_type, sn, "transport_timeout"))
+        elif event.response.status >= 300:
+            self._events.append(QueryFailed(device_id, cmd_type, sn, f"status_{event.response.status}"))
 
     def _registered_peer(self, device_id: str) -> Peer | None:
         session = self.sessions.get(device_id)
@@ -531,6 +587,7 @@ class DeviceAccess:
 
 __all__ = [
     "AccessConfig",
+    "CommandBody",
     "AlarmNotified",
     "CatalogNotified",
     "AccessEvent",

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from gateway.gb28181.device_alarms import (
     ALARM_INPUT_TYPE_CODES,
@@ -78,6 +79,7 @@ __all__ = [
     "AlarmKind",
     "AlarmRecord",
     "DeviceAgent",
+    "DeviceFeature",
     "DeviceProfile",
     "Misbehaviour",
     "ServerInfo",
@@ -181,6 +183,28 @@ def device_policy(timing: AgentTiming, profile: DeviceProfile) -> LowerPolicy:
     )
 
 
+class DeviceFeature(Protocol):
+    """Something a simulated device can do beyond registering and live video (PTZ, recordings, broadcast…).
+
+    Features are offered, in order, the server's MESSAGEs and call requests (INVITE,
+    ACK, BYE, CANCEL, INFO) before the agent's own handling, and the timers they armed
+    through ``agent.client.set_timer`` (keys they recognise). Each returns True for
+    what it took (and answered).
+    """
+
+    def on_message(self, agent: DeviceAgent, message: ManscdpMessage, now: float) -> bool:
+        """A MANSCDP MESSAGE of the server, already answered 200."""
+        ...
+
+    def on_call(self, agent: DeviceAgent, event: RequestReceived, now: float) -> bool:
+        """An INVITE, ACK, BYE, CANCEL or INFO of the server."""
+        ...
+
+    def on_timer(self, agent: DeviceAgent, key: Hashable, now: float) -> bool:
+        """A timer armed with ``agent.client.set_timer`` is due."""
+        ...
+
+
 class DeviceAgent:
     """One simulated device on a (possibly shared) endpoint: a :class:`LowerRole` of :class:`LowerClient`.
 
@@ -234,6 +258,8 @@ class DeviceAgent:
         self.camera_ids = frozenset(c.device_id for c in profile.channels if is_camera(c))
         self.calls: DeviceCalls | None = DeviceCalls(endpoint) if self.camera_ids else None
         """Live calls of this device's cameras; None for a device without cameras."""
+        self.features: list[DeviceFeature] = []
+        """What else the device does (PTZ, recordings, broadcast…), offered messages and calls first."""
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -343,8 +369,14 @@ class DeviceAgent:
             record="OFF",
         )
 
+    def message_status(self, message: ManscdpMessage) -> int:
+        """A device takes every readable MESSAGE (it answers commands it cannot do with Result ERROR)."""
+        return 200
+
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """The platform's ``Response/Alarm`` (docs/gb28181.md §9.2) marks our alarm; anything else was just counted."""
+        """Features first; the platform's ``Response/Alarm`` (docs/gb28181.md §9.2) marks our alarm."""
+        if any(feature.on_message(self, message, now) for feature in self.features):
+            return
         if is_alarm_response(message):
             self._alarms.on_response(message.sn, now)
 
@@ -353,6 +385,8 @@ class DeviceAgent:
         request = event.request
         if request.method == "INVITE":
             self.stats.invites_received += 1
+        if any(feature.on_call(self, event, now) for feature in self.features):
+            return
         if self.calls is not None and request.method in CALL_METHODS:
             target = target_id(request)
             if target in self.camera_ids and self.calls.on_request(event, target, now):
@@ -379,7 +413,9 @@ class DeviceAgent:
         return body
 
     def on_timer(self, key: Hashable, now: float) -> None:
-        """An alarm resend is due."""
+        """A feature's timer, or an alarm resend, is due."""
+        if any(feature.on_timer(self, key, now) for feature in self.features):
+            return
         self._alarms.on_timer(key, now)
 
     def on_event(self, event: LowerEvent) -> None:

@@ -33,7 +33,15 @@ from enum import Enum
 from gateway.errors import SipError
 from gateway.gb28181.dialog import Dialog
 from gateway.gb28181.requests import sip_uri
-from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, answer_to_spec, build_sdp, offer_for_play, parse_sdp
+from gateway.gb28181.sdp import (
+    MediaSessionSpec,
+    MediaTransport,
+    SdpSession,
+    answer_to_spec,
+    build_sdp,
+    offer_for_play,
+    parse_sdp,
+)
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimedOut
 from gateway.gb28181.sip.headers import Headers
 from gateway.gb28181.sip.message import SipRequest, SipResponse, make_response
@@ -177,6 +185,7 @@ class PlaySession:
         play_timeout: float = DEFAULT_PLAY_TIMEOUT,
         stream_number: int | None = None,
         cseq: int = 1,
+        offer: SdpSession | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.gateway_id = gateway_id
@@ -185,7 +194,8 @@ class PlaySession:
         self.device_peer = device_peer
         self.play_timeout = play_timeout
         self.state = PlayState.IDLE
-        self.offer = offer_for_play(
+        # ``offer`` replaces the live offer: a Playback or Download one (sdp.offer_for_history).
+        self.offer = offer or offer_for_play(
             origin_user=channel_id,  # docs/gb28181.md §15.6 writes the channel in o=
             media_host=media_host,
             media_port=media_port,

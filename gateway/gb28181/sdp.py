@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypedDict
 
@@ -50,6 +50,7 @@ __all__ = [
     "answer_to_spec",
     "build_sdp",
     "make_ssrc",
+    "offer_for_history",
     "offer_for_play",
     "offer_transport",
     "parse_sdp",
@@ -429,6 +430,52 @@ def offer_for_play(
         connection=Connection.NEW if tcp else None,
         ssrc=ssrc.zfill(10),
         stream_number=stream_number,
+    )
+
+
+def offer_for_history(
+    *,
+    session_type: SessionType,
+    channel_id: str,
+    start: int,
+    end: int,
+    media_host: str,
+    media_port: int,
+    ssrc: str,
+    transport: MediaTransport = MediaTransport.UDP,
+    download_speed: int | None = None,
+    stream_number: int | None = None,
+) -> SdpSession:
+    """A Playback or Download offer (docs/gb28181.md §15.6): the live offer with ``s=``,
+    ``u=<channel>:0`` and ``t=<start> <end>`` in **Unix epoch seconds** (what deployed
+    platforms and devices use, not the NTP epoch of RFC 4566), a history SSRC (``1…``) and,
+    for a download, ``a=downloadspeed:``.
+
+    Raises :class:`SdpBuildError` for a live session type, an empty or reversed time range,
+    or a history SSRC that does not start with ``1``.
+    """
+    if not session_type.history:
+        raise SdpBuildError(f"{session_type} is not a history session")
+    if not 0 < start < end:
+        raise SdpBuildError(f"history range must be 0 < start < end, not {start}..{end}")
+    if not ssrc.zfill(10).startswith("1"):
+        raise SdpBuildError("a history SSRC starts with 1 (docs/gb28181.md §15.4)")
+    live = offer_for_play(
+        origin_user=channel_id,
+        media_host=media_host,
+        media_port=media_port,
+        ssrc=ssrc,
+        transport=transport,
+        stream_number=stream_number,
+    )
+    speed = download_speed if session_type is SessionType.DOWNLOAD else None
+    return replace(
+        live,
+        session_type=session_type,
+        uri=f"{channel_id}:0",
+        start_time=start,
+        end_time=end,
+        download_speed=speed,
     )
 
 

@@ -70,6 +70,12 @@ class Capability(StrEnum):
     SYSTEM_STATUS = "system_status"  # upper-platform links, /metrics
     AUDIT_READ = "audit_read"
     USER_ADMIN = "user_admin"  # users, roles, API tokens
+    PTZ_CONTROL = "ptz_control"  # pan/tilt/zoom, focus, iris, presets of a PTZ camera
+    DEVICE_CONTROL = "device_control"  # TeleBoot, RecordCmd, GuardCmd/AlarmCmd, HomePosition, DragZoom
+    RECORD_READ = "record_read"  # a camera's recordings (RecordInfo) and their timeline
+    PLAYBACK = "playback"  # play back a camera's recordings
+    DOWNLOAD = "download"  # download a recording as an MP4 file
+    BROADCAST = "broadcast"  # speak to a kindergarten (voice broadcast, 喊话)
 
     @property
     def label(self) -> str:
@@ -112,6 +118,12 @@ _CAPABILITY_LABELS: Final = {
     Capability.SYSTEM_STATUS: "上级平台、监控指标 upper platforms, metrics",
     Capability.AUDIT_READ: "审计记录 audit trail",
     Capability.USER_ADMIN: "用户与令牌 users and API tokens",
+    Capability.PTZ_CONTROL: "云台控制 PTZ control",
+    Capability.DEVICE_CONTROL: "设备控制(重启、录像、布撤防) device control",
+    Capability.RECORD_READ: "录像检索 recording search",
+    Capability.PLAYBACK: "录像回放 playback",
+    Capability.DOWNLOAD: "录像下载 recording download",
+    Capability.BROADCAST: "语音喊话 voice broadcast",
 }
 
 _REACH_LABELS: Final = {
@@ -139,6 +151,8 @@ _N, _A, _D, _K, _S = Reach.NONE, Reach.ALL, Reach.DISTRICT, Reach.KINDERGARTEN, 
 #: go to police with every alarm, so only the city and its installers change them);
 #: 运维 watches only what the police policy would share (entrance and perimeter
 #: cameras), never an indoor camera; 园方 sees its own alarms and no video at all.
+#: 公安 looks back at and downloads what it may watch live, but steers no camera and
+#: speaks to no kindergarten: moving a camera or talking to a site is the district's job.
 PERMISSIONS: Final[Mapping[Capability, Mapping[Role, Reach]]] = {
     Capability.DEVICE_READ: _row(_A, _D, _N, _N, _A),
     Capability.CHANNEL_READ: _row(_A, _D, _S, _N, _A),
@@ -159,6 +173,12 @@ PERMISSIONS: Final[Mapping[Capability, Mapping[Role, Reach]]] = {
     Capability.SYSTEM_STATUS: _row(_A, _N, _N, _N, _A),
     Capability.AUDIT_READ: _row(_A, _N, _N, _N, _N),
     Capability.USER_ADMIN: _row(_A, _N, _N, _N, _N),
+    Capability.PTZ_CONTROL: _row(_A, _D, _N, _N, _S),
+    Capability.DEVICE_CONTROL: _row(_A, _D, _N, _N, _A),
+    Capability.RECORD_READ: _row(_A, _D, _S, _N, _S),
+    Capability.PLAYBACK: _row(_A, _D, _S, _N, _S),
+    Capability.DOWNLOAD: _row(_A, _D, _S, _N, _N),
+    Capability.BROADCAST: _row(_A, _D, _N, _N, _N),
 }
 
 _POLICE: Final = SharePolicy.police()

@@ -93,6 +93,10 @@ class Role:
     def answer_device_status(self, query: DeviceStatusQuery) -> DeviceStatusResponse | None:
         return None  # a role may stay silent
 
+    def message_status(self, message: ManscdpMessage) -> int:
+        """Every message is accepted."""
+        return 200
+
     def on_message(self, message: ManscdpMessage, now: float) -> None:
         self.messages.append(message)
 

@@ -455,7 +455,11 @@ class LowerClient:
             self.answer(request, txn, exc.status_hint, now)  # 400, or 415 for a root that is not MANSCDP
             return
         self._charset = charset
-        self.answer(request, txn, 200, now)
+        query = isinstance(message, CatalogQuery | DeviceInfoQuery | DeviceStatusQuery)
+        status = 200 if query else self.role.message_status(message)
+        self.answer(request, txn, status, now)
+        if status >= 300:
+            return
         self.role.on_event(MessageReceived(self.identity.name, now, message))
         if isinstance(message, CatalogQuery):
             self._pusher.answer_query(message.sn, self.role.catalog_items(), now)

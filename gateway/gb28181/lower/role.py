@@ -46,6 +46,12 @@ class LowerRole(Protocol):
         """The answer to a DeviceStatus query (docs/gb28181.md §8); None sends nothing."""
         ...
 
+    def message_status(self, message: ManscdpMessage) -> int:
+        """The SIP status for a server's MESSAGE that is not a Catalog/DeviceInfo/DeviceStatus query:
+        200 (then :meth:`on_message` gets it), or a refusal such as 403 for a command about a channel the
+        server may not reach (docs/gb28181.md §16.5); a refused message goes no further."""
+        ...
+
     def on_message(self, message: ManscdpMessage, now: float) -> None:
         """Any other MANSCDP MESSAGE from the server, already answered 200 (e.g. ``Response/Alarm``)."""
         ...
