@@ -39,9 +39,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc, offer_for_play
-from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
+from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
@@ -596,9 +596,7 @@ class LiveService:
         if stream.asked != MAIN and number == MAIN:
             self.planner.record_no_sub(stream.channel_id, "answered the sub-stream INVITE with its main stream")
         if stream.reservation is not None:
-            stream.reservation.update(
-                self._estimate(number), f"live {self.planner.label(stream.channel_id, number)}"
-            )
+            stream.reservation.update(self._estimate(number), f"live {self.planner.label(stream.channel_id, number)}")
         key = stream_key(stream.channel_id, number)
         if key in self.streams or key in self._opening:
             return  # that stream runs too (a race): this one stays where it is, labelled with what it carries

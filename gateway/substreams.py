@@ -14,9 +14,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from gateway.gb28181.stream_number import MAIN, SUB, StreamStyle, choose_style
-from gateway.registry.directory import Directory
+
+if TYPE_CHECKING:
+    from gateway.registry.directory import Directory
 
 __all__ = ["StreamChoice", "StreamPlanner", "parse_choice"]
 

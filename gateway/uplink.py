@@ -169,9 +169,7 @@ class UplinkBudget:
         if not self.fits(kindergarten_id, kbps):
             self.refused += 1
             raise self.exceeded(kindergarten_id, kbps)
-        reservation = Reservation(
-            next(self._ids), kindergarten_id, kbps, what, kind, channel_id, measure, _budget=self
-        )
+        reservation = Reservation(next(self._ids), kindergarten_id, kbps, what, kind, channel_id, measure, _budget=self)
         self._by_kg.setdefault(kindergarten_id, []).append(reservation)
         return reservation
 

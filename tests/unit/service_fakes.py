@@ -295,7 +295,7 @@ class FakeLive:
         """Viewers joined and not left."""
         return len(self.watched) - len(self.left)
 
-    async def watch(self, channel_id: str) -> tuple[LiveStream, str]:
+    async def watch(self, channel_id: str, transport: object = None, stream: int = 0) -> tuple[LiveStream, str]:
         loop = asyncio.get_running_loop()
         if self.gate is not None:
             await self.gate.wait()
