@@ -216,6 +216,17 @@ class LiveService:
                 dropped.add_metric([key.removeprefix("dropped_")], value)
         yield dropped
         yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
+        if self.uplink is not None:
+            yield CounterMetricFamily(
+                "kgw_uplink_refused",
+                "Live requests refused over a kindergarten's uplink budget",
+                value=self.uplink.refused,
+            )
+            yield GaugeMetricFamily(
+                "kgw_substreams_active",
+                "Sub-streams open now",
+                value=sum(s.stream_number != MAIN for s in self.streams.values()),
+            )
 
     def rtp_totals(self) -> dict[str, int]:
         """RTP and PS counters over every stream so far (for /metrics)."""
