@@ -51,6 +51,7 @@ from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.uplink_routes import uplink_part
 from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
@@ -66,6 +67,7 @@ from gateway.registry.writer import RegistryWriter
 from gateway.security.accounts import SessionPolicy
 from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
+from gateway.stream_config import build_planner, build_uplink
 
 __all__ = ["GatewayService"]
 
@@ -166,6 +168,10 @@ class GatewayService:
             play_timeout=config.play_timeout,
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
+            # Issue 11: sub-streams spelled per device, and each kindergarten's uplink budget.
+            planner=build_planner(config, directory, lambda d: getattr(sip.access.sessions.get(d), "gb_version", None)),
+            uplink=(uplink := build_uplink(config)),
+            measure_after=config.uplink_measure_after,
         )
         if config.upper_platforms:
             self.cascade = CascadeService(
@@ -231,7 +237,7 @@ class GatewayService:
                 tls=tls is not None,
                 public_url=config.public_url,
             ),
-            parts=(*self.web_parts, device_import_part(self._import_devices)),
+            parts=(*self.web_parts, device_import_part(self._import_devices), uplink_part(uplink, directory)),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         peers = app[PEERS]  # M2: WebRTC caps
