@@ -128,9 +128,7 @@ class RecordingIndex:
 
     # --- queries ---------------------------------------------------------------------------
 
-    def query(
-        self, channel_id: str, start: int, end: int, now: int, kind: RecordKind | None = None
-    ) -> list[Recording]:
+    def query(self, channel_id: str, start: int, end: int, now: int, kind: RecordKind | None = None) -> list[Recording]:
         """Files of ``channel_id`` overlapping ``[start, end)`` that exist at ``now``, sorted by start.
 
         ``kind`` None means all kinds (``Type`` ``all``). Files are whole (not clipped to the range).
@@ -213,9 +211,7 @@ class RecordingIndex:
         opts = self.options
         count = int(unit_hash(opts.seed, "alarms", day) * (opts.past_alarms_per_day + 1))
         local_midnight = day * DAY - opts.utc_offset_hours * 3600
-        return [
-            local_midnight + 27_000 + int(unit_hash(opts.seed, "alarm", day, n) * 36_000) for n in range(count)
-        ]
+        return [local_midnight + 27_000 + int(unit_hash(opts.seed, "alarm", day, n) * 36_000) for n in range(count)]
 
     def _file(self, channel_id: str, start: int, end: int, kind: RecordKind) -> Recording:
         local = datetime.fromtimestamp(start, self.options.zone)
