@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.gb28181.device_records import DeviceRecords, RecordOptions
 from gateway.gb28181.device_recordings import RecordingIndex
+from gateway.gb28181.device_records import DeviceRecords, RecordOptions
 from tests.conftest import http_json, wait_for
 
 
@@ -44,7 +44,8 @@ async def test_search_lists_the_nvr_segments_split_over_messages(gateway_factory
     assert len(expected) > 3, "a day of 30-minute files is more than one MESSAGE"
     assert body["complete"] is True and body["sum_num"] == len(expected) == len(body["items"])
     assert [(i["start"], i["end"], i["type"], i["file_size"], i["file_path"]) for i in body["items"]] == [
-        (r.start, r.end, r.kind.value, r.file_size, r.file_path) for r in sorted(expected, key=lambda r: (r.start, r.end))
+        (r.start, r.end, r.kind.value, r.file_size, r.file_path)
+        for r in sorted(expected, key=lambda r: (r.start, r.end))
     ]
     assert records.stats.answers_sent >= len(expected) // 3
     # alarm only
