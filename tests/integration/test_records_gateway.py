@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.gb28181.device_recordings import RecordingIndex
 from gateway.gb28181.device_records import DeviceRecords, RecordOptions
 from tests.conftest import http_json, wait_for
 
 
 def camera_with_records(service, fleet, options: RecordOptions) -> tuple[str, DeviceRecords]:
-    """A camera channel of the fleet whose device now keeps recordings (a DeviceRecords feature)."""
+    """A camera channel of the fleet and its device's recordings feature, now answering with ``options``."""
     for agent in fleet.agents.values():
         for channel in agent.profile.channels:
             if channel.device_id[10:13] == "131":
-                loop_now = asyncio.get_running_loop().time()
-                feature = DeviceRecords(RecordingIndex(), options, wall_offset=time.time() - loop_now)
-                agent.features.append(feature)
+                feature = next(f for f in agent.features if isinstance(f, DeviceRecords))
+                feature.options = options
                 return channel.device_id, feature
     raise AssertionError("no camera in the simulated kindergarten")
 
