@@ -66,7 +66,7 @@ async def camera(service, fleet, options: RecordOptions | None = None) -> str:
                     next(f for f in agent.features if isinstance(f, DeviceRecords)).options = options
                 channel_id = channel.device_id
 
-                def up() -> bool:
+                def up(channel_id: str = channel_id) -> bool:
                     known = service.directory.channels.get(channel_id)
                     return known is not None and known.online
 
