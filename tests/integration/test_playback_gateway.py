@@ -18,10 +18,16 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 
 from gateway.gb28181.device_records import Cut, DeviceRecords, RecordOptions
 from gateway.playback import Playback
+from gateway.security.principal import Principal, Role
 from simulators.stamp import read_stamp
-from tests.conftest import http_json, wait_for
+from tests.conftest import TEST_TOKEN_GRANT, http_json, wait_for
+from tests.scope_principals import call, grants
 
 FPS = 25
+OTHERS = {
+    "admin2": Principal("另一位管理员", Role.CITY_ADMIN),
+    "elsewhere": Principal("别区值班员", Role.DISTRICT_DUTY, district_code="120199"),
+}
 
 
 class Viewer:
@@ -174,7 +180,7 @@ async def test_a_stalled_playback_ends_on_rtp_timeout(gateway_factory, fleet_fac
 
 
 async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory):
-    service = await gateway_factory()
+    service = await gateway_factory(api_tokens=(TEST_TOKEN_GRANT, *grants(OTHERS)))
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
     channel_id = await camera(service, fleet)
     api = f"http://127.0.0.1:{service.http_port}"
@@ -199,6 +205,21 @@ async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory
         assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
     finally:
         await client.close()
+    # Another administrator does not reach this playback; a kindergarten elsewhere not the channel either.
+    for method, path in (("GET", ""), ("POST", "/control"), ("DELETE", "")):
+        status, _ = await call(
+            f"{api}/api/playback/{playback_id}{path}", "admin2", {"action": "pause"} if path else None, method
+        )
+        assert status == 404, (method, path)
+    for path in (
+        f"/api/channels/{channel_id}/records?start={start}&end={start + 60}",
+        f"/api/channels/{channel_id}/playback",
+    ):
+        status, _ = await call(
+            api + path, "elsewhere", {"start": start, "end": start + 9} if "playback" in path else None
+        )
+        assert status == 404, path
+    assert service.playback.playbacks[playback_id].active
     # Unknown playbacks and channels: 404.
     status, _ = await http_json(f"{api}/api/playback/0000000000000000")
     assert status == 404
