@@ -32,12 +32,11 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.io.rtp_io import UdpRtpReceiverTransport
-from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.media.ps import PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
+from gateway.media_intake import connect_active, open_intake
 
 log = logging.getLogger("kgw.live")
 
@@ -290,24 +289,15 @@ class LiveService:
         # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
         # must never lock onto whoever sends first.
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
-        transport: RtpTransport | None
-        if mode is MediaTransport.UDP:
-            transport = await UdpRtpReceiverTransport.open(
-                sink, host=self.media_host, ports=self.media_ports, rtp_timeout=self.rtp_timeout
-            )
-            port = transport.port
-        elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
-            transport = await TcpPassiveRtpReceiver.open(
-                sink,
-                host=self.media_host,
-                ports=self.media_ports,
-                connect_timeout=self.play_timeout,
-                rtp_timeout=self.rtp_timeout,
-                admit=lambda peer: receiver.admits_host(peer[0]),
-            )
-            port = transport.port
-        else:  # TCP active: we connect to the port in the device's answer once it has answered
-            transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
+        transport, port = await open_intake(
+            sink,
+            receiver,
+            mode,
+            host=self.media_host,
+            ports=self.media_ports,
+            connect_timeout=self.play_timeout,
+            rtp_timeout=self.rtp_timeout,
+        )
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
         session = PlaySession(
@@ -425,7 +415,7 @@ class LiveService:
     async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
         """TCP active: connect to the device's listening port from its answer."""
         try:
-            stream.transport = await TcpActiveRtpReceiver.connect(
+            stream.transport = await connect_active(
                 _Sink(self, stream.channel_id),
                 host,
                 port,
