@@ -17,14 +17,16 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from gateway.app import GatewayService
 from gateway.config import load_config
+from gateway.gb28181.device_records import Cut, DeviceRecords
 from gateway.gb28181.sdp import SessionType
 from gateway.registry.model import AreaTag, Kindergarten
 from gateway.registry.provisioning import AreaChoice
@@ -32,6 +34,7 @@ from gateway.security.principal import Principal, Role
 from gbplatform.app import build_gateway
 from simulators.city import SimChannel, SimKindergarten, build_city, installer_areas
 from simulators.fleet import Fleet
+from simulators.stamp import Stamp, read_stamp
 from tests.conftest import TEST_TOKEN_GRANT, wait_for
 from tests.scope_principals import MemoryAudit, audit_part, auth_headers, call, grants
 
@@ -100,7 +103,7 @@ async def site(started_nodes: list[GatewayService], fleet_factory: Any, tmp_path
     tokens = (TEST_TOKEN_GRANT, *grants(PRINCIPALS))
     config = load_config(
         None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2, api_tokens=tokens,
-        download_dir=str(tmp_path / "downloads"), downloads_per_user=2,
+        download_dir=str(tmp_path / "downloads"), downloads_per_user=2, rtp_timeout=2.0,
     )  # fmt: skip
     service = build_gateway(config, web_parts=(audit_part(audit),))
     await service.start()
@@ -144,6 +147,7 @@ async def test_download_gives_an_mp4_of_the_range_with_progress(site: Site, tmp_
     assert final["state"] == "done", final
     assert any(0.0 < s["progress"] < 1.0 and s["bytes"] > 0 for s in seen[:-1]), "progress visible while running"
     assert final["progress"] == 1.0 and final["file_size"] > 0 and final["error"] == ""
+    assert final["end_reason"] == "end of file", "the NVR's MediaStatus 121 ended it"
     kg_name = next(k.name for k in CITY if k.id == KG.id)
     assert final["filename"].startswith(f"{kg_name}_") and final["filename"].endswith(".mp4")
 
@@ -158,6 +162,9 @@ async def test_download_gives_an_mp4_of_the_range_with_progress(site: Site, tmp_
     (video,) = [s for s in probe["streams"] if s["codec_type"] == "video"]
     assert video["codec_name"] == "h264" and (video["width"], video["height"]) == (640, 360)
     assert float(probe["format"]["duration"]) == pytest.approx(6.0, abs=1.0), "the range, ± a GOP"
+    first, last = _stamps(path)
+    assert first == Stamp(start, 0), "the file starts at the requested start (burned-in recorded time)"
+    assert last is not None and start + 5 <= last.epoch <= start + 6, "and ends at the requested end"
     assert any(r["action"] == "download" and r["detail"].get("op") == "file" for r in site.audit.records)
 
     # Only the requester (or a 市级管理员) sees it; others get the unknown download's 404.
@@ -174,36 +181,41 @@ async def test_download_gives_an_mp4_of_the_range_with_progress(site: Site, tmp_
     assert (await site.as_("duty", f"/api/downloads/{body['id']}"))[0] == 404
 
 
-async def test_device_ending_mid_stream_fails_with_the_reason(site: Site) -> None:
+def _stamps(path: Path) -> tuple[Stamp | None, Stamp | None]:
+    """The recorded time burned into the first and the last picture of an MP4."""
+    with av.open(str(path)) as container:
+        frames = [read_stamp(f.to_ndarray(format="gray")) for f in container.decode(video=0)]
+    return frames[0], frames[-1]
+
+
+def _misbehave(fleet: Fleet, channel_id: str, cut: Cut, cut_at: float) -> None:
+    """The simulated NVR serving ``channel_id`` ends its history calls early (nvrsim's misbehaviour)."""
+    for agent in fleet.agents.values():
+        if channel_id in agent.camera_ids:
+            feature = next(f for f in agent.features if isinstance(f, DeviceRecords))
+            feature.options = replace(feature.options, cut=cut, cut_at=cut_at)
+            return
+    raise AssertionError(f"no simulated device serves {channel_id}")
+
+
+@pytest.mark.parametrize(("cut", "reason"), [(Cut.BYE, "device hung up"), (Cut.STALL, "media ended")])
+async def test_device_ending_mid_stream_fails_with_the_reason(site: Site, cut: Cut, reason: str) -> None:
     gate = camera(KG, "entrance")
+    _misbehave(site.fleet, gate.id, cut, 0.3)
     start = int(time.time()) - 7200
-    status, body = await site.as_("duty", f"/api/channels/{gate.id}/downloads", {"start": start, "end": start + 600})
+    window = {"start": start, "end": start + 20, "speed": 4}
+    status, body = await site.as_("duty", f"/api/channels/{gate.id}/downloads", window)
     assert status == 200, body
     download = site.service.downloads.get(body["id"])
     assert download is not None
-    assert await wait_for(lambda: download.frames > 10, 30), "media flows"
-    _device_hangs_up(site.fleet, gate.id)
     seen = await site.until_finished("duty", body["id"])
     final = seen[-1]
     assert final["state"] == "failed", final
-    assert "device hung up" in final["error"] and "of 600 s" in final["error"], final["error"]
-    assert final["progress"] < 0.5 and final["file_size"] == 0
+    assert reason in final["error"] and "of 20 s" in final["error"], final["error"]
+    assert final["progress"] < 0.5 and final["file_size"] == 0, final  # the cut is at 30 % (less on a busy machine)
     status, _, _ = await site.fetch("duty", f"/api/downloads/{body['id']}/file")
     assert status == 410
     assert await wait_for(lambda: not download.path.exists(), 10), "no partial file is kept"
-
-
-def _device_hangs_up(fleet: Fleet, channel_id: str) -> None:
-    """The simulated NVR ends the call from its side (BYE), as a device whose disk read failed would."""
-    for node in fleet.nodes:
-        media = node.media
-        if media is None:
-            continue
-        for streamer in list(media.streams.values()):
-            if streamer.channel_id == channel_id:
-                media._on_lost(streamer, "test: device hangs up")
-                return
-    raise AssertionError(f"no call of {channel_id} on the simulated devices")
 
 
 async def test_scope_limits_and_bad_requests(site: Site) -> None:
@@ -251,3 +263,20 @@ async def test_scope_limits_and_bad_requests(site: Site) -> None:
     assert status == 200 and gone["was"] == "running"
     assert (await site.as_("duty", f"/api/channels/{gate.id}/downloads", window))[0] == 200
     assert other_gate.id not in {d.channel_id for d in site.service.downloads.downloads.values()}
+
+
+async def test_device_that_never_says_end_of_file_is_hung_up_when_the_range_arrived(site: Site) -> None:
+    gate = camera(KG, "entrance")
+    for agent in site.fleet.agents.values():
+        if gate.id in agent.camera_ids:
+            feature = next(f for f in agent.features if isinstance(f, DeviceRecords))
+            feature.options = replace(feature.options, end_grace=120.0)  # its MediaStatus 121 would come far too late
+    start = int(time.time()) - 3600
+    status, body = await site.as_("duty", f"/api/channels/{gate.id}/downloads", {"start": start, "end": start + 4})
+    assert status == 200, body
+    download = site.service.downloads.get(body["id"])
+    final = (await site.until_finished("duty", body["id"]))[-1]
+    assert download is not None
+    assert final["state"] == "done" and final["end_reason"] == "complete", (final, download.frames, download.received)
+    assert download is not None and download.session is not None
+    assert download.session.state.value == "closed", "we hung up (BYE answered)"
