@@ -42,13 +42,12 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc, off
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
 from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
-from gateway.io.rtp_io import MediaSink, UdpRtpReceiverTransport
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
 from gateway.media.ps import AccessUnit, PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
+from gateway.media_intake import connect_active, open_intake
 from gateway.substreams import StreamChoice, StreamPlanner, stream_name
 from gateway.uplink import Reservation, UplinkBudget, UplinkExceeded
 
@@ -432,8 +431,14 @@ class LiveService:
         # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
         # must never lock onto whoever sends first.
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
-        transport, port = await open_media_port(
-            sink, receiver, mode, self.media_host, self.media_ports, self.play_timeout, self.rtp_timeout
+        transport, port = await open_intake(
+            sink,
+            receiver,
+            mode,
+            host=self.media_host,
+            ports=self.media_ports,
+            connect_timeout=self.play_timeout,
+            rtp_timeout=self.rtp_timeout,
         )
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
@@ -601,7 +606,7 @@ class LiveService:
         sink = _Sink(self)
         sink.stream = stream
         try:
-            stream.transport = await TcpActiveRtpReceiver.connect(
+            stream.transport = await connect_active(
                 sink,
                 host,
                 port,
@@ -648,34 +653,6 @@ def feed_rtp(
             fanout.publish(unit, now)
             published = True
     return published
-
-
-async def open_media_port(
-    sink: MediaSink,
-    receiver: RtpReceiver,
-    mode: MediaTransport,
-    host: str,
-    ports: tuple[int, int] | int,
-    connect_timeout: float,
-    rtp_timeout: float,
-) -> tuple[RtpTransport | None, int]:
-    """The receiving side of a new session before the INVITE: its transport (None for TCP active) and m= port."""
-    if mode is MediaTransport.UDP:
-        udp = await UdpRtpReceiverTransport.open(sink, host=host, ports=ports, rtp_timeout=rtp_timeout)
-        return udp, udp.port
-    if mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
-        tcp = await TcpPassiveRtpReceiver.open(
-            sink,
-            host=host,
-            ports=ports,
-            connect_timeout=connect_timeout,
-            rtp_timeout=rtp_timeout,
-            admit=lambda peer: receiver.admits_host(peer[0]),
-        )
-        return tcp, tcp.port
-    # TCP active: we connect to the port in the device's answer once it has answered;
-    # the m= port of an active offer is not used (RFC 4145: "9" = discard).
-    return None, 9
 
 
 def media_sources(spec: MediaSessionSpec, session: PlaySession) -> tuple[frozenset[int], frozenset[str]]:

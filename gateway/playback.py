@@ -47,7 +47,6 @@ from gateway.gb28181.play import (
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver
 from gateway.live import (
     PS_PAYLOAD_TYPES,
     RETIRED_FOR,
@@ -55,11 +54,11 @@ from gateway.live import (
     SipContext,
     feed_rtp,
     media_sources,
-    open_media_port,
 )
 from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
+from gateway.media_intake import connect_active, open_intake
 
 __all__ = ["Playback", "PlaybackError", "PlaybackPosition", "PlaybackService", "PlaybackState"]
 
@@ -313,8 +312,14 @@ class PlaybackService:
         playback_id = secrets.token_hex(8)
         sink = _Sink(self, playback_id)
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)  # armed by the device's answer
-        media, port = await open_media_port(
-            sink, receiver, mode, self.media_host, self.media_ports, self.play_timeout, self.rtp_timeout
+        media, port = await open_intake(
+            sink,
+            receiver,
+            mode,
+            host=self.media_host,
+            ports=self.media_ports,
+            connect_timeout=self.play_timeout,
+            rtp_timeout=self.rtp_timeout,
         )
         ssrc = make_ssrc(self.sip.domain, next(self._ssrc_seq) % 10000, history=True)
         offer = offer_for_history(
@@ -630,7 +635,7 @@ class PlaybackService:
 
     async def _connect_active(self, pb: Playback, host: str, port: int) -> None:
         try:
-            pb.transport = await TcpActiveRtpReceiver.connect(
+            pb.transport = await connect_active(
                 _Sink(self, pb.id), host, port, connect_timeout=self.play_timeout, rtp_timeout=self.rtp_timeout
             )
         except GatewayError as exc:
