@@ -35,6 +35,7 @@ from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
+from gateway.device_control import DeviceControlService
 from gateway.device_credentials import (
     hash_credentials,
     load_credentials,
@@ -48,6 +49,7 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
+from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
@@ -108,6 +110,7 @@ class GatewayService:
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
+        self.control: DeviceControlService
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
         self.http_app: web.Application
@@ -182,6 +185,10 @@ class GatewayService:
 
         self.queries = QueryBroker(sip.access, config.query_timeout)
         self.commands = CommandBroker(sip.access, config.query_timeout)
+        self.control = DeviceControlService(
+            self.commands, directory, auto_stop=config.ptz_auto_stop, answer_timeout=config.control_timeout
+        )
+        stack.callback(self.control.close)
         receiver = AlarmReceiver(self.alarms, directory, sip.access, self.wall)
         self.events = AccessEventHandler(
             directory,
@@ -231,7 +238,11 @@ class GatewayService:
                 tls=tls is not None,
                 public_url=config.public_url,
             ),
-            parts=(*self.web_parts, device_import_part(self._import_devices)),
+            parts=(
+                *self.web_parts,
+                device_import_part(self._import_devices),
+                lambda app: add_control_routes(app, self.control, directory),
+            ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         peers = app[PEERS]  # M2: WebRTC caps

@@ -54,6 +54,7 @@ from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
+from simulators.ptz_view import equip_ptz, ptz_type_for
 from simulators.streamer import StreamHub, StreamStats
 from simulators.video import ClipCache, VideoProfile
 
@@ -180,6 +181,7 @@ class Fleet:
                     misbehaviour=misbehaviours.get(index, Misbehaviour()),
                 )
                 index += 1
+                equip_ptz(agent)  # DeviceControl: PTZ for its ball cameras, Result for the rest
                 node.host.add(agent)
                 self.agents[device.id] = agent
             self.nodes.append(node)
@@ -414,7 +416,7 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
             status="ON",
             longitude=channel.longitude,
             latitude=channel.latitude,
-            ptz_type=3 if channel.kind == "camera" else None,
+            ptz_type=ptz_type_for(channel),
         )
         for channel in device.channels
     )
