@@ -189,6 +189,8 @@ class GatewayService:
             self.commands, directory, auto_stop=config.ptz_auto_stop, answer_timeout=config.control_timeout
         )
         stack.callback(self.control.close)
+        if cascade is not None:
+            cascade.control.attach(self.commands)  # the uppers' DeviceControl reaches devices through it
         receiver = AlarmReceiver(self.alarms, directory, sip.access, self.wall)
         self.events = AccessEventHandler(
             directory,
