@@ -119,6 +119,9 @@ class DeviceControlService:
             kind = "unknown" if channel.ptz_type is None else str(channel.ptz_type)
             raise NotPtzCapable(f"channel {channel_id} has no PTZ (PTZType {kind}) (该摄像机不支持云台控制)")
         device_id = channel.device_id
+        pending = self._timers.get(channel_id)
+        if command.is_stop and pending is not None:
+            command = pending.stop  # "stop" ends whatever runs: a focus/iris move needs the FI stop
         sn = self._send(device_id, channel_id, command)
         moving = (command.is_motion or command.is_focus_iris) and not command.is_stop
         if moving:

@@ -3,6 +3,8 @@
 * ``POST /api/channels/{id}/ptz {"action", "speed": 0..255, "preset": 1..255}``
   (PTZ_CONTROL): a move, zoom, focus, iris, stop or preset; fire and forget, with
   an automatic stop when the release never comes (:mod:`gateway.device_control`).
+* ``GET /api/channels/{id}/ptz`` (PTZ_CONTROL): ``{"channel_id", "ptz_type", "steerable"}``,
+  what the console's pad asks before it shows itself for a cell.
 * ``POST /api/devices/{id}/control {"command", "channel_id"?, …}`` (DEVICE_CONTROL):
   ``teleboot``, ``record_start``/``record_stop`` (``stream_number``), ``guard_set``/
   ``guard_reset``, ``alarm_reset`` (``alarm_method``, ``alarm_type``),
@@ -42,6 +44,7 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.registry.directory import Directory
+from gateway.registry.model import Channel
 from gateway.security.scope import Capability, allows, may_see_channel, may_see_device
 
 __all__ = ["CONTROL", "CONTROL_DIRECTORY", "add_control_routes", "parse_device_command"]
@@ -71,18 +74,31 @@ def _failed(exc: ControlError) -> web.HTTPException:
     return json_error(_STATUS.get(exc.status, web.HTTPInternalServerError), str(exc))
 
 
-@requires(Capability.PTZ_CONTROL)
-async def channel_ptz(request: web.Request) -> web.Response:
-    """POST /api/channels/{id}/ptz: one PTZ command to the device serving the channel."""
+def _steerable_channel(request: web.Request) -> Channel:
+    """The path's channel if the caller may steer it; else the unknown channel's 404."""
     channel_id = request.match_info["id"]
-    directory = request.app[CONTROL_DIRECTORY]
-    channel = directory.channels.get(channel_id)
+    channel = request.app[CONTROL_DIRECTORY].channels.get(channel_id)
     principal = principal_of(request)
     if channel is None or not may_see_channel(principal, channel, Capability.PTZ_CONTROL):
         message = f"unknown channel {channel_id}"
         if channel is None:
             raise json_error(web.HTTPNotFound, message)
         raise denied(request, principal, Capability.PTZ_CONTROL, channel_id, message)
+    return channel
+
+
+@requires(Capability.PTZ_CONTROL)
+async def channel_ptz_info(request: web.Request) -> web.Response:
+    """GET /api/channels/{id}/ptz: whether the caller can steer this camera (its catalog PTZType)."""
+    channel = _steerable_channel(request)
+    steerable = channel.ptz_type in PTZ_TYPES_STEERABLE
+    return json_response({"channel_id": channel.id, "ptz_type": channel.ptz_type, "steerable": steerable})
+
+
+@requires(Capability.PTZ_CONTROL)
+async def channel_ptz(request: web.Request) -> web.Response:
+    """POST /api/channels/{id}/ptz: one PTZ command to the device serving the channel."""
+    channel_id = _steerable_channel(request).id
     body = await _body(request)
     try:
         command = ptz_command(body.get("action", ""), body.get("speed", 128), body.get("preset"))
@@ -176,5 +192,6 @@ async def device_control(request: web.Request) -> web.Response:
 def add_control_routes(app: web.Application, service: DeviceControlService, directory: Directory) -> None:
     """Register the PTZ and device-control endpoints."""
     app[CONTROL], app[CONTROL_DIRECTORY] = service, directory
+    app.router.add_get("/api/channels/{id}/ptz", channel_ptz_info)
     app.router.add_post("/api/channels/{id}/ptz", channel_ptz)
     app.router.add_post("/api/devices/{id}/control", device_control)

@@ -118,6 +118,9 @@ async def test_bad_input_scope_and_device_answers(gateway_factory, fleet_factory
 
     status, body = await http_json(ptz.format(CLASSROOM), {"action": "left"})
     assert status == 409 and "PTZ" in body["error"]
+    assert (await http_json(ptz.format(CLASSROOM)))[1] == {"channel_id": CLASSROOM, "ptz_type": 3, "steerable": False}
+    assert (await http_json(ptz.format(ENTRANCE)))[1]["steerable"] is True
+    assert (await call(ptz.format(ENTRANCE), "police"))[0] == 403
     assert (await http_json(ptz.format(ENTRANCE), {"action": "spin"}))[0] == 400
     assert (await http_json(ptz.format(ENTRANCE), {"action": "left", "speed": 300}))[0] == 400
     assert (await http_json(ptz.format(ENTRANCE), {"action": "preset_call", "preset": 0}))[0] == 400
