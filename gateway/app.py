@@ -35,6 +35,7 @@ from gateway.audit.upper_views import upper_view_recorder
 from gateway.cascade.service import CascadeService
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
+from gateway.device_control import DeviceControlService
 from gateway.device_credentials import (
     hash_credentials,
     load_credentials,
@@ -49,6 +50,7 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
+from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
@@ -118,6 +120,7 @@ class GatewayService:
         self.commands: CommandBroker
         self.records: RecordService
         self.playback: PlaybackService
+        self.control: DeviceControlService
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
         self.http_app: web.Application
@@ -213,6 +216,12 @@ class GatewayService:
 
         self.queries = QueryBroker(sip.access, config.query_timeout)
         self.commands = CommandBroker(sip.access, config.query_timeout)
+        self.control = DeviceControlService(
+            self.commands, directory, auto_stop=config.ptz_auto_stop, answer_timeout=config.control_timeout
+        )
+        stack.callback(self.control.close)
+        if cascade is not None:
+            cascade.control.attach(self.commands)  # the uppers' DeviceControl reaches devices through it
         receiver = AlarmReceiver(self.alarms, directory, sip.access, self.wall)
         self.events = AccessEventHandler(
             directory,
@@ -285,6 +294,7 @@ class GatewayService:
                 uplink_part(uplink, directory),
                 lambda app: add_record_routes(app, self.records, self.playback),
                 download_part(self.downloads),
+                lambda app: add_control_routes(app, self.control, directory),
             ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)

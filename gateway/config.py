@@ -119,6 +119,9 @@ class GatewayConfig:
     alarm_retry_cap: float = 60.0  # s: the longest wait between delivery attempts
     alarm_dead_after: int = 10  # attempts before a delivery is shown as dead-letter (it keeps being retried)
     alarm_snapshot_budget: float = 0.0  # s the first delivery may wait for the entrance snapshot
+    # --- PTZ and device control (README "PTZ and device control") ---
+    ptz_auto_stop: float = 2.0  # s after a PTZ move without a new command before the gateway sends the stop
+    control_timeout: float = 5.0  # s a DeviceControl (TeleBoot, RecordCmd, GuardCmd…) waits for its Result
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
     upper_platforms: tuple[UpperSpec, ...] = field(default_factory=tuple)  # cascade (README "Cascade")
     # --- logins (README "Logins") ---
@@ -183,6 +186,8 @@ class GatewayConfig:
             raise ConfigError("alarm_* times must be >= 0")
         if self.alarm_retry_cap <= 0 or self.alarm_dead_after < 1 or self.webhook_timeout <= 0:
             raise ConfigError("alarm_retry_cap and webhook_timeout must be > 0, alarm_dead_after >= 1")
+        if not 0.2 <= self.ptz_auto_stop <= 30.0 or not 0.2 <= self.control_timeout <= 60.0:
+            raise ConfigError("ptz_auto_stop must be 0.2-30 s and control_timeout 0.2-60 s")
         for device in self.devices:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")

@@ -57,6 +57,7 @@ from simulators.city import SimDevice, SimKindergarten, build_city, city_summary
 from simulators.control import bound_port, start_control
 from simulators.playback import PlaybackHub, attach_recordings, site_seed
 from simulators.playback_video import SecondCache
+from simulators.ptz_view import equip_ptz, ptz_type_for
 from simulators.streamer import StreamHub, StreamStats
 from simulators.substreams import SubStreams
 from simulators.video import ClipCache, VideoProfile
@@ -202,6 +203,7 @@ class Fleet:
                     misbehaviour=misbehaviours.get(index, Misbehaviour()),
                 )
                 index += 1
+                equip_ptz(agent)  # DeviceControl: PTZ for its ball cameras, Result for the rest
                 node.host.add(agent)
                 self.agents[device.id] = agent
             wall_offset = time.time() - node.driver.loop.time()
@@ -444,7 +446,7 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
             status="ON",
             longitude=channel.longitude,
             latitude=channel.latitude,
-            ptz_type=3 if channel.kind == "camera" else None,
+            ptz_type=ptz_type_for(channel),
         )
         for channel in device.channels
     )

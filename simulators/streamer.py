@@ -38,6 +38,7 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
+from simulators.ptz_view import FollowingReplayer, ViewFollower, view_follower
 from simulators.substreams import SubStreams
 from simulators.video import ClipCache, EncodedClip, VideoProfile
 
@@ -77,6 +78,7 @@ class CameraStreamer:
         *,
         local_host: str,
         on_lost: Callable[[CameraStreamer, str], None],
+        follow: ViewFollower | None = None,
     ) -> None:
         self.call_id = request.call_id
         self.channel_id = request.channel_id
@@ -92,7 +94,8 @@ class CameraStreamer:
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
         self._sender: RtpSendTransport | None = None  # opened by prepare(), ready after start()
-        self._replayer: ClipReplayer | None = None
+        self._replayer: ClipReplayer | FollowingReplayer | None = None
+        self._follow = follow  # a PTZ camera: the picture follows its view (simulators/ptz_view.py)
         self._packetizer = RtpPacketizer(request.spec.ssrc)
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = 0.0
@@ -145,7 +148,10 @@ class CameraStreamer:
             return
         if self.closed:
             return
-        self._replayer = ClipReplayer(clip.frames, clip.profile.fps)
+        if self._follow is not None:
+            self._replayer = self._follow.replayer(clip, self._loop.time)
+        else:
+            self._replayer = ClipReplayer(clip.frames, clip.profile.fps)
         sender = self._sender
         if sender is None:
             return
@@ -288,11 +294,14 @@ class StreamHub:
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
         profile, answer_stream = self.substreams.pick(event.channel_id, event.spec.stream_number, self.profile)
-        clip = asyncio.ensure_future(
-            asyncio.to_thread(self.cache.get, self.title, self._camera_name(agent, event), profile)
-        )
+        name = self._camera_name(agent, event)
+        follow = view_follower(agent, event.channel_id, self.title, name, profile)
+        if follow is not None:
+            clip = asyncio.ensure_future(asyncio.to_thread(follow.initial, self._loop.time()))
+        else:
+            clip = asyncio.ensure_future(asyncio.to_thread(self.cache.get, self.title, name, profile))
         clip.add_done_callback(_consume_exception)
-        streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost)
+        streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost, follow=follow)
         streamer.answer_stream = answer_stream
         self.streams[event.call_id] = streamer
         self._agents[event.call_id] = agent

@@ -31,6 +31,8 @@ class AuditAction(StrEnum):
     ALARM_VERIFY = "alarm_verify"
     DELIVERY_RETRY = "delivery_retry"
     DEVICE_QUERY = "device_query"
+    PTZ_CONTROL = "ptz_control"  # a PTZ command (move, stop, zoom, preset) to a channel
+    DEVICE_CONTROL = "device_control"  # TeleBoot, RecordCmd, GuardCmd, AlarmCmd, HomePosition, DragZoom, IFameCmd
     PROVISIONING = "provisioning"  # kindergartens, devices, passwords, confirmed areas
     AREA_CONFIRM = "area_confirm"
     USER_CHANGE = "user_change"  # user added, password changed, role changed

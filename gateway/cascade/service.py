@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
+from gateway.cascade.control_relay import ControlRelay
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
 from gateway.cascade.relay import LiveSource, UpperRelay
 from gateway.cascade.upper import (
@@ -91,6 +92,9 @@ class CascadeService(Collector):
         self.relay = UpperRelay(
             self.host.links, self.policies, live=live, channels=directory.channels
         )  # the uppers' INVITEs
+        self.control = ControlRelay(self.policies, directory.channels)  # the uppers' DeviceControl
+        for link in self.host.links:
+            link.commands = self.control
         directory.subscribe(self.channels_changed)
         self.transitions = Counter(
             "kgw_upper_platform_transitions",
@@ -192,6 +196,7 @@ class CascadeService(Collector):
             task.cancel()
         await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
         self.relay.close()  # BYE to every upper still watching
+        self.control.close()
         self._unregistered = asyncio.Event()
         self.host.stop_all(now, unregister=True)
         self.drain()

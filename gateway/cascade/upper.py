@@ -25,7 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from gateway.cascade.upper_config import PlatformInfo, UpperPlatformConfig, valid_host
 from gateway.cascade.upper_trust import UpperAddresses, parse_networks
@@ -83,6 +83,13 @@ TIMEOUT_STATUS: Final = 408  # what a transaction time-out is reported as
 FORGED_STATUS: Final = 403  # a request claiming an upper's ID from an address that is not the upper's
 FORGED_LOG_EVERY: Final = 1000  # after the first 10 forged requests of a link, log one in this many
 ALLOW: Final = "MESSAGE, SUBSCRIBE, OPTIONS, INVITE, ACK, BYE, CANCEL, INFO"
+
+
+class UpperCommands(Protocol):
+    """What judges and carries out an upper's commands (the DeviceControl relay)."""
+
+    def status(self, link: UpperLink, message: ManscdpMessage) -> int: ...
+    def relay(self, link: UpperLink, message: ManscdpMessage, now: float) -> None: ...
 
 
 UpperState = RegState
@@ -184,6 +191,8 @@ class UpperLink:
         self.device_info = device_info or PlatformInfo()
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
+        # Judges and relays the upper's commands (DeviceControl, gateway/cascade/control_relay.py).
+        self.commands: UpperCommands | None = None
         self.registered_at: float | None = None
         label = f"upper platform {config.name!r:.40}"
         self.addresses = UpperAddresses(
@@ -393,11 +402,13 @@ class UpperLink:
         )
 
     def message_status(self, message: ManscdpMessage) -> int:
-        """Every message is accepted."""
-        return 200
+        """Commands are judged by :attr:`commands` (403 outside the policy); every other message is accepted."""
+        return self.commands.status(self, message) if self.commands is not None else 200
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """Keepalive from the upper, its Response/Alarm to our alarms, anything else: the 200 is all."""
+        """Commands go to :attr:`commands`; a keepalive, a Response/Alarm to our alarms: the 200 is all."""
+        if self.commands is not None:
+            self.commands.relay(self, message, now)
 
     def handle_call(self, event: RequestReceived, now: float) -> None:
         """Calls go to :attr:`on_call`; unclaimed ones get 404 (not shared), 488 (no relay) or 481."""

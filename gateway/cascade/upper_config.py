@@ -69,6 +69,7 @@ class UpperPlatformConfig:
     register_retry_max: float = 60.0
     signal_networks: tuple[str, ...] = ()
     media_networks: tuple[str, ...] = ()
+    allow_ptz: bool = False  # a police upper may steer cameras (others always may; gateway/cascade/control_relay.py)
 
     def __post_init__(self) -> None:
         # Frozen: the derived defaults are written once, here.
@@ -114,6 +115,8 @@ class UpperPlatformConfig:
             raise ConfigError(f"{label}: register_retry_max must be >= register_retry_min")
         if not self.password:
             raise ConfigError(f"{label}: needs its own password (password_file or password_env)")
+        if not isinstance(self.allow_ptz, bool):
+            raise ConfigError(f"{label}: allow_ptz must be true or false")
         for field_name in ("signal_networks", "media_networks"):
             value = getattr(self, field_name)
             if not isinstance(value, tuple):

@@ -73,6 +73,8 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/channels/{id}/downloads"): _Audited(AuditAction.DOWNLOAD, "start"),
     ("GET", "/api/downloads/{id}/file"): _Audited(AuditAction.DOWNLOAD, "file"),
     ("DELETE", "/api/downloads/{id}"): _Audited(AuditAction.DOWNLOAD, "delete"),
+    ("POST", "/api/channels/{id}/ptz"): _Audited(AuditAction.PTZ_CONTROL, "ptz"),
+    ("POST", "/api/devices/{id}/control"): _Audited(AuditAction.DEVICE_CONTROL, "control"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

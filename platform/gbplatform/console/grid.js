@@ -3,6 +3,7 @@
 
 import { $ } from "./dom.js";
 import { cellLabel, closeCell, makeCell, playInCell, stopCell } from "./player.js";
+import { setupPtz, showPtzFor } from "./ptz.js";
 import { channelName, tree } from "./tree-model.js";
 
 const LAYOUTS = [1, 4, 9, 16];
@@ -25,6 +26,7 @@ export function showError(text, hideAfterMs) {
 export function selectCell(index) {
   selected = index;
   for (const c of cells) c.el.classList.toggle("selected", c.index === index);
+  showPtzFor(cells[index]);  // the PTZ pad follows the selected cell (PTZ cameras only)
 }
 
 // Cells opened by ID alone (/live/{id}) take the channel's name once the tree knows it.
@@ -90,6 +92,7 @@ export function playInGrid(channelId, name, index) {
 }
 
 export function setupGrid() {
+  setupPtz();
   const grid = $("grid");
   for (let i = 0; i < 16; i++) {
     const cell = makeCell(i, selectCell);
