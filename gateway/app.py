@@ -51,6 +51,7 @@ from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.transcode_routes import transcode_part
 from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
@@ -66,6 +67,7 @@ from gateway.registry.writer import RegistryWriter
 from gateway.security.accounts import SessionPolicy
 from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
+from gateway.transcoding import TranscodeService
 
 __all__ = ["GatewayService"]
 
@@ -105,6 +107,7 @@ class GatewayService:
         self.audit: AuditTrail
         self.sip: SipStack
         self.live: LiveService
+        self.transcodes: TranscodeService
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
@@ -167,6 +170,8 @@ class GatewayService:
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
         )
+        self.transcodes = TranscodeService(self.live, max_transcodes=config.max_transcodes)
+        stack.callback(self.transcodes.close)
         if config.upper_platforms:
             self.cascade = CascadeService(
                 config.upper_platforms, sip, directory, self.live, wall_offset=self.wall_offset
@@ -206,6 +211,7 @@ class GatewayService:
             sip,
             self.events,
             self.live,
+            self.transcodes,
             self.alarms,
             self.audit,
             GATE,
@@ -231,7 +237,11 @@ class GatewayService:
                 tls=tls is not None,
                 public_url=config.public_url,
             ),
-            parts=(*self.web_parts, device_import_part(self._import_devices)),
+            parts=(
+                *self.web_parts,
+                device_import_part(self._import_devices),
+                transcode_part(self.transcodes, directory),
+            ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         peers = app[PEERS]  # M2: WebRTC caps

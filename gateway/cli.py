@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["udp", "tcp-passive", "tcp-active"],
         help="how cameras send RTP for live views (default udp; tcp-passive: we listen)",
     )
+    gw.add_argument(
+        "--max-transcodes", type=int, help="concurrent H.265→H.264 transcodes for browsers (default 4; then 503)"
+    )
     gw.add_argument("--keepalive-interval", type=float, help="expected keepalive period in s (default 60)")
     gw.add_argument("--keepalive-missed", type=int, help="missed keepalives before offline (default 3)")
     gw.add_argument(
@@ -457,6 +460,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         db=args.db,
         enrolment=args.enrolment,
         media_transport=args.media_transport,
+        max_transcodes=args.max_transcodes,
         keepalive_interval=args.keepalive_interval,
         keepalive_missed=args.keepalive_missed,
         log_level=args.log_level,
