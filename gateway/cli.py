@@ -327,6 +327,13 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         default="h264",
         help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)",
     )
+    sim.add_argument(
+        "--hevc-share",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of the cameras that stream H.265 instead, the same ones every run (default 0; the demo: 0.125)",
+    )
     sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
     sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
     sim.add_argument(
@@ -513,6 +520,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         malformed=args.malformed,
         api=args.api,
         video=_video_profile(args),
+        hevc_share=args.hevc_share,
         alarm_rate=args.alarm_rate,
         control_port=args.control_port,
         local_host=args.bind,

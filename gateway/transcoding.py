@@ -63,10 +63,14 @@ class TranscodeLimitReached(GatewayError):
     """All ``max_transcodes`` transcodes are in use (by watched cameras)."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"转码路数已满 ({limit} 路), 请稍后再试或观看 H.264 摄像机 / "
-            f"all {limit} H.265 transcodes are in use, try again later"
-        )
+        if limit:
+            message = (
+                f"转码路数已满 ({limit} 路), 请稍后再试 / "
+                f"all {limit} H.265 transcodes are in use by other cameras, try again later"
+            )
+        else:
+            message = "H.265 摄像机需要转码, 转码已关闭 / H.265 camera: transcoding is disabled (max_transcodes = 0)"
+        super().__init__(message)
         self.limit = limit
 
 
@@ -186,9 +190,12 @@ class TranscodeService:
         for transcode in [t for t in self.transcodes.values() if t.channel_id == channel_id]:
             if consumer in transcode.fanout.consumers:
                 transcode.fanout.detach(consumer, self.live.loop.time())
-                if transcode.fanout.consumer_count == 0 and transcode.linger is None:
-                    transcode.linger = self.live.loop.call_later(self.linger, self._stop, transcode, "no viewers")
-                return
+            self._linger_if_unwatched(transcode)
+
+    def _linger_if_unwatched(self, transcode: Transcode) -> None:
+        """No viewer left (they left, or their tracks detached themselves): stop after the linger."""
+        if transcode.fanout.consumer_count == 0 and transcode.linger is None and not transcode.stopped:
+            transcode.linger = self.live.loop.call_later(self.linger, self._stop, transcode, "no viewers")
 
     def close(self) -> None:
         """Stop every transcode (the gateway is stopping)."""
@@ -277,6 +284,7 @@ class TranscodeService:
         for unit in units:
             transcode.fanout.publish(unit, now)
         transcode.wakeup.set()
+        self._linger_if_unwatched(transcode)  # a track that ended by itself detached without telling us
 
     def _stop(self, transcode: Transcode, reason: str) -> None:
         """End a transcode: its tasks, its thread (after the batch in hand), its place on the camera, its viewers."""

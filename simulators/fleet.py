@@ -96,6 +96,7 @@ class FleetOptions:
     api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
     api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
+    hevc_share: float = 0.0  # of the cameras stream H.265 instead (simulators/hevc.py; the demo: 1 in 8)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
 
@@ -160,7 +161,9 @@ class Fleet:
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
             node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
-            node.media = StreamHub(node.host, plan.name, self.clips, opts.video, local_host=opts.local_host)
+            node.media = StreamHub(
+                node.host, plan.name, self.clips, opts.video, local_host=opts.local_host, hevc_share=opts.hevc_share
+            )
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
             router = SipRouter(endpoint, [node.host], unclaimed_status=404)
             node.driver = SipDriver(router, on_activity=node.media.drain)

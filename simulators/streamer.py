@@ -38,6 +38,7 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
+from simulators.hevc import profile_for_camera
 from simulators.video import ClipCache, EncodedClip, VideoProfile
 
 __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "StreamStats"]
@@ -249,11 +250,13 @@ class StreamHub:
         profile: VideoProfile,
         *,
         local_host: str,
+        hevc_share: float = 0.0,
     ) -> None:
         self.host = host
         self.title = title
         self.cache = cache
         self.profile = profile
+        self.hevc_share = hevc_share  # of the cameras stream H.265 (simulators/hevc.py)
         self.local_host = local_host
         self.streams: dict[str, CameraStreamer] = {}
         self.finished = StreamStats()
@@ -284,7 +287,12 @@ class StreamHub:
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
         clip = asyncio.ensure_future(
-            asyncio.to_thread(self.cache.get, self.title, self._camera_name(agent, event), self.profile)
+            asyncio.to_thread(
+                self.cache.get,
+                self.title,
+                self._camera_name(agent, event),
+                profile_for_camera(self.profile, event.channel_id, self.hevc_share),
+            )
         )
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost)
