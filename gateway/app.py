@@ -52,6 +52,7 @@ from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.httpapi.transcode_routes import transcode_part
+from gateway.httpapi.uplink_routes import uplink_part
 from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
@@ -67,6 +68,7 @@ from gateway.registry.writer import RegistryWriter
 from gateway.security.accounts import SessionPolicy
 from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
+from gateway.stream_config import build_planner, build_uplink
 from gateway.transcoding import TranscodeService
 
 __all__ = ["GatewayService"]
@@ -169,6 +171,10 @@ class GatewayService:
             play_timeout=config.play_timeout,
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
+            # Issue 11: sub-streams spelled per device, and each kindergarten's uplink budget.
+            planner=build_planner(config, directory, lambda d: getattr(sip.access.sessions.get(d), "gb_version", None)),
+            uplink=(uplink := build_uplink(config)),
+            measure_after=config.uplink_measure_after,
         )
         self.transcodes = TranscodeService(self.live, max_transcodes=config.max_transcodes)
         stack.callback(self.transcodes.close)
@@ -240,6 +246,7 @@ class GatewayService:
             parts=(
                 *self.web_parts,
                 device_import_part(self._import_devices),
+                uplink_part(uplink, directory),
                 transcode_part(self.transcodes, directory),
             ),
         )

@@ -38,6 +38,7 @@ from gateway.deployment import (
 from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.sip.transport import Transport
 from gateway.logsafe import EscapingFilter
+from gateway.stream_config import add_stream_args, stream_settings
 
 if TYPE_CHECKING:  # the simulators are imported only when kgw simulate runs
     from simulators.fleet import FleetOptions
@@ -138,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
     _login_args(gw)
+    add_stream_args(gw)
 
     sim = sub.add_parser("simulate", help="run simulated kindergartens against a gateway")
     _simulate_args(sim)
@@ -480,6 +482,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         public_url=args.public_url,
         upper_platforms=_uppers(args),
         **_login_settings(args),
+        **stream_settings(args),
     )
     return _refuse_command_line_secrets(args, config)
 

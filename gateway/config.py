@@ -31,6 +31,8 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.gb28181.ids import is_gb_id
 from gateway.security.accounts import AccountError, ApiToken, check_name, check_scope, parse_role
 from gateway.security.principal import Role
+from gateway.stream_config import TABLES as STREAM_TABLES
+from gateway.stream_config import check_stream_settings, normalise_tables
 
 __all__ = [
     "DEFAULT_GATEWAY_ID",
@@ -123,6 +125,14 @@ class GatewayConfig:
     session_idle: float = 3600.0  # s a console session lives without a request
     session_lifetime: float = 12 * 3600.0  # s a console session lives at most
     api_tokens: tuple[ApiToken, ...] = field(default_factory=tuple)  # [[api_tokens]]: tokens given by SHA-256
+    # --- sub-streams and uplink budgets (issue 11; gateway/stream_config.py) ---
+    uplink_budget_mbps: float = 20.0  # each kindergarten's uplink budget (0: no limit)
+    uplink_budgets: tuple[tuple[str, float], ...] = ()  # [uplink_budgets]: kindergarten id -> Mbit/s
+    main_stream_kbps: int = 4000  # a main stream's estimated rate until measured
+    sub_stream_kbps: int = 768  # a sub-stream's
+    uplink_measure_after: float = 10.0  # s of streaming before the measured rate counts (0: estimates only)
+    stream_number_style: str = "streamnumber"  # offers' sub-stream spelling unless known per device
+    stream_number_styles: tuple[tuple[str, str], ...] = ()  # [stream_number_styles]: device id or maker -> style
 
     @property
     def domain(self) -> str:
@@ -173,6 +183,7 @@ class GatewayConfig:
         for device in self.devices:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
+        check_stream_settings(self)
         self._check_exposure()
         self._validate_logins()
         return self
@@ -251,12 +262,14 @@ def load_config(
             values["upper_platforms"] = data["upper_platforms"]
         if "api_tokens" in data:
             values["api_tokens"] = data["api_tokens"]
+        values.update({t: data[t] for t in STREAM_TABLES if t in data})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(GatewayConfig)}
     unknown = set(values) - known
     if unknown:
         raise ConfigError(f"unknown gateway settings: {', '.join(sorted(unknown))}")
     _resolve_secrets(values, environ)
+    normalise_tables(values)
     if "enrolment" not in values:  # strict whenever strangers can reach the SIP port
         values["enrolment"] = "auto" if is_loopback(str(values.get("sip_host", GatewayConfig().sip_host))) else "strict"
     if "devices" in values:

@@ -1,4 +1,4 @@
-"""Live streams: one upstream INVITE per channel, any number of viewers (issue 3).
+"""Live streams: one upstream INVITE per (channel, stream), any number of viewers (issues 3, 11).
 
 :class:`LiveService` glues the sans-I/O pieces together in the gateway's loop:
 a viewer asks for a channel; the first one opens a UDP RTP port and sends the
@@ -7,6 +7,16 @@ INVITE (:class:`~gateway.gb28181.play.PlaySession`); RTP goes through
 into the channel's :class:`~gateway.media.relay.StreamFanout`, which every
 viewer reads. The last viewer leaving starts a linger; then BYE. A device BYE
 or an RTP timeout ends the stream for everyone.
+
+Cameras have a main and often a sub-stream (issue 11). :attr:`LiveService.streams` is
+keyed by :func:`stream_key`: a channel's main stream under the channel ID (so every
+caller that knows only channels gets the main stream), its sub-stream under
+``<channel>/1``. :meth:`LiveService.watch` takes the stream wanted; the offer spells the
+stream number the way the device understands (:mod:`gateway.gb28181.stream_number`), and
+a device that refuses the sub-stream or answers it with its main stream is remembered
+(:class:`~gateway.substreams.StreamPlanner`). Every upstream session holds a reservation
+of its kindergarten's uplink (:mod:`gateway.uplink`): a main stream that would exceed it is
+taken on the sub-stream, or refused with :class:`LiveUplinkExceeded`.
 
 The service is the first handler on the SIP router: it takes the events of
 its play sessions (by Call-ID and context) and leaves everything else to the
@@ -28,9 +38,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
-from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc
+from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc, offer_for_play
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
+from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
@@ -38,6 +49,8 @@ from gateway.media.ps import PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
+from gateway.substreams import StreamChoice, StreamPlanner, stream_name
+from gateway.uplink import Reservation, UplinkBudget, UplinkExceeded
 
 log = logging.getLogger("kgw.live")
 
@@ -46,6 +59,7 @@ LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-op
 # retransmit a 2xx (RFC 3261 §13.3.1.4), so that a late answer is ACKed and hung up, not left running.
 RETIRED_FOR = 32.0
 PS_PAYLOAD_TYPES = frozenset({96})
+MEASURE_AFTER = 10.0  # s of streaming before a stream's measured RTP rate replaces its uplink estimate
 
 
 class SipIdentity(Protocol):
@@ -75,6 +89,23 @@ class LiveError(GatewayError):
     """A live stream could not be opened (unknown channel, device offline, INVITE refused…)."""
 
 
+class LiveRefused(LiveError):
+    """The device answered the INVITE with an error (``status``) or never answered (408)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LiveUplinkExceeded(LiveError, UplinkExceeded):
+    """No stream of the channel fits its kindergarten's uplink budget; the message names what uses it."""
+
+
+def stream_key(channel_id: str, number: int = MAIN) -> str:
+    """The :attr:`LiveService.streams` key: the channel ID for main, ``<channel>/<n>`` otherwise."""
+    return channel_id if number == MAIN else f"{channel_id}/{number}"
+
+
 @dataclass
 class LiveStream:
     """One channel's upstream session and what it feeds."""
@@ -92,18 +123,25 @@ class LiveStream:
     linger: asyncio.TimerHandle | None = None
     opened_at: float = 0.0
     mode: MediaTransport = MediaTransport.UDP
+    key: str = ""  # in LiveService.streams (stream_key)
+    stream_number: int = MAIN  # the stream the device sends (0 main, 1 sub)
+    asked: int = MAIN  # the stream the offer asked for
+    reservation: Reservation | None = None  # its share of the kindergarten's uplink
+
+    def __post_init__(self) -> None:
+        self.key = self.key or stream_key(self.channel_id, self.stream_number)
 
 
 class _Sink:
     """RTP packets → RtpReceiver → PsDemuxer → StreamFanout (called by the UDP transport)."""
 
-    def __init__(self, service: LiveService, channel_id: str) -> None:
+    def __init__(self, service: LiveService) -> None:
         self.service = service
-        self.channel_id = channel_id
+        self.stream: LiveStream | None = None  # set once the stream exists
 
     def feed(self, data: bytes, source: tuple[str, int]) -> None:
-        stream = self.service.streams.get(self.channel_id)
-        if stream is None:
+        stream = self.stream
+        if stream is None or self.service.streams.get(stream.key) is not stream:
             return
         now = self.service.loop.time()
         stream.receiver.receive(data, source, now)
@@ -116,7 +154,8 @@ class _Sink:
             stream.wakeup.set()
 
     def on_closed(self, reason: str) -> None:
-        self.service.media_closed(self.channel_id, reason)
+        if self.stream is not None:
+            self.service.media_closed(self.stream.key, reason)
 
 
 class LiveService:
@@ -132,8 +171,14 @@ class LiveService:
         default_transport: MediaTransport = MediaTransport.UDP,
         rtp_timeout: float = 10.0,
         media_ports: tuple[int, int] | None = None,
+        planner: StreamPlanner | None = None,
+        uplink: UplinkBudget | None = None,
+        measure_after: float = MEASURE_AFTER,
     ) -> None:
         self.sip = sip
+        self.planner = planner or StreamPlanner()
+        self.uplink = uplink
+        self.measure_after = measure_after  # 0: never measure, count estimates only
         self.channels = channels
         self.media_ports: tuple[int, int] | int = media_ports or 0
         self.default_transport = default_transport
@@ -141,8 +186,8 @@ class LiveService:
         self.loop = asyncio.get_running_loop()
         self.media_host = media_host
         self.play_timeout = play_timeout
-        self.streams: dict[str, LiveStream] = {}
-        self._by_call: dict[str, str] = {}  # Call-ID -> channel
+        self.streams: dict[str, LiveStream] = {}  # by stream_key: the channel ID is its main stream
+        self._by_call: dict[str, str] = {}  # Call-ID -> stream key
         self._retired: dict[str, PlaySession] = {}  # Call-ID -> session of a closed stream (RETIRED_FOR)
         self._opening: dict[str, asyncio.Task[LiveStream]] = {}
         self._ssrc_seq = itertools.count(1)
@@ -171,6 +216,17 @@ class LiveService:
                 dropped.add_metric([key.removeprefix("dropped_")], value)
         yield dropped
         yield CounterMetricFamily("kgw_ps_resyncs", "MPEG-PS parser resynchronisations", value=totals["ps_resyncs"])
+        if self.uplink is not None:
+            yield CounterMetricFamily(
+                "kgw_uplink_refused",
+                "Live requests refused over a kindergarten's uplink budget",
+                value=self.uplink.refused,
+            )
+            yield GaugeMetricFamily(
+                "kgw_substreams_active",
+                "Sub-streams open now",
+                value=sum(s.stream_number != MAIN for s in self.streams.values()),
+            )
 
     def rtp_totals(self) -> dict[str, int]:
         """RTP and PS counters over every stream so far (for /metrics)."""
@@ -182,44 +238,126 @@ class LiveService:
 
     # --- viewers ---------------------------------------------------------------------
 
-    async def watch(self, channel_id: str, transport: MediaTransport | None = None) -> tuple[LiveStream, str]:
-        """Attach a new viewer to a channel (opening the upstream if needed); returns its consumer id.
+    async def watch(
+        self,
+        channel_id: str,
+        transport: MediaTransport | None = None,
+        stream: StreamChoice | int = StreamChoice.MAIN,
+    ) -> tuple[LiveStream, str]:
+        """Attach a new viewer to a channel's stream (opening the upstream if needed); returns its consumer id.
 
-        ``transport`` chooses how a *new* upstream carries RTP (default: the
-        service's); a running stream is shared whatever it uses.
+        ``stream`` is the stream wanted: main (0, the default), sub (1), or
+        :attr:`StreamChoice.AUTO` (whichever already runs, else main). The returned
+        stream's ``stream_number`` says what the viewer got: the sub-stream when main
+        would exceed the kindergarten's uplink budget, main when the channel has no
+        sub-stream. Raises :class:`LiveUplinkExceeded` when nothing fits, :class:`LiveError`
+        when the stream cannot be opened. ``transport`` chooses how a *new* upstream
+        carries RTP (default: the service's); a running stream is shared whatever it uses.
         """
-        stream = self.streams.get(channel_id)
-        if stream is None:
-            # Concurrent viewers of a closed channel share one opening: one INVITE.
-            opening = self._opening.get(channel_id)
-            if opening is None:
-                opening = self.loop.create_task(self._open(channel_id, transport or self.default_transport))
-                self._opening[channel_id] = opening
-                opening.add_done_callback(lambda _: self._opening.pop(channel_id, None))
-            stream = await asyncio.shield(opening)
-        await asyncio.wait_for(asyncio.shield(stream.started), self.play_timeout + 1)
+        choice = _as_choice(stream)
+        while True:
+            opening = self._plan(channel_id, choice, transport or self.default_transport)
+            try:
+                live = opening if isinstance(opening, LiveStream) else await asyncio.shield(opening)
+                await asyncio.wait_for(asyncio.shield(live.started), self.play_timeout + 1)
+            except LiveRefused:
+                # The device refused the sub-stream: _after recorded it; ask for main once.
+                if choice is StreamChoice.MAIN or self.planner.has_sub(channel_id):
+                    raise
+                choice = StreamChoice.MAIN
+                continue
+            break
         consumer = f"viewer-{next(self._viewer_seq)}"
-        stream.fanout.attach(consumer, self.loop.time())
-        if stream.linger is not None:
-            stream.linger.cancel()
-            stream.linger = None
-        return stream, consumer
+        live.fanout.attach(consumer, self.loop.time())
+        if live.linger is not None:
+            live.linger.cancel()
+            live.linger = None
+        return live, consumer
+
+    def _plan(
+        self, channel_id: str, choice: StreamChoice, mode: MediaTransport
+    ) -> LiveStream | asyncio.Task[LiveStream]:
+        """Pick the stream for a new viewer and reserve its uplink, in one step (no await: no race).
+
+        The wanted stream when it runs or fits the budget; over budget, another stream
+        of the channel that runs already (it costs nothing more), else the sub-stream
+        when main was wanted and the sub fits; else :class:`LiveUplinkExceeded`.
+        """
+        has_sub = self.planner.has_sub(channel_id)
+        wanted = SUB if choice is StreamChoice.SUB and has_sub else MAIN
+        if choice is StreamChoice.AUTO and has_sub and not self._running(channel_id, MAIN):
+            wanted = SUB if self._running(channel_id, SUB) else MAIN
+        if (running := self._running(channel_id, wanted)) is not None:
+            return running
+        kindergarten = self.planner.kindergarten_of(channel_id)
+        budget = self.uplink if kindergarten is not None else None
+        if budget is None or budget.fits(kindergarten or "", self._estimate(wanted)):
+            return self._start_open(channel_id, wanted, mode, kindergarten)
+        other = SUB if wanted == MAIN else MAIN
+        if (other == MAIN or has_sub) and (running := self._running(channel_id, other)) is not None:
+            return running
+        if wanted == MAIN and has_sub and budget.fits(kindergarten or "", self._estimate(SUB)):
+            return self._start_open(channel_id, SUB, mode, kindergarten)
+        budget.refused += 1
+        error = budget.exceeded(kindergarten or "", self._estimate(wanted), error_type=LiveUplinkExceeded)
+        assert isinstance(error, LiveUplinkExceeded)
+        log.info("live %s %s refused: %s", channel_id, stream_name(wanted), error)
+        raise error
+
+    def _running(self, channel_id: str, number: int) -> LiveStream | asyncio.Task[LiveStream] | None:
+        key = stream_key(channel_id, number)
+        return self.streams.get(key) or self._opening.get(key)
+
+    def _estimate(self, number: int) -> int:
+        if self.uplink is None:
+            return 0
+        return self.uplink.main_kbps if number == MAIN else self.uplink.sub_kbps
+
+    def _start_open(
+        self, channel_id: str, number: int, mode: MediaTransport, kindergarten: str | None
+    ) -> asyncio.Task[LiveStream]:
+        """Reserve the uplink and start opening (concurrent viewers share the opening: one INVITE)."""
+        key = stream_key(channel_id, number)
+        reservation = None
+        if self.uplink is not None and kindergarten is not None:
+            reservation = self.uplink.reserve(
+                kindergarten,
+                self._estimate(number),
+                f"live {self.planner.label(channel_id, number)}",
+                channel_id=channel_id,
+            )
+        opening = self.loop.create_task(self._open(channel_id, number, mode, reservation))
+        self._opening[key] = opening
+
+        def _opened(task: asyncio.Task[LiveStream]) -> None:
+            if self._opening.get(key) is task:
+                del self._opening[key]
+            if reservation is not None and (task.cancelled() or task.exception() is not None):
+                reservation.release()
+
+        opening.add_done_callback(_opened)
+        return opening
+
+    def streams_of(self, channel_id: str) -> list[LiveStream]:
+        """The channel's running streams, main first."""
+        return [s for n in (MAIN, SUB) if (s := self.streams.get(stream_key(channel_id, n))) is not None]
 
     async def snapshot(self, channel_id: str, wait: float = 5.0) -> bytes:
         """A JPEG of the channel's latest key frame, opening a short session if needed.
 
-        Raises LiveError when the stream cannot be opened or gives no decodable
-        key frame within ``wait`` seconds.
+        Uses whichever stream of the channel runs (``AUTO``), so a snapshot never
+        opens a second session of a channel. Raises LiveError when the stream cannot be
+        opened or gives no decodable key frame within ``wait`` seconds.
         """
         try:
-            stream, viewer = await self.watch(channel_id)
+            stream, viewer = await self.watch(channel_id, stream=StreamChoice.AUTO)
         except (LiveError, TimeoutError) as exc:
             raise LiveError(f"cannot open {channel_id}: {exc or type(exc).__name__}") from exc
         try:
             units: list[Any] = []
             deadline = self.loop.time() + wait
             while self.loop.time() < deadline:
-                if self.streams.get(channel_id) is not stream:
+                if self.streams.get(stream.key) is not stream:
                     raise LiveError(f"stream of {channel_id} ended before a key frame")  # closed: no more will come
                 units.extend(stream.fanout.pull(viewer))
                 if any(u.keyframe and u.is_video for u in units):
@@ -238,27 +376,36 @@ class LiveService:
             self.leave(channel_id, viewer)
 
     def leave(self, channel_id: str, consumer: str) -> None:
-        """A viewer left; the last one starts the linger before the BYE."""
-        stream = self.streams.get(channel_id)
-        if stream is None or consumer not in stream.fanout.consumers:
+        """A viewer left (of whichever of the channel's streams it watched); the last one starts the linger."""
+        stream = next((s for s in self.streams_of(channel_id) if consumer in s.fanout.consumers), None)
+        if stream is None:
             return
         stream.fanout.detach(consumer, self.loop.time())
         if stream.fanout.consumer_count == 0 and stream.linger is None:
-            stream.linger = self.loop.call_later(LINGER, self.close, channel_id, "no_viewers")
+            stream.linger = self.loop.call_later(LINGER, self.close, stream.key, "no_viewers")
 
-    def close(self, channel_id: str, reason: str = "closed") -> None:
-        """End a stream: BYE (if it was streaming) and release its port."""
-        stream = self.streams.pop(channel_id, None)
+    def close_channel(self, channel_id: str, reason: str = "closed") -> int:
+        """End every stream of a channel; returns how many there were."""
+        streams = self.streams_of(channel_id)
+        for stream in streams:
+            self.close(stream.key, reason)
+        return len(streams)
+
+    def close(self, key: str, reason: str = "closed") -> None:
+        """End a stream (a channel ID: its main stream): BYE (if it was streaming) and release its port."""
+        stream = self.streams.pop(key, None)
         if stream is None:
             return
-        log.info("live %s closed: %s", channel_id, reason)
+        log.info("live %s closed: %s", key, reason)
+        if stream.reservation is not None:
+            stream.reservation.release()
         if stream.session.invite is not None:
             call_id = stream.session.invite.call_id
             self._by_call.pop(call_id, None)
             self._retired[call_id] = stream.session
             self.loop.call_later(RETIRED_FOR, self._retired.pop, call_id, None)
-        for key, value in _counters(stream).items():
-            self.closed_totals[key] = self.closed_totals.get(key, 0) + value
+        for name, value in _counters(stream).items():
+            self.closed_totals[name] = self.closed_totals.get(name, 0) + value
         stream.session.stop(self.loop.time())
         self._after(stream)
         if stream.transport is not None:
@@ -267,26 +414,28 @@ class LiveService:
             if handle is not None:
                 handle.cancel()
         if not stream.started.done():
-            stream.started.set_exception(LiveError(f"stream of {channel_id} closed: {reason}"))
+            stream.started.set_exception(LiveError(f"stream of {key} closed: {reason}"))
         stream.wakeup.set()
 
-    def media_closed(self, channel_id: str, reason: str) -> None:
+    def media_closed(self, key: str, reason: str) -> None:
         """The RTP transport ended by itself (no packets for the RTP timeout)."""
-        stream = self.streams.get(channel_id)
+        stream = self.streams.get(key)
         if stream is not None:
             stream.session.media_timeout(self.loop.time())
-            self.close(channel_id, reason)
+            self.close(key, reason)
 
     # --- opening ------------------------------------------------------------------------
 
-    async def _open(self, channel_id: str, mode: MediaTransport) -> LiveStream:
+    async def _open(
+        self, channel_id: str, number: int, mode: MediaTransport, reservation: Reservation | None = None
+    ) -> LiveStream:
         device_id = self.channels.device_of(channel_id)
         if device_id is None:
             raise LiveError(f"unknown channel {channel_id}")
         peer = self.sip.peer_of(device_id)
         if peer is None:
             raise LiveError(f"device {device_id} of channel {channel_id} is not registered")
-        sink = _Sink(self, channel_id)
+        sink = _Sink(self)
         # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
         # must never lock onto whoever sends first.
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
@@ -310,6 +459,14 @@ class LiveService:
             transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
+        offer = offer_for_play(
+            origin_user=channel_id,  # docs/gb28181.md §15.6 writes the channel in o=
+            media_host=self.media_host,
+            media_port=port,
+            ssrc=ssrc,
+            transport=mode,
+        )
+        offer = with_stream(offer, number, self.planner.style_of(device_id, channel_id))
         session = PlaySession(
             sip.endpoint,
             sip.local_id,
@@ -321,6 +478,7 @@ class LiveService:
             mode,
             ssrc,
             play_timeout=self.play_timeout,
+            offer=offer,
         )
         stream = LiveStream(
             channel_id=channel_id,
@@ -333,18 +491,31 @@ class LiveService:
             started=self.loop.create_future(),
             opened_at=self.loop.time(),
             mode=mode,
+            stream_number=number,
+            asked=number,
+            reservation=reservation,
         )
-        self.streams[channel_id] = stream
+        sink.stream = stream
+        if reservation is not None and self.measure_after > 0:
+            reservation.measure = lambda: self._measured_kbps(stream)
+        self.streams[stream.key] = stream
         session.start(self.loop.time())
         self.invites_sent += 1
         if session.invite is not None:
-            self._by_call[session.invite.call_id] = channel_id
+            self._by_call[session.invite.call_id] = stream.key
         self._after(stream)
         return stream
 
-    def video_codec(self, channel_id: str) -> StreamType | None:
-        """The video stream type seen on a running stream (None before the first PSM/frame)."""
-        stream = self.streams.get(channel_id)
+    def _measured_kbps(self, stream: LiveStream) -> float | None:
+        """The stream's RTP rate since it opened (kbit/s), once it has run ``measure_after`` seconds."""
+        elapsed = self.loop.time() - stream.opened_at
+        if elapsed < self.measure_after or stream.receiver.stats.bytes == 0:
+            return None
+        return stream.receiver.stats.bytes * 8 / 1000 / elapsed
+
+    def video_codec(self, key: str) -> StreamType | None:
+        """The video stream type seen on a running stream (a channel ID: its main stream; None before the first PSM/frame)."""
+        stream = self.streams.get(key)
         if stream is None:
             return None
         return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
@@ -376,8 +547,10 @@ class LiveService:
 
     def _session_for(self, event: SipEvent) -> tuple[PlaySession | None, LiveStream | None]:
         """The play session an event belongs to, and its stream while that is still open."""
+        session: PlaySession | None = None
         if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
-            session: PlaySession | None = event.context
+            session = event.context
+            call_id = session.invite.call_id if session.invite is not None else ""
         else:
             message: Any
             if isinstance(event, ResponseReceived):
@@ -390,20 +563,21 @@ class LiveService:
                 call_id = message.call_id
             except GatewayError:
                 return None, None
-            channel_id = self._by_call.get(call_id)
-            open_stream = self.streams.get(channel_id) if channel_id is not None else None
+        key = self._by_call.get(call_id)
+        open_stream = self.streams.get(key) if key is not None else None
+        if session is None:
             session = open_stream.session if open_stream is not None else self._retired.get(call_id)
         if session is None:
             return None, None
-        stream = self.streams.get(session.channel_id)
-        return session, stream if stream is not None and stream.session is session else None
+        return session, open_stream if open_stream is not None and open_stream.session is session else None
 
     def _after(self, stream: LiveStream) -> None:
         """Drain the session's events, re-arm its timer, and send what it queued."""
         session = stream.session
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
-                log.info("live %s streaming (ssrc %s, %s)", stream.channel_id, event.spec.ssrc_text, stream.mode.name)
+                log.info("live %s streaming (ssrc %s, %s)", stream.key, event.spec.ssrc_text, stream.mode.name)
+                self._answered(stream, answered_stream(stream.asked, event.spec.stream_number))
                 stream.receiver.arm(*media_sources(event.spec, session))
                 if stream.mode is MediaTransport.TCP_ACTIVE and stream.transport is None:
                     self.loop.create_task(self._connect_active(stream, event.spec.remote_host, event.spec.remote_port))
@@ -412,9 +586,12 @@ class LiveService:
             elif isinstance(event, (PlayFailed, PlayEnded)):
                 reason = f"{type(event).__name__}: {getattr(event, 'reason', '')}"
                 if not stream.started.done():
-                    stream.started.set_exception(LiveError(f"{stream.channel_id}: {reason}"))
-                if self.streams.get(stream.channel_id) is stream:
-                    self.loop.call_soon(self.close, stream.channel_id, reason)
+                    status = event.status if isinstance(event, PlayFailed) else 500
+                    if stream.asked != MAIN and isinstance(event, PlayFailed) and 400 <= status != 408:
+                        self.planner.record_no_sub(stream.channel_id, f"INVITE for the sub-stream answered {status}")
+                    stream.started.set_exception(LiveRefused(f"{stream.key}: {reason}", status))
+                if self.streams.get(stream.key) is stream:
+                    self.loop.call_soon(self.close, stream.key, reason)
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
@@ -422,23 +599,44 @@ class LiveService:
         if deadline is not None:
             stream.timer = self.loop.call_at(deadline, self._on_timer, stream)
 
+    def _answered(self, stream: LiveStream, number: int) -> None:
+        """The device says which stream it sends; a sub asked for but main answered: it has none."""
+        if number == stream.stream_number:
+            return
+        stream.stream_number = number
+        if stream.asked != MAIN and number == MAIN:
+            self.planner.record_no_sub(stream.channel_id, "answered the sub-stream INVITE with its main stream")
+        if stream.reservation is not None:
+            stream.reservation.update(self._estimate(number), f"live {self.planner.label(stream.channel_id, number)}")
+        key = stream_key(stream.channel_id, number)
+        if key in self.streams or key in self._opening:
+            return  # that stream runs too (a race): this one stays where it is, labelled with what it carries
+        # Re-file it under the stream it carries, so that the next viewer of that stream shares it.
+        del self.streams[stream.key]
+        stream.key = key
+        self.streams[key] = stream
+        if stream.session.invite is not None:
+            self._by_call[stream.session.invite.call_id] = key
+
     async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
         """TCP active: connect to the device's listening port from its answer."""
+        sink = _Sink(self)
+        sink.stream = stream
         try:
             stream.transport = await TcpActiveRtpReceiver.connect(
-                _Sink(self, stream.channel_id),
+                sink,
                 host,
                 port,
                 connect_timeout=self.play_timeout,
                 rtp_timeout=self.rtp_timeout,
             )
         except GatewayError as exc:
-            log.warning("live %s: cannot connect to %s:%d for media: %s", stream.channel_id, host, port, exc)
+            log.warning("live %s: cannot connect to %s:%d for media: %s", stream.key, host, port, exc)
             if not stream.started.done():
-                stream.started.set_exception(LiveError(f"{stream.channel_id}: media connect failed"))
-            self.close(stream.channel_id, "media_connect_failed")
+                stream.started.set_exception(LiveError(f"{stream.key}: media connect failed"))
+            self.close(stream.key, "media_connect_failed")
             return
-        if self.streams.get(stream.channel_id) is not stream:  # closed meanwhile
+        if self.streams.get(stream.key) is not stream:  # closed meanwhile
             stream.transport.close()
         elif not stream.started.done():
             stream.started.set_result(None)
@@ -447,6 +645,12 @@ class LiveService:
         stream.timer = None
         stream.session.handle_timer(self.loop.time())
         self._after(stream)
+
+
+def _as_choice(stream: StreamChoice | int) -> StreamChoice:
+    if isinstance(stream, StreamChoice):
+        return stream
+    return StreamChoice.MAIN if stream == MAIN else StreamChoice.SUB
 
 
 def media_sources(spec: MediaSessionSpec, session: PlaySession) -> tuple[frozenset[int], frozenset[str]]:

@@ -18,8 +18,9 @@ A transcode is two tasks on the loop and one worker thread of its own:
 
 ``max_transcodes`` bounds the CPU spent: past it, a new camera's viewer is refused
 (:class:`TranscodeLimitReached`, HTTP 503) — after an idle, lingering transcode has been
-given up for it. Which of a camera's streams is transcoded is one parameter (``stream``:
-``"main"`` or ``"sub"``), the key of the transcode next to the channel.
+given up for it. A transcode reads the live stream it is given — main or sub-stream (its
+``stream_number``), which keys it next to the channel; the WebRTC route gives it the
+camera's sub-stream when there is one (``prefer_sub``, gateway/httpapi/transcode_routes.py).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.gb28181.play import PlayState
 from gateway.media.ps import AccessUnit, StreamType
 from gateway.media.relay import RelayError, StreamFanout
 from gateway.media.transcode import Backlog, HevcToH264, TranscodeSettings, TranscodeStats
+from gateway.substreams import stream_name
 
 __all__ = [
     "DEFAULT_MAX_TRANSCODES",
@@ -86,6 +88,10 @@ class SourceStream(Protocol):
 
     @property
     def channel_id(self) -> str: ...
+    @property
+    def key(self) -> str: ...  # in LiveService.streams
+    @property
+    def stream_number(self) -> int: ...  # 0 main, 1 sub
     @property
     def session(self) -> SessionState: ...
     @property
@@ -141,8 +147,10 @@ class TranscodeService:
         max_transcodes: int = DEFAULT_MAX_TRANSCODES,
         settings: TranscodeSettings | None = None,
         linger: float = LINGER,
+        prefer_sub: bool = True,
     ) -> None:
         self.live = live
+        self.prefer_sub = prefer_sub  # transcode a camera's sub-stream when it has one (the route asks for it)
         self.max_transcodes = max_transcodes
         self.settings = settings or TranscodeSettings()
         self.linger = linger
@@ -154,14 +162,14 @@ class TranscodeService:
 
     # --- viewers -----------------------------------------------------------------------------
 
-    def join(self, source: SourceStream, source_consumer: str, stream: str = "main") -> tuple[Transcode, str]:
+    def join(self, source: SourceStream, source_consumer: str) -> tuple[Transcode, str]:
         """A browser viewer of an H.265 stream: (the transcode it reads, its consumer id there).
 
         ``source_consumer`` is the viewer's place on the live stream (from ``LiveService.watch``);
         it is taken over (by a new transcode) or given back (joining a running one) in every case,
         also when :class:`TranscodeLimitReached` is raised.
         """
-        key = (source.channel_id, stream)
+        key = (source.channel_id, stream_name(source.stream_number))
         running = self.transcodes.get(key)
         if running is not None and running.source is not source:  # the camera's stream was reopened
             self._stop(running, "source reopened")
@@ -393,13 +401,13 @@ def _add_stats(total: TranscodeStats, part: TranscodeStats) -> None:
 class CodecSource(Protocol):
     """The live service as :func:`wait_video_codec` needs it."""
 
-    def video_codec(self, channel_id: str) -> StreamType | None: ...
+    def video_codec(self, key: str) -> StreamType | None: ...
 
 
 async def wait_video_codec(live: CodecSource, source: SourceStream, timeout: float) -> StreamType | None:
     """The stream's video codec, waiting up to `timeout` s for its first PSM or frame (a just-opened stream)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while (codec := live.video_codec(source.channel_id)) is None:
+    while (codec := live.video_codec(source.key)) is None:
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return None

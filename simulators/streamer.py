@@ -39,6 +39,7 @@ from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
 from simulators.hevc import profile_for_camera
+from simulators.substreams import SubStreams
 from simulators.video import ClipCache, EncodedClip, VideoProfile
 
 __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "StreamStats"]
@@ -87,6 +88,7 @@ class CameraStreamer:
         self.sending = False  # the pacing timer runs
         self.closed = False
         self.close_reason: str | None = None
+        self.answer_stream: int | None = None  # the stream number the answer states (None: as offered)
         self._clip = clip
         self._on_lost = on_lost
         self._loop = asyncio.get_running_loop()
@@ -250,9 +252,11 @@ class StreamHub:
         profile: VideoProfile,
         *,
         local_host: str,
+        substreams: SubStreams | None = None,
         hevc_share: float = 0.0,
     ) -> None:
         self.host = host
+        self.substreams = substreams or SubStreams(0.0)  # which cameras have a sub-stream (issue 11)
         self.title = title
         self.cache = cache
         self.profile = profile
@@ -286,16 +290,18 @@ class StreamHub:
             self._stopped(event.call_id, event.reason)
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
+        profile, answer_stream = self.substreams.pick(event.channel_id, event.spec.stream_number, self.profile)
         clip = asyncio.ensure_future(
             asyncio.to_thread(
                 self.cache.get,
                 self.title,
                 self._camera_name(agent, event),
-                profile_for_camera(self.profile, event.channel_id, self.hevc_share),
+                profile_for_camera(profile, event.channel_id, self.hevc_share),
             )
         )
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost)
+        streamer.answer_stream = answer_stream
         self.streams[event.call_id] = streamer
         self._agents[event.call_id] = agent
         streamer.spawn(self._answer(agent, streamer))
@@ -312,7 +318,9 @@ class StreamHub:
                 agent.calls.reject(streamer.call_id, 500, self._loop.time())
             return
         try:
-            agent.calls.accept(streamer.call_id, self.local_host, port, self._loop.time())
+            agent.calls.accept(
+                streamer.call_id, self.local_host, port, self._loop.time(), stream_number=streamer.answer_stream
+            )
         except CallError:  # hung up while we prepared
             streamer.close("call_gone")
             self._forget(streamer.call_id)

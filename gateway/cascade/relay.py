@@ -47,6 +47,7 @@ from gateway.media.ps import PsDemuxError
 from gateway.media.relay import RelayError
 from gateway.media.remux import PsRtpRemuxer
 from gateway.registry.model import Channel
+from gateway.uplink import UplinkExceeded
 
 __all__ = ["ACK_TIMEOUT", "DEFAULT_MAX_CALLS_PER_UPPER", "UpperRelay"]
 
@@ -75,7 +76,9 @@ class LiveSource(Protocol):
     @property
     def streams(self) -> Mapping[str, LiveStream]: ...
 
-    async def watch(self, channel_id: str) -> tuple[LiveStream, str]: ...
+    async def watch(
+        self, channel_id: str, transport: MediaTransport | None = None, stream: int = 0
+    ) -> tuple[LiveStream, str]: ...
     def leave(self, channel_id: str, consumer: str) -> None: ...
 
 
@@ -344,10 +347,13 @@ class UpperRelay:
         """Join (or open) the channel's stream, open the sender, then answer 200."""
         live = self.live
         try:
-            call.stream, call.viewer = await live.watch(call.channel_id)
+            # The upper's a=streamnumber (or vendor spelling) picks the stream; over the uplink budget
+            # the live service gives the sub-stream, or refuses: 486 (the kindergarten's line is busy).
+            wanted = 1 if call.spec.stream_number == 1 else 0
+            call.stream, call.viewer = await live.watch(call.channel_id, stream=wanted)
         except (LiveError, TimeoutError) as exc:
             log.info("upper %s: live %s unavailable: %s", call.upper, call.channel_id, exc or "timeout")
-            self._reject(call, 480)
+            self._reject(call, 486 if isinstance(exc, UplinkExceeded) else 480)
             return
         if call.closed:  # CANCEL or offline while the camera answered
             self._release(call)
@@ -362,7 +368,10 @@ class UpperRelay:
             self._release(call)
             return
         try:
-            self._cores[call.upper].accept(call.call_id, live.media_host, call.sender.port, self.loop.time())
+            # The answer says which stream is sent when the upper asked for one (it may get the sub-stream).
+            served = call.stream.stream_number if call.spec.stream_number is not None else None
+            core = self._cores[call.upper]
+            core.accept(call.call_id, live.media_host, call.sender.port, self.loop.time(), stream_number=served)
         except CallError:  # cancelled while we prepared
             self._finish(call, "gone")
             return
@@ -421,7 +430,7 @@ class UpperRelay:
         )
         stalled_since: float | None = None
         while not call.closed:
-            if live.streams.get(call.channel_id) is not stream:
+            if live.streams.get(stream.key) is not stream:
                 self._hang_up(call, "camera_ended")  # device BYE or RTP timeout: BYE upward
                 return
             if not sender.writable:

@@ -148,10 +148,18 @@ class DeviceCalls:
 
     # --- decisions of the media side -------------------------------------------------
 
-    def accept(self, call_id: str, media_host: str, media_port: int, now: float) -> None:
-        """Answer 200 with our SDP: we send from (or, TCP active, listen at) ``media_host:media_port``."""
+    def accept(
+        self, call_id: str, media_host: str, media_port: int, now: float, *, stream_number: int | None = None
+    ) -> None:
+        """Answer 200 with our SDP: we send from (or, TCP active, listen at) ``media_host:media_port``.
+
+        ``stream_number`` states the stream sent (``a=streamnumber:``) when it is not the one
+        asked for; None echoes the offer's.
+        """
         call = self._waiting(call_id)
         offer = parse_sdp(call.invite.body)
+        if stream_number is not None:
+            offer = replace(offer, stream_number=stream_number)
         mirrored = {Setup.ACTIVE: Setup.PASSIVE, Setup.PASSIVE: Setup.ACTIVE}
         answer = replace(
             offer,

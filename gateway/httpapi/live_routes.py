@@ -22,6 +22,7 @@ from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
+from gateway.httpapi.stream_choice import stream_answer, stream_choice, watch_error
 from gateway.httpapi.transcode_routes import transcoded_feed
 from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, WebRtcPeers, caller_key
 from gateway.live import LiveError, LiveService, LiveStream
@@ -29,6 +30,7 @@ from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 from gateway.registry.directory import Directory
 from gateway.security.scope import Capability, may_see_channel
+from gateway.substreams import StreamChoice
 from gateway.transcoding import Transcode, wait_video_codec
 
 log = logging.getLogger("kgw.http.live")
@@ -73,6 +75,7 @@ async def list_streams(request: web.Request) -> web.Response:
         items.append(
             {
                 "channel_id": stream.channel_id,
+                "stream": "main" if stream.stream_number == 0 else "sub",
                 "device_id": stream.device_id,
                 "state": stream.session.state.value,
                 "viewers": stream.fanout.consumer_count,
@@ -89,18 +92,20 @@ async def list_streams(request: web.Request) -> web.Response:
 
 @requires(Capability.LIVE_VIEW)
 async def open_stream(request: web.Request) -> web.Response:
-    """POST /api/channels/{id}/live: open (or join) the upstream; it stays for the linger time unless watched."""
+    """POST /api/channels/{id}/live {"stream"?}: open (or join) the upstream; it stays for the linger time unless watched."""
     live = _live(request)
     channel_id = _watchable(request)
+    choice = await stream_choice(request)
     try:
-        stream, viewer = await live.watch(channel_id)
+        stream, viewer = await live.watch(channel_id, stream=choice)
     except (LiveError, TimeoutError) as exc:
-        raise json_error(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+        raise watch_error(channel_id, exc, lambda c: _may_watch(request, c, Capability.CHANNEL_READ)) from exc
     live.leave(channel_id, viewer)
-    codec = live.video_codec(channel_id)
+    codec = live.video_codec(stream.key)
     return json_response(
         {
             "channel_id": channel_id,
+            **stream_answer(choice, stream),
             "state": stream.session.state.value,
             "transport": stream.mode.name.lower(),
             "codec": codec.name.lower() if codec else None,
@@ -114,12 +119,12 @@ async def close_stream(request: web.Request) -> web.Response:
     """DELETE /api/channels/{id}/live: end the upstream now (BYE), whoever watches."""
     live = _live(request)
     channel_id = request.match_info["id"]
-    if not _may_watch(request, channel_id, Capability.LIVE_CLOSE) and channel_id in live.streams:
+    if not _may_watch(request, channel_id, Capability.LIVE_CLOSE) and live.streams_of(channel_id):
         message = f"no live stream of {channel_id}"
         raise denied(request, principal_of(request), Capability.LIVE_CLOSE, channel_id, message)
-    if channel_id not in live.streams:
+    if not live.streams_of(channel_id):
         raise json_error(web.HTTPNotFound, f"no live stream of {channel_id}")
-    live.close(channel_id, "closed by API")
+    live.close_channel(channel_id, "closed by API")
     return json_response({"channel_id": channel_id, "state": "closed"})
 
 
@@ -138,13 +143,14 @@ async def snapshot(request: web.Request) -> web.Response:
 
 @requires(Capability.LIVE_VIEW)
 async def webrtc_offer(request: web.Request) -> web.Response:
-    """POST /api/channels/{id}/webrtc {"sdp": offer} → {"sdp": answer}."""
+    """POST /api/channels/{id}/webrtc {"sdp": offer, "stream"?: "main"|"sub"|"auto"} → {"sdp": answer, "stream"}."""
     live = _live(request)
     channel_id = _watchable(request)
     try:
         offer = (await request.json())["sdp"]
     except (ValueError, KeyError, TypeError) as exc:
         raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+    choice = await stream_choice(request)
     peers = request.app[PEERS]
     try:  # a slot before any socket is bound (M2)
         slot = peers.reserve(caller_key(request))
@@ -152,25 +158,28 @@ async def webrtc_offer(request: web.Request) -> web.Response:
         status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
         raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
     try:
-        answer = await _answer(request, live, channel_id, offer, slot)
+        answer, served = await _answer(request, live, channel_id, offer, slot, choice)
     except BaseException:
         peers.release(slot)
         raise
-    return json_response({"sdp": answer, "channel_id": channel_id})
+    return json_response({"sdp": answer, "channel_id": channel_id, **served})
 
 
-async def _answer(request: web.Request, live: LiveService, channel_id: str, offer: str, slot: PeerSlot) -> str:
-    """Open (or join) the channel and answer the offer in the reserved slot; returns the answer SDP."""
+async def _answer(
+    request: web.Request, live: LiveService, channel_id: str, offer: str, slot: PeerSlot, choice: StreamChoice
+) -> tuple[str, dict[str, object]]:
+    """Open (or join) the channel's stream and answer the offer in the reserved slot; returns the answer SDP."""
     peers = request.app[PEERS]
     try:
-        stream, viewer = await live.watch(channel_id)
+        stream, viewer = await live.watch(channel_id, stream=choice)
     except (LiveError, TimeoutError) as exc:
-        raise json_error(web.HTTPNotFound, f"cannot open {channel_id}: {exc}") from exc
+        raise watch_error(channel_id, exc, lambda c: _may_watch(request, c, Capability.CHANNEL_READ)) from exc
     feed: LiveStream | Transcode = stream
     leave: Callable[[str, str], None] = live.leave
+    served = stream_answer(choice, stream)
     if await wait_video_codec(live, stream, CODEC_WAIT) is StreamType.H265:
         # Browsers' WebRTC has no H.265: a transcode shared by the camera's viewers (gateway/transcoding.py).
-        feed, viewer, leave = transcoded_feed(request, stream, viewer)
+        feed, viewer, leave, served = await transcoded_feed(request, live, stream, viewer, choice)
     # The track is its own consumer (attached first, so the stream never sees zero viewers).
     track = FanoutVideoTrack(feed.fanout, f"webrtc-{viewer}", wakeup=feed.wakeup, clock=live.loop.time)
     leave(channel_id, viewer)
@@ -195,7 +204,7 @@ async def _answer(request: web.Request, live: LiveService, channel_id: str, offe
             await _end()
 
     peers.attach(slot, pc, _end)  # not connected within the ICE timeout: _end
-    return answer
+    return answer, served
 
 
 async def close_peers(app: web.Application) -> None:

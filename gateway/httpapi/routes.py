@@ -22,6 +22,7 @@ from gateway.gb28181.ids import TIANJIN_DISTRICTS, is_gb_id
 from gateway.httpapi.common import json_error, json_response, paging, query_bool
 from gateway.httpapi.guard import denied, record_denied, requires
 from gateway.httpapi.identity import AUDIT, principal_of
+from gateway.httpapi.uplink_routes import uplink_fields
 from gateway.query_broker import QueryBroker
 from gateway.registry import (
     MAX_PAGE_LIMIT,
@@ -337,7 +338,10 @@ async def kindergartens(request: web.Request) -> web.Response:
     def keep(kg: Kindergarten) -> bool:
         return may_see_kindergarten(principal, kg)
 
-    return json_response(_page(_scoped_page(fetch, keep, scope, offset, limit), asdict))
+    def row(kg: Kindergarten) -> dict[str, Any]:
+        return {**asdict(kg), **uplink_fields(request.app, kg.id)}  # the uplink in use (issue 11)
+
+    return json_response(_page(_scoped_page(fetch, keep, scope, offset, limit), row))
 
 
 @requires(Capability.PROVISION)

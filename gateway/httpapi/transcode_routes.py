@@ -2,43 +2,77 @@
 
 The WebRTC route (:mod:`gateway.httpapi.live_routes`) hands a viewer of an H.265 camera
 to :func:`transcoded_feed`, which answers the shared transcode's fanout instead of the
-camera's (or 503 when every transcode is taken). ``GET /api/transcodes`` lists the
+camera's (or 503 when every transcode is taken), made from the camera's sub-stream when it
+has one. ``GET /api/transcodes`` lists the
 running transcodes the caller may watch, with their frame counters and lag.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.gb28181.stream_number import MAIN
 from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import requires
 from gateway.httpapi.identity import principal_of
+from gateway.httpapi.stream_choice import stream_answer
+from gateway.live import LiveError, LiveService, LiveStream
+from gateway.media.ps import StreamType
 from gateway.registry.directory import Directory
 from gateway.security.scope import Capability, may_see_channel
-from gateway.transcoding import SourceStream, Transcode, TranscodeLimitReached, TranscodeService
+from gateway.substreams import StreamChoice
+from gateway.transcoding import Transcode, TranscodeLimitReached, TranscodeService, wait_video_codec
 
 __all__ = ["TRANSCODES", "transcode_part", "transcoded_feed"]
 
+log = logging.getLogger("kgw.http.transcode")
+CODEC_WAIT = 5.0  # s to wait for a just-opened sub-stream's first frame
 TRANSCODES = web.AppKey("kgw_transcodes", TranscodeService)
 _DIRECTORY = web.AppKey("kgw_transcode_directory", Directory)
 
 
-def transcoded_feed(
-    request: web.Request, source: SourceStream, viewer: str, stream: str = "main"
-) -> tuple[Transcode, str, Callable[[str, str], None]]:
-    """The transcode a browser viewer of an H.265 stream reads: (feed, its consumer id, how it leaves).
+async def transcoded_feed(
+    request: web.Request, live: LiveService, stream: LiveStream, viewer: str, choice: StreamChoice
+) -> tuple[LiveStream | Transcode, str, Callable[[str, str], None], dict[str, object]]:
+    """What a browser viewer of an H.265 stream reads: (feed, its consumer id, how it leaves, the answer's fields).
 
-    ``viewer`` (the caller's place on the live stream) is handed over whatever happens;
-    every transcode in use answers 503 with the reason in zh-CN and English.
+    The camera's sub-stream when it has one (a fraction of the CPU: bench/transcode.py) and the
+    service prefers it; a sub-stream in H.264 is passed through as it is. ``viewer`` (the
+    caller's place on the live stream) is handed over whatever happens; every transcode in
+    use answers 503 with the reason in zh-CN and English.
     """
     service = request.app[TRANSCODES]
+    requested = stream
+    if service.prefer_sub and stream.stream_number == MAIN and live.planner.has_sub(stream.channel_id):
+        stream, viewer = await _sub_stream(live, stream, viewer)
+    served = {**stream_answer(choice, stream), "transcoded": True}
+    if stream is not requested:
+        served["downgraded"] = False
+        served["note"] = "H.265 摄像机: 子码流转码播放 (H.265 camera: its sub-stream, transcoded to H.264)"
+    if await wait_video_codec(live, stream, CODEC_WAIT) is not StreamType.H265:
+        return stream, viewer, live.leave, {**served, "transcoded": False}  # an H.264 sub-stream: as it is
     try:
-        feed, consumer = service.join(source, viewer, stream)
+        feed, consumer = service.join(stream, viewer)
     except TranscodeLimitReached as exc:
         raise json_error(web.HTTPServiceUnavailable, str(exc)) from exc
-    return feed, consumer, service.leave
+    return feed, consumer, service.leave, served
+
+
+async def _sub_stream(live: LiveService, main: LiveStream, viewer: str) -> tuple[LiveStream, str]:
+    """Trade the viewer's place on the main stream for one on the sub-stream (keep main if that fails)."""
+    try:
+        sub, sub_viewer = await live.watch(main.channel_id, stream=StreamChoice.SUB)
+    except (LiveError, TimeoutError) as exc:  # refused, over the uplink budget, no answer: main it is
+        log.info("transcoding %s from its main stream: no sub-stream (%s)", main.channel_id, exc)
+        return main, viewer
+    if sub is main or sub.stream_number == MAIN:  # the camera has none after all (it answered with main)
+        live.leave(main.channel_id, sub_viewer)
+        return main, viewer
+    live.leave(main.channel_id, viewer)
+    return sub, sub_viewer
 
 
 @requires(Capability.LIVE_VIEW)

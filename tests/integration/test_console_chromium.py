@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import pytest
 
+from simulators.fleet import FleetOptions
+from simulators.substreams import has_sub_stream
 from tests.conftest import TEST_ADMIN, add_user, http_json, http_text, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -312,6 +314,7 @@ GRID_STATE = """(() => [...document.querySelectorAll('#grid .cell')].filter((c) 
   return {index: Number(c.dataset.index), state: c.dataset.state, title: c.querySelector('.cell-title').textContent,
           status: c.querySelector('.cell-status').textContent, readyState: v.readyState, width: v.videoWidth,
           height: v.videoHeight, hasStream: v.srcObject !== null, pc: pc ? pc.connectionState : null,
+          channel: window.kgwConsole.cells[Number(c.dataset.index)].channelId, stream: c.dataset.stream || null,
           shown: c.getBoundingClientRect().width > 0};
 }))()"""
 
@@ -511,14 +514,19 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         for camera in cameras:
             await cdp.evaluate(session, _click(f'li[data-key="channel:{camera}"] > .row'))
 
+        def grid_size(channel: str | None) -> tuple[int, int]:
+            # Issue 11: cells of a 4-cell grid ask for the sub-stream (320x180 on simulated cameras
+            # that have one, main otherwise).
+            return (320, 180) if channel and has_sub_stream(channel, FleetOptions().sub_streams) else (640, 360)
+
         def both_play(cells: list[dict[str, Any]]) -> bool:
             assert not any(c["state"] == "failed" for c in cells), cells
             # A cell shows "playing" on the video's 'playing' event, which can come after it has
             # a picture (readyState 2): wait for the whole state, not just the picture.
             return all(
                 c["readyState"] >= 2
-                and c["width"] == 640
-                and c["height"] == 360
+                and (c["width"], c["height"]) == grid_size(c["channel"])
+                and c["stream"] == ("sub" if grid_size(c["channel"])[0] == 320 else "main")
                 and c["state"] == "playing"
                 and c["pc"] == "connected"
                 for c in cells[:2]
@@ -554,10 +562,15 @@ async def test_console_tree_and_grid_play_two_cameras_at_once(gateway_factory, f
         # The gateway sees that viewer go too; the other camera keeps its viewer.
         await _until_viewers(base, {closed[0][0]: 0, next(c for c in cameras if c != closed[0][0]): 1})
 
-        # Back to one cell: the first camera stays, hidden cells have no connection.
+        # Back to one cell: the first camera stays, on its main stream; hidden cells have no connection.
         await cdp.evaluate(session, _click('#layouts button[data-layout="1"]'))
         cells = await _poll(
-            cdp, session, GRID_STATE, lambda c: len(c) == 1 and c[0]["state"] == "playing", what="1 cell, playing"
+            cdp,
+            session,
+            GRID_STATE,
+            lambda c: len(c) == 1 and c[0]["state"] == "playing" and (c[0]["width"], c[0]["stream"]) == (640, "main"),
+            timeout=45,
+            what="1 cell, playing main",
         )
         assert cells[0]["state"] == "playing", cells
         assert await cdp.evaluate(session, "window.kgwConsole.cells.slice(1).every((c) => c.pc === null)")

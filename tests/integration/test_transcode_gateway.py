@@ -38,8 +38,15 @@ async def _online_cameras(service, fleet, count: int) -> list[str]:
     return cameras
 
 
-async def _hevc_fleet(service, fleet_factory, cameras: int = 2):
-    return await fleet_factory(service, kindergartens=1, cameras=(cameras, cameras), video=HEVC_CAMERAS, hevc_share=1.0)
+async def _hevc_fleet(service, fleet_factory, cameras: int = 2, sub_streams: float = 0.0):
+    return await fleet_factory(
+        service,
+        kindergartens=1,
+        cameras=(cameras, cameras),
+        video=HEVC_CAMERAS,
+        hevc_share=1.0,
+        sub_streams=sub_streams,
+    )
 
 
 class Viewer:
@@ -83,12 +90,16 @@ async def test_h265_camera_plays_over_webrtc_and_two_viewers_share_one_transcode
     try:
         status, answer = await first.offer(api, channel_id)
         assert status == 200, answer
+        assert answer["stream"] == "main" and answer["transcoded"] is True, answer
         assert service.live.video_codec(channel_id).name == "H265", "the camera really streams H.265"
         frames = await first.frames(10)
         assert {(f.width, f.height) for f in frames} == {(640, 360)}
         picture = frames[-1].to_ndarray(format="bgr24")
         assert float(picture.std()) > 10.0, "a decoded test card, not a blank"
 
+        # Main, and one INVITE asking for a sub-stream (to transcode less), which this camera answered
+        # with main: remembered, so no later viewer asks again.
+        assert service.live.invites_sent == 2 and not service.live.planner.has_sub(channel_id)
         status, answer = await second.offer(api, channel_id)
         assert status == 200, answer
         assert len(await second.frames(10)) == 10
@@ -97,7 +108,7 @@ async def test_h265_camera_plays_over_webrtc_and_two_viewers_share_one_transcode
         assert _metric(metrics, "kgw_transcode_viewers") == 2.0
         assert _metric(metrics, "kgw_transcode_frames_out_total") >= 10
         assert _metric(metrics, "kgw_transcode_started_total") == 1.0
-        assert service.live.invites_sent == 1, "and one INVITE"
+        assert service.live.invites_sent == 2, "and no INVITE for the second viewer"
         status, listing = await http_json(f"{api}/api/transcodes")
         assert status == 200 and listing["max"] == 4
         (item,) = listing["items"]
@@ -112,6 +123,28 @@ async def test_h265_camera_plays_over_webrtc_and_two_viewers_share_one_transcode
     assert await wait_for(lambda: not service.transcodes.transcodes, timeout=60)
     stream = service.live.streams.get(channel_id)
     assert stream is None or stream.fanout.consumer_count == 0, "the transcode left the camera's stream"
+
+
+async def test_the_sub_stream_is_transcoded_when_the_camera_has_one(gateway_factory, fleet_factory):
+    service = await gateway_factory()
+    fleet = await _hevc_fleet(service, fleet_factory, sub_streams=1.0)
+    (channel_id,) = await _online_cameras(service, fleet, 1)
+    api = f"http://127.0.0.1:{service.http_port}"
+    viewer = Viewer()
+    try:
+        status, answer = await viewer.offer(api, channel_id)  # the single cell asks for main
+        assert status == 200, answer
+        assert answer["stream"] == "sub" and answer["transcoded"] is True and "子码流" in answer["note"], answer
+        frames = await viewer.frames(5)
+        assert {(f.width, f.height) for f in frames} == {(320, 180)}
+        (transcode,) = service.transcodes.transcodes.values()
+        assert transcode.stream == "sub" and transcode.source.key == f"{channel_id}/1"
+        sub = service.live.streams[f"{channel_id}/1"]
+        assert sub.fanout.consumer_count == 1, "only the transcode reads the sub-stream"
+        main = service.live.streams.get(channel_id)
+        assert main is None or main.fanout.consumer_count == 0, "the main stream was let go"
+    finally:
+        await viewer.close()
 
 
 async def test_past_the_limit_a_viewer_gets_503_and_snapshots_still_work(gateway_factory, fleet_factory):

@@ -288,6 +288,7 @@ class FakeLive:
         self.left: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None
         self.fail: dict[str, Exception] = {}
+        self.asked_streams: list[int] = []  # the stream number of each watch (issue 11)
         self._viewers = itertools.count(1)
 
     @property
@@ -295,7 +296,8 @@ class FakeLive:
         """Viewers joined and not left."""
         return len(self.watched) - len(self.left)
 
-    async def watch(self, channel_id: str) -> tuple[LiveStream, str]:
+    async def watch(self, channel_id: str, transport: object = None, stream: int = 0) -> tuple[LiveStream, str]:
+        self.asked_streams.append(stream)
         loop = asyncio.get_running_loop()
         if self.gate is not None:
             await self.gate.wait()

@@ -28,6 +28,11 @@ class _Stream:
     fanout: StreamFanout
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     session: _Session = field(default_factory=_Session)
+    stream_number: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.channel_id
 
 
 class _Live:

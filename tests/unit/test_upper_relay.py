@@ -21,9 +21,10 @@ from gateway.cascade.upper import CascadeHost, UpperLink
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlayStarted
 from gateway.gb28181.sdp import Direction, SdpSession, SessionType, parse_sdp
 from gateway.gb28181.sip.message import SipResponse
-from gateway.live import LiveError
+from gateway.live import LiveError, LiveUplinkExceeded
 from gateway.media.ps import AccessUnit, StreamType
 from gateway.media.rtp import RtpPacket
+from gateway.uplink import UplinkBudget
 from tests.conftest import wait_for
 from tests.unit.service_city import CLASSROOM, ENTRANCE, NAP_ROOM, PERIMETER, add_upper, city_directory, upper_spec
 from tests.unit.service_fakes import FakeLive, Upper, UpperCall, gateway_endpoint
@@ -152,6 +153,26 @@ async def test_a_live_source_that_cannot_open_the_channel_gives_480(rig: Rig) ->
     _, answer = await rig.call(rig.municipal, ENTRANCE)
 
     assert failed(answer, 480) and rig.live.viewers == 0 and rig.relay.counters["unavailable"] == 1
+
+
+async def test_a_channel_over_its_kindergartens_uplink_budget_gives_486(rig: Rig) -> None:
+    budget = UplinkBudget(1000)
+    budget.reserve("K1", 900, "live 12010100001310000009 main")
+    rig.live.fail[ENTRANCE] = budget.exceeded("K1", 768, error_type=LiveUplinkExceeded)
+
+    _, answer = await rig.call(rig.municipal, ENTRANCE)
+
+    assert failed(answer, 486) and rig.live.viewers == 0
+
+
+async def test_the_uppers_stream_number_picks_the_stream_and_the_answer_states_what_is_sent(rig: Rig) -> None:
+    _, answer = await rig.call(rig.municipal, ENTRANCE, offer=lambda o: replace(o, stream_number=1))
+
+    assert isinstance(answer, PlayStarted) and rig.live.asked_streams == [1]
+    assert answer_sdp(rig).stream_number == 0, "the fake live source serves main: the answer says so"
+    _, plain = await rig.call(rig.municipal, PERIMETER)
+    assert isinstance(plain, PlayStarted) and rig.live.asked_streams == [1, 0]
+    assert plain.spec.stream_number is None, "no stream asked, none stated"
 
 
 # --- accepted calls -----------------------------------------------------------------------------------------

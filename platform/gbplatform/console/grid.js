@@ -50,6 +50,8 @@ export function setLayout(n) {
     const shown = cell.index < n;
     if (!shown && cell.channelId) closeCell(cell);  // fewer cells: their connections end
     cell.el.hidden = !shown;
+    // Sub-stream in grids of 4 or more, main in a single cell (issue 11): switch what plays.
+    if (shown && cell.channelId && cell.stream !== cellStream()) playInCell(cell, cell.channelId, cell.name, cellStream());
   }
   const grid = $("grid");
   grid.className = `layout-${n}`;
@@ -58,6 +60,9 @@ export function setLayout(n) {
   if (selected >= n) selectCell(nextFree(0) ?? 0);
   localStorage.setItem("kgw-layout", String(n));
 }
+
+// The stream a cell of the current layout asks for: a single cell main, a grid the sub-stream.
+export function cellStream() { return layout >= 4 ? "sub" : "main"; }
 
 // The first empty shown cell from `start` on (wrapping), or null.
 function nextFree(start) {
@@ -79,7 +84,7 @@ export function playInGrid(channelId, name, index) {
   let target = index ?? selected;
   if (target >= layout) target = nextFree(0) ?? 0;
   const cell = cells[target];
-  playInCell(cell, channelId, name);
+  playInCell(cell, channelId, name, cellStream());
   selectCell(nextFree(target) ?? target);
   return cell;
 }

@@ -50,7 +50,7 @@ export function makeCell(index, select) {
   root.addEventListener("click", () => select(index));
   root.addEventListener("dblclick", () => { if (cell.channelId && root.requestFullscreen) root.requestFullscreen().catch(() => {}); });
   close.addEventListener("click", (ev) => { ev.stopPropagation(); closeCell(cell); select(index); });
-  retry.addEventListener("click", (ev) => { ev.stopPropagation(); if (cell.channelId) playInCell(cell, cell.channelId, cell.name); });
+  retry.addEventListener("click", (ev) => { ev.stopPropagation(); if (cell.channelId) playInCell(cell, cell.channelId, cell.name, cell.stream); });
   video.addEventListener("playing", () => { if (cell.pc) setCellState(cell, "playing", "播放中"); });
   return cell;
 }
@@ -99,8 +99,11 @@ export function cellLabel(name) {
   return parts.length > 1 ? `${parts.pop().trim()} · ${parts.join("·").trim()}` : name;
 }
 
-export async function playInCell(cell, channelId, name) {
+// `stream`: "sub" for cells of a 4-or-more grid, "main" for a single cell (issue 11).
+export async function playInCell(cell, channelId, name, stream = "main") {
   stopCell(cell);
+  cell.stream = stream;
+  delete cell.el.dataset.stream;
   cell.channelId = channelId;
   cell.name = name || channelName(channelId) || channelId;
   cell.named = Boolean(name || channelName(channelId));
@@ -138,7 +141,7 @@ export async function playInCell(cell, channelId, name) {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       credentials: "same-origin",
-      body: JSON.stringify({ sdp: conn.localDescription.sdp }),
+      body: JSON.stringify({ sdp: conn.localDescription.sdp, stream }),
     });
     const text = await resp.text();
     if (!resp.ok) {
@@ -147,7 +150,10 @@ export async function playInCell(cell, channelId, name) {
       throw new Error(`网关拒绝 (HTTP ${resp.status})：${detail}`);
     }
     if (cell.pc !== conn) return;
-    await conn.setRemoteDescription({ type: "answer", sdp: JSON.parse(text).sdp });
+    const answer = JSON.parse(text);
+    cell.el.dataset.stream = answer.stream || stream;  // what the gateway serves (console.css marks 子码流)
+    cell.title.title = answer.note ? `${channelId}\n${answer.note}` : channelId;
+    await conn.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   } catch (err) {
     if (cell.pc === conn) {
       fail(err.message || String(err));

@@ -84,7 +84,7 @@ export async function loadKindergartens(d) {
   const items = await getAll(`/api/kindergartens?district=${encodeURIComponent(d.id)}`);
   for (const item of items) {
     const kg = tree.kgs.get(item.id) || { kind: "kg", id: item.id, expanded: false, channelIds: null, loading: false, error: "" };
-    Object.assign(kg, { name: item.name || item.id, district: d.id, address: item.address || "" });
+    Object.assign(kg, { name: item.name || item.id, district: d.id, address: item.address || "", uplink: item.uplink || null });
     tree.kgs.set(item.id, kg);
   }
   d.kgIds = items.map((k) => k.id);
@@ -151,4 +151,6 @@ export async function loadChannels(kg) {
   const items = await getAll(`/api/channels?kindergarten=${encodeURIComponent(kg.id)}`, 5);
   rememberChannels(items);
   kg.channelIds = items.map((c) => c.id);
+  // The uplink in use now (issue 11; absent on nodes without budgets).
+  kg.uplink = await getJson(`/api/kindergartens/${encodeURIComponent(kg.id)}/uplink`).catch(() => kg.uplink);
 }

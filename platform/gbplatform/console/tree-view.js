@@ -55,8 +55,17 @@ function rowFor(node) {
   name.title = node.virtual ? node.name : `${node.name || ""}\n${node.id}`;
   row.append(name);
   if (node.kind === "district") row.append(el("span", "sub", `${node.kindergartens} 所`));
+  if (node.kind === "kg" && node.uplink && node.uplink.used_kbps) row.append(uplinkEl(node.uplink));
   row.append(el("span", `count ${counts && counts.online ? "online" : "offline"}`, countText(counts)));
   return row;
+}
+
+// "上行 4.8/20M": the kindergarten's uplink in use of its budget (issue 11), sessions in the tooltip.
+function uplinkEl(u) {
+  const mbps = (kbps) => (kbps / 1000).toFixed(1).replace(/\.0$/, "");
+  const span = el("span", "sub uplink", `上行 ${mbps(u.used_kbps)}/${u.budget_kbps ? mbps(u.budget_kbps) : "∞"}M`);
+  span.title = (Array.isArray(u.sessions) ? u.sessions : []).map((x) => `${x.what} ${mbps(x.kbps)} Mbit/s`).join("\n") || "上行带宽使用";
+  return span;
 }
 
 // One <li> for the node (null when filtered out); children only when open.
