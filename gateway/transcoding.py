@@ -151,6 +151,7 @@ class TranscodeService:
     ) -> None:
         self.live = live
         self.prefer_sub = prefer_sub  # transcode a camera's sub-stream when it has one (the route asks for it)
+        self.known_hevc: set[str] = set()  # channels seen sending H.265 (their next viewers open the sub-stream)
         self.max_transcodes = max_transcodes
         self.settings = settings or TranscodeSettings()
         self.linger = linger
@@ -170,6 +171,7 @@ class TranscodeService:
         also when :class:`TranscodeLimitReached` is raised.
         """
         key = (source.channel_id, stream_name(source.stream_number))
+        self.known_hevc.add(source.channel_id)
         running = self.transcodes.get(key)
         if running is not None and running.source is not source:  # the camera's stream was reopened
             self._stop(running, "source reopened")

@@ -23,7 +23,7 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.stream_choice import stream_answer, stream_choice, watch_error
-from gateway.httpapi.transcode_routes import transcoded_feed
+from gateway.httpapi.transcode_routes import transcode_choice, transcoded_feed
 from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, WebRtcPeers, caller_key
 from gateway.live import LiveError, LiveService, LiveStream
 from gateway.media.ps import StreamType
@@ -170,8 +170,8 @@ async def _answer(
 ) -> tuple[str, dict[str, object]]:
     """Open (or join) the channel's stream and answer the offer in the reserved slot; returns the answer SDP."""
     peers = request.app[PEERS]
-    try:
-        stream, viewer = await live.watch(channel_id, stream=choice)
+    try:  # an H.265 camera's sub-stream, when it has one: what its transcode reads
+        stream, viewer = await live.watch(channel_id, stream=transcode_choice(request, channel_id, choice))
     except (LiveError, TimeoutError) as exc:
         raise watch_error(channel_id, exc, lambda c: _may_watch(request, c, Capability.CHANNEL_READ)) from exc
     feed: LiveStream | Transcode = stream

@@ -26,7 +26,7 @@ from gateway.security.scope import Capability, may_see_channel
 from gateway.substreams import StreamChoice
 from gateway.transcoding import Transcode, TranscodeLimitReached, TranscodeService, wait_video_codec
 
-__all__ = ["TRANSCODES", "transcode_part", "transcoded_feed"]
+__all__ = ["TRANSCODES", "transcode_choice", "transcode_part", "transcoded_feed"]
 
 log = logging.getLogger("kgw.http.transcode")
 CODEC_WAIT = 5.0  # s to wait for a just-opened sub-stream's first frame
@@ -45,11 +45,10 @@ async def transcoded_feed(
     use answers 503 with the reason in zh-CN and English.
     """
     service = request.app[TRANSCODES]
-    requested = stream
     if service.prefer_sub and stream.stream_number == MAIN and live.planner.has_sub(stream.channel_id):
         stream, viewer = await _sub_stream(live, stream, viewer)
     served = {**stream_answer(choice, stream), "transcoded": True}
-    if stream is not requested:
+    if choice is StreamChoice.MAIN and stream.stream_number != MAIN:
         served["downgraded"] = False
         served["note"] = "H.265 摄像机: 子码流转码播放 (H.265 camera: its sub-stream, transcoded to H.264)"
     if await wait_video_codec(live, stream, CODEC_WAIT) is not StreamType.H265:
@@ -59,6 +58,15 @@ async def transcoded_feed(
     except TranscodeLimitReached as exc:
         raise json_error(web.HTTPServiceUnavailable, str(exc)) from exc
     return feed, consumer, service.leave, served
+
+
+def transcode_choice(request: web.Request, channel_id: str, choice: StreamChoice) -> StreamChoice:
+    """The stream to open for a browser: a camera known to send H.265 is watched on its sub-stream
+    (what its transcode reads), so that a new viewer does not open the main stream only to leave it."""
+    service = request.app[TRANSCODES]
+    if service.prefer_sub and choice is StreamChoice.MAIN and channel_id in service.known_hevc:
+        return StreamChoice.SUB
+    return choice
 
 
 async def _sub_stream(live: LiveService, main: LiveStream, viewer: str) -> tuple[LiveStream, str]:

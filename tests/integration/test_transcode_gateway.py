@@ -130,7 +130,7 @@ async def test_the_sub_stream_is_transcoded_when_the_camera_has_one(gateway_fact
     fleet = await _hevc_fleet(service, fleet_factory, sub_streams=1.0)
     (channel_id,) = await _online_cameras(service, fleet, 1)
     api = f"http://127.0.0.1:{service.http_port}"
-    viewer = Viewer()
+    viewer, second = Viewer(), Viewer()
     try:
         status, answer = await viewer.offer(api, channel_id)  # the single cell asks for main
         assert status == 200, answer
@@ -143,8 +143,17 @@ async def test_the_sub_stream_is_transcoded_when_the_camera_has_one(gateway_fact
         assert sub.fanout.consumer_count == 1, "only the transcode reads the sub-stream"
         main = service.live.streams.get(channel_id)
         assert main is None or main.fanout.consumer_count == 0, "the main stream was let go"
+        # The camera is known to send H.265 now: the next viewer opens its sub-stream directly.
+        service.live.close(channel_id, "test: main gone")
+        invites = service.live.invites_sent
+        status, answer = await second.offer(api, channel_id)
+        assert status == 200 and answer["stream"] == "sub" and answer["transcoded"] is True, answer
+        assert len(await second.frames(3)) == 3
+        assert service.live.invites_sent == invites and channel_id not in service.live.streams, "no main INVITE"
+        assert len(service.transcodes.transcodes) == 1
     finally:
         await viewer.close()
+        await second.close()
 
 
 async def test_past_the_limit_a_viewer_gets_503_and_snapshots_still_work(gateway_factory, fleet_factory):
