@@ -121,3 +121,33 @@ async def test_viewers_are_let_go_when_the_camera_stream_ends() -> None:
     fresh, _ = service.join(stream2, viewer2)
     assert fresh is not transcode and fresh.source is stream2
     service.close()
+
+
+def test_max_transcodes_setting_flag_and_simulator_flag(tmp_path: Path) -> None:
+    from gateway.cli import build_parser, fleet_options_from_args, gateway_config_from_args
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    assert load_config(None).max_transcodes == 4
+    path = tmp_path / "kgw.toml"
+    path.write_text("[gateway]\nmax_transcodes = 2\n")
+    assert load_config(path).max_transcodes == 2
+    args = build_parser().parse_args(["gateway", "--config", str(path), "--max-transcodes", "6"])
+    assert gateway_config_from_args(args).max_transcodes == 6, "the flag wins over the file"
+    with pytest.raises(ConfigError, match="max_transcodes"):
+        load_config(None, max_transcodes=-1)
+    sim = build_parser().parse_args(["simulate", "--hevc-share", "0.5"])
+    assert fleet_options_from_args(sim).hevc_share == 0.5
+
+
+def test_simulated_h265_cameras_are_a_stable_share() -> None:
+    from simulators.hevc import is_hevc_camera, profile_for_camera
+    from simulators.video import VideoProfile
+
+    ids = [f"120101001113100{n:05d}" for n in range(2000)]
+    half = [i for i in ids if is_hevc_camera(i, 0.5)]
+    assert 900 < len(half) < 1100 and half == [i for i in ids if is_hevc_camera(i, 0.5)]
+    assert not any(is_hevc_camera(i, 0.0) for i in ids) and all(is_hevc_camera(i, 1.0) for i in ids)
+    assert set(i for i in ids if is_hevc_camera(i, 0.1)) <= set(half), "a larger share keeps the smaller one's cameras"
+    assert profile_for_camera(VideoProfile(), half[0], 0.5).codec == "hevc"
+    assert profile_for_camera(VideoProfile(), half[0], 0.0).codec == "h264"
