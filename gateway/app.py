@@ -56,6 +56,7 @@ from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.httpapi.record_routes import add_record_routes
+from gateway.httpapi.transcode_routes import transcode_part
 from gateway.httpapi.uplink_routes import uplink_part
 from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
@@ -75,6 +76,7 @@ from gateway.security.accounts import SessionPolicy
 from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
 from gateway.stream_config import build_planner, build_uplink
+from gateway.transcoding import TranscodeService
 
 __all__ = ["GatewayService"]
 
@@ -115,6 +117,7 @@ class GatewayService:
         self.sip: SipStack
         self.live: LiveService
         self.downloads: DownloadService
+        self.transcodes: TranscodeService
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
@@ -201,6 +204,8 @@ class GatewayService:
             media_ports=config.media_port_range,
         )
         await self.downloads.open()
+        self.transcodes = TranscodeService(self.live, max_transcodes=config.max_transcodes)
+        stack.callback(self.transcodes.close)
         if config.upper_platforms:
             self.cascade = CascadeService(
                 config.upper_platforms, sip, directory, self.live, wall_offset=self.wall_offset
@@ -263,6 +268,7 @@ class GatewayService:
             self.events,
             self.live,
             self.downloads,
+            self.transcodes,
             self.alarms,
             self.audit,
             GATE,
@@ -295,6 +301,7 @@ class GatewayService:
                 lambda app: add_record_routes(app, self.records, self.playback),
                 download_part(self.downloads),
                 lambda app: add_control_routes(app, self.control, directory),
+                transcode_part(self.transcodes, directory),
             ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)

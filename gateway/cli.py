@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["udp", "tcp-passive", "tcp-active"],
         help="how cameras send RTP for live views (default udp; tcp-passive: we listen)",
     )
+    gw.add_argument(
+        "--max-transcodes", type=int, help="concurrent H.265→H.264 transcodes for browsers (default 4; then 503)"
+    )
     gw.add_argument("--keepalive-interval", type=float, help="expected keepalive period in s (default 60)")
     gw.add_argument("--keepalive-missed", type=int, help="missed keepalives before offline (default 3)")
     gw.add_argument(
@@ -326,6 +329,13 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         default="h264",
         help="what simulated cameras stream (default h264; hevc shows the 'needs transcoding' path)",
     )
+    sim.add_argument(
+        "--hevc-share",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of the cameras that stream H.265 instead, the same ones every run (default 0; the demo: 0.125)",
+    )
     sim.add_argument("--video-size", default="640x360", help="simulated camera picture, WxH (default 640x360)")
     sim.add_argument("--video-bitrate", type=int, default=1_000_000, help="encoder bitrate in bit/s (default 1000000)")
     sim.add_argument(
@@ -459,6 +469,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         db=args.db,
         enrolment=args.enrolment,
         media_transport=args.media_transport,
+        max_transcodes=args.max_transcodes,
         keepalive_interval=args.keepalive_interval,
         keepalive_missed=args.keepalive_missed,
         log_level=args.log_level,
@@ -512,6 +523,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         malformed=args.malformed,
         api=args.api,
         video=_video_profile(args),
+        hevc_share=args.hevc_share,
         alarm_rate=args.alarm_rate,
         control_port=args.control_port,
         local_host=args.bind,

@@ -103,6 +103,7 @@ class GatewayConfig:
     downloads_per_user: int = 2  # running downloads of one user
     download_max_range: int = 7200  # s of recording one download may ask for
     download_keep: float = 86400.0  # s a finished file is kept
+    max_transcodes: int = 4  # concurrent H.265→H.264 transcodes for browsers (bench/transcode.py); then 503
     public_url: str = ""  # base URL put in alarm links (live view, snapshot); default http://http_host:http_port
     # --- alarms (README "Alarms") ---
     mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink
@@ -173,6 +174,8 @@ class GatewayConfig:
             raise ConfigError("keepalive interval must be > 0 and missed count >= 1")
         if self.flush_interval <= 0:
             raise ConfigError("flush_interval must be > 0")
+        if self.max_transcodes < 0:
+            raise ConfigError("max_transcodes must be >= 0 (0: H.265 cameras are not shown in browsers)")
         if self.mqtt:
             from gateway.alarms.sinks.mqtt import parse_mqtt_url  # noqa: PLC0415 (keeps config import-light)
 

@@ -39,6 +39,7 @@ from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
 from simulators.fleet import Fleet, FleetOptions
+from simulators.hevc import DEMO_HEVC_SHARE
 from simulators.mosquitto import MosquittoBroker, mosquitto_available
 from simulators.police_receiver import PoliceReceiver, format_report
 
@@ -145,6 +146,7 @@ class Demo:
                 api_cafile=opts.tls_cert or None,
                 alarm_rate=opts.alarm_rate,
                 control_port=self.ports.control_port,
+                hevc_share=DEMO_HEVC_SHARE,  # some cameras are H.265: the console plays them transcoded
             )
         )
         await self.fleet.start()

@@ -101,6 +101,7 @@ class FleetOptions:
     api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
     api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
+    hevc_share: float = 0.0  # of the cameras stream H.265 instead (simulators/hevc.py; the demo: 1 in 8)
     sub_streams: float = 0.75  # share of cameras with a 320x180 sub-stream (simulators/substreams.py)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
@@ -182,6 +183,7 @@ class Fleet:
                 opts.video,
                 local_host=opts.local_host,
                 substreams=SubStreams(opts.sub_streams),
+                hevc_share=opts.hevc_share,
             )
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
             router = SipRouter(endpoint, [node.host], unclaimed_status=404)

@@ -38,6 +38,7 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
+from simulators.hevc import profile_for_camera
 from simulators.ptz_view import FollowingReplayer, ViewFollower, view_follower
 from simulators.substreams import SubStreams
 from simulators.video import ClipCache, EncodedClip, VideoProfile
@@ -258,12 +259,14 @@ class StreamHub:
         *,
         local_host: str,
         substreams: SubStreams | None = None,
+        hevc_share: float = 0.0,
     ) -> None:
         self.host = host
         self.substreams = substreams or SubStreams(0.0)  # which cameras have a sub-stream (issue 11)
         self.title = title
         self.cache = cache
         self.profile = profile
+        self.hevc_share = hevc_share  # of the cameras stream H.265 (simulators/hevc.py)
         self.local_host = local_host
         self.streams: dict[str, CameraStreamer] = {}
         self.finished = StreamStats()
@@ -294,6 +297,7 @@ class StreamHub:
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
         profile, answer_stream = self.substreams.pick(event.channel_id, event.spec.stream_number, self.profile)
+        profile = profile_for_camera(profile, event.channel_id, self.hevc_share)
         name = self._camera_name(agent, event)
         follow = view_follower(agent, event.channel_id, self.title, name, profile)
         if follow is not None:

@@ -1,4 +1,4 @@
-"""HTTP endpoints of live video: stream list, snapshot, WebRTC (H.264 passed through).
+"""HTTP endpoints of live video: stream list, snapshot, WebRTC (H.264 passed through, H.265 transcoded).
 
 The WebRTC exchange is one round trip (the WHEP shape): the browser POSTs its
 offer, the gateway answers with an H.264-only answer whose track reads the
@@ -11,8 +11,8 @@ and nothing is opened for it; the stream list shows only watchable channels.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -23,16 +23,19 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.stream_choice import stream_answer, stream_choice, watch_error
+from gateway.httpapi.transcode_routes import transcode_choice, transcoded_feed
 from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, WebRtcPeers, caller_key
-from gateway.live import LiveError, LiveService
+from gateway.live import LiveError, LiveService, LiveStream
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 from gateway.registry.directory import Directory
 from gateway.security.scope import Capability, may_see_channel
 from gateway.substreams import StreamChoice
+from gateway.transcoding import Transcode, wait_video_codec
 
 log = logging.getLogger("kgw.http.live")
 SNAPSHOT_WAIT = 5.0  # s to wait for a key frame when the stream had to be opened
+CODEC_WAIT = 5.0  # s to wait for a just-opened stream's first frame: H.265 is transcoded, H.264 passed through
 LIVE = web.AppKey("kgw_live", LiveService)
 PEERS = web.AppKey("kgw_webrtc_peers", WebRtcPeers)
 DIRECTORY = web.AppKey("kgw_live_directory", Directory)
@@ -167,36 +170,30 @@ async def _answer(
 ) -> tuple[str, dict[str, object]]:
     """Open (or join) the channel's stream and answer the offer in the reserved slot; returns the answer SDP."""
     peers = request.app[PEERS]
-    try:
-        stream, viewer = await live.watch(channel_id, stream=choice)
+    try:  # an H.265 camera's sub-stream, when it has one: what its transcode reads
+        stream, viewer = await live.watch(channel_id, stream=transcode_choice(request, channel_id, choice))
     except (LiveError, TimeoutError) as exc:
         raise watch_error(channel_id, exc, lambda c: _may_watch(request, c, Capability.CHANNEL_READ)) from exc
-    if live.video_codec(stream.key) is StreamType.H265:
-        live.leave(channel_id, viewer)
-        # Browsers' WebRTC has no H.265 and we never transcode on the relay path.
-        raise web.HTTPUnsupportedMediaType(
-            text=json.dumps(
-                {
-                    "error": "H.265 camera: needs transcoding, which is not enabled (H.265 摄像机需要转码,未启用)",
-                    "codec": "h265",
-                }
-            ),
-            content_type="application/json",
-        )
+    feed: LiveStream | Transcode = stream
+    leave: Callable[[str, str], None] = live.leave
+    served = stream_answer(choice, stream)
+    if await wait_video_codec(live, stream, CODEC_WAIT) is StreamType.H265:
+        # Browsers' WebRTC has no H.265: a transcode shared by the camera's viewers (gateway/transcoding.py).
+        feed, viewer, leave, served = await transcoded_feed(request, live, stream, viewer, choice)
     # The track is its own consumer (attached first, so the stream never sees zero viewers).
-    track = FanoutVideoTrack(stream.fanout, f"webrtc-{viewer}", wakeup=stream.wakeup, clock=live.loop.time)
-    live.leave(channel_id, viewer)
+    track = FanoutVideoTrack(feed.fanout, f"webrtc-{viewer}", wakeup=feed.wakeup, clock=live.loop.time)
+    leave(channel_id, viewer)
     try:
         pc, answer = await answer_offer(offer, track, ice_host=live.media_host)
     except GatewayError as exc:
-        live.leave(channel_id, track.consumer_id)
+        leave(channel_id, track.consumer_id)
         track.stop()
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, channel_id)
 
     async def _end() -> None:
         audit_end(pc.connectionState)  # how long it ran (idempotent)
-        live.leave(channel_id, track.consumer_id)  # detach + linger, then end the track
+        leave(channel_id, track.consumer_id)  # detach + linger, then end the track
         track.stop()
         peers.release(slot)
         await pc.close()
@@ -207,7 +204,7 @@ async def _answer(
             await _end()
 
     peers.attach(slot, pc, _end)  # not connected within the ICE timeout: _end
-    return answer, stream_answer(choice, stream)
+    return answer, served
 
 
 async def close_peers(app: web.Application) -> None:

@@ -213,10 +213,11 @@ async def test_garbage_on_the_media_port_is_dropped_and_counted(gateway_factory,
     assert 'kgw_rtp_dropped_total{reason="foreign_source"}' in text
 
 
-async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, fleet_factory):
+async def test_h265_camera_without_transcodes_is_refused_for_webrtc_but_snapshots(gateway_factory, fleet_factory):
+    """``max_transcodes = 0``: no browser view of H.265 (503, issue 11 transcodes it otherwise); snapshots work."""
     from simulators.video import VideoProfile
 
-    service = await gateway_factory()
+    service = await gateway_factory(max_transcodes=0)
     fleet = await fleet_factory(
         service, kindergartens=1, cameras=(2, 2), video=VideoProfile(width=320, height=180, seconds=2.0, codec="hevc")
     )
@@ -227,7 +228,9 @@ async def test_h265_camera_is_refused_for_webrtc_but_snapshots(gateway_factory, 
     assert service.live is not None
     assert await wait_for(lambda: service.live.video_codec(channel_id) is not None, timeout=30)
     status, refused = await http_json(f"{api}/api/channels/{channel_id}/webrtc", {"sdp": "v=0\r\n"})
-    assert status == 415 and refused["codec"] == "h265" and "transcoding" in refused["error"]
+    assert status == 503 and "转码已关闭" in refused["error"] and "transcoding is disabled" in refused["error"]
+    stream = service.live.streams.get(channel_id)
+    assert stream is None or stream.fanout.consumer_count == 0, "the refused viewer's place was given back"
     jpeg = await asyncio.to_thread(
         lambda: urllib.request.urlopen(f"{api}/api/channels/{channel_id}/snapshot.jpg", timeout=20).read()
     )
