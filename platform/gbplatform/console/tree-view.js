@@ -55,6 +55,13 @@ function rowFor(node) {
   name.title = node.virtual ? node.name : `${node.name || ""}\n${node.id}`;
   row.append(name);
   if (node.kind === "district") row.append(el("span", "sub", `${node.kindergartens} 所`));
+  if (node.kind === "kg" && tree.picked && !node.virtual) {  // 轮巡: tick kindergartens (tree.js toggles)
+    const pick = el("input", "pick");
+    pick.type = "checkbox";
+    pick.checked = tree.picked.has(node.id);
+    pick.title = "选入轮巡";
+    row.prepend(pick);
+  }
   row.append(el("span", `count ${counts && counts.online ? "online" : "offline"}`, countText(counts)));
   return row;
 }
