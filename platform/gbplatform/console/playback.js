@@ -13,7 +13,7 @@ import { $, el } from "./dom.js";
 import { can } from "./limits.js";
 import { closeCell, makeCell, playInCell } from "./player.js";
 import { channelName, tree } from "./tree-model.js";
-import { DAY, Timeline, dayStartOf, formatDateTime, legend } from "./timeline.js";
+import { DAY, Timeline, dayStartOf, formatClock, formatDateTime, legend } from "./timeline.js";
 
 const POLL_MS = 500;
 const SPEEDS = [0.25, 0.5, 1, 2, 4, 8];
@@ -122,6 +122,16 @@ function build() {
   rangeMode.title = "按下后在时间轴上拖动选择一段录像";
   const range = el("span", "pb-range", "未选择");
   range.id = "pb-range";
+  const from = el("input", "pb-range-time");
+  from.id = "pb-range-from";
+  from.type = "time";
+  from.step = "1";
+  from.title = "下载起始时间";
+  const to = el("input", "pb-range-time");
+  to.id = "pb-range-to";
+  to.type = "time";
+  to.step = "1";
+  to.title = "下载结束时间";
   const start = el("button", "", "下载");
   start.id = "pb-download-start";
   start.type = "button";
@@ -136,7 +146,7 @@ function build() {
   const link = el("a", "pb-file");
   link.id = "pb-file";
   link.hidden = true;
-  dl.append(rangeMode, range, start, progress, dlState, link);
+  dl.append(rangeMode, from, "–", to, range, start, progress, dlState, link);
 
   panel.append(head, error, video, controls, timeline.el, legend(), summary, dl);
   $("grid-wrap").before(panel);
@@ -158,6 +168,13 @@ function build() {
     rangeMode.setAttribute("aria-pressed", String(timeline.rangeMode));
   });
   start.addEventListener("click", () => startDownload());
+  const typed = () => {  // the range typed as times of the shown day
+    const a = secondsOf(from.value);
+    const b = secondsOf(to.value);
+    setRange(a !== null && b !== null && b > a ? [playback.day + a, playback.day + b] : null, true);
+  };
+  from.addEventListener("change", typed);
+  to.addEventListener("change", typed);
   return panel;
 }
 
@@ -377,12 +394,23 @@ function showTime() {
 
 // --- download ----------------------------------------------------------------------------------
 
-function setRange(range) {
+// "HH:MM[:SS]" → seconds into the day, or null.
+function secondsOf(text) {
+  const m = /^(\d{1,2}):(\d{2})(?::(\d{2}))?$/.exec(text || "");
+  return m ? Number(m[1]) * 3600 + Number(m[2]) * 60 + Number(m[3] || 0) : null;
+}
+
+// The download range (from a drag on the timeline, or typed: `typed` keeps the inputs as they are).
+function setRange(range, typed) {
   playback.range = range;
   if (timeline) timeline.setRange(range);
   const label = $("pb-range");
   if (!label) return;
-  label.textContent = range ? `${formatDateTime(range[0])} – ${formatDateTime(range[1]).slice(11)}（${range[1] - range[0]} 秒）` : "未选择";
+  if (!typed) {
+    $("pb-range-from").value = range ? formatClock(range[0]) : "";
+    $("pb-range-to").value = range ? formatClock(range[1]) : "";
+  }
+  label.textContent = range ? `共 ${range[1] - range[0]} 秒` : "未选择";
   $("pb-download-start").disabled = !range || !allowed.download;
 }
 
