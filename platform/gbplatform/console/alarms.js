@@ -12,6 +12,7 @@ import { getJson, postJson } from "./api.js";
 import { $, el } from "./dom.js";
 import { closeAlarmPopup, openAlarmPopup } from "./alarm-popup.js";
 import { playInGrid } from "./grid.js";
+import { can } from "./limits.js";
 import { openPlayback } from "./playback.js";
 import { reveal } from "./tree.js";
 
@@ -21,6 +22,8 @@ const UNVERIFIED = {
   not_registered: "设备未注册",
 };
 const alarms = new Map();  // id -> alarm JSON, newest first in the list
+let mayReplay = true;      // the role may play back (limits.js); the server checks anyway
+can("playback").then((yes) => { mayReplay = yes; });
 
 export function showAlarmError(text) {
   const box = $("alarm-error");
@@ -111,7 +114,7 @@ function actionButtons(alarm, fromPopup) {
       reveal(alarm.district_code, alarm.kindergarten_id, alarm.live_channel_id).catch(() => {});
     });
     actions.push(live);
-    if (Number.isFinite(alarm.received_ts)) {
+    if (mayReplay && Number.isFinite(alarm.received_ts)) {
       // The alarm's time is the gateway's receipt (received_ts, epoch s): the device's own clock
       // (device_time) is only judged against it, and has no time zone.
       const replay = el("button", "replay", "回放报警前30秒");

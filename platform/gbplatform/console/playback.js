@@ -10,7 +10,8 @@
 
 import { getJson, postJson } from "./api.js";
 import { $, el } from "./dom.js";
-import { can } from "./limits.js";
+import { cells } from "./grid.js";
+import { can, limits } from "./limits.js";
 import { closeCell, makeCell, playInCell } from "./player.js";
 import { channelName, tree } from "./tree-model.js";
 import { DAY, Timeline, dayStartOf, formatClock, formatDateTime, legend } from "./timeline.js";
@@ -32,10 +33,12 @@ export const playback = {
   download: null,      // the API's download JSON
   range: null,         // [start, end] selected for download
   loadSeq: 0,
+  playSeq: 0,          // the latest playFrom: an older one that finishes late gives its session up
 };
 
 let timeline = null;
 let cell = null;
+let suspended = [];  // live cells closed to make room for the playback session (reopened on return)
 let allowed = { record_read: true, playback: true, download: true };
 
 async function api(method, url, body) {
@@ -185,10 +188,7 @@ function dateValue(day) {
 
 // Open the panel on `channelId`; with `startAt` (epoch s) play from there at once.
 export async function openPlayback(channelId, name, startAt) {
-  build().hidden = false;
-  $("grid-wrap").hidden = true;
-  document.dispatchEvent(new CustomEvent("kgw-playback", { detail: { open: true, channelId } }));
-  tree.onCamera = (node) => openPlayback(node.id, node.name);
+  showPanel();
   if (playback.channelId !== channelId) {
     await endSession();
     setRange(null);
@@ -212,11 +212,34 @@ export async function openPlayback(channelId, name, startAt) {
   }
 }
 
+// The panel over the grid (patrol holds: kgw-playback); a camera clicked in the tree is played back.
+function showPanel() {
+  const panel = build();
+  if (!panel.hidden) return;
+  panel.hidden = false;
+  $("grid-wrap").hidden = true;
+  document.dispatchEvent(new CustomEvent("kgw-playback", { detail: { open: true } }));
+  tree.onCamera = (node) => openPlayback(node.id, node.name);
+  freeSessions();
+}
+
+// The hidden grid's sessions count against the server's per-user WebRTC cap: when they leave no
+// room for the playback session, they are closed now and reopened by 返回实时.
+async function freeSessions() {
+  const cap = (await limits()).webrtc_per_user || 4;
+  const open = cells.filter((c) => c.pc).length;
+  if (open + 1 <= cap) return;
+  suspended = cells.filter((c) => c.channelId).map((c) => ({ cell: c, channelId: c.channelId, name: c.name }));
+  for (const s of suspended) closeCell(s.cell);
+}
+
 export async function closePlayback() {
   await endSession();
   tree.onCamera = null;
   if ($("playback")) $("playback").hidden = true;
   $("grid-wrap").hidden = false;
+  for (const s of suspended) if (!s.cell.channelId && cells.includes(s.cell)) playInCell(s.cell, s.channelId, s.name);
+  suspended = [];
   document.dispatchEvent(new CustomEvent("kgw-playback", { detail: { open: false } }));
 }
 
@@ -298,19 +321,28 @@ async function playFrom(t) {
     return;
   }
   const channelId = playback.channelId;
+  const seq = ++playback.playSeq;
   setState({ state: "starting", start, end, position: 0, scale: playback.scale });
   try {
     const session = await postJson(`/api/channels/${encodeURIComponent(channelId)}/playback`, { start, end });
-    if (playback.channelId !== channelId) {  // the user moved on meanwhile
+    if (seq !== playback.playSeq) {  // the user moved on meanwhile
       api("DELETE", `/api/playback/${encodeURIComponent(session.id)}`).catch(() => {});
       return;
     }
     setState(session);
-    playInCell(cell, channelId, `${playback.name} · 回放`, `/api/playback/${encodeURIComponent(session.id)}/webrtc`);
-    if (playback.scale !== 1) control({ action: "scale", scale: playback.scale });
     clearInterval(playback.poller);
     playback.poller = setInterval(poll, POLL_MS);
+    if (playback.scale !== 1) control({ action: "scale", scale: playback.scale });
+    const current = () => seq === playback.playSeq && playback.session && playback.session.id === session.id;
+    const offerUrl = `/api/playback/${encodeURIComponent(session.id)}/webrtc`;
+    await playInCell(cell, channelId, `${playback.name} · 回放`, offerUrl);
+    // 429: sessions just closed (freeSessions, a previous playback) are not given back yet.
+    for (let n = 0; n < 5 && cell.httpStatus === 429 && current(); n++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      if (current()) await playInCell(cell, channelId, `${playback.name} · 回放`, offerUrl);
+    }
   } catch (err) {
+    if (seq !== playback.playSeq) return;
     setState(null);
     showPbError(`回放失败：${err.message || err}`);
   }
@@ -353,6 +385,7 @@ async function poll() {
 }
 
 async function endSession() {
+  playback.playSeq += 1;
   clearInterval(playback.poller);
   playback.poller = null;
   const s = playback.session;
@@ -457,11 +490,8 @@ export function setupPlayback(selectedChannel) {
   $("playback-open").addEventListener("click", () => {
     const channelId = selectedChannel();
     if (!channelId) {
-      build().hidden = false;
-      $("grid-wrap").hidden = true;
-      document.dispatchEvent(new CustomEvent("kgw-playback", { detail: { open: true } }));
-      tree.onCamera = (node) => openPlayback(node.id, node.name);
-      $("pb-camera").textContent = "在左侧目录中点击摄像机";
+      showPanel();
+      if (!playback.channelId) $("pb-camera").textContent = "在左侧目录中点击摄像机";
       return;
     }
     openPlayback(channelId);
