@@ -51,10 +51,13 @@ from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.record_routes import add_record_routes
 from gateway.httpapi.webrtc_peers import WebRtcPeers
 from gateway.io.conn_limits import GATE, InboundLimits, raise_nofile_limit
 from gateway.live import LiveService
+from gateway.playback import PlaybackService
 from gateway.query_broker import QueryBroker
+from gateway.records import RecordService
 from gateway.registry.catalogs import CatalogApplier, DeviceCatalogs
 from gateway.registry.directory import Directory
 from gateway.registry.placement import place_device
@@ -108,6 +111,8 @@ class GatewayService:
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
+        self.records: RecordService
+        self.playback: PlaybackService
         self.events: AccessEventHandler
         self.metrics: CollectorRegistry
         self.http_app: web.Application
@@ -193,7 +198,18 @@ class GatewayService:
             wall=self.wall,
             provisioned_kindergarten=self._provisioned_kindergarten,
         )
-        handlers = [self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
+        # Playback before live: live's router claims any PlaySession context (issue 11, records).
+        self.playback = PlaybackService(
+            sip,
+            directory,
+            media_host=advertised_host(config),
+            default_transport=self.live.default_transport,
+            play_timeout=config.play_timeout,
+            rtp_timeout=config.rtp_timeout,
+            media_ports=config.media_port_range,
+        )
+        self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
+        handlers = [self.playback, self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
@@ -231,7 +247,11 @@ class GatewayService:
                 tls=tls is not None,
                 public_url=config.public_url,
             ),
-            parts=(*self.web_parts, device_import_part(self._import_devices)),
+            parts=(
+                *self.web_parts,
+                device_import_part(self._import_devices),
+                lambda app: add_record_routes(app, self.records, self.playback),
+            ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         peers = app[PEERS]  # M2: WebRTC caps
@@ -295,6 +315,7 @@ class GatewayService:
                 log.exception("handling %s failed", type(event).__name__)
 
     def _close_streams(self) -> None:
+        self.playback.close_all()
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
 

@@ -31,10 +31,10 @@ from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.transport import Peer
+from gateway.io.rtp_io import MediaSink, UdpRtpReceiverTransport
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.io.rtp_io import UdpRtpReceiverTransport
 from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
-from gateway.media.ps import PsDemuxer, StreamType
+from gateway.media.ps import AccessUnit, PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
@@ -105,14 +105,7 @@ class _Sink:
         stream = self.service.streams.get(self.channel_id)
         if stream is None:
             return
-        now = self.service.loop.time()
-        stream.receiver.receive(data, source, now)
-        published = False
-        while (packet := stream.receiver.next_packet()) is not None:
-            for unit in stream.demuxer.feed(packet.payload):
-                stream.fanout.publish(unit, now)
-                published = True
-        if published:
+        if feed_rtp(stream.receiver, stream.demuxer, stream.fanout, data, source, self.service.loop.time()):
             stream.wakeup.set()
 
     def on_closed(self, reason: str) -> None:
@@ -290,24 +283,9 @@ class LiveService:
         # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
         # must never lock onto whoever sends first.
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
-        transport: RtpTransport | None
-        if mode is MediaTransport.UDP:
-            transport = await UdpRtpReceiverTransport.open(
-                sink, host=self.media_host, ports=self.media_ports, rtp_timeout=self.rtp_timeout
-            )
-            port = transport.port
-        elif mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
-            transport = await TcpPassiveRtpReceiver.open(
-                sink,
-                host=self.media_host,
-                ports=self.media_ports,
-                connect_timeout=self.play_timeout,
-                rtp_timeout=self.rtp_timeout,
-                admit=lambda peer: receiver.admits_host(peer[0]),
-            )
-            port = transport.port
-        else:  # TCP active: we connect to the port in the device's answer once it has answered
-            transport, port = None, 9  # m= port of an active offer is not used (RFC 4145: "9" = discard)
+        transport, port = await open_media_port(
+            sink, receiver, mode, self.media_host, self.media_ports, self.play_timeout, self.rtp_timeout
+        )
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
         session = PlaySession(
@@ -447,6 +425,53 @@ class LiveService:
         stream.timer = None
         stream.session.handle_timer(self.loop.time())
         self._after(stream)
+
+
+class UnitTarget(Protocol):
+    """Where demuxed access units go: a :class:`StreamFanout`, or a wrapper in front of one."""
+
+    def publish(self, unit: AccessUnit, now: float) -> None: ...
+
+
+def feed_rtp(
+    receiver: RtpReceiver, demuxer: PsDemuxer, fanout: UnitTarget, data: bytes, source: tuple[str, int], now: float
+) -> bool:
+    """One RTP packet (or TCP frame) → receiver → PS demuxer → fanout; True when units were published."""
+    receiver.receive(data, source, now)
+    published = False
+    while (packet := receiver.next_packet()) is not None:
+        for unit in demuxer.feed(packet.payload):
+            fanout.publish(unit, now)
+            published = True
+    return published
+
+
+async def open_media_port(
+    sink: MediaSink,
+    receiver: RtpReceiver,
+    mode: MediaTransport,
+    host: str,
+    ports: tuple[int, int] | int,
+    connect_timeout: float,
+    rtp_timeout: float,
+) -> tuple[RtpTransport | None, int]:
+    """The receiving side of a new session before the INVITE: its transport (None for TCP active) and m= port."""
+    if mode is MediaTransport.UDP:
+        udp = await UdpRtpReceiverTransport.open(sink, host=host, ports=ports, rtp_timeout=rtp_timeout)
+        return udp, udp.port
+    if mode is MediaTransport.TCP_PASSIVE:  # we listen; the device connects after the ACK
+        tcp = await TcpPassiveRtpReceiver.open(
+            sink,
+            host=host,
+            ports=ports,
+            connect_timeout=connect_timeout,
+            rtp_timeout=rtp_timeout,
+            admit=lambda peer: receiver.admits_host(peer[0]),
+        )
+        return tcp, tcp.port
+    # TCP active: we connect to the port in the device's answer once it has answered;
+    # the m= port of an active offer is not used (RFC 4145: "9" = discard).
+    return None, 9
 
 
 def media_sources(spec: MediaSessionSpec, session: PlaySession) -> tuple[frozenset[int], frozenset[str]]:

@@ -38,6 +38,8 @@ class AuditAction(StrEnum):
     CONFIG_CHANGE = "config_change"
     ACCESS_DENIED = "access_denied"  # an authenticated caller asked for something outside their scope
     UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
+    RECORD_SEARCH = "record_search"  # a camera's recordings listed (RecordInfo)
+    PLAYBACK = "playback"  # a playback opened, controlled or closed
 
 
 class AuditRecorder(Protocol):

@@ -148,8 +148,12 @@ class DeviceCalls:
 
     # --- decisions of the media side -------------------------------------------------
 
-    def accept(self, call_id: str, media_host: str, media_port: int, now: float) -> None:
-        """Answer 200 with our SDP: we send from (or, TCP active, listen at) ``media_host:media_port``."""
+    def accept(
+        self, call_id: str, media_host: str, media_port: int, now: float, *, file_size: int | None = None
+    ) -> None:
+        """Answer 200 with our SDP: we send from (or, TCP active, listen at) ``media_host:media_port``.
+
+        ``file_size`` adds ``a=filesize:`` (a Download answer, docs/gb28181.md §15.3)."""
         call = self._waiting(call_id)
         offer = parse_sdp(call.invite.body)
         mirrored = {Setup.ACTIVE: Setup.PASSIVE, Setup.PASSIVE: Setup.ACTIVE}
@@ -164,6 +168,7 @@ class DeviceCalls:
             direction=Direction.SENDONLY,
             setup=mirrored.get(offer.setup) if offer.setup is not None and offer.is_tcp else None,
             ssrc=call.spec.ssrc_text,
+            file_size=file_size,
         )
         local_tag = self.endpoint.new_tag()
         contact = f"<sip:{call.channel_id}@{self.endpoint.local_host}:{self.endpoint.local_port}>"
@@ -190,6 +195,24 @@ class DeviceCalls:
             return
         self.endpoint.send_request(call.dialog.new_request("BYE"), call.peer, now, context=(self, "bye"))
         self._end(call_id, "device_bye")
+
+    def in_dialog(self, request: SipRequest) -> bool:
+        """Whether a request of the gateway (INFO…) belongs to an answered call here (RFC 3261 §12.2.2).
+
+        Records its CSeq; raises :class:`~gateway.gb28181.dialog.DialogError` (500) when it is out of order."""
+        call = self._calls.get(request.call_id)
+        if call is None or call.dialog is None or not call.dialog.matches(request):
+            return False
+        call.dialog.accept_remote(request)
+        return True
+
+    def send_in_dialog(self, call_id: str, method: str, body: bytes, content_type: str, now: float) -> str | None:
+        """Send a request inside an answered call (e.g. MESSAGE ``MediaStatus``); its transaction, or None."""
+        call = self._calls.get(call_id)
+        if call is None or call.dialog is None:
+            return None
+        request = call.dialog.new_request(method, body, content_type)
+        return self.endpoint.send_request(request, call.peer, now, context=(self, method.lower()))
 
     def transport_of(self, call_id: str) -> MediaTransport:
         """The offered transport of a call (UDP, TCP passive: we connect, TCP active: we listen)."""

@@ -22,6 +22,14 @@ repeats the INVITE's branch, RFC 3261 §9.1); a 2xx that still arrives after we
 gave up (it crossed the CANCEL, or came after the play timeout) is ACKed and
 hung up at once (RFC 3261 §15). The owner keeps routing a stopped session's
 messages for that while (``gateway.live.RETIRED_FOR``).
+
+Playback and download sessions (an ``offer`` from ``sdp.offer_for_history``) add two
+things inside the dialog (docs/gb28181.md §15.9): :meth:`PlaySession.send_info` sends a
+MANSRTSP INFO (its answer or timeout comes back as :class:`PlayInfoAnswered`), and the
+device's ``MediaStatus`` MESSAGE with ``NotifyType 121`` (end of file) is claimed by the
+dialog (Call-ID and tags, and only from the device's own address: Hikvision writes a
+From user that is not the device), answered 200 and reported as
+:class:`PlayMediaEnded`; the owner then hangs up with :meth:`PlaySession.stop`.
 """
 
 from __future__ import annotations
@@ -30,8 +38,9 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-from gateway.errors import SipError
+from gateway.errors import ManscdpError, SipError
 from gateway.gb28181.dialog import Dialog
+from gateway.gb28181.manscdp import ChildIndex, decode_xml
 from gateway.gb28181.requests import sip_uri
 from gateway.gb28181.sdp import (
     MediaSessionSpec,
@@ -54,7 +63,10 @@ __all__ = [
     "PlayEnded",
     "PlayEvent",
     "PlayFailed",
+    "PlayInfoAnswered",
     "PlayInput",
+    "PlayMediaEnded",
+    "PlayNotStreaming",
     "PlaySession",
     "PlaySessionError",
     "PlayStarted",
@@ -63,10 +75,18 @@ __all__ = [
 
 DEFAULT_PLAY_TIMEOUT = 10.0  # WVP playTimeout: INVITE sent → stream up (docs/gb28181.md §15.8)
 SDP_CONTENT_TYPE = "APPLICATION/SDP"  # as WVP writes it (docs/gb28181.md §15.1)
+MANSRTSP_CONTENT_TYPE = "Application/MANSRTSP"  # as WVP writes it (docs/gb28181.md §15.9)
+MEDIA_STATUS_END = "121"  # NotifyType of MediaStatus: the device finished sending the file (§13)
 
 
 class PlaySessionError(SipError):
     """An input the play machine has no transition for; the session is FAILED."""
+
+
+class PlayNotStreaming(SipError):
+    """An in-dialog request (MANSRTSP INFO) for a session that is not streaming (any more)."""
+
+    status_hint = 481
 
 
 class PlayState(Enum):
@@ -93,6 +113,10 @@ class PlayInput(Enum):
     STOP = "stop"
     RECV_BYE = "recv BYE"
     BYE_ANSWERED = "our BYE answered or timed out"
+    SEND_INFO = "send an INFO (MANSRTSP) in the dialog"
+    INFO_ANSWERED = "our INFO answered or timed out"
+    RECV_MEDIA_STATUS = "recv MediaStatus 121 in the dialog"
+    RECV_DIALOG_MESSAGE = "recv another MESSAGE in the dialog"
 
 
 class PlayAction(Enum):
@@ -110,6 +134,11 @@ class PlayAction(Enum):
     SEND_BYE = "send BYE"
     ANSWER_BYE = "answer the device's BYE 200, report PlayEnded"
     END = "report PlayEnded"
+    SEND_INFO = "send the INFO"
+    REFUSE_INFO = "refuse to send an INFO: PlayNotStreaming"
+    REPORT_INFO = "report PlayInfoAnswered"
+    MEDIA_ENDED = "answer the MediaStatus 200, report PlayMediaEnded"
+    ANSWER_MESSAGE = "answer an in-dialog MESSAGE 200, nothing else"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +163,24 @@ class PlayEnded:
     reason: str
 
 
-PlayEvent = PlayStarted | PlayFailed | PlayEnded
+@dataclass(frozen=True, slots=True)
+class PlayInfoAnswered:
+    """The device answered our INFO ``transaction`` (or did not: 408); ``body`` is its MANSRTSP status, if any."""
+
+    transaction: str
+    status: int
+    reason: str
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayMediaEnded:
+    """The device said it sent the whole file (MediaStatus 121): the owner hangs up."""
+
+    notify_type: str = MEDIA_STATUS_END
+
+
+PlayEvent = PlayStarted | PlayFailed | PlayEnded | PlayInfoAnswered | PlayMediaEnded
 
 S, I, A = PlayState, PlayInput, PlayAction  # noqa: E741 - short names keep the table readable
 _QUIET = (I.RECV_1XX, I.RECV_ERROR, I.TIMEOUT, I.RTP_TIMEOUT, I.STOP, I.BYE_ANSWERED)
@@ -164,6 +210,13 @@ TRANSITIONS: dict[tuple[PlayState, PlayInput], tuple[PlayAction, PlayState]] = {
     **{(S.TEARING_DOWN, i): (A.IGNORE, S.TEARING_DOWN) for i in _QUIET if i is not I.BYE_ANSWERED},
     **{(s, i): (A.IGNORE, s) for s in (S.CLOSED, S.FAILED) for i in _QUIET},
     **{(s, i): (A.HANG_UP_LATE, s) for s in (S.CLOSED, S.FAILED) for i in (I.RECV_2XX, I.RECV_2XX_BAD_SDP)},
+    # Playback control inside the dialog (docs/gb28181.md §15.9).
+    (S.STREAMING, I.SEND_INFO): (A.SEND_INFO, S.STREAMING),
+    **{(s, I.SEND_INFO): (A.REFUSE_INFO, s) for s in S if s is not S.STREAMING},
+    **{(s, I.INFO_ANSWERED): (A.REPORT_INFO, s) for s in S},
+    (S.STREAMING, I.RECV_MEDIA_STATUS): (A.MEDIA_ENDED, S.STREAMING),
+    **{(s, I.RECV_MEDIA_STATUS): (A.ANSWER_MESSAGE, s) for s in (S.TEARING_DOWN, S.CLOSED, S.FAILED)},
+    **{(s, I.RECV_DIALOG_MESSAGE): (A.ANSWER_MESSAGE, s) for s in (S.STREAMING, S.TEARING_DOWN, S.CLOSED, S.FAILED)},
 }
 
 
@@ -209,6 +262,10 @@ class PlaySession:
         self._cseq = cseq
         self._invite_key: str | None = None
         self._bye_key: str | None = None
+        self._info_keys: set[str] = set()
+        self._info_body = b""
+        self._info_result: PlayInfoAnswered | None = None
+        self._info_sent = ""
         self._deadline: float | None = None
         self._events: deque[PlayEvent] = deque()
         # What the current input carries, for the action that needs it.
@@ -244,6 +301,20 @@ class PlaySession:
         self._failure = (408, "no media")
         self._fire(I.RTP_TIMEOUT, now)
 
+    def send_info(self, body: bytes, now: float) -> str:
+        """Send a MANSRTSP INFO in the dialog; the endpoint's transaction key.
+
+        Its answer (or timeout) comes back as :class:`PlayInfoAnswered` with that key.
+        Raises :class:`PlayNotStreaming` when the session is not streaming: the
+        session itself is not affected.
+        """
+        action, _ = TRANSITIONS[(self.state, I.SEND_INFO)]
+        if action is A.REFUSE_INFO:
+            raise PlayNotStreaming(f"no playback control in state {self.state.name}")
+        self._info_body = body
+        self._fire(I.SEND_INFO, now)
+        return self._info_sent
+
     def next_event(self) -> PlayEvent | None:
         """The next :data:`PlayEvent`, or None."""
         return self._events.popleft() if self._events else None
@@ -269,6 +340,10 @@ class PlaySession:
                 self._fire(I.TIMEOUT, now)
             elif event.transaction == self._bye_key:
                 self._fire(I.BYE_ANSWERED, now)
+            elif event.transaction in self._info_keys:
+                self._info_keys.discard(event.transaction)
+                self._info_result = PlayInfoAnswered(event.transaction, 408, "no answer")
+                self._fire(I.INFO_ANSWERED, now)
             else:
                 return False
             return True
@@ -277,6 +352,12 @@ class PlaySession:
             if response.status >= 200:
                 self._fire(I.BYE_ANSWERED, now)
             return True
+        if event.transaction is not None and event.transaction in self._info_keys:
+            if response.status >= 200:
+                self._info_keys.discard(event.transaction)
+                self._info_result = PlayInfoAnswered(event.transaction, response.status, response.reason, response.body)
+                self._fire(I.INFO_ANSWERED, now)
+            return True
         if not self._is_invite_response(event):
             return False
         self._response = response
@@ -284,8 +365,10 @@ class PlaySession:
         return True
 
     def handle_request(self, event: RequestReceived, now: float) -> bool:
-        """Feed a BYE from the device; False when it is not for this session's live dialog."""
+        """Feed a BYE or an in-dialog MESSAGE from the device; False when it is not this dialog's."""
         request = event.request
+        if request.method == "MESSAGE":
+            return self._dialog_message(event, now)
         if (
             request.method != "BYE"
             or event.transaction is None
@@ -296,6 +379,23 @@ class PlaySession:
             return False
         self._request = event
         self._fire(I.RECV_BYE, now)
+        return True
+
+    def _dialog_message(self, event: RequestReceived, now: float) -> bool:
+        """A MESSAGE in our dialog from the device's address: MediaStatus 121 ends the playback.
+
+        Matched on the dialog (Call-ID and both tags), never on the From user (Hikvision
+        writes another ID there, docs/gb28181.md §15.9). The same dialog from another
+        address is a forgery: 403, and the session does not hear of it.
+        """
+        request = event.request
+        if event.transaction is None or self.dialog is None or not self.dialog.matches(request):
+            return False
+        if event.peer != self.device_peer:
+            self.endpoint.send_response(event.transaction, make_response(request, 403), now)
+            return True
+        self._request = event
+        self._fire(I.RECV_MEDIA_STATUS if _is_media_end(request.body) else I.RECV_DIALOG_MESSAGE, now)
         return True
 
     # --- the machine -------------------------------------------------------------------------
@@ -343,6 +443,17 @@ class PlaySession:
             self._answer_bye(now)
         elif action is A.END:
             self._events.append(PlayEnded(self._end_reason))
+        elif action is A.SEND_INFO:
+            self._send_info(now)
+        elif action is A.REPORT_INFO:
+            if self._info_result is not None:
+                self._events.append(self._info_result)
+                self._info_result = None
+        elif action is A.MEDIA_ENDED:
+            self._answer_message(now)
+            self._events.append(PlayMediaEnded())
+        elif action is A.ANSWER_MESSAGE:
+            self._answer_message(now)
         # A.IGNORE: nothing to do
 
     def _abort(self, now: float, reason: str) -> None:
@@ -410,6 +521,20 @@ class PlaySession:
         bye = self.dialog.new_request("BYE")
         self._bye_key = self.endpoint.send_request(bye, self.device_peer, now, context=self)
 
+    def _send_info(self, now: float) -> None:
+        if self.dialog is None:
+            raise PlaySessionError("INFO without a dialog")
+        info = self.dialog.new_request("INFO", self._info_body, MANSRTSP_CONTENT_TYPE)
+        key = self.endpoint.send_request(info, self.device_peer, now, context=self)
+        self._info_keys.add(key)
+        self._info_sent = key
+
+    def _answer_message(self, now: float) -> None:
+        event = self._request
+        if event is None or event.transaction is None:
+            raise PlaySessionError("no MESSAGE to answer")
+        self.endpoint.send_response(event.transaction, make_response(event.request, 200), now)
+
     def _answer_bye(self, now: float) -> None:
         event = self._request
         if event is None or event.transaction is None or self.dialog is None:
@@ -449,3 +574,13 @@ class PlaySession:
             self._failure = (exc.status_hint, exc.reason)
             return I.RECV_2XX_BAD_SDP
         return I.RECV_2XX
+
+
+def _is_media_end(body: bytes) -> bool:
+    """Whether a MESSAGE body is ``Notify/MediaStatus`` with ``NotifyType 121`` (docs/gb28181.md §13)."""
+    try:
+        root = decode_xml(body).root
+    except ManscdpError:
+        return False
+    fields = ChildIndex(root)
+    return (fields.text("CmdType") or "").lower() == "mediastatus" and fields.text("NotifyType") == MEDIA_STATUS_END

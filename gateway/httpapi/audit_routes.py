@@ -65,6 +65,11 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/alarms/{id}/deliveries/{sink}/{event}/retry"): _Audited(AuditAction.DELIVERY_RETRY),
     ("POST", "/api/devices/{id}/query/{cmd}"): _Audited(AuditAction.DEVICE_QUERY),
     ("POST", "/api/kindergartens"): _Audited(AuditAction.PROVISIONING, "kindergartens"),
+    ("GET", "/api/channels/{id}/records"): _Audited(AuditAction.RECORD_SEARCH),
+    ("POST", "/api/channels/{id}/playback"): _Audited(AuditAction.PLAYBACK, "open"),
+    ("POST", "/api/playback/{id}/control"): _Audited(AuditAction.PLAYBACK, "control"),
+    ("DELETE", "/api/playback/{id}"): _Audited(AuditAction.PLAYBACK, "close"),
+    ("POST", "/api/playback/{id}/webrtc"): _Audited(AuditAction.WEBRTC_SESSION, "playback offer", failures_only=True),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the
