@@ -44,11 +44,13 @@ from gateway.device_credentials import (
     with_credentials,
 )
 from gateway.device_csv import DeviceCredential
+from gateway.downloads import DownloadLimits, DownloadService, download_directory
 from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.device_import import device_import_part
+from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
 from gateway.httpapi.record_routes import add_record_routes
@@ -108,6 +110,7 @@ class GatewayService:
         self.audit: AuditTrail
         self.sip: SipStack
         self.live: LiveService
+        self.downloads: DownloadService
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
@@ -172,6 +175,23 @@ class GatewayService:
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
         )
+        self.downloads = DownloadService(
+            sip,
+            directory,
+            download_directory(config.download_dir, config.db),
+            limits=DownloadLimits(
+                total=config.downloads_total,
+                per_user=config.downloads_per_user,
+                max_range=config.download_max_range,
+                keep=config.download_keep,
+            ),
+            media_host=advertised_host(config),
+            default_transport=self.live.default_transport,
+            play_timeout=config.play_timeout,
+            rtp_timeout=config.rtp_timeout,
+            media_ports=config.media_port_range,
+        )
+        await self.downloads.open()
         if config.upper_platforms:
             self.cascade = CascadeService(
                 config.upper_platforms, sip, directory, self.live, wall_offset=self.wall_offset
@@ -209,7 +229,8 @@ class GatewayService:
             media_ports=config.media_port_range,
         )
         self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
-        handlers = [self.playback, self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
+        # Downloads first too: LiveService takes every response whose context is a PlaySession.
+        handlers = [self.downloads, self.playback, self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
@@ -222,6 +243,7 @@ class GatewayService:
             sip,
             self.events,
             self.live,
+            self.downloads,
             self.alarms,
             self.audit,
             GATE,
@@ -251,6 +273,7 @@ class GatewayService:
                 *self.web_parts,
                 device_import_part(self._import_devices),
                 lambda app: add_record_routes(app, self.records, self.playback),
+                download_part(self.downloads),
             ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
@@ -270,6 +293,7 @@ class GatewayService:
             cascade.start(loop.time(), driver)
             stack.push_async_callback(lambda: cascade.stop(asyncio.get_running_loop().time()))
         stack.callback(self._close_streams)
+        stack.push_async_callback(self.downloads.close)  # hung up while SIP still sends
         log.info(
             "gateway %s listening: SIP udp/tcp %s:%d, HTTP %s://%s:%d/ (db %s, enrolment %s)",
             config.id,

@@ -95,6 +95,12 @@ class GatewayConfig:
     webrtc_per_user: int = 4  # open WebRTC sessions per user (or source address)
     webrtc_total: int = 64  # open WebRTC sessions in total
     webrtc_ice_timeout: float = 15.0  # s for a WebRTC viewer to connect before its session is closed
+    # --- recording downloads (gateway/downloads.py) ---
+    download_dir: str = ""  # MP4 files; default: downloads/ beside the db file (var/downloads)
+    downloads_total: int = 8  # running downloads on this node
+    downloads_per_user: int = 2  # running downloads of one user
+    download_max_range: int = 7200  # s of recording one download may ask for
+    download_keep: float = 86400.0  # s a finished file is kept
     public_url: str = ""  # base URL put in alarm links (live view, snapshot); default http://http_host:http_port
     # --- alarms (README "Alarms") ---
     mqtt: str = ""  # police integration broker, mqtt://[user:pass@]host:port; "" = no MQTT sink

@@ -33,11 +33,12 @@ from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipE
 from gateway.gb28181.sip.transport import Peer
 from gateway.io.rtp_io import MediaSink, UdpRtpReceiverTransport
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.io.rtp_tcp_io import TcpActiveRtpReceiver, TcpPassiveRtpReceiver
+from gateway.io.rtp_tcp_io import TcpPassiveRtpReceiver
 from gateway.media.ps import AccessUnit, PsDemuxer, StreamType
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
+from gateway.media_intake import connect_active, open_intake
 
 log = logging.getLogger("kgw.live")
 
@@ -283,8 +284,14 @@ class LiveService:
         # Nothing is admitted until the device's answer arms it (issue 10, H3): an open port
         # must never lock onto whoever sends first.
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)
-        transport, port = await open_media_port(
-            sink, receiver, mode, self.media_host, self.media_ports, self.play_timeout, self.rtp_timeout
+        transport, port = await open_intake(
+            sink,
+            receiver,
+            mode,
+            host=self.media_host,
+            ports=self.media_ports,
+            connect_timeout=self.play_timeout,
+            rtp_timeout=self.rtp_timeout,
         )
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq))
@@ -403,7 +410,7 @@ class LiveService:
     async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
         """TCP active: connect to the device's listening port from its answer."""
         try:
-            stream.transport = await TcpActiveRtpReceiver.connect(
+            stream.transport = await connect_active(
                 _Sink(self, stream.channel_id),
                 host,
                 port,

@@ -37,6 +37,7 @@ class AuditAction(StrEnum):
     TOKEN_CHANGE = "token_change"  # API token created or revoked
     CONFIG_CHANGE = "config_change"
     ACCESS_DENIED = "access_denied"  # an authenticated caller asked for something outside their scope
+    DOWNLOAD = "download"  # a recording download started, its file fetched, or deleted
     UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
     RECORD_SEARCH = "record_search"  # a camera's recordings listed (RecordInfo)
     PLAYBACK = "playback"  # a playback opened, controlled or closed

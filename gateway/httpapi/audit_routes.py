@@ -70,6 +70,9 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/playback/{id}/control"): _Audited(AuditAction.PLAYBACK, "control"),
     ("DELETE", "/api/playback/{id}"): _Audited(AuditAction.PLAYBACK, "close"),
     ("POST", "/api/playback/{id}/webrtc"): _Audited(AuditAction.WEBRTC_SESSION, "playback offer", failures_only=True),
+    ("POST", "/api/channels/{id}/downloads"): _Audited(AuditAction.DOWNLOAD, "start"),
+    ("GET", "/api/downloads/{id}/file"): _Audited(AuditAction.DOWNLOAD, "file"),
+    ("DELETE", "/api/downloads/{id}"): _Audited(AuditAction.DOWNLOAD, "delete"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

@@ -88,7 +88,7 @@ def rtp_ports(monkeypatch: pytest.MonkeyPatch) -> list[UdpRtpReceiverTransport]:
         opened.append(transport)
         return transport
 
-    monkeypatch.setattr(live_module.UdpRtpReceiverTransport, "open", spy)
+    monkeypatch.setattr(UdpRtpReceiverTransport, "open", spy)
     return opened
 
 
