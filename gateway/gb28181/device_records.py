@@ -94,6 +94,7 @@ __all__ = [
     "RecordEvent",
     "RecordOptions",
     "RecordStats",
+    "records_of",
 ]
 
 MANSRTSP_CONTENT_TYPE = "Application/MANSRTSP"
@@ -523,6 +524,11 @@ class DeviceRecords:
             self._events.append(PlaybackChanged(session.call_id, "STALL"))
         else:
             self.hang_up(session.call_id, now)
+
+
+def records_of(agent: DeviceAgent) -> DeviceRecords | None:
+    """The recordings feature of a simulated device, or None (tests switch its ``options`` at run time)."""
+    return next((f for f in agent.features if isinstance(f, DeviceRecords)), None)
 
 
 def _epoch(value: datetime) -> float:
