@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import av
+import pytest
 
 from gateway.gb28181 import mansrtsp
 from gateway.gb28181.device_recordings import RecordKind
@@ -22,6 +23,8 @@ from gateway.gb28181.play import PlayInfoAnswered, PlayMediaEnded, PlaySession, 
 from gateway.gb28181.sdp import MediaTransport, SessionType, offer_for_history
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.rtp_io import Addr, UdpRtpReceiverTransport
+from gateway.io.rtp_io import MediaTransport as RtpTransport
+from gateway.io.rtp_tcp_io import TcpPassiveRtpReceiver
 from gateway.media.ps import PsDemuxer
 from gateway.media.rtp import RtpReceiver
 from simulators.stamp import Stamp, read_stamp
@@ -116,6 +119,10 @@ async def test_playback_seek_scale_pause_and_media_status(gateway_factory, fleet
         (t0, r0), (t1, r1) = pairs[5], pairs[-1]
         assert t1 - t0 > 0.5
         assert 1.4 < (r1 - r0) / (t1 - t0) < 2.8, (r1 - r0, t1 - t0)
+        since_seek = sink.times(sought)
+        assert since_seek[since_seek.index(start + 20.0) :] == sorted(since_seek[since_seek.index(start + 20.0) :])
+        pts = [p for at, _, p, _ in sink.seen if at >= sought]
+        assert pts[pts.index(20 * 90000) :] == sorted(pts[pts.index(20 * 90000) :])  # a new scale never goes back
 
         # Pause: no more pictures until resumed; position holds.
         assert (await control(mansrtsp.pause(4))).status == 200
@@ -154,7 +161,8 @@ async def test_playback_seek_scale_pause_and_media_status(gateway_factory, fleet
         driver.close()
 
 
-async def test_download_sends_every_frame_at_downloadspeed(gateway_factory, fleet_factory):
+@pytest.mark.parametrize("transport", [MediaTransport.UDP, MediaTransport.TCP_PASSIVE], ids=lambda t: t.value)
+async def test_download_sends_every_frame_at_downloadspeed(gateway_factory, fleet_factory, transport):
     service = await gateway_factory()
     fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2), provision=False)
     node = fleet.nodes[0]
@@ -162,7 +170,9 @@ async def test_download_sends_every_frame_at_downloadspeed(gateway_factory, flee
     loop = asyncio.get_running_loop()
     uac, driver = await start_uac()
     sink = StampSink()
-    media = await UdpRtpReceiverTransport.open(sink)
+    media: RtpTransport = await (
+        UdpRtpReceiverTransport if transport is MediaTransport.UDP else TcpPassiveRtpReceiver
+    ).open(sink)
     start = int(time.time()) - 7200
     offer = offer_for_history(
         session_type=SessionType.DOWNLOAD,
@@ -172,12 +182,13 @@ async def test_download_sends_every_frame_at_downloadspeed(gateway_factory, flee
         media_host="127.0.0.1",
         media_port=media.port,
         ssrc=SSRC,
+        transport=transport,
         download_speed=4,
     )
     device_peer = Peer(Transport.UDP, "127.0.0.1", node.host.endpoint.local_port)
     uac.session = session = PlaySession(
         uac.endpoint, service.config.id, service.config.id[:10], camera, device_peer, "127.0.0.1", media.port,
-        MediaTransport.UDP, SSRC, offer=offer,
+        transport, SSRC, offer=offer,
     )  # fmt: skip
     try:
         session.start(loop.time())
