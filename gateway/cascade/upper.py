@@ -184,6 +184,9 @@ class UpperLink:
         self.device_info = device_info or PlatformInfo()
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
+        # Status for an upper's command MESSAGE about a channel (RecordInfo…), None: not its kind; then acts on it.
+        self.command_status: Callable[[UpperLink, ManscdpMessage], int | None] | None = None
+        self.on_command: Callable[[UpperLink, ManscdpMessage, float], bool] | None = None
         self.registered_at: float | None = None
         label = f"upper platform {config.name!r:.40}"
         self.addresses = UpperAddresses(
@@ -393,11 +396,14 @@ class UpperLink:
         )
 
     def message_status(self, message: ManscdpMessage) -> int:
-        """Every message is accepted."""
-        return 200
+        """200, or :attr:`command_status`'s refusal (403 for a channel outside the upper's policy)."""
+        status = self.command_status(self, message) if self.command_status is not None else None
+        return 200 if status is None else status
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """Keepalive from the upper, its Response/Alarm to our alarms, anything else: the 200 is all."""
+        """Commands go to :attr:`on_command`; keepalives, Response/Alarm to our alarms: the 200 is all."""
+        if self.on_command is not None:
+            self.on_command(self, message, now)
 
     def handle_call(self, event: RequestReceived, now: float) -> None:
         """Calls go to :attr:`on_call`; unclaimed ones get 404 (not shared), 488 (no relay) or 481."""
