@@ -232,7 +232,12 @@ class GatewayService:
         if cascade is not None:
             cascade.serve_recordings(self.records, self.playback)  # uppers' RecordInfo/playback/download
         # Downloads first too: LiveService takes every response whose context is a PlaySession.
-        handlers = [self.downloads, self.playback, self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
+        handlers = [
+            self.downloads,
+            self.playback,
+            self.live,
+            *((cascade.host, cascade.relay) if cascade is not None else ()),
+        ]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 

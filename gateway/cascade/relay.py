@@ -545,7 +545,7 @@ class UpperRelay:
         """The device side ended: MediaStatus 121 upward at the end of a file (the upper BYEs), else BYE."""
         pb = call.history
         if pb is None or pb.end_reason != END_OF_FILE:
-            self._hang_up(call, "camera_ended" if pb is None else f"device_{pb.end_reason}")  # BYE upward
+            self._hang_up(call, "camera_ended" if pb is None else pb.end_reason or "device_ended")  # BYE upward
             return
         link = self._links[call.upper]
         body = media_status_body(call.channel_id, link.client.next_sn(), link.client.charset)

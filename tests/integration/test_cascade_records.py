@@ -18,12 +18,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from gateway.gb28181.device_records import DeviceRecords
+from gateway.gb28181.device_records import Cut, DeviceRecords, RecordOptions
 from gateway.gb28181.sdp import SessionType, build_sdp, offer_for_history
 from gateway.gb28181.sip.endpoint import ResponseReceived, SipEvent
 from gateway.records import RecordSearchError
 from tests.conftest import http_json, wait_for
-from tests.integration.test_cascade_live import CLASSROOM, ENTRANCE, _cascade, _pretend_known, _raw_invite
+from tests.integration.test_cascade_live import (
+    CLASSROOM,
+    ENTRANCE,
+    _camera_agent,
+    _cascade,
+    _pretend_known,
+    _raw_invite,
+)
 from tests.integration.test_playback_gateway import Viewer
 
 WINDOW = 8  # s of recording played back end to end (MediaStatus 121 at its end)
@@ -91,6 +98,43 @@ async def test_records_playback_info_and_media_status_through_a_district_platfor
     assert await _info_in_dialog(district, pb) == 481
 
 
+async def test_silent_device_hang_ups_either_way(
+    gateway_factory: Any, platform_factory: Any, fleet_factory: Any
+) -> None:
+    gateway, fleet, platforms = await _cascade(gateway_factory, platform_factory, fleet_factory, ("district",))
+    district = platforms["district"]
+    api = f"http://127.0.0.1:{district.http_port}"
+    nvr = next(f for f in _camera_agent(fleet).features if isinstance(f, DeviceRecords))
+    now = int(time.time())
+
+    # An NVR that never answers RecordInfo: the gateway gives up (its timeout) and answers SumNum 0 upward.
+    gateway.records.timeout = 1.0
+    nvr.options = RecordOptions(never_answer=True)
+    status, found = await http_json(f"{api}/api/channels/{ENTRANCE}/records?start={now - 3600}&end={now}")
+    assert status == 200 and found["items"] == [] and found["sum_num"] == 0, found
+    assert gateway.cascade is not None and gateway.cascade.record_queries is not None
+    assert gateway.cascade.record_queries.counters["empty_after_failure"] == 1
+
+    # The NVR hangs up mid-stream: the gateway BYEs the platform, whose playback ends device_bye.
+    nvr.options = RecordOptions(cut=Cut.BYE, cut_at=0.5)
+    begin = now - 7200
+    status, body = await http_json(f"{api}/api/channels/{ENTRANCE}/playback", {"start": begin, "end": begin + 6})
+    assert status == 200, body
+    pb = district.playback.playbacks[body["id"]]
+    assert await wait_for(lambda: not pb.active, timeout=30)
+    assert pb.end_reason == "device_bye", pb.end_reason
+
+    # The platform ends its playback: the gateway's device session ends too (BYE to the NVR).
+    nvr.options = RecordOptions()
+    status, body = await http_json(f"{api}/api/channels/{ENTRANCE}/playback", {"start": begin, "end": begin + 600})
+    assert status == 200, body
+    assert await wait_for(lambda: len(gateway.playback.playbacks) == 1, timeout=10)
+    status, body = await http_json(f"{api}/api/playback/{body['id']}", method="DELETE")
+    assert status == 200
+    assert await wait_for(lambda: not gateway.playback.playbacks and not gateway.cascade.relay.status(), timeout=15)
+    assert await wait_for(lambda: not any(n.playback.streams for n in fleet.nodes if n.playback), timeout=15)
+
+
 async def _info_in_dialog(platform: Any, pb: Any) -> int:
     """Send a PAUSE INFO in ``pb``'s (ended) dialog from the platform's own endpoint; the final status."""
     session = pb.session
@@ -108,7 +152,9 @@ async def _info_in_dialog(platform: Any, pb: Any) -> int:
 
     platform.playback.route = capture
     try:
-        request = session.dialog.new_request("INFO", b"PAUSE RTSP/1.0\r\nCSeq: 9\r\nPauseTime: now\r\n", "Application/MANSRTSP")
+        request = session.dialog.new_request(
+            "INFO", b"PAUSE RTSP/1.0\r\nCSeq: 9\r\nPauseTime: now\r\n", "Application/MANSRTSP"
+        )
         platform.sip.endpoint.send_request(request, session.device_peer, asyncio.get_running_loop().time(), sentinel)
         return await asyncio.wait_for(answered, 30)
     finally:
@@ -175,9 +221,7 @@ async def test_police_may_not_look_back_at_a_classroom_and_forgeries_are_refused
         assert exc.status == 502 and "403" in exc.message, exc.message
     assert gateway.cascade is not None and gateway.cascade.record_queries is not None
     assert gateway.cascade.record_queries.counters["refused"] == 1
-    status, body = await http_json(
-        f"{api}/api/channels/{CLASSROOM}/playback", {"start": now - 3600, "end": now - 3590}
-    )
+    status, body = await http_json(f"{api}/api/channels/{CLASSROOM}/playback", {"start": now - 3600, "end": now - 3590})
     assert status == 502 and "403" in body["error"], body
     assert _nvr_stat(fleet, "queries") == queries and _nvr_stat(fleet, "playbacks") == 0
     # The entrance is shared with the police: its recordings are listed.
