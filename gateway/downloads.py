@@ -467,7 +467,8 @@ class DownloadService:
             self._end(download, "the MP4 writer fell behind the device (写入过慢)", force_failed=True)
         elif download.received >= download.duration - COMPLETE_SLACK and download.complete is None:
             # The device should say "end of file" (121) now; one that never does is hung up.
-            download.complete = self.loop.call_later(COMPLETE_WAIT, self._range_complete, download.id)
+            wait = COMPLETE_WAIT + max(0.0, download.duration - download.received) / download.speed
+            download.complete = self.loop.call_later(wait, self._range_complete, download.id)
 
     def media_closed(self, download_id: str, reason: str) -> None:
         """The RTP transport ended by itself (no packets for the RTP timeout, connection lost)."""
@@ -632,6 +633,8 @@ class DownloadService:
                     host, port = event.spec.remote_host, event.spec.remote_port
                     self.loop.create_task(self._connect_active(download, host, port))
             elif isinstance(event, PlayMediaEnded):
+                if download.complete is not None:  # the device said it: no need to guess
+                    download.complete.cancel()
                 self.loop.call_later(END_GRACE, self._end_of_file, download.id)
             elif isinstance(event, PlayFailed):
                 reason = f"device refused: {event.status} {event.reason}"

@@ -557,6 +557,8 @@ class PlaybackService:
         for future in pb.controls.values():
             if not future.done():
                 future.set_exception(PlaybackError(409, f"回放已结束 (playback ended: {reason})"))
+        for consumer in pb.fanout.consumers:  # viewers' tracks end on their next pull
+            pb.fanout.detach(consumer, self.loop.time())
         pb.wakeup.set()
         self.ended[pb.id] = pb
         self.loop.call_later(RETAIN_ENDED, self.ended.pop, pb.id, None)

@@ -17,6 +17,7 @@ import av
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway.gb28181.device_records import Cut, DeviceRecords, RecordOptions
+from gateway.media.relay import RelayError
 from gateway.playback import Playback
 from gateway.security.principal import Principal, Role
 from simulators.stamp import read_stamp
@@ -44,7 +45,10 @@ class Viewer:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            units = self.pb.fanout.pull(self.name)
+            try:
+                units = self.pb.fanout.pull(self.name)
+            except RelayError:
+                return  # the playback ended: its viewers are detached
             for unit in units:
                 for frame in self.codec.decode(av.Packet(unit.data)):
                     stamp = read_stamp(frame.to_ndarray(format="gray"))
@@ -163,6 +167,15 @@ async def test_device_bye_mid_stream_and_delete(gateway_factory, fleet_factory):
     assert status == 200
     status, body = await http_json(f"{api}/api/playback/{body['id']}", method="DELETE")
     assert status == 200 and body["state"] == "ended"
+    assert await wait_for(lambda: not fleet.nodes[0].playback.streams, timeout=30)
+
+    # Nobody watches or asks: closed after the idle timeout.
+    service.playback.idle_timeout = 1.0
+    status, body = await http_json(f"{api}/api/channels/{channel_id}/playback", {"start": start, "end": start + 600})
+    assert status == 200
+    idle = service.playback.playbacks[body["id"]]
+    assert await wait_for(lambda: not idle.active, timeout=30)
+    assert idle.end_reason == "idle"
     assert await wait_for(lambda: not fleet.nodes[0].playback.streams, timeout=30)
 
 
