@@ -510,8 +510,8 @@ class UpperRelay:
         )
         stalled_since: float | None = None
         while not call.closed:
-            if call.history is None and self._source_over(call):
-                self._source_ended(call)  # device BYE or RTP timeout: BYE upward
+            if self._source_over(call) and (call.history is None or viewer not in stream.fanout.consumers):
+                self._source_ended(call)  # live: device BYE or RTP timeout; playback: closed and detached us
                 return
             if not sender.writable:
                 # A slow upper: stop pulling, and the fan-out skips its queue to the next key frame.
