@@ -249,6 +249,8 @@ class GatewayService:
             media_ports=config.media_port_range,
         )
         self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
+        if cascade is not None:
+            cascade.serve_recordings(self.records, self.playback)  # uppers' RecordInfo/playback/download
         handlers = [
             self.downloads,
             self.playback,

@@ -23,6 +23,7 @@ Call-ID and transaction context) and leaves the rest to the next handler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -34,7 +35,17 @@ from enum import StrEnum
 from typing import Any, Final
 
 from gateway.errors import GatewayError
-from gateway.gb28181.mansrtsp import MAX_SCALE, MIN_SCALE, pause, resume, seek, set_scale
+from gateway.gb28181.mansrtsp import (
+    MAX_SCALE,
+    MIN_SCALE,
+    MansrtspError,
+    MansrtspMethod,
+    parse_request,
+    pause,
+    resume,
+    seek,
+    set_scale,
+)
 from gateway.gb28181.play import (
     PlayEnded,
     PlayFailed,
@@ -289,9 +300,20 @@ class PlaybackService:
     # --- API ----------------------------------------------------------------------------
 
     async def start(
-        self, channel_id: str, start: int, end: int, owner: str = "", transport: MediaTransport | None = None
+        self,
+        channel_id: str,
+        start: int,
+        end: int,
+        owner: str = "",
+        transport: MediaTransport | None = None,
+        *,
+        session_type: SessionType = SessionType.PLAYBACK,
+        download_speed: int | None = None,
     ) -> Playback:
         """Open a playback of ``channel_id`` for [start, end) (epoch s); returns once the device answered.
+
+        ``session_type`` DOWNLOAD (with ``download_speed``) serves an upper platform's download
+        through the cascade (:mod:`gateway.cascade.relay`): the same session, ``s=Download``.
 
         Raises :class:`PlaybackError`: 400 bad window, 404 unknown channel, 409 device
         offline, 429/503 caps, 502 the device refused, 504 it did not answer.
@@ -323,7 +345,7 @@ class PlaybackService:
         )
         ssrc = make_ssrc(self.sip.domain, next(self._ssrc_seq) % 10000, history=True)
         offer = offer_for_history(
-            session_type=SessionType.PLAYBACK,
+            session_type=session_type,
             channel_id=channel_id,
             start=start,
             end=end,
@@ -331,6 +353,7 @@ class PlaybackService:
             media_port=port,
             ssrc=ssrc,
             transport=mode,
+            download_speed=download_speed,
         )
         session = PlaySession(
             self.sip.endpoint,
@@ -421,25 +444,54 @@ class PlaybackService:
             body = seek(cseq, position)
         else:
             raise PlaybackError(400, f"未知操作 (action must be one of {', '.join(ACTIONS)})")
-        try:
-            key = pb.session.send_info(body, self.loop.time())
-        except PlayNotStreaming as exc:
-            raise PlaybackError(409, f"回放已结束 (playback {playback_id} is not streaming: {exc})") from exc
-        future: asyncio.Future[PlayInfoAnswered] = self.loop.create_future()
-        pb.controls[key] = future
-        self._after(pb)
-        try:
-            answer = await asyncio.wait_for(future, self.control_timeout)
-        except TimeoutError:
-            raise PlaybackError(504, "设备未应答回放控制 (device did not answer the playback control)") from None
-        finally:
-            pb.controls.pop(key, None)
+        answer = await self._exchange(pb, body)
         if answer.status == 408:
             raise PlaybackError(504, "设备未应答回放控制 (device did not answer the playback control)")
         if answer.status >= 300:
             raise PlaybackError(502, f"设备拒绝回放控制 (device refused {action}: {answer.status} {answer.reason})")
         self._apply(pb, action, scale, position)
         return pb
+
+    async def forward(self, playback_id: str, body: bytes) -> PlayInfoAnswered:
+        """Send an upper platform's MANSRTSP body verbatim in the device dialog (as WVP, docs/gb28181.md §15.9).
+
+        Returns the device's answer (408 when it gave none); a PLAY/PAUSE the device
+        accepted also moves this playback's state and position. Raises
+        :class:`PlaybackError` 404/409 as :meth:`control`.
+        """
+        pb = self.playbacks.get(playback_id)
+        if pb is None or pb.state is PlaybackState.STARTING:
+            raise PlaybackError(409 if playback_id in self.ended or pb else 404, "回放未在进行 (no such playback)")
+        pb.touched = self.loop.time()
+        answer = await self._exchange(pb, body)
+        if answer.status < 300:
+            with contextlib.suppress(MansrtspError):
+                request = parse_request(body)
+                if request.method is MansrtspMethod.PAUSE:
+                    self._apply(pb, "pause", None, None)
+                elif request.is_seek and isinstance(request.range_start, float):
+                    self._apply(pb, "seek", None, request.range_start)
+                elif request.scale is not None:
+                    self._apply(pb, "scale", request.scale, None)
+                elif request.method is MansrtspMethod.PLAY:
+                    self._apply(pb, "play", None, None)
+        return answer
+
+    async def _exchange(self, pb: Playback, body: bytes) -> PlayInfoAnswered:
+        """One INFO in the device dialog and its answer."""
+        try:
+            key = pb.session.send_info(body, self.loop.time())
+        except PlayNotStreaming as exc:
+            raise PlaybackError(409, f"回放已结束 (playback {pb.id} is not streaming: {exc})") from exc
+        future: asyncio.Future[PlayInfoAnswered] = self.loop.create_future()
+        pb.controls[key] = future
+        self._after(pb)
+        try:
+            return await asyncio.wait_for(future, self.control_timeout)
+        except TimeoutError:
+            raise PlaybackError(504, "设备未应答回放控制 (device did not answer the playback control)") from None
+        finally:
+            pb.controls.pop(key, None)
 
     def stop(self, playback_id: str, reason: str = "stopped") -> Playback | None:
         """End a playback now (BYE when streaming, CANCEL when still inviting)."""

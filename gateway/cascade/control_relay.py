@@ -74,10 +74,10 @@ class ControlRelay:
 
     # --- UpperLink hooks ----------------------------------------------------------------------
 
-    def status(self, link: UpperLink, message: ManscdpMessage) -> int:
-        """The SIP status for a MESSAGE of ``link``'s upper: 200, or the refusal of a DeviceControl."""
+    def status(self, link: UpperLink, message: ManscdpMessage) -> int | None:
+        """The SIP status for a DeviceControl of ``link``'s upper: 200 or its refusal; None: not a DeviceControl."""
         if not is_device_control(message):
-            return 200
+            return None
         assert isinstance(message, UnknownCommand)
         verdict = self._verdict(link, message)
         if verdict != 200:
@@ -102,26 +102,29 @@ class ControlRelay:
             return NOT_AVAILABLE
         return 200
 
-    def relay(self, link: UpperLink, message: ManscdpMessage, now: float) -> None:
-        """An accepted DeviceControl: send it on to the device (after :meth:`status` said 200)."""
-        if not is_device_control(message) or self.commands is None:
-            return
+    def relay(self, link: UpperLink, message: ManscdpMessage, now: float) -> bool:
+        """An accepted DeviceControl: send it on to the device (after :meth:`status` said 200); False: not one."""
+        if not is_device_control(message):
+            return False
+        if self.commands is None:
+            return True
         assert isinstance(message, UnknownCommand)
         channel = self.channels.get(message.device_id)
         try:
             command = parse_control(message.element)
         except InvalidControl:
-            return
+            return True
         if channel is None:
-            return
+            return True
         body = control_body(channel.id, command)
         self.relayed += 1
         if isinstance(command, PtzControl):
             self.commands.send(channel.device_id, CMD_DEVICE_CONTROL, body)
-            return
+            return True
         task = asyncio.get_running_loop().create_task(self._await_result(link, message, channel.device_id, command))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     async def _await_result(
         self, link: UpperLink, message: UnknownCommand, device_id: str, command: ControlCommand

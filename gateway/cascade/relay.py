@@ -33,19 +33,30 @@ from typing import Any, Final, Protocol
 from prometheus_client import Counter, Metric
 
 from gateway.cascade.admission import RESULTS, admit, target_channel
+from gateway.cascade.history import (
+    END_OF_FILE,
+    HistoryRefused,
+    HistoryRequest,
+    UpperHistory,
+    history_request,
+    media_status_body,
+)
 from gateway.cascade.policy import SharePolicy
 from gateway.cascade.upper import UpperLink
 from gateway.errors import GatewayError, MediaTransportError
 from gateway.gb28181.device_calls import CallError, CallEvent, DeviceCalls, MediaRequested, MediaStarted, MediaStopped
-from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SessionType
+from gateway.gb28181.dialog import DialogError
+from gateway.gb28181.requests import MANSCDP_CONTENT_TYPE
+from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, SdpError, SessionType, parse_sdp
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.io.ports import PortSpec
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import LiveError, LiveStream
-from gateway.media.ps import PsDemuxError
-from gateway.media.relay import RelayError
+from gateway.media.ps import PsDemuxer, PsDemuxError
+from gateway.media.relay import RelayError, StreamFanout
 from gateway.media.remux import PsRtpRemuxer
+from gateway.playback import Playback
 from gateway.registry.model import Channel
 from gateway.uplink import UplinkExceeded
 
@@ -59,6 +70,8 @@ ACK_TIMEOUT: Final = 32.0  # RFC 3261 §13.3.1.4: no ACK within 64*T1 → BYE (W
 CONNECT_TIMEOUT: Final = 10.0  # s for the TCP media connection after the ACK (as LiveService's TCP wait)
 STALL_TIMEOUT: Final = 30.0  # s an upper may leave its TCP window shut before we hang up
 PULL_BATCH: Final = 32  # units sent per turn, so one upper's GOP burst does not hold up the loop
+BYE_AFTER_MEDIA_STATUS: Final = 10.0  # s the upper has to BYE after our MediaStatus 121 before we do
+MANSRTSP_CONTENT_TYPE: Final = "Application/MANSRTSP"
 
 
 ViewHook = Callable[[str, str, float | None, str], None]
@@ -82,12 +95,23 @@ class LiveSource(Protocol):
     def leave(self, channel_id: str, consumer: str) -> None: ...
 
 
+class UnitSource(Protocol):
+    """A stream the relay re-muxes to an upper: a live stream, or one device session's playback."""
+
+    @property
+    def fanout(self) -> StreamFanout: ...
+    @property
+    def wakeup(self) -> asyncio.Event: ...
+    @property
+    def demuxer(self) -> PsDemuxer: ...
+
+
 # --- the asyncio adapter ---------------------------------------------------------------------------
 
 
 @dataclass(eq=False)
 class _UpperCall:
-    """One upper's live call and the media half serving it."""
+    """One upper's call (live, or Playback/Download with ``history``) and the media half serving it."""
 
     upper: str
     call_id: str
@@ -96,6 +120,9 @@ class _UpperCall:
     opened_at: float
     stream: LiveStream | None = None
     viewer: str | None = None
+    request: HistoryRequest | None = None  # a Playback/Download: what the upper asked the device for
+    history: Playback | None = None  # its own device session
+    media_status_sent: bool = False
     sender: RtpSendTransport | None = None
     remuxer: PsRtpRemuxer | None = None
     answered: bool = False
@@ -136,7 +163,10 @@ class UpperRelay:
         self._cores: dict[str, DeviceCalls] = {}
         self._calls: dict[tuple[str, str], _UpperCall] = {}
         self._busy: dict[str, int] = {}  # 486s given in the current burst, per upper
+        self._offers: dict[tuple[str, str], bytes] = {}  # INVITE bodies while DeviceCalls reports them
         self.on_view: ViewHook | None = None
+        self.history: UpperHistory | None = None
+        """Serves Playback/Download INVITEs (one device session each); None: they get 488."""
         self.calls_metric = Counter(
             "kgw_upper_calls", "Live INVITEs from upper platforms by outcome", ["platform", "result"], registry=None
         )
@@ -166,6 +196,9 @@ class UpperRelay:
         """INVITE/ACK/BYE/CANCEL from ``upper``; False leaves the request to the link (INFO: 481)."""
         core = self._cores[upper]
         request = event.request
+        if request.method == "INFO" and event.transaction is not None:
+            self._on_info(upper, event, now)
+            return True
         if request.method == "INVITE" and event.transaction is not None:
             if (upper, request.call_id) in self._calls:
                 self._refuse(upper, request, event.transaction, 488, now)  # no re-INVITE (no renegotiation)
@@ -176,13 +209,46 @@ class UpperRelay:
                 self._refuse(upper, request, event.transaction, status or 404, now)
                 return True
             before = core.active
+            self._offers[(upper, request.call_id)] = request.body  # read by _history_request while draining
             core.on_request(event, channel_id, now)
             if core.active == before:  # DeviceCalls refused the offer itself (488)
                 self._count(upper, 488)
+            self._drain(upper)
+            self._offers.pop((upper, request.call_id), None)
+            return True
         elif not core.on_request(event, "", now):
             return False
         self._drain(upper)
         return True
+
+    def _on_info(self, upper: str, event: RequestReceived, now: float) -> None:
+        """The upper's MANSRTSP in a history call's dialog: forwarded verbatim to the device's dialog.
+
+        An INFO naming no dialog of ours (or an ended one) gets 481; one in a live
+        call 405 (nothing to control). The upper gets the device's answer status.
+        """
+        request, transaction = event.request, event.transaction
+        assert transaction is not None
+        call = self._calls.get((upper, request.call_id))
+        status: int | None = None
+        try:
+            if call is None or not self._cores[upper].in_dialog(request):
+                status = 481
+        except DialogError:
+            status = 500
+        if status is None and call is not None and call.history is None:
+            status = 405
+        if status is not None or call is None or call.history is None:
+            self._links[upper].endpoint.send_response(transaction, make_response(request, status or 481), now)
+            return
+        self._spawn(call, self._forward_info(call, call.history, request, transaction))
+
+    async def _forward_info(self, call: _UpperCall, pb: Playback, request: SipRequest, transaction: str) -> None:
+        assert self.history is not None
+        status, body = await self.history.info(pb, request.body)
+        extra = [("Content-Type", MANSRTSP_CONTENT_TYPE)] if body else None
+        response = make_response(request, status, extra=extra, body=body)
+        self._links[call.upper].endpoint.send_response(transaction, response, self.loop.time())
 
     def _admission(self, upper: str, channel_id: str | None) -> int | None:
         link = self._links[upper]
@@ -232,8 +298,9 @@ class UpperRelay:
 
     def _on_event(self, upper: str, event: CallEvent) -> None:
         if isinstance(event, MediaRequested):
-            if event.spec.session_type is not SessionType.PLAY:
-                # Playback/Download need the device's recordings, Talk an audio path: not relayed here.
+            history = self._history_request(upper, event)
+            if history is None and event.spec.session_type is not SessionType.PLAY:
+                # Talk needs an audio path (and history a playback service): not relayed here.
                 log.info(
                     "upper %s: %s of %s refused (live only)", upper, event.spec.session_type.value, event.channel_id
                 )
@@ -245,7 +312,7 @@ class UpperRelay:
                 self._count(upper, MEDIA_REFUSED)
                 self.counters["media_refused"] += 1
                 return
-            new = _UpperCall(upper, event.call_id, event.channel_id, event.spec, self.loop.time())
+            new = _UpperCall(upper, event.call_id, event.channel_id, event.spec, self.loop.time(), request=history)
             self._calls[(upper, event.call_id)] = new
             self._spawn(new, self._open(new))
             return
@@ -261,6 +328,16 @@ class UpperRelay:
                 call.pump = self._spawn(call, self._stream(call))
         elif isinstance(event, MediaStopped):
             self._finish(call, event.reason)
+
+    def _history_request(self, upper: str, event: MediaRequested) -> HistoryRequest | None:
+        """A Playback/Download offer's window and speed (None for live, or without a history service)."""
+        if self.history is None or event.spec.session_type not in (SessionType.PLAYBACK, SessionType.DOWNLOAD):
+            return None
+        try:
+            return history_request(parse_sdp(self._offers.get((upper, event.call_id), b"")))
+        except (HistoryRefused, SdpError) as exc:
+            log.info("upper %s: history INVITE for %s refused: %s", upper, event.channel_id, exc)
+            return None
 
     def _media_allowed(self, upper: str, spec: MediaSessionSpec) -> bool:
         """An upper's video goes only to its own media networks (issue 10, C1); TCP active may name none."""
@@ -346,15 +423,26 @@ class UpperRelay:
     async def _open(self, call: _UpperCall) -> None:
         """Join (or open) the channel's stream, open the sender, then answer 200."""
         live = self.live
-        try:
-            # The upper's a=streamnumber (or vendor spelling) picks the stream; over the uplink budget
-            # the live service gives the sub-stream, or refuses: 486 (the kindergarten's line is busy).
-            wanted = 1 if call.spec.stream_number == 1 else 0
-            call.stream, call.viewer = await live.watch(call.channel_id, stream=wanted)
-        except (LiveError, TimeoutError) as exc:
-            log.info("upper %s: live %s unavailable: %s", call.upper, call.channel_id, exc or "timeout")
-            self._reject(call, 486 if isinstance(exc, UplinkExceeded) else 480)
-            return
+        if call.request is not None:
+            assert self.history is not None
+            viewer = f"upper-{call.upper}-{self._links[call.upper].endpoint.new_tag()}"
+            try:
+                call.history = await self.history.open(call.upper, call.channel_id, call.request, viewer)
+            except HistoryRefused as exc:
+                log.info("upper %s: %s of %s refused: %s", call.upper, call.request.session_type, call.channel_id, exc)
+                self._reject(call, exc.status)
+                return
+            call.viewer = viewer
+        else:
+            try:
+                # The upper's a=streamnumber (or vendor spelling) picks the stream; over the uplink budget
+                # the live service gives the sub-stream, or refuses: 486 (the kindergarten's line is busy).
+                wanted = 1 if call.spec.stream_number == 1 else 0
+                call.stream, call.viewer = await live.watch(call.channel_id, stream=wanted)
+            except (LiveError, TimeoutError) as exc:
+                log.info("upper %s: live %s unavailable: %s", call.upper, call.channel_id, exc or "timeout")
+                self._reject(call, 486 if isinstance(exc, UplinkExceeded) else 480)
+                return
         if call.closed:  # CANCEL or offline while the camera answered
             self._release(call)
             return
@@ -369,7 +457,8 @@ class UpperRelay:
             return
         try:
             # The answer says which stream is sent when the upper asked for one (it may get the sub-stream).
-            served = call.stream.stream_number if call.spec.stream_number is not None else None
+            stream = call.stream  # None for a playback or download
+            served = stream.stream_number if stream is not None and call.spec.stream_number is not None else None
             core = self._cores[call.upper]
             core.accept(call.call_id, live.media_host, call.sender.port, self.loop.time(), stream_number=served)
         except CallError:  # cancelled while we prepared
@@ -381,7 +470,7 @@ class UpperRelay:
             return
         call.answered = True
         self._count(call.upper, 200)
-        if self.on_view is not None:
+        if self.on_view is not None and call.history is None:
             self.on_view(call.upper, call.channel_id, None, "started")
         call.ack_timer = self.loop.call_later(ACK_TIMEOUT, self._hang_up, call, "no_ack")
 
@@ -419,7 +508,8 @@ class UpperRelay:
             self._hang_up(call, "relay_error")
 
     async def _pump(self, call: _UpperCall, sender: RtpSendTransport) -> None:
-        stream, viewer, live = call.stream, call.viewer, self.live
+        stream: UnitSource | None = call.history if call.history is not None else call.stream
+        viewer = call.viewer
         assert stream is not None and viewer is not None
         audio = next((t for t in stream.demuxer.stream_types.values() if not t.is_video), None)
         remuxer = call.remuxer = PsRtpRemuxer(
@@ -430,8 +520,8 @@ class UpperRelay:
         )
         stalled_since: float | None = None
         while not call.closed:
-            if live.streams.get(stream.key) is not stream:
-                self._hang_up(call, "camera_ended")  # device BYE or RTP timeout: BYE upward
+            if self._source_over(call) and (call.history is None or viewer not in stream.fanout.consumers):
+                self._source_ended(call)  # live: device BYE or RTP timeout; playback: closed and detached us
                 return
             if not sender.writable:
                 # A slow upper: stop pulling, and the fan-out skips its queue to the next key frame.
@@ -449,8 +539,32 @@ class UpperRelay:
                     call.first_sent_at = self.loop.time()
                 await asyncio.sleep(0)  # let the other uppers and viewers have their turn
                 continue
+            if self._source_over(call):  # a playback's last units are sent before it ends upward
+                self._source_ended(call)
+                return
             stream.wakeup.clear()  # nothing queued: clear and wait in one step (no lost wake-up)
-            await stream.wakeup.wait()
+            if not self._source_over(call):
+                await stream.wakeup.wait()
+
+    def _source_over(self, call: _UpperCall) -> bool:
+        if call.history is not None:
+            return UpperHistory.over(call.history)
+        return call.stream is None or self.live.streams.get(call.stream.key) is not call.stream
+
+    def _source_ended(self, call: _UpperCall) -> None:
+        """The device side ended: MediaStatus 121 upward at the end of a file (the upper BYEs), else BYE."""
+        pb = call.history
+        if pb is None or pb.end_reason != END_OF_FILE:
+            self._hang_up(call, "camera_ended" if pb is None else pb.end_reason or "device_ended")  # BYE upward
+            return
+        link = self._links[call.upper]
+        body = media_status_body(call.channel_id, link.client.next_sn(), link.client.charset)
+        sent = self._cores[call.upper].send_in_dialog(
+            call.call_id, "MESSAGE", body, MANSCDP_CONTENT_TYPE, self.loop.time()
+        )
+        call.media_status_sent = sent is not None
+        log.info("upper %s: %s of %s reached the end: MediaStatus 121 sent", call.upper, call.request, call.channel_id)
+        self.loop.call_later(BYE_AFTER_MEDIA_STATUS, self._hang_up, call, "end_of_file")
 
     def _lost(self, call: _UpperCall, reason: str) -> None:
         """The TCP connection to the upper broke: BYE, release the viewer."""
@@ -513,6 +627,10 @@ class UpperRelay:
         """Close the sender and leave the shared stream (its linger then ends the camera's session)."""
         if call.sender is not None:
             call.sender.close()
+        if call.history is not None and self.history is not None:
+            self.history.release(call.history, call.viewer or "", f"upper_{call.end_reason or 'bye'}")
+            call.viewer = None
+            return
         live = self.live
         if call.viewer is not None:
             live.leave(call.channel_id, call.viewer)

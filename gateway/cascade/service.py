@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from gateway.alarms.model import Alarm
 from gateway.alarms.sinks.base import OutboundMessage
 from gateway.cascade.control_relay import ControlRelay
+from gateway.cascade.history import PlaybackSource, UpperHistory
 from gateway.cascade.policy import SharePolicy, build_catalog, catalog_changes
 from gateway.cascade.relay import LiveSource, UpperRelay
 from gateway.cascade.upper import (
@@ -41,6 +42,7 @@ from gateway.cascade.upper import (
     UpperOnline,
 )
 from gateway.cascade.upper_config import UpperSpec
+from gateway.cascade.upper_records import RecordSearcher, UpperRecordQueries
 from gateway.gb28181.manscdp import AlarmNotify, CatalogItem, format_gb_time
 from gateway.gb28181.sip.transport import Peer
 from gateway.live import SipIdentity
@@ -86,6 +88,7 @@ class CascadeService(Collector):
         self._sn = itertools.count(1)
         self._tcp_tasks: list[asyncio.Task[None]] = []
         self._unregistered: asyncio.Event | None = None
+        self.record_queries: UpperRecordQueries | None = None
         info = PlatformInfo(name=f"kgw {sip.local_id}", model="gateway")
         for spec in specs:
             self._add_link(spec, info)
@@ -94,7 +97,7 @@ class CascadeService(Collector):
         )  # the uppers' INVITEs
         self.control = ControlRelay(self.policies, directory.channels)  # the uppers' DeviceControl
         for link in self.host.links:
-            link.commands = self.control
+            link.commands.append(self.control)
         directory.subscribe(self.channels_changed)
         self.transitions = Counter(
             "kgw_upper_platform_transitions",
@@ -108,6 +111,13 @@ class CascadeService(Collector):
             ["platform"],
             registry=None,
         )
+
+    def serve_recordings(self, records: RecordSearcher, playback: PlaybackSource) -> None:
+        """Serve the uppers' RecordInfo, Playback/Download INVITEs and their INFO (issue 11, docs/gb28181.md §16.4)."""
+        queries = self.record_queries = UpperRecordQueries(records, self.directory.channels, self.policies)
+        for link in self.links:
+            link.commands.append(queries)
+        self.relay.history = UpperHistory(playback)
 
     def _add_link(self, spec: UpperSpec, info: PlatformInfo) -> None:
         policy = spec.policy  # one per link: the closures below see this link's policy
@@ -197,6 +207,8 @@ class CascadeService(Collector):
         await asyncio.gather(*self._tcp_tasks, return_exceptions=True)
         self.relay.close()  # BYE to every upper still watching
         self.control.close()
+        if self.record_queries is not None:
+            self.record_queries.close()
         self._unregistered = asyncio.Event()
         self.host.stop_all(now, unregister=True)
         self.drain()

@@ -86,10 +86,15 @@ ALLOW: Final = "MESSAGE, SUBSCRIBE, OPTIONS, INVITE, ACK, BYE, CANCEL, INFO"
 
 
 class UpperCommands(Protocol):
-    """What judges and carries out an upper's commands (the DeviceControl relay)."""
+    """Judges and carries out one kind of an upper's commands (DeviceControl, RecordInfo…)."""
 
-    def status(self, link: UpperLink, message: ManscdpMessage) -> int: ...
-    def relay(self, link: UpperLink, message: ManscdpMessage, now: float) -> None: ...
+    def status(self, link: UpperLink, message: ManscdpMessage) -> int | None:
+        """The SIP status for the MESSAGE (403 outside the upper's policy…); None: not this handler's kind."""
+        ...
+
+    def relay(self, link: UpperLink, message: ManscdpMessage, now: float) -> bool:
+        """Act on a MESSAGE :meth:`status` accepted; False: not this handler's kind."""
+        ...
 
 
 UpperState = RegState
@@ -191,8 +196,8 @@ class UpperLink:
         self.device_info = device_info or PlatformInfo()
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
-        # Judges and relays the upper's commands (DeviceControl, gateway/cascade/control_relay.py).
-        self.commands: UpperCommands | None = None
+        # Judge and carry out the upper's commands (gateway/cascade/control_relay.py, upper_records.py).
+        self.commands: list[UpperCommands] = []
         self.registered_at: float | None = None
         label = f"upper platform {config.name!r:.40}"
         self.addresses = UpperAddresses(
@@ -402,13 +407,18 @@ class UpperLink:
         )
 
     def message_status(self, message: ManscdpMessage) -> int:
-        """Commands are judged by :attr:`commands` (403 outside the policy); every other message is accepted."""
-        return self.commands.status(self, message) if self.commands is not None else 200
+        """200, or the refusal of the handler whose kind the command is (403 outside the upper's policy)."""
+        for handler in self.commands:
+            status = handler.status(self, message)
+            if status is not None:
+                return status
+        return 200
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """Commands go to :attr:`commands`; a keepalive, a Response/Alarm to our alarms: the 200 is all."""
-        if self.commands is not None:
-            self.commands.relay(self, message, now)
+        """Commands go to their handler; a keepalive, a Response/Alarm to our alarms: the 200 is all."""
+        for handler in self.commands:
+            if handler.relay(self, message, now):
+                return
 
     def handle_call(self, event: RequestReceived, now: float) -> None:
         """Calls go to :attr:`on_call`; unclaimed ones get 404 (not shared), 488 (no relay) or 481."""

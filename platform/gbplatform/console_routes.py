@@ -13,6 +13,12 @@ type, since browsers refuse module scripts of any other type and the type guesse
 from the file name depends on the machine, and with ``Cache-Control: no-cache``
 like the page, so a browser revalidates every module (ETag) and never mixes old
 and new modules after an upgrade.
+
+``GET /api/console/limits`` tells the page the server's WebRTC caps and what the
+caller's role may do: patrol (轮巡) pre-opens the next page, so it needs two peer
+connections per cell and sizes its pages to half the per-user cap
+(``webrtc_per_user``); the playback buttons show only for roles that may use them
+(the server decides either way).
 """
 
 from __future__ import annotations
@@ -22,7 +28,11 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.httpapi.auth import mark_public
-from gateway.httpapi.guard import public
+from gateway.httpapi.common import json_response
+from gateway.httpapi.guard import authenticated, public
+from gateway.httpapi.identity import principal_of
+from gateway.httpapi.live_routes import PEERS
+from gateway.security.scope import Capability, allows
 
 CONSOLE_DIR = Path(__file__).resolve().parent / "console"
 ASSETS_PREFIX = "/console/assets"
@@ -50,11 +60,27 @@ async def console_asset(request: web.Request) -> web.FileResponse:
     return web.FileResponse(path, headers=headers)
 
 
+@authenticated
+async def console_limits(request: web.Request) -> web.Response:
+    """GET /api/console/limits: the WebRTC caps the console plans with (null: no live view here)
+    and the caller's capabilities."""
+    peers = request.app.get(PEERS)
+    principal = principal_of(request)
+    return json_response(
+        {
+            "webrtc_per_user": peers.per_user if peers is not None else None,
+            "webrtc_total": peers.total if peers is not None else None,
+            "capabilities": sorted(c.value for c in Capability if allows(principal, c)),
+        }
+    )
+
+
 def add_console_routes(app: web.Application) -> None:
     """Register the console page and its assets (a ``WebPart`` of the node's application)."""
     app.router.add_get("/", console_page)
     app.router.add_get("/console", console_page)
     app.router.add_get("/live/{channel_id}", console_page)
     app.router.add_get(ASSETS_PREFIX + "/{name}", console_asset)
+    app.router.add_get("/api/console/limits", console_limits)
     # Static files only: the page asks /api/me and shows the login form when that says 401.
     mark_public(app, ["/", "/console", "/live/{channel_id}", ASSETS_PREFIX + "/{name}"])

@@ -241,10 +241,10 @@ async def test_two_uppers_share_the_camera_and_policy_is_enforced(
     with pytest.raises(LiveError, match="Busy Here"):
         await municipal.live.watch(PERIMETER)
     relay.max_calls_per_upper = 32
-    # Only live play is relayed (no recordings, no talk), and the offer must carry y= (docs/gb28181.md §15.4).
+    # No talk is relayed (recordings are: test_cascade_records.py), and the offer must carry y= (§15.4).
     offer = offer_for_play(origin_user=PERIMETER, media_host="127.0.0.1", media_port=9, ssrc="1100000009")
-    playback = replace(offer, session_type=SessionType.PLAYBACK, uri=f"{PERIMETER}:0", start_time=1, end_time=2)
-    assert await _raw_invite(gateway, municipal.config.id, PERIMETER, build_sdp(playback)) == 488
+    talk = replace(offer, session_type=SessionType.TALK)
+    assert await _raw_invite(gateway, municipal.config.id, PERIMETER, build_sdp(talk)) == 488
     assert await _raw_invite(gateway, municipal.config.id, PERIMETER, build_sdp(replace(offer, ssrc=None))) == 488
     assert agent.stats.invites_received == 1 and gateway.live.invites_sent == 1
     assert relay.counters["forbidden"] == relay.counters["not_found"] == relay.counters["busy"] == 1

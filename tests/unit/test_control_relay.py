@@ -103,6 +103,6 @@ def test_unreadable_commands_offline_devices_and_other_messages() -> None:
     relay = _relay()
     body = b"<Control><CmdType>DeviceControl</CmdType><SN>1</SN><DeviceID>%s</DeviceID><PTZCmd>A5</PTZCmd></Control>"
     assert relay.status(_link("district"), parse_manscdp(body % ENTRANCE.encode())) == 400
-    assert relay.status(_link("district"), Keepalive(1, "x")) == 200
+    assert relay.status(_link("district"), Keepalive(1, "x")) is None  # not a DeviceControl: not its kind
     assert _relay(registered=False).status(_link("district"), _message(ENTRANCE, LEFT)) == 480
     assert relay.refused == 1

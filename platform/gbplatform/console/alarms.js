@@ -5,10 +5,15 @@
 // 未验证 with the reason: it is held from the police until the device re-registers from that
 // address or a permitted user presses 确认真实 (POST /api/alarms/{id}/verify; the server decides
 // who may). Repeats a rate limit collapsed into an alarm show as 重复 N 次.
+// A new or escalated alarm also pops up (alarm-popup.js) until acknowledged or closed;
+// 回放报警前30秒 plays the entrance camera's recording from 30 s before the alarm (playback.js).
 
 import { getJson, postJson } from "./api.js";
 import { $, el } from "./dom.js";
+import { closeAlarmPopup, openAlarmPopup } from "./alarm-popup.js";
 import { playInGrid } from "./grid.js";
+import { can } from "./limits.js";
+import { openPlayback } from "./playback.js";
 import { reveal } from "./tree.js";
 
 const STATES = { new: "新报警", delivered: "已送达", acknowledged: "已确认", resolved: "已处置" };
@@ -17,6 +22,8 @@ const UNVERIFIED = {
   not_registered: "设备未注册",
 };
 const alarms = new Map();  // id -> alarm JSON, newest first in the list
+let mayReplay = true;      // the role may play back (limits.js); the server checks anyway
+can("playback").then((yes) => { mayReplay = yes; });
 
 export function showAlarmError(text) {
   const box = $("alarm-error");
@@ -53,7 +60,7 @@ function renderAlarm(alarm) {
     li.dataset.id = alarm.id;
   }
   li.className = `state-${alarm.state}` + (li.classList.contains("fresh") ? " fresh" : "");
-  const title = el("div", "title", `${alarm.kind_name} · ${alarm.kindergarten_name || alarm.kindergarten_id || alarm.device_id}`);
+  const title = el("div", "title", titleText(alarm));
   if (alarm.verified === false) {
     const reason = UNVERIFIED[alarm.unverified_reason] || alarm.unverified_reason || "来源未验证";
     const badge = el("span", "unverified", `未验证：${reason}`);
@@ -70,38 +77,9 @@ function renderAlarm(alarm) {
     if (alarm.last_repeat_at) rep.title = `最近一次 ${formatTime(alarm.last_repeat_at)}`;
     title.append(rep);
   }
-  const who = alarm.resolved_by ? ` · 处置人 ${alarm.resolved_by}` : alarm.acknowledged_by ? ` · 确认人 ${alarm.acknowledged_by}` : "";
-  const meta = el("div", "meta", `${formatTime(alarm.received_at)} · ${alarm.district_name} · 优先级 ${alarm.priority ?? "?"} · ` +
-    `${STATES[alarm.state] || alarm.state}${who}`);
+  const meta = el("div", "meta", metaText(alarm));
   const actions = el("div", "actions");
-  if (alarm.live_channel_id) {
-    const live = el("button", "live", "查看现场");
-    live.type = "button";
-    live.addEventListener("click", () => {
-      playInGrid(alarm.live_channel_id, `${alarm.kindergarten_name || alarm.kindergarten_id || ""} 出入口`);
-      reveal(alarm.district_code, alarm.kindergarten_id, alarm.live_channel_id).catch(() => {});
-    });
-    actions.append(live);
-  }
-  if (alarm.verified === false && alarm.state !== "resolved") {
-    const verify = el("button", "verify", "确认真实");
-    verify.type = "button";
-    verify.title = "确认为真实报警：推送公安";
-    verify.addEventListener("click", () => verifyAlarm(alarm.id));
-    actions.append(verify);
-  }
-  if (alarm.state === "new" || alarm.state === "delivered") {
-    const ack = el("button", "ack", "确认");
-    ack.type = "button";
-    ack.addEventListener("click", () => act(alarm.id, "ack"));
-    actions.append(ack);
-  }
-  if (alarm.state !== "resolved") {
-    const done = el("button", "resolve", "处置完毕");
-    done.type = "button";
-    done.addEventListener("click", () => act(alarm.id, "resolve"));
-    actions.append(done);
-  }
+  actions.append(...actionButtons(alarm));
   li.replaceChildren(title, meta, actions);
   if (alarm.has_snapshot) {
     const img = document.createElement("img");
@@ -111,6 +89,71 @@ function renderAlarm(alarm) {
     li.append(img);
   }
   return li;
+}
+
+function titleText(alarm) {
+  return `${alarm.kind_name} · ${alarm.kindergarten_name || alarm.kindergarten_id || alarm.device_id}`;
+}
+
+function metaText(alarm) {
+  const who = alarm.resolved_by ? ` · 处置人 ${alarm.resolved_by}` : alarm.acknowledged_by ? ` · 确认人 ${alarm.acknowledged_by}` : "";
+  return `${formatTime(alarm.received_at)} · ${alarm.district_name} · 优先级 ${alarm.priority ?? "?"} · ` +
+    `${STATES[alarm.state] || alarm.state}${who}`;
+}
+
+// The alarm's buttons (the list entry and the popup each get their own).
+function actionButtons(alarm, fromPopup) {
+  const actions = [];
+  const done = () => { if (fromPopup) closeAlarmPopup(alarm.id); };
+  if (alarm.live_channel_id) {
+    const live = el("button", "live", "查看现场");
+    live.type = "button";
+    live.addEventListener("click", () => {
+      done();
+      playInGrid(alarm.live_channel_id, `${alarm.kindergarten_name || alarm.kindergarten_id || ""} 出入口`);
+      reveal(alarm.district_code, alarm.kindergarten_id, alarm.live_channel_id).catch(() => {});
+    });
+    actions.push(live);
+    if (mayReplay && Number.isFinite(alarm.received_ts)) {
+      // The alarm's time is the gateway's receipt (received_ts, epoch s): the device's own clock
+      // (device_time) is only judged against it, and has no time zone.
+      const replay = el("button", "replay", "回放报警前30秒");
+      replay.type = "button";
+      replay.title = "回放出入口摄像机报警前 30 秒起的录像";
+      replay.addEventListener("click", () => {
+        done();
+        openPlayback(alarm.live_channel_id, `${alarm.kindergarten_name || alarm.kindergarten_id || ""} 出入口`,
+          Math.floor(alarm.received_ts) - 30);
+      });
+      actions.push(replay);
+    }
+  }
+  if (alarm.verified === false && alarm.state !== "resolved") {
+    const verify = el("button", "verify", "确认真实");
+    verify.type = "button";
+    verify.title = "确认为真实报警：推送公安";
+    verify.addEventListener("click", () => verifyAlarm(alarm.id));
+    actions.push(verify);
+  }
+  if (alarm.state === "new" || alarm.state === "delivered") {
+    const ack = el("button", "ack", "确认");
+    ack.type = "button";
+    ack.addEventListener("click", () => act(alarm.id, "ack"));
+    actions.push(ack);
+  }
+  if (alarm.state !== "resolved") {
+    const resolve = el("button", "resolve", "处置完毕");
+    resolve.type = "button";
+    resolve.addEventListener("click", () => act(alarm.id, "resolve"));
+    actions.push(resolve);
+  }
+  return actions;
+}
+
+// A new or escalated alarm pops up while it waits for someone; handled ones leave the popup.
+function popUp(alarm, open) {
+  if (alarm.state !== "new" && alarm.state !== "delivered") closeAlarmPopup(alarm.id);
+  else if (open) openAlarmPopup(alarm, titleText(alarm), metaText(alarm), actionButtons(alarm, true));
 }
 
 function updateAlarmCount() {
@@ -126,6 +169,7 @@ function upsertAlarm(alarm, fresh) {
   const known = alarms.get(alarm.id);
   if (known && known.has_snapshot) alarm.has_snapshot = true;
   alarms.set(alarm.id, alarm);
+  popUp(alarm, false);
   const li = renderAlarm(alarm);
   if (!li.parentNode) {
     if (fresh) li.classList.add("fresh");
@@ -175,10 +219,11 @@ export function connectAlarms(delay) {
     const event = JSON.parse(ev.data);
     if (event.type === "alarm") {
       upsertAlarm(event.alarm, true);
+      popUp(event.alarm, true);
       beep();
     } else if (event.type === "updated" || event.type === "escalated") {
       upsertAlarm(event.alarm, event.type === "escalated");
-      if (event.type === "escalated") beep();
+      if (event.type === "escalated") { popUp(event.alarm, true); beep(); }
     } else if (event.type === "snapshot" && alarms.has(event.alarm_id)) {
       const alarm = alarms.get(event.alarm_id);
       alarm.has_snapshot = true;

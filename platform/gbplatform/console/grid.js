@@ -53,7 +53,7 @@ export function setLayout(n) {
     if (!shown && cell.channelId) closeCell(cell);  // fewer cells: their connections end
     cell.el.hidden = !shown;
     // Sub-stream in grids of 4 or more, main in a single cell (issue 11): switch what plays.
-    if (shown && cell.channelId && cell.stream !== cellStream()) playInCell(cell, cell.channelId, cell.name, cellStream());
+    if (shown && cell.channelId && cell.stream !== cellStream()) playInCell(cell, cell.channelId, cell.name, { stream: cellStream() });
   }
   const grid = $("grid");
   grid.className = `layout-${n}`;
@@ -86,7 +86,7 @@ export function playInGrid(channelId, name, index) {
   let target = index ?? selected;
   if (target >= layout) target = nextFree(0) ?? 0;
   const cell = cells[target];
-  playInCell(cell, channelId, name, cellStream());
+  playInCell(cell, channelId, name, { stream: cellStream() });
   selectCell(nextFree(target) ?? target);
   return cell;
 }

@@ -6,7 +6,10 @@
 //   left:   tree.js, tree-view.js, tree-model.js — the lazily loaded tree 行政区划 → 幼儿园 → 通道;
 //   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
 //           /live/{channel_id} opens that channel straight into cell 1;
-//   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场.
+//   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场,
+//           回放报警前30秒; alarm-popup.js pops new alarms up.
+//   patrol.js — 轮巡: the grid cycles through a group, the next page pre-opened (limits.js: caps);
+//   playback.js, timeline.js — 录像回放: a camera's day of recordings, playback, download.
 //   audit.js — 审计日志 (who viewed what), opened from the header, 市级管理员 only.
 //   login:  auth.js — /api/me; without a session only the login form shows; 用户名 · 角色, 退出登录.
 //   shared: api.js (JSON API, paging), dom.js (DOM helpers), codes.js (GB/T 28181 codes).
@@ -17,6 +20,8 @@ import { setupAudit } from "./audit.js";
 import { connectAlarms, loadAlarms, setupAlarmFilter, showAlarmError } from "./alarms.js";
 import { currentUser, showLogin, showUser } from "./auth.js";
 import { cells, layout, nameCells, playInGrid, selectCell, selected, setLayout, setupGrid } from "./grid.js";
+import { patrol, setupPatrol, startPatrol, stopPatrol } from "./patrol.js";
+import { openPlayback, playback, setupPlayback } from "./playback.js";
 import { onPlayingChange, peerLog } from "./player.js";
 import { loadHealth } from "./service.js";
 import { onChannelsLoaded, tree } from "./tree-model.js";
@@ -46,6 +51,8 @@ function main() {
   loadAlarms().catch((err) => showAlarmError(err.message || String(err)));
   connectAlarms(1000);
   setupAudit();
+  setupPatrol();
+  setupPlayback(() => cells[selected]?.channelId || cells.slice(0, layout).find((c) => c.channelId)?.channelId || null);
 }
 
 window.kgwConsole = {
@@ -55,6 +62,8 @@ window.kgwConsole = {
   play: playInGrid,
   refresh: refreshTree,
   setLayout,
+  patrol, startPatrol, stopPatrol,
+  playback, openPlayback,
 };
 
 async function start() {

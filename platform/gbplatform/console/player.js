@@ -1,7 +1,9 @@
 // One cell of the live-view grid and its one RTCPeerConnection: a receive-only video offer
 // sent in one round trip once ICE gathering is done (POST /api/channels/{id}/webrtc, no
 // trickle ICE); the gateway answers H.264 only (passed through, no transcoding). The cell
-// shows its state (empty / connecting / playing / failed). grid.js decides which cell plays what.
+// shows its state (empty / connecting / playing / failed). grid.js decides which cell plays what;
+// patrol.js pre-opens cells off screen and swaps them in (so handlers read cell.index, not a
+// copy); playback.js plays a recording through the same code with its own offer URL.
 
 import { el } from "./dom.js";
 import { channelName } from "./tree-model.js";
@@ -47,10 +49,10 @@ export function makeCell(index, select) {
   empty.append(el("span", "cell-number", String(index + 1)), el("span", "", "点击左侧摄像机播放"));
   root.append(video, empty, bar);
   const cell = { index, el: root, video, title, status, channelId: null, name: "", named: false, pc: null, timer: null };
-  root.addEventListener("click", () => select(index));
+  root.addEventListener("click", () => select(cell.index));
   root.addEventListener("dblclick", () => { if (cell.channelId && root.requestFullscreen) root.requestFullscreen().catch(() => {}); });
-  close.addEventListener("click", (ev) => { ev.stopPropagation(); closeCell(cell); select(index); });
-  retry.addEventListener("click", (ev) => { ev.stopPropagation(); if (cell.channelId) playInCell(cell, cell.channelId, cell.name, cell.stream); });
+  close.addEventListener("click", (ev) => { ev.stopPropagation(); closeCell(cell); select(cell.index); });
+  retry.addEventListener("click", (ev) => { ev.stopPropagation(); if (cell.channelId) playInCell(cell, cell.channelId, cell.name, { stream: cell.stream, offerUrl: cell.offerUrl }); });
   video.addEventListener("playing", () => { if (cell.pc) setCellState(cell, "playing", "播放中"); });
   return cell;
 }
@@ -99,12 +101,16 @@ export function cellLabel(name) {
   return parts.length > 1 ? `${parts.pop().trim()} · ${parts.join("·").trim()}` : name;
 }
 
-// `stream`: "sub" for cells of a 4-or-more grid, "main" for a single cell (issue 11).
-export async function playInCell(cell, channelId, name, stream = "main") {
+// Play `channelId` in the cell: live by default (`stream`: "sub" for cells of a 4-or-more grid,
+// "main" for a single cell), or whatever `offerUrl` answers an offer for (a playback session:
+// POST /api/playback/{id}/webrtc).
+export async function playInCell(cell, channelId, name, { stream = "main", offerUrl = null } = {}) {
   stopCell(cell);
   cell.stream = stream;
   delete cell.el.dataset.stream;
   cell.channelId = channelId;
+  cell.offerUrl = offerUrl || null;
+  cell.httpStatus = 0;
   cell.name = name || channelName(channelId) || channelId;
   cell.named = Boolean(name || channelName(channelId));
   cell.title.textContent = cellLabel(cell.name);
@@ -137,7 +143,7 @@ export async function playInCell(cell, channelId, name, stream = "main") {
     await conn.setLocalDescription(await conn.createOffer());
     await waitIceComplete(conn, 3000);
     if (cell.pc !== conn) return;  // closed or replaced meanwhile
-    const resp = await fetch(`/api/channels/${encodeURIComponent(channelId)}/webrtc`, {
+    const resp = await fetch(offerUrl || `/api/channels/${encodeURIComponent(channelId)}/webrtc`, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       credentials: "same-origin",
@@ -145,6 +151,7 @@ export async function playInCell(cell, channelId, name, stream = "main") {
     });
     const text = await resp.text();
     if (!resp.ok) {
+      cell.httpStatus = resp.status;  // patrol retries a 429 (peer cap) once old pages are gone
       let detail = text;
       try { detail = JSON.parse(text).error || text; } catch (err) { /* plain text */ }
       throw new Error(`网关拒绝 (HTTP ${resp.status})：${detail}`);

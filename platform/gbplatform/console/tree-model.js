@@ -12,6 +12,8 @@ export const tree = {
   channels: new Map(),    // id -> channel JSON plus kind
   kgCounts: new Map(),    // kindergarten id -> {total, online} from the district scan
   query: "",
+  picked: null,           // kindergarten ids ticked for a patrol (patrol.js), or null: no ticks shown
+  onCamera: null,         // set while another panel (playback.js) takes the clicked camera instead of the grid
 };
 
 const channelListeners = [];

@@ -56,6 +56,13 @@ function rowFor(node) {
   row.append(name);
   if (node.kind === "district") row.append(el("span", "sub", `${node.kindergartens} 所`));
   if (node.kind === "kg" && node.uplink && node.uplink.used_kbps) row.append(uplinkEl(node.uplink));
+  if (node.kind === "kg" && tree.picked && !node.virtual) {  // 轮巡: tick kindergartens (tree.js toggles)
+    const pick = el("input", "pick");
+    pick.type = "checkbox";
+    pick.checked = tree.picked.has(node.id);
+    pick.title = "选入轮巡";
+    row.prepend(pick);
+  }
   row.append(el("span", `count ${counts && counts.online ? "online" : "offline"}`, countText(counts)));
   return row;
 }

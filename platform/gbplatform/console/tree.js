@@ -70,7 +70,8 @@ function activate(li) {
     return;
   }
   showError("");
-  playInGrid(node.id, node.name);
+  if (tree.onCamera) tree.onCamera(node);  // e.g. the playback panel is open: it takes the camera
+  else playInGrid(node.id, node.name);
 }
 
 // Open the path to a channel (an alarm's kindergarten) and scroll it into view.
@@ -107,6 +108,13 @@ export function setupTree() {
   const ul = $("tree");
   ul.addEventListener("click", (ev) => {
     const row = ev.target.closest(".row");
+    if (row && tree.picked && ev.target.classList.contains("pick")) {  // 轮巡's kindergarten ticks
+      const id = row.parentElement.dataset.id;
+      if (ev.target.checked) tree.picked.add(id);
+      else tree.picked.delete(id);
+      document.dispatchEvent(new CustomEvent("kgw-tree-picked"));
+      return;
+    }
     if (row && ul.contains(row)) activate(row.parentElement);
   });
   ul.addEventListener("keydown", (ev) => {
