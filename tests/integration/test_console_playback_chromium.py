@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
+from typing import Any
+
+from gateway.gb28181.device_recordings import RecordingIndex
+from gateway.gb28181.device_records import DeviceRecords, RecordOptions
 
 from tests.conftest import AUTH_HEADERS, TEST_ADMIN, add_user, http_json
 from tests.integration.test_console_chromium import _click, _poll, chromium_page
@@ -50,6 +55,101 @@ async def _fetch_head(url: str) -> tuple[int, str, bytes]:
             return response.status, response.headers.get("Content-Type", ""), response.read(64)
 
     return await asyncio.to_thread(call)
+
+
+def _records_on(fleet: Any, channel_id: str) -> DeviceRecords:
+    """The simulated NVR behind ``channel_id`` keeps its recordings (the nvrsim DeviceRecords feature)."""
+    for agent in fleet.agents.values():
+        if any(ch.device_id == channel_id for ch in agent.profile.channels):
+            loop_now = asyncio.get_running_loop().time()
+            feature = DeviceRecords(RecordingIndex(), RecordOptions(), wall_offset=time.time() - loop_now)
+            agent.features.append(feature)
+            return feature
+    raise AssertionError(f"no simulated device has {channel_id}")
+
+
+async def _entrance(service: Any, kg_id: str) -> str:
+    """The kindergarten's confirmed entrance camera, online (what an alarm's replay opens)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while loop.time() < deadline:
+        camera = service.directory.entrance_camera(kg_id)
+        if camera and service.directory.channels[camera].online:
+            return str(camera)
+        await asyncio.sleep(0.1)
+    raise AssertionError("the kindergarten's entrance camera never came online")
+
+
+async def test_alarm_replay_opens_the_timeline_30s_before(gateway_factory, fleet_factory):
+    """回放报警前30秒 (popup): the panel opens on the entrance camera, the day's recordings are drawn
+    (the alarm file red, the continuous ones blue, a legend) and playback is asked from 30 s
+    before the alarm's time (the request the console sends)."""
+    service = await gateway_factory()
+    await add_user(service, *TEST_ADMIN)
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    kg = fleet.city[0]
+    entrance = await _entrance(service, kg.id)
+    records = _records_on(fleet, entrance)
+    base = f"http://127.0.0.1:{service.http_port}"
+    async with asyncio.timeout(120), chromium_page(f"{base}/") as (cdp, session, _log):
+        await cdp.call("Network.enable", session)
+        await _poll(
+            cdp,
+            session,
+            "document.getElementById('alarm-link').textContent",
+            lambda t: t == "报警已连接",
+            what="alarm link",
+        )
+        fleet.press(kg.id, "button")
+        records.index.add_alarm(int(time.time()))  # the NVR's alarm linkage records the site's cameras
+        popup = await _poll(
+            cdp,
+            session,
+            "document.querySelector('#alarm-popup:not([hidden]) li')?.dataset.id || ''",
+            bool,
+            what="the alarm popup",
+        )
+        _, alarm = await http_json(f"{base}/api/alarms/{popup}")
+        assert alarm["live_channel_id"] == entrance, alarm
+        start = int(alarm["received_ts"]) - 30
+        # The list entry has the button too.
+        assert await cdp.evaluate(session, f"!!document.querySelector('#alarms li[data-id=\"{popup}\"] button.replay')")
+        seen = len(cdp.events)
+        await cdp.evaluate(session, _click("#alarm-popup button.replay"))
+        state = await _poll(
+            cdp, session, PB_STATE, lambda s: s["open"] and s["time_segs"] and s["alarm_segs"], what="the timeline"
+        )
+        assert state["channel"] == entrance and state["grid_hidden"], state
+        assert "大门口" in state["camera"] or kg.name in state["camera"], state["camera"]
+        assert not await cdp.evaluate(session, "!!document.querySelector('#alarm-popup:not([hidden])')")
+        # Drawn as the NVR lists them: the alarm's own file (30 s before it on) in another colour.
+        expected = records.index.query(entrance, state["day"], int(time.time()), int(time.time()))
+        assert len(state["time_segs"]) + len(state["alarm_segs"]) == len(expected), (state, expected)
+        assert any(a["start"] <= start + 1 and a["end"] > start for a in state["alarm_segs"]), (
+            state["alarm_segs"],
+            start,
+        )
+        assert state["alarm_segs"][0]["color"] != state["time_segs"][0]["color"], state
+        assert "报警录像" in state["legend"] and "定时录像" in state["legend"], state["legend"]
+        assert f"报警 {len(state['alarm_segs'])} 段" in state["summary"], state["summary"]
+        # Playback is asked from 30 s before the alarm.
+        posts = []
+        for _ in range(100):
+            posts = [
+                e["params"]["request"]
+                for e in cdp.events[seen:]
+                if e["method"] == "Network.requestWillBeSent"
+                and e["params"]["request"]["url"].endswith(f"/api/channels/{entrance}/playback")
+            ]
+            if posts:
+                break
+            await asyncio.sleep(0.1)
+        assert len(posts) == 1 and posts[0]["method"] == "POST", posts
+        body = json.loads(posts[0]["postData"])
+        assert body["start"] == start and body["end"] > start, (body, start)
+        # 返回实时: the grid is back.
+        await cdp.evaluate(session, _click("#pb-close"))
+        await _poll(cdp, session, PB_STATE, lambda s: not s["open"] and not s["grid_hidden"], what="back to live")
 
 
 async def test_playback_from_an_alarm_and_the_timeline(gateway_factory, fleet_factory):
