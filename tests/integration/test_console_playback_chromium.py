@@ -19,7 +19,6 @@ from typing import Any
 
 from gateway.gb28181.device_recordings import RecordingIndex
 from gateway.gb28181.device_records import DeviceRecords, RecordOptions
-
 from tests.conftest import AUTH_HEADERS, TEST_ADMIN, add_user, http_json
 from tests.integration.test_console_chromium import _click, _poll, chromium_page
 
