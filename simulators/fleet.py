@@ -46,6 +46,7 @@ from gateway.gb28181.device_agent import (
     Misbehaviour,
     ServerInfo,
 )
+from gateway.gb28181.device_recordings import IndexOptions, RecordingIndex
 from gateway.gb28181.manscdp import CatalogItem
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
@@ -54,6 +55,8 @@ from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
+from simulators.playback import PlaybackHub, attach_recordings, site_seed
+from simulators.playback_video import SecondCache
 from simulators.streamer import StreamHub, StreamStats
 from simulators.video import ClipCache, VideoProfile
 
@@ -113,6 +116,14 @@ class KindergartenNode:
     host: AgentHost
     driver: SipDriver | None = None
     media: StreamHub | None = None
+    playback: PlaybackHub | None = None  # recordings of its cameras (simulators.playback)
+    recordings: RecordingIndex | None = None
+
+    def drain(self) -> None:
+        """The driver's activity hook: live calls, then playback calls."""
+        for hub in (self.media, self.playback):
+            if hub is not None:
+                hub.drain()
 
 
 @dataclass
@@ -124,6 +135,7 @@ class Fleet:
     nodes: list[KindergartenNode] = field(default_factory=list)
     agents: dict[str, DeviceAgent] = field(default_factory=dict)
     clips: ClipCache = field(default_factory=ClipCache)
+    seconds: SecondCache = field(default_factory=SecondCache)  # playback GOPs
     control: web.AppRunner | None = field(default=None, init=False)
     control_port: int | None = field(default=None, init=False)
     """The bound port of the control endpoint once started."""
@@ -163,7 +175,8 @@ class Fleet:
             node.media = StreamHub(node.host, plan.name, self.clips, opts.video, local_host=opts.local_host)
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
             router = SipRouter(endpoint, [node.host], unclaimed_status=404)
-            node.driver = SipDriver(router, on_activity=node.media.drain)
+            node.playback = PlaybackHub(node.host, plan.name, self.seconds, opts.video, local_host=opts.local_host)
+            node.driver = SipDriver(router, on_activity=node.drain)
             if opts.transport is Transport.UDP:
                 await node.driver.listen(opts.local_host, 0, tcp=False)
                 server_peer = Peer(Transport.UDP, opts.gateway_host, opts.gateway_port)
@@ -182,6 +195,9 @@ class Fleet:
                 index += 1
                 node.host.add(agent)
                 self.agents[device.id] = agent
+            wall_offset = time.time() - node.driver.loop.time()
+            seed = IndexOptions(seed=site_seed(opts.seed, plan.id))
+            node.recordings = attach_recordings(node.playback, seed, wall_offset=wall_offset)
             self.nodes.append(node)
             self._by_id[plan.id] = node
         if opts.control_port is not None:
@@ -230,6 +246,8 @@ class Fleet:
         for node in self.nodes:
             if node.media is not None:
                 node.media.close()
+            if node.playback is not None:
+                node.playback.close()
             for agent in node.host.agents.values():
                 agent.stop(loop.time(), unregister=unregister)
         if unregister:
@@ -261,6 +279,7 @@ class Fleet:
             "keepalives_sent": sum(a.stats.keepalives_sent for a in self.agents.values()),
             "refusals": sum(a.stats.refusals for a in self.agents.values()),
             "streams": sum(len(n.media.streams) for n in self.nodes if n.media is not None),
+            "playbacks": sum(len(n.playback.streams) for n in self.nodes if n.playback is not None),
             "video_frames": self.media_totals().frames,
             "alarms_pressed": sum(a.stats.alarms_sent for a in self.agents.values()),
             "alarms_answered": sum(a.stats.alarms_answered for a in self.agents.values()),
@@ -341,6 +360,8 @@ class Fleet:
     def _press_on(self, node: KindergartenNode, device: SimDevice, kind: str) -> AlarmRecord:
         assert node.driver is not None
         wall = datetime.fromtimestamp(time.time())  # local time: GB/T 28181 AlarmTime has no zone
+        if node.recordings is not None:  # the site's cameras record around it (alarm files)
+            node.recordings.add_alarm(int(wall.timestamp()))
         return node.host.press_alarm(device.id, node.driver.loop.time(), wall, kind=kind)
 
     async def _alarm_loop(self, rate: float) -> None:

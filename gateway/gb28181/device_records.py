@@ -94,6 +94,7 @@ __all__ = [
     "RecordEvent",
     "RecordOptions",
     "RecordStats",
+    "records_of",
 ]
 
 MANSRTSP_CONTENT_TYPE = "Application/MANSRTSP"
@@ -404,14 +405,16 @@ class DeviceRecords:
             speed,
             PlaybackClock(float(duration), scale=speed),
         )
-        calls = self._calls(agent)
-        calls.on_request(event, channel_id, now)
-        if calls.active and request.call_id not in self.sessions:
-            self.sessions[request.call_id] = session
-            if kind is SessionType.DOWNLOAD:
-                self.stats.downloads += 1
-            else:
-                self.stats.playbacks += 1
+        self.sessions[request.call_id] = session
+        self._calls(agent).on_request(event, channel_id, now)
+        self._collect(now)
+        if not any(isinstance(e, MediaRequested) and e.call_id == request.call_id for e in self._events):
+            del self.sessions[request.call_id]  # the calls refused it (e.g. 488 for an offer without y=)
+            return
+        if kind is SessionType.DOWNLOAD:
+            self.stats.downloads += 1
+        else:
+            self.stats.playbacks += 1
 
     def _on_info(self, agent: DeviceAgent, request: SipRequest, txn: str, now: float) -> None:
         session = self.sessions.get(request.call_id)
@@ -523,6 +526,11 @@ class DeviceRecords:
             self._events.append(PlaybackChanged(session.call_id, "STALL"))
         else:
             self.hang_up(session.call_id, now)
+
+
+def records_of(agent: DeviceAgent) -> DeviceRecords | None:
+    """The recordings feature of a simulated device, or None (tests switch its ``options`` at run time)."""
+    return next((f for f in agent.features if isinstance(f, DeviceRecords)), None)
 
 
 def _epoch(value: datetime) -> float:

@@ -344,6 +344,7 @@ def test_refusals_unknown_channel_and_bad_range() -> None:
     for channel, offer, status in (
         ("12010000001310000099", bad, 404),  # not a camera of this NVR: the host answers 404 too
         (CAM, dataclasses.replace(bad, start_time=300), 488),  # t= reversed
+        (CAM, dataclasses.replace(bad, ssrc=None), 488),  # no y=: the calls refuse it, no session is kept
     ):
         session = PlaySession(
             rig.h.access.endpoint, GATEWAY_ID, REALM, channel, DEV_PEER, "10.0.0.1", 30000, MediaTransport.UDP, SSRC,
