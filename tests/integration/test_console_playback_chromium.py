@@ -12,10 +12,15 @@ the COMMON11 contract.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
 
+import cv2
+import numpy as np
+
+from simulators.stamp import read_stamp
 from tests.conftest import TEST_ADMIN, add_user, http_json
 from tests.integration.test_console_chromium import _click, _poll, chromium_page
 
@@ -64,6 +69,34 @@ async def _page_file_head(cdp: Any, session: str, url: str) -> tuple[int, str, b
     result = await cdp.call("Runtime.evaluate", session, expression=expression, awaitPromise=True, returnByValue=True)
     status, content_type, head = result["result"]["value"]
     return status, content_type, bytes(head)
+
+
+VIDEO_RECT = """(() => {
+  const v = document.querySelector('#playback video');
+  const r = v.getBoundingClientRect();
+  // object-fit: contain: the picture's own box inside the element
+  const k = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+  const w = v.videoWidth * k, h = v.videoHeight * k;
+  return {x: r.left + (r.width - w) / 2 + scrollX, y: r.top + (r.height - h) / 2 + scrollY, width: w, height: h,
+          vw: v.videoWidth, vh: v.videoHeight,
+          label: Number(document.getElementById('pb-time').dataset.epoch)};
+})()"""
+
+
+async def _burned_in_vs_label(cdp: Any, session: str) -> tuple[int, int]:
+    """The recorded time burned into the picture on screen (the simulated NVR's block code, read
+    from a screenshot) and the time label's epoch at that moment."""
+    for _ in range(40):
+        rect = await cdp.evaluate(session, VIDEO_RECT)
+        clip = {k: rect[k] for k in ("x", "y", "width", "height")} | {"scale": 1}
+        shot = await cdp.call("Page.captureScreenshot", session, format="png", clip=clip)
+        image = cv2.imdecode(np.frombuffer(base64.b64decode(shot["data"]), np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.resize(image, (rect["vw"], rect["vh"]), interpolation=cv2.INTER_AREA)
+        stamp = read_stamp(image)
+        if stamp is not None:
+            return stamp.epoch, rect["label"]
+        await asyncio.sleep(0.1)
+    raise AssertionError("no readable recorded-time stamp in the playback picture")
 
 
 async def _entrance(service: Any, kg_id: str) -> str:
@@ -261,6 +294,13 @@ async def test_playback_from_an_alarm_and_the_timeline(gateway_factory, fleet_fa
             what="playing from the click",
         )
         assert clicked["start"] <= state["epoch"] <= clicked["start"] + 15, (state, clicked)
+        # The label says what the picture shows: the NVR burns the recorded time into every frame.
+        burned, label = await _burned_in_vs_label(cdp, session)
+        assert clicked["start"] <= burned <= clicked["start"] + 20 and abs(burned - label) <= 3, (
+            burned,
+            label,
+            clicked,
+        )
         cursor = await cdp.evaluate(session, "window.kgwConsole.playback.session.start")
         assert cursor == clicked["start"]
 
