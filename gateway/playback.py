@@ -61,7 +61,7 @@ from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 
-__all__ = ["Playback", "PlaybackError", "PlaybackService", "PlaybackState"]
+__all__ = ["Playback", "PlaybackError", "PlaybackPosition", "PlaybackService", "PlaybackState"]
 
 log = logging.getLogger("kgw.playback")
 
@@ -120,23 +120,12 @@ class Playback:
     controls: dict[str, asyncio.Future[PlayInfoAnswered]] = field(default_factory=dict)
     cseq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     first_frame_at: float | None = None
-    # Position: recorded seconds from ``start`` = base + (pts - base_pts) / 90 kHz.
-    base_position: float = 0.0
-    base_pts: int | None = None
-    last_pts: int | None = None
-    # Output PTS kept monotonic across seeks and device discontinuities.
-    pts_offset: int = 0
-    last_out_pts: int | None = None
-    rebase: bool = True  # the next video unit with a PTS starts a new base
+    tracker: PlaybackPosition = field(default_factory=lambda: PlaybackPosition(0.0))
 
     @property
     def position(self) -> float:
         """Seconds from ``start`` of the recorded time now shown (clamped to the window)."""
-        if self.base_pts is None or self.last_pts is None:
-            value = self.base_position
-        else:
-            value = self.base_position + ((self.last_pts - self.base_pts) % PTS_WRAP) / PTS_HZ
-        return round(min(max(0.0, value), float(self.end - self.start)), 3)
+        return round(min(max(0.0, self.tracker.position), float(self.end - self.start)), 3)
 
     @property
     def active(self) -> bool:
@@ -158,34 +147,65 @@ class Playback:
             out["end_reason"] = self.end_reason
         return out
 
+
+@dataclass(slots=True)
+class PlaybackPosition:
+    """Where the recording stands, from the stream's PTS, and the output PTS kept monotonic.
+
+    Position = ``base_position + (pts - base_pts) / 90 kHz``: the base is the start (0)
+    or the last seek target, anchored at the first *key frame* after it (the frames in
+    flight from before the seek are not the new position). A PTS jump of more than
+    :data:`MAX_PTS_JUMP` without a seek is the device skipping a gap: the position goes
+    on from there. Output PTS continue one 25 fps frame after the last one at every new
+    base, so a browser's jitter buffer never sees time run backwards.
+    """
+
+    base_position: float
+    base_pts: int | None = None
+    last_pts: int | None = None
+    pts_offset: int = 0
+    last_out_pts: int | None = None
+    rebase: bool = True  # the next video key frame with a PTS starts a new base
+
+    @property
+    def position(self) -> float:
+        """Seconds from the window's start (not clamped)."""
+        if self.base_pts is None or self.last_pts is None:
+            return self.base_position
+        return self.base_position + ((self.last_pts - self.base_pts) % PTS_WRAP) / PTS_HZ
+
+    def seek(self, position: float) -> None:
+        """The device accepted a seek to ``position``: the next key frame is the new base."""
+        self.base_position, self.base_pts, self.last_pts, self.rebase = float(position), None, None, True
+
     def take(self, unit: AccessUnit) -> AccessUnit:
-        """Track the position from a unit's PTS and give the unit with a monotonic output PTS."""
+        """Track the position from a unit's PTS; the unit with its output PTS."""
         if unit.pts is None or not unit.is_video:
             return self._shift(unit)
         pts = unit.pts
-        if self.last_pts is not None and not self.rebase:
-            step = (pts - self.last_pts) % PTS_WRAP
-            if step > MAX_PTS_JUMP and (self.last_pts - pts) % PTS_WRAP > MAX_PTS_JUMP:
-                # The device jumped on its own (a gap between files): keep the position going from here.
-                self.base_position, self.base_pts = self.position, pts
-                self._continue_output(pts)
         if self.rebase:
             if not unit.keyframe:
-                return self._shift(unit)  # still the frames from before the seek: the base is the next key frame
+                return self._shift(unit)  # still the frames from before the seek
             self.rebase = False
             self.base_pts = pts
             self._continue_output(pts)
+        elif self.last_pts is not None:
+            ahead, behind = (pts - self.last_pts) % PTS_WRAP, (self.last_pts - pts) % PTS_WRAP
+            if ahead > MAX_PTS_JUMP and behind > MAX_PTS_JUMP:
+                self.base_position, self.base_pts = self.position, pts  # the device skipped on its own
+                self._continue_output(pts)
         self.last_pts = pts
         return self._shift(unit)
 
     def _continue_output(self, pts: int) -> None:
-        """Choose the offset that makes ``pts`` follow the last output PTS by one 25 fps frame."""
         if self.last_out_pts is not None:
             self.pts_offset = self.last_out_pts + PTS_HZ // 25 - pts
 
     def _shift(self, unit: AccessUnit) -> AccessUnit:
-        if unit.pts is None or self.pts_offset == 0:
-            if unit.pts is not None and unit.is_video:
+        if unit.pts is None:
+            return unit
+        if self.pts_offset == 0:
+            if unit.is_video:
                 self.last_out_pts = unit.pts
             return unit
         pts = (unit.pts + self.pts_offset) % PTS_WRAP
@@ -224,7 +244,7 @@ class _Tracking:
         self.pb = pb
 
     def publish(self, unit: AccessUnit, now: float) -> None:
-        self.pb.fanout.publish(self.pb.take(unit), now)
+        self.pb.fanout.publish(self.pb.tracker.take(unit), now)
 
 
 class PlaybackService:
@@ -456,7 +476,7 @@ class PlaybackService:
         elif action == "scale" and scale is not None:
             pb.scale = scale
         elif action == "seek" and position is not None:
-            pb.base_position, pb.base_pts, pb.last_pts, pb.rebase = float(position), None, None, True
+            pb.tracker.seek(position)
 
     def _close(self, pb: Playback, state: PlaybackState, reason: str) -> None:
         if self.playbacks.pop(pb.id, None) is None:
@@ -485,6 +505,8 @@ class PlaybackService:
         for future in pb.controls.values():
             if not future.done():
                 future.set_exception(PlaybackError(409, f"回放已结束 (playback ended: {reason})"))
+        for consumer in pb.fanout.consumers:  # viewers' tracks end on their next pull
+            pb.fanout.detach(consumer, self.loop.time())
         pb.wakeup.set()
         self.ended[pb.id] = pb
         self.loop.call_later(RETAIN_ENDED, self.ended.pop, pb.id, None)

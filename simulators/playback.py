@@ -84,6 +84,7 @@ class PlaybackStreamer(CameraStreamer):
         self._recorded = recorded  # (start, end) of the files covering the range, sorted
         self._starts = [s for s, _ in recorded]
         self._generation = -1
+        self._jumps = -1
         self._key_only = False
         self._muxer = PsMuxer(profile.stream_type)
         self._pending: dict[SecondKey, asyncio.Future[EncodedSecond]] = {}
@@ -167,10 +168,16 @@ class PlaybackStreamer(CameraStreamer):
     def _send_due(self) -> None:
         now = self._loop.time()
         clock, fps = self.session.clock, self.profile.fps
-        if clock.generation != self._generation:  # a jump: restart at the key frame of this second
+        if clock.generation != self._generation:  # a control: re-read the pace (and the position on a jump)
             self._generation = clock.generation
-            self._key_only = self.session.kind is SessionType.PLAYBACK and clock.scale >= KEY_ONLY_SCALE
-            self.next_frame = min(int(clock.position(now)) * fps, self.total_frames)
+            key_only = self.session.kind is SessionType.PLAYBACK and clock.scale >= KEY_ONLY_SCALE
+            if clock.jumps != self._jumps:  # start or seek: from the key frame of this second
+                self._jumps = clock.jumps
+                self.next_frame = int(clock.position(now)) * fps
+            elif key_only and not self._key_only:  # go on from the next key frame
+                self.next_frame = -(-self.next_frame // fps) * fps
+            self.next_frame = min(self.next_frame, self.total_frames)
+            self._key_only = key_only
         due = min(self.total_frames, math.floor(clock.position(now) * fps + 1e-6) + 1)
         if due - self.next_frame > 2 * fps:  # more than two seconds late: drop to the latest second
             self.next_frame = (due - 1) // fps * fps

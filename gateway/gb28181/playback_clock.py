@@ -9,7 +9,8 @@ is that position as a piecewise-linear function of the caller's clock: an anchor
 (position, time) plus the rate. The signalling side (the device feature) asks it
 when the end is reached, to send ``MediaStatus`` 121; the media side asks it which
 recorded frame is due now. ``generation`` changes with every jump (seek, pause,
-resume, scale), so the media side knows to start again from a key frame.
+resume, scale), so the media side re-reads the pace; ``jumps`` only with a jump of the
+position (start, seek), after which it starts again from a key frame.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class PlaybackClock:
     anchor_position: float = 0.0
     anchor_time: float = 0.0
     generation: int = 0
+    jumps: int = 0
 
     def __post_init__(self) -> None:
         if not self.duration > 0 or not math.isfinite(self.duration):
@@ -68,6 +70,7 @@ class PlaybackClock:
     def start(self, now: float) -> None:
         """Begin playing from the current position (the ACK arrived)."""
         self._move(now, playing=True)
+        self.jumps += 1
 
     def pause(self, now: float) -> None:
         """``PAUSE``: hold the current position."""
@@ -82,6 +85,7 @@ class PlaybackClock:
         if not math.isfinite(position) or position < 0:
             raise PlaybackClockError(f"seek position must be a non-negative number, not {position}")
         self._move(now, playing=True, position=min(position, self.duration))
+        self.jumps += 1
 
     def set_scale(self, scale: float, now: float) -> None:
         """``PLAY`` with ``Scale``: go on at ``scale`` recorded seconds per second."""

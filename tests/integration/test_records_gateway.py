@@ -6,18 +6,16 @@ import asyncio
 import time
 
 from gateway.gb28181.device_records import DeviceRecords, RecordOptions
-from gateway.gb28181.device_recordings import RecordingIndex
 from tests.conftest import http_json, wait_for
 
 
 def camera_with_records(service, fleet, options: RecordOptions) -> tuple[str, DeviceRecords]:
-    """A camera channel of the fleet whose device now keeps recordings (a DeviceRecords feature)."""
+    """A camera channel of the fleet and its device's recordings feature, now answering with ``options``."""
     for agent in fleet.agents.values():
         for channel in agent.profile.channels:
             if channel.device_id[10:13] == "131":
-                loop_now = asyncio.get_running_loop().time()
-                feature = DeviceRecords(RecordingIndex(), options, wall_offset=time.time() - loop_now)
-                agent.features.append(feature)
+                feature = next(f for f in agent.features if isinstance(f, DeviceRecords))
+                feature.options = options
                 return channel.device_id, feature
     raise AssertionError("no camera in the simulated kindergarten")
 
@@ -44,7 +42,8 @@ async def test_search_lists_the_nvr_segments_split_over_messages(gateway_factory
     assert len(expected) > 3, "a day of 30-minute files is more than one MESSAGE"
     assert body["complete"] is True and body["sum_num"] == len(expected) == len(body["items"])
     assert [(i["start"], i["end"], i["type"], i["file_size"], i["file_path"]) for i in body["items"]] == [
-        (r.start, r.end, r.kind.value, r.file_size, r.file_path) for r in sorted(expected, key=lambda r: (r.start, r.end))
+        (r.start, r.end, r.kind.value, r.file_size, r.file_path)
+        for r in sorted(expected, key=lambda r: (r.start, r.end))
     ]
     assert records.stats.answers_sent >= len(expected) // 3
     # alarm only

@@ -119,6 +119,10 @@ async def test_playback_seek_scale_pause_and_media_status(gateway_factory, fleet
         (t0, r0), (t1, r1) = pairs[5], pairs[-1]
         assert t1 - t0 > 0.5
         assert 1.4 < (r1 - r0) / (t1 - t0) < 2.8, (r1 - r0, t1 - t0)
+        since_seek = sink.times(sought)
+        assert since_seek[since_seek.index(start + 20.0) :] == sorted(since_seek[since_seek.index(start + 20.0) :])
+        pts = [p for at, _, p, _ in sink.seen if at >= sought]
+        assert pts[pts.index(20 * 90000) :] == sorted(pts[pts.index(20 * 90000) :])  # a new scale never goes back
 
         # Pause: no more pictures until resumed; position holds.
         assert (await control(mansrtsp.pause(4))).status == 200

@@ -85,9 +85,10 @@ def test_clock_scale_pause_seek_and_end() -> None:
     assert clock.time_at(100.0) == pytest.approx(20.0 + 90 / 4)
     clock.pause(25.0)
     assert clock.position(1000.0) == pytest.approx(30.0) and clock.time_at(100.0) is None
-    generation = clock.generation
+    generation, jumps = clock.generation, clock.jumps
+    assert jumps == 1  # the start; scale and pause changed the pace, not the position
     clock.seek(80.0, 30.0)
-    assert clock.generation > generation and clock.playing and clock.scale == 4.0
+    assert clock.generation > generation and clock.jumps == 2 and clock.playing and clock.scale == 4.0
     assert clock.position(35.0) == 100.0 and clock.at_end(35.0)
     clock.seek(500.0, 40.0)  # clamped
     assert clock.position(40.0) == 100.0
