@@ -13,7 +13,8 @@ requested range; ``bytes`` is the RTP payload received. A download ends when
 * the device sends ``MediaStatus`` 121 in the dialog (end of file, §15.9): **done**
   once any video arrived (the device says that was all there is), after a short
   grace for RTP still in flight;
-* the whole range arrived (a device that never sends 121): **done**, and we hang up;
+* the whole range arrived and the device said nothing for :data:`COMPLETE_WAIT` (one
+  that never sends 121): **done**, and we hang up;
 * the device hangs up, RTP stops (the RTP timeout) or the download runs far beyond
   its expected time: **done** if at least ``complete_ratio`` of the range arrived,
   else **failed** with the reason and how far it got.
@@ -76,6 +77,10 @@ __all__ = [
 log = logging.getLogger("kgw.downloads")
 
 END_GRACE = 0.5  # s after MediaStatus 121 for RTP still in flight before we hang up
+COMPLETE_WAIT = 1.0  # s the whole range may have arrived before we hang up without the device's 121
+# s short of the range that count as "all arrived": the demuxer holds the last frame until the next
+# starts, and a device's last frame may sit a frame step before the end.
+COMPLETE_SLACK = 0.5
 SWEEP_EVERY = 600.0  # s between sweeps of the download directory
 FILE_SUFFIX = ".mp4"
 _ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -157,6 +162,7 @@ class Download:
     writer: asyncio.Task[None] | None = None
     timer: asyncio.TimerHandle | None = None
     deadline: asyncio.TimerHandle | None = None
+    complete: asyncio.TimerHandle | None = None  # the range arrived: hang up unless 121 or BYE come first
     ending: bool = False  # no more media wanted: the writer finishes the file
     unwrap: TimestampUnwrapper = field(default_factory=TimestampUnwrapper)
 
@@ -459,8 +465,9 @@ class DownloadService:
         download.wakeup.set()
         if download.backlog_bytes > self.limits.max_backlog:
             self._end(download, "the MP4 writer fell behind the device (写入过慢)", force_failed=True)
-        elif download.received >= download.duration:
-            self._end(download, "complete")
+        elif download.received >= download.duration - COMPLETE_SLACK and download.complete is None:
+            # The device should say "end of file" (121) now; one that never does is hung up.
+            download.complete = self.loop.call_later(COMPLETE_WAIT, self._range_complete, download.id)
 
     def media_closed(self, download_id: str, reason: str) -> None:
         """The RTP transport ended by itself (no packets for the RTP timeout, connection lost)."""
@@ -525,10 +532,10 @@ class DownloadService:
             download.error = f"{reason}; received {got} (下载未完成)"
         for unit in download.demuxer.flush():
             download.backlog.append(unit)
-        for handle in (download.timer, download.deadline):
+        for handle in (download.timer, download.deadline, download.complete):
             if handle is not None:
                 handle.cancel()
-        download.timer = download.deadline = None
+        download.timer = download.deadline = download.complete = None
         session = download.session
         if session is not None:
             session.stop(self.loop.time())
@@ -638,6 +645,12 @@ class DownloadService:
         deadline = session.get_timer()
         if deadline is not None and not download.ending:
             download.timer = self.loop.call_at(deadline, self._on_timer, download)
+
+    def _range_complete(self, download_id: str) -> None:
+        download = self.downloads.get(download_id)
+        if download is not None and not download.ending:
+            download.complete = None
+            self._end(download, "complete")
 
     def _end_of_file(self, download_id: str) -> None:
         download = self.downloads.get(download_id)
