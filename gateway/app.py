@@ -230,7 +230,12 @@ class GatewayService:
         )
         self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
         # Downloads first too: LiveService takes every response whose context is a PlaySession.
-        handlers = [self.downloads, self.playback, self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
+        handlers = [
+            self.downloads,
+            self.playback,
+            self.live,
+            *((cascade.host, cascade.relay) if cascade is not None else ()),
+        ]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
