@@ -99,6 +99,20 @@ async def _burned_in_vs_label(cdp: Any, session: str) -> tuple[int, int]:
     raise AssertionError("no readable recorded-time stamp in the playback picture")
 
 
+async def _picture_agrees(cdp: Any, session: str, lo: int, hi: int, timeout: float = 20.0) -> int:
+    """Wait until the picture shows a recorded second in ``[lo, hi]`` and the time label agrees with
+    it (±3 s); returns that second. A new session or a seek takes a key frame or two to show."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    burned = label = 0
+    while loop.time() < deadline:
+        burned, label = await _burned_in_vs_label(cdp, session)
+        if lo <= burned <= hi and abs(burned - label) <= 3:
+            return burned
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the picture shows {burned}, the label {label}; expected {lo}..{hi}")
+
+
 async def _entrance(service: Any, kg_id: str) -> str:
     """The kindergarten's confirmed entrance camera, online (what an alarm's replay opens)."""
     loop = asyncio.get_running_loop()
@@ -295,12 +309,7 @@ async def test_playback_from_an_alarm_and_the_timeline(gateway_factory, fleet_fa
         )
         assert clicked["start"] <= state["epoch"] <= clicked["start"] + 15, (state, clicked)
         # The label says what the picture shows: the NVR burns the recorded time into every frame.
-        burned, label = await _burned_in_vs_label(cdp, session)
-        assert clicked["start"] <= burned <= clicked["start"] + 20 and abs(burned - label) <= 3, (
-            burned,
-            label,
-            clicked,
-        )
+        await _picture_agrees(cdp, session, clicked["start"], clicked["start"] + 20)
         cursor = await cdp.evaluate(session, "window.kgwConsole.playback.session.start")
         assert cursor == clicked["start"]
 
@@ -330,6 +339,34 @@ async def test_playback_from_an_alarm_and_the_timeline(gateway_factory, fleet_fa
         t0, e0 = loop.time(), state["epoch"]
         state = await _poll(cdp, session, PB_STATE, lambda s: s["epoch"] - e0 >= 8, timeout=30, what="4x pace")
         assert state["epoch"] - e0 > 1.5 * (loop.time() - t0), (state["epoch"] - e0, loop.time() - t0)
+
+        # Back to 1×, then a click later on the bar: a seek within the running session.
+        await cdp.evaluate(
+            session,
+            "(() => { const s = document.getElementById('pb-speed'); s.value = '1'; s.dispatchEvent(new Event('change')); })()",
+        )
+        await _poll(cdp, session, PB_STATE, lambda s: s["session"].get("scale") == 1, what="back to 1x")
+        sid = state["session"]["id"]
+        x = rect["x"] + (target["end"] - 150 - day) / 86400 * rect["w"]
+        for kind in ("mousePressed", "mouseReleased"):
+            await cdp.call("Input.dispatchMouseEvent", session, type=kind, x=x, y=y, button="left", clickCount=1)
+        seek = await _poll(
+            cdp,
+            session,
+            "window.kgwConsole.playback.lastSeek",
+            lambda t: t and t > state["epoch"] + 60,
+            what="the seek",
+        )
+        state = await _poll(
+            cdp,
+            session,
+            PB_STATE,
+            lambda s: s["state"] == "playing" and seek <= s["epoch"] <= seek + 10,
+            timeout=30,
+            what="playing from the seek",
+        )
+        assert state["session"]["id"] == sid, "a seek within the session keeps it"
+        await _picture_agrees(cdp, session, seek, seek + 30)
 
         # Download a typed 10-s range: progress, then the file link (an MP4).
         lo = state["epoch"] - 20

@@ -35,6 +35,7 @@ export const playback = {
   loadSeq: 0,
   playSeq: 0,          // the latest playFrom: an older one that finishes late gives its session up
   sessionDay: 0,       // the day the shown recorded time is in
+  lastSeek: null,      // the last time asked for (timeline click, alarm replay): diagnostics, tests
 };
 
 let timeline = null;
@@ -309,6 +310,7 @@ function sessionRange(t) {
 
 async function playFrom(t) {
   if (!playback.channelId || !allowed.playback) return;
+  playback.lastSeek = t;
   showPbError("");
   const s = playback.session;
   if (live() && s.state !== "starting" && t >= s.start && t < s.end) {
