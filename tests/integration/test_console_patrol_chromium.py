@@ -150,3 +150,21 @@ async def test_patrol_cycles_pre_opened_pages_and_holds_for_an_alarm(gateway_fac
         await cdp.evaluate(session, _click("#patrol-stop"))
         state = await _poll(cdp, session, PATROL_STATE, lambda s: not s["running"], what="stopped")
         assert state["bar"] == "" and state["standby"] == [], state
+
+        # 全部大门口摄像机: every entrance camera (area from the confirmation or the name), one page here.
+        _, listed = await http_json(f"{base}/api/channels?area=entrance&online=true")
+        entrances = [
+            c["id"]
+            for c in sorted(listed["items"], key=lambda c: (c["kindergarten_id"] or "", c["id"]))
+            if c["id"][10:13] in ("131", "132")
+        ]
+        assert 1 <= len(entrances) <= 2, listed
+        await cdp.evaluate(session, _click("#patrol-open"))
+        await cdp.evaluate(session, _click('input[name="patrol-kind"][value="entrance"]'))
+        await cdp.evaluate(session, _click("#patrol-start"))
+        state = await _poll(cdp, session, PATROL_STATE, lambda s: s["running"], what="entrance patrol")
+        assert state["channels"] == entrances and state["pages"] == 1, (state, entrances)
+        assert "全部大门口摄像机" in state["bar"] and "第 1/1 页" in state["bar"] and "仅一页" in state["bar"], state[
+            "bar"
+        ]
+        await cdp.evaluate(session, _click("#patrol-stop"))

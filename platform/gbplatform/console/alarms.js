@@ -22,8 +22,7 @@ const UNVERIFIED = {
   not_registered: "设备未注册",
 };
 const alarms = new Map();  // id -> alarm JSON, newest first in the list
-let mayReplay = true;      // the role may play back (limits.js); the server checks anyway
-can("playback").then((yes) => { mayReplay = yes; });
+let mayReplay = true;      // the role may play back (limits.js, asked once logged in); the server checks anyway
 
 export function showAlarmError(text) {
   const box = $("alarm-error");
@@ -206,6 +205,7 @@ async function verifyAlarm(id) {
 }
 
 export async function loadAlarms() {
+  mayReplay = await can("playback");
   const page = await getJson("/api/alarms?limit=50");
   for (const alarm of page.items.reverse()) upsertAlarm(alarm, false);
   updateAlarmCount();

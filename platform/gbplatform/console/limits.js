@@ -2,13 +2,17 @@
 // WebRTC peer caps (patrol sizes its pages by them) and the caller's capabilities (buttons
 // a role may not use are not shown; the server checks every request anyway).
 
-import { getJson } from "./api.js";
-
 const FALLBACK = { webrtc_per_user: 4, webrtc_total: 64, capabilities: null };  // the config's defaults
 let pending = null;
 
+// Plain fetch, not api.js getJson: that reloads the page on a 401, and modules may ask before
+// anyone has logged in. Only a successful answer is kept.
 export function limits() {
-  if (!pending) pending = getJson("/api/console/limits").catch(() => FALLBACK);
+  if (!pending) {
+    pending = fetch("/api/console/limits", { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then((resp) => (resp.ok ? resp.json() : Promise.reject(new Error(`HTTP ${resp.status}`))))
+      .catch(() => { pending = null; return FALLBACK; });
+  }
   return pending;
 }
 

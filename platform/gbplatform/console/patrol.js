@@ -401,6 +401,13 @@ export function setupPatrol() {
   }, true);
   $("close-all").addEventListener("click", () => stopPatrol());
   document.addEventListener("kgw-alarm-popup", (ev) => (ev.detail && ev.detail.open ? pause("alarm") : resume("alarm")));
-  document.addEventListener("kgw-playback", (ev) => (ev.detail && ev.detail.open ? pause("playback") : resume("playback")));
+  document.addEventListener("kgw-playback", (ev) => {
+    if (ev.detail && ev.detail.open) {
+      closeSetup();
+      pause("playback");
+    } else {
+      resume("playback");
+    }
+  });
   window.addEventListener("pagehide", () => dropStandby());
 }

@@ -34,6 +34,8 @@ export const playback = {
   range: null,         // [start, end] selected for download
   loadSeq: 0,
   playSeq: 0,          // the latest playFrom: an older one that finishes late gives its session up
+  sessionDay: 0,       // the day the shown recorded time is in
+  lastSeek: null,      // the last time asked for (timeline click, alarm replay): diagnostics, tests
 };
 
 let timeline = null;
@@ -308,6 +310,7 @@ function sessionRange(t) {
 
 async function playFrom(t) {
   if (!playback.channelId || !allowed.playback) return;
+  playback.lastSeek = t;
   showPbError("");
   const s = playback.session;
   if (live() && s.state !== "starting" && t >= s.start && t < s.end) {
@@ -322,6 +325,7 @@ async function playFrom(t) {
   }
   const channelId = playback.channelId;
   const seq = ++playback.playSeq;
+  playback.sessionDay = dayStartOf(start);
   setState({ state: "starting", start, end, position: 0, scale: playback.scale });
   try {
     const session = await postJson(`/api/channels/${encodeURIComponent(channelId)}/playback`, { start, end });
@@ -420,7 +424,11 @@ function showTime() {
   label.textContent = at === null ? "--" : formatDateTime(Math.floor(at));
   label.dataset.epoch = at === null ? "" : String(Math.floor(at));
   if (at !== null) {
-    if (at < playback.day || at >= playback.day + DAY) loadDay(dayStartOf(at));  // played past midnight
+    const day = dayStartOf(at);
+    if (live() && day !== playback.sessionDay) {  // played past midnight: the view follows if it showed that day
+      if (playback.day === playback.sessionDay) loadDay(day);
+      playback.sessionDay = day;
+    }
     if (!timeline.drag) timeline.setCursor(at);
   }
 }
