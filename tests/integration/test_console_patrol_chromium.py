@@ -131,8 +131,8 @@ async def test_patrol_cycles_pre_opened_pages_and_holds_for_an_alarm(gateway_fac
         state = await _poll(cdp, session, PATROL_STATE, lambda s: s["popup"] and "alarm" in s["pauses"], what="held")
         assert "暂停（报警弹窗中）" in state["bar"], state["bar"]
         held_page, held_switches = state["page"], len(state["switches"])
-        # Absence of a switch: watched for more than two dwell times plus the grace period.
-        watch_until = asyncio.get_running_loop().time() + 9
+        # Absence of a switch: watched for more than two dwell times (the next page is ready, no grace needed).
+        watch_until = asyncio.get_running_loop().time() + 7
         while asyncio.get_running_loop().time() < watch_until:
             state = await cdp.evaluate(session, PATROL_STATE)
             assert state["page"] == held_page and len(state["switches"]) == held_switches, state
