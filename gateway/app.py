@@ -32,6 +32,7 @@ from gateway.alarms.sinks.gb import GbAlarmSink
 from gateway.audit.backends import open_audit_store
 from gateway.audit.trail import AuditTrail
 from gateway.audit.upper_views import upper_view_recorder
+from gateway.broadcast import BroadcastService, audio_output_finder
 from gateway.cascade.service import CascadeService
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
@@ -48,6 +49,7 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
+from gateway.httpapi.broadcast_routes import add_broadcast_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
@@ -112,6 +114,7 @@ class GatewayService:
         self.metrics: CollectorRegistry
         self.http_app: web.Application
         self.webrtc: WebRtcPeers
+        self.broadcasts: BroadcastService
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -193,7 +196,17 @@ class GatewayService:
             wall=self.wall,
             provisioned_kindergarten=self._provisioned_kindergarten,
         )
-        handlers = [self.live, *((cascade.host, cascade.relay) if cascade is not None else ())]
+        self.broadcasts = BroadcastService(
+            sip,
+            directory,
+            self.commands,
+            audio_target_of=audio_output_finder(directory),
+            media_host=advertised_host(config),
+            media_ports=config.media_port_range,
+            answer_timeout=config.query_timeout,
+            invite_timeout=config.play_timeout,
+        )
+        handlers = [self.live, self.broadcasts, *((cascade.host, cascade.relay) if cascade is not None else ())]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
@@ -206,6 +219,7 @@ class GatewayService:
             sip,
             self.events,
             self.live,
+            self.broadcasts,
             self.alarms,
             self.audit,
             GATE,
@@ -231,7 +245,11 @@ class GatewayService:
                 tls=tls is not None,
                 public_url=config.public_url,
             ),
-            parts=(*self.web_parts, device_import_part(self._import_devices)),
+            parts=(
+                *self.web_parts,
+                device_import_part(self._import_devices),
+                lambda app: add_broadcast_routes(app, self.broadcasts),
+            ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
         peers = app[PEERS]  # M2: WebRTC caps
@@ -295,6 +313,7 @@ class GatewayService:
                 log.exception("handling %s failed", type(event).__name__)
 
     def _close_streams(self) -> None:
+        self.broadcasts.stop_all()
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
 

@@ -46,12 +46,15 @@ from gateway.gb28181.device_agent import (
     Misbehaviour,
     ServerInfo,
 )
+from gateway.gb28181.device_broadcast import DeviceBroadcast
 from gateway.gb28181.manscdp import CatalogItem
+from gateway.gb28181.sdp import MediaTransport
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
+from simulators.audio_sink import AudioSinks
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
 from simulators.streamer import StreamHub, StreamStats
@@ -98,6 +101,7 @@ class FleetOptions:
     video: VideoProfile = VideoProfile()  # what the cameras stream (default 640x360@25 H.264)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
+    audio_tcp: bool = False  # devices offer broadcast audio over TCP (they listen), else UDP
 
     @property
     def domain(self) -> str:
@@ -113,6 +117,7 @@ class KindergartenNode:
     host: AgentHost
     driver: SipDriver | None = None
     media: StreamHub | None = None
+    broadcast: DeviceBroadcast | None = None
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Fleet:
     control: web.AppRunner | None = field(default=None, init=False)
     control_port: int | None = field(default=None, init=False)
     """The bound port of the control endpoint once started."""
+    audio: AudioSinks | None = field(default=None, init=False)
+    """The devices' speakers: what broadcasts they heard."""
     _by_id: dict[str, KindergartenNode] = field(default_factory=dict, init=False)
     _rng: random.Random = field(default_factory=random.Random, init=False)
     _alarm_task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -156,13 +163,17 @@ class Fleet:
                 cafile=opts.api_cafile,
             )
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
+        self.audio = AudioSinks(opts.local_host)
+        await self.audio.start()
+        audio_mode = MediaTransport.TCP_PASSIVE if opts.audio_tcp else MediaTransport.UDP
         index = 0
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
             node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
             node.media = StreamHub(node.host, plan.name, self.clips, opts.video, local_host=opts.local_host)
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
-            router = SipRouter(endpoint, [node.host], unclaimed_status=404)
+            node.broadcast = DeviceBroadcast(endpoint, self.audio, transport=audio_mode)
+            router = SipRouter(endpoint, [node.broadcast, node.host], unclaimed_status=404)
             node.driver = SipDriver(router, on_activity=node.media.drain)
             if opts.transport is Transport.UDP:
                 await node.driver.listen(opts.local_host, 0, tcp=False)
@@ -180,6 +191,7 @@ class Fleet:
                     misbehaviour=misbehaviours.get(index, Misbehaviour()),
                 )
                 index += 1
+                agent.features.append(node.broadcast)
                 node.host.add(agent)
                 self.agents[device.id] = agent
             self.nodes.append(node)
@@ -237,6 +249,8 @@ class Fleet:
         for node in self.nodes:
             if node.driver is not None:
                 node.driver.close()
+        if self.audio is not None:
+            self.audio.close()
 
     async def _unregistered(self, timeout: float) -> None:
         """Wait until no device's REGISTER Expires: 0 is still unanswered (or ``timeout`` passed)."""
@@ -267,6 +281,20 @@ class Fleet:
             "alarm_responses": sum(a.stats.alarm_responses for a in self.agents.values()),
             "alarm_attempts": sum(a.stats.alarm_attempts for a in self.agents.values()),
         }
+
+    # --- broadcast ---------------------------------------------------------------------------
+
+    def heard(self, device_id: str) -> dict[str, Any] | None:
+        """What the device (or the device of a channel) heard of its latest broadcast, or None."""
+        agent = self.agents.get(device_id) or next((a for a in self.agents.values() if a.owns(device_id)), None)
+        if agent is None or self.audio is None:
+            return None
+        return self.audio.heard(agent.profile.device_id) or {"device_id": agent.profile.device_id, "packets": 0}
+
+    def end_broadcast(self, device_id: str) -> int:
+        """The device hangs up its broadcast calls (BYE); how many."""
+        loop = asyncio.get_running_loop()
+        return sum(n.broadcast.hang_up(device_id, loop.time()) for n in self.nodes if n.broadcast is not None)
 
     # --- alarms ------------------------------------------------------------------------------
 

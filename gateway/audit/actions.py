@@ -38,6 +38,7 @@ class AuditAction(StrEnum):
     CONFIG_CHANGE = "config_change"
     ACCESS_DENIED = "access_denied"  # an authenticated caller asked for something outside their scope
     UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
+    BROADCAST = "broadcast"  # voice broadcast (喊话) to a device: start, end with its duration
 
 
 class AuditRecorder(Protocol):

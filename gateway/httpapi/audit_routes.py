@@ -65,6 +65,8 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/alarms/{id}/deliveries/{sink}/{event}/retry"): _Audited(AuditAction.DELIVERY_RETRY),
     ("POST", "/api/devices/{id}/query/{cmd}"): _Audited(AuditAction.DEVICE_QUERY),
     ("POST", "/api/kindergartens"): _Audited(AuditAction.PROVISIONING, "kindergartens"),
+    ("POST", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "start", failures_only=True),
+    ("DELETE", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "stop"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

@@ -59,6 +59,7 @@ __all__ = [
     "answer_offer",
     "h264_codec_preferences",
     "strip_mdns_candidates",
+    "use_ice_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,12 @@ def _ice_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 aioice.ice.get_host_addresses = _ice_host_addresses
+
+
+def use_ice_host(ice_host: str) -> None:
+    """Gather host candidates on ``ice_host`` only ("" or a wildcard: every interface)."""
+    global _ice_hosts  # noqa: PLW0603 - one media host per process; read by _ice_host_addresses
+    _ice_hosts = () if ice_host in _WILDCARDS else (ice_host,)
 
 
 def strip_mdns_candidates(sdp: str) -> str:
@@ -215,8 +222,7 @@ async def answer_offer(offer_sdp: str, track: MediaStreamTrack, *, ice_host: str
     and :class:`WebRtcError` is raised. ``ice_host``: the only address host candidates are
     gathered on ("" or a wildcard: every interface).
     """
-    global _ice_hosts  # noqa: PLW0603 - one media host per process; read by _ice_host_addresses
-    _ice_hosts = () if ice_host in _WILDCARDS else (ice_host,)
+    use_ice_host(ice_host)
     offer_sdp = strip_mdns_candidates(offer_sdp)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
