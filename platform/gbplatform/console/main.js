@@ -5,6 +5,7 @@
 //   header: service.js  — who this service is (ID, role from /healthz), a status line;
 //   left:   tree.js, tree-view.js, tree-model.js — the lazily loaded tree 行政区划 → 幼儿园 → 通道;
 //   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
+//           talk.js — hold 喊话 to speak to the selected cell's kindergarten (voice broadcast);
 //           /live/{channel_id} opens that channel straight into cell 1;
 //   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场.
 //   audit.js — 审计日志 (who viewed what), opened from the header, 市级管理员 only.
@@ -22,6 +23,7 @@ import { loadHealth } from "./service.js";
 import { onChannelsLoaded, tree } from "./tree-model.js";
 import { refreshTree, setupTree } from "./tree.js";
 import { markPlaying } from "./tree-view.js";
+import { setupTalk, talkState } from "./talk.js";
 import { $ } from "./dom.js";
 
 const REFRESH_MS = 30000;  // tree counts and service summary
@@ -50,6 +52,7 @@ function main() {
 
 window.kgwConsole = {
   cells, tree, peerLog,
+  talk: talkState,
   layout: () => layout,
   selected: () => selected,
   play: playInGrid,
@@ -71,6 +74,7 @@ async function start() {
   }
   showUser(user);
   main();
+  setupTalk(user);
 }
 
 start();
