@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.errors import MediaTransportError
@@ -38,7 +38,7 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
-from simulators.video import ClipCache, EncodedClip, VideoProfile
+from simulators.video import ClipCache, EncodedClip, VideoProfile, has_microphone
 
 __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "StreamStats"]
 
@@ -284,7 +284,12 @@ class StreamHub:
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
         clip = asyncio.ensure_future(
-            asyncio.to_thread(self.cache.get, self.title, self._camera_name(agent, event), self.profile)
+            asyncio.to_thread(
+                self.cache.get,
+                self.title,
+                self._camera_name(agent, event),
+                replace(self.profile, audio=has_microphone(event.channel_id)),  # even channels have a microphone
+            )
         )
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost)

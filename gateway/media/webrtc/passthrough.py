@@ -51,6 +51,7 @@ from av.stream import Stream
 from gateway.errors import GatewayError
 from gateway.media.ps import AccessUnit, StreamType
 from gateway.media.relay import RelayError, StreamFanout
+from gateway.media.webrtc.camera_audio import CameraAudioTrack, pcma_codec_preferences
 
 __all__ = [
     "FanoutVideoTrack",
@@ -134,6 +135,7 @@ class FanoutVideoTrack(MediaStreamTrack):
         self._pending: list[AccessUnit] = []
         self._last_pts: int | None = None
         self._attached = False
+        self.audio: CameraAudioTrack | None = None  # the viewer's audio track: fed the camera's G.711
         fanout.attach(consumer_id, clock())
         self._attached = True
 
@@ -166,6 +168,8 @@ class FanoutVideoTrack(MediaStreamTrack):
             except RelayError:
                 log.debug("consumer %s already gone from %s", self._consumer_id, self._fanout.channel_id)
         super().stop()
+        if self.audio is not None:
+            self.audio.stop()
         self._wakeup.set()  # let a pending recv() see the ended state
 
     def _next_h264(self) -> AccessUnit | None:
@@ -181,6 +185,8 @@ class FanoutVideoTrack(MediaStreamTrack):
             unit = self._pending.pop()
             if unit.stream_type is StreamType.H264:
                 return unit
+            if self.audio is not None and not unit.is_video:
+                self.audio.feed(unit)
 
     def _packet(self, unit: AccessUnit) -> av.Packet[Stream]:
         pts = unit.pts
@@ -228,6 +234,9 @@ async def answer_offer(offer_sdp: str, track: MediaStreamTrack, *, ice_host: str
     try:
         transceiver = pc.addTransceiver(track, direction="sendonly")
         transceiver.setCodecPreferences(h264_codec_preferences())
+        if isinstance(track, FanoutVideoTrack) and "m=audio" in offer_sdp:  # the camera's microphone, if any
+            track.audio = CameraAudioTrack()
+            pc.addTransceiver(track.audio, direction="sendonly").setCodecPreferences(pcma_codec_preferences())
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # aiortc raises ValueError, InvalidStateError, OperationError, ...
