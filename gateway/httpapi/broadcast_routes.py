@@ -111,7 +111,7 @@ async def start_broadcast(request: web.Request) -> web.Response:
     audit_end = audit_session(request, AuditAction.BROADCAST, channel_id)
 
     async def _end() -> None:
-        audit_end(pc.connectionState)
+        audit_end("failed" if pc.connectionState == "failed" else "ended")
         service.stop(broadcast, "speaker left")
         peers.release(slot)
         await pc.close()

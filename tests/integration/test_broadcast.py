@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
 from gateway.security.principal import Principal, Role
-from tests.conftest import TEST_TOKEN_GRANT, http_json, wait_for
+from tests.conftest import TEST_TOKEN_GRANT, http_json, http_text, wait_for
 from tests.scope_principals import call, grants
 
 TONE_HZ = 1000.0
@@ -124,8 +124,24 @@ async def test_browser_tone_reaches_the_device_and_second_speaker_is_busy(
         assert await wait_for(lambda: fleet.heard(device_id)["ended"] == "platform_bye", timeout=20)
         assert await wait_for(lambda: pc.connectionState == "closed", timeout=20)  # the gateway closed our peer
         assert not service.broadcasts.active
-        audit = service.audit
-        assert audit is not None
+
+        # Audited from start to end (with its duration), and counted in /metrics.
+        records: list[Any] = []
+
+        async def read_audit() -> bool:
+            status, page = await http_json(f"{api}/api/audit?action=broadcast&target={channel_id}")
+            records[:] = page["items"] if status == 200 else []
+            return {"started", "ended"} <= {r["outcome"] for r in records}
+
+        for _ in range(100):
+            if await read_audit():
+                break
+            await asyncio.sleep(0.1)
+        assert {"started", "ended"} <= {r["outcome"] for r in records}, records
+        assert all(r["actor"] == "tests" for r in records if r["outcome"] in ("started", "ended"))
+        metrics = await http_text(f"{api}/metrics")
+        assert 'kgw_broadcasts_total{outcome="started"} 1.0' in metrics and "kgw_broadcasts_active 0.0" in metrics
+        assert 'kgw_broadcasts_total{outcome="busy"} 1.0' in metrics
     finally:
         await pc.close()
 
