@@ -280,3 +280,28 @@ def test_bye_for_the_call_from_another_address_is_refused() -> None:
     assert _status_to(h, invite.call_id) == 403
     assert calls.state_of(KEY) is not None and _events(calls) == []
     assert isinstance(parse_message(bye), SipRequest)
+
+
+def test_target_the_device_does_not_have_gets_result_error_and_no_invite() -> None:
+    h, calls, _feature, sink = _setup()
+    _ask(h, calls, target="12010000001310000099")
+    answers = [e for e in h.take() if isinstance(e, ManscdpReceived)]
+    assert [broadcast_result(e.message) for e in answers] == [False]
+    assert not [m for m in h.messages("dev") if isinstance(m, SipRequest) and m.method == "INVITE"]
+    assert _events(calls) == [] and not sink.expected
+
+
+def test_no_ack_means_bye() -> None:
+    h, calls, _feature, _sink = _setup()
+    quiet = h.devices.handlers[0]
+    quiet.on_message = lambda agent, message, now: True  # type: ignore[attr-defined]
+    _ask(h, calls)
+    _inject(h, _forged_invite(h, caller=NVR_ID, subject_target=CHANNEL, call_id="real-1"), DEV_PEER)
+    (requested,) = _events(calls)
+    assert isinstance(requested, AudioRequested)
+    calls.accept(KEY, "10.0.0.1", 30010, "0100000077", h.clock.now)
+    h.advance(33.0)  # nobody ACKs the 200 (the caller is a hand-made INVITE)
+    assert AudioEnded(KEY, "no_ack") in _events(calls)
+    byes = [m for m in h.messages("gw") if isinstance(m, SipRequest) and m.method == "BYE"]
+    assert byes and byes[-1].call_id == "real-1"
+    assert calls.state_of(KEY) is None
