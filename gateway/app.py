@@ -33,6 +33,7 @@ from gateway.audit.backends import open_audit_store
 from gateway.audit.trail import AuditTrail
 from gateway.audit.upper_views import upper_view_recorder
 from gateway.broadcast import BroadcastService, audio_output_finder
+from gateway.cascade.broadcast_relay import UpperBroadcastRelay
 from gateway.cascade.service import CascadeService
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
@@ -206,6 +207,17 @@ class GatewayService:
             answer_timeout=config.query_timeout,
             invite_timeout=config.play_timeout,
         )
+        if cascade is not None:  # an upper's broadcast to a shared channel, relayed to the device
+            upper_broadcasts = UpperBroadcastRelay(
+                self.broadcasts,
+                sip,
+                directory.channels,
+                cascade.policies,
+                media_host=advertised_host(config),
+                media_ports=config.media_port_range,
+            )
+            for link in cascade.links:
+                upper_broadcasts.attach(link)
         handlers = [self.live, self.broadcasts, *((cascade.host, cascade.relay) if cascade is not None else ())]
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)

@@ -42,6 +42,7 @@ from gateway.gb28181.broadcast import (
 from gateway.gb28181.manscdp import ManscdpMessage
 from gateway.gb28181.sdp import MediaTransport, make_ssrc
 from gateway.gb28181.sip.endpoint import SipEvent
+from gateway.gb28181.sip.router import SipHandler
 from gateway.io.rtp_io import MediaConnectError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import ChannelLocator, SipContext
@@ -166,6 +167,7 @@ class BroadcastService:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.totals = {"started": 0, "busy": 0, "failed": 0, "packets": 0}
+        self.upward: SipHandler | None = None  # the cascade's relay of an upper's broadcast (its calls to the upper)
 
     # --- metrics -----------------------------------------------------------------------------
 
@@ -301,6 +303,8 @@ class BroadcastService:
 
     def route(self, event: SipEvent, now: float) -> bool:
         """The devices' broadcast INVITEs and their dialogs (forged ones are refused here)."""
+        if self.upward is not None and self.upward.route(event, now):
+            return True
         handled = self.calls.route(event, now)
         if handled:
             self._drain()

@@ -184,6 +184,8 @@ class UpperLink:
         self.device_info = device_info or PlatformInfo()
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
+        # Takes the upper's commands (Notify/Broadcast…) after the 200; True when consumed.
+        self.on_command: Callable[[ManscdpMessage, float], bool] | None = None
         self.registered_at: float | None = None
         label = f"upper platform {config.name!r:.40}"
         self.addresses = UpperAddresses(
@@ -397,7 +399,9 @@ class UpperLink:
         return 200
 
     def on_message(self, message: ManscdpMessage, now: float) -> None:
-        """Keepalive from the upper, its Response/Alarm to our alarms, anything else: the 200 is all."""
+        """Commands go to :attr:`on_command`; a keepalive, its Response/Alarm, anything else: the 200 is all."""
+        if self.on_command is not None:
+            self.on_command(message, now)
 
     def handle_call(self, event: RequestReceived, now: float) -> None:
         """Calls go to :attr:`on_call`; unclaimed ones get 404 (not shared), 488 (no relay) or 481."""

@@ -93,11 +93,22 @@ class DeviceBroadcast:
         ok = agent.owns(notify.target_id)
         agent.client.reply(broadcast_response(notify.sn, device_id, ok), now)
         if ok:
-            self._invite(agent, notify.source_id, notify.target_id, now)
+            server = agent.server
+            self.invite(
+                local_id=device_id,
+                platform_id=notify.source_id,
+                target=notify.target_id,
+                domain=server.domain,
+                server_peer=server.peer,
+                now=now,
+            )
         return True
 
     def on_call(self, agent: DeviceAgent, event: RequestReceived, now: float) -> bool:
         """BYE (and stray ACKs) of our broadcast calls."""
+        return self._on_request(event, now)
+
+    def _on_request(self, event: RequestReceived, now: float) -> bool:
         request = event.request
         try:
             call = self.calls.get(request.call_id)
@@ -121,9 +132,9 @@ class DeviceBroadcast:
     # --- router handler ------------------------------------------------------------------------------
 
     def route(self, event: SipEvent, now: float) -> bool:
-        """Answers to our INVITEs and BYEs; False for everything else."""
+        """Answers to our INVITEs and BYEs, the platform's BYEs of our calls; False for everything else."""
         if isinstance(event, RequestReceived):
-            return False
+            return self._on_request(event, now)
         context = event.context
         if not (isinstance(context, tuple) and len(context) == 2 and context[0] is self):
             return False
@@ -145,6 +156,16 @@ class DeviceBroadcast:
 
     # --- commands ----------------------------------------------------------------------------------------
 
+    def hang_up_call(self, call_id: str, now: float) -> None:
+        """End one call from the device's side (BYE once it has a dialog)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        if call.dialog is not None:
+            bye = call.dialog.new_request("BYE")
+            self.endpoint.send_request(bye, call.peer, now, context=(self, call.call_id))
+        self._end(call, "device_bye")
+
     def hang_up(self, device_id: str, now: float) -> int:
         """The device ends its broadcast calls (BYE); how many it ended."""
         ended = 0
@@ -158,11 +179,13 @@ class DeviceBroadcast:
 
     # --- internals -------------------------------------------------------------------------------------
 
-    def _invite(self, agent: DeviceAgent, platform_id: str, target: str, now: float) -> None:
+    def invite(
+        self, *, local_id: str, platform_id: str, target: str, domain: str, server_peer: Peer, now: float
+    ) -> HeardCall:
+        """INVITE ``platform_id`` at ``server_peer`` for broadcast audio to ``target``, as ``local_id``."""
         self._seq += 1
-        device_id = agent.profile.device_id
-        server = agent.server
-        ssrc = make_ssrc(server.domain, self._seq)
+        device_id = local_id
+        ssrc = make_ssrc(domain, self._seq)
         offer = audio_offer(
             origin_user=device_id,
             media_host=self.sink.host,
@@ -173,8 +196,8 @@ class DeviceBroadcast:
         local = self.endpoint
         headers = Headers(
             [
-                ("From", f"<{sip_uri(device_id, server.domain)}>;tag={local.new_tag()}"),
-                ("To", f"<{sip_uri(platform_id, server.domain)}>"),
+                ("From", f"<{sip_uri(device_id, domain)}>;tag={local.new_tag()}"),
+                ("To", f"<{sip_uri(platform_id, domain)}>"),
                 ("Call-ID", local.new_call_id()),
                 ("CSeq", "1 INVITE"),
                 ("Max-Forwards", "70"),
@@ -183,12 +206,13 @@ class DeviceBroadcast:
                 ("Content-Type", "APPLICATION/SDP"),
             ]
         )
-        uri = sip_uri(platform_id, server.peer.host, server.peer.port)
+        uri = sip_uri(platform_id, server_peer.host, server_peer.port)
         invite = SipRequest(headers=headers, body=build_sdp(offer), method="INVITE", uri=uri)
-        call = HeardCall(invite.call_id, device_id, target, ssrc, invite, server.peer)
+        call = HeardCall(invite.call_id, device_id, target, ssrc, invite, server_peer)
         self.calls[call.call_id] = call
         self.sink.expect(int(ssrc), device_id, target)
-        local.send_request(invite, server.peer, now, context=(self, call.call_id))
+        local.send_request(invite, server_peer, now, context=(self, call.call_id))
+        return call
 
     def _on_response(self, call: HeardCall, event: ResponseReceived, now: float) -> None:
         response = event.response
