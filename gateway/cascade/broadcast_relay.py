@@ -98,6 +98,7 @@ class UpperBroadcastRelay:
             and policy is not None
             and policy.level is not PolicyLevel.POLICE  # police may not broadcast (as the 公安 role)
             and policy.allows_channel(channel)
+            and self.broadcasts.speaker_of(notify.target_id) is None  # someone speaks already: busy
         )
         link.client.reply(broadcast_response(notify.sn, link.local_id, ok), now)
         if not ok:

@@ -49,6 +49,15 @@ async def test_municipal_platform_speaks_through_the_gateway(
         finally:
             await other.close()
 
+        # The gateway's own staff find the device busy, and are told who speaks.
+        local = f"http://127.0.0.1:{gateway.http_port}"
+        third, third_offer = await _speaker()
+        try:
+            status, busy = await http_json(f"{local}/api/channels/{CLASSROOM}/broadcast", {"sdp": third_offer})
+            assert status == 409 and busy["speaker"] == "上级平台 municipal", busy
+        finally:
+            await third.close()
+
         status, _ = await http_json(f"{municipal}/api/channels/{CLASSROOM}/broadcast", method="DELETE")
         assert status == 200
         assert await wait_for(lambda: not gateway.broadcasts.active, timeout=20)  # the upper's BYE reached the device
