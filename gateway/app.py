@@ -32,6 +32,8 @@ from gateway.alarms.sinks.gb import GbAlarmSink
 from gateway.audit.backends import open_audit_store
 from gateway.audit.trail import AuditTrail
 from gateway.audit.upper_views import upper_view_recorder
+from gateway.broadcast import BroadcastService, audio_output_finder
+from gateway.cascade.broadcast_relay import UpperBroadcastRelay
 from gateway.cascade.service import CascadeService
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
@@ -50,6 +52,7 @@ from gateway.gb28181.sdp import MediaTransport
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
+from gateway.httpapi.broadcast_routes import add_broadcast_routes
 from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
@@ -128,6 +131,7 @@ class GatewayService:
         self.metrics: CollectorRegistry
         self.http_app: web.Application
         self.webrtc: WebRtcPeers
+        self.broadcasts: BroadcastService
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -251,10 +255,32 @@ class GatewayService:
         self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
         if cascade is not None:
             cascade.serve_recordings(self.records, self.playback)  # uppers' RecordInfo/playback/download
+        self.broadcasts = BroadcastService(
+            sip,
+            directory,
+            self.commands,
+            audio_target_of=audio_output_finder(directory),
+            media_host=advertised_host(config),
+            media_ports=config.media_port_range,
+            answer_timeout=config.query_timeout,
+            invite_timeout=config.play_timeout,
+        )
+        if cascade is not None:  # an upper's broadcast to a shared channel, relayed to the device
+            upper_broadcasts = UpperBroadcastRelay(
+                self.broadcasts,
+                sip,
+                directory.channels,
+                cascade.policies,
+                media_host=advertised_host(config),
+                media_ports=config.media_port_range,
+            )
+            for link in cascade.links:
+                upper_broadcasts.attach(link)
         handlers = [
             self.downloads,
             self.playback,
             self.live,
+            self.broadcasts,
             *((cascade.host, cascade.relay) if cascade is not None else ()),
         ]
         driver = await sip.listen(handlers, on_activity=self._drain)
@@ -271,6 +297,7 @@ class GatewayService:
             self.live,
             self.downloads,
             self.transcodes,
+            self.broadcasts,
             self.alarms,
             self.audit,
             GATE,
@@ -304,6 +331,7 @@ class GatewayService:
                 download_part(self.downloads),
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
+                lambda app: add_broadcast_routes(app, self.broadcasts),
             ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
@@ -370,6 +398,7 @@ class GatewayService:
 
     def _close_streams(self) -> None:
         self.playback.close_all()
+        self.broadcasts.stop_all()
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
 

@@ -6,6 +6,7 @@ Tests and operators drive a running ``kgw simulate`` through it, e.g.::
     curl -X POST http://127.0.0.1:8090/press-all -d '{"kind": "button"}'
     curl http://127.0.0.1:8090/alarms
     curl http://127.0.0.1:8090/summary
+    curl http://127.0.0.1:8090/devices/<device or channel id>/heard   # what a voice broadcast sounded like
 
 Bound to 127.0.0.1 only: it makes devices raise alarms, which nobody off the
 host should be able to do.
@@ -43,6 +44,8 @@ def make_control_app(fleet: Pressable) -> web.Application:
     app.router.add_post("/press-all", _press_all)
     app.router.add_get("/alarms", _alarms)
     app.router.add_get("/summary", _summary)
+    app.router.add_get("/devices/{id}/heard", _heard)
+    app.router.add_post("/devices/{id}/hang-up", _hang_up)
     return app
 
 
@@ -143,6 +146,23 @@ async def _press_all(request: web.Request) -> web.Response:
 async def _alarms(request: web.Request) -> web.Response:
     records = request.app[FLEET_KEY].alarm_records()
     return web.json_response({"total": len(records), "items": [record_json(r) for r in records]})
+
+
+async def _heard(request: web.Request) -> web.Response:
+    """What a device heard of its latest voice broadcast: duration, RMS level, dominant frequency."""
+    heard = getattr(request.app[FLEET_KEY], "heard", None)
+    report = heard(request.match_info["id"]) if heard is not None else None
+    if report is None:
+        return _error(404, "no such device")
+    return web.json_response(report)
+
+
+async def _hang_up(request: web.Request) -> web.Response:
+    """The device ends its broadcast calls (BYE to the platform)."""
+    end = getattr(request.app[FLEET_KEY], "end_broadcast", None)
+    if end is None:
+        return _error(404, "no broadcasts here")
+    return web.json_response({"ended": end(request.match_info["id"])})
 
 
 async def _summary(request: web.Request) -> web.Response:

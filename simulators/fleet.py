@@ -46,13 +46,16 @@ from gateway.gb28181.device_agent import (
     Misbehaviour,
     ServerInfo,
 )
+from gateway.gb28181.device_broadcast import DeviceBroadcast
 from gateway.gb28181.device_recordings import IndexOptions, RecordingIndex
 from gateway.gb28181.manscdp import CatalogItem
+from gateway.gb28181.sdp import MediaTransport
 from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.io.sip_io import SipDriver
+from simulators.audio_sink import AudioSinks
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
 from simulators.playback import PlaybackHub, attach_recordings, site_seed
@@ -105,6 +108,7 @@ class FleetOptions:
     sub_streams: float = 0.75  # share of cameras with a 320x180 sub-stream (simulators/substreams.py)
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
+    audio_tcp: bool = False  # devices offer broadcast audio over TCP (they listen), else UDP
 
     @property
     def domain(self) -> str:
@@ -129,6 +133,8 @@ class KindergartenNode:
             if hub is not None:
                 hub.drain()
 
+    broadcast: DeviceBroadcast | None = None
+
 
 @dataclass
 class Fleet:
@@ -143,6 +149,8 @@ class Fleet:
     control: web.AppRunner | None = field(default=None, init=False)
     control_port: int | None = field(default=None, init=False)
     """The bound port of the control endpoint once started."""
+    audio: AudioSinks | None = field(default=None, init=False)
+    """The devices' speakers: what broadcasts they heard."""
     _by_id: dict[str, KindergartenNode] = field(default_factory=dict, init=False)
     _rng: random.Random = field(default_factory=random.Random, init=False)
     _alarm_task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -172,6 +180,9 @@ class Fleet:
                 cafile=opts.api_cafile,
             )
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
+        self.audio = AudioSinks(opts.local_host)
+        await self.audio.start()
+        audio_mode = MediaTransport.TCP_PASSIVE if opts.audio_tcp else MediaTransport.UDP
         index = 0
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
@@ -186,7 +197,8 @@ class Fleet:
                 hevc_share=opts.hevc_share,
             )
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
-            router = SipRouter(endpoint, [node.host], unclaimed_status=404)
+            node.broadcast = DeviceBroadcast(endpoint, self.audio, transport=audio_mode)
+            router = SipRouter(endpoint, [node.broadcast, node.host], unclaimed_status=404)
             node.playback = PlaybackHub(node.host, plan.name, self.seconds, opts.video, local_host=opts.local_host)
             node.driver = SipDriver(router, on_activity=node.drain)
             if opts.transport is Transport.UDP:
@@ -206,6 +218,7 @@ class Fleet:
                 )
                 index += 1
                 equip_ptz(agent)  # DeviceControl: PTZ for its ball cameras, Result for the rest
+                agent.features.append(node.broadcast)
                 node.host.add(agent)
                 self.agents[device.id] = agent
             wall_offset = time.time() - node.driver.loop.time()
@@ -268,6 +281,8 @@ class Fleet:
         for node in self.nodes:
             if node.driver is not None:
                 node.driver.close()
+        if self.audio is not None:
+            self.audio.close()
 
     async def _unregistered(self, timeout: float) -> None:
         """Wait until no device's REGISTER Expires: 0 is still unanswered (or ``timeout`` passed)."""
@@ -299,6 +314,20 @@ class Fleet:
             "alarm_responses": sum(a.stats.alarm_responses for a in self.agents.values()),
             "alarm_attempts": sum(a.stats.alarm_attempts for a in self.agents.values()),
         }
+
+    # --- broadcast ---------------------------------------------------------------------------
+
+    def heard(self, device_id: str) -> dict[str, Any] | None:
+        """What the device (or the device of a channel) heard of its latest broadcast, or None."""
+        agent = self.agents.get(device_id) or next((a for a in self.agents.values() if a.owns(device_id)), None)
+        if agent is None or self.audio is None:
+            return None
+        return self.audio.heard(agent.profile.device_id) or {"device_id": agent.profile.device_id, "packets": 0}
+
+    def end_broadcast(self, device_id: str) -> int:
+        """The device hangs up its broadcast calls (BYE); how many."""
+        loop = asyncio.get_running_loop()
+        return sum(n.broadcast.hang_up(device_id, loop.time()) for n in self.nodes if n.broadcast is not None)
 
     # --- alarms ------------------------------------------------------------------------------
 

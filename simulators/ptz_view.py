@@ -35,10 +35,9 @@ from PIL import Image, ImageDraw
 from gateway.gb28181.device_agent import DeviceAgent
 from gateway.gb28181.device_ptz import MAX_ZOOM, PtzCameras, PtzPose, window_of
 from gateway.gb28181.manscdp.control import PTZ_TYPES_STEERABLE
-from gateway.media.ps import AccessUnit, PsMuxer, StreamId
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame, rewrite_pes_timestamps
 from simulators.city import SimChannel
-from simulators.video import CLOCK_RATE, FONT_PATH, EncodedClip, VideoProfile, _encoder, _font
+from simulators.video import CLOCK_RATE, FONT_PATH, EncodedClip, VideoProfile, _encoder, _font, mux_clip
 
 __all__ = [
     "PTZ_AREAS",
@@ -200,14 +199,7 @@ def encode_view(
         frame.time_base = ctx.time_base
         packets += ctx.encode(frame)
     packets += ctx.encode(None)
-    muxer = PsMuxer(profile.stream_type)
-    units, frames = [], []
-    for n, packet in enumerate(packets):
-        pts = (packet.pts if packet.pts is not None else n) * CLOCK_RATE // profile.fps
-        unit = AccessUnit(profile.stream_type, StreamId.VIDEO, pts, pts, bytes(packet), packet.is_keyframe or n == 0)
-        units.append(unit)
-        frames.append((muxer.mux(unit), pts, unit.keyframe))
-    return EncodedClip(profile, tuple(frames), tuple(units), time.perf_counter() - started)
+    return mux_clip(packets, profile, started)  # with the microphone's tone when the camera has one
 
 
 class ViewClips:

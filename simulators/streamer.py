@@ -28,7 +28,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.errors import MediaTransportError
@@ -41,7 +41,7 @@ from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
 from simulators.hevc import profile_for_camera
 from simulators.ptz_view import FollowingReplayer, ViewFollower, view_follower
 from simulators.substreams import SubStreams
-from simulators.video import ClipCache, EncodedClip, VideoProfile
+from simulators.video import ClipCache, EncodedClip, VideoProfile, has_microphone
 
 __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "StreamStats"]
 
@@ -298,6 +298,7 @@ class StreamHub:
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
         profile, answer_stream = self.substreams.pick(event.channel_id, event.spec.stream_number, self.profile)
         profile = profile_for_camera(profile, event.channel_id, self.hevc_share)
+        profile = replace(profile, audio=has_microphone(event.channel_id))  # even channels have a microphone
         name = self._camera_name(agent, event)
         follow = view_follower(agent, event.channel_id, self.title, name, profile)
         if follow is not None:

@@ -31,15 +31,19 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.errors import ConfigError
+from gateway.media.audio import PCMA_CLOCK, alaw_encode
 from gateway.media.ps import AccessUnit, PsMuxer, StreamId, StreamType
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
     "FONT_PATH",
+    "MICROPHONE_TONE_HZ",
     "ClipCache",
     "EncodedClip",
     "VideoProfile",
     "encode_clip",
+    "mux_clip",
+    "has_microphone",
     "render_frames",
 ]
 
@@ -85,6 +89,7 @@ class VideoProfile:
     codec: Codec = "h264"
     bitrate: int = 1_000_000
     gop: int = 0
+    audio: bool = False  # a G.711 A-law tone beside the video (a camera with a microphone)
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64 or self.width % 2 or self.height % 2:
@@ -275,8 +280,13 @@ def encode_clip(title: str, subtitle: str, profile: VideoProfile, *, font_path: 
         frame.time_base = ctx.time_base
         packets += ctx.encode(frame)
     packets += ctx.encode(None)
+    return mux_clip(packets, profile, started)
+
+
+def mux_clip(packets: list[av.Packet[Any]], profile: VideoProfile, started: float) -> EncodedClip:
+    """PS-mux encoded packets (and, for a camera with a microphone, its tone) into a replayable clip."""
     stream_type = profile.stream_type
-    muxer = PsMuxer(stream_type)
+    muxer = PsMuxer(stream_type, StreamType.G711A if profile.audio else None)
     units: list[AccessUnit] = []
     frames: list[tuple[bytes, int, bool]] = []
     for n, packet in enumerate(packets):
@@ -285,8 +295,28 @@ def encode_clip(title: str, subtitle: str, profile: VideoProfile, *, font_path: 
         key = packet.is_keyframe or n == 0
         unit = AccessUnit(stream_type, StreamId.VIDEO, pts, pts, bytes(packet), key)
         units.append(unit)
-        frames.append((muxer.mux(unit), pts, key))
+        ps = muxer.mux(unit)
+        if profile.audio:  # this frame's share of the tone, in the same pack sequence
+            sound = AccessUnit(StreamType.G711A, StreamId.AUDIO, pts, pts, _tone(index, profile.fps), False)
+            units.append(sound)
+            ps += muxer.mux(sound)
+        frames.append((ps, pts, key))
     return EncodedClip(profile, tuple(frames), tuple(units), time.perf_counter() - started)
+
+
+MICROPHONE_TONE_HZ = 440.0  # what a simulated camera's microphone hears (a whole number of cycles per loop)
+
+
+def _tone(frame: int, fps: int) -> bytes:
+    """A-law samples of the microphone tone for video frame ``frame`` (1/fps s of it)."""
+    start, end = frame * PCMA_CLOCK // fps, (frame + 1) * PCMA_CLOCK // fps
+    t = np.arange(start, end) / PCMA_CLOCK
+    return alaw_encode((0.3 * 32767 * np.sin(2 * np.pi * MICROPHONE_TONE_HZ * t)).astype(np.int16))
+
+
+def has_microphone(channel_id: str) -> bool:
+    """Which simulated cameras have a microphone: those with an even channel number (NN: 02, 04…)."""
+    return channel_id[-2:].isdigit() and int(channel_id[-2:]) % 2 == 0
 
 
 # --------------------------------------------------------------------------- cache

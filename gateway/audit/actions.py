@@ -43,6 +43,7 @@ class AuditAction(StrEnum):
     UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
     RECORD_SEARCH = "record_search"  # a camera's recordings listed (RecordInfo)
     PLAYBACK = "playback"  # a playback opened, controlled or closed
+    BROADCAST = "broadcast"  # voice broadcast (喊话) to a device: start, end with its duration
 
 
 class AuditRecorder(Protocol):

@@ -196,7 +196,8 @@ class UpperLink:
         self.device_info = device_info or PlatformInfo()
         # Takes INVITE/ACK/BYE/CANCEL/INFO from the upper (the live relay); True when consumed.
         self.on_call: Callable[[RequestReceived, float], bool] | None = None
-        # Judge and carry out the upper's commands (gateway/cascade/control_relay.py, upper_records.py).
+        # Judge and carry out the upper's commands (gateway/cascade/control_relay.py, upper_records.py,
+        # broadcast_relay.py)).
         self.commands: list[UpperCommands] = []
         self.registered_at: float | None = None
         label = f"upper platform {config.name!r:.40}"

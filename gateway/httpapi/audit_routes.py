@@ -75,6 +75,8 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("DELETE", "/api/downloads/{id}"): _Audited(AuditAction.DOWNLOAD, "delete"),
     ("POST", "/api/channels/{id}/ptz"): _Audited(AuditAction.PTZ_CONTROL, "ptz"),
     ("POST", "/api/devices/{id}/control"): _Audited(AuditAction.DEVICE_CONTROL, "control"),
+    ("POST", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "start", failures_only=True),
+    ("DELETE", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "stop"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

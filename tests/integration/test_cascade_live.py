@@ -116,6 +116,8 @@ async def _decode(
     while len(frames) < want and loop.time() < deadline:
         units = stream.fanout.pull(viewer)
         for unit in units:
+            if not unit.is_video:
+                continue  # cameras with a microphone send G.711 too (issue 11)
             if first:
                 assert unit.keyframe, "a viewer starts on a key frame"
                 first = False

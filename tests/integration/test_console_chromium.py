@@ -202,9 +202,12 @@ async def log_in(cdp: Cdp, session: str, username: str, password: str, timeout: 
 
 
 @contextlib.asynccontextmanager
-async def chromium_page(url: str, login: tuple[str, str] | None = TEST_ADMIN) -> AsyncIterator[tuple[Cdp, str, Path]]:
+async def chromium_page(
+    url: str, login: tuple[str, str] | None = TEST_ADMIN, extra_flags: tuple[str, ...] = ()
+) -> AsyncIterator[tuple[Cdp, str, Path]]:
     """Headless Chromium with one page at ``url``, logged in through the console's form as ``login``
-    (None: not logged in): yields (DevTools client, session id, log path)."""
+    (None: not logged in): yields (DevTools client, session id, log path). ``extra_flags``: more
+    command-line switches (a fake microphone, for instance)."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium)")
     with tempfile.TemporaryDirectory(prefix="kgw-chromium-") as tmp:
@@ -214,6 +217,7 @@ async def chromium_page(url: str, login: tuple[str, str] | None = TEST_ADMIN) ->
             proc = await asyncio.create_subprocess_exec(
                 str(CHROMIUM),
                 *CHROMIUM_FLAGS,
+                *extra_flags,
                 f"--user-data-dir={profile}",
                 "about:blank",
                 stdin=asyncio.subprocess.DEVNULL,

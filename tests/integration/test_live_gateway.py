@@ -53,6 +53,8 @@ async def _decode_from_fanout(
     while len(frames) < want and loop.time() < deadline:
         units = stream.fanout.pull(viewer)
         for unit in units:
+            if not unit.is_video:
+                continue  # cameras with a microphone send G.711 too (issue 11)
             if first:
                 assert unit.keyframe, "a viewer starts on a key frame"
                 first = False

@@ -9,6 +9,7 @@ from aiohttp import web
 from gateway.audit.actions import AuditAction
 from gateway.httpapi.alarm_routes import add_alarm_routes
 from gateway.httpapi.audit_routes import AUDITED_ROUTES, _fallback
+from gateway.httpapi.broadcast_routes import add_broadcast_routes
 from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import add_live_routes
@@ -25,6 +26,7 @@ def routes() -> set[tuple[str, str]]:
     add_record_routes(app, fake, fake)
     download_part(fake)(app)
     add_control_routes(app, fake, fake)
+    add_broadcast_routes(app, fake)
     return {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
 
 

@@ -51,6 +51,7 @@ from av.stream import Stream
 from gateway.errors import GatewayError
 from gateway.media.ps import AccessUnit, StreamType
 from gateway.media.relay import RelayError, StreamFanout
+from gateway.media.webrtc.camera_audio import CameraAudioTrack, pcma_codec_preferences
 
 __all__ = [
     "FanoutVideoTrack",
@@ -59,6 +60,7 @@ __all__ = [
     "answer_offer",
     "h264_codec_preferences",
     "strip_mdns_candidates",
+    "use_ice_host",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,12 @@ def _ice_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 aioice.ice.get_host_addresses = _ice_host_addresses
+
+
+def use_ice_host(ice_host: str) -> None:
+    """Gather host candidates on ``ice_host`` only ("" or a wildcard: every interface)."""
+    global _ice_hosts  # noqa: PLW0603 - one media host per process; read by _ice_host_addresses
+    _ice_hosts = () if ice_host in _WILDCARDS else (ice_host,)
 
 
 def strip_mdns_candidates(sdp: str) -> str:
@@ -127,6 +135,7 @@ class FanoutVideoTrack(MediaStreamTrack):
         self._pending: list[AccessUnit] = []
         self._last_pts: int | None = None
         self._attached = False
+        self.audio: CameraAudioTrack | None = None  # the viewer's audio track: fed the camera's G.711
         fanout.attach(consumer_id, clock())
         self._attached = True
 
@@ -159,6 +168,8 @@ class FanoutVideoTrack(MediaStreamTrack):
             except RelayError:
                 log.debug("consumer %s already gone from %s", self._consumer_id, self._fanout.channel_id)
         super().stop()
+        if self.audio is not None:
+            self.audio.stop()
         self._wakeup.set()  # let a pending recv() see the ended state
 
     def _next_h264(self) -> AccessUnit | None:
@@ -174,6 +185,8 @@ class FanoutVideoTrack(MediaStreamTrack):
             unit = self._pending.pop()
             if unit.stream_type is StreamType.H264:
                 return unit
+            if self.audio is not None and not unit.is_video:
+                self.audio.feed(unit)
 
     def _packet(self, unit: AccessUnit) -> av.Packet[Stream]:
         pts = unit.pts
@@ -215,13 +228,15 @@ async def answer_offer(offer_sdp: str, track: MediaStreamTrack, *, ice_host: str
     and :class:`WebRtcError` is raised. ``ice_host``: the only address host candidates are
     gathered on ("" or a wildcard: every interface).
     """
-    global _ice_hosts  # noqa: PLW0603 - one media host per process; read by _ice_host_addresses
-    _ice_hosts = () if ice_host in _WILDCARDS else (ice_host,)
+    use_ice_host(ice_host)
     offer_sdp = strip_mdns_candidates(offer_sdp)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         transceiver = pc.addTransceiver(track, direction="sendonly")
         transceiver.setCodecPreferences(h264_codec_preferences())
+        if isinstance(track, FanoutVideoTrack) and "m=audio" in offer_sdp:  # the camera's microphone, if any
+            track.audio = CameraAudioTrack()
+            pc.addTransceiver(track.audio, direction="sendonly").setCodecPreferences(pcma_codec_preferences())
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
     except Exception as exc:  # aiortc raises ValueError, InvalidStateError, OperationError, ...

@@ -5,6 +5,7 @@
 //   header: service.js  — who this service is (ID, role from /healthz), a status line;
 //   left:   tree.js, tree-view.js, tree-model.js — the lazily loaded tree 行政区划 → 幼儿园 → 通道;
 //   centre: grid.js, player.js — 1/4/9/16 cells, one RTCPeerConnection each;
+//           talk.js — hold 喊话 to speak to the selected cell's kindergarten (voice broadcast);
 //           /live/{channel_id} opens that channel straight into cell 1;
 //   right:  alarms.js — the alarm list over the WebSocket, acknowledge / resolve, 查看现场,
 //           回放报警前30秒; alarm-popup.js pops new alarms up.
@@ -27,6 +28,7 @@ import { loadHealth } from "./service.js";
 import { onChannelsLoaded, tree } from "./tree-model.js";
 import { refreshTree, setupTree } from "./tree.js";
 import { markPlaying } from "./tree-view.js";
+import { setupTalk, talkState } from "./talk.js";
 import { $ } from "./dom.js";
 
 const REFRESH_MS = 30000;  // tree counts and service summary
@@ -57,6 +59,7 @@ function main() {
 
 window.kgwConsole = {
   cells, tree, peerLog,
+  talk: talkState,
   layout: () => layout,
   selected: () => selected,
   play: playInGrid,
@@ -80,6 +83,7 @@ async function start() {
   }
   showUser(user);
   main();
+  setupTalk(user);
 }
 
 start();

@@ -44,7 +44,10 @@ export function makeCell(index, select) {
   close.type = "button";
   close.title = "关闭画面";
   close.setAttribute("aria-label", "关闭画面");
-  bar.append(title, status, retry, close);
+  const sound = el("button", "cell-sound", "🔇");
+  sound.type = "button";
+  sound.title = "摄像机声音（有麦克风的摄像机）：点击开/关";
+  bar.append(title, status, sound, retry, close);
   const empty = el("div", "cell-empty");
   empty.append(el("span", "cell-number", String(index + 1)), el("span", "", "点击左侧摄像机播放"));
   root.append(video, empty, bar);
@@ -52,6 +55,7 @@ export function makeCell(index, select) {
   root.addEventListener("click", () => select(cell.index));
   root.addEventListener("dblclick", () => { if (cell.channelId && root.requestFullscreen) root.requestFullscreen().catch(() => {}); });
   close.addEventListener("click", (ev) => { ev.stopPropagation(); closeCell(cell); select(cell.index); });
+  sound.addEventListener("click", (ev) => { ev.stopPropagation(); video.muted = !video.muted; sound.textContent = video.muted ? "🔇" : "🔊"; });
   retry.addEventListener("click", (ev) => { ev.stopPropagation(); if (cell.channelId) playInCell(cell, cell.channelId, cell.name, { stream: cell.stream, offerUrl: cell.offerUrl }); });
   video.addEventListener("playing", () => { if (cell.pc) setCellState(cell, "playing", "播放中"); });
   return cell;
@@ -128,9 +132,13 @@ export async function playInCell(cell, channelId, name, { stream = "main", offer
   };
   try {
     conn.addTransceiver("video", { direction: "recvonly" });
+    conn.addTransceiver("audio", { direction: "recvonly" });  // the camera's microphone (PCMA), muted until asked
     conn.addEventListener("track", (ev) => {
       if (cell.pc !== conn) return;
-      cell.video.srcObject = ev.streams[0] || new MediaStream([ev.track]);
+      const stream = cell.video.srcObject || new MediaStream();
+      stream.addTrack(ev.track);
+      if (cell.video.srcObject === stream) return;
+      cell.video.srcObject = stream;
       cell.video.play().catch((err) => { if (err.name !== "AbortError") fail(`无法自动播放 ${err.message}`); });
     });
     conn.addEventListener("connectionstatechange", () => {

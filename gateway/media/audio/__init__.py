@@ -1,0 +1,14 @@
+"""Audio for voice broadcast (喊话): G.711 A-law coding and PCMA RTP packets (sans-I/O)."""
+
+from __future__ import annotations
+
+from gateway.media.audio.g711 import (
+    PCMA_CLOCK,
+    PCMA_PAYLOAD_TYPE,
+    SAMPLES_PER_PACKET,
+    PcmaPacketizer,
+    alaw_decode,
+    alaw_encode,
+)
+
+__all__ = ["PCMA_CLOCK", "PCMA_PAYLOAD_TYPE", "SAMPLES_PER_PACKET", "PcmaPacketizer", "alaw_decode", "alaw_encode"]
