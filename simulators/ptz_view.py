@@ -141,7 +141,8 @@ def render_view(title: str, subtitle: str, key: ViewKey, profile: VideoProfile, 
     x0, y0 = round(left * pw), round(top * ph)
     x1, y1 = max(x0 + 2, round((left + width) * pw)), max(y0 + 2, round((top + height) * ph))
     crop = panorama[y0:y1, x0:x1]
-    view = np.ascontiguousarray(cv2.resize(crop, (profile.width, profile.height), interpolation=cv2.INTER_AREA))
+    resized = cv2.resize(crop, (profile.width, profile.height), interpolation=cv2.INTER_AREA)
+    view: Frame = np.ascontiguousarray(resized, dtype=np.uint8)
     draw_marker(view, key)
     return view
 
@@ -194,7 +195,8 @@ def encode_view(
     for n in range(count):
         img = base.copy()
         cv2.putText(img, f"{n:02d}", (b, profile.height - b), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
-        frame = av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        i420 = np.asarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), dtype=np.uint8)
+        frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.pts = n
         frame.time_base = ctx.time_base
         packets += ctx.encode(frame)
