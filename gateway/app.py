@@ -242,7 +242,7 @@ class GatewayService:
             wall=self.wall,
             provisioned_kindergarten=self._provisioned_kindergarten,
         )
-        # Downloads and playback before live: live's router claims any PlaySession context.
+        # Playback and downloads own their play sessions as live view does (gateway/play_sessions.py).
         self.playback = PlaybackService(
             sip,
             directory,

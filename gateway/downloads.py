@@ -26,7 +26,7 @@ files, and any file left by a previous run, are deleted).
 
 The service is a handler on the SIP router, like :class:`~gateway.live.LiveService`:
 it takes the events of its own sessions by Call-ID (and keeps a finished session's
-dialog for :data:`~gateway.live.RETIRED_FOR` so a late answer is ACKed and hung up).
+dialog for :data:`~gateway.play_sessions.RETIRED_FOR` so a late answer is ACKed and hung up).
 """
 
 from __future__ import annotations
@@ -54,13 +54,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlayMediaEnded, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
-from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.endpoint import SipEvent
 from gateway.io.rtp_io import MediaTransport as RtpTransport
-from gateway.live import PS_PAYLOAD_TYPES, RETIRED_FOR, SipContext, media_sources
+from gateway.live import PS_PAYLOAD_TYPES, SipContext, media_sources
 from gateway.media.mp4_remux import CLOCK, Mp4Remuxer, Mp4RemuxError, TimestampUnwrapper
 from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
+from gateway.play_sessions import PlaySessions
 from gateway.registry.model import Channel, Kindergarten
 
 __all__ = [
@@ -291,8 +292,7 @@ class DownloadService:
         self.media_ports: tuple[int, int] | int = media_ports or 0
         self.loop = asyncio.get_running_loop()
         self.downloads: dict[str, Download] = {}
-        self._by_call: dict[str, str] = {}  # Call-ID -> download id (running)
-        self._retired: dict[str, PlaySession] = {}  # Call-ID -> session of a finished download
+        self._sessions: PlaySessions[Download] = PlaySessions(self.loop)  # by Call-ID, finished ones a while
         self._ssrc_seq = itertools.count(1)
         self._sweeper: asyncio.TimerHandle | None = None
         self.totals: dict[str, int] = {"started": 0, "done": 0, "failed": 0}
@@ -423,8 +423,7 @@ class DownloadService:
             2 * expected + limits.slack + self.play_timeout, self._too_slow, download_id
         )
         session.start(self.loop.time())
-        if session.invite is not None:
-            self._by_call[session.invite.call_id] = download_id
+        self._sessions.add(session, download)
         log.info("download %s of %s %d..%d at %dx started", download_id[:8], channel_id, start, end, speed)
         self._after(download)
         return download
@@ -540,11 +539,7 @@ class DownloadService:
         session = download.session
         if session is not None:
             session.stop(self.loop.time())
-            if session.invite is not None:
-                call_id = session.invite.call_id
-                self._by_call.pop(call_id, None)
-                self._retired[call_id] = session
-                self.loop.call_later(RETIRED_FOR, self._retired.pop, call_id, None)
+            self._sessions.retire(session)
             while session.next_event() is not None:
                 pass
         if download.transport is not None:
@@ -580,45 +575,7 @@ class DownloadService:
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take the SIP events of our sessions (finished ones too, for a while); False for the rest."""
-        session, download = self._session_for(event)
-        if session is None:
-            return False
-        if isinstance(event, RequestReceived):
-            handled = session.handle_request(event, now)
-        else:
-            handled = session.handle_response(event, now)
-        if handled and download is not None:
-            self._after(download)
-        elif handled:  # a finished download's session: a late 2xx is ACKed and hung up by it
-            while session.next_event() is not None:
-                pass
-        return handled
-
-    def _session_for(self, event: SipEvent) -> tuple[PlaySession | None, Download | None]:
-        if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
-            session: PlaySession | None = event.context
-            call_id = session.invite.call_id if session is not None and session.invite is not None else ""
-        else:
-            message: Any
-            if isinstance(event, ResponseReceived):
-                message = event.response
-            elif isinstance(event, RequestReceived):
-                message = event.request
-            else:
-                return None, None
-            try:
-                call_id = message.call_id
-            except GatewayError:
-                return None, None
-            session = None
-        download_id = self._by_call.get(call_id)
-        download = self.downloads.get(download_id) if download_id is not None else None
-        if download is not None and download.session is not None:
-            return download.session, download
-        retired = self._retired.get(call_id)
-        if retired is not None and (session is None or session is retired):
-            return retired, None
-        return None, None
+        return self._sessions.route(event, now, self._after)
 
     def _after(self, download: Download) -> None:
         """Drain the session's events, re-arm its timer (the play timeout)."""

@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc, offer_for_play
-from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.endpoint import SipEndpoint, SipEvent
 from gateway.gb28181.sip.transport import Peer
 from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
 from gateway.io.rtp_io import MediaTransport as RtpTransport
@@ -48,15 +48,13 @@ from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 from gateway.media_intake import connect_active, open_intake
+from gateway.play_sessions import PlaySessions
 from gateway.substreams import StreamChoice, StreamPlanner, stream_name
 from gateway.uplink import Reservation, UplinkBudget, UplinkExceeded
 
 log = logging.getLogger("kgw.live")
 
 LINGER = 5.0  # s an upstream stays open after its last viewer left (quick re-opens are free)
-# s a closed stream's session still takes its dialog's messages: 64*T1, as long as a camera may
-# retransmit a 2xx (RFC 3261 §13.3.1.4), so that a late answer is ACKed and hung up, not left running.
-RETIRED_FOR = 32.0
 PS_PAYLOAD_TYPES = frozenset({96})
 MEASURE_AFTER = 10.0  # s of streaming before a stream's measured RTP rate replaces its uplink estimate
 
@@ -179,8 +177,7 @@ class LiveService:
         self.media_host = media_host
         self.play_timeout = play_timeout
         self.streams: dict[str, LiveStream] = {}  # by stream_key: the channel ID is its main stream
-        self._by_call: dict[str, str] = {}  # Call-ID -> stream key
-        self._retired: dict[str, PlaySession] = {}  # Call-ID -> session of a closed stream (RETIRED_FOR)
+        self._sessions: PlaySessions[LiveStream] = PlaySessions(self.loop)  # by Call-ID, closed ones a while
         self._opening: dict[str, asyncio.Task[LiveStream]] = {}
         self._ssrc_seq = itertools.count(1)
         self._viewer_seq = itertools.count(1)
@@ -391,11 +388,7 @@ class LiveService:
         log.info("live %s closed: %s", key, reason)
         if stream.reservation is not None:
             stream.reservation.release()
-        if stream.session.invite is not None:
-            call_id = stream.session.invite.call_id
-            self._by_call.pop(call_id, None)
-            self._retired[call_id] = stream.session
-            self.loop.call_later(RETIRED_FOR, self._retired.pop, call_id, None)
+        self._sessions.retire(stream.session)
         for name, value in _counters(stream).items():
             self.closed_totals[name] = self.closed_totals.get(name, 0) + value
         stream.session.stop(self.loop.time())
@@ -484,8 +477,7 @@ class LiveService:
         self.streams[stream.key] = stream
         session.start(self.loop.time())
         self.invites_sent += 1
-        if session.invite is not None:
-            self._by_call[session.invite.call_id] = stream.key
+        self._sessions.add(session, stream)
         self._after(stream)
         return stream
 
@@ -514,45 +506,7 @@ class LiveService:
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take the SIP events of our play sessions (closed ones too, for a while); False for the rest."""
-        session, stream = self._session_for(event)
-        if session is None:
-            return False
-        if isinstance(event, RequestReceived):
-            handled = session.handle_request(event, now)
-        else:
-            handled = session.handle_response(event, now)
-        if handled and stream is not None:
-            self._after(stream)
-        elif handled:  # a closed stream's session: a late 2xx is ACKed and hung up (it sent that itself)
-            while session.next_event() is not None:
-                pass
-        return handled
-
-    def _session_for(self, event: SipEvent) -> tuple[PlaySession | None, LiveStream | None]:
-        """The play session an event belongs to, and its stream while that is still open."""
-        session: PlaySession | None = None
-        if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
-            session = event.context
-            call_id = session.invite.call_id if session.invite is not None else ""
-        else:
-            message: Any
-            if isinstance(event, ResponseReceived):
-                message = event.response
-            elif isinstance(event, RequestReceived):
-                message = event.request
-            else:
-                return None, None
-            try:
-                call_id = message.call_id
-            except GatewayError:
-                return None, None
-        key = self._by_call.get(call_id)
-        open_stream = self.streams.get(key) if key is not None else None
-        if session is None:
-            session = open_stream.session if open_stream is not None else self._retired.get(call_id)
-        if session is None:
-            return None, None
-        return session, open_stream if open_stream is not None and open_stream.session is session else None
+        return self._sessions.route(event, now, self._after)
 
     def _after(self, stream: LiveStream) -> None:
         """Drain the session's events, re-arm its timer, and send what it queued."""
@@ -598,8 +552,6 @@ class LiveService:
         del self.streams[stream.key]
         stream.key = key
         self.streams[key] = stream
-        if stream.session.invite is not None:
-            self._by_call[stream.session.invite.call_id] = key
 
     async def _connect_active(self, stream: LiveStream, host: str, port: int) -> None:
         """TCP active: connect to the device's listening port from its answer."""

@@ -56,11 +56,10 @@ from gateway.gb28181.play import (
     PlayStarted,
 )
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
-from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
+from gateway.gb28181.sip.endpoint import SipEvent
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.live import (
     PS_PAYLOAD_TYPES,
-    RETIRED_FOR,
     ChannelLocator,
     SipContext,
     feed_rtp,
@@ -70,6 +69,7 @@ from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
+from gateway.play_sessions import PlaySessions
 
 __all__ = ["Playback", "PlaybackError", "PlaybackPosition", "PlaybackService", "PlaybackState"]
 
@@ -290,9 +290,7 @@ class PlaybackService:
         self.total = total
         self.playbacks: dict[str, Playback] = {}
         self.ended: dict[str, Playback] = {}
-        self._by_call: dict[str, str] = {}
-        self._retired: dict[str, PlaySession] = {}
-        self._sessions: dict[PlaySession, str] = {}  # open sessions -> playback id
+        self._sessions: PlaySessions[Playback] = PlaySessions(self.loop)  # by Call-ID, ended ones a while
         # History SSRCs 1<domain digits><seq>: live uses 1.. upward, so playback counts from ssrc_base.
         self._ssrc_seq = itertools.count(ssrc_base)
         self.outcomes: Counter[str] = Counter()
@@ -387,10 +385,8 @@ class PlaybackService:
             touched=now,
         )
         self.playbacks[playback_id] = pb
-        self._sessions[session] = playback_id
         session.start(now)
-        if session.invite is not None:
-            self._by_call[session.invite.call_id] = playback_id
+        self._sessions.add(session, pb)
         self._after(pb)
         self._arm_idle(pb)
         try:
@@ -538,17 +534,12 @@ class PlaybackService:
     def _close(self, pb: Playback, state: PlaybackState, reason: str) -> None:
         if self.playbacks.pop(pb.id, None) is None:
             return
-        self._sessions.pop(pb.session, None)
         log.info("playback %s of %s %s: %s", pb.id, pb.channel_id, state.value, reason)
         pb.state = state if pb.state is not PlaybackState.FAILED else pb.state
         if pb.end_reason is None:
             pb.end_reason = reason
         self.outcomes[pb.end_reason] += 1
-        if pb.session.invite is not None:
-            call_id = pb.session.invite.call_id
-            self._by_call.pop(call_id, None)
-            self._retired[call_id] = pb.session
-            self.loop.call_later(RETIRED_FOR, self._retired.pop, call_id, None)
+        self._sessions.retire(pb.session)
         pb.session.stop(self.loop.time())
         self._drain(pb)
         if pb.transport is not None:
@@ -596,46 +587,7 @@ class PlaybackService:
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take the SIP events of our playback sessions (ended ones too, for a while); False for the rest."""
-        session, pb = self._session_for(event)
-        if session is None:
-            return False
-        if isinstance(event, RequestReceived):
-            handled = session.handle_request(event, now)
-        else:
-            handled = session.handle_response(event, now)
-        if handled and pb is not None:
-            self._after(pb)
-        elif handled:
-            while session.next_event() is not None:
-                pass
-        return handled
-
-    def _session_for(self, event: SipEvent) -> tuple[PlaySession | None, Playback | None]:
-        if isinstance(event, (ResponseReceived, TransactionTimedOut)) and isinstance(event.context, PlaySession):
-            session: PlaySession | None = event.context
-        else:
-            message: Any
-            if isinstance(event, ResponseReceived):
-                message = event.response
-            elif isinstance(event, RequestReceived):
-                message = event.request
-            else:
-                return None, None
-            try:
-                call_id = message.call_id
-            except GatewayError:
-                return None, None
-            playback_id = self._by_call.get(call_id)
-            open_pb = self.playbacks.get(playback_id) if playback_id is not None else None
-            session = open_pb.session if open_pb is not None else self._retired.get(call_id)
-        if session is None:
-            return None, None
-        playback_id = self._sessions.get(session)
-        if playback_id is not None:
-            return session, self.playbacks.get(playback_id)
-        if session.invite is not None and self._retired.get(session.invite.call_id) is session:
-            return session, None
-        return None, None  # a PlaySession of another service (live view, download…)
+        return self._sessions.route(event, now, self._after)
 
     def _drain(self, pb: Playback) -> None:
         """Consume the session's events after it was stopped (nothing more to do with them)."""

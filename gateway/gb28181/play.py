@@ -21,7 +21,7 @@ Stopping an unanswered INVITE CANCELs it (:meth:`SipEndpoint.send_cancel`
 repeats the INVITE's branch, RFC 3261 §9.1); a 2xx that still arrives after we
 gave up (it crossed the CANCEL, or came after the play timeout) is ACKed and
 hung up at once (RFC 3261 §15). The owner keeps routing a stopped session's
-messages for that while (``gateway.live.RETIRED_FOR``).
+messages for that while (``gateway.play_sessions.RETIRED_FOR``).
 
 Playback and download sessions (an ``offer`` from ``sdp.offer_for_history``) add two
 things inside the dialog (docs/gb28181.md §15.9): :meth:`PlaySession.send_info` sends a
