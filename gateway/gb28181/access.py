@@ -230,19 +230,7 @@ class DeviceAccess:
         if session is None:
             return None
         sn = self._next_sn()
-        self._cseq += 1
-        request = build_message(
-            from_id=self.config.gateway_id,
-            from_domain=self.config.realm,
-            from_tag=self.endpoint.new_tag(),
-            to_id=device_id,
-            to_domain=device_id[:10],
-            request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
-            call_id=self.endpoint.new_call_id(),
-            cseq=self._cseq,
-            body=body(sn, session.charset),
-        )
-        self.endpoint.send_request(request, session.peer, now, context=_CommandContext((device_id, cmd_type, sn)))
+        self._send_message(session, body(sn, session.charset), now, _CommandContext((device_id, cmd_type, sn)))
         return sn
 
     def charset_of(self, device_id: str) -> str:
@@ -521,21 +509,25 @@ class DeviceAccess:
                 self.queries.finish(key)
                 self._events.append(QueryFailed(device_id, key[1], key[2], "not_registered"))
                 continue
-            self._cseq += 1
-            request = build_message(
-                from_id=self.config.gateway_id,
-                from_domain=self.config.realm,
-                from_tag=self.endpoint.new_tag(),
-                to_id=device_id,
-                to_domain=device_id[:10],
-                request_uri=sip_uri(device_id, session.peer.host, session.peer.port),
-                call_id=self.endpoint.new_call_id(),
-                cseq=self._cseq,
-                body=serialize(query, session.charset),
-            )
-            self.endpoint.send_request(request, session.peer, now, context=_QueryContext(key))
+            self._send_message(session, serialize(query, session.charset), now, _QueryContext(key))
             if isinstance(query, CatalogQuery):
                 self.catalogs.expect(device_id, query.sn, now)
+
+    def _send_message(self, session: DeviceSession, body: bytes, now: float, context: object) -> None:
+        """A MESSAGE of ours to a registered device, at the address it registered from."""
+        self._cseq += 1
+        request = build_message(
+            from_id=self.config.gateway_id,
+            from_domain=self.config.realm,
+            from_tag=self.endpoint.new_tag(),
+            to_id=session.device_id,
+            to_domain=session.device_id[:10],
+            request_uri=sip_uri(session.device_id, session.peer.host, session.peer.port),
+            call_id=self.endpoint.new_call_id(),
+            cseq=self._cseq,
+            body=body,
+        )
+        self.endpoint.send_request(request, session.peer, now, context=context)
 
     def _complete_query(self, device_id: str, cmd_type: str, sn: int, now: float) -> None:
         if self.queries.finish((device_id, cmd_type, sn)):
