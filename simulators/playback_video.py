@@ -22,9 +22,7 @@ with the playback's own timestamps (recorded time).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -34,7 +32,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from gateway.errors import ConfigError
+from simulators.encode_cache import EncodeCache
 from simulators.stamp import draw_stamp
 from simulators.video import FONT_PATH, VideoProfile, _background, _encoder, _style
 
@@ -120,42 +118,9 @@ def _bounce(pos: float) -> float:
     return pos if pos <= 1.0 else 2.0 - pos
 
 
-class SecondCache:
+class SecondCache(EncodeCache[SecondKey, EncodedSecond]):
     """Encode each :class:`SecondKey` once; keep the ``max_size`` most recent. Thread-safe."""
 
     def __init__(self, max_size: int = DEFAULT_SECONDS_CACHED, *, font_path: str | None = FONT_PATH) -> None:
-        if max_size < 1:
-            raise ConfigError(f"second cache size must be positive, not {max_size}")
-        self.max_size = max_size
+        super().__init__(lambda key: encode_second(key, font_path=font_path), max_size, what="second cache")
         self.font_path = font_path
-        self.hits = 0
-        self.misses = 0
-        self._seconds: OrderedDict[SecondKey, EncodedSecond] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._seconds)
-
-    def peek(self, key: SecondKey) -> EncodedSecond | None:
-        """The cached second, or None (never encodes: safe on the event loop)."""
-        with self._lock:
-            second = self._seconds.get(key)
-            if second is not None:
-                self._seconds.move_to_end(key)
-                self.hits += 1
-            return second
-
-    def get(self, key: SecondKey) -> EncodedSecond:
-        """The cached second, encoding it on a miss (call from a worker thread)."""
-        second = self.peek(key)
-        if second is not None:
-            return second
-        with self._lock:
-            self.misses += 1
-        second = encode_second(key, font_path=self.font_path)
-        with self._lock:
-            second = self._seconds.setdefault(key, second)
-            self._seconds.move_to_end(key)
-            while len(self._seconds) > self.max_size:
-                self._seconds.popitem(last=False)
-        return second

@@ -18,9 +18,7 @@ are burned into the top-left corner as a row of black/white blocks
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +35,7 @@ from gateway.gb28181.device_ptz import MAX_ZOOM, PtzCameras, PtzPose, window_of
 from gateway.gb28181.manscdp.control import PTZ_TYPES_STEERABLE
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame, rewrite_pes_timestamps
 from simulators.city import SimChannel
+from simulators.encode_cache import EncodeCache
 from simulators.video import CLOCK_RATE, FONT_PATH, EncodedClip, VideoProfile, _encoder, _font, mux_clip
 
 __all__ = [
@@ -208,32 +207,23 @@ class ViewClips:
     """Each (camera, view, profile) encoded once; the ``max_size`` most recent kept. Thread-safe."""
 
     def __init__(self, max_size: int = 256, *, font_path: str | None = FONT_PATH) -> None:
-        self.max_size = max_size
         self.font_path = font_path
-        self.encoded = 0
-        self._clips: OrderedDict[tuple[str, str, ViewKey, VideoProfile], EncodedClip] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: EncodeCache[tuple[str, str, ViewKey, VideoProfile], EncodedClip] = EncodeCache(
+            lambda k: encode_view(*k, font_path=font_path), max_size, what="PTZ view cache"
+        )
+
+    @property
+    def encoded(self) -> int:
+        """How many views were encoded so far."""
+        return self._cache.misses
 
     def peek(self, title: str, subtitle: str, key: ViewKey, profile: VideoProfile) -> EncodedClip | None:
         """The cached clip, or None."""
-        with self._lock:
-            clip = self._clips.get((title, subtitle, key, profile))
-            if clip is not None:
-                self._clips.move_to_end((title, subtitle, key, profile))
-            return clip
+        return self._cache.peek((title, subtitle, key, profile))
 
     def get(self, title: str, subtitle: str, key: ViewKey, profile: VideoProfile) -> EncodedClip:
         """The clip, encoded on a miss (call from a worker thread)."""
-        clip = self.peek(title, subtitle, key, profile)
-        if clip is not None:
-            return clip
-        clip = encode_view(title, subtitle, key, profile, font_path=self.font_path)
-        with self._lock:
-            self.encoded += 1
-            clip = self._clips.setdefault((title, subtitle, key, profile), clip)
-            while len(self._clips) > self.max_size:
-                self._clips.popitem(last=False)
-        return clip
+        return self._cache.get((title, subtitle, key, profile))
 
 
 _SHARED_CLIPS = ViewClips()

@@ -15,9 +15,7 @@ event loop should run :meth:`ClipCache.get` in a thread on a miss.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -33,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont
 from gateway.errors import ConfigError
 from gateway.media.audio import PCMA_CLOCK, alaw_encode
 from gateway.media.ps import AccessUnit, PsMuxer, StreamId, StreamType
+from simulators.encode_cache import EncodeCache
 
 __all__ = [
     "DEFAULT_CACHE_SIZE",
@@ -323,39 +322,32 @@ def has_microphone(channel_id: str) -> bool:
 
 
 class ClipCache:
-    """Encode each ``(title, subtitle, profile)`` once; keep the ``max_size`` most recent.
-
-    Thread-safe, so misses can be encoded in worker threads (``asyncio.to_thread``).
-    Two threads missing the same key at once may both encode; the first stored wins.
-    """
+    """Each ``(title, subtitle, profile)`` encoded once; the ``max_size`` most recent kept (thread-safe)."""
 
     def __init__(self, max_size: int = DEFAULT_CACHE_SIZE, *, font_path: str | None = FONT_PATH) -> None:
-        if max_size < 1:
-            raise ConfigError(f"clip cache size must be positive, not {max_size}")
-        self.max_size = max_size
         self.font_path = font_path
-        self.hits = 0
-        self.misses = 0
-        self._clips: OrderedDict[tuple[str, str, VideoProfile], EncodedClip] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: EncodeCache[tuple[str, str, VideoProfile], EncodedClip] = EncodeCache(
+            lambda key: encode_clip(*key, font_path=font_path), max_size, what="clip cache"
+        )
 
     def __len__(self) -> int:
-        return len(self._clips)
+        return len(self._cache)
+
+    @property
+    def max_size(self) -> int:
+        """How many clips are kept."""
+        return self._cache.max_size
+
+    @property
+    def hits(self) -> int:
+        """Lookups served from the cache."""
+        return self._cache.hits
+
+    @property
+    def misses(self) -> int:
+        """Lookups that encoded."""
+        return self._cache.misses
 
     def get(self, title: str, subtitle: str, profile: VideoProfile) -> EncodedClip:
-        """The cached clip for this key, encoding it on a miss."""
-        key = (title, subtitle, profile)
-        with self._lock:
-            clip = self._clips.get(key)
-            if clip is not None:
-                self._clips.move_to_end(key)
-                self.hits += 1
-                return clip
-            self.misses += 1
-        clip = encode_clip(title, subtitle, profile, font_path=self.font_path)
-        with self._lock:
-            clip = self._clips.setdefault(key, clip)
-            self._clips.move_to_end(key)
-            while len(self._clips) > self.max_size:
-                self._clips.popitem(last=False)
-        return clip
+        """The cached clip for this camera picture, encoding it on a miss (call from a worker thread)."""
+        return self._cache.get((title, subtitle, profile))
