@@ -28,7 +28,7 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
-from gateway.httpapi.webrtc_peers import PeerCapReached, caller_key
+from gateway.httpapi.webrtc_peers import read_offer, reserve_slot, supervise
 from gateway.media.webrtc.microphone import answer_microphone
 from gateway.security.scope import Capability, may_see_channel
 
@@ -74,18 +74,9 @@ async def start_broadcast(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/broadcast {"sdp": offer} → {"sdp": answer, "channel_id", "speaker"}."""
     service = request.app[BROADCASTS]
     channel_id = _channel(request)
-    try:
-        offer = (await request.json())["sdp"]
-        if not isinstance(offer, str):
-            raise TypeError("sdp must be a string")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+    offer = await read_offer(request)
     peers = request.app[PEERS]
-    try:
-        slot = peers.reserve(caller_key(request))
-    except PeerCapReached as exc:
-        status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
-        raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
+    slot = reserve_slot(peers, request)
     try:
         broadcast = service.claim(channel_id, _speaker(request))
     except BroadcastBusy as exc:
@@ -110,16 +101,11 @@ async def start_broadcast(request: web.Request) -> web.Response:
         raise
     audit_end = audit_session(request, AuditAction.BROADCAST, channel_id)
 
-    async def _end() -> None:
-        audit_end("failed" if pc.connectionState == "failed" else "ended")
+    def _cleanup(state: str) -> None:
+        audit_end("failed" if state == "failed" else "ended")
         service.stop(broadcast, "speaker left")
-        peers.release(slot)
-        await pc.close()
 
-    @pc.on("connectionstatechange")
-    async def _on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await _end()
+    _end = supervise(peers, slot, pc, _cleanup)
 
     def _ended(reason: str) -> None:  # the device hung up, or DELETE: close the browser's connection
         task = asyncio.get_running_loop().create_task(_end())
@@ -127,7 +113,6 @@ async def start_broadcast(request: web.Request) -> web.Response:
         task.add_done_callback(_CLOSING.discard)
 
     broadcast.on_end.append(_ended)
-    peers.attach(slot, pc, _end)
     return json_response({"sdp": answer, "channel_id": channel_id, "speaker": broadcast.speaker})
 
 

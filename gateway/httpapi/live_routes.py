@@ -24,7 +24,7 @@ from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.stream_choice import stream_answer, stream_choice, watch_error
 from gateway.httpapi.transcode_routes import transcode_choice, transcoded_feed
-from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, WebRtcPeers, caller_key
+from gateway.httpapi.webrtc_peers import PeerSlot, WebRtcPeers, read_offer, reserve_slot, supervise
 from gateway.live import LiveError, LiveService, LiveStream
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
@@ -146,17 +146,10 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/webrtc {"sdp": offer, "stream"?: "main"|"sub"|"auto"} → {"sdp": answer, "stream"}."""
     live = _live(request)
     channel_id = _watchable(request)
-    try:
-        offer = (await request.json())["sdp"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+    offer = await read_offer(request)
     choice = await stream_choice(request)
     peers = request.app[PEERS]
-    try:  # a slot before any socket is bound (M2)
-        slot = peers.reserve(caller_key(request))
-    except PeerCapReached as exc:
-        status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
-        raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
+    slot = reserve_slot(peers, request)
     try:
         answer, served = await _answer(request, live, channel_id, offer, slot, choice)
     except BaseException:
@@ -191,19 +184,12 @@ async def _answer(
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, channel_id)
 
-    async def _end() -> None:
-        audit_end(pc.connectionState)  # how long it ran (idempotent)
+    def _cleanup(state: str) -> None:
+        audit_end(state)  # how long it ran (idempotent)
         leave(channel_id, track.consumer_id)  # detach + linger, then end the track
         track.stop()
-        peers.release(slot)
-        await pc.close()
 
-    @pc.on("connectionstatechange")
-    async def _on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await _end()
-
-    peers.attach(slot, pc, _end)  # not connected within the ICE timeout: _end
+    supervise(peers, slot, pc, _cleanup)
     return answer, served
 
 

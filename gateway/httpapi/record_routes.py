@@ -28,7 +28,7 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
-from gateway.httpapi.webrtc_peers import PeerCapReached, PeerSlot, caller_key
+from gateway.httpapi.webrtc_peers import PeerSlot, caller_key, read_offer, reserve_slot, supervise
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 from gateway.playback import Playback, PlaybackError, PlaybackService
@@ -180,18 +180,11 @@ async def playback_webrtc(request: web.Request) -> web.Response:
     pb = _own_playback(request)
     if not pb.active:
         raise json_error(web.HTTPConflict, f"回放已结束 (playback {pb.id} has ended: {pb.end_reason})")
-    body = await _json_body(request)
-    offer = body.get("sdp")
-    if not isinstance(offer, str):
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}')
+    offer = await read_offer(request)
     if next((t for t in pb.demuxer.stream_types.values() if t is StreamType.H265), None) is not None:
         raise json_error(web.HTTPUnsupportedMediaType, "H.265 录像需要转码,未启用 (H.265 recording: needs transcoding)")
     peers = request.app[PEERS]
-    try:
-        slot = peers.reserve(caller_key(request))
-    except PeerCapReached as exc:
-        status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
-        raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
+    slot = reserve_slot(peers, request)
     try:
         answer = await _answer(request, pb, offer, slot)
     except BaseException:
@@ -212,18 +205,11 @@ async def _answer(request: web.Request, pb: Playback, offer: str, slot: PeerSlot
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, pb.channel_id)
 
-    async def _end() -> None:
-        audit_end(pc.connectionState)
+    def _cleanup(state: str) -> None:
+        audit_end(state)
         track.stop()
-        peers.release(slot)
-        await pc.close()
 
-    @pc.on("connectionstatechange")
-    async def _on_state() -> None:
-        if pc.connectionState in ("failed", "closed"):
-            await _end()
-
-    peers.attach(slot, pc, _end)
+    supervise(peers, slot, pc, _cleanup)
     return answer
 
 

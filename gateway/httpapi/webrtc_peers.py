@@ -21,9 +21,19 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import GatewayError
+from gateway.httpapi.common import json_error
 from gateway.httpapi.identity import PRINCIPAL_KEY
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT", "PeerCapReached", "PeerSlot", "WebRtcPeers", "caller_key"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "PeerCapReached",
+    "PeerSlot",
+    "WebRtcPeers",
+    "caller_key",
+    "read_offer",
+    "reserve_slot",
+    "supervise",
+]
 
 log = logging.getLogger("kgw.http.webrtc")
 DEFAULT_CONNECT_TIMEOUT = 15.0  # s from the answer to an ICE/DTLS connection before the session is dropped
@@ -44,6 +54,53 @@ def caller_key(request: web.Request) -> str:
     if isinstance(username, str) and username:
         return f"user:{username}"
     return f"addr:{request.remote or '-'}"
+
+
+async def read_offer(request: web.Request) -> str:
+    """The browser's SDP offer from a JSON ``{"sdp": ...}`` body; 400 for anything else."""
+    try:
+        body = await request.json()
+        offer = body["sdp"]
+        if not isinstance(offer, str):
+            raise TypeError("sdp must be a string")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise json_error(web.HTTPBadRequest, 'expected JSON {"sdp": "<offer>"}') from exc
+    return offer
+
+
+def reserve_slot(peers: WebRtcPeers, request: web.Request) -> PeerSlot:
+    """The caller's slot before any socket is bound (M2): 429 over its own cap, 503 over the node's."""
+    try:
+        return peers.reserve(caller_key(request))
+    except PeerCapReached as exc:
+        status = web.HTTPTooManyRequests if exc.scope == "user" else web.HTTPServiceUnavailable
+        raise json_error(status, f"{exc} (WebRTC 会话过多)") from exc
+
+
+def supervise(
+    peers: WebRtcPeers, slot: PeerSlot, pc: Any, cleanup: Callable[[str], None]
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Watch an answered peer connection: when it fails or closes, or does not connect in time,
+    ``cleanup(connection state)`` runs once, the slot is given back and ``pc`` closed.
+    Returns that ending (a coroutine function), for whoever else must end the session."""
+    ended = False
+
+    async def _end() -> None:
+        nonlocal ended
+        if ended:
+            return
+        ended = True
+        cleanup(pc.connectionState)
+        peers.release(slot)
+        await pc.close()
+
+    @pc.on("connectionstatechange")  # type: ignore[untyped-decorator]
+    async def _on_state() -> None:
+        if pc.connectionState in ("failed", "closed"):
+            await _end()
+
+    peers.attach(slot, pc, _end)  # not connected within the ICE timeout: _end
+    return _end
 
 
 @dataclass(eq=False)
