@@ -29,7 +29,6 @@ threads a few seconds ahead of the position, so the loop never waits on an encod
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -39,14 +38,14 @@ from collections.abc import Callable
 
 from gateway.errors import MediaTransportError
 from gateway.gb28181.device_agent import AgentHost, DeviceAgent
-from gateway.gb28181.device_calls import CallError, MediaRequested, MediaStarted, MediaStopped
+from gateway.gb28181.device_calls import MediaRequested, MediaStarted, MediaStopped
 from gateway.gb28181.device_recordings import IndexOptions, RecordingIndex
 from gateway.gb28181.device_records import DeviceRecords, PlaybackChanged, PlaybackSession, RecordEvent, RecordOptions
 from gateway.gb28181.sdp import MediaTransport, SessionType
 from gateway.media.ps import AccessUnit, PsMuxer, StreamId
 from gateway.media.rtp.sender import ReplayFrame
 from simulators.playback_video import EncodedSecond, SecondCache, SecondKey
-from simulators.streamer import CONNECT_TIMEOUT, CameraStreamer, StreamStats
+from simulators.streamer import CONNECT_TIMEOUT, CallHub, CameraStreamer
 from simulators.video import VideoProfile
 
 __all__ = ["KEY_ONLY_SCALE", "PlaybackHub", "PlaybackStreamer", "attach_recordings", "site_seed"]
@@ -215,7 +214,7 @@ class PlaybackStreamer(CameraStreamer):
         super().close(reason)
 
 
-class PlaybackHub:
+class PlaybackHub(CallHub[PlaybackStreamer]):
     """The playback media side of one shared SIP endpoint: feature events in, streamers out."""
 
     def __init__(
@@ -228,18 +227,13 @@ class PlaybackHub:
         local_host: str,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(local_host)
         self.host = host
         self.title = title
         self.cache = cache
         self.profile = profile
-        self.local_host = local_host
         self.wall = wall
-        self.streams: dict[str, PlaybackStreamer] = {}
-        self.finished = StreamStats()
-        self.calls_answered = 0
         self._features: list[tuple[DeviceAgent, DeviceRecords]] = []
-        self._owners: dict[str, DeviceRecords] = {}
-        self._loop = asyncio.get_running_loop()
 
     def add(self, agent: DeviceAgent, feature: DeviceRecords) -> None:
         """Serve ``feature``'s calls (the agent must carry it in ``agent.features``)."""
@@ -289,60 +283,9 @@ class PlaybackHub:
             local_host=self.local_host,
             on_lost=self._on_lost,
         )
-        self.streams[event.call_id] = streamer
-        self._owners[event.call_id] = feature
-        streamer.spawn(self._answer(feature, streamer))
-
-    async def _answer(self, feature: DeviceRecords, streamer: PlaybackStreamer) -> None:
-        """Open the sender, then answer 200 with its port (or 500 when no socket is free)."""
-        try:
-            port = await streamer.prepare()
-        except OSError as exc:
-            log.warning("no media socket for playback of %s: %s", streamer.channel_id, exc)
-            streamer.close("no_socket")
-            self._forget(streamer.call_id)
-            with contextlib.suppress(CallError):
-                feature.reject(streamer.call_id, 500, self._loop.time())
-            return
-        try:
-            feature.accept(streamer.call_id, self.local_host, port, self._loop.time())
-        except CallError:  # hung up while we prepared
-            streamer.close("call_gone")
-            self._forget(streamer.call_id)
-            return
-        self.calls_answered += 1
-
-    def _stopped(self, call_id: str, reason: str) -> None:
-        streamer = self._forget(call_id)
-        if streamer is not None:
-            streamer.close(reason)
-
-    def _on_lost(self, streamer: CameraStreamer, reason: str) -> None:
-        """The media path broke: the device hangs up (BYE)."""
-        feature = self._owners.get(streamer.call_id)
-        self._forget(streamer.call_id)
-        if feature is not None:
-            feature.hang_up(streamer.call_id, self._loop.time())
-
-    def _forget(self, call_id: str) -> PlaybackStreamer | None:
-        self._owners.pop(call_id, None)
-        streamer = self.streams.pop(call_id, None)
-        if streamer is not None:
-            self.finished.add(streamer.stats)
-        return streamer
-
-    def totals(self) -> StreamStats:
-        """What every playback of this hub sent, finished and running."""
-        total = StreamStats()
-        total.add(self.finished)
-        for streamer in self.streams.values():
-            total.add(streamer.stats)
-        return total
-
-    def close(self) -> None:
-        """Stop every playback (the fleet is shutting down)."""
-        for call_id in list(self.streams):
-            self._stopped(call_id, "shutdown")
+        self._serve(
+            streamer, feature, lambda port: feature.accept(streamer.call_id, self.local_host, port, self._loop.time())
+        )
 
 
 def site_seed(seed: int, site_id: str) -> int:

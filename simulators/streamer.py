@@ -29,7 +29,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.errors import MediaTransportError
 from gateway.gb28181.device_agent import AgentHost, DeviceAgent
@@ -247,7 +247,87 @@ class CameraStreamer:
                 task.cancel()
 
 
-class StreamHub:
+class CallAnswerer(Protocol):
+    """The device-side UAS of a hub's calls: live calls (DeviceCalls) or a recordings feature."""
+
+    def reject(self, call_id: str, status: int, now: float) -> None: ...
+    def hang_up(self, call_id: str, now: float) -> None: ...
+
+
+_Streamer = TypeVar("_Streamer", bound=CameraStreamer)
+
+
+class CallHub(Generic[_Streamer]):
+    """What every media hub of a shared endpoint keeps: its streamers by Call-ID, who answers each
+    call, and the totals; answering once the sender is ready, and hanging up when media breaks."""
+
+    def __init__(self, local_host: str) -> None:
+        self.local_host = local_host
+        self.streams: dict[str, _Streamer] = {}
+        self.finished = StreamStats()
+        self.calls_answered = 0
+        self._answerers: dict[str, CallAnswerer] = {}
+        self._loop = asyncio.get_running_loop()
+
+    def _serve(self, streamer: _Streamer, answerer: CallAnswerer, accept: Callable[[int], None]) -> None:
+        """Keep ``streamer`` and answer its call once its sender is open (``accept(port)`` sends the 200)."""
+        self.streams[streamer.call_id] = streamer
+        self._answerers[streamer.call_id] = answerer
+        streamer.spawn(self._answer(streamer, answerer, accept))
+
+    async def _answer(self, streamer: _Streamer, answerer: CallAnswerer, accept: Callable[[int], None]) -> None:
+        """Open the sender, then answer 200 with its port (or 500 when no socket is free)."""
+        try:
+            port = await streamer.prepare()
+        except OSError as exc:
+            log.warning("no media socket for %s: %s", streamer.channel_id, exc)
+            streamer.close("no_socket")
+            self._forget(streamer.call_id)
+            with contextlib.suppress(CallError):
+                answerer.reject(streamer.call_id, 500, self._loop.time())
+            return
+        try:
+            accept(port)
+        except CallError:  # hung up while we prepared
+            streamer.close("call_gone")
+            self._forget(streamer.call_id)
+            return
+        self.calls_answered += 1
+
+    def _stopped(self, call_id: str, reason: str) -> None:
+        streamer = self._forget(call_id)
+        if streamer is not None:
+            streamer.close(reason)
+
+    def _on_lost(self, streamer: CameraStreamer, reason: str) -> None:
+        """The media path broke: the device hangs up (BYE)."""
+        answerer = self._answerers.get(streamer.call_id)
+        self._forget(streamer.call_id)
+        if answerer is not None:
+            answerer.hang_up(streamer.call_id, self._loop.time())
+
+    def _forget(self, call_id: str) -> _Streamer | None:
+        self._answerers.pop(call_id, None)
+        streamer = self.streams.pop(call_id, None)
+        if streamer is not None:
+            self.finished.add(streamer.stats)
+        return streamer
+
+    def totals(self) -> StreamStats:
+        """What every stream of this hub sent, finished and running."""
+        total = StreamStats()
+        total.add(self.finished)
+        for streamer in self.streams.values():
+            total.add(streamer.stats)
+        return total
+
+    def close(self) -> None:
+        """Stop every stream (the fleet is shutting down)."""
+        for call_id in list(self.streams):
+            self._stopped(call_id, "shutdown")
+
+
+class StreamHub(CallHub[CameraStreamer]):
     """The media side of one shared SIP endpoint: call events in, :class:`CameraStreamer` out."""
 
     def __init__(
@@ -261,18 +341,13 @@ class StreamHub:
         substreams: SubStreams | None = None,
         hevc_share: float = 0.0,
     ) -> None:
+        super().__init__(local_host)
         self.host = host
         self.substreams = substreams or SubStreams(0.0)  # which cameras have a sub-stream (issue 11)
         self.title = title
         self.cache = cache
         self.profile = profile
         self.hevc_share = hevc_share  # of the cameras stream H.265 (simulators/hevc.py)
-        self.local_host = local_host
-        self.streams: dict[str, CameraStreamer] = {}
-        self.finished = StreamStats()
-        self.calls_answered = 0
-        self._agents: dict[str, DeviceAgent] = {}
-        self._loop = asyncio.get_running_loop()
 
     # --- events from the SIP side -------------------------------------------------------------
 
@@ -308,49 +383,15 @@ class StreamHub:
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost, follow=follow)
         streamer.answer_stream = answer_stream
-        self.streams[event.call_id] = streamer
-        self._agents[event.call_id] = agent
-        streamer.spawn(self._answer(agent, streamer))
-
-    async def _answer(self, agent: DeviceAgent, streamer: CameraStreamer) -> None:
-        """Open the sender, then answer 200 with its port (or 500 when no socket is free)."""
-        assert agent.calls is not None
-        try:
-            port = await streamer.prepare()
-        except OSError as exc:
-            log.warning("no media socket for %s: %s", streamer.channel_id, exc)
-            streamer.close("no_socket")
-            with contextlib.suppress(CallError):
-                agent.calls.reject(streamer.call_id, 500, self._loop.time())
-            return
-        try:
-            agent.calls.accept(
+        calls = agent.calls
+        assert calls is not None  # live calls come only from a device with cameras
+        self._serve(
+            streamer,
+            calls,
+            lambda port: calls.accept(
                 streamer.call_id, self.local_host, port, self._loop.time(), stream_number=streamer.answer_stream
-            )
-        except CallError:  # hung up while we prepared
-            streamer.close("call_gone")
-            self._forget(streamer.call_id)
-            return
-        self.calls_answered += 1
-
-    def _stopped(self, call_id: str, reason: str) -> None:
-        streamer = self._forget(call_id)
-        if streamer is not None:
-            streamer.close(reason)
-
-    def _on_lost(self, streamer: CameraStreamer, reason: str) -> None:
-        """The media path broke: the device hangs up (BYE)."""
-        agent = self._agents.get(streamer.call_id)
-        self._forget(streamer.call_id)
-        if agent is not None and agent.calls is not None:
-            agent.calls.hang_up(streamer.call_id, self._loop.time())
-
-    def _forget(self, call_id: str) -> CameraStreamer | None:
-        self._agents.pop(call_id, None)
-        streamer = self.streams.pop(call_id, None)
-        if streamer is not None:
-            self.finished.add(streamer.stats)
-        return streamer
+            ),
+        )
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -360,19 +401,6 @@ class StreamHub:
             if channel.device_id == event.channel_id:
                 return channel.name or channel.device_id
         return event.channel_id
-
-    def totals(self) -> StreamStats:
-        """What every stream of this hub sent, finished and running."""
-        total = StreamStats()
-        total.add(self.finished)
-        for streamer in self.streams.values():
-            total.add(streamer.stats)
-        return total
-
-    def close(self) -> None:
-        """Stop every stream (the fleet is shutting down)."""
-        for call_id in list(self.streams):
-            self._stopped(call_id, "shutdown")
 
 
 def _consume_exception(future: asyncio.Future[Any]) -> None:
