@@ -10,8 +10,9 @@ the device's offer says (UDP, or TCP in either direction, :mod:`gateway.io.rtp_s
 after the ACK the broadcast is live. :meth:`BroadcastService.stop` (speaker let go, WebRTC
 closed) sends BYE; a device BYE or a broken media connection ends it for the speaker.
 
-Only raw PCMA (RTP PT 8) is sent: a device that offers audio only inside PS is refused 488
-(an audio-only PS muxer is not written).
+Raw PCMA (RTP PT 8) is sent when the device offers it; a device that offers only
+``PS/90000`` (many Hikvision/Dahua) gets the same A-law inside audio-only PS on the 90 kHz
+clock with the payload type it gave (:class:`~gateway.media.audio.PsAudioPacketizer`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from gateway.gb28181.sip.router import SipHandler
 from gateway.io.rtp_io import MediaConnectError
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.live import ChannelLocator, SipContext
-from gateway.media.audio import PcmaPacketizer
+from gateway.media.audio import PcmaPacketizer, PsAudioPacketizer
 
 __all__ = ["Broadcast", "BroadcastBusy", "BroadcastError", "BroadcastService", "audio_output_finder"]
 
@@ -79,6 +80,12 @@ def audio_output_finder(directory: DeviceChannels) -> Callable[[str, str], str]:
         return outputs[0] if outputs else channel_id
 
     return target
+
+
+class AudioPacketizer(Protocol):
+    """A-law in, RTP packets out: raw PCMA or PCMA in PS, as the device's offer chose."""
+
+    def push(self, alaw: bytes) -> list[bytes]: ...
 
 
 class CommandRequester(Protocol):
@@ -118,7 +125,7 @@ class Broadcast:
     live: asyncio.Future[None]
     ended: asyncio.Future[str]
     sender: RtpSendTransport | None = None
-    packetizer: PcmaPacketizer | None = None
+    packetizer: AudioPacketizer | None = None
     on_end: list[Callable[[str], None]] = field(default_factory=list)
     samples_in: int = 0
 
@@ -384,7 +391,9 @@ class BroadcastService:
             return
         ssrc = target.ssrc or make_ssrc(self.sip.domain, next(self._seq))
         broadcast.sender = sender
-        broadcast.packetizer = PcmaPacketizer(int(ssrc))
+        broadcast.packetizer = (
+            PsAudioPacketizer(int(ssrc), payload_type=target.payload_type) if target.ps else PcmaPacketizer(int(ssrc))
+        )
         self.calls.accept(broadcast.key, self.media_host, sender.port, ssrc, self.loop.time())
         self._rearm()
 

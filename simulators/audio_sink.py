@@ -1,5 +1,10 @@
 """The simulated devices' speakers: receive broadcast audio (PCMA RTP) and report what was heard.
 
+With ``ps`` the devices offered ``96 PS/90000`` (as many Hikvision/Dahua do): the audio then
+comes as G.711 A-law inside an audio-only program stream, which the sink takes apart with
+the gateway's :class:`~gateway.media.ps.PsDemuxer`; it keeps the PS bytes it received (up to
+``MAX_PS_BYTES`` per call) so a test can hand them to ffprobe.
+
 One :class:`AudioSinks` per fleet listens on one UDP port and one TCP port (RFC 4571; the
 device offers ``a=setup:passive`` and the platform connects) for every simulated device;
 the device's :class:`~gateway.gb28181.device_broadcast.DeviceBroadcast` tells it which SSRC
@@ -22,14 +27,17 @@ import numpy as np
 from gateway.errors import GatewayError
 from gateway.gb28181.sdp import MediaTransport
 from gateway.media.audio import PCMA_CLOCK, PCMA_PAYLOAD_TYPE, alaw_decode
+from gateway.media.ps import PsDemuxer, StreamType
 from gateway.media.rtp import Rfc4571Framer
 from gateway.media.rtp.packet import RtpPacket
+from gateway.media.rtp.sender import PS_PAYLOAD_TYPE
 
 __all__ = ["AudioSinks", "Heard", "analyse"]
 
 log = logging.getLogger("kgw.simulate.audio")
 MAX_SECONDS = 60  # samples kept per call
 HISTORY = 20  # calls kept per fleet
+MAX_PS_BYTES = 1 << 20  # PS payload kept per call (~80 s of 20 ms packs)
 
 
 @dataclass
@@ -44,13 +52,16 @@ class Heard:
     lost: int = 0
     ended: str | None = None
     transport: str = ""
+    ps: bool = False  # the device offered PS: PT 96, A-law inside PS
+    ps_bytes: bytearray = field(default_factory=bytearray, repr=False)
+    _demuxer: PsDemuxer = field(default_factory=PsDemuxer, repr=False)
     _chunks: list[np.ndarray[Any, np.dtype[np.int16]]] = field(default_factory=list, repr=False)
     _samples: int = 0
     _last_seq: int | None = None
 
     def add(self, packet: RtpPacket, transport: str) -> None:
         """One RTP packet of this call."""
-        if packet.payload_type != PCMA_PAYLOAD_TYPE:
+        if packet.payload_type != (PS_PAYLOAD_TYPE if self.ps else PCMA_PAYLOAD_TYPE):
             self.bad_packets += 1
             return
         if self._last_seq is not None:
@@ -59,7 +70,16 @@ class Heard:
         self._last_seq = packet.sequence
         self.packets += 1
         self.transport = transport
-        samples = alaw_decode(packet.payload)
+        if self.ps:
+            if len(self.ps_bytes) + len(packet.payload) <= MAX_PS_BYTES:
+                self.ps_bytes += packet.payload
+            for unit in self._demuxer.feed(packet.payload):
+                if unit.stream_type is StreamType.G711A:
+                    self._hear(alaw_decode(unit.data))
+        else:
+            self._hear(alaw_decode(packet.payload))
+
+    def _hear(self, samples: np.ndarray[Any, np.dtype[np.int16]]) -> None:
         self._samples += len(samples)
         self._chunks.append(samples)
         kept = sum(len(c) for c in self._chunks)
@@ -77,6 +97,7 @@ class Heard:
             "lost": self.lost,
             "bad_packets": self.bad_packets,
             "transport": self.transport,
+            "payload": "ps" if self.ps else "pcma",
             "ended": self.ended,
             "duration": round(self._samples / PCMA_CLOCK, 3),
             **analyse(samples),
@@ -103,10 +124,14 @@ def analyse(samples: np.ndarray[Any, np.dtype[np.int16]], tail_seconds: float = 
 
 
 class AudioSinks:
-    """The speakers of a fleet: one UDP and one TCP port, calls told apart by SSRC."""
+    """The speakers of a fleet: one UDP and one TCP port, calls told apart by SSRC.
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    ``ps``: the fleet's devices offer PS (their calls expect A-law inside PS, PT 96).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", *, ps: bool = False) -> None:
         self.host = host
+        self.ps = ps
         self.calls: dict[int, Heard] = {}
         self.history: list[Heard] = []
         self.foreign = 0  # packets whose SSRC no call announced
@@ -140,7 +165,7 @@ class AudioSinks:
 
     def expect(self, ssrc: int, device_id: str, target: str) -> None:
         """A call with ``ssrc`` to ``device_id`` begins."""
-        heard = Heard(device_id, target, ssrc)
+        heard = Heard(device_id, target, ssrc, ps=self.ps)
         self.calls[ssrc] = heard
         self.history.append(heard)
         del self.history[:-HISTORY]
@@ -159,6 +184,13 @@ class AudioSinks:
             if heard.device_id == device_id:
                 return {**heard.report(), "active": heard.ssrc in self.calls and self.calls[heard.ssrc] is heard}
         return None
+
+    def ps_payload(self, device_id: str) -> bytes:
+        """The PS bytes the latest call to ``device_id`` received (empty for PCMA calls)."""
+        for heard in reversed(self.history):
+            if heard.device_id == device_id:
+                return bytes(heard.ps_bytes)
+        return b""
 
     # --- input -----------------------------------------------------------------------------------------------
 

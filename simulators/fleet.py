@@ -109,6 +109,7 @@ class FleetOptions:
     alarm_rate: float = 0.0  # alarms per second across the fleet (steady; 0 = none)
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
     audio_tcp: bool = False  # devices offer broadcast audio over TCP (they listen), else UDP
+    audio_ps: bool = False  # devices offer broadcast audio only as PS/90000 (Hikvision/Dahua), else PCMA
 
     @property
     def domain(self) -> str:
@@ -180,7 +181,7 @@ class Fleet:
                 cafile=opts.api_cafile,
             )
         misbehaviours = self._misbehaviour_plan(sum(len(k.devices) for k in self.city))
-        self.audio = AudioSinks(opts.local_host)
+        self.audio = AudioSinks(opts.local_host, ps=opts.audio_ps)
         await self.audio.start()
         audio_mode = MediaTransport.TCP_PASSIVE if opts.audio_tcp else MediaTransport.UDP
         index = 0
@@ -197,7 +198,7 @@ class Fleet:
                 hevc_share=opts.hevc_share,
             )
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
-            node.broadcast = DeviceBroadcast(endpoint, self.audio, transport=audio_mode)
+            node.broadcast = DeviceBroadcast(endpoint, self.audio, transport=audio_mode, ps=opts.audio_ps)
             router = SipRouter(endpoint, [node.broadcast, node.host], unclaimed_status=404)
             node.playback = PlaybackHub(node.host, plan.name, self.seconds, opts.video, local_host=opts.local_host)
             node.driver = SipDriver(router, on_activity=node.drain)

@@ -7,9 +7,11 @@ The flow WVP implements and devices expect:
    channel — simulated devices accept both) through :func:`broadcast_body`;
 2. the device answers 200 and ``Response/Broadcast`` with ``Result`` (:func:`broadcast_result`);
 3. the device sends *us* an INVITE offering where it receives audio
-   (``m=audio <port> RTP/AVP 8``, or ``TCP/RTP/AVP 8`` with ``a=setup``, and ``y=``);
-4. we answer 200 (``a=sendonly``, ``a=rtpmap:8 PCMA/8000``, setup mirrored, ``y=``,
-   ``f=v/////a/1/8/1``: :func:`audio_answer`), it ACKs, we send PCMA RTP; BYE either way.
+   (``m=audio <port> RTP/AVP 8``, or ``TCP/RTP/AVP 8`` with ``a=setup``, and ``y=``; many
+   Hikvision/Dahua devices offer only ``RTP/AVP 96`` with ``a=rtpmap:96 PS/90000``);
+4. we answer 200 (``a=sendonly``, the chosen ``a=rtpmap`` — PCMA when offered, else PS —,
+   setup mirrored, ``y=``, ``f=v/////a/1/8/1``: :func:`audio_answer`), it ACKs, we send
+   PCMA RTP (or the A-law inside audio-only PS on the 90 kHz clock); BYE either way.
 
 :class:`BroadcastCalls` is the UAS of step 3-4. It takes an INVITE only from the device we
 asked, from the address its registration is bound to, while that broadcast is expected,
@@ -55,6 +57,7 @@ __all__ = [
     "DEFAULT_ACK_TIMEOUT",
     "DEFAULT_INVITE_TIMEOUT",
     "PCMA_RTPMAP",
+    "PS_RTPMAP",
     "AudioEnded",
     "AudioRequested",
     "AudioStarted",
@@ -75,6 +78,7 @@ __all__ = [
 BROADCAST = "Broadcast"
 AUDIO_OUT_TYPE = "137"  # the 20-digit type code of an audio output channel (docs/gb28181.md §1.2)
 PCMA_RTPMAP = "PCMA/8000"
+PS_RTPMAP = "PS/90000"
 AUDIO_F_LINE = "v/////a/1/8/1"  # G.711, 64 kbit/s, 8 kHz as WVP writes it (docs/gb28181.md §15.7)
 DEFAULT_INVITE_TIMEOUT = 10.0  # s from our Broadcast to the device's INVITE
 DEFAULT_ACK_TIMEOUT = 32.0  # s from our 200 to its ACK (64*T1, RFC 3261 §13.3.1.4)
@@ -150,7 +154,8 @@ class AudioTarget:
     ``transport`` names the mode from the offerer's (the device's) side like
     :class:`MediaTransport`: ``TCP_PASSIVE`` — the device listens at ``host:port`` and we
     connect; ``TCP_ACTIVE`` — the device connects to the port of our answer.
-    ``payload_type`` is 8 (raw PCMA). ``ssrc`` is the device's ``y=``, or None.
+    ``payload_type`` is 8 (raw PCMA) or, with ``ps``, the dynamic type the device gave
+    ``PS/90000`` (A-law inside audio-only PS). ``ssrc`` is the device's ``y=``, or None.
     """
 
     transport: MediaTransport
@@ -158,20 +163,30 @@ class AudioTarget:
     port: int
     payload_type: int
     ssrc: str | None
+    ps: bool = False
+
+    @property
+    def rtpmap(self) -> str:
+        """The ``a=rtpmap`` encoding of what we send."""
+        return PS_RTPMAP if self.ps else PCMA_RTPMAP
 
 
 def audio_target(offer: SdpSession) -> AudioTarget:
     """Read the device's audio offer; :class:`SdpError` (488) when it offers no audio we can send.
 
-    Only raw PCMA (PT 8) is sent; an offer of PS alone (PT 96) is refused, since wrapping
-    the audio in an audio-only program stream is not implemented.
+    Raw PCMA (PT 8) when offered; else a dynamic type mapped to ``PS/90000`` (the A-law is
+    then sent inside audio-only PS); anything else is refused.
     """
     if offer.kind != "audio":
         raise SdpError(f"broadcast offer is m={offer.kind[:10]}, not m=audio")
     names = {pt: name.upper() for pt, name in offer.rtpmap.items()}
-    if PCMA_PT not in offer.payload_types or not names.get(PCMA_PT, PCMA_RTPMAP).startswith("PCMA"):
-        raise SdpError("broadcast offer has no PCMA (payload type 8)")
-    return AudioTarget(offer_transport(offer), offer.connection_address, offer.port, PCMA_PT, offer.ssrc)
+    transport, host, port = offer_transport(offer), offer.connection_address, offer.port
+    if PCMA_PT in offer.payload_types and names.get(PCMA_PT, PCMA_RTPMAP).startswith("PCMA"):
+        return AudioTarget(transport, host, port, PCMA_PT, offer.ssrc)
+    for pt in offer.payload_types:
+        if pt >= PS_PT and names.get(pt, "").split("/")[0] == "PS":  # dynamic types only (RFC 3551 §6)
+            return AudioTarget(transport, host, port, pt, offer.ssrc, ps=True)
+    raise SdpError("broadcast offer has neither PCMA (payload type 8) nor PS/90000")
 
 
 def audio_offer(
@@ -181,19 +196,24 @@ def audio_offer(
     media_port: int,
     ssrc: str,
     transport: MediaTransport = MediaTransport.UDP,
+    ps: bool = False,
 ) -> SdpSession:
-    """A device's offer for broadcast audio (what simulated devices send), WVP's shape."""
+    """A device's offer for broadcast audio (what simulated devices send), WVP's shape.
+
+    ``ps``: offer only ``96 PS/90000``, as many Hikvision/Dahua devices do.
+    """
     tcp = transport is not MediaTransport.UDP
+    payload_type, rtpmap = (PS_PT, PS_RTPMAP) if ps else (PCMA_PT, PCMA_RTPMAP)
     return SdpSession(
         origin_user=origin_user,
         origin_address=media_host,
         session_type="Play",
         connection_address=media_host,
         port=media_port,
-        payload_types=(PCMA_PT,),
+        payload_types=(payload_type,),
         kind="audio",
         protocol="TCP/RTP/AVP" if tcp else "RTP/AVP",
-        rtpmap={PCMA_PT: PCMA_RTPMAP},
+        rtpmap={payload_type: rtpmap},
         direction=Direction.RECVONLY,
         setup=(Setup.ACTIVE if transport is MediaTransport.TCP_ACTIVE else Setup.PASSIVE) if tcp else None,
         connection=Connection.NEW if tcp else None,
@@ -202,7 +222,11 @@ def audio_offer(
 
 
 def audio_answer(offer: SdpSession, *, origin_user: str, media_host: str, media_port: int, ssrc: str) -> SdpSession:
-    """Our 200's SDP: ``a=sendonly``, ``a=rtpmap:8 PCMA/8000``, setup mirrored, ``y=``, ``f=v/////a/1/8/1``."""
+    """Our 200's SDP: ``a=sendonly``, the chosen rtpmap (:func:`audio_target`), setup mirrored, ``y=``, ``f=``.
+
+    :class:`SdpError` when the offer has nothing we can send.
+    """
+    target = audio_target(offer)
     mirrored = {Setup.ACTIVE: Setup.PASSIVE, Setup.PASSIVE: Setup.ACTIVE}
     setup = None
     if offer.is_tcp:
@@ -213,8 +237,8 @@ def audio_answer(offer: SdpSession, *, origin_user: str, media_host: str, media_
         origin_address=media_host,
         connection_address=media_host,
         port=media_port,
-        payload_types=(PCMA_PT,),
-        rtpmap={PCMA_PT: PCMA_RTPMAP},
+        payload_types=(target.payload_type,),
+        rtpmap={target.payload_type: target.rtpmap},
         fmtp={},
         direction=Direction.SENDONLY,
         setup=setup,

@@ -9,7 +9,8 @@ channel, an audio-out channel (type 137) or the device itself — it answers
 ``a=setup:passive``: the device listens and the platform connects), ``y=``, Subject
 ``<target>:<ssrc>,<platform>:0``. It ACKs the 2xx and tells its :class:`AudioSink`
 which SSRC to record for whom; a BYE from the platform (or :meth:`DeviceBroadcast.hang_up`)
-ends it. A broadcast for an ID the device does not have is answered ``Result`` ERROR.
+ends it. With ``ps`` it offers ``m=audio <port> RTP/AVP 96`` with ``a=rtpmap:96 PS/90000``
+instead, as many Hikvision/Dahua devices do (the sink then reads A-law inside PS). A broadcast for an ID the device does not have is answered ``Result`` ERROR.
 """
 
 from __future__ import annotations
@@ -73,11 +74,17 @@ class DeviceBroadcast:
     """Broadcast for every agent of one endpoint: a device feature and a router handler."""
 
     def __init__(
-        self, endpoint: SipEndpoint, sink: AudioSink, *, transport: MediaTransport = MediaTransport.UDP
+        self,
+        endpoint: SipEndpoint,
+        sink: AudioSink,
+        *,
+        transport: MediaTransport = MediaTransport.UDP,
+        ps: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.sink = sink
         self.transport = transport
+        self.ps = ps
         self.calls: dict[str, HeardCall] = {}
         self.refused: list[tuple[str, int]] = []  # (device, status) of INVITEs the platform refused
         self._seq = 0
@@ -192,6 +199,7 @@ class DeviceBroadcast:
             media_port=self.sink.port_for(self.transport),
             ssrc=ssrc,
             transport=self.transport,
+            ps=self.ps,
         )
         local = self.endpoint
         headers = Headers(

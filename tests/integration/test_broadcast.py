@@ -5,14 +5,17 @@ answers the WebRTC offer after the GB flow (Notify/Broadcast, Response, the devi
 our 200, ACK); the device's speaker (simulators/audio_sink.py) decodes the PCMA it receives
 and reports the dominant frequency. Also: a second speaker gets 409 naming the first, the
 police may not broadcast, a forged INVITE from another socket is refused, a device BYE
-ends the broadcast, and the TCP media mode.
+ends the broadcast, the TCP media mode, and a device that offers only PS (the A-law then
+goes inside an audio-only program stream, which ffprobe reads back as G.711 A-law).
 """
 
 from __future__ import annotations
 
 import asyncio
 import fractions
+import json
 import socket
+import subprocess
 from typing import Any
 
 import av
@@ -219,4 +222,45 @@ async def test_forged_invite_is_refused(gateway_factory: Any, fleet_factory: Any
         assert not service.broadcasts.active
     finally:
         pending.cancel()
+        await pc.close()
+
+
+async def test_device_offering_ps_gets_alaw_inside_ps(gateway_factory: Any, fleet_factory: Any, tmp_path: Any) -> None:
+    # The devices offer only "m=audio <port> RTP/AVP 96" + "a=rtpmap:96 PS/90000" (Hikvision/Dahua).
+    service, fleet, api, channel_id, device_id = await _setup(gateway_factory, fleet_factory, audio_ps=True)
+    pc, offer = await _speaker()
+    try:
+        status, body = await http_json(f"{api}/api/channels/{channel_id}/broadcast", {"sdp": offer})
+        assert status == 200, body  # before: the device's PS-only INVITE was refused 488
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type="answer"))
+        report = await _hear_tone(fleet, device_id, 3.0)
+        assert report["payload"] == "ps" and report["bad_packets"] == 0, report
+        assert abs(report["dominant_hz"] - TONE_HZ) < 15 and report["rms"] > 0.15, report
+        assert service.broadcasts.calls.refused == {}
+
+        # What we sent, written as a .ps file: ffprobe reads G.711 A-law, 8 kHz mono, for as long as heard.
+        # FFmpeg 5.1 ignores the PSM's stream type 0x90 and calls 0xC0 MPEG audio unless the file has
+        # Hikvision's 40-byte "IMKH" file header (its mpeg demuxer then takes 0xC0 as A-law): add one.
+        sent = fleet.audio.ps_payload(device_id)
+        assert sent[:4] == b"\x00\x00\x01\xba", sent[:16]
+        path = tmp_path / "broadcast.ps"
+        path.write_bytes(b"IMKH" + bytes(36) + sent)
+        probe = await asyncio.to_thread(
+            subprocess.run,
+            ["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        streams = json.loads(probe.stdout)["streams"]
+        assert [(s["codec_name"], s["sample_rate"], s["channels"]) for s in streams] == [("pcm_alaw", "8000", 1)], (
+            probe.stdout,
+            probe.stderr,
+        )
+        assert float(streams[0]["duration"]) >= 2.5, streams
+
+        status, ended = await http_json(f"{api}/api/channels/{channel_id}/broadcast", method="DELETE")
+        assert status == 200 and ended["state"] == "ended"
+        assert await wait_for(lambda: fleet.heard(device_id)["ended"] == "platform_bye", timeout=20)
+    finally:
         await pc.close()

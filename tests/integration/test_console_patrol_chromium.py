@@ -2,16 +2,21 @@
 kindergartens in the tree and a dwell time; the grid cycles through their cameras page by page.
 Each switch shows pictures at once because the next page was pre-opened off screen: the test
 reads, for every switch, that each cell swapped in already had decoded frames (readyState ≥ 2,
-the camera's 640×360) at the moment of the switch. A new alarm pops up and holds the patrol on
+the camera's picture) at the moment of the switch. A new alarm pops up and holds the patrol on
 its page; closing the popup lets it go on.
 
 The server's per-user WebRTC cap stays at its default (4): with pre-opening, a page is 2 cells.
+Patrol pages follow the grid's stream rule (grid.js ``cellStream()``): in a layout of 4 or more
+cells they ask for the sub-stream, the pre-opened page too; the second test raises the cap so a
+page holds 4 cells and reads that every cell, shown or pre-opened, plays the 320x180 sub-stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from simulators.fleet import FleetOptions
+from simulators.substreams import has_sub_stream
 from tests.conftest import TEST_ADMIN, add_user, http_json
 from tests.integration.test_console_chromium import _click, _poll, chromium_page
 
@@ -19,8 +24,12 @@ PATROL_STATE = """(() => {
   const p = window.kgwConsole.patrol;
   const cells = window.kgwConsole.cells.slice(0, window.kgwConsole.layout()).map((c) => ({
     channel: c.channelId, state: c.el.dataset.state, ready: c.video.readyState, width: c.video.videoWidth,
-    inGrid: c.el.parentElement && c.el.parentElement.id === 'grid'}));
-  return {running: p.running, page: p.page, pages: p.pages, pageSize: p.pageSize, pauses: [...p.pauses],
+    inGrid: c.el.parentElement && c.el.parentElement.id === 'grid', asked: c.stream,
+    stream: c.el.dataset.stream || ''}));
+  const standby = p.standby.map((c) => ({
+    channel: c.channelId, asked: c.stream, stream: c.el.dataset.stream || '', ready: c.video.readyState,
+    width: c.video.videoWidth}));
+  return {running: p.running, standbyCells: standby, page: p.page, pages: p.pages, pageSize: p.pageSize, pauses: [...p.pauses],
           switches: p.switches, channels: p.channels.map((c) => c.id), cells,
           bar: document.getElementById('patrol-bar').hidden ? '' : document.getElementById('patrol-bar').textContent,
           popup: !!document.querySelector('#alarm-popup:not([hidden])'),
@@ -116,7 +125,14 @@ async def test_patrol_cycles_pre_opened_pages_and_holds_for_an_alarm(gateway_fac
         shown = [c["channel"] for c in state["cells"][:2]]
         assert shown == cameras[page * 2 : page * 2 + 2], (shown, page, cameras)
         assert state["switches"][-1]["ready"] == [True, True], state["switches"]
-        assert all(c["ready"] >= 2 and c["width"] == 640 for c in state["cells"][:2]), state["cells"]
+
+        # A 4-cell layout: the patrol's cells ask for the sub-stream like the grid's (320 wide where the
+        # simulated camera has one, its 640 main otherwise).
+        def width(channel: str) -> int:
+            return 320 if has_sub_stream(channel, FleetOptions().sub_streams) else 640
+
+        assert all(c["asked"] == "sub" for c in state["cells"][:2]), state["cells"]
+        assert all(c["ready"] >= 2 and c["width"] == width(c["channel"]) for c in state["cells"][:2]), state["cells"]
         assert f"第 {page + 1}/2 页" in state["bar"], state["bar"]
 
         # An alarm pops up: the patrol holds its page while the popup is open.
@@ -168,3 +184,52 @@ async def test_patrol_cycles_pre_opened_pages_and_holds_for_an_alarm(gateway_fac
             "bar"
         ]
         await cdp.evaluate(session, _click("#patrol-stop"))
+
+
+async def _online_cameras(base: str, kindergarten: str, count: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while True:
+        _, page = await http_json(f"{base}/api/channels?kindergarten={kindergarten}&online=true")
+        cameras = sorted(c["id"] for c in page["items"] if c["id"][10:13] in ("131", "132"))
+        if len(cameras) == count:
+            return cameras
+        assert loop.time() < deadline, f"cameras never online: {cameras}"
+        await asyncio.sleep(0.2)
+
+
+async def test_patrol_pages_of_four_play_sub_streams(gateway_factory, fleet_factory):
+    # Cap 8: a page of 4 cells with the next page pre-opened. 5 cameras: pages of 4 and 1.
+    service = await gateway_factory(webrtc_per_user=8)
+    await add_user(service, *TEST_ADMIN)
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(5, 5), sub_streams=1.0)
+    kg = fleet.city[0]
+    base = f"http://127.0.0.1:{service.http_port}"
+    cameras = await _online_cameras(base, kg.id, 5)
+
+    async with asyncio.timeout(120), chromium_page(f"{base}/") as (cdp, session, log_path):
+        await cdp.evaluate(session, _click('#layouts button[data-layout="4"]'))
+        await cdp.evaluate(session, f"window.kgwConsole.startPatrol({{kind: 'kgs', ids: ['{kg.id}']}}, 600, 'sub')")
+
+        def page_plays_sub(s: dict) -> bool:
+            assert not any(c["state"] == "failed" for c in s["cells"]), s["cells"]
+            grid = s["cells"][:4]
+            standby = s["standbyCells"]
+            return (
+                len(standby) == 1
+                and all(c["ready"] >= 2 and c["width"] == 320 and c["stream"] == "sub" for c in grid)
+                and all(c["ready"] >= 2 and c["width"] == 320 and c["stream"] == "sub" for c in standby)
+            )
+
+        try:
+            state = await _poll(cdp, session, PATROL_STATE, page_plays_sub, timeout=60, what="4 sub-stream cells")
+        except AssertionError:
+            raise AssertionError(f"chromium log tail:\n{log_path.read_text(errors='replace')[-2000:]}") from None
+        assert state["pageSize"] == 4 and state["pages"] == 2, state
+        assert [c["channel"] for c in state["cells"][:4]] == cameras[:4], state["cells"]
+        assert all(c["asked"] == "sub" for c in state["cells"][:4]), state["cells"]
+        assert state["standbyCells"][0]["channel"] == cameras[4] and state["standbyCells"][0]["asked"] == "sub"
+        # The gateway opened the sub-stream upstream for each: one INVITE per (channel, stream).
+        _, live = await http_json(f"{base}/api/live")
+        streams = {(row["channel_id"], row["stream"]) for row in live["items"]}
+        assert streams == {(camera, "sub") for camera in cameras}, live

@@ -27,7 +27,7 @@ from gateway.gb28181.broadcast import (
 )
 from gateway.gb28181.device_broadcast import DeviceBroadcast
 from gateway.gb28181.manscdp import parse_manscdp
-from gateway.gb28181.sdp import Direction, MediaTransport, SdpError, Setup, parse_sdp
+from gateway.gb28181.sdp import Direction, MediaTransport, SdpError, Setup, build_sdp, parse_sdp
 from gateway.gb28181.sip.message import SipRequest, SipResponse, parse_message
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
@@ -181,13 +181,40 @@ def test_answer_mirrors_active_offer() -> None:
     assert answer.setup is Setup.PASSIVE and answer.port == 30020
 
 
-def test_offer_without_pcma_is_refused() -> None:
-    offer = parse_sdp(
-        b"v=0\r\no=x 0 0 IN IP4 10.0.0.2\r\ns=Play\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
-        b"m=audio 17000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\na=recvonly\r\ny=0100000001\r\n"
-    )
-    with pytest.raises(SdpError):
-        audio_target(offer)
+HIK_PS_OFFER = (
+    b"v=0\r\no=34020000001320000001 0 0 IN IP4 10.0.0.2\r\ns=Play\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+    b"m=audio 17000 RTP/AVP 96\r\na=rtpmap:96 PS/90000\r\na=recvonly\r\ny=0100000001\r\n"
+    b"f=v/////a/1/8/1\r\n"
+)
+
+
+def test_offer_of_ps_only_is_answered_with_ps() -> None:
+    # Hikvision/Dahua devices offer only PS for broadcast audio (COMPOSED after docs/gb28181.md §15.10).
+    offer = parse_sdp(HIK_PS_OFFER)
+    target = audio_target(offer)
+    assert target.ps and target.payload_type == 96 and target.rtpmap == "PS/90000", target
+    assert (target.host, target.port, target.ssrc) == ("10.0.0.2", 17000, "0100000001")
+    answer = audio_answer(offer, origin_user=GATEWAY_ID, media_host="10.0.0.1", media_port=30020, ssrc="0100000001")
+    text = build_sdp(answer).decode()
+    assert "m=audio 30020 RTP/AVP 96\r\n" in text and "a=rtpmap:96 PS/90000" in text and "PCMA" not in text
+    assert "a=sendonly" in text and "y=0100000001" in text
+    # PCMA wins when both are offered: no PS wrapping needed.
+    both = parse_sdp(HIK_PS_OFFER.replace(b"RTP/AVP 96", b"RTP/AVP 96 8") + b"a=rtpmap:8 PCMA/8000\r\n")
+    assert audio_target(both).payload_type == 8 and not audio_target(both).ps
+    # Our simulated devices' PS offer has the same shape.
+    simulated = audio_target(audio_offer(origin_user=NVR_ID, media_host="10.0.0.2", media_port=9, ssrc="1", ps=True))
+    assert simulated.ps and simulated.payload_type == 96
+
+
+def test_offer_without_pcma_or_ps_is_refused() -> None:
+    for media in (b"m=audio 17000 RTP/AVP 0\r\n", b"m=audio 17000 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n"):
+        offer = parse_sdp(
+            b"v=0\r\no=x 0 0 IN IP4 10.0.0.2\r\ns=Play\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\n"
+            + media
+            + b"a=recvonly\r\ny=0100000001\r\n"
+        )
+        with pytest.raises(SdpError):
+            audio_target(offer)
 
 
 def test_no_invite_in_time_fails() -> None:

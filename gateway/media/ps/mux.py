@@ -10,6 +10,10 @@ That is the PS ZLMediaKit sends and most platforms expect (docs/gb28181.md §17.
 
 Unlike ireader we do not insert an access unit delimiter when a frame lacks one: the
 muxer is a pass-through, so a demux -> mux -> demux round trip keeps every byte.
+
+An audio-only stream (``video=None``) is what a device that offers ``PS/90000`` for voice
+broadcast expects: its system header and PSM name the audio stream alone, and with no key
+frames to wait for they come every ``PSM_PERIOD`` packs from the first.
 """
 
 from __future__ import annotations
@@ -51,31 +55,39 @@ class PsMuxer:
     """Access units in, GB/T 28181 PS bytes out (one pack per frame). Sans-I/O, stateful.
 
     ``psm_info`` becomes the PSM's program_stream_info descriptors (empty by default;
-    ireader writes a 0x71 descriptor naming itself).
+    ireader writes a 0x71 descriptor naming itself). ``video`` None makes an audio-only
+    stream (``audio`` then required).
     """
 
     def __init__(
         self,
-        video: StreamType,
+        video: StreamType | None,
         audio: StreamType | None = None,
         *,
         mux_rate: int = DEFAULT_MUX_RATE,
         rate_bound: int = DEFAULT_RATE_BOUND,
         psm_info: bytes = b"",
     ) -> None:
-        if not video.is_video or video.wire_value is None:
+        if video is not None and (not video.is_video or video.wire_value is None):
             raise PsDemuxError(f"not a video stream type PS can name: {video!r}")
         if audio is not None and (audio.is_video or audio.wire_value is None):
             raise PsDemuxError(f"not an audio stream type PS can name: {audio!r}")
+        if video is None and audio is None:
+            raise PsDemuxError("a program stream needs a video or an audio stream")
         self.video = video
         self.audio = audio
         self.mux_rate = mux_rate
-        streams = [SystemHeaderStream(StreamId.VIDEO, 1, 400)]  # ireader: video 400 x 1024
-        entries = [PsmEntry(video, StreamId.VIDEO)]
+        streams: list[SystemHeaderStream] = []
+        entries: list[PsmEntry] = []
+        if video is not None:
+            streams.append(SystemHeaderStream(StreamId.VIDEO, 1, 400))  # ireader: video 400 x 1024
+            entries.append(PsmEntry(video, StreamId.VIDEO))
         if audio is not None:
             streams.append(SystemHeaderStream(StreamId.AUDIO, 0, 32))  # audio 32 x 128
             entries.append(PsmEntry(audio, StreamId.AUDIO))
-        system = SystemHeader(tuple(streams), rate_bound, audio_bound=int(audio is not None), video_bound=1)
+        system = SystemHeader(
+            tuple(streams), rate_bound, audio_bound=int(audio is not None), video_bound=int(video is not None)
+        )
         # ireader bumps the PSM version once per stream added: 1 for video only, 2 with audio.
         psm = ProgramStreamMap(version=len(entries), entries=tuple(entries), info=psm_info)
         self._headers = bytes(system) + bytes(psm)
@@ -86,6 +98,8 @@ class PsMuxer:
         """One frame as PS bytes: pack header, maybe system header + PSM, then its PES."""
         if not unit.is_video and self.audio is None:
             raise PsDemuxError("audio unit given to a muxer created without audio")
+        if unit.is_video and self.video is None:
+            raise PsDemuxError("video unit given to an audio-only muxer")
         pts, dts = unit.pts, unit.dts
         if pts is not None:
             pts &= PTS_MASK

@@ -17,7 +17,7 @@
 import { getAll } from "./api.js";
 import { isCamera } from "./codes.js";
 import { $, el } from "./dom.js";
-import { cells, layout, selectCell } from "./grid.js";
+import { cellStream, cells, layout, selectCell } from "./grid.js";
 import { limits } from "./limits.js";
 import { closeCell, makeCell, playInCell } from "./player.js";
 import { tree } from "./tree-model.js";
@@ -237,7 +237,7 @@ export function stopPatrol() {
 function showPage(page) {
   const list = pageChannels(page);
   for (let i = 0; i < layout; i++) {
-    if (i < list.length) playInCell(cells[i], list[i].id, list[i].name);
+    if (i < list.length) playInCell(cells[i], list[i].id, list[i].name, { stream: cellStream() });
     else if (cells[i].channelId) closeCell(cells[i]);
   }
   patrol.page = page;
@@ -267,7 +267,7 @@ function preopen() {
     const cell = makeCell(100 + i, selectCell);  // its index becomes the grid's at the swap
     cell.el.id = `patrol-standby-${i}`;
     box.append(cell.el);
-    playInCell(cell, ch.id, ch.name);
+    playInCell(cell, ch.id, ch.name, { stream: cellStream() });  // the grid's rule: sub in 4 or more cells
     return cell;
   });
   patrol.retries = new Map();
@@ -295,7 +295,7 @@ function retryRefused(now) {
     if (now >= entry.at && entry.count < MAX_RETRIES) {
       entry.count += 1;
       entry.at = now + RETRY_MS;
-      playInCell(cell, cell.channelId, cell.name);
+      playInCell(cell, cell.channelId, cell.name, { stream: cell.stream, offerUrl: cell.offerUrl });
     }
   }
 }
