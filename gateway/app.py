@@ -49,6 +49,7 @@ from gateway.device_credentials import (
 from gateway.device_csv import DeviceCredential
 from gateway.downloads import DownloadLimits, DownloadService, download_directory
 from gateway.gb28181.sdp import MediaTransport
+from gateway.history_uplink import HistoryUplink
 from gateway.housekeeping import housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
@@ -206,6 +207,8 @@ class GatewayService:
             play_timeout=config.play_timeout,
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
+            uplink=(history_uplink := HistoryUplink(uplink, self.live.planner)),
+            measure_after=config.uplink_measure_after,
         )
         await self.downloads.open()
         self.transcodes = TranscodeService(self.live, max_transcodes=config.max_transcodes)
@@ -251,6 +254,8 @@ class GatewayService:
             play_timeout=config.play_timeout,
             rtp_timeout=config.rtp_timeout,
             media_ports=config.media_port_range,
+            uplink=history_uplink,  # playbacks (uppers' too) count against the kindergarten's uplink
+            measure_after=config.uplink_measure_after,
         )
         self.records = RecordService(self.commands, directory, timeout=config.query_timeout)
         if cascade is not None:
@@ -296,6 +301,7 @@ class GatewayService:
             self.events,
             self.live,
             self.downloads,
+            self.playback,
             self.transcodes,
             self.broadcasts,
             self.alarms,

@@ -55,6 +55,7 @@ from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlayMediaEnded, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
 from gateway.gb28181.sip.endpoint import SipEvent
+from gateway.history_uplink import HistoryUplink, rate_meter, speeds_from
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.live import PS_PAYLOAD_TYPES, SipContext, media_sources
 from gateway.media.mp4_remux import CLOCK, Mp4Remuxer, Mp4RemuxError, TimestampUnwrapper
@@ -63,6 +64,7 @@ from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
 from gateway.play_sessions import PlaySessions
 from gateway.registry.model import Channel, Kindergarten
+from gateway.uplink import Reservation, UplinkExceeded
 
 __all__ = [
     "Download",
@@ -166,6 +168,7 @@ class Download:
     complete: asyncio.TimerHandle | None = None  # the range arrived: hang up unless 121 or BYE come first
     ending: bool = False  # no more media wanted: the writer finishes the file
     unwrap: TimestampUnwrapper = field(default_factory=TimestampUnwrapper)
+    uplink: Reservation | None = None  # its share of the kindergarten's uplink, released when media ends
 
     @property
     def duration(self) -> int:
@@ -279,8 +282,12 @@ class DownloadService:
         play_timeout: float = 10.0,
         rtp_timeout: float = 10.0,
         media_ports: tuple[int, int] | None = None,
+        uplink: HistoryUplink | None = None,
+        measure_after: float = 10.0,
     ) -> None:
         self.sip = sip
+        self.uplink = uplink  # None: no budget counted
+        self.measure_after = measure_after  # s before the measured RTP rate replaces the uplink estimate
         self.channels = channels
         self._temporary = directory is None  # an in-memory node: files live as long as the node
         self.directory = Path(directory) if directory is not None else Path()
@@ -295,7 +302,7 @@ class DownloadService:
         self._sessions: PlaySessions[Download] = PlaySessions(self.loop)  # by Call-ID, finished ones a while
         self._ssrc_seq = itertools.count(1)
         self._sweeper: asyncio.TimerHandle | None = None
-        self.totals: dict[str, int] = {"started": 0, "done": 0, "failed": 0}
+        self.totals: dict[str, int] = {"started": 0, "done": 0, "failed": 0, "uplink_refused": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -357,6 +364,16 @@ class DownloadService:
             raise DownloadError(f"{limits.per_user} downloads of yours are running; wait for one (下载任务过多)", 429)
         if len(running) >= limits.total:
             raise DownloadError(f"{limits.total} downloads are running on this node (服务器下载任务已满)", 503)
+        reservation: Reservation | None = None
+        if self.uplink is not None:
+            # main × speed; a slower speed when that does not fit (the answer's "speed" says which), else 503.
+            try:
+                reservation, factor = self.uplink.reserve(channel_id, "download", speeds_from(speed, limits.speeds))
+            except UplinkExceeded as exc:
+                self.totals["uplink_refused"] += 1
+                log.info("download of %s refused: %s", channel_id, exc)
+                raise DownloadError(str(exc), 503) from exc
+            speed = int(factor)
         kindergarten = self.channels.kindergartens.get(channel.kindergarten_id or "")
         download_id = uuid.uuid4().hex
         download = Download(
@@ -371,7 +388,10 @@ class DownloadService:
             path=self.directory / f"{download_id}{FILE_SUFFIX}",
             created_at=time.time(),
             mode=self.default_transport,
+            uplink=reservation,
         )
+        if reservation is not None and self.measure_after > 0:
+            reservation.measure = rate_meter(download.receiver, self.loop.time(), self.loop.time, self.measure_after)
         download.remuxer = Mp4Remuxer(download.path)
         self.downloads[download_id] = download
         self.totals["started"] += 1
@@ -386,10 +406,14 @@ class DownloadService:
                 connect_timeout=self.play_timeout,
                 rtp_timeout=self.rtp_timeout,
             )
-        except GatewayError as exc:
+        except BaseException as exc:
             self.downloads.pop(download_id, None)
             self.totals["started"] -= 1
-            raise DownloadError(f"no media port for the download: {exc}", 503) from exc
+            if reservation is not None:
+                reservation.release()
+            if isinstance(exc, GatewayError):
+                raise DownloadError(f"no media port for the download: {exc}", 503) from exc
+            raise
         sip = self.sip
         ssrc = make_ssrc(sip.domain, next(self._ssrc_seq), history=True)
         offer = offer_for_history(
@@ -544,6 +568,8 @@ class DownloadService:
                 pass
         if download.transport is not None:
             download.transport.close()
+        if download.uplink is not None:
+            download.uplink.release()
         download.wakeup.set()
         log.info("download %s ending: %s", download.id[:8], reason)
 

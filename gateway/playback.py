@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from gateway.errors import GatewayError
 from gateway.gb28181.mansrtsp import (
     MAX_SCALE,
@@ -57,6 +59,7 @@ from gateway.gb28181.play import (
 )
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
 from gateway.gb28181.sip.endpoint import SipEvent
+from gateway.history_uplink import HistoryUplink, rate_meter, speeds_from
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.live import (
     PS_PAYLOAD_TYPES,
@@ -70,6 +73,7 @@ from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
 from gateway.play_sessions import PlaySessions
+from gateway.uplink import Reservation, UplinkExceeded
 
 __all__ = ["Playback", "PlaybackError", "PlaybackPosition", "PlaybackService", "PlaybackState"]
 
@@ -81,6 +85,14 @@ MAX_PTS_JUMP: Final = 5 * PTS_HZ  # a larger jump without a seek is a discontinu
 RETAIN_ENDED: Final = 300.0  # s an ended playback can still be read (state, end_reason)
 MAX_ENDED: Final = 1000
 ACTIONS: Final = ("pause", "play", "scale", "seek")
+
+
+def outcome_label(reason: str) -> str:
+    """A bounded metric label for an end reason: ``refused_<status>`` for a device's refusal, else the reason."""
+    head = reason.split(" ", 1)[0]
+    if head.isdigit():
+        return f"refused_{head}"
+    return reason.replace(" ", "_")[:40]
 
 
 class PlaybackError(GatewayError):
@@ -131,6 +143,7 @@ class Playback:
     cseq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     first_frame_at: float | None = None
     tracker: PlaybackPosition = field(default_factory=lambda: PlaybackPosition(0.0))
+    uplink: Reservation | None = None  # its share of the kindergarten's uplink, released when it ends
 
     @property
     def position(self) -> float:
@@ -275,6 +288,8 @@ class PlaybackService:
         per_user: int = 4,
         total: int = 32,
         ssrc_base: int = 5000,
+        uplink: HistoryUplink | None = None,
+        measure_after: float = 10.0,
     ) -> None:
         self.sip = sip
         self.channels = channels
@@ -294,6 +309,8 @@ class PlaybackService:
         # History SSRCs 1<domain digits><seq>: live uses 1.. upward, so playback counts from ssrc_base.
         self._ssrc_seq = itertools.count(ssrc_base)
         self.outcomes: Counter[str] = Counter()
+        self.uplink = uplink  # None: no budget counted (tests, a platform without kindergartens)
+        self.measure_after = measure_after  # s before the measured RTP rate replaces the uplink estimate
 
     # --- API ----------------------------------------------------------------------------
 
@@ -329,18 +346,24 @@ class PlaybackService:
         if sum(1 for pb in self.playbacks.values() if pb.owner == owner) >= self.per_user:
             raise PlaybackError(429, f"您的回放会话过多 (at most {self.per_user} playback sessions per user)")
         mode = transport or self.default_transport
+        reservation, download_speed = self._reserve_uplink(channel_id, session_type, download_speed)
         playback_id = secrets.token_hex(8)
         sink = _Sink(self, playback_id)
         receiver = RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False)  # armed by the device's answer
-        media, port = await open_intake(
-            sink,
-            receiver,
-            mode,
-            host=self.media_host,
-            ports=self.media_ports,
-            connect_timeout=self.play_timeout,
-            rtp_timeout=self.rtp_timeout,
-        )
+        try:
+            media, port = await open_intake(
+                sink,
+                receiver,
+                mode,
+                host=self.media_host,
+                ports=self.media_ports,
+                connect_timeout=self.play_timeout,
+                rtp_timeout=self.rtp_timeout,
+            )
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
         ssrc = make_ssrc(self.sip.domain, next(self._ssrc_seq) % 10000, history=True)
         offer = offer_for_history(
             session_type=session_type,
@@ -383,7 +406,10 @@ class PlaybackService:
             mode=mode,
             opened_at=now,
             touched=now,
+            uplink=reservation,
         )
+        if reservation is not None and self.measure_after > 0:
+            reservation.measure = rate_meter(receiver, now, self.loop.time, self.measure_after)
         self.playbacks[playback_id] = pb
         session.start(now)
         self._sessions.add(session, pb)
@@ -517,6 +543,40 @@ class PlaybackService:
         """Counters for /metrics and tests."""
         return {"active": len(self.playbacks), **self.outcomes}
 
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Playbacks running now, and how playbacks ended (or were refused over the uplink budget)."""
+        yield GaugeMetricFamily("kgw_playbacks_active", "Playback sessions open now", value=len(self.playbacks))
+        ended = CounterMetricFamily("kgw_playbacks", "Playback sessions by how they ended", labels=["outcome"])
+        totals: Counter[str] = Counter()
+        for reason, count in self.outcomes.items():
+            totals[outcome_label(reason)] += count
+        for label, count in sorted(totals.items()):
+            ended.add_metric([label], count)
+        yield ended
+
+    def _reserve_uplink(
+        self, channel_id: str, session_type: SessionType, download_speed: int | None
+    ) -> tuple[Reservation | None, int | None]:
+        """The session's share of the kindergarten's uplink (:mod:`gateway.history_uplink`); 503 over budget.
+
+        A playback starts at scale 1 (one main stream); an upper's download through the
+        cascade at main × its download speed, or the fastest lower speed that fits.
+        Returns the reservation and the download speed to ask the device for.
+        """
+        if self.uplink is None:
+            return None, download_speed
+        try:
+            if session_type is SessionType.DOWNLOAD:
+                speeds = speeds_from(max(1, download_speed or 1))
+                reservation, factor = self.uplink.reserve(channel_id, "download", speeds)
+                return reservation, int(factor)
+            reservation, _ = self.uplink.reserve(channel_id, "playback", (1.0,))
+            return reservation, download_speed
+        except UplinkExceeded as exc:
+            self.outcomes["uplink_refused"] += 1
+            log.info("playback of %s refused: %s", channel_id, exc)
+            raise PlaybackError(503, str(exc)) from exc
+
     # --- internals ------------------------------------------------------------------------------
 
     def _apply(self, pb: Playback, action: str, scale: float | None, position: float | None) -> None:
@@ -528,6 +588,8 @@ class PlaybackService:
             pb.state = PlaybackState.PLAYING
         elif action == "scale" and scale is not None:
             pb.scale = scale
+            if pb.uplink is not None and self.uplink is not None:
+                pb.uplink.update(self.uplink.estimate(scale))  # the device now sends scale × as fast
         elif action == "seek" and position is not None:
             pb.tracker.seek(position)
 
@@ -541,6 +603,8 @@ class PlaybackService:
         self.outcomes[pb.end_reason] += 1
         self._sessions.retire(pb.session)
         pb.session.stop(self.loop.time())
+        if pb.uplink is not None:
+            pb.uplink.release()
         self._drain(pb)
         if pb.transport is not None:
             pb.transport.close()

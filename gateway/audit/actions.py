@@ -41,6 +41,8 @@ class AuditAction(StrEnum):
     ACCESS_DENIED = "access_denied"  # an authenticated caller asked for something outside their scope
     DOWNLOAD = "download"  # a recording download started, its file fetched, or deleted
     UPPER_LIVE_VIEW = "upper_live_view"  # an upper platform (e.g. police) watched a camera through the cascade
+    UPPER_PLAYBACK = "upper_playback"  # an upper platform played a camera's recording back through the cascade
+    UPPER_DOWNLOAD = "upper_download"  # an upper platform downloaded a camera's recording through the cascade
     RECORD_SEARCH = "record_search"  # a camera's recordings listed (RecordInfo)
     PLAYBACK = "playback"  # a playback opened, controlled or closed
     BROADCAST = "broadcast"  # voice broadcast (喊话) to a device: start, end with its duration

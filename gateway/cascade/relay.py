@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, Protocol
@@ -74,9 +74,22 @@ BYE_AFTER_MEDIA_STATUS: Final = 10.0  # s the upper has to BYE after our MediaSt
 MANSRTSP_CONTENT_TYPE: Final = "Application/MANSRTSP"
 
 
-ViewHook = Callable[[str, str, float | None, str], None]
-"""Told ``(upper, channel_id, duration, outcome)`` when an upper's live call is answered (duration None)
-and when it ends (the audit trail of views through the cascade)."""
+class ViewHook(Protocol):
+    """Told ``(upper, channel_id, duration, outcome)`` when an upper's call is answered (duration None)
+    and when it ends (the audit trail of views through the cascade); ``session`` says what the call
+    was (``live``, ``playback`` or ``download``) and ``window`` the recording's epoch range for the
+    latter two."""
+
+    def __call__(
+        self,
+        upper: str,
+        channel_id: str,
+        duration: float | None,
+        outcome: str,
+        *,
+        session: str = "live",
+        window: tuple[int, int] | None = None,
+    ) -> None: ...
 
 
 class LiveSource(Protocol):
@@ -470,8 +483,7 @@ class UpperRelay:
             return
         call.answered = True
         self._count(call.upper, 200)
-        if self.on_view is not None and call.history is None:
-            self.on_view(call.upper, call.channel_id, None, "started")
+        self._view(call, None, "started")
         call.ack_timer = self.loop.call_later(ACK_TIMEOUT, self._hang_up, call, "no_ack")
 
     async def _open_sender(self, call: _UpperCall, live: LiveSource) -> RtpSendTransport:
@@ -608,8 +620,8 @@ class UpperRelay:
         if call.sender is not None:
             self.counters["packets"] += call.sender.stats.packets
             self.counters["bytes"] += call.sender.stats.bytes
-        if call.answered and self.on_view is not None:
-            self.on_view(call.upper, call.channel_id, self.loop.time() - call.opened_at, reason)
+        if call.answered:
+            self._view(call, self.loop.time() - call.opened_at, reason)
         if call.answered:
             log.info(
                 "upper %s: live %s ended (%s) after %.1f s",
@@ -622,6 +634,18 @@ class UpperRelay:
         if refused and self._cores[call.upper].active < self.max_calls_per_upper:
             log.info("upper platform %s: call burst over, %d INVITEs were refused with 486", call.upper, refused)
             self._busy[call.upper] = 0
+
+    def _view(self, call: _UpperCall, duration: float | None, outcome: str) -> None:
+        """Tell :attr:`on_view` (the audit trail) that a call started or ended, live or history."""
+        if self.on_view is None:
+            return
+        request = call.request
+        if request is None:
+            self.on_view(call.upper, call.channel_id, duration, outcome)
+            return
+        session = "download" if request.session_type is SessionType.DOWNLOAD else "playback"
+        window = (request.start, request.end)
+        self.on_view(call.upper, call.channel_id, duration, outcome, session=session, window=window)
 
     def _release(self, call: _UpperCall) -> None:
         """Close the sender and leave the shared stream (its linger then ends the camera's session)."""

@@ -101,9 +101,11 @@ class Site:
 async def site(started_nodes: list[GatewayService], fleet_factory: Any, tmp_path: Path) -> AsyncIterator[Site]:
     audit = MemoryAudit()
     tokens = (TEST_TOKEN_GRANT, *grants(PRINCIPALS))
+    # No uplink budget: these tests run several downloads of one kindergarten at once (4× alone estimates
+    # 16 of the default 20 Mbit/s); downloads against the budget: tests/integration/test_history_uplink.py.
     config = load_config(
         None, sip_port=0, http_port=0, db=":memory:", flush_interval=0.2, api_tokens=tokens,
-        download_dir=str(tmp_path / "downloads"), downloads_per_user=2, rtp_timeout=2.0,
+        download_dir=str(tmp_path / "downloads"), downloads_per_user=2, rtp_timeout=2.0, uplink_budget_mbps=0.0,
     )  # fmt: skip
     service = build_gateway(config, web_parts=(audit_part(audit),))
     await service.start()
