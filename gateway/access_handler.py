@@ -27,6 +27,7 @@ from gateway.gb28181.access_events import (
     AlarmNotified,
     CatalogNotified,
     CatalogReceived,
+    CommandDelivered,
     DeviceInfoReceived,
     DeviceOffline,
     DeviceOnline,
@@ -155,6 +156,9 @@ class AccessEventHandler(Collector):
                 self.alarms.receive(event)
             case MessageRefused():
                 self._message_refused(event)
+            case CommandDelivered():
+                if self.commands is not None:
+                    self.commands.delivered(event.device_id, event.cmd_type, event.sn)
             case ManscdpReceived() if self.commands is not None and self.commands.deliver(
                 event.device_id, event.message
             ):

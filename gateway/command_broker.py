@@ -7,7 +7,10 @@ queries. The sender is the device whose registered session the answer came from 
 the answer's own ``DeviceID``: a RecordInfo answer names the channel, and anyone can
 write a ``DeviceID``). Three shapes of use:
 
-* :meth:`CommandBroker.send`: fire and forget (PTZ moves; WVP does not wait either);
+* :meth:`CommandBroker.send`: fire and forget (a PTZ automatic stop);
+* :meth:`AnswerStream.wait_accepted`: the device's SIP answer to the MESSAGE (PTZ moves: no
+  ``Response`` follows them, but the 403 of a gateway that will not let an upper steer must reach
+  the person who pressed the button);
 * :meth:`CommandBroker.request`: the first answer (``Response/DeviceControl``, ``Broadcast``);
 * :meth:`CommandBroker.open`: every answer until the caller has enough (RecordInfo
   arrives in many MESSAGEs sharing one SN; the caller counts to ``SumNum``).
@@ -55,6 +58,10 @@ class AnswerStream:
     sn: int
     _queue: asyncio.Queue[ManscdpMessage | CommandFailed] = field(default_factory=asyncio.Queue)
     _close: Callable[[], None] = lambda: None
+    # The device's SIP answer to the MESSAGE: 2xx (True) or a CommandFailed.
+    accepted: asyncio.Future[bool | CommandFailed] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
     async def next(self, timeout: float) -> ManscdpMessage | CommandFailed | None:
         """The next answer, a :class:`CommandFailed`, or None when none came within ``timeout`` seconds."""
@@ -64,9 +71,19 @@ class AnswerStream:
         except TimeoutError:
             return None
 
+    async def wait_accepted(self, timeout: float) -> bool | CommandFailed | None:
+        """The device's SIP answer to the MESSAGE: True (2xx), a :class:`CommandFailed`, or None (none in time)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self.accepted)
+        except TimeoutError:
+            return None
+
     def put(self, item: ManscdpMessage | CommandFailed) -> None:
         """Queue an answer (the broker's side)."""
         self._queue.put_nowait(item)
+        if isinstance(item, CommandFailed) and not self.accepted.done():
+            self.accepted.set_result(item)
 
     def close(self) -> None:
         """Stop receiving: later answers with this SN are counted as ignored."""
@@ -130,6 +147,12 @@ class CommandBroker:
             stream.put(message)
             return True
         return any(listener(device_id, message) for listener in tuple(self._listeners.get(cmd_type, ())))
+
+    def delivered(self, device_id: str, cmd_type: str, sn: int) -> None:
+        """The device answered the command MESSAGE 2xx."""
+        stream = self._streams.get((device_id, cmd_type.lower(), sn))
+        if stream is not None and not stream.accepted.done():
+            stream.accepted.set_result(True)
 
     def fail(self, device_id: str, cmd_type: str, sn: int, reason: str) -> bool:
         """The command MESSAGE failed at the SIP level; True when someone was waiting for it."""

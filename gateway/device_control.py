@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.command_broker import CommandBroker, CommandFailed
+from gateway.command_broker import AnswerStream, CommandBroker, CommandFailed
 from gateway.errors import GatewayError
 from gateway.gb28181.manscdp.control import (
     CMD_DEVICE_CONTROL,
@@ -98,9 +98,16 @@ class DeviceControlService:
     """Sends PTZ and DeviceControl commands to the devices that serve channels."""
 
     def __init__(
-        self, commands: CommandBroker, directory: Directory, *, auto_stop: float = 2.0, answer_timeout: float = 5.0
+        self,
+        commands: CommandBroker,
+        directory: Directory,
+        *,
+        auto_stop: float = 2.0,
+        answer_timeout: float = 5.0,
+        confirm_timeout: float = 2.0,
     ) -> None:
         self.commands = commands
+        self.confirm_timeout = confirm_timeout  # s for the SIP answer to a PTZ MESSAGE
         self.directory = directory
         self.auto_stop = auto_stop
         self.answer_timeout = answer_timeout
@@ -110,8 +117,15 @@ class DeviceControlService:
 
     # --- PTZ -------------------------------------------------------------------------------------
 
-    def ptz(self, channel_id: str, command: PtzCommand) -> dict[str, Any]:
-        """Send a PTZ command for a PTZ-capable channel (fire and forget); what was sent."""
+    async def ptz(self, channel_id: str, command: PtzCommand) -> dict[str, Any]:
+        """Send a PTZ command for a PTZ-capable channel; what was sent once the device took the MESSAGE.
+
+        No ``Response`` follows a PTZ command (WVP does not wait for one either), but the SIP
+        answer does, within milliseconds: a refusal (the 403 of a gateway that will not let
+        this platform steer) is reported as :class:`DeviceRefused`. Without any answer within
+        ``confirm_timeout`` (a lossy UDP path still retransmitting) the command counts as sent,
+        ``confirmed`` False.
+        """
         channel = self.directory.channels.get(channel_id)
         if channel is None:
             raise UnknownTarget(f"unknown channel {channel_id}")
@@ -122,7 +136,13 @@ class DeviceControlService:
         pending = self._timers.get(channel_id)
         if command.is_stop and pending is not None:
             command = pending.stop  # "stop" ends whatever runs: a focus/iris move needs the FI stop
-        sn = self._send(device_id, channel_id, command)
+        stream = self._open(device_id, channel_id, command)
+        try:
+            outcome = await stream.wait_accepted(self.confirm_timeout)
+        finally:
+            stream.close()
+        if isinstance(outcome, CommandFailed):
+            raise DeviceRefused(f"设备拒绝云台命令 (the device refused the PTZ command: {outcome.reason})")
         moving = (command.is_motion or command.is_focus_iris) and not command.is_stop
         if moving:
             self._arm(channel_id, device_id, _FI_STOP if command.is_focus_iris else _MOTION_STOP)
@@ -132,9 +152,19 @@ class DeviceControlService:
             "channel_id": channel_id,
             "device_id": device_id,
             "ptz_cmd": command.encode(),
-            "sn": sn,
+            "sn": stream.sn,
+            "confirmed": outcome is True,
             "auto_stop": self.auto_stop if moving else None,
         }
+
+    def _open(self, device_id: str, channel_id: str, command: PtzCommand) -> AnswerStream:
+        if not self.commands.is_registered(device_id):
+            raise DeviceOffline(f"device {device_id} is offline (设备离线)")
+        stream = self.commands.open(device_id, CMD_DEVICE_CONTROL, control_body(channel_id, PtzControl(command)))
+        if stream is None:
+            raise DeviceOffline(f"device {device_id} is offline (设备离线)")
+        self.sent += 1
+        return stream
 
     def _send(self, device_id: str, channel_id: str, command: PtzCommand) -> int:
         if not self.commands.is_registered(device_id):

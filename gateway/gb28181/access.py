@@ -22,6 +22,7 @@ from gateway.gb28181.access_events import (
     AlarmNotified,
     CatalogNotified,
     CatalogReceived,
+    CommandDelivered,
     DeviceInfoReceived,
     DeviceOffline,
     DeviceOnline,
@@ -246,6 +247,8 @@ class DeviceAccess:
             self._events.append(QueryFailed(device_id, cmd_type, sn, "transport_timeout"))
         elif event.response.status >= 300:
             self._events.append(QueryFailed(device_id, cmd_type, sn, f"status_{event.response.status}"))
+        elif event.response.status >= 200:
+            self._events.append(CommandDelivered(device_id, cmd_type, sn))
 
     def _registered_peer(self, device_id: str) -> Peer | None:
         session = self.sessions.get(device_id)

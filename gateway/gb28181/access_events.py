@@ -17,6 +17,7 @@ __all__ = [
     "AccessEvent",
     "AlarmNotified",
     "CatalogNotified",
+    "CommandDelivered",
     "CatalogReceived",
     "DeviceInfoReceived",
     "DeviceOffline",
@@ -131,6 +132,15 @@ class QueryFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandDelivered:
+    """A command MESSAGE of ``send_command`` was answered 2xx: the device took it (its Result may follow)."""
+
+    device_id: str
+    cmd_type: str
+    sn: int
+
+
+@dataclass(frozen=True, slots=True)
 class ManscdpReceived:
     """Any other MANSCDP MESSAGE from a registered device (alarms come here later)."""
 
@@ -193,6 +203,7 @@ AccessEvent = (
     | DeviceInfoReceived
     | DeviceStatusReceived
     | QueryFailed
+    | CommandDelivered
     | ManscdpReceived
     | MessageRefused
     | AlarmNotified

@@ -105,7 +105,7 @@ async def channel_ptz(request: web.Request) -> web.Response:
     except InvalidControl as exc:
         raise json_error(web.HTTPBadRequest, f"{exc} (云台指令无效)") from exc
     try:
-        sent = request.app[CONTROL].ptz(channel_id, command)
+        sent = await request.app[CONTROL].ptz(channel_id, command)
     except ControlError as exc:
         raise _failed(exc) from exc
     return json_response({**sent, "action": body["action"]})

@@ -79,7 +79,7 @@ async def test_district_steers_through_the_gateway_police_is_refused(
     # The district platform's console route: the move reaches the camera, then the stop.
     base = f"http://127.0.0.1:{district.http_port}"
     status, body = await http_json(f"{base}/api/channels/{ENTRANCE}/ptz", {"action": "up_right", "speed": 200})
-    assert (status, body["device_id"]) == (200, gateway_id)
+    assert (status, body["device_id"], body["confirmed"]) == (200, gateway_id, True)
     assert await wait_for(lambda: feature.moving(ENTRANCE), 20), "the relayed move reached the camera"
     assert (await http_json(f"{base}/api/channels/{ENTRANCE}/ptz", {"action": "stop"}))[0] == 200
     assert await wait_for(lambda: not feature.moving(ENTRANCE), 20)
@@ -113,3 +113,10 @@ async def test_district_steers_through_the_gateway_police_is_refused(
     assert isinstance(answer, ResultResponse) and answer.ok
     assert feature.received_total == received + 1
     assert gateway.cascade.control.refused == 4
+    # The police platform's own PTZ route tells its user that the gateway refused: 502 naming the 403.
+    status, body = await http_json(
+        f"http://127.0.0.1:{police.http_port}/api/channels/{ENTRANCE}/ptz", {"action": "left", "speed": 100}
+    )
+    assert status == 502 and "status_403" in body["error"], body
+    assert not police.control.moving(ENTRANCE), "a refused move arms no automatic stop"
+    assert feature.received_total == received + 1 and gateway.cascade.control.refused == 5

@@ -7,7 +7,7 @@ from collections.abc import Hashable
 
 from gateway.command_broker import CommandBroker, CommandFailed
 from gateway.gb28181.access import CommandBody
-from gateway.gb28181.access_events import ManscdpReceived, QueryFailed
+from gateway.gb28181.access_events import CommandDelivered, ManscdpReceived, QueryFailed
 from gateway.gb28181.device_agent import DeviceAgent, Misbehaviour
 from gateway.gb28181.manscdp import ManscdpMessage, ResultResponse
 from gateway.gb28181.sip.endpoint import RequestReceived
@@ -133,3 +133,26 @@ def test_device_access_reports_an_unanswered_command_as_query_failed() -> None:
     h.pump(until=h.clock.now + 40)
     failed = [e for e in h.take() if isinstance(e, QueryFailed) and e.cmd_type == "DeviceControl"]
     assert [(e.sn, e.reason) for e in failed] == [(sn, "transport_timeout")]
+
+
+async def test_wait_accepted_reports_the_sip_answer_to_the_message() -> None:
+    broker = CommandBroker(FakeAccess())
+    took = broker.open("dev", "DeviceControl", _body)
+    refused = broker.open("dev", "DeviceControl", _body)
+    silent = broker.open("dev", "DeviceControl", _body)
+    assert took is not None and refused is not None and silent is not None
+    broker.delivered("dev", "DeviceControl", took.sn)
+    broker.fail("dev", "DeviceControl", refused.sn, "status_403")
+    assert await took.wait_accepted(1) is True
+    assert await refused.wait_accepted(1) == CommandFailed("status_403")
+    assert await silent.wait_accepted(0.01) is None
+    for stream in (took, refused, silent):
+        stream.close()
+
+
+def test_device_access_reports_a_2xx_to_a_command_as_delivered() -> None:
+    h, agent = _registered()
+    sn = h.access.send_command(agent.profile.device_id, "DeviceControl", _body, h.clock.now)
+    h.pump(until=h.clock.now + 1)
+    delivered = [e for e in h.take() if isinstance(e, CommandDelivered)]
+    assert [(e.device_id, e.cmd_type, e.sn) for e in delivered] == [(agent.profile.device_id, "DeviceControl", sn)]
