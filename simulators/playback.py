@@ -36,16 +36,15 @@ import zlib
 from bisect import bisect_right
 from collections.abc import Callable
 
-from gateway.errors import MediaTransportError
 from gateway.gb28181.device_agent import AgentHost, DeviceAgent
 from gateway.gb28181.device_calls import MediaRequested, MediaStarted, MediaStopped
 from gateway.gb28181.device_recordings import IndexOptions, RecordingIndex
 from gateway.gb28181.device_records import DeviceRecords, PlaybackChanged, PlaybackSession, RecordEvent, RecordOptions
-from gateway.gb28181.sdp import MediaTransport, SessionType
+from gateway.gb28181.sdp import SessionType
 from gateway.media.ps import AccessUnit, PsMuxer, StreamId
 from gateway.media.rtp.sender import ReplayFrame
 from simulators.playback_video import EncodedSecond, SecondCache, SecondKey
-from simulators.streamer import CONNECT_TIMEOUT, CallHub, CameraStreamer
+from simulators.streamer import CallHub, CameraStreamer
 from simulators.video import VideoProfile
 
 __all__ = ["KEY_ONLY_SCALE", "PlaybackHub", "PlaybackStreamer", "attach_recordings", "site_seed"]
@@ -93,19 +92,8 @@ class PlaybackStreamer(CameraStreamer):
 
     async def _start(self) -> None:
         """The ACK arrived: connect if we must (no clip to wait for), then send."""
-        if self.closed:
-            return
-        sender = self._sender
-        if sender is None:
-            return
-        timeout = CONNECT_TIMEOUT if self.transport is MediaTransport.TCP_PASSIVE else math.inf
-        try:
-            await sender.start(timeout)
-        except MediaTransportError as exc:
-            log.info("playback of %s: %s", self.channel_id, exc)
-            self._lost("connect_failed")
-            return
-        self._maybe_begin()
+        if not self.closed and await self._connect():
+            self._maybe_begin()
 
     def _maybe_begin(self) -> None:
         ready = self._sender is not None and self._sender.connected

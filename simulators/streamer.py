@@ -153,18 +153,22 @@ class CameraStreamer:
             self._replayer = self._follow.replayer(clip, self._loop.time)
         else:
             self._replayer = ClipReplayer(clip.frames, clip.profile.fps)
+        if await self._connect():
+            self._maybe_begin()
+
+    async def _connect(self) -> bool:
+        """TCP passive: connect to the gateway's listening port; TCP active: wait for its connection."""
         sender = self._sender
         if sender is None:
-            return
-        # TCP passive: connect to the gateway's listening port; TCP active: wait for its connection.
+            return False
         timeout = CONNECT_TIMEOUT if self.transport is MediaTransport.TCP_PASSIVE else math.inf
         try:
             await sender.start(timeout)
         except MediaTransportError as exc:
             log.info("camera %s: %s", self.channel_id, exc)
             self._lost("connect_failed")
-            return
-        self._maybe_begin()
+            return False
+        return True
 
     # --- sending ----------------------------------------------------------------------------
 
