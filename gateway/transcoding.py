@@ -83,21 +83,30 @@ class SessionState(Protocol):
     def state(self) -> PlayState: ...
 
 
-class SourceStream(Protocol):
-    """What a transcode reads of a live stream (gateway.live.LiveStream)."""
+class MediaSource(Protocol):
+    """What a transcode reads: a live stream (gateway.live.LiveStream) or a playback (gateway.playback.Playback)."""
 
     @property
     def channel_id(self) -> str: ...
-    @property
-    def key(self) -> str: ...  # in LiveService.streams
-    @property
-    def stream_number(self) -> int: ...  # 0 main, 1 sub
     @property
     def session(self) -> SessionState: ...
     @property
     def fanout(self) -> StreamFanout: ...
     @property
     def wakeup(self) -> asyncio.Event: ...
+
+
+class SourceStream(MediaSource, Protocol):
+    """A live stream as a transcode reads it: which of the camera's streams it is, too."""
+
+    @property
+    def key(self) -> str: ...  # in LiveService.streams
+    @property
+    def stream_number(self) -> int: ...  # 0 main, 1 sub
+
+
+GiveBack = Callable[[str, str], None]
+"""``(channel_id, consumer)``: give a transcode's place on its source back (``LiveService.leave``…)."""
 
 
 class LiveSource(Protocol):
@@ -114,9 +123,10 @@ class Transcode:
     """One camera stream being transcoded, and the fanout its browser viewers read."""
 
     channel_id: str
-    stream: str  # "main" | "sub"
-    source: SourceStream
-    source_consumer: str  # our place on the live stream's fanout
+    stream: str  # "main" | "sub" | "playback <id>"
+    source: MediaSource
+    source_consumer: str  # our place on the source's fanout
+    give_back: GiveBack  # how that place is given back
     fanout: StreamFanout
     transcoder: HevcToH264
     backlog: Backlog
@@ -164,25 +174,33 @@ class TranscodeService:
     # --- viewers -----------------------------------------------------------------------------
 
     def join(self, source: SourceStream, source_consumer: str) -> tuple[Transcode, str]:
-        """A browser viewer of an H.265 stream: (the transcode it reads, its consumer id there).
+        """A browser viewer of an H.265 live stream: (the transcode it reads, its consumer id there).
 
         ``source_consumer`` is the viewer's place on the live stream (from ``LiveService.watch``);
         it is taken over (by a new transcode) or given back (joining a running one) in every case,
         also when :class:`TranscodeLimitReached` is raised.
         """
-        key = (source.channel_id, stream_name(source.stream_number))
         self.known_hevc.add(source.channel_id)
+        return self.join_source(source, source_consumer, stream=stream_name(source.stream_number))
+
+    def join_source(
+        self, source: MediaSource, source_consumer: str, *, stream: str, give_back: GiveBack | None = None
+    ) -> tuple[Transcode, str]:
+        """A browser viewer of any H.265 source (a playback too): as :meth:`join`, one transcode per
+        (channel, ``stream``); ``give_back`` returns ``source_consumer`` (default: the live service's)."""
+        release = give_back or self.live.leave
+        key = (source.channel_id, stream)
         running = self.transcodes.get(key)
         if running is not None and running.source is not source:  # the camera's stream was reopened
             self._stop(running, "source reopened")
             running = None
         if running is not None:
-            self.live.leave(source.channel_id, source_consumer)
+            release(source.channel_id, source_consumer)
         else:
             try:
-                running = self._start(key, source, source_consumer)
+                running = self._start(key, source, source_consumer, release)
             except BaseException:
-                self.live.leave(source.channel_id, source_consumer)
+                release(source.channel_id, source_consumer)
                 raise
         consumer = f"transcode-viewer-{next(self._seq)}"
         now = self.live.loop.time()
@@ -214,7 +232,7 @@ class TranscodeService:
 
     # --- running -----------------------------------------------------------------------------
 
-    def _start(self, key: tuple[str, str], source: SourceStream, source_consumer: str) -> Transcode:
+    def _start(self, key: tuple[str, str], source: MediaSource, source_consumer: str, give_back: GiveBack) -> Transcode:
         if len(self.transcodes) >= self.max_transcodes:
             idle = [t for t in self.transcodes.values() if t.fanout.consumer_count == 0]
             if not idle:
@@ -227,6 +245,7 @@ class TranscodeService:
             stream=key[1],
             source=source,
             source_consumer=source_consumer,
+            give_back=give_back,
             fanout=StreamFanout(key[0]),
             transcoder=HevcToH264(self.settings, stats),
             backlog=Backlog(self.settings.max_lag, stats),
@@ -313,7 +332,7 @@ class TranscodeService:
             if task is not current:
                 task.cancel()
         transcode.executor.shutdown(wait=False, cancel_futures=True)
-        self.live.leave(transcode.channel_id, transcode.source_consumer)
+        transcode.give_back(transcode.channel_id, transcode.source_consumer)
         now = self.live.loop.time()
         for consumer in transcode.fanout.consumers:  # their tracks end (MediaStreamError) instead of freezing
             with contextlib.suppress(RelayError):

@@ -14,6 +14,7 @@ peer caps (:data:`gateway.httpapi.live_routes.PEERS`).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
@@ -28,12 +29,14 @@ from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
+from gateway.httpapi.transcode_routes import TRANSCODES
 from gateway.httpapi.webrtc_peers import PeerSlot, caller_key, read_offer, reserve_slot, supervise
 from gateway.media.ps import StreamType
 from gateway.media.webrtc import FanoutVideoTrack, answer_offer
 from gateway.playback import Playback, PlaybackError, PlaybackService
 from gateway.records import RecordSearchError, RecordService
 from gateway.security.scope import Capability, may_see_channel
+from gateway.transcoding import Transcode, TranscodeLimitReached
 
 __all__ = ["PLAYBACKS", "RECORDS", "add_record_routes"]
 
@@ -42,6 +45,8 @@ RECORDS = web.AppKey("kgw_records", RecordService)
 PLAYBACKS = web.AppKey("kgw_playbacks", PlaybackService)
 MAX_EPOCH = 4102444800  # 2100-01-01: anything later is a typo, not a time
 _TRACKS = itertools.count(1)
+CODEC_WAIT = 5.0  # s for a just-started playback's first frame (is it H.265?)
+CODEC_POLL = 0.05
 
 _STATUS: dict[int, type[web.HTTPException]] = {
     400: web.HTTPBadRequest,
@@ -176,41 +181,78 @@ async def stop_playback(request: web.Request) -> web.Response:
 
 @requires(Capability.PLAYBACK)
 async def playback_webrtc(request: web.Request) -> web.Response:
-    """POST /api/playback/{id}/webrtc {"sdp": offer} → {"sdp": answer}: the playback's picture, H.264 passed through."""
+    """POST /api/playback/{id}/webrtc {"sdp": offer} → {"sdp": answer}: the playback's picture, H.264 passed
+    through, an H.265 recording transcoded (one transcode per playback, within ``max_transcodes``)."""
     pb = _own_playback(request)
     if not pb.active:
         raise json_error(web.HTTPConflict, f"回放已结束 (playback {pb.id} has ended: {pb.end_reason})")
     offer = await read_offer(request)
-    if next((t for t in pb.demuxer.stream_types.values() if t is StreamType.H265), None) is not None:
-        raise json_error(web.HTTPUnsupportedMediaType, "H.265 录像需要转码,未启用 (H.265 recording: needs transcoding)")
     peers = request.app[PEERS]
     slot = reserve_slot(peers, request)
     try:
-        answer = await _answer(request, pb, offer, slot)
+        answer, transcoded = await _answer(request, pb, offer, slot)
     except BaseException:
         peers.release(slot)
         raise
-    return json_response({"sdp": answer, "id": pb.id})
+    return json_response({"sdp": answer, "id": pb.id, "transcoded": transcoded})
 
 
-async def _answer(request: web.Request, pb: Playback, offer: str, slot: PeerSlot) -> str:
+async def _video_codec(pb: Playback, loop: asyncio.AbstractEventLoop, timeout: float) -> StreamType | None:
+    """The recording's video codec, once its first PSM or frame arrived (None: none within ``timeout``)."""
+    deadline = loop.time() + timeout
+    while True:
+        codec = next((t for t in pb.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
+        if codec is not None or not pb.active or loop.time() >= deadline:
+            return codec
+        await asyncio.sleep(CODEC_POLL)  # a bounded wait for the first frame; the tracks own pb.wakeup
+
+
+def _transcoded(request: web.Request, pb: Playback) -> Transcode:
+    """An H.265 recording for a browser: a transcode of this playback (one per playback), or 503 at the limit."""
+    transcodes = request.app[TRANSCODES]
+    loop = request.app[PLAYBACKS].loop
+    source_consumer = f"transcode-source-{next(_TRACKS)}"
+    pb.fanout.attach(source_consumer, loop.time())
+
+    def give_back(channel_id: str, consumer: str) -> None:
+        if consumer in pb.fanout.consumers:
+            pb.fanout.detach(consumer, loop.time())
+
+    try:
+        feed, viewer = transcodes.join_source(pb, source_consumer, stream=f"playback {pb.id}", give_back=give_back)
+    except TranscodeLimitReached as exc:
+        raise json_error(web.HTTPServiceUnavailable, str(exc)) from exc
+    transcodes.leave(pb.channel_id, viewer)  # the track below takes its own place on the transcode
+    return feed
+
+
+async def _answer(request: web.Request, pb: Playback, offer: str, slot: PeerSlot) -> tuple[str, bool]:
     service = request.app[PLAYBACKS]
     peers = request.app[PEERS]
-    track = FanoutVideoTrack(pb.fanout, f"webrtc-{next(_TRACKS)}", wakeup=pb.wakeup, clock=service.loop.time)
+    feed: Playback | Transcode = pb
+    if await _video_codec(pb, service.loop, CODEC_WAIT) is StreamType.H265:
+        feed = _transcoded(request, pb)  # browsers' WebRTC has no H.265 (gateway/transcoding.py)
+    track = FanoutVideoTrack(feed.fanout, f"webrtc-{next(_TRACKS)}", wakeup=feed.wakeup, clock=service.loop.time)
     service.attach(pb, track.consumer_id)
+
+    def _leave() -> None:
+        track.stop()
+        if isinstance(feed, Transcode):
+            request.app[TRANSCODES].leave(pb.channel_id, track.consumer_id)  # the last one starts its linger
+
     try:
         pc, answer = await answer_offer(offer, track, ice_host=service.media_host)
     except GatewayError as exc:
-        track.stop()
+        _leave()
         raise json_error(web.HTTPBadRequest, f"unusable offer: {exc}") from exc
     audit_end = audit_session(request, AuditAction.WEBRTC_SESSION, pb.channel_id)
 
     def _cleanup(state: str) -> None:
         audit_end(state)
-        track.stop()
+        _leave()
 
     supervise(peers, slot, pc, _cleanup)
-    return answer
+    return answer, isinstance(feed, Transcode)
 
 
 async def _close_playbacks(app: web.Application) -> None:

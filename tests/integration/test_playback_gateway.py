@@ -21,6 +21,7 @@ from gateway.media.relay import RelayError
 from gateway.playback import Playback
 from gateway.security.principal import Principal, Role
 from simulators.stamp import read_stamp
+from simulators.video import VideoProfile
 from tests.conftest import TEST_TOKEN_GRANT, http_json, wait_for
 from tests.scope_principals import call, grants
 
@@ -242,3 +243,40 @@ async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory
     assert status == 400
     status, _ = await http_json(f"{api}/api/playback/{playback_id}", method="DELETE")
     assert status == 200
+
+
+async def test_an_h265_recording_plays_in_the_browser_through_a_transcode(gateway_factory, fleet_factory):
+    """An NVR recording in H.265: the playback's WebRTC answer transcodes it (one transcode for this playback),
+    the browser decodes H.264 showing the recorded time, and the transcode ends with the playback."""
+    service = await gateway_factory()
+    fleet = await fleet_factory(
+        service, kindergartens=1, cameras=(2, 2), video=VideoProfile(width=640, height=360, codec="hevc")
+    )
+    channel_id = await camera(service, fleet)
+    api = f"http://127.0.0.1:{service.http_port}"
+    start = int(time.time()) - 1800
+    status, body = await http_json(f"{api}/api/channels/{channel_id}/playback", {"start": start, "end": start + 120})
+    assert status == 200, body
+    playback_id = body["id"]
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+    client.on("track", lambda track: got.done() or got.set_result(track))
+    client.addTransceiver("video", direction="recvonly")
+    await client.setLocalDescription(await client.createOffer())
+    try:
+        status, answer = await http_json(
+            f"{api}/api/playback/{playback_id}/webrtc", {"sdp": client.localDescription.sdp}
+        )
+        assert status == 200 and answer["transcoded"] is True, answer
+        assert [t["stream"] for t in service.transcodes.describe()] == [f"playback {playback_id}"]
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        track = await asyncio.wait_for(got, 30)
+        frames = [await asyncio.wait_for(track.recv(), 30) for _ in range(5)]
+        assert all((f.width, f.height) == (640, 360) for f in frames)
+        stamps = [read_stamp(f.to_ndarray(format="gray")) for f in frames]
+        assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
+    finally:
+        await client.close()
+    status, _ = await http_json(f"{api}/api/playback/{playback_id}", method="DELETE")
+    assert status == 200
+    assert await wait_for(lambda: not service.transcodes.transcodes, timeout=30), "the playback's transcode ended"
