@@ -25,12 +25,12 @@ from gateway.broadcast import Broadcast, BroadcastBusy, BroadcastError, Broadcas
 from gateway.errors import GatewayError
 from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
-from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.guard import requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
 from gateway.httpapi.webrtc_peers import read_offer, reserve_slot, supervise
 from gateway.media.webrtc.microphone import answer_microphone
-from gateway.security.scope import Capability, may_see_channel
+from gateway.security.scope import Capability
 
 __all__ = ["BROADCASTS", "add_broadcast_routes"]
 
@@ -51,15 +51,7 @@ def _speaker(request: web.Request) -> str:
 
 def _channel(request: web.Request) -> str:
     """The path's channel when the caller may broadcast to it; else the unknown channel's 404."""
-    channel_id = request.match_info["id"]
-    channel = request.app[DIRECTORY].channels.get(channel_id)
-    principal = principal_of(request)
-    if channel is None or not may_see_channel(principal, channel, Capability.BROADCAST):
-        message = f"unknown channel {channel_id}"
-        if channel is None:
-            raise json_error(web.HTTPNotFound, message)
-        raise denied(request, principal, Capability.BROADCAST, channel_id, message)
-    return channel_id
+    return scoped_channel(request, request.app[DIRECTORY].channels, Capability.BROADCAST).id
 
 
 def _busy(exc: BroadcastBusy) -> web.HTTPException:

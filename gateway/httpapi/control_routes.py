@@ -41,7 +41,7 @@ from gateway.gb28181.manscdp.control import (
     steers_camera,
 )
 from gateway.httpapi.common import json_error, json_response
-from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.registry.directory import Directory
 from gateway.registry.model import Channel
@@ -76,15 +76,7 @@ def _failed(exc: ControlError) -> web.HTTPException:
 
 def _steerable_channel(request: web.Request) -> Channel:
     """The path's channel if the caller may steer it; else the unknown channel's 404."""
-    channel_id = request.match_info["id"]
-    channel = request.app[CONTROL_DIRECTORY].channels.get(channel_id)
-    principal = principal_of(request)
-    if channel is None or not may_see_channel(principal, channel, Capability.PTZ_CONTROL):
-        message = f"unknown channel {channel_id}"
-        if channel is None:
-            raise json_error(web.HTTPNotFound, message)
-        raise denied(request, principal, Capability.PTZ_CONTROL, channel_id, message)
-    return channel
+    return scoped_channel(request, request.app[CONTROL_DIRECTORY].channels, Capability.PTZ_CONTROL)
 
 
 @requires(Capability.PTZ_CONTROL)

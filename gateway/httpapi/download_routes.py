@@ -27,7 +27,7 @@ from aiohttp import web
 from gateway.downloads import Download, DownloadError, DownloadService, DownloadState, local_stamp
 from gateway.httpapi.app import WebPart
 from gateway.httpapi.common import json_error, json_response
-from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY
 from gateway.security.principal import Role
@@ -87,12 +87,7 @@ def _epoch(body: dict[str, Any], name: str) -> int:
 @requires(Capability.DOWNLOAD)
 async def start_download(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/downloads {"start", "end", "speed"?} → the new download (state running)."""
-    channel_id = request.match_info["id"]
-    if not _channel_in_scope(request, channel_id):
-        message = f"unknown channel {channel_id}"
-        if channel_id not in request.app[DIRECTORY].channels:
-            raise json_error(web.HTTPNotFound, message)
-        raise denied(request, principal_of(request), Capability.DOWNLOAD, channel_id, message)
+    channel_id = scoped_channel(request, request.app[DIRECTORY].channels, Capability.DOWNLOAD).id
     try:
         body = await request.json()
     except ValueError as exc:

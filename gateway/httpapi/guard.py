@@ -16,7 +16,7 @@ nothing (:func:`declared`), so a new route cannot skip scope.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Final, TypeVar, cast
 
 from aiohttp import web
@@ -24,8 +24,9 @@ from aiohttp import web
 from gateway.audit.actions import AuditAction
 from gateway.httpapi.common import json_error
 from gateway.httpapi.identity import AUDIT, principal_of
+from gateway.registry.model import Channel
 from gateway.security.principal import Principal
-from gateway.security.scope import Capability, allows
+from gateway.security.scope import Capability, allows, may_see_channel
 
 __all__ = ["AUTHENTICATED", "PUBLIC", "authenticated", "declared", "denied", "public", "requires"]
 
@@ -98,3 +99,28 @@ def denied(
     """An out-of-scope object: audited, then answered as the same 404 an unknown one gets (to raise)."""
     record_denied(request, principal, capability, target)
     return json_error(web.HTTPNotFound, message)
+
+
+def scoped_channel(
+    request: web.Request,
+    channels: Mapping[str, Channel],
+    capability: Capability,
+    channel_id: str | None = None,
+    *,
+    message: str = "unknown channel {id}",
+) -> Channel:
+    """The path's channel (or ``channel_id``) when the caller may use ``capability`` on it.
+
+    Otherwise the 404 an unknown channel gets — the same for a channel that exists out of
+    the caller's scope, whose refusal is audited (:func:`denied`). ``message`` names the
+    channel through ``{id}``.
+    """
+    channel_id = request.match_info["id"] if channel_id is None else channel_id
+    channel = channels.get(channel_id)
+    principal = principal_of(request)
+    if channel is None or not may_see_channel(principal, channel, capability):
+        text = message.format(id=channel_id)
+        if channel is None:
+            raise json_error(web.HTTPNotFound, text)
+        raise denied(request, principal, capability, channel_id, text)
+    return channel

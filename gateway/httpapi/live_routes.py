@@ -20,7 +20,7 @@ from gateway.audit.actions import AuditAction
 from gateway.errors import GatewayError
 from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
-from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.stream_choice import stream_answer, stream_choice, watch_error
 from gateway.httpapi.transcode_routes import transcode_choice, transcoded_feed
@@ -52,13 +52,8 @@ def _may_watch(request: web.Request, channel_id: str, capability: Capability) ->
 
 def _watchable(request: web.Request, capability: Capability = Capability.LIVE_VIEW) -> str:
     """The path's channel when the caller may use ``capability`` on it; else the unknown channel's 404."""
-    channel_id = request.match_info["id"]
-    if not _may_watch(request, channel_id, capability):
-        message = f"cannot open {channel_id}: unknown channel {channel_id}"
-        if channel_id not in request.app[DIRECTORY].channels:
-            raise json_error(web.HTTPNotFound, message)
-        raise denied(request, principal_of(request), capability, channel_id, message)
-    return channel_id
+    message = "cannot open {id}: unknown channel {id}"
+    return scoped_channel(request, request.app[DIRECTORY].channels, capability, message=message).id
 
 
 @requires(Capability.LIVE_VIEW)

@@ -26,7 +26,7 @@ from gateway.audit.actions import AuditAction
 from gateway.errors import GatewayError
 from gateway.httpapi.audit_sessions import audit_session
 from gateway.httpapi.common import json_error, json_response
-from gateway.httpapi.guard import denied, requires
+from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
 from gateway.httpapi.transcode_routes import TRANSCODES
@@ -65,15 +65,8 @@ def _error(status: int, message: str) -> web.HTTPException:
 
 def _channel_in_scope(request: web.Request, capability: Capability) -> str:
     """The path's channel when the caller may use ``capability`` on it; else the unknown channel's 404."""
-    channel_id = request.match_info["id"]
-    channel = request.app[DIRECTORY].channels.get(channel_id)
-    principal = principal_of(request)
-    if channel is None or not may_see_channel(principal, channel, capability):
-        message = f"未知通道 (unknown channel {channel_id})"
-        if channel is None:
-            raise json_error(web.HTTPNotFound, message)
-        raise denied(request, principal, capability, channel_id, message)
-    return channel_id
+    channels = request.app[DIRECTORY].channels
+    return scoped_channel(request, channels, capability, message="未知通道 (unknown channel {id})").id
 
 
 def _own_playback(request: web.Request) -> Playback:
