@@ -54,7 +54,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlayMediaEnded, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
-from gateway.gb28181.sip.endpoint import SipEvent
 from gateway.history_uplink import HistoryUplink, rate_meter, speeds_from
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.live import PS_PAYLOAD_TYPES, SipContext, media_sources
@@ -62,7 +61,7 @@ from gateway.media.mp4_remux import CLOCK, Mp4Remuxer, Mp4RemuxError, TimestampU
 from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
-from gateway.play_sessions import PlaySessions
+from gateway.play_sessions import PlaySessionHandler, PlaySessions
 from gateway.registry.model import Channel, Kindergarten
 from gateway.uplink import Reservation, UplinkExceeded
 
@@ -267,7 +266,7 @@ class _Sink:
         self.service.media_closed(self.download_id, reason)
 
 
-class DownloadService:
+class DownloadService(PlaySessionHandler["Download"]):
     """Starts, tracks and finishes recording downloads; serves their files from ``directory``."""
 
     def __init__(
@@ -590,18 +589,7 @@ class DownloadService:
             download.deadline = None
             self._end(download, "the device sends too slowly (设备发送过慢)")
 
-    # --- SIP events (a handler on the router) ------------------------------------------------------------
-
-    def get_timer(self) -> float | None:
-        """None: the sessions' timers run on the loop (one per download)."""
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        """Nothing: see :meth:`get_timer`."""
-
-    def route(self, event: SipEvent, now: float) -> bool:
-        """Take the SIP events of our sessions (finished ones too, for a while); False for the rest."""
-        return self._sessions.route(event, now, self._after)
+    # --- SIP events (PlaySessionHandler routes them to the sessions) -------------------------------
 
     def _after(self, download: Download) -> None:
         """Drain the session's events, re-arm its timer (the play timeout)."""

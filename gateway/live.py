@@ -39,7 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from gateway.errors import GatewayError
 from gateway.gb28181.play import PlayEnded, PlayFailed, PlaySession, PlayStarted
 from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport, make_ssrc, offer_for_play
-from gateway.gb28181.sip.endpoint import SipEndpoint, SipEvent
+from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.transport import Peer
 from gateway.gb28181.stream_number import MAIN, SUB, answered_stream, with_stream
 from gateway.io.rtp_io import MediaTransport as RtpTransport
@@ -48,7 +48,7 @@ from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media.snapshot import SnapshotError, snapshot_jpeg
 from gateway.media_intake import connect_active, open_intake
-from gateway.play_sessions import PlaySessions
+from gateway.play_sessions import PlaySessionHandler, PlaySessions
 from gateway.substreams import StreamChoice, StreamPlanner, stream_name
 from gateway.uplink import Reservation, UplinkBudget, UplinkExceeded
 
@@ -148,7 +148,7 @@ class _Sink:
             self.service.media_closed(self.stream.key, reason)
 
 
-class LiveService:
+class LiveService(PlaySessionHandler["LiveStream"]):
     """Opens, shares and closes live streams of the gateway's channels."""
 
     def __init__(
@@ -495,18 +495,7 @@ class LiveService:
             return None
         return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
 
-    # --- SIP events (the first handler on the router) ----------------------------------------
-
-    def get_timer(self) -> float | None:
-        """None: the play sessions' timers run on the loop (one per stream)."""
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        """Nothing: see :meth:`get_timer`."""
-
-    def route(self, event: SipEvent, now: float) -> bool:
-        """Take the SIP events of our play sessions (closed ones too, for a while); False for the rest."""
-        return self._sessions.route(event, now, self._after)
+    # --- SIP events (PlaySessionHandler routes them to the sessions) -------------------------------
 
     def _after(self, stream: LiveStream) -> None:
         """Drain the session's events, re-arm its timer, and send what it queued."""

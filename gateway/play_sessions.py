@@ -12,6 +12,7 @@ handlers on the router does not matter.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -19,7 +20,7 @@ from gateway.errors import GatewayError
 from gateway.gb28181.play import PlaySession
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEvent, TransactionTimedOut
 
-__all__ = ["RETIRED_FOR", "PlaySessions"]
+__all__ = ["RETIRED_FOR", "PlaySessionHandler", "PlaySessions"]
 
 # s a closed session still takes its dialog's messages: 64*T1, as long as a camera may
 # retransmit a 2xx (RFC 3261 §13.3.1.4), so that a late answer is ACKed and hung up, not left running.
@@ -98,3 +99,28 @@ class PlaySessions(Generic[_Owner]):
     def _forget(self, call_id: str, session: PlaySession) -> None:
         if self._retired.get(call_id) is session:
             del self._retired[call_id]
+
+
+class PlaySessionHandler(ABC, Generic[_Owner]):
+    """A service's face on the SIP router: its play sessions' events, by :class:`PlaySessions`.
+
+    The sessions' timers run on the loop (one per session), so the router's timer hooks
+    have nothing to do; :meth:`_after` drains a session's events once it was fed one.
+    """
+
+    _sessions: PlaySessions[_Owner]
+
+    def get_timer(self) -> float | None:
+        """None: the sessions' timers run on the loop (one per session)."""
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Nothing: see :meth:`get_timer`."""
+
+    def route(self, event: SipEvent, now: float) -> bool:
+        """Take the SIP events of our sessions (closed ones too, for a while); False for the rest."""
+        return self._sessions.route(event, now, self._after)
+
+    @abstractmethod
+    def _after(self, owner: _Owner) -> None:
+        """Drain the owner's session events (and re-arm its timer) after the session took one."""

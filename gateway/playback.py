@@ -58,7 +58,6 @@ from gateway.gb28181.play import (
     PlayStarted,
 )
 from gateway.gb28181.sdp import MediaTransport, SessionType, make_ssrc, offer_for_history
-from gateway.gb28181.sip.endpoint import SipEvent
 from gateway.history_uplink import HistoryUplink, rate_meter, speeds_from
 from gateway.io.rtp_io import MediaTransport as RtpTransport
 from gateway.live import (
@@ -72,7 +71,7 @@ from gateway.media.ps import AccessUnit, PsDemuxer
 from gateway.media.relay import StreamFanout
 from gateway.media.rtp import RtpReceiver
 from gateway.media_intake import connect_active, open_intake
-from gateway.play_sessions import PlaySessions
+from gateway.play_sessions import PlaySessionHandler, PlaySessions
 from gateway.uplink import Reservation, UplinkExceeded
 
 __all__ = ["Playback", "PlaybackError", "PlaybackPosition", "PlaybackService", "PlaybackState"]
@@ -270,7 +269,7 @@ class _Tracking:
         self.pb.fanout.publish(self.pb.tracker.take(unit), now)
 
 
-class PlaybackService:
+class PlaybackService(PlaySessionHandler["Playback"]):
     """Starts, controls and ends playback sessions; a SIP router handler for their events."""
 
     def __init__(
@@ -640,18 +639,7 @@ class PlaybackService:
             pb.touched = now
         pb.idle = self.loop.call_at(pb.touched + self.idle_timeout, self._check_idle, pb)
 
-    # --- SIP events (a handler on the router) --------------------------------------------------
-
-    def get_timer(self) -> float | None:
-        """None: the sessions' timers run on the loop (one per playback)."""
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        """Nothing: see :meth:`get_timer`."""
-
-    def route(self, event: SipEvent, now: float) -> bool:
-        """Take the SIP events of our playback sessions (ended ones too, for a while); False for the rest."""
-        return self._sessions.route(event, now, self._after)
+    # --- SIP events (PlaySessionHandler routes them to the sessions) -------------------------------
 
     def _drain(self, pb: Playback) -> None:
         """Consume the session's events after it was stopped (nothing more to do with them)."""
