@@ -193,15 +193,8 @@ async def test_a_stalled_playback_ends_on_rtp_timeout(gateway_factory, fleet_fac
     assert pb.end_reason == "rtp_timeout", pb.end_reason
 
 
-async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory):
-    service = await gateway_factory(api_tokens=(TEST_TOKEN_GRANT, *grants(OTHERS)))
-    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
-    channel_id = await camera(service, fleet)
-    api = f"http://127.0.0.1:{service.http_port}"
-    start = int(time.time()) - 1800
-    status, body = await http_json(f"{api}/api/channels/{channel_id}/playback", {"start": start, "end": start + 120})
-    assert status == 200, body
-    playback_id = body["id"]
+async def watch_playback(api: str, playback_id: str, frames: int = 5) -> tuple[dict[str, Any], list[Any]]:
+    """Open a playback over WebRTC as a browser does: the offer's answer (status 200) and ``frames`` decoded frames."""
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
     client.on("track", lambda track: got.done() or got.set_result(track))
@@ -214,11 +207,23 @@ async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory
         assert status == 200, answer
         await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         track = await asyncio.wait_for(got, 30)
-        frames = [await asyncio.wait_for(track.recv(), 30) for _ in range(5)]
-        stamps = [read_stamp(f.to_ndarray(format="gray")) for f in frames]
-        assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
+        return answer, [await asyncio.wait_for(track.recv(), 30) for _ in range(frames)]
     finally:
         await client.close()
+
+
+async def test_playback_over_webrtc_and_ownership(gateway_factory, fleet_factory):
+    service = await gateway_factory(api_tokens=(TEST_TOKEN_GRANT, *grants(OTHERS)))
+    fleet = await fleet_factory(service, kindergartens=1, cameras=(2, 2))
+    channel_id = await camera(service, fleet)
+    api = f"http://127.0.0.1:{service.http_port}"
+    start = int(time.time()) - 1800
+    status, body = await http_json(f"{api}/api/channels/{channel_id}/playback", {"start": start, "end": start + 120})
+    assert status == 200, body
+    playback_id = body["id"]
+    _, frames = await watch_playback(api, playback_id)
+    stamps = [read_stamp(f.to_ndarray(format="gray")) for f in frames]
+    assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
     # Another administrator does not reach this playback; a kindergarten elsewhere not the channel either.
     for method, path in (("GET", ""), ("POST", "/control"), ("DELETE", "")):
         status, _ = await call(
@@ -258,25 +263,12 @@ async def test_an_h265_recording_plays_in_the_browser_through_a_transcode(gatewa
     status, body = await http_json(f"{api}/api/channels/{channel_id}/playback", {"start": start, "end": start + 120})
     assert status == 200, body
     playback_id = body["id"]
-    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-    client.on("track", lambda track: got.done() or got.set_result(track))
-    client.addTransceiver("video", direction="recvonly")
-    await client.setLocalDescription(await client.createOffer())
-    try:
-        status, answer = await http_json(
-            f"{api}/api/playback/{playback_id}/webrtc", {"sdp": client.localDescription.sdp}
-        )
-        assert status == 200 and answer["transcoded"] is True, answer
-        assert [t["stream"] for t in service.transcodes.describe()] == [f"playback {playback_id}"]
-        await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        track = await asyncio.wait_for(got, 30)
-        frames = [await asyncio.wait_for(track.recv(), 30) for _ in range(5)]
-        assert all((f.width, f.height) == (640, 360) for f in frames)
-        stamps = [read_stamp(f.to_ndarray(format="gray")) for f in frames]
-        assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
-    finally:
-        await client.close()
+    answer, frames = await watch_playback(api, playback_id)
+    assert answer["transcoded"] is True, answer
+    assert [t["stream"] for t in service.transcodes.describe()] == [f"playback {playback_id}"]
+    assert all((f.width, f.height) == (640, 360) for f in frames)
+    stamps = [read_stamp(f.to_ndarray(format="gray")) for f in frames]
+    assert all(s is not None and start <= s.epoch <= start + 60 for s in stamps), stamps
     status, _ = await http_json(f"{api}/api/playback/{playback_id}", method="DELETE")
     assert status == 200
     assert await wait_for(lambda: not service.transcodes.transcodes, timeout=30), "the playback's transcode ended"
