@@ -55,3 +55,14 @@ def query_time(request: web.Request, name: str) -> float | None:
         return parse_when(value)
     except ValueError as exc:
         raise json_error(web.HTTPBadRequest, f"{name} must be epoch seconds or an ISO 8601 time") from exc
+
+
+async def json_object(request: web.Request, expected: str = "a JSON object") -> dict[str, Any]:
+    """The request body as a JSON object; 400 naming ``expected`` for anything else."""
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise json_error(web.HTTPBadRequest, f"expected {expected}") from exc
+    if not isinstance(body, dict):
+        raise json_error(web.HTTPBadRequest, f"expected {expected}")
+    return body

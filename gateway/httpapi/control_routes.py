@@ -40,7 +40,7 @@ from gateway.gb28181.manscdp.control import (
     ptz_command,
     steers_camera,
 )
-from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.common import json_error, json_object, json_response
 from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.registry.directory import Directory
@@ -58,16 +58,6 @@ _STATUS: Final[dict[int, type[web.HTTPException]]] = {
     502: web.HTTPBadGateway,
     504: web.HTTPGatewayTimeout,
 }
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise json_error(web.HTTPBadRequest, "expected a JSON object") from exc
-    if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, "expected a JSON object")
-    return body
 
 
 def _failed(exc: ControlError) -> web.HTTPException:
@@ -91,7 +81,7 @@ async def channel_ptz_info(request: web.Request) -> web.Response:
 async def channel_ptz(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/ptz: one PTZ command to the device serving the channel."""
     channel_id = _steerable_channel(request).id
-    body = await _body(request)
+    body = await json_object(request)
     try:
         command = ptz_command(body.get("action", ""), body.get("speed", 128), body.get("preset"))
     except InvalidControl as exc:
@@ -153,7 +143,7 @@ async def device_control(request: web.Request) -> web.Response:
         if device is None:
             raise json_error(web.HTTPNotFound, message)
         raise denied(request, principal, Capability.DEVICE_CONTROL, device_id, message)
-    body = await _body(request)
+    body = await json_object(request)
     try:
         command = parse_device_command(body)
     except (InvalidControl, TypeError) as exc:

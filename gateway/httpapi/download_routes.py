@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.downloads import Download, DownloadError, DownloadService, DownloadState, local_stamp
 from gateway.httpapi.app import WebPart
-from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.common import json_error, json_object, json_response
 from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY
@@ -88,12 +88,7 @@ def _epoch(body: dict[str, Any], name: str) -> int:
 async def start_download(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/downloads {"start", "end", "speed"?} → the new download (state running)."""
     channel_id = scoped_channel(request, request.app[DIRECTORY].channels, Capability.DOWNLOAD).id
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"start", "end", "speed"}') from exc
-    if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, 'expected JSON {"start", "end", "speed"}')
+    body = await json_object(request, 'JSON {"start", "end", "speed"}')
     start, end = _epoch(body, "start"), _epoch(body, "end")
     speed = body.get("speed", DEFAULT_SPEED)
     if isinstance(speed, bool) or not isinstance(speed, int):

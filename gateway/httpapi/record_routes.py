@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway.audit.actions import AuditAction
 from gateway.errors import GatewayError
 from gateway.httpapi.audit_sessions import audit_session
-from gateway.httpapi.common import json_error, json_response
+from gateway.httpapi.common import json_error, json_object, json_response
 from gateway.httpapi.guard import denied, requires, scoped_channel
 from gateway.httpapi.identity import principal_of
 from gateway.httpapi.live_routes import DIRECTORY, PEERS
@@ -95,16 +95,6 @@ def _epoch_param(value: Any, name: str) -> int:
     return number
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise json_error(web.HTTPBadRequest, "expected a JSON object") from None
-    if not isinstance(body, dict):
-        raise json_error(web.HTTPBadRequest, "expected a JSON object")
-    return body
-
-
 @requires(Capability.RECORD_READ)
 async def search_records(request: web.Request) -> web.Response:
     """GET /api/channels/{id}/records?start=&end=&type=all|time|alarm|manual."""
@@ -123,7 +113,7 @@ async def search_records(request: web.Request) -> web.Response:
 async def start_playback(request: web.Request) -> web.Response:
     """POST /api/channels/{id}/playback {"start", "end"} → the new session."""
     channel_id = _channel_in_scope(request, Capability.PLAYBACK)
-    body = await _json_body(request)
+    body = await json_object(request)
     start, end = _epoch_param(body.get("start"), "start"), _epoch_param(body.get("end"), "end")
     try:
         pb = await request.app[PLAYBACKS].start(channel_id, start, end, owner=caller_key(request))
@@ -142,7 +132,7 @@ async def get_playback(request: web.Request) -> web.Response:
 async def control_playback(request: web.Request) -> web.Response:
     """POST /api/playback/{id}/control {"action": pause|play|scale|seek, "scale", "position"}."""
     pb = _own_playback(request)
-    body = await _json_body(request)
+    body = await json_object(request)
     action = body.get("action")
     scale, position = body.get("scale"), body.get("position")
     if not isinstance(action, str):
