@@ -11,6 +11,8 @@ command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)         # ffmpeg/ffprob
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need_apt+=(fonts-wqy-microhei)  # Chinese names on simulated video
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)               # headless browser for the web-console test
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)           # MQTT broker: alarm tests start their own on a loopback port
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)  # PostgreSQL: store tests and `kgw demo --gateways N` start their own
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool: the tests validate the alerting rules with it
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
