@@ -58,7 +58,7 @@ from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
-from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, metrics_registry
+from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, NodeMetrics, RegistrationFailures, metrics_registry
 from gateway.httpapi.record_routes import add_record_routes
 from gateway.httpapi.transcode_routes import transcode_part
 from gateway.httpapi.uplink_routes import uplink_part
@@ -294,11 +294,14 @@ class GatewayService:
         await self.accounts.open()
         stack.push_async_callback(self.accounts.close)
         tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
+        node, districts = _deployment(config)
         collectors = [
-            DirectoryMetrics(directory),
+            NodeMetrics(node, config.id, config.role, districts),
+            DirectoryMetrics(directory, districts),
             self.writer,
             sip,
             self.events,
+            RegistrationFailures(self.events.registrations),
             self.live,
             self.downloads,
             self.playback,
@@ -418,3 +421,12 @@ def _inbound_limits(config: GatewayConfig) -> InboundLimits:
         header_timeout=config.tcp_header_timeout,
         body_timeout=config.http_body_timeout,
     )
+
+
+def _deployment(config: GatewayConfig) -> tuple[str, tuple[str, ...]]:
+    """This process's node name and the districts it serves (``--node``/``--districts``; default one node, all)."""
+    node = str(getattr(config, "node", "") or "gateway")
+    served = getattr(config, "districts", ()) or ()
+    if isinstance(served, str):
+        served = served.split(",")
+    return node, tuple(sorted({str(code).strip() for code in served if str(code).strip()}))

@@ -4,27 +4,70 @@
 (each reports its own metrics with ``collect()``), so several nodes can run in
 one process (tests, ``kgw demo``). Nothing is labelled by device or channel ID:
 a scrape of 20k+ series would block the loop (docs/dependencies.md); aggregates
-by district, method and status class are enough.
+by district, method and status class are enough. Labels are bounded: a district
+label is one of the city's 16 codes (or a code this node was told to serve), any
+other civil code a device claims is counted as ``other``; sinks, uppers and the
+node name come from configuration. The dashboard and alerting rules that read
+these series are in ``deploy/`` (README, "Monitoring").
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Metric, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.httpapi.common import json_error, json_response
 from gateway.httpapi.guard import public, requires
 from gateway.httpapi.identity import principal_of
 from gateway.registry.directory import Directory
 from gateway.security.scope import Capability, Narrowing, narrowing
 
-__all__ = ["DirectoryMetrics", "NodeInfo", "UpperStatus", "add_node_routes", "metrics_registry"]
+__all__ = [
+    "FAILURE_CLASSES",
+    "KINDERGARTEN_STATES",
+    "DirectoryMetrics",
+    "NodeInfo",
+    "NodeMetrics",
+    "RegistrationFailures",
+    "UpperStatus",
+    "add_node_routes",
+    "failure_class",
+    "kindergarten_state",
+    "metrics_registry",
+]
+
+OTHER_DISTRICT = "other"  # every civil code outside the city (and this node's districts) shares one series
+
+#: ``kgw_district_kindergartens{state}``: ``online`` every device of the kindergarten is online, ``partial``
+#: some are, ``offline`` none is (the kindergarten is blind: alert), ``no_devices`` none is known yet.
+KINDERGARTEN_STATES = ("online", "partial", "offline", "no_devices")
+
+#: ``kgw_registration_failures_total{reason}``: REGISTER refusals in four classes an operator acts on, plus
+#: ``busy`` (rate limits: the device retries) and ``other``. A 401 challenge is the handshake, not a failure.
+FAILURE_CLASSES = ("auth", "forbidden", "redirect", "malformed", "busy", "other")
+_FAILURE_OF_RESULT = {
+    "bad_password": "auth",
+    "username_mismatch": "auth",
+    "replayed": "auth",
+    "nonce_address_mismatch": "auth",
+    "auth_rate_limited": "auth",
+    "not_provisioned": "forbidden",
+    "refused": "forbidden",
+    "bad_id": "malformed",
+    "missing_expires": "malformed",
+    "interval_too_brief": "malformed",
+    "malformed_auth": "malformed",
+    "throttled": "busy",
+    "new_device_rate_limited": "busy",
+}
+_NOT_FAILURES = frozenset({"ok", "refresh", "unregistered", "challenged", "stale_nonce"})
 
 # ``*_created`` timestamps double the series count and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client 0.26 leaves it unannotated
@@ -53,15 +96,56 @@ def metrics_registry(collectors: Iterable[Collector]) -> CollectorRegistry:
     return registry
 
 
-class DirectoryMetrics(Collector):
-    """Devices and channels known and online, from the directory at scrape time."""
+def failure_class(result: str) -> str | None:
+    """The failure class of a ``kgw_registrations_total`` result, or None when it is no failure.
 
-    def __init__(self, directory: Directory) -> None:
+    Results named by a newer refusal (the cluster's redirect, a district this node
+    does not serve) are classed by their name, so a new reason still lands in a class.
+    """
+    if result in _NOT_FAILURES:
+        return None
+    known = _FAILURE_OF_RESULT.get(result)
+    if known is not None:
+        return known
+    if "redirect" in result or "moved" in result:
+        return "redirect"
+    if "district" in result or "served" in result or "forbidden" in result:
+        return "forbidden"
+    if "auth" in result or "password" in result:
+        return "auth"
+    return "other"
+
+
+def kindergarten_state(devices: int, online: int) -> str:
+    """One of :data:`KINDERGARTEN_STATES` for a kindergarten with ``online`` of its ``devices`` online."""
+    if devices == 0:
+        return "no_devices"
+    if online == 0:
+        return "offline"
+    return "online" if online >= devices else "partial"
+
+
+class DirectoryMetrics(Collector):
+    """Devices, channels and kindergartens known and online, from the directory at scrape time.
+
+    ``districts``: the districts this node serves (``--districts``; empty: all). In a
+    deployment of several nodes sharing one database, each node reports only its own
+    districts' presence, so ``sum by (district)`` over the nodes counts each device once.
+    """
+
+    def __init__(self, directory: Directory, districts: Collection[str] = ()) -> None:
         self.directory = directory
+        self.districts = frozenset(districts)
+
+    def _label(self, code: str) -> str | None:
+        """The district label of a civil code; None for a district another node serves."""
+        if self.districts:
+            return code if code in self.districts else None
+        return code if code in TIANJIN_DISTRICTS else OTHER_DISTRICT
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        """``kgw_devices_known``, ``kgw_devices_online``, ``kgw_channels_online``, ``kgw_channels_known``, per district;
-        catalog conflicts and refused kindergarten nodes."""
+        """``kgw_devices_known``, ``kgw_devices_online``, ``kgw_channels_online``, ``kgw_channels_known``; per
+        district devices known/online and kindergartens by state; catalog conflicts and refused kindergarten nodes."""
         directory = self.directory
         known, online, channels_up = directory.online_counts()
         yield GaugeMetricFamily("kgw_devices_known", "Devices known to the gateway", value=known)
@@ -70,16 +154,7 @@ class DirectoryMetrics(Collector):
         yield GaugeMetricFamily(
             "kgw_channels_known", "Channels known (every device's last catalog)", value=len(directory.channels)
         )
-        by_district = GaugeMetricFamily(
-            "kgw_district_devices_online", "Devices online by district civil code", labels=["district"]
-        )
-        counts: dict[str, int] = {}
-        for entry in directory.devices.values():
-            if entry.row.online:
-                counts[entry.row.district_code] = counts.get(entry.row.district_code, 0) + 1
-        for district, count in sorted(counts.items()):
-            by_district.add_metric([district], count)
-        yield by_district
+        yield from self._districts()
         yield CounterMetricFamily(
             "kgw_catalog_conflicts",
             "Catalog items naming a channel another device owns (refused, not moved)",
@@ -90,6 +165,105 @@ class DirectoryMetrics(Collector):
             "Kindergarten (216) nodes in catalogs that were not created (not the sender's to create)",
             value=directory.unknown_kindergartens_total,
         )
+
+    def _districts(self) -> Iterator[GaugeMetricFamily]:
+        """Per district: devices known and online, kindergartens by :func:`kindergarten_state`."""
+        directory = self.directory
+        devices_known: dict[str, int] = {}
+        devices_online: dict[str, int] = {}
+        per_kindergarten: dict[str, list[int]] = {}  # kindergarten id -> [devices, online]
+        for entry in directory.devices.values():
+            row = entry.row
+            label = self._label(row.district_code)
+            if label is not None:
+                devices_known[label] = devices_known.get(label, 0) + 1
+                devices_online[label] = devices_online.get(label, 0) + row.online
+            if row.kindergarten_id is not None:
+                counts = per_kindergarten.setdefault(row.kindergarten_id, [0, 0])
+                counts[0] += 1
+                counts[1] += row.online
+        states: dict[tuple[str, str], int] = {}
+        for kindergarten in directory.kindergartens.values():
+            label = self._label(kindergarten.district_code)
+            if label is None:
+                continue
+            devices, up = per_kindergarten.get(kindergarten.id, (0, 0))
+            key = (label, kindergarten_state(devices, up))
+            states[key] = states.get(key, 0) + 1
+        known_family = GaugeMetricFamily(
+            "kgw_district_devices_known", "Devices known by district civil code", labels=["district"]
+        )
+        online_family = GaugeMetricFamily(
+            "kgw_district_devices_online", "Devices online by district civil code", labels=["district"]
+        )
+        for district, count in sorted(devices_known.items()):
+            known_family.add_metric([district], count)
+            online_family.add_metric([district], devices_online[district])
+        kindergartens = GaugeMetricFamily(
+            "kgw_district_kindergartens",
+            "Kindergartens by district and state: online (all devices online), partial (some), "
+            "offline (none), no_devices (none known)",
+            labels=["district", "state"],
+        )
+        for district in sorted({d for d, _ in states}):
+            for state in KINDERGARTEN_STATES:
+                kindergartens.add_metric([district, state], states.get((district, state), 0))
+        yield from (known_family, online_family, kindergartens)
+
+
+class RegistrationFailures(Collector):
+    """``kgw_registration_failures_total{reason}``: ``kgw_registrations_total`` refusals in :data:`FAILURE_CLASSES`.
+
+    Read from the registration counter at scrape time (one source of truth); every
+    class is always exported, so ``rate()`` has a series before the first failure.
+    """
+
+    def __init__(self, registrations: Collector) -> None:
+        self.registrations = registrations
+
+    def collect(self) -> Iterator[Metric]:
+        """Sum the refusal results into their classes."""
+        totals = dict.fromkeys(FAILURE_CLASSES, 0.0)
+        for family in self.registrations.collect():
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                failure = failure_class(sample.labels.get("result", ""))
+                if failure is not None:
+                    totals[failure] += sample.value
+        family = CounterMetricFamily(
+            "kgw_registration_failures",
+            "REGISTER refusals by class: auth (wrong credentials, replay, blocked), forbidden (not provisioned, "
+            "not served here), redirect (302 to the gateway serving the district), malformed, busy (rate limited)",
+            labels=["reason"],
+        )
+        for failure, value in totals.items():
+            family.add_metric([failure], value)
+        yield family
+
+
+class NodeMetrics(Collector):
+    """``kgw_node_info{node,gateway_id,role}`` = 1: tells the gateway processes in one Prometheus apart."""
+
+    def __init__(self, node: str, gateway_id: str, role: str, districts: Collection[str] = ()) -> None:
+        self.node, self.gateway_id, self.role = node, gateway_id, role
+        self.districts = tuple(sorted(districts))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The info gauge and, per district served (bounded by the city's 16), ``kgw_node_district``."""
+        info = GaugeMetricFamily(
+            "kgw_node_info",
+            "This gateway process: its node name, SIP ID and role",
+            labels=["node", "gateway_id", "role"],
+        )
+        info.add_metric([self.node, self.gateway_id, self.role], 1)
+        yield info
+        served = GaugeMetricFamily(
+            "kgw_node_district", "1 for each district this process serves (all: city-wide)", labels=["node", "district"]
+        )
+        for district in self.districts or ("all",):
+            served.add_metric([self.node, district], 1)
+        yield served
 
 
 NODE = web.AppKey("kgw_node", NodeInfo)
