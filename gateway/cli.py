@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--id", help=f"gateway 20-digit SIP ID (default {DEFAULT_GATEWAY_ID})")
     _password_args(gw, "device password that auto-enrols devices")
     gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
+    gw.add_argument(
+        "--db-password-file", metavar="FILE", help="password of a postgresql:// --db URL's user (or $KGW_DB_PASSWORD)"
+    )
     gw.add_argument("--enrolment", choices=["auto", "strict"], help="strict: only provisioned device IDs")
     gw.add_argument(
         "--media-transport",
@@ -419,6 +422,12 @@ def _refuse_command_line_secrets(args: argparse.Namespace, config: GatewayConfig
             f"refusing to start: --webhook-secret on the command line with SIP on {config.sip_host}: every user of "
             f"this machine sees it in `ps`; use --webhook-secret-file FILE or ${WEBHOOK_SECRET_ENV}"
         )
+    db = getattr(args, "db", None) or ""
+    if db.startswith(("postgresql://", "postgres://")) and ":" in db.split("://", 1)[1].split("@")[0] and "@" in db:
+        raise ConfigError(
+            "refusing to start: the --db URL carries a password, visible in `ps`; "
+            "use postgresql://USER@HOST:PORT/DB with --db-password-file FILE or $KGW_DB_PASSWORD"
+        )
     if "@" in (getattr(args, "mqtt", None) or "") and ":" in args.mqtt.split("://", 1)[-1].split("@", 1)[0]:
         raise ConfigError(
             "refusing to start: the --mqtt URL carries a password, visible in `ps`; "
@@ -467,6 +476,7 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         password=args.password,
         password_file=args.device_password_file,
         db=args.db,
+        db_password_file=args.db_password_file,
         enrolment=args.enrolment,
         media_transport=args.media_transport,
         max_transcodes=args.max_transcodes,

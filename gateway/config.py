@@ -18,6 +18,7 @@ from typing import Any
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
 from gateway.deployment import (
+    DB_PASSWORD_ENV,
     DEFAULT_DEVICE_PASSWORD,
     DEVICE_PASSWORD_ENV,
     MQTT_PASSWORD_ENV,
@@ -76,6 +77,7 @@ class GatewayConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     db: str = "var/kgw.db"
+    db_password_file: str = ""  # a postgresql:// db URL user's password (else $KGW_DB_PASSWORD), not in ``ps``
     enrolment: str = "auto"  # or "strict"; load_config defaults it to strict off loopback
     media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
     play_timeout: float = 10.0  # s for a camera to answer a live INVITE
@@ -316,6 +318,15 @@ def _resolve_secrets(values: dict[str, Any], environ: Mapping[str, str] | None) 
         )
         if secret is not None:
             values["webhook_secret"] = secret
+    db = str(values.get("db") or "")
+    if db.startswith(("postgresql://", "postgres://")) and "@" in db and ":" not in db.split("://", 1)[1].split("@")[0]:
+        password = secret_from(
+            file=values.get("db_password_file") or None, env=DB_PASSWORD_ENV, what="database password", environ=environ
+        )
+        if password is not None:
+            values["db"] = with_mqtt_password(db, password)  # any URL: user:quoted-password@host
+    elif values.get("db_password_file"):
+        raise ConfigError("--db-password-file needs --db postgresql://USER@HOST:PORT/DB (a user, no password)")
     mqtt = str(values.get("mqtt") or "")
     if mqtt and "@" in mqtt and ":" not in mqtt.split("://", 1)[-1].split("@", 1)[0]:
         password = secret_from(

@@ -28,6 +28,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from gateway.errors import ConfigError
 
 __all__ = [
+    "DB_PASSWORD_ENV",
     "DEFAULT_DEVICE_PASSWORD",
     "DEVICE_PASSWORD_ENV",
     "MQTT_PASSWORD_ENV",
@@ -43,6 +44,7 @@ DEFAULT_DEVICE_PASSWORD: Final = "12345678"
 DEVICE_PASSWORD_ENV: Final = "KGW_DEVICE_PASSWORD"
 MQTT_PASSWORD_ENV: Final = "KGW_MQTT_PASSWORD"
 WEBHOOK_SECRET_ENV: Final = "KGW_WEBHOOK_SECRET"
+DB_PASSWORD_ENV: Final = "KGW_DB_PASSWORD"
 MAX_SECRET_BYTES: Final = 4096
 
 

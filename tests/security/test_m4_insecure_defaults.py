@@ -138,6 +138,7 @@ def test_docker_compose_has_no_anonymous_broker_and_no_open_consoles() -> None:
         assert not any(re.match(r"--mqtt=mqtt://[^@/]*:[^@/]*@", a) for a in command), f"{name}: MQTT password"
         for port in service.get("ports", []):
             spec = str(port)
-            if spec.endswith(("/udp", "/tcp")) and spec.split(":")[-1].split("/")[0] == "5060":
-                continue  # SIP: devices must reach it
+            sip_port = spec.split(":")[-1].split("/")[0]
+            if spec.endswith(("/udp", "/tcp")) and command[:1] == ["gateway"] and f"--sip-port={sip_port}" in command:
+                continue  # a gateway process's SIP port: devices must reach it
             assert spec.startswith("127.0.0.1:"), f"{name}: {spec} published to every interface"
