@@ -19,6 +19,7 @@ __all__ = ["open_store", "opened", "postgres_url", "sqlite_path"]
 
 _SQLITE_PREFIX = "sqlite://"
 _POSTGRES_PREFIXES = ("postgresql://", "postgres://", "postgresql+")
+_POSTGRES_SCHEMES = frozenset({"postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2"})
 
 
 def open_store(url: str, *, migrate: bool = True) -> Store:
@@ -57,7 +58,7 @@ def postgres_url(url: str) -> str | None:
     if not url.startswith(_POSTGRES_PREFIXES):
         return None
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme.split("+", 1)[0] not in ("postgresql", "postgres"):
+    if not sep or scheme not in _POSTGRES_SCHEMES:
         raise StoreError(f"unsupported store URL scheme: {scheme!r}")
     return f"postgresql://{rest}"
 

@@ -7,9 +7,10 @@ the app runs it on the store's single worker thread, exactly like SQLite.
 
 Connections come from a small ``psycopg_pool`` pool (one is in use at a time; a
 second lets the pool replace a broken one without waiting). Each method is one
-transaction. Batches are one statement or one pipelined ``executemany``:
-presence updates and deletes send whole arrays through ``unnest``/``ANY``, so a
-flush of thousands of devices is one round trip and one commit. Several gateway
+transaction. A batch is one statement, whatever its size: upserts, presence
+updates and history send each column as one array (``unnest``), deletes one
+array (``= ANY``), so a flush of thousands of devices is one round trip and one
+commit, and costs the gateway's thread little Python per row. Several gateway
 processes may write the same database; a write that loses a deadlock or
 serialization race against another process is retried as a whole (it is
 idempotent: upserts, presence overwrites).
@@ -54,7 +55,6 @@ from gateway.registry.sql_rows import (
     channel_from,
     device_from,
     select_sql,
-    upsert_sql,
 )
 
 __all__ = ["PgStore"]
@@ -67,10 +67,6 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 #: Attempts of a write that lost a deadlock / serialization race against another process.
 WRITE_ATTEMPTS: Final = 3
 
-_KG_UPSERT: Final = upsert_sql("kindergarten", KG_COLS, "%s")
-_DEVICE_UPSERT: Final = upsert_sql("device", DEVICE_COLS, "%s")
-_CHANNEL_UPSERT: Final = upsert_sql("channel", CHANNEL_COLS, "%s")
-_CONFIRMATION_UPSERT: Final = rows_.confirmation_upsert_sql("%s")
 _KG_SELECT: Final = select_sql("kindergarten", KG_COLS)
 _DEVICE_SELECT: Final = select_sql("device", DEVICE_COLS)
 _CHANNEL_SELECT: Final = select_sql("channel", CHANNEL_COLS)
@@ -91,6 +87,11 @@ _CHANNEL_PRESENCE: Final = (
     "UPDATE channel AS c SET online = v.online"
     " FROM unnest(%s::text[], %s::integer[]) AS v(id, online) WHERE c.id = v.id"
 )
+# A table's column types, exactly as declared (for the ``unnest`` arrays of batch upserts).
+_COLUMN_TYPES: Final = (
+    "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+    " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped"
+)
 # Races another process may win; the transaction is rolled back and safe to run again.
 _RETRYABLE: Final = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
@@ -106,6 +107,7 @@ class PgStore:
         self._pool_name = pool_name
         self._max_connections = max_connections
         self._pool: ConnectionPool[Any] | None = None
+        self._upserts: dict[str, str] = {}
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -153,15 +155,44 @@ class PgStore:
                 log.info("registry write retried after %s (attempt %d)", type(exc.__cause__).__name__, attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> int:
-        """One pipelined executemany in its own transaction; rows written."""
+    def _upsert_sql(self, conn: Conn, table: str, cols: tuple[str, ...], key: str) -> str:
+        """INSERT … SELECT FROM unnest(one array per column) ON CONFLICT DO UPDATE, typed as the table is.
 
-        def run(conn: Conn) -> int:
-            with conn.cursor() as cur:
-                cur.executemany(sql, rows)
-                return max(cur.rowcount, 0)
+        The array types are read from the database once per table (the schema only grows by
+        migration), so a column added to a model needs no code here.
+        """
+        sql = self._upserts.get(table)
+        if sql is None:
+            found: dict[str, str] = dict(conn.execute(_COLUMN_TYPES, (table,)).fetchall())
+            missing = [c for c in cols if c not in found]
+            if missing:
+                raise StoreError(f"table {table} has no column {', '.join(missing)}: migrate the database")
+            arrays = ", ".join(f"%s::{found[c]}[]" for c in cols)
+            updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != key)
+            sql = self._upserts[table] = (
+                f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
+                f" ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            )
+        return sql
 
-        return self._write(run) if rows else 0
+    def _upsert_rows(
+        self, conn: Conn, table: str, cols: tuple[str, ...], rows: dict[Any, tuple[Any, ...]], key: str = "id"
+    ) -> int:
+        """Write ``rows`` (by key) in one statement inside the caller's transaction."""
+        columns = [list(column) for column in zip(*rows.values(), strict=True)]
+        return max(conn.execute(self._upsert_sql(conn, table, cols, key), columns).rowcount, 0)
+
+    def _upsert(self, table: str, cols: tuple[str, ...], rows: Iterable[tuple[Any, ...]], key: str = "id") -> int:
+        """Insert or overwrite rows by ``key`` in ONE transaction of ONE statement (each column one array).
+
+        A key given twice in one batch is written once, with its last row (one INSERT may not
+        update a row twice); the count is of distinct keys.
+        """
+        at = cols.index(key)
+        latest = {row[at]: row for row in rows}
+        if not latest:
+            return 0
+        return self._write(lambda conn: self._upsert_rows(conn, table, cols, latest, key))
 
     def _execute(self, sql: str, params: tuple[Any, ...] | list[Any]) -> int:
         """One statement in its own transaction; rows it changed."""
@@ -194,7 +225,7 @@ class PgStore:
 
     def upsert_kindergartens(self, kindergartens: Iterable[Kindergarten]) -> int:
         """Insert or overwrite kindergartens in one transaction."""
-        return self._executemany(_KG_UPSERT, [rows_.kg_row(k) for k in kindergartens])
+        return self._upsert("kindergarten", KG_COLS, map(rows_.kg_row, kindergartens))
 
     def get_kindergarten(self, kindergarten_id: str) -> Kindergarten | None:
         """One kindergarten by id, or None."""
@@ -214,7 +245,7 @@ class PgStore:
 
     def upsert_devices(self, devices: Iterable[Device]) -> int:
         """Insert or overwrite devices in one transaction."""
-        return self._executemany(_DEVICE_UPSERT, [rows_.device_row(d) for d in devices])
+        return self._upsert("device", DEVICE_COLS, map(rows_.device_row, devices))
 
     def get_device(self, device_id: str) -> Device | None:
         """One device by id, or None."""
@@ -244,7 +275,7 @@ class PgStore:
     def replace_channels(self, device_id: str, channels: Iterable[Channel]) -> ChannelChanges:
         """Make ``channels`` the device's full channel set in one transaction."""
         wanted = rows_.wanted_channels(device_id, channels)
-        new_rows = [rows_.channel_row(c) for c in wanted.values()]
+        new_rows = {i: rows_.channel_row(c) for i, c in wanted.items()}
 
         def run(conn: Conn) -> tuple[dict[str, Channel], list[str]]:
             old_rows = conn.execute(f"{_CHANNEL_SELECT} WHERE device_id = %s FOR UPDATE", (device_id,)).fetchall()
@@ -253,8 +284,7 @@ class PgStore:
             if removed:
                 conn.execute("DELETE FROM channel WHERE id = ANY(%s)", (removed,))
             if new_rows:
-                with conn.cursor() as cur:
-                    cur.executemany(_CHANNEL_UPSERT, new_rows)
+                self._upsert_rows(conn, "channel", CHANNEL_COLS, new_rows)
             return old, removed
 
         old, removed = self._write(run)
@@ -262,7 +292,7 @@ class PgStore:
 
     def upsert_channels(self, channels: Iterable[Channel]) -> int:
         """Insert or overwrite channels (e.g. one part of a multi-part catalog)."""
-        return self._executemany(_CHANNEL_UPSERT, [rows_.channel_row(c) for c in channels])
+        return self._upsert("channel", CHANNEL_COLS, map(rows_.channel_row, channels))
 
     def delete_channels(self, channel_ids: Iterable[str]) -> int:
         """Forget channels (a lower platform's catalog NOTIFY said DEL); return the count deleted."""
@@ -296,7 +326,9 @@ class PgStore:
 
     def upsert_area_confirmations(self, confirmations: Iterable[AreaConfirmation]) -> int:
         """Insert or overwrite operators' area confirmations in one transaction."""
-        return self._executemany(_CONFIRMATION_UPSERT, [rows_.confirmation_row(c) for c in confirmations])
+        return self._upsert(
+            "channel_confirmation", CONFIRMATION_COLS, map(rows_.confirmation_row, confirmations), key="channel_id"
+        )
 
     def delete_area_confirmations(self, channel_ids: Iterable[str]) -> int:
         """Withdraw confirmations by channel id; return the count deleted."""
