@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from gateway.errors import StoreError
 from gateway.pg_connect import open_pool
@@ -102,11 +102,15 @@ class PgStore:
     Use it from one thread at a time (the app's store worker), like SQLite.
     """
 
-    def __init__(self, url: str, *, pool_name: str = "registry", max_connections: int = 2) -> None:
+    def __init__(
+        self, url: str, *, pool_name: str = "registry", max_connections: int = 2, timeout: float = 10.0
+    ) -> None:
         self.url = url
         self._pool_name = pool_name
         self._max_connections = max_connections
+        self._timeout = timeout  # how long a call waits for a connection (e.g. while the server restarts)
         self._pool: ConnectionPool[Any] | None = None
+        self._open = False
         self._upserts: dict[str, str] = {}
 
     # --- lifecycle ------------------------------------------------------------
@@ -120,28 +124,48 @@ class PgStore:
 
     def open(self) -> None:
         """Open the pool (one connection made and checked); StoreError if the server refuses us."""
-        if self._pool is None:
-            self._pool = open_pool(self.url, name=self._pool_name, min_size=1, max_size=self._max_connections)
+        self._open = True
+        self._require()
 
     def close(self) -> None:
         """Close the pool's connections (idempotent)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._open = False
+        self._discard_pool()
 
     def _require(self) -> ConnectionPool[Any]:
-        if self._pool is None:
+        """The pool, opened again if a lost server made us drop it (StoreError at once while it is down)."""
+        if not self._open:
             raise StoreError("store is not open")
+        if self._pool is None:
+            self._pool = open_pool(
+                self.url, name=self._pool_name, min_size=1, max_size=self._max_connections, timeout=self._timeout
+            )
         return self._pool
+
+    def _discard_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close(timeout=1.0)
 
     @contextmanager
     def _transaction(self, *, snapshot: bool = False) -> Iterator[Conn]:
-        """One transaction on a pooled connection; ``snapshot``: several reads that must agree."""
+        """One transaction on a pooled connection; ``snapshot``: several reads that must agree.
+
+        No connection within the timeout means the server went away: the pool is dropped
+        rather than left retrying with a growing back-off, and the next call connects anew
+        (failing fast while the server is still down, working as soon as it is back).
+        """
         pool = self._require()
-        with mapped_pg_errors(), pool.connection() as conn, conn.transaction():
-            if snapshot:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield conn
+        try:
+            with mapped_pg_errors(), pool.connection() as conn, conn.transaction():
+                if snapshot:
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield conn
+        except StoreError as exc:
+            if isinstance(exc.__cause__, PoolTimeout):
+                log.warning("registry: PostgreSQL unreachable, reconnecting on the next call: %s", exc)
+                self._discard_pool()
+            raise
 
     def _write(self, body: Callable[[Conn], T]) -> T:
         """Run ``body`` in one transaction, again if it lost a race against another process."""
