@@ -20,48 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
-from typing import Any, Final
+from typing import Any
 
-import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway.errors import StoreError
 from gateway.pg_connect import open_pool
-from gateway.registry.alarm_sql import DEFAULT_NODE, AlarmQueries, SqlCursor, check_node
+from gateway.pg_tx import DURABLE_COMMIT, PgConnection, commit_setting, durable_transaction
+from gateway.registry.alarm_sql import DEFAULT_NODE, AlarmQueries, check_node
 from gateway.registry.pg_migrate import mapped_pg_errors, migrate_pool, schema_version_of
 
-__all__ = ["PgAlarmStore", "pg_sql"]
-
-# synchronous_commit values that flush the commit record to this server's disk before COMMIT returns.
-_DURABLE_COMMIT: Final = frozenset({"on", "remote_write", "remote_apply", "local"})
-
-
-@lru_cache(maxsize=256)
-def pg_sql(sql: str) -> str:
-    """``?`` placeholders as psycopg's ``%s`` (the shared SQL has no literal ``%`` or ``?``)."""
-    if "%" in sql:
-        raise StoreError("shared SQL must not contain '%'")
-    return sql.replace("?", "%s")
-
-
-class _PgConnection:
-    """A psycopg connection inside one transaction, speaking the shared ``?`` SQL."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self._conn = conn
-
-    def execute(self, sql: str, parameters: Any = (), /) -> SqlCursor:
-        return self._conn.execute(pg_sql(sql), parameters)
-
-    def executemany(self, sql: str, parameters: Any, /) -> object:
-        rows = list(parameters)
-        if rows:  # executemany pipelines the rows: one round trip per batch, not per row
-            with self._conn.cursor() as cur:
-                cur.executemany(pg_sql(sql), rows)
-        return None
+__all__ = ["PgAlarmStore"]
 
 
 class PgAlarmStore(AlarmQueries):
@@ -92,13 +61,11 @@ class PgAlarmStore(AlarmQueries):
             self.url, name=f"alarms-{self.node}", min_size=1, max_size=self.pool_size, timeout=self.timeout
         )
         try:
-            with mapped_pg_errors(), pool.connection() as conn:
-                row = conn.execute("SHOW synchronous_commit").fetchone()
-                conn.rollback()
+            with mapped_pg_errors():
+                self.commit_setting = commit_setting(pool)
         except BaseException:
             pool.close()
             raise
-        self.commit_setting = str(row[0]) if row else ""
         self._pool = pool
 
     def close(self) -> None:
@@ -110,7 +77,7 @@ class PgAlarmStore(AlarmQueries):
     @property
     def durable_by_default(self) -> bool:
         """Whether the server's own setting already makes commits durable (no ``SET LOCAL`` needed)."""
-        return self.commit_setting in _DURABLE_COMMIT
+        return self.commit_setting in DURABLE_COMMIT
 
     def _require(self) -> ConnectionPool[Any]:
         if self._pool is None:
@@ -129,11 +96,6 @@ class PgAlarmStore(AlarmQueries):
         return migrate_pool(self._require(), target)
 
     @contextmanager
-    def _transaction(self, *, write: bool = True) -> Iterator[_PgConnection]:
-        pool = self._require()
-        with mapped_pg_errors(), pool.connection() as conn, conn.transaction():
-            if not write:
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            elif not self.durable_by_default:
-                conn.execute("SET LOCAL synchronous_commit = on")
-            yield _PgConnection(conn)
+    def _transaction(self, *, write: bool = True) -> Iterator[PgConnection]:
+        with mapped_pg_errors(), durable_transaction(self._require(), self.commit_setting, write=write) as conn:
+            yield conn
