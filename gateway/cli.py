@@ -73,6 +73,17 @@ def _range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from exc
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the README's --help excerpts)."""
     parser = argparse.ArgumentParser(prog="kgw", description="GB/T 28181 kindergarten video and alarm gateway")
@@ -315,6 +326,13 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--ipc", action="store_true", help="every camera registers itself (no NVR)")
     sim.add_argument("--cameras", type=_range, default=(8, 16), help="cameras per kindergarten, N or N-M")
     sim.add_argument("--seed", type=int, default=2020, help="seed of the simulated city (same seed, same city)")
+    sim.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="run only every N-th kindergarten of the city, from the I-th (0-based): N simulator processes share a city",
+    )
     sim.add_argument("--expires", type=int, default=3600, help="REGISTER Expires in s (default 3600)")
     sim.add_argument("--keepalive-interval", type=float, default=60.0, help="keepalive period in s (default 60)")
     sim.add_argument("--rate", type=float, default=2000.0, help="devices started per second (default 2000)")
@@ -513,6 +531,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         seed=args.seed,
         ipc_mode=args.ipc,
         cameras=args.cameras,
+        shard=args.shard,
         expires=args.expires,
         keepalive_interval=args.keepalive_interval,
         rate=args.rate,

@@ -90,6 +90,7 @@ class FleetOptions:
     seed: int = 2020
     ipc_mode: bool = False
     cameras: tuple[int, int] = (8, 16)
+    shard: tuple[int, int] = (0, 1)  # (i, n): only every n-th kindergarten from the i-th (n processes share a city)
     expires: int = 3600
     keepalive_interval: float = 60.0
     rate: float = 2000.0  # devices started per second
@@ -161,9 +162,11 @@ class Fleet:
         opts = self.options
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
-        self.city = build_city(
+        city = build_city(
             opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
         )
+        shard, shards = opts.shard
+        self.city = city[shard::shards]
         summary = city_summary(self.city)
         log.info(
             "simulated city: %d kindergartens, %d devices, %d channels",
