@@ -39,11 +39,11 @@ from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
 from gateway.device_control import DeviceControlService
 from gateway.device_credentials import (
+    credentials_db,
     hash_credentials,
     load_credentials,
     provisioned_device,
     save_credentials,
-    sqlite_path,
     with_credentials,
 )
 from gateway.device_csv import DeviceCredential
@@ -159,7 +159,7 @@ class GatewayService:
         await self.store.open()
         stack.push_async_callback(self.store.close)
         rows = await load_directory(self.store, directory)
-        imported = await asyncio.to_thread(load_credentials, sqlite_path(config.db), config.domain)
+        imported = await asyncio.to_thread(load_credentials, credentials_db(config.db), config.domain)
         if imported:  # per-device passwords of `kgw devices import` (strict enrolment)
             config = self.config = with_credentials(config, imported)
             self._kindergartens.update({c.device_id: c.kindergarten_id for c in imported if c.kindergarten_id})
@@ -374,7 +374,7 @@ class GatewayService:
         """Store imported credentials as HA1s (all or nothing), then let the running registrar use them."""
         realm = self.config.domain
         stored = hash_credentials(rows, realm)
-        path = sqlite_path(self.config.db)
+        path = credentials_db(self.config.db)
         if path is not None:
             await asyncio.to_thread(save_credentials, path, stored, realm)
         for row in stored:

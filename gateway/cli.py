@@ -676,7 +676,7 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 def run_devices(args: argparse.Namespace) -> int:
     """``kgw devices import FILE.csv``: store per-device HA1s (a running gateway reads them at start)."""
-    from gateway.device_credentials import hash_credentials, save_credentials, sqlite_path
+    from gateway.device_credentials import credentials_db, hash_credentials, save_credentials
     from gateway.device_csv import parse_device_csv
 
     try:
@@ -687,11 +687,12 @@ def run_devices(args: argparse.Namespace) -> int:
     rows = parse_device_csv(text)
     # HA1 depends on the realm: the gateway's, from its config file / ID like `kgw gateway` computes it.
     config = load_config(args.config, id=args.id, realm=args.realm, db=args.db)
-    path = sqlite_path(config.db)
+    path = credentials_db(config.db)
     if path is None:
-        raise ConfigError("--db must be a SQLite file")
+        raise ConfigError("--db must be a SQLite file or a postgresql:// URL")
     count = save_credentials(path, hash_credentials(rows, config.domain), config.domain)
-    print(f"imported {count} device credential(s) into {path}; restart the gateway (or POST /api/devices/import)")
+    where = "the PostgreSQL database" if path.startswith(("postgresql:", "postgres:")) else path  # no password shown
+    print(f"imported {count} device credential(s) into {where}; restart the gateway (or POST /api/devices/import)")
     return 0
 
 
