@@ -81,7 +81,6 @@ class GatewayConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     db: str = "var/kgw.db"
-    node: str = "gateway"  # this process's name in the deployment (several share one --db): owns its alarms
     enrolment: str = "auto"  # or "strict"; load_config defaults it to strict off loopback
     media_transport: str = "udp"  # how cameras send RTP: udp, tcp-passive (we listen), tcp-active (we connect)
     play_timeout: float = 10.0  # s for a camera to answer a live INVITE
