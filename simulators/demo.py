@@ -31,6 +31,7 @@ from gateway.config import UpperSpec, load_config
 from gateway.deployment import DEFAULT_DEVICE_PASSWORD
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.gb28181.sip.transport import Transport
+from gateway.pg_connect import is_postgres_url
 from gateway.security.accounts import ApiToken, User, secret_digest
 from gateway.security.passwords import hash_password
 from gateway.security.principal import Role
@@ -102,6 +103,9 @@ class Demo:
         opts = self.options
         ensure_free(self.ports.uses())  # a clear error naming the port, before anything binds
         Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
+        if opts.gateways > 1 and not opts.db:  # before the accounts: they live in the same database
+            self.postgres = PostgresServer()
+            await asyncio.to_thread(self.postgres.start)
         self.admin_password = secrets.token_urlsafe(12)
         await asyncio.to_thread(self._reset_admin)
         if opts.platforms:
@@ -176,11 +180,7 @@ class Demo:
         opts = self.options
         plans = plan_gateways(opts.gateways, opts.sip_port, opts.http_port)
         ensure_free([use for plan in plans[1:] for use in split_city_ports(plan)])
-        db = opts.db
-        if not db:
-            self.postgres = PostgresServer()
-            await asyncio.to_thread(self.postgres.start)
-            db = self.postgres.url
+        db = self._database()
         uppers = [self._upper_table(name, service) for name, service in self.platforms.items()]
         tokens = [{"name": "demo-simulator", "role": "city_admin", "sha256": secret_digest(fleet_token)}]
         env = child_env()
@@ -228,10 +228,21 @@ class Demo:
         """``https`` when the consoles serve TLS."""
         return "https" if self.options.tls_cert else "http"
 
+    def _database(self) -> str:
+        """The gateways' database: ``--db``, else the embedded PostgreSQL of ``--gateways N``, else ""."""
+        return self.options.db or (self.postgres.url if self.postgres is not None else "")
+
     def _login_settings(self) -> dict[str, Any]:
-        """What every node of the demo shares: the account file and TLS."""
+        """What every node of the demo shares: the accounts and TLS.
+
+        On PostgreSQL the accounts live in the gateways' database (one login for every console,
+        the platforms included); the platforms keep their registries in their own SQLite files
+        in ``data_dir``: each is another GB/T 28181 system with its own devices, not this city's.
+        """
         opts = self.options
-        return {"accounts_db": f"{opts.data_dir}/accounts.db", "tls_cert": opts.tls_cert, "tls_key": opts.tls_key}
+        db = self._database()
+        accounts = db if is_postgres_url(db) else f"{opts.data_dir}/accounts.db"
+        return {"accounts_db": accounts, "tls_cert": opts.tls_cert, "tls_key": opts.tls_key}
 
     def _reset_admin(self) -> None:
         """Create (or reset) the demo administrator with this start's password; old sessions end."""
@@ -320,7 +331,7 @@ class Demo:
             f"  districts {api}/api/districts",
             f"  history   {api}/api/events",
             f"  metrics   {api}/metrics   (the admin login, or an API token: kgw token add NAME --role city_admin "
-            f"--metrics-only --db {self.options.data_dir}/accounts.db)",
+            f"--metrics-only --db {self._login_settings()['accounts_db']})",
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)
@@ -329,7 +340,7 @@ class Demo:
         """The banner of ``--gateways N``: every gateway's console, its districts and SIP port."""
         assert self.fleet is not None
         first = self.children[0].plan
-        db = self.postgres.url if self.postgres is not None else self.options.db
+        db = self._database()
         lines = [
             f"kgw demo is running: {self.options.kindergartens} simulated kindergartens, {len(self.fleet.agents)} "
             f"devices registering at the city address 127.0.0.1:{first.sip_port} (302 to their district's gateway), "
