@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "are answered 302 Moved Temporarily with Contact <sip:GATEWAYID@HOST:PORT>",
     )
     _password_args(gw, "device password that auto-enrols devices")
-    gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
+    gw.add_argument(
+        "--db", help="database: SQLite path, sqlite:///path or postgresql://USER@HOST:PORT/DB (default var/kgw.db)"
+    )
     gw.add_argument("--enrolment", choices=["auto", "strict"], help="strict: only provisioned device IDs")
     gw.add_argument(
         "--media-transport",
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(else $KGW_LOWER_PASSWORD_<ID>, else the device password); off loopback only provisioned IDs register",
     )
     plat.add_argument("--enrolment", choices=["auto", "strict"], help="default: strict off loopback, auto on it")
-    plat.add_argument("--db", help="SQLite file (default var/platform-<level>.db)")
+    plat.add_argument("--db", help="SQLite file or postgresql://… URL (default var/platform-<level>.db)")
     plat.add_argument(
         "--upper",
         action="append",
