@@ -9,9 +9,10 @@ PRECISION`` for SQLite's 8-byte ``REAL``, identity columns for ``INTEGER PRIMARY
 KEY`` row ids, ``BIGINT`` for sequence numbers. Booleans stay ``INTEGER`` 0/1 with
 the same ``CHECK`` so row mapping is shared. Append only, in step with SQLite.
 
-Unlike SQLite's ``user_version`` pragma, the version lives in a one-row table
-``kgw_schema`` and migrations run under an advisory lock, so several gateway
-processes starting at once against one database migrate it exactly once.
+The version lives in the table
+``kgw_schema`` (one row per applied version, like SQLite's ``schema_version``) and
+migrations run under an advisory lock (:mod:`gateway.registry.pg_migrate`), so several
+gateway processes starting at once against one database migrate it exactly once.
 """
 
 from __future__ import annotations
