@@ -16,12 +16,14 @@ Targets (issue 2): whole city online in under 10 s; steady keepalives of
 20,000 devices under 5 % of one core.
 
 Usage: .venv/bin/python bench/registration_storm.py [--phase storm|keepalive|both] [--window 60]
+       [--postgres | --db postgresql://…]   (the gateway's registry on PostgreSQL instead of SQLite)
 Prints a table and writes bench/results/registration_storm.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
@@ -107,9 +109,14 @@ def wait_http(http: int, timeout: float = 30.0) -> None:
     raise RuntimeError("gateway did not come up")
 
 
+def phase_db(tmp: str) -> str:
+    """The gateway's database for one phase: a SQLite file in ``tmp`` unless --postgres / --db (see main)."""
+    return f"{tmp}/bench.db"
+
+
 def start_gateway(tmp: str, sip: int, http: int, *extra: str, log_level: str = "WARNING") -> subprocess.Popen[bytes]:
     """``kgw gateway`` on these ports with its registry in ``tmp`` (``extra``: more flags)."""
-    args = ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", f"{tmp}/bench.db", *TOKEN_FLAG, *extra]
+    args = ["gateway", "--sip-port", str(sip), "--http-port", str(http), "--db", phase_db(tmp), *TOKEN_FLAG, *extra]
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--log-level", log_level], cwd=ROOT)
 
 
@@ -132,6 +139,30 @@ def start_simulator(sip: int, http: int, extra: list[str]) -> subprocess.Popen[b
     )
 
 
+def start_simulators(sip: int, http: int, extra: list[str], processes: int) -> list[subprocess.Popen[bytes]]:
+    """``processes`` simulators, each running every N-th kindergarten of the same city (``--shard I/N``)."""
+    if processes == 1:
+        return [start_simulator(sip, http, extra)]
+    return [start_simulator(sip, http, [*extra, "--shard", f"{i}/{processes}"]) for i in range(processes)]
+
+
+def current_rss_mib(pid: int) -> float:
+    """Resident set size now (VmRSS) in MiB."""
+    match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def ipc_cameras(devices: int, kindergartens: int) -> tuple[int, int]:
+    """The ``--cameras`` range whose ``--ipc`` city has about ``devices`` devices.
+
+    Each kindergarten has its cameras (one IPC each), an alarm box and, for 30 %,
+    a perimeter alarm: about ``cameras + 1.3`` devices.
+    """
+    mean = devices / kindergartens - 1.3
+    lo = max(2, min(98, int(mean)))
+    return (lo, lo + 1) if mean - lo >= 0.25 else (lo, lo)
+
+
 def stop(*procs: subprocess.Popen[bytes]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -143,44 +174,110 @@ def stop(*procs: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def run_phase(name: str, sim_args: list[str], expected: int, window: float, timeout: float) -> dict[str, float]:
-    """Run one gateway + simulator pair and measure."""
+def spy_on(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` with py-spy for ``seconds`` into collapsed stacks (``flamegraph.pl``/speedscope read them)."""
+    return subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "-r",
+            "100",
+            "-d",
+            str(max(1, int(seconds))),
+            "-p",
+            str(pid),
+            "-o",
+            str(out),
+            "-f",
+            "raw",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def run_phase(
+    name: str,
+    sim_args: list[str],
+    expected: int,
+    window: float,
+    timeout: float,
+    *,
+    sim_processes: int = 1,
+    py_spy: str | None = None,
+    settle: float = 30.0,
+) -> dict[str, float]:
+    """Run one gateway + simulator(s) and measure.
+
+    CPU seconds are counted from the gateway's first REGISTER (the simulator's
+    provisioning of kindergartens through the API comes before and is not
+    registration work): until every device is online, and until every device's
+    catalog arrived ("settled": the DeviceInfo and Catalog queries each
+    registration triggers are part of its cost).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         sip, http = free_port(), free_port()
         gateway = start_gateway(tmp, sip, http)
-        simulator = None
+        simulators: list[subprocess.Popen[bytes]] = []
+        spy = None
         try:
             wait_http(http)
-            cpu0 = cpu_seconds(gateway.pid)
-            simulator = start_simulator(sip, http, sim_args)
-            t_first = t_online = None
-            cpu_at_online = 0.0
+            simulators = start_simulators(sip, http, sim_args, sim_processes)
+            t_first = t_online = t_settled = None
+            cpu_first = cpu_online = cpu_settled = 0.0
+            sim_first = sim_online = sim_settled = 0.0
+            catalogs = 'kgw_catalogs_total{result="complete"}'
             deadline = time.monotonic() + timeout
+            m: dict[str, float] = {}
             while time.monotonic() < deadline:
                 m = scrape(http)
                 now = time.monotonic()
                 if t_first is None and m.get('kgw_sip_requests_total{method="REGISTER"}', 0) > 0:
                     t_first = now
-                if m.get("kgw_devices_online", 0) >= expected:
+                    cpu_first = cpu_seconds(gateway.pid)
+                    sim_first = sum(cpu_seconds(p.pid) for p in simulators)
+                    if py_spy:
+                        spy = spy_on(py_spy, gateway.pid, 20, ROOT / "bench" / "results" / f"{name}-gateway.stacks")
+                if t_first is not None and t_online is None and m.get("kgw_devices_online", 0) >= expected:
                     t_online = now
-                    cpu_at_online = cpu_seconds(gateway.pid)
+                    cpu_online = cpu_seconds(gateway.pid)
+                    sim_online = sum(cpu_seconds(p.pid) for p in simulators)
+                if t_online is not None and m.get(catalogs, 0) >= expected:
+                    t_settled = now
+                    cpu_settled = cpu_seconds(gateway.pid)
+                    sim_settled = sum(cpu_seconds(p.pid) for p in simulators)
                     break
-                time.sleep(0.05)
+                if any(p.poll() is not None for p in (gateway, *simulators)):
+                    raise RuntimeError(f"{name}: a process exited")
+                time.sleep(0.2)
             if t_online is None or t_first is None:
                 raise RuntimeError(f"{name}: only {m.get('kgw_devices_online')} of {expected} devices came online")
-            result = {
+            result: dict[str, float] = {
                 "devices": expected,
+                "simulator_processes": sim_processes,
                 "time_to_all_online_s": round(t_online - t_first, 3),
                 "registrations_per_s": round(expected / max(t_online - t_first, 1e-6), 1),
-                "gateway_cpu_s_until_online": round(cpu_at_online - cpu0, 2),
+                "gateway_cpu_s_until_online": round(cpu_online - cpu_first, 2),
+                "gateway_cpu_ms_per_registration": round(1000 * (cpu_online - cpu_first) / expected, 3),
+                "simulator_cpu_s_until_online": round(sim_online - sim_first, 2),
                 "register_requests": m.get('kgw_sip_requests_total{method="REGISTER"}', 0),
             }
+            if t_settled is not None:
+                result.update(
+                    {
+                        "time_to_catalogs_settled_s": round(t_settled - t_first, 3),
+                        "gateway_cpu_s_until_settled": round(cpu_settled - cpu_first, 2),
+                        "gateway_cpu_ms_per_device_settled": round(1000 * (cpu_settled - cpu_first) / expected, 3),
+                        "simulator_cpu_s_until_settled": round(sim_settled - sim_first, 2),
+                    }
+                )
             if window > 0:
-                time.sleep(min(30.0, window / 2))  # let DeviceInfo/Catalog answers settle
+                time.sleep(settle)  # let the last DeviceInfo/Catalog answers and the first keepalives pass
                 before = scrape(http)
                 c0, t0 = cpu_seconds(gateway.pid), time.monotonic()
+                s0 = sum(cpu_seconds(p.pid) for p in simulators)
                 time.sleep(window)
                 c1, t1 = cpu_seconds(gateway.pid), time.monotonic()
+                s1 = sum(cpu_seconds(p.pid) for p in simulators)
                 after = scrape(http)
                 key = 'kgw_sip_requests_total{method="MESSAGE"}'
                 messages = after.get(key, 0) - before.get(key, 0)
@@ -190,50 +287,102 @@ def run_phase(name: str, sim_args: list[str], expected: int, window: float, time
                         "messages_per_s": round(messages / (t1 - t0), 1),
                         "gateway_cpu_percent_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 2),
                         "gateway_cpu_us_per_keepalive": round(1e6 * (c1 - c0) / max(messages, 1), 1),
+                        "simulator_cpu_percent_of_one_core": round(100 * (s1 - s0) / (t1 - t0), 2),
                         "devices_online_at_end": after.get("kgw_devices_online", 0),
                     }
                 )
             result["gateway_peak_rss_mib"] = round(rss_mib(gateway.pid), 1)
+            result["gateway_rss_mib"] = round(current_rss_mib(gateway.pid), 1)
+            result["simulator_peak_rss_mib"] = round(max(rss_mib(p.pid) for p in simulators), 1)
             return result
         finally:
-            stop(*(p for p in (simulator, gateway) if p is not None))
+            if spy is not None:
+                spy.wait(timeout=60)
+            stop(*simulators, gateway)
+
+
+def ipc_phase(args: argparse.Namespace, name: str, devices: int, window: float, timeout: float) -> dict[str, float]:
+    """A city where every camera registers itself (``--ipc``), sized to about ``devices`` devices."""
+    cameras = ipc_cameras(devices, args.kindergartens)
+    spec = f"{cameras[0]}-{cameras[1]}"
+    sim = ["--kindergartens", str(args.kindergartens), "--ipc", "--cameras", spec, "--rate", str(args.rate)]
+    n = int(city_summary(build_city(args.kindergartens, ipc_mode=True, cameras_per_kindergarten=cameras))["devices"])  # type: ignore[call-overload]
+    return run_phase(name, sim, n, window, timeout, sim_processes=args.sim_processes, py_spy=args.py_spy)
+
+
+PHASES = ("storm", "ipc", "keepalive", "city50k")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=["storm", "keepalive", "both"], default="both")
+    parser.add_argument(
+        "--phase",
+        default="storm,ipc,keepalive",
+        help=f"comma-separated phases of {', '.join(PHASES)}, or 'all' (default storm,ipc,keepalive)",
+    )
     parser.add_argument("--kindergartens", type=int, default=2314)
+    parser.add_argument("--devices", type=int, default=20_000, help="ipc phase: devices, about (default 20000)")
+    parser.add_argument("--big-devices", type=int, default=50_000, help="city50k phase: devices, about (default 50000)")
     parser.add_argument(
         "--window",
         type=float,
         default=120.0,
-        help="keepalive measurement window, s (two 60 s keepalive cycles by default)",
+        help="keepalive measurement window, s (two 60 s keepalive cycles by default; city50k: the same)",
     )
     parser.add_argument("--rate", type=float, default=5000.0, help="simulator devices started per second")
+    parser.add_argument(
+        "--sim-processes",
+        type=int,
+        default=1,
+        help="simulator processes sharing the city (kgw simulate --shard I/N); the simulators share the cores",
+    )
+    parser.add_argument("--py-spy", help="path of py-spy: sample the gateway for 20 s from the first REGISTER")
+    parser.add_argument("--db", help="the gateway's database URL, e.g. postgresql://kgw@host/db (empty; every phase)")
+    parser.add_argument("--postgres", action="store_true", help="an embedded PostgreSQL, a fresh database per phase")
     args = parser.parse_args()
+    global phase_db  # noqa: PLW0603 (one option, read by start_gateway)
+    if args.postgres:
+        from simulators.postgres import PostgresServer  # noqa: PLC0415
+
+        server = PostgresServer()
+        server.start()
+        atexit.register(server.cleanup)
+        numbers = iter(range(1, 100))
+        phase_db = lambda tmp: server.create_database(f"bench_{next(numbers)}")  # noqa: E731
+    elif args.db:
+        phase_db = lambda tmp: args.db  # noqa: E731
+    phases = PHASES if args.phase == "all" else tuple(p.strip() for p in args.phase.split(","))
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     report: dict[str, object] = {
         "benchmark": "registration_storm",
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg()[0],
+        "db": "postgresql" if args.postgres or (args.db or "").startswith("postgres") else "sqlite",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    if args.phase in ("storm", "both"):
-        n = city_summary(build_city(args.kindergartens))["devices"]
+    if "storm" in phases:
+        n = int(city_summary(build_city(args.kindergartens))["devices"])  # type: ignore[call-overload]
         report["storm"] = run_phase(
-            "storm", ["--kindergartens", str(args.kindergartens), "--rate", str(args.rate)], n, 0, 120
-        )
-    if args.phase in ("keepalive", "both"):
-        sim = ["--kindergartens", str(args.kindergartens), "--ipc", "--cameras", "7-8", "--rate", str(args.rate)]
-        n = city_summary(build_city(args.kindergartens, ipc_mode=True, cameras_per_kindergarten=(7, 8)))["devices"]
-        report["keepalive"] = run_phase("keepalive", sim, n, args.window, 300)
+            "storm", ["--kindergartens", str(args.kindergartens), "--rate", str(args.rate)], n, 0, 120,
+            sim_processes=args.sim_processes,
+        )  # fmt: skip
+    if "ipc" in phases:
+        report["ipc"] = ipc_phase(args, "ipc", args.devices, 0, 300)
+    if "keepalive" in phases:
+        report["keepalive"] = ipc_phase(args, "keepalive", 20_000, args.window, 300)
+    if "city50k" in phases:
+        report["city50k"] = ipc_phase(args, "city50k", args.big_devices, args.window, 600)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "registration_storm.json").write_text(json.dumps(report, indent=2))
-    print(f"\n{'phase':<10} {'metric':<34} {'value':>12}")
-    for phase in ("storm", "keepalive"):
-        for key, value in (report.get(phase) or {}).items():  # type: ignore[union-attr]
-            print(f"{phase:<10} {key:<34} {value:>12}")
-    print(f"\nreport: {out / 'registration_storm.json'}")
+    name = "registration_storm" if report["db"] == "sqlite" else "registration_storm_postgresql"
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    print(f"\n{'phase':<10} {'metric':<36} {'value':>12}")
+    for phase in PHASES:
+        for key, value in (report.get(phase) or {}).items():  # type: ignore[attr-defined]
+            print(f"{phase:<10} {key:<36} {value:>12}")
+    print(f"\nreport: {out / name}.json")
 
 
 if __name__ == "__main__":

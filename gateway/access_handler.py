@@ -246,8 +246,8 @@ class AccessEventHandler(Collector):
 
     def _refused(self, event: RegistrationRefused) -> None:
         self.registrations.labels(result=event.reason).inc()
-        if event.status == 401:
-            return  # a challenge is the normal first step
+        if event.status in (401, 302):
+            return  # a challenge is the normal first step; a redirect (gateway/cluster.py) the city's routing
         if event.newly_blocked:
             log.warning(
                 "device %s from %s: repeated wrong passwords, REGISTER blocked for a while",

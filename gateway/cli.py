@@ -73,6 +73,17 @@ def _range(text: str) -> tuple[int, int]:
     return a, b
 
 
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from exc
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by the README's --help excerpts)."""
     parser = argparse.ArgumentParser(prog="kgw", description="GB/T 28181 kindergarten video and alarm gateway")
@@ -86,8 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument("--http-host", help="address for the HTTP API (default 127.0.0.1)")
     gw.add_argument("--http-port", type=int, help="HTTP API port (default 8080)")
     gw.add_argument("--id", help=f"gateway 20-digit SIP ID (default {DEFAULT_GATEWAY_ID})")
+    gw.add_argument("--node", help="this process's name in a deployment of several gateway processes (default gateway)")
+    gw.add_argument(
+        "--districts",
+        metavar="CODE[,CODE...]",
+        help="the districts this process serves, e.g. 120101,120102 (default: all); other districts' devices "
+        "are redirected to their --peer",
+    )
+    gw.add_argument(
+        "--peer",
+        action="append",
+        metavar="CODE[,CODE...]=HOST:PORT[/GATEWAYID]",
+        help="another gateway process and the districts it serves (repeatable): REGISTERs of their devices "
+        "are answered 302 Moved Temporarily with Contact <sip:GATEWAYID@HOST:PORT>",
+    )
     _password_args(gw, "device password that auto-enrols devices")
-    gw.add_argument("--db", help="registry: SQLite path or sqlite:///path (default var/kgw.db)")
+    gw.add_argument(
+        "--db", help="database: SQLite path, sqlite:///path or postgresql://USER@HOST:PORT/DB (default var/kgw.db)"
+    )
     gw.add_argument(
         "--db-password-file", metavar="FILE", help="password of a postgresql:// --db URL's user (or $KGW_DB_PASSWORD)"
     )
@@ -165,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(else $KGW_LOWER_PASSWORD_<ID>, else the device password); off loopback only provisioned IDs register",
     )
     plat.add_argument("--enrolment", choices=["auto", "strict"], help="default: strict off loopback, auto on it")
-    plat.add_argument("--db", help="SQLite file (default var/platform-<level>.db)")
+    plat.add_argument("--db", help="SQLite file or postgresql://… URL (default var/platform-<level>.db)")
     plat.add_argument(
         "--upper",
         action="append",
@@ -247,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the gateway and the city, without the 16 district, municipal and police platforms",
     )
+    demo.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes splitting the 16 districts (default 1); devices register at gateway 1's address "
+        "and are redirected (302) to their district's gateway; all on one database",
+    )
+    demo.add_argument(
+        "--db",
+        help="the database: postgresql://USER@HOST:PORT/DB (default with --gateways N: an embedded PostgreSQL; "
+        "else the SQLite file in --data-dir)",
+    )
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     demo.add_argument("--tls-cert", metavar="FILE", help="serve every console over HTTPS with this PEM certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
@@ -304,6 +343,12 @@ def _login_settings(args: argparse.Namespace) -> dict[str, Any]:
 def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--gateway", type=_hostport, default=("127.0.0.1", 5060), help="gateway SIP HOST:PORT")
     sim.add_argument("--gateway-id", default=DEFAULT_GATEWAY_ID, help="gateway 20-digit SIP ID")
+    sim.add_argument(
+        "--redirect-allow",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="a gateway of the city a REGISTER 302 may send devices to (repeatable; default: the --gateway host)",
+    )
     sim.add_argument("--password", help="device password (default $KGW_DEVICE_PASSWORD, else 12345678)")
     sim.add_argument("--password-file", metavar="FILE", help="device password, read from FILE")
     sim.add_argument(
@@ -318,6 +363,13 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
     sim.add_argument("--ipc", action="store_true", help="every camera registers itself (no NVR)")
     sim.add_argument("--cameras", type=_range, default=(8, 16), help="cameras per kindergarten, N or N-M")
     sim.add_argument("--seed", type=int, default=2020, help="seed of the simulated city (same seed, same city)")
+    sim.add_argument(
+        "--shard",
+        type=_shard,
+        default=(0, 1),
+        metavar="I/N",
+        help="run only every N-th kindergarten of the city, from the I-th (0-based): N simulator processes share a city",
+    )
     sim.add_argument("--expires", type=int, default=3600, help="REGISTER Expires in s (default 3600)")
     sim.add_argument("--keepalive-interval", type=float, default=60.0, help="keepalive period in s (default 60)")
     sim.add_argument("--rate", type=float, default=2000.0, help="devices started per second (default 2000)")
@@ -473,6 +525,9 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
         http_host=args.http_host,
         http_port=args.http_port,
         id=args.id,
+        node=args.node,
+        districts=args.districts,
+        peers=tuple(args.peer) if args.peer else None,
         password=args.password,
         password_file=args.device_password_file,
         db=args.db,
@@ -523,6 +578,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         seed=args.seed,
         ipc_mode=args.ipc,
         cameras=args.cameras,
+        shard=args.shard,
         expires=args.expires,
         keepalive_interval=args.keepalive_interval,
         rate=args.rate,
@@ -537,6 +593,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         alarm_rate=args.alarm_rate,
         control_port=args.control_port,
         local_host=args.bind,
+        redirect_allow=tuple(args.redirect_allow or ()),
     )
 
 
@@ -631,6 +688,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             platforms=not args.no_platforms,
             tls_cert=args.tls_cert or "",
             tls_key=args.tls_key or "",
+            gateways=args.gateways,
+            db=args.db or "",
         )
     )
 
@@ -643,7 +702,7 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 def run_devices(args: argparse.Namespace) -> int:
     """``kgw devices import FILE.csv``: store per-device HA1s (a running gateway reads them at start)."""
-    from gateway.device_credentials import hash_credentials, save_credentials, sqlite_path
+    from gateway.device_credentials import credentials_db, hash_credentials, save_credentials
     from gateway.device_csv import parse_device_csv
 
     try:
@@ -654,11 +713,12 @@ def run_devices(args: argparse.Namespace) -> int:
     rows = parse_device_csv(text)
     # HA1 depends on the realm: the gateway's, from its config file / ID like `kgw gateway` computes it.
     config = load_config(args.config, id=args.id, realm=args.realm, db=args.db)
-    path = sqlite_path(config.db)
+    path = credentials_db(config.db)
     if path is None:
-        raise ConfigError("--db must be a SQLite file")
+        raise ConfigError("--db must be a SQLite file or a postgresql:// URL")
     count = save_credentials(path, hash_credentials(rows, config.domain), config.domain)
-    print(f"imported {count} device credential(s) into {path}; restart the gateway (or POST /api/devices/import)")
+    where = "the PostgreSQL database" if path.startswith(("postgresql:", "postgres:")) else path  # no password shown
+    print(f"imported {count} device credential(s) into {where}; restart the gateway (or POST /api/devices/import)")
     return 0
 
 

@@ -21,11 +21,12 @@ from pathlib import Path
 from gateway.audit.actions import AuditAction
 from gateway.audit.backends import append_now
 from gateway.errors import ConfigError, GatewayError
+from gateway.security.account_sql import SqlAccountStore
 from gateway.security.accounts import ApiToken, User, check_name, check_scope, parse_role, secret_digest
 from gateway.security.passwords import check_strength, hash_password
 from gateway.security.principal import Role
 from gateway.security.service import new_token_secret
-from gateway.security.sqlite_accounts import SqliteAccountStore, open_account_store
+from gateway.security.sqlite_accounts import open_account_store
 
 __all__ = ["add_account_commands", "run_account_command"]
 
@@ -117,7 +118,7 @@ def run_account_command(args: argparse.Namespace, out: Callable[[str], None] = p
 _Change = tuple[str, dict[str, object]]  # what an audit record says of a change: target, detail
 
 
-def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
+def _user_command(store: SqlAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
     now = time.time()
     if args.action == "add":
         role = parse_role(args.role)
@@ -148,7 +149,7 @@ def _user_command(store: SqliteAccountStore, args: argparse.Namespace, out: Call
         return None
 
 
-def _token_command(store: SqliteAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
+def _token_command(store: SqlAccountStore, args: argparse.Namespace, out: Callable[[str], None]) -> _Change | None:
     now = time.time()
     if args.action == "add":
         role = parse_role(args.role)

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper_config import UpperPlatformConfig, UpperSpec
+from gateway.cluster import DEFAULT_NODE, Cluster, PeerGateway, parse_districts, parse_peer
 from gateway.deployment import (
     DB_PASSWORD_ENV,
     DEFAULT_DEVICE_PASSWORD,
@@ -66,6 +67,10 @@ class GatewayConfig:
     """Every setting of ``kgw gateway``."""
 
     id: str = DEFAULT_GATEWAY_ID
+    # --- several gateway processes (gateway/cluster.py, README "Several gateway processes") ---
+    node: str = DEFAULT_NODE  # this process's name in the deployment (stored with what it owns, e.g. alarms)
+    districts: tuple[str, ...] = ()  # 6-digit district codes this process serves; () = every district
+    peers: tuple[PeerGateway, ...] = ()  # who serves other districts: their devices are answered 302
     role: str = "gateway"  # gateway | district | municipal | police (what the console calls itself)
     realm: str = ""  # default: the first 10 digits of id
     password: str = DEFAULT_DEVICE_PASSWORD  # refused off loopback (gateway.deployment)
@@ -151,6 +156,11 @@ class GatewayConfig:
         return self.realm or self.id[:10]
 
     @property
+    def cluster(self) -> Cluster:
+        """This process's place in the deployment: its node name, districts and peers."""
+        return Cluster.from_settings(self.node, self.districts, self.peers, self.id)
+
+    @property
     def media_port_range(self) -> tuple[int, int] | None:
         """``media_ports`` as (low, high), or None for "any free port" (and for bad text)."""
         low, _, high = self.media_ports.partition("-")
@@ -197,6 +207,7 @@ class GatewayConfig:
             if not is_gb_id(device.id):
                 raise ConfigError(f"provisioned device id must be 20 digits, got {device.id!r}")
         check_stream_settings(self)
+        _ = self.cluster  # node name, district codes, no district both here and at a peer
         self._check_exposure()
         self._validate_logins()
         return self
@@ -275,6 +286,8 @@ def load_config(
             values["upper_platforms"] = data["upper_platforms"]
         if "api_tokens" in data:
             values["api_tokens"] = data["api_tokens"]
+        if "peers" in data:
+            values["peers"] = data["peers"]
         values.update({t: data[t] for t in STREAM_TABLES if t in data})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in fields(GatewayConfig)}
@@ -287,6 +300,13 @@ def load_config(
         values["enrolment"] = "auto" if is_loopback(str(values.get("sip_host", GatewayConfig().sip_host))) else "strict"
     if "devices" in values:
         values["devices"] = tuple(_device(d) for d in values["devices"])
+    if "districts" in values:
+        values["districts"] = parse_districts(values["districts"])
+    if "peers" in values:
+        if not isinstance(values["peers"], list | tuple):
+            raise ConfigError("peers must be a list of 'DISTRICTS=HOST:PORT[/GATEWAYID]' or [[peers]] tables")
+        own_id = str(values.get("id") or DEFAULT_GATEWAY_ID)
+        values["peers"] = tuple(parse_peer(p, own_id) for p in values["peers"])
     if "api_tokens" in values:
         values["api_tokens"] = tuple(_api_token(t) for t in values["api_tokens"])
     for name in ("allowed_hosts", "trusted_proxies"):

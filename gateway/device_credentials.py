@@ -1,4 +1,4 @@
-"""Per-device SIP credentials in the node's SQLite file (``device_credentials`` table), for the registrar.
+"""Per-device SIP credentials in the node's database (``device_credentials`` table), for the registrar.
 
 What is stored is not the password but HA1 = H(device_id:realm:password),
 once with MD5 and once with SHA-256 (the two digest algorithms the registrar
@@ -22,6 +22,11 @@ WAL checkpoint, so the old bytes do not linger in the file). The legacy
 column stays (SQLite cannot drop its NOT NULL) and is always empty.
 
 Writes are all-or-nothing (one transaction per import).
+
+On PostgreSQL (``--db postgresql://…``) the table is shared by every gateway node
+of the deployment: a device imported once authenticates at whichever node it
+registers with. Same table and queries (the legacy ``password`` column exists
+there too, always empty, so the SQL is shared); never plaintext to convert.
 """
 
 from __future__ import annotations
@@ -30,22 +35,27 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import psycopg
+
 from gateway.config import GatewayConfig, ProvisionedDevice
 from gateway.device_csv import DeviceCredential
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.gb28181.sip.auth import Algorithm, Credential, compute_ha1
+from gateway.pg_connect import is_postgres_url
+from gateway.pg_tx import PgConnection
 
 __all__ = [
     "StoredCredential",
     "hash_credentials",
     "load_credentials",
     "provisioned_device",
+    "credentials_db",
     "save_credentials",
-    "sqlite_path",
     "with_credentials",
 ]
 
@@ -99,15 +109,49 @@ def hash_credentials(rows: Sequence[DeviceCredential], realm: str) -> list[Store
     ]
 
 
-def sqlite_path(db: str) -> str | None:
-    """The file of a ``--db`` value; None for ``:memory:``; ConfigError for another backend."""
+def credentials_db(db: str) -> str | None:
+    """Where a ``--db`` value keeps credentials: its SQLite file, or the ``postgresql://`` URL itself;
+    None for ``:memory:``; ConfigError for another scheme."""
     if db == ":memory:":
         return None
+    if is_postgres_url(db):
+        return db
     if db.startswith("sqlite:///"):
         return db.removeprefix("sqlite:///") or None
     if db.startswith(("postgresql:", "postgres:", "sqlite:")):
-        raise ConfigError(f"device credentials need a SQLite file, not {db.split(':', 1)[0]}")
+        raise ConfigError(f"device credentials need a SQLite file or a postgresql:// URL, not {db.split(':', 1)[0]}")
     return db
+
+
+_UPSERT = (
+    "INSERT INTO device_credentials "
+    "(device_id, password, kindergarten_id, name, updated_at, ha1_md5, ha1_sha256, realm) "
+    "VALUES (?, '', ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET password='', "
+    "kindergarten_id=excluded.kindergarten_id, name=excluded.name, updated_at=excluded.updated_at, "
+    "ha1_md5=excluded.ha1_md5, ha1_sha256=excluded.ha1_sha256, realm=excluded.realm"
+)
+_SELECT = (
+    "SELECT device_id, ha1_md5, ha1_sha256, realm, kindergarten_id, name FROM device_credentials "
+    "WHERE ha1_md5 IS NOT NULL AND ha1_sha256 IS NOT NULL AND realm IS NOT NULL"
+)
+_PG_SCHEMA = SCHEMA.replace("updated_at REAL", "updated_at DOUBLE PRECISION").encode()
+_PG_LOCK_KEY = 2818_1_2015  # pg_advisory_xact_lock while creating the table (nodes start at once)
+
+
+@contextmanager
+def _pg_transaction(url: str) -> Iterator[PgConnection]:
+    """One durable transaction on PostgreSQL, the table made first; StoreError when unreachable."""
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="kgw-device-credentials") as conn:
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+                conn.execute(_PG_SCHEMA)
+            with conn.transaction():
+                conn.execute("SET LOCAL synchronous_commit = on")
+                yield PgConnection(conn)
+    except psycopg.Error as exc:
+        raise StoreError(f"device credentials on PostgreSQL: {(str(exc).strip().splitlines() or ['?'])[0]}") from exc
 
 
 def _connect(path: str, realm: str) -> sqlite3.Connection:
@@ -156,20 +200,19 @@ def _migrate_plaintext(connection: sqlite3.Connection, path: str, realm: str) ->
 def save_credentials(path: str, rows: Sequence[StoredCredential], realm: str) -> int:
     """Insert or replace every row in one transaction; the number stored.
 
-    ``realm`` is the gateway's: old plaintext rows of the file are converted with it.
+    ``path`` is what :func:`credentials_db` gives (a SQLite file or a PostgreSQL URL).
+    ``realm`` is the gateway's: old plaintext rows of a SQLite file are converted with it.
     """
+    now = time.time()
+    values = [(r.device_id, r.kindergarten_id, r.name, now, r.ha1_md5, r.ha1_sha256, r.realm) for r in rows]
+    if is_postgres_url(path):
+        with _pg_transaction(path) as pg:
+            pg.executemany(_UPSERT, values)
+        return len(rows)
     connection = _connect(path, realm)
     try:
         with connection:
-            now = time.time()
-            connection.executemany(
-                "INSERT INTO device_credentials "
-                "(device_id, password, kindergarten_id, name, updated_at, ha1_md5, ha1_sha256, realm) "
-                "VALUES (?, '', ?, ?, ?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET password='', "
-                "kindergarten_id=excluded.kindergarten_id, name=excluded.name, updated_at=excluded.updated_at, "
-                "ha1_md5=excluded.ha1_md5, ha1_sha256=excluded.ha1_sha256, realm=excluded.realm",
-                [(r.device_id, r.kindergarten_id, r.name, now, r.ha1_md5, r.ha1_sha256, r.realm) for r in rows],
-            )
+            connection.executemany(_UPSERT, values)
         return len(rows)
     finally:
         connection.close()
@@ -182,17 +225,17 @@ def load_credentials(path: str | None, realm: str) -> list[StoredCredential]:
     provisioned, and fails digest until it is imported again); a warning
     names how many.
     """
-    if path is None or not os.path.exists(path):
+    if path is not None and is_postgres_url(path):
+        with _pg_transaction(path) as pg:
+            rows = [StoredCredential(*row) for row in pg.execute(_SELECT).fetchall()]
+    elif path is None or not os.path.exists(path):
         return []
-    connection = _connect(path, realm)
-    try:
-        cursor = connection.execute(
-            "SELECT device_id, ha1_md5, ha1_sha256, realm, kindergarten_id, name FROM device_credentials "
-            "WHERE ha1_md5 IS NOT NULL AND ha1_sha256 IS NOT NULL AND realm IS NOT NULL"
-        )
-        rows = [StoredCredential(*row) for row in cursor.fetchall()]
-    finally:
-        connection.close()
+    else:
+        connection = _connect(path, realm)
+        try:
+            rows = [StoredCredential(*row) for row in connection.execute(_SELECT).fetchall()]
+        finally:
+            connection.close()
     elsewhere = sum(1 for row in rows if row.realm != realm)
     if elsewhere:
         log.warning(

@@ -74,6 +74,7 @@ class SipStack(Collector):
             # "new" (H5's new-ID limit): a provisioned city registers at full speed.
             is_known=lambda d: known_device(d) or expected_device(d),
         )
+        registrar.redirect_for = config.cluster.redirect_for  # 302 to the process serving another district
         self.access = DeviceAccess(
             self.endpoint,
             registrar,

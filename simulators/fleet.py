@@ -21,6 +21,7 @@ buttons from outside.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from gateway.gb28181.device_agent import (
 )
 from gateway.gb28181.device_broadcast import DeviceBroadcast
 from gateway.gb28181.device_recordings import IndexOptions, RecordingIndex
+from gateway.gb28181.lower import Redirected
 from gateway.gb28181.manscdp import CatalogItem
 from gateway.gb28181.sdp import MediaTransport
 from gateway.gb28181.sip.endpoint import SipEndpoint
@@ -90,6 +92,7 @@ class FleetOptions:
     seed: int = 2020
     ipc_mode: bool = False
     cameras: tuple[int, int] = (8, 16)
+    shard: tuple[int, int] = (0, 1)  # (i, n): only every n-th kindergarten from the i-th (n processes share a city)
     expires: int = 3600
     keepalive_interval: float = 60.0
     rate: float = 2000.0  # devices started per second
@@ -100,6 +103,7 @@ class FleetOptions:
     malformed: int = 0  # how many devices send a broken keepalive every 3rd time
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
+    also_provision: tuple[str, ...] = ()  # the other gateway processes' APIs (kgw demo --gateways N)
     confirm_areas: bool = True  # provisioning confirms the cameras' areas from the plan (as an installer would)
     api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
     api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
@@ -110,6 +114,9 @@ class FleetOptions:
     control_port: int | None = None  # HTTP control endpoint on 127.0.0.1 (0 = any free port; None = off)
     audio_tcp: bool = False  # devices offer broadcast audio over TCP (they listen), else UDP
     audio_ps: bool = False  # devices offer broadcast audio only as PS/90000 (Hikvision/Dahua), else PCMA
+    # Where a REGISTER 302 may send the devices (the city's gateways): "host" or "host:port";
+    # () = the gateway's host, any port. A 302 elsewhere is refused (GB/T 28181-2022 redirect).
+    redirect_allow: tuple[str, ...] = ()
 
     @property
     def domain(self) -> str:
@@ -155,15 +162,19 @@ class Fleet:
     _by_id: dict[str, KindergartenNode] = field(default_factory=dict, init=False)
     _rng: random.Random = field(default_factory=random.Random, init=False)
     _alarm_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _tcp_waiting: dict[tuple[int, tuple[str, int]], list[DeviceAgent]] = field(default_factory=dict, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def start(self) -> None:
         """Build the city, provision it (if an API is given), open sockets, start registering."""
         opts = self.options
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
-        self.city = build_city(
+        city = build_city(
             opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
         )
+        shard, shards = opts.shard
+        self.city = city[shard::shards]
         summary = city_summary(self.city)
         log.info(
             "simulated city: %d kindergartens, %d devices, %d channels",
@@ -171,10 +182,10 @@ class Fleet:
             summary["devices"],
             summary["channels"],
         )
-        if opts.api:
+        for api in (opts.api, *opts.also_provision) if opts.api else ():
             await asyncio.to_thread(
                 provision,
-                opts.api,
+                api,
                 self.city,
                 confirm_areas=opts.confirm_areas,
                 token=opts.api_token,
@@ -208,7 +219,12 @@ class Fleet:
             else:
                 server_peer = await node.driver.connect_tcp(opts.gateway_host, opts.gateway_port)
                 endpoint.local_host = opts.local_host
-            server = ServerInfo(server_id=opts.gateway_id, domain=opts.domain, peer=server_peer)
+            server = ServerInfo(
+                server_id=opts.gateway_id,
+                domain=opts.domain,
+                peer=server_peer,
+                redirect_allow=frozenset(opts.redirect_allow or (opts.gateway_host,)),
+            )
             for device in plan.devices:
                 agent = DeviceAgent(
                     device_profile(device, plan, opts.password),
@@ -218,6 +234,8 @@ class Fleet:
                     misbehaviour=misbehaviours.get(index, Misbehaviour()),
                 )
                 index += 1
+                if opts.transport is Transport.TCP:
+                    agent.on_redirect = functools.partial(self._connect_redirected, node)
                 equip_ptz(agent)  # DeviceControl: PTZ for its ball cameras, Result for the rest
                 agent.features.append(node.broadcast)
                 node.host.add(agent)
@@ -234,6 +252,34 @@ class Fleet:
         await self._ramp()
         if opts.alarm_rate > 0 and self.nodes:
             self._alarm_task = asyncio.create_task(self._alarm_loop(opts.alarm_rate), name="kgw-sim-alarms")
+
+    def _connect_redirected(self, node: KindergartenNode, agent: DeviceAgent, event: Redirected) -> None:
+        """Over TCP a redirected device needs a connection to its new gateway: one per kindergarten and address."""
+        driver = node.driver
+        if driver is None:
+            return
+        key = (event.host, event.port)
+        waiting = self._tcp_waiting.setdefault((id(node), key), [])
+        waiting.append(agent)
+        if len(waiting) > 1:
+            return  # the connection is being opened; this agent registers when it is
+
+        async def connect() -> None:
+            try:
+                if not driver.has_connection(*key):
+                    await driver.open_tcp(*key)
+            except OSError as exc:
+                log.info("cannot connect to redirected gateway %s:%d: %s", *key, exc)
+            loop = asyncio.get_running_loop()
+            for waiter in self._tcp_waiting.pop((id(node), key), []):
+                if waiter.client.peer.host == key[0] and waiter.client.peer.port == key[1]:
+                    waiter.client.retry_now(loop.time())  # its first REGISTER found no connection
+            if node.driver is not None:
+                node.driver.flush()
+
+        task = asyncio.get_running_loop().create_task(connect(), name="kgw-sim-redirect")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _ramp(self) -> None:
         """Start devices at ``rate`` per second so the first burst does not overflow buffers."""

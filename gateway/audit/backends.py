@@ -1,7 +1,7 @@
 """Opening the audit store a node's database URL names, and appending from a command (no running node).
 
-The trail lives in the same database as the registry (``--db``); today that is
-SQLite (a file, or ``:memory:``). :func:`append_now` is how one-shot commands
+The trail lives in the same database as the registry (``--db``): SQLite (a file,
+or ``:memory:``) or PostgreSQL, which several gateway nodes share (one chain). :func:`append_now` is how one-shot commands
 such as ``kgw user add`` or ``kgw token revoke`` record what they changed: one
 record, chained and committed before the command exits, safe while a gateway
 writes to the same file.
@@ -19,6 +19,7 @@ from gateway.audit.chain import AuditRecord
 from gateway.audit.sqlite_store import SqliteAuditStore
 from gateway.audit.store import AuditStore
 from gateway.audit.trail import make_entry
+from gateway.pg_connect import is_postgres_url
 from gateway.registry.backends import sqlite_path
 from gateway.security.principal import Principal
 
@@ -26,7 +27,11 @@ __all__ = ["append_now", "open_audit_store"]
 
 
 def open_audit_store(url: str) -> AuditStore:
-    """The (unopened) audit store of a database URL or path (StoreError for backends without one yet)."""
+    """The (unopened) audit store of a database URL or path: PostgreSQL for ``postgresql://…``, else SQLite."""
+    if is_postgres_url(url):
+        from gateway.audit.pg_store import PgAuditStore  # noqa: PLC0415 (psycopg only when asked for)
+
+        return PgAuditStore(url)
     return SqliteAuditStore(sqlite_path(url))
 
 

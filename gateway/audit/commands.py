@@ -23,6 +23,7 @@ from gateway.audit.backends import open_audit_store
 from gateway.audit.chain import AuditRecord, verify
 from gateway.audit.store import AuditFilter, AuditStore
 from gateway.errors import StoreError
+from gateway.pg_connect import is_postgres_url
 from gateway.registry.backends import sqlite_path
 from gateway.timetext import parse_when
 
@@ -72,9 +73,10 @@ def run_audit(args: argparse.Namespace) -> int:
 
 def _existing(db: str) -> AuditStore:
     """The opened store of an existing database (a typo must not verify a new, empty file as intact)."""
-    path = sqlite_path(db)
-    if path != ":memory:" and not os.path.isfile(path):
-        raise StoreError(f"no database at {path}")
+    if not is_postgres_url(db):  # a PostgreSQL database that does not exist fails to connect
+        path = sqlite_path(db)
+        if path != ":memory:" and not os.path.isfile(path):
+            raise StoreError(f"no database at {path}")
     store = open_audit_store(db)
     store.open()
     return store

@@ -18,7 +18,7 @@ gateway.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -49,6 +49,7 @@ from gateway.gb28181.lower import (
     MessageAnswered,
     MessageReceived,
     MessageTimedOut,
+    Redirected,
     Registered,
     RegisterFailed,
     RegState,
@@ -117,6 +118,9 @@ class ServerInfo:
     server_id: str
     domain: str
     peer: Peer
+    # Where a 302 may send the device (GB/T 28181-2022 redirect): ``host`` or ``host:port`` of the city's
+    # gateways; empty: redirects are not followed. A 302 elsewhere is a failed attempt, not a move.
+    redirect_allow: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -162,7 +166,9 @@ class AgentStats:
     alarm_responses: int = 0  # alarms whose Response/Alarm MESSAGE arrived
 
 
-def device_policy(timing: AgentTiming, profile: DeviceProfile) -> LowerPolicy:
+def device_policy(
+    timing: AgentTiming, profile: DeviceProfile, redirect_allow: frozenset[str] = frozenset()
+) -> LowerPolicy:
     """How a device differs from an upper link: fixed retry, keepalive failures only counted, chunks of 4."""
     return LowerPolicy(
         expires=timing.expires,
@@ -180,6 +186,7 @@ def device_policy(timing: AgentTiming, profile: DeviceProfile) -> LowerPolicy:
         user_agent=profile.user_agent,
         cnonce_bytes=4,
         methods=frozenset({"MESSAGE"}),
+        redirect_allow=redirect_allow,
     )
 
 
@@ -239,7 +246,8 @@ class DeviceAgent:
             username=profile.device_id,
             password=password,
         )
-        self.client = LowerClient(identity, device_policy(self.timing, profile), endpoint, server.peer, self)
+        policy = device_policy(self.timing, profile, server.redirect_allow)
+        self.client = LowerClient(identity, policy, endpoint, server.peer, self)
         """The lower-side core this device is a role of."""
         self._alarms = DeviceAlarms(
             profile.device_id,
@@ -258,6 +266,8 @@ class DeviceAgent:
         self.camera_ids = frozenset(c.device_id for c in profile.channels if is_camera(c))
         self.calls: DeviceCalls | None = DeviceCalls(endpoint) if self.camera_ids else None
         """Live calls of this device's cameras; None for a device without cameras."""
+        self.on_redirect: Callable[[DeviceAgent, Redirected], None] | None = None
+        """Hears each redirect followed (a TCP host opens the connection to the new server)."""
         self.features: list[DeviceFeature] = []
         """What else the device does (PTZ, recordings, broadcast…), offered messages and calls first."""
 
@@ -438,6 +448,8 @@ class DeviceAgent:
                 self._alarms.on_answer(key, status, now=event.at)
             case MessageTimedOut(key=AlarmAttempt() as key):
                 self._alarms.on_timeout(key, event.at)
+            case Redirected() if self.on_redirect is not None:
+                self.on_redirect(self, event)
             case _:
                 pass
 

@@ -106,7 +106,7 @@ class DeviceBroadcast:
                 platform_id=notify.source_id,
                 target=notify.target_id,
                 domain=server.domain,
-                server_peer=server.peer,
+                server_peer=agent.client.peer,  # the gateway it registered with (after a redirect too)
                 now=now,
             )
         return True

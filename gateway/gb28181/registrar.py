@@ -80,6 +80,8 @@ class RefusalReason(str, Enum):
     NONCE_ELSEWHERE = "nonce_address_mismatch"
     AUTH_RATE_LIMITED = "auth_rate_limited"
     NEW_DEVICE_RATE_LIMITED = "new_device_rate_limited"
+    REDIRECTED = "redirected"  # 302: another gateway of the city serves the device's district (gateway/cluster.py)
+    DISTRICT_NOT_SERVED = "district_not_served"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +162,17 @@ class Registrar:
         self.new_devices = new_devices if new_devices is not None else new_device_limit()
         #: Where a device is registered now (device access sets it): that exact peer is exempt from lockouts.
         self.current_peer: Callable[[str], Peer | None] = lambda device_id: None
+        #: Several gateway processes (gateway/cluster.py): a 302/403 for a device of a district served
+        #: elsewhere, decided from its ID before anything else is checked or remembered; None: handle here.
+        self.redirect_for: Callable[[str], RegisterDecision | None] = lambda device_id: None
 
     def handle(self, request: SipRequest, peer: Peer, now: float, wall: datetime) -> RegisterDecision:
         """Decide the answer to one REGISTER."""
         device_id = (request.from_.uri.user or "").strip()
         if not _registrable(device_id):
             return RegisterDecision(403, refusal=RefusalReason.BAD_ID, device_id=device_id or None)
+        if (moved := self.redirect_for(device_id)) is not None:
+            return moved
         if self.config.mode is EnrolmentMode.STRICT and not self._is_provisioned(device_id):
             return RegisterDecision(403, refusal=RefusalReason.NOT_PROVISIONED, device_id=device_id)
         expires = _expires_of(request)

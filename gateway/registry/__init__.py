@@ -1,11 +1,11 @@
 """The registry: kindergartens, devices and channels, their presence, and the store.
 
 Values live in :mod:`.model`; :class:`Store` is the persistence interface
-(SQLite now, PostgreSQL later), opened with :func:`gateway.registry.backends.open_store`; presence
+(SQLite, or PostgreSQL by URL), opened with :func:`gateway.registry.backends.open_store`; presence
 changes go through :class:`PresenceBuffer` so the store is written in batches.
 
 This package's API is pure (no database driver is loaded by importing it): the
-backends are imported from their modules (:mod:`.sqlite_store`) when a store is
+backends are imported from their modules (:mod:`.sqlite_store`, :mod:`.pg_store`) when a store is
 opened, so the protocol cores can use the model without pulling in ``sqlite3``.
 """
 

@@ -9,9 +9,10 @@ PRECISION`` for SQLite's 8-byte ``REAL``, identity columns for ``INTEGER PRIMARY
 KEY`` row ids, ``BIGINT`` for sequence numbers. Booleans stay ``INTEGER`` 0/1 with
 the same ``CHECK`` so row mapping is shared. Append only, in step with SQLite.
 
-Unlike SQLite's ``user_version`` pragma, the version lives in a one-row table
-``kgw_schema`` and migrations run under an advisory lock, so several gateway
-processes starting at once against one database migrate it exactly once.
+The version lives in the table
+``kgw_schema`` (one row per applied version, like SQLite's ``schema_version``) and
+migrations run under an advisory lock (:mod:`gateway.registry.pg_migrate`), so several
+gateway processes starting at once against one database migrate it exactly once.
 """
 
 from __future__ import annotations
@@ -193,5 +194,18 @@ PG_MIGRATIONS: Final[list[str]] = [
     -- (source, method, type, AlarmTime) key could be pre-empted, and nothing reads this index.
     DROP INDEX IF EXISTS alarm_dedupe;
     ALTER TABLE alarm_delivery ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1));
+    """,
+    # v6: several gateway nodes on one database (issue 12). Each alarm remembers the node that
+    # received it: that node alone reloads and delivers it; listings show every node's. Existing
+    # alarms were the one node's, named "gateway" by default. Alarm seqs are handed out in blocks
+    # from one counter row (never below a stored seq), so they stay unique across nodes.
+    """
+    ALTER TABLE alarm ADD COLUMN node TEXT NOT NULL DEFAULT 'gateway';
+    CREATE INDEX alarm_node ON alarm (node, state);
+    CREATE TABLE alarm_seq_block (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        next_seq BIGINT NOT NULL
+    );
+    INSERT INTO alarm_seq_block (id, next_seq) SELECT 1, COALESCE(MAX(seq), 0) + 1 FROM alarm;
     """,
 ]

@@ -7,7 +7,8 @@ stays in memory (:mod:`gateway.registry.presence`) and reaches the store in
 batches; nothing here is meant to be called once per keepalive.
 
 SQLite (:class:`~gateway.registry.sqlite_store.SqliteStore`) is the embedded
-default; a PostgreSQL backend will implement the same :class:`Store` protocol.
+default; :class:`~gateway.registry.pg_store.PgStore` implements the same protocol on
+PostgreSQL (``--db postgresql://…``), which several gateway processes share.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Concatenate, ParamSpec, TypeVar
 
 from gateway.errors import GatewayError
+from gateway.security.account_sql import SqlAccountStore
 from gateway.security.accounts import (
     TOKEN_PREFIX,
     ApiToken,
@@ -35,7 +36,7 @@ from gateway.security.accounts import (
 from gateway.security.limiter import FailureLimiter
 from gateway.security.passwords import verify_password
 from gateway.security.principal import Principal, Role
-from gateway.security.sqlite_accounts import SqliteAccountStore, open_account_store
+from gateway.security.sqlite_accounts import open_account_store
 
 __all__ = ["AccountService", "LoginRefused", "LoginThrottled", "new_token_secret"]
 
@@ -97,7 +98,7 @@ class AccountService:
         self.static_tokens = {t.token_hash: t for t in static_tokens}
         self.by_user = FailureLimiter(*USER_FAILURES)
         self.by_source = FailureLimiter(*SOURCE_FAILURES)
-        self._store: SqliteAccountStore | None = None
+        self._store: SqlAccountStore | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-accounts")
         self._sessions: dict[str, _Cached] = {}
         self._tokens: dict[str, _Cached] = {}
@@ -109,7 +110,7 @@ class AccountService:
         """Open (and migrate) the account tables; drop sessions that expired while we were down."""
         self._store = await self._run(open_account_store, self.url)
         now = self.clock()
-        await self.call(SqliteAccountStore.delete_sessions_before, now - self.policy.lifetime, now - self.policy.idle)
+        await self.call(SqlAccountStore.delete_sessions_before, now - self.policy.lifetime, now - self.policy.idle)
 
     async def close(self) -> None:
         """Write back pending work, close the store and end the thread."""
@@ -120,7 +121,7 @@ class AccountService:
             self._store = None
         self._executor.shutdown(wait=True)
 
-    async def call(self, fn: Callable[Concatenate[SqliteAccountStore, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def call(self, fn: Callable[Concatenate[SqlAccountStore, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(store, ...)`` on the store's thread."""
         store = self._store
         assert store is not None, "AccountService.open() first"
@@ -129,7 +130,7 @@ class AccountService:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _later(self, fn: Callable[[SqliteAccountStore], None]) -> None:
+    def _later(self, fn: Callable[[SqlAccountStore], None]) -> None:
         """A write nobody waits for (last-seen times), kept until done so close() can wait."""
         future = asyncio.ensure_future(self.call(fn))
         self._background.add(future)
@@ -153,7 +154,7 @@ class AccountService:
         wait = max(self.by_user.retry_after(user_key, now), self.by_source.retry_after(source, now))
         if wait > 0:
             raise LoginThrottled(wait)
-        user = await self.call(SqliteAccountStore.get_user, username) if 0 < len(username) <= 128 else None
+        user = await self.call(SqlAccountStore.get_user, username) if 0 < len(username) <= 128 else None
         stored = user.password_hash if user is not None else None
         ok = await asyncio.to_thread(verify_password, stored, password)
         now = self.clock()
@@ -164,16 +165,16 @@ class AccountService:
         self.by_user.succeeded(user_key)
         session_id = secrets.token_urlsafe(32)  # 256 bits
         session = Session(secret_digest(session_id), user.username, now, now)
-        await self.call(SqliteAccountStore.add_session, session)
+        await self.call(SqlAccountStore.add_session, session)
         self._cache_session(session, user, now)
-        await self.call(SqliteAccountStore.delete_sessions_before, now - self.policy.lifetime, now - self.policy.idle)
+        await self.call(SqlAccountStore.delete_sessions_before, now - self.policy.lifetime, now - self.policy.idle)
         return session_id, user.principal(source)
 
     async def logout(self, session_id: str) -> None:
         """End a session (an unknown id is no error)."""
         id_hash = secret_digest(session_id)
         self._sessions.pop(id_hash, None)
-        await self.call(SqliteAccountStore.delete_session, id_hash)
+        await self.call(SqlAccountStore.delete_session, id_hash)
 
     def _cache_session(self, session: Session, user: User, now: float) -> None:
         if len(self._sessions) >= MAX_CACHED:
@@ -230,7 +231,7 @@ class AccountService:
         now = self.clock()
         cached = self._tokens.get(token_hash)
         if cached is None or now - cached.checked_at >= self.cache_ttl:
-            token = await self.call(SqliteAccountStore.get_token, token_hash)
+            token = await self.call(SqlAccountStore.get_token, token_hash)
             if token is None or token.revoked_at is not None:
                 self._tokens.pop(token_hash, None)
                 return None
@@ -264,10 +265,10 @@ class AccountService:
             metrics_only,
             self.clock(),
         )
-        await self.call(SqliteAccountStore.add_token, token)
+        await self.call(SqlAccountStore.add_token, token)
         return secret
 
 
-def _session_and_user(store: SqliteAccountStore, id_hash: str) -> tuple[Session | None, User | None]:
+def _session_and_user(store: SqlAccountStore, id_hash: str) -> tuple[Session | None, User | None]:
     session = store.get_session(id_hash)
     return session, (store.get_user(session.username) if session is not None else None)

@@ -20,7 +20,15 @@ from gateway.gb28181.lower.registration import (
 )
 
 S, I = RegState, RegInput  # noqa: E741 - short names keep the pairs readable
-ANSWERS = {I.ACCEPTED, I.CHALLENGED, I.CREDENTIALS_REFUSED, I.INTERVAL_TOO_BRIEF, I.REFUSED, I.TIMED_OUT}
+ANSWERS = {
+    I.ACCEPTED,
+    I.CHALLENGED,
+    I.CREDENTIALS_REFUSED,
+    I.INTERVAL_TOO_BRIEF,
+    I.REDIRECTED,
+    I.REFUSED,
+    I.TIMED_OUT,
+}
 
 
 @settings(max_examples=500)

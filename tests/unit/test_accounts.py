@@ -9,12 +9,13 @@ import json
 import pytest
 
 from gateway.cli import main
+from gateway.security.account_sql import SqlAccountStore
 from gateway.security.accounts import AccountError, Session, SessionPolicy, check_scope, parse_role, secret_digest
 from gateway.security.limiter import FailureLimiter
 from gateway.security.passwords import WeakPassword, hash_password, verify_password
 from gateway.security.principal import Role
 from gateway.security.service import AccountService, LoginRefused, LoginThrottled
-from gateway.security.sqlite_accounts import SqliteAccountStore, open_account_store
+from gateway.security.sqlite_accounts import open_account_store
 
 
 def test_limiter_blocks_after_the_limit_until_the_window_passes():
@@ -72,23 +73,23 @@ def test_roles_and_scopes():
         check_scope(Role.CITY_ADMIN, "120101", None)
 
 
-async def test_service_sessions_cache_expiry_and_password_change(tmp_path):
+async def test_service_sessions_cache_expiry_and_password_change(db_url):
     now = [1_000_000.0]
     service = AccountService(
-        str(tmp_path / "kgw.db"), policy=SessionPolicy(idle=60.0, lifetime=600.0), clock=lambda: now[0], cache_ttl=5.0
+        db_url, policy=SessionPolicy(idle=60.0, lifetime=600.0), clock=lambda: now[0], cache_ttl=5.0
     )
     await service.open()
     try:
         from gateway.security.accounts import User
 
         user = User("duty", hash_password("duty-password-1"), Role.CITY_ADMIN, created_at=now[0], changed_at=now[0])
-        await service.call(SqliteAccountStore.add_user, user)
+        await service.call(SqlAccountStore.add_user, user)
         with pytest.raises(LoginRefused):
             await service.login("duty", "wrong-password", "10.0.0.1")
         session_id, principal = await service.login("duty", "duty-password-1", "10.0.0.1")
         assert principal.username == "duty" and len(session_id) >= 43  # 256 bits
-        stored = await service.call(SqliteAccountStore.get_session, secret_digest(session_id))
-        assert stored is not None and await service.call(SqliteAccountStore.get_session, session_id) is None
+        stored = await service.call(SqlAccountStore.get_session, secret_digest(session_id))
+        assert stored is not None and await service.call(SqlAccountStore.get_session, session_id) is None
         now[0] += 50
         assert await service.session_principal(session_id, "10.0.0.1") is not None  # used: idle restarts
         now[0] += 50
@@ -96,7 +97,7 @@ async def test_service_sessions_cache_expiry_and_password_change(tmp_path):
         now[0] += 61
         assert await service.session_principal(session_id, "10.0.0.1") is None  # idle expiry
         session_id, _ = await service.login("duty", "duty-password-1", "10.0.0.1")
-        await service.call(SqliteAccountStore.set_password, "duty", hash_password("new-password-22"), now[0])
+        await service.call(SqlAccountStore.set_password, "duty", hash_password("new-password-22"), now[0])
         now[0] += 6  # past the cache's ttl: the store says the session is gone
         assert await service.session_principal(session_id, "10.0.0.1") is None
         for _ in range(5):  # the old password, 5 times (a success had cleared the earlier failure)
@@ -108,8 +109,8 @@ async def test_service_sessions_cache_expiry_and_password_change(tmp_path):
         await service.close()
 
 
-def test_cli_users_and_tokens(tmp_path, monkeypatch, capsys):
-    db = str(tmp_path / "kgw.db")
+def test_cli_users_and_tokens(tmp_path, db_url, monkeypatch, capsys):
+    db = db_url  # both backends: on PostgreSQL every gateway node shares these users
     monkeypatch.setenv("KGW_PASSWORD", "first-admin-password")
     assert main(["user", "add", "chen", "--role", "city_admin", "--db", db]) == 0
     assert main(["user", "add", "chen", "--role", "city_admin", "--db", db]) == 2
@@ -138,8 +139,9 @@ def test_cli_users_and_tokens(tmp_path, monkeypatch, capsys):
     try:
         found = store.get_token(secret_digest(token))
         assert found is not None and found.metrics_only
-        with open(db, "rb") as raw:
-            assert token.encode() not in raw.read()  # only the digest is stored
+        if db.startswith("sqlite:///"):
+            with open(db.removeprefix("sqlite:///"), "rb") as raw:
+                assert token.encode() not in raw.read()  # only the digest is stored
         user = store.get_user("li")
         assert user is not None and user.disabled and verify_password(user.password_hash, "li-password-123")
     finally:

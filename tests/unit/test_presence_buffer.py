@@ -93,8 +93,8 @@ def test_many_keepalives_become_one_small_batch() -> None:
     assert all(seen == 540.0 for _, _, seen in batch.devices)
 
 
-def test_write_presence_batch_against_a_store() -> None:
-    store = open_store(":memory:")
+def test_write_presence_batch_against_a_store(db_url: str) -> None:
+    store = open_store(db_url)
     try:
         store.upsert_devices(Device(f"d{n}", None, "120101") for n in range(3))
         buf = PresenceBuffer()

@@ -22,6 +22,7 @@ reads a clock, draws random numbers or touches a socket.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from typing import assert_never
 
@@ -34,6 +35,7 @@ from gateway.gb28181.lower.events import (
     MessageAnswered,
     MessageReceived,
     MessageTimedOut,
+    Redirected,
     Registered,
     RegisterFailed,
     WentOffline,
@@ -65,6 +67,7 @@ from gateway.gb28181.manscdp import (
     decode_message,
     serialize,
 )
+from gateway.gb28181.requests import register_uri
 from gateway.gb28181.sip.endpoint import RequestReceived, ResponseReceived, SipEndpoint, TransactionTimedOut
 from gateway.gb28181.sip.message import SipRequest, make_response
 from gateway.gb28181.sip.transport import Peer
@@ -93,6 +96,9 @@ class LowerClient:
         self.endpoint = endpoint
         self.role = role
         self._sender = RequestSender(self, identity, endpoint, peer)
+        self._home = (identity, peer)  # where a failure at a redirected server sends us back to
+        self._redirects = 0  # redirects followed since the last success
+        self._away = False  # registering with a server a redirect named, not the home one
         self.on_deadline: Callable[[LowerClient, float], None] | None = None
         self.last_error: str | None = None
         self.consecutive_register_failures = 0
@@ -100,9 +106,7 @@ class LowerClient:
         self._sn = endpoint.ids.number(5) if policy.random_sn_start else 0
         self._charset = "GB2312"  # the server's, from its last MESSAGE (docs/gb28181.md §5.3)
         self._machine = RegistrationMachine()
-        self._rounds = DigestRounds(
-            identity.username, identity.password, identity.server_uri, lambda: endpoint.ids.token(policy.cnonce_bytes)
-        )
+        self._rounds = self._digest_rounds(identity)
         self._register_txn: str | None = None
         self._keepalives = Keepalives(
             missed=policy.keepalive_missed,
@@ -359,6 +363,8 @@ class LowerClient:
             case RegAction.WAIT_AND_RELOGIN:
                 delay = trigger.delay if trigger.delay is not None else self.policy.relogin_delay
                 self._wait(now, delay, trigger.reason, was_registered)
+            case RegAction.FOLLOW_REDIRECT:
+                self._follow(trigger, now, attempt, was_registered)
             case RegAction.REGISTER_NOW:
                 self._timers.pop(_Timer.REGISTER, None)
                 self._send_register(now, self.expires)
@@ -382,8 +388,46 @@ class LowerClient:
         user_agent = self.policy.user_agent or self.endpoint.user_agent
         self._register_txn = self._sender.register(now, expires, user_agent, credentials, ref)
 
+    def _digest_rounds(self, identity: LowerIdentity) -> DigestRounds:
+        endpoint, size = self.endpoint, self.policy.cnonce_bytes
+        return DigestRounds(identity.username, identity.password, identity.server_uri, lambda: endpoint.ids.token(size))
+
+    def _follow(self, trigger: Trigger, now: float, attempt: RegisterAttempt | None, was_registered: bool) -> None:
+        """Register with the server a 302 named, if it is inside the city and the hops are few; else fail."""
+        target = trigger.redirect
+        if was_registered:
+            self._timers.pop(_Timer.KEEPALIVE, None)
+            self.role.on_event(WentOffline(self.identity.name, now, "redirected"))
+        if target is None or not self.policy.may_follow(target.host, target.port):
+            where = target.address if target is not None else "?"
+            self._refuse_redirect(f"REGISTER {trigger.status}: redirect to {where} is outside the city", trigger, now)
+            return
+        self._redirects += 1
+        if self._redirects > self.policy.max_redirects:
+            self._refuse_redirect(f"REGISTER {trigger.status}: too many redirects in a row", trigger, now)
+            return
+        domain = self.identity.server_domain
+        identity = replace(self.identity, server_id=target.server_id, server_uri=register_uri(target.server_id, domain))
+        self._retarget(identity, replace(self.peer, host=target.host, port=target.port, conn_id=None))
+        self._away = True
+        self.role.on_event(Redirected(self.identity.name, now, target.server_id, target.host, target.port))
+        expires = attempt.expires if attempt is not None else self.expires
+        self._send_register(now, expires)
+
+    def _refuse_redirect(self, reason: str, trigger: Trigger, now: float) -> None:
+        """A redirect we do not follow is a failed attempt (wait, then try the home server again)."""
+        self._fire(Trigger(RegInput.REFUSED, reason, trigger.status), now)
+
+    def _retarget(self, identity: LowerIdentity, peer: Peer) -> None:
+        """Register (and send everything else) to another server from now on."""
+        self.identity = identity
+        self._sender.identity = identity
+        self._sender.peer = peer
+        self._rounds = self._digest_rounds(identity)
+
     def _accepted(self, trigger: Trigger, now: float, *, first: bool) -> None:
         granted = trigger.expires if trigger.expires is not None else self.expires
+        self._redirects = 0
         self._rounds.settled()
         self.consecutive_register_failures = 0
         self._keepalives.failures = 0  # the server knows us: whatever failed before is over
@@ -397,6 +441,10 @@ class LowerClient:
         """Wait, then register again: the policy's back-off after the failures in a row."""
         self.last_error = trigger.reason
         self._rounds.reset()  # start the next round afresh
+        self._redirects = 0
+        if self._away:  # the redirected server failed us: ask the home server again
+            self._away = False
+            self._retarget(*self._home)
         self.consecutive_register_failures += 1
         delay = self.policy.retry_wait(self.consecutive_register_failures, trigger.status)
         self._wait(now, delay, trigger.reason, was_registered)

@@ -20,6 +20,7 @@ __all__ = [
     "MessageAnswered",
     "MessageReceived",
     "MessageTimedOut",
+    "Redirected",
     "RegisterFailed",
     "Registered",
     "SubscriptionChanged",
@@ -44,6 +45,18 @@ class Challenged:
     name: str
     at: float
     status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Redirected:
+    """The server answered REGISTER 302 and we now register with the server its Contact named
+    (GB/T 28181-2022 §9.1.2.3); a TCP host opens a connection to ``host:port`` and calls ``retry_now``."""
+
+    name: str
+    at: float
+    server_id: str
+    host: str
+    port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +151,7 @@ LowerEvent = (
     Registered
     | Challenged
     | RegisterFailed
+    | Redirected
     | WentOffline
     | KeepaliveSent
     | KeepaliveFailed

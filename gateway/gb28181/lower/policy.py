@@ -57,6 +57,12 @@ class LowerPolicy:
     Serving: ``methods`` are the non-call methods served (others get 405, with
     ``allow`` as Allow header when set); ``refuse_when_off`` answers every
     non-call request while idle or stopped (None: serve anyway).
+
+    Redirects (GB/T 28181-2022 §9.1.2.3): a 302 to REGISTER is followed only to
+    an address in ``redirect_allow`` (``host`` for any port, or ``host:port``;
+    empty: never follow), at most ``max_redirects`` in a row. A forged 302 can
+    therefore not send a device to a server outside its configured city. A
+    failure at the redirected server sends the next attempt home again.
     """
 
     expires: int
@@ -77,6 +83,12 @@ class LowerPolicy:
     methods: frozenset[str] = frozenset({"MESSAGE"})
     allow: str | None = None
     refuse_when_off: int | None = None
+    redirect_allow: frozenset[str] = frozenset()
+    max_redirects: int = 3
+
+    def may_follow(self, host: str, port: int) -> bool:
+        """Whether a redirect to ``host:port`` stays inside the configured city."""
+        return host in self.redirect_allow or f"{host}:{port}" in self.redirect_allow
 
     def retry_wait(self, failures: int, status: int | None) -> float:
         """How long to wait after the ``failures``-th failed attempt in a row (answered ``status``)."""

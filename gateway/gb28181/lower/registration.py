@@ -38,10 +38,12 @@ __all__ = [
     "RegState",
     "RegisterAttempt",
     "RegistrationError",
+    "RedirectTarget",
     "RegistrationMachine",
     "Trigger",
     "classify",
     "granted_expires",
+    "redirect_target",
     "seconds",
 ]
 
@@ -81,6 +83,7 @@ class RegInput(Enum):
     INTERVAL_TOO_BRIEF = "423 with a usable Min-Expires"
     REFUSED = "other refusal"
     TIMED_OUT = "no answer"
+    REDIRECTED = "3xx naming a server we may follow"
     REFRESH_DUE = "refresh timer"
     RETRY_DUE = "retry timer"
     SERVER_LOST = "server lost or forgot us"
@@ -98,13 +101,14 @@ class RegAction(Enum):
     WAIT_AND_RETRY = "count a failure, wait with back-off"
     WAIT_AND_RELOGIN = "wait, then register again (no failure counted)"
     REGISTER_NOW = "drop the register timer and send REGISTER now"
+    FOLLOW_REDIRECT = "register with the server the 3xx named"
     SEND_UNREGISTER = "stop and send REGISTER Expires: 0"
     HALT = "stop every timer"
 
 
 S, I, A = RegState, RegInput, RegAction  # noqa: E741 - short names keep the table readable
 _FAILURES = (I.CREDENTIALS_REFUSED, I.REFUSED, I.TIMED_OUT)
-_ANSWERS = (I.ACCEPTED, I.CHALLENGED, I.INTERVAL_TOO_BRIEF, *_FAILURES)
+_ANSWERS = (I.ACCEPTED, I.CHALLENGED, I.INTERVAL_TOO_BRIEF, I.REDIRECTED, *_FAILURES)
 
 
 def _running(state: RegState) -> dict[tuple[RegState, RegInput], tuple[RegAction, RegState]]:
@@ -130,6 +134,8 @@ TABLE: Final[dict[tuple[RegState, RegInput], tuple[RegAction, RegState]]] = {
     (S.REGISTERING, I.ACCEPTED): (A.COME_ONLINE, S.REGISTERED),
     (S.REGISTERING, I.CHALLENGED): (A.ANSWER_CHALLENGE, S.REGISTERING),
     (S.REGISTERING, I.INTERVAL_TOO_BRIEF): (A.ADOPT_MIN_EXPIRES, S.REGISTERING),
+    # GB/T 28181-2022 §9.1.2.3: the registrar names the server to register with (a city's other gateway).
+    (S.REGISTERING, I.REDIRECTED): (A.FOLLOW_REDIRECT, S.REGISTERING),
     **{(S.REGISTERING, i): (A.WAIT_AND_RETRY, S.RETRY_WAIT) for i in _FAILURES},
     (S.REGISTERING, I.RETRY_DUE): (A.SEND_REGISTER, S.REGISTERING),
     **_running(S.REGISTERED),
@@ -139,6 +145,8 @@ TABLE: Final[dict[tuple[RegState, RegInput], tuple[RegAction, RegState]]] = {
     (S.REGISTERED, I.ACCEPTED): (A.ARM_REFRESH, S.REGISTERED),
     (S.REGISTERED, I.CHALLENGED): (A.ANSWER_CHALLENGE, S.REGISTERED),
     (S.REGISTERED, I.INTERVAL_TOO_BRIEF): (A.ADOPT_MIN_EXPIRES, S.REGISTERED),
+    # A refresh redirected: this server no longer has us; registering elsewhere is a new registration.
+    (S.REGISTERED, I.REDIRECTED): (A.FOLLOW_REDIRECT, S.REGISTERING),
     **{(S.REGISTERED, i): (A.WAIT_AND_RETRY, S.RETRY_WAIT) for i in _FAILURES},
     **_running(S.RETRY_WAIT),
     (S.RETRY_WAIT, I.RETRY_DUE): (A.SEND_REGISTER, S.REGISTERING),
@@ -191,6 +199,20 @@ class Challenge:
 
 
 @dataclass(frozen=True, slots=True)
+class RedirectTarget:
+    """Where a 3xx told us to register (its Contact): the server's ID and address. A claim, to be checked."""
+
+    server_id: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """``host:port``."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
 class Trigger:
     """An input with what its action needs: why, the status seen, credentials or an expiry."""
 
@@ -202,6 +224,7 @@ class Trigger:
     nonce: str | None = None
     attempt: RegisterAttempt | None = None
     delay: float | None = None  # SERVER_LOST: how long to wait before registering again
+    redirect: RedirectTarget | None = None  # REDIRECTED: the server named by the 3xx's Contact
 
 
 class DigestRounds:
@@ -282,11 +305,34 @@ def classify(response: SipResponse, attempt: RegisterAttempt, rounds: DigestRoun
         if granted == 0 and attempt.expires > 0:
             return Trigger(I.REFUSED, "REGISTER 200 granted no time", status)
         return Trigger(I.ACCEPTED, status=status, expires=granted if granted is not None else expires)
+    if status in (301, 302):
+        target = redirect_target(response)
+        if target is None:
+            return Trigger(I.REFUSED, f"REGISTER {status} without a usable Contact", status)
+        return Trigger(I.REDIRECTED, status=status, redirect=target)
     if status == 423:
         wanted = seconds(response.headers.get("Min-Expires"), max_len=6)
         if wanted is not None and expires < wanted <= MAX_EXPIRES:
             return Trigger(I.INTERVAL_TOO_BRIEF, status=status, expires=wanted)
     return Trigger(I.REFUSED, f"REGISTER {status} {response.reason}".strip(), status)
+
+
+def redirect_target(response: SipResponse) -> RedirectTarget | None:
+    """The 3xx's Contact as ``sip:<20-digit ID>@HOST:PORT``, or None when it is anything else."""
+    try:
+        contact = response.contact
+    except SipError:
+        return None
+    if contact is None:
+        return None
+    uri = contact.uri
+    user = uri.user or ""
+    port = uri.port
+    if len(user) != 20 or not user.isascii() or not user.isdigit() or not uri.host or port is None:
+        return None
+    if not 0 < port < 65536:
+        return None
+    return RedirectTarget(user, uri.host, port)
 
 
 def pick_challenge(values: Iterable[str], credentials_header: str) -> Challenge | None:

@@ -1,0 +1,179 @@
+"""The audit trail on PostgreSQL: table ``audit_log``, append-only enforced by the database.
+
+Several gateway nodes (and ``kgw user …`` commands) append to one database, and
+their records must still form ONE hash chain. Each append runs in a transaction
+that first takes ``pg_advisory_xact_lock(AUDIT_LOCK_KEY)``, then reads the head,
+chains after it, inserts and commits: the next appender, wherever it runs, waits
+on the lock and chains after that commit. ``seq`` is the primary key, so even a
+writer that skipped the lock could not fork the chain silently (its insert fails).
+
+Append-only: a trigger raises on every UPDATE and DELETE of a row and another on
+TRUNCATE, for every role including the owner (only someone who first drops a
+trigger can change a row, which the hash chain then exposes: ``kgw audit
+verify``). Commits are durable (:mod:`gateway.pg_tx`): a record is evidence.
+
+Same columns, mapping and filters as :mod:`gateway.audit.sqlite_store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from gateway.audit.chain import AuditEntry, AuditRecord, ChainHead, chain
+from gateway.audit.sqlite_store import (
+    _CHUNK,
+    _COLS,
+    _HEAD,
+    _INSERT,
+    AppendOnlyViolation,
+    _record,
+    _row,
+    _where,
+)
+from gateway.audit.store import AuditFilter, AuditPage
+from gateway.errors import StoreError
+from gateway.pg_connect import open_pool
+from gateway.pg_tx import PgConnection, commit_setting, durable_transaction
+
+__all__ = ["AUDIT_LOCK_KEY", "PG_SCHEMA", "PgAuditStore"]
+
+# pg_advisory_xact_lock key serialising appends (any constant unique to kgw's audit chain).
+AUDIT_LOCK_KEY: Final = 2818_1_2013
+
+PG_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS audit_log (
+        seq BIGINT PRIMARY KEY,
+        at DOUBLE PRECISION NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        via TEXT NOT NULL,
+        source TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        duration DOUBLE PRECISION,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log (at)",
+    "CREATE INDEX IF NOT EXISTS audit_log_actor ON audit_log (actor)",
+    "CREATE INDEX IF NOT EXISTS audit_log_target ON audit_log (target)",
+    """CREATE OR REPLACE FUNCTION kgw_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN RAISE EXCEPTION 'audit_log is append-only' USING ERRCODE = 'restrict_violation'; END $$""",
+    """CREATE OR REPLACE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION kgw_audit_log_append_only()""",
+    """CREATE OR REPLACE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION kgw_audit_log_append_only()""",
+    """CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+       FOR EACH STATEMENT EXECUTE FUNCTION kgw_audit_log_append_only()""",
+)
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.Error as exc:
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "append-only" in text:
+            raise AppendOnlyViolation(text) from exc
+        raise StoreError(f"audit store: {text}") from exc
+
+
+class PgAuditStore:
+    """:class:`~gateway.audit.store.AuditStore` on PostgreSQL (one thread at a time per instance)."""
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._pool: ConnectionPool[Any] | None = None
+        self._commit_setting = ""
+
+    def __enter__(self) -> PgAuditStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Connect and create the table and its guards (under the append lock: nodes may start at once)."""
+        if self._pool is not None:
+            return
+        pool = open_pool(self.url, name="audit", min_size=1, max_size=1, timeout=self.timeout)
+        try:
+            with _mapped():
+                self._commit_setting = commit_setting(pool)
+                with durable_transaction(pool, self._commit_setting, lock=AUDIT_LOCK_KEY) as conn:
+                    for statement in PG_SCHEMA:
+                        conn.raw.execute(statement.encode())  # DDL without parameters
+        except BaseException:
+            pool.close()
+            raise
+        self._pool = pool
+
+    def close(self) -> None:
+        """Disconnect (a second call does nothing)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    @contextmanager
+    def _tx(self, *, write: bool = False, lock: bool = False) -> Iterator[PgConnection]:
+        if self._pool is None:
+            raise StoreError("audit store is not open")
+        with (
+            _mapped(),
+            durable_transaction(
+                self._pool, self._commit_setting, write=write, lock=AUDIT_LOCK_KEY if lock else None
+            ) as conn,
+        ):
+            yield conn
+
+    def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Chain after the head read under the append lock, insert, commit: all or nothing."""
+        with self._tx(write=True, lock=True) as conn:
+            row = conn.execute(_HEAD).fetchone()
+            head = ChainHead(int(row[0]), str(row[1])) if row else ChainHead()
+            records, _ = chain(head, entries)
+            conn.executemany(_INSERT, [_row(r) for r in records])
+        return records
+
+    def head(self) -> ChainHead:
+        """The last record's seq and hash."""
+        with self._tx() as conn:
+            row = conn.execute(_HEAD).fetchone()
+        return ChainHead(int(row[0]), str(row[1])) if row else ChainHead()
+
+    def page(self, flt: AuditFilter) -> AuditPage:
+        """Matching records newest first, with the total count (one snapshot)."""
+        where, args = _where(flt)
+        with self._tx() as conn:
+            total = int(conn.execute(f"SELECT COUNT(*) FROM audit_log{where}", args).fetchone()[0])
+            rows = conn.execute(
+                f"SELECT {_COLS} FROM audit_log{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                [*args, flt.limit, flt.offset],
+            ).fetchall()
+        return AuditPage([_record(r) for r in rows], total, flt.offset, flt.limit)
+
+    def records(self, flt: AuditFilter | None = None) -> Iterator[AuditRecord]:
+        """Records in seq order (all, or those ``flt`` matches), fetched in chunks by seq."""
+        where, args = _where(flt or AuditFilter())
+        clause = f"{where} AND seq > ?" if where else " WHERE seq > ?"
+        last = 0
+        while True:
+            with self._tx() as conn:
+                rows = conn.execute(
+                    f"SELECT {_COLS} FROM audit_log{clause} ORDER BY seq LIMIT ?", [*args, last, _CHUNK]
+                ).fetchall()
+            for row in rows:
+                yield _record(row)
+            if len(rows) < _CHUNK:
+                return
+            last = int(rows[-1][0])
