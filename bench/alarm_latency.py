@@ -19,7 +19,8 @@ Targets (issue 4): p99 < 50 ms on loopback; storm: all delivered, none lost,
 no duplicate ids.
 
 Usage: .venv/bin/python bench/alarm_latency.py [--kindergartens 2314] [--presses 300]
-Prints a table and writes bench/results/alarm_latency.json.
+Prints a table and writes bench/results/alarm_latency.json (``--postgres``: the gateway on an embedded
+PostgreSQL, bench/results/alarm_latency_postgres.json).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from bench.registration_storm import (  # noqa: E402
 from simulators.city import build_city, city_summary  # noqa: E402
 from simulators.mosquitto import MosquittoBroker  # noqa: E402
 from simulators.police_receiver import PoliceReceiver  # noqa: E402
+from simulators.postgres import PostgresServer  # noqa: E402
 
 SECRET = "bench-secret"
 SINKS = ("mqtt", "webhook")
@@ -109,6 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "kindergartens": args.kindergartens,
+        "backend": "postgresql" if args.postgres else "sqlite",
     }
     expected = city_summary(build_city(args.kindergartens))["devices"]
     report["devices"] = expected
@@ -125,13 +128,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     await police.start()
     procs: list[subprocess.Popen[bytes]] = []
+    postgres = PostgresServer() if args.postgres else None  # --postgres: an embedded server, its URL as --db
     with tempfile.TemporaryDirectory() as tmp:
         try:
+            if postgres is not None:
+                await asyncio.to_thread(postgres.start)
             sip, http, control = free_port(), free_port(), free_port()
             gateway = start_gateway(
                 tmp,
                 sip,
                 http,
+                *(("--db", postgres.url) if postgres is not None else ()),
                 *("--mqtt", broker.url, "--webhook-url", police.webhook_url, "--webhook-secret", SECRET),
                 *("--alarm-escalate-after", "0"),
                 log_level="ERROR",
@@ -243,6 +250,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             report["receiver"] = police.report()
         finally:
             await asyncio.to_thread(stop, *reversed(procs))
+            if postgres is not None:
+                await asyncio.to_thread(postgres.cleanup)
             await police.stop()
             await broker.stop()
             broker.cleanup()
@@ -257,11 +266,14 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=20.0, help="s to wait after the city is online")
     parser.add_argument("--storm-timeout", type=float, default=120.0)
     parser.add_argument("--py-spy", help="path of py-spy: sample the gateway during the storm (diagnostic)")
+    parser.add_argument("--postgres", action="store_true", help="the gateway on an embedded PostgreSQL, not SQLite")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "alarm_latency.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    name = "alarm_latency_postgres.json" if args.postgres else "alarm_latency.json"
+    (out / name).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"\nbackend: {report['backend']}")
     print(f"\ncity: {report['kindergartens']} kindergartens, {report['devices']} devices keeping alive every 60 s")
     print(f"\n{'phase':<8} {'sink':<8} {'count':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'lost':>5}")
     for sink in SINKS:
@@ -284,7 +296,7 @@ def main() -> None:
         f"{storm['all_delivered']}, gateway CPU {storm['gateway_cpu_s']} s, "
         f"devices answered {storm['device_alarms_answered']}/{storm['device_alarms_pressed']}"
     )
-    print(f"\nreport: {out / 'alarm_latency.json'}")
+    print(f"\nreport: {out / name}")
 
 
 if __name__ == "__main__":

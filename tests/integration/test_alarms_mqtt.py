@@ -139,10 +139,12 @@ async def test_wrong_broker_credentials_keep_alarms_and_say_why(
 
 
 async def test_sigkill_after_answering_loses_nothing_and_duplicates_nothing(
-    mosquitto: MosquittoBroker, tmp_path: Path, procs: list[Proc]
+    mosquitto: MosquittoBroker, tmp_path: Path, procs: list[Proc], db_url: str
 ) -> None:
     """The gateway dies (SIGKILL) with alarms stored but not all delivered; after a restart every
-    stored alarm reaches the police exactly once by alarm_id, and no new alarm is made of a repeat."""
+    stored alarm reaches the police exactly once by alarm_id, and no new alarm is made of a repeat.
+
+    Both backends: ``--db`` is a SQLite file, then a PostgreSQL database."""
     sip_port, http_port = free_sip_port(), free_tcp_port()
     args = [
         "gateway",
@@ -151,7 +153,7 @@ async def test_sigkill_after_answering_loses_nothing_and_duplicates_nothing(
         "--http-port",
         str(http_port),
         "--db",
-        str(tmp_path / "kgw.db"),
+        db_url,
         "--mqtt",
         mosquitto.url,
         "--log-level",

@@ -11,6 +11,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from gateway.config import load_config
 from gateway.security.accounts import ApiToken, secret_digest
 from gateway.security.principal import Role
@@ -42,29 +44,37 @@ def _post_csv(url: str, body: str, token: str | None = None) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read() or b"null")
 
 
-async def test_cli_import_then_strict_gateway_takes_only_own_passwords(tmp_path: Path) -> None:
-    db, csv_file = tmp_path / "gw.db", tmp_path / "devices.csv"
+async def test_cli_import_then_strict_gateway_takes_only_own_passwords(tmp_path: Path, db_url: str) -> None:
+    """Both backends: on PostgreSQL every gateway node of the deployment reads the same credentials."""
+    db, csv_file = db_url, tmp_path / "devices.csv"
     csv_file.write_text(CSV, encoding="utf-8")
     result = await asyncio.to_thread(
         subprocess.run,
-        [*KGW, "devices", "import", str(csv_file), "--db", str(db)],
+        [*KGW, "devices", "import", str(csv_file), "--db", db],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0 and "imported 2" in result.stdout, result.stderr
-    stored = b"".join(p.read_bytes() for p in tmp_path.glob("gw.db*"))
+    if db.startswith("postgresql://"):
+        assert db not in result.stdout  # the URL (it may hold a password) is not printed
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT * FROM device_credentials").fetchall()
+        assert len(rows) == 2
+        stored = repr(rows).encode()
+    else:
+        stored = b"".join(p.read_bytes() for p in tmp_path.glob("kgw.db*"))
     assert b"nvr-own-pw-1" not in stored and b"box-own-pw-2" not in stored, "HA1s are stored, not passwords"
     bad = tmp_path / "bad.csv"
     bad.write_text(f"device_id,password\n{STRANGER},x\n", encoding="utf-8")
     refused = await asyncio.to_thread(
-        subprocess.run, [*KGW, "devices", "import", str(bad), "--db", str(db)], cwd=ROOT, capture_output=True, text=True
+        subprocess.run, [*KGW, "devices", "import", str(bad), "--db", db], cwd=ROOT, capture_output=True, text=True
     )
     assert refused.returncode == 2 and "line 2: password" in refused.stderr
 
     gateway = build_gateway(
-        load_config(None, sip_port=0, http_port=0, db=str(db), enrolment="strict", password="fallback-pw-9")
+        load_config(None, sip_port=0, http_port=0, db=db, enrolment="strict", password="fallback-pw-9")
     )
     await gateway.start()
     try:
