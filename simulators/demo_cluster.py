@@ -32,16 +32,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.errors import GatewayError
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from simulators.demo_ports import PortUse
 
-__all__ = ["GatewayChild", "GatewayPlan", "child_env", "plan_gateways", "split_city_ports", "stop_all", "toml_config"]
+__all__ = [
+    "ChildFailed",
+    "GatewayChild",
+    "GatewayPlan",
+    "child_env",
+    "plan_gateways",
+    "split_city_ports",
+    "stop_all",
+    "toml_config",
+]
 
 log = logging.getLogger("kgw.demo")
 READY_TIMEOUT = 60.0  # s for a child to answer /healthz
 STOP_GRACE = 15.0  # s for a child to stop after SIGTERM before SIGKILL
 HTTP_OFFSET = 20  # gateway K>1's console: http_port + 20 + K-1 (after the platforms and the control port)
 MEDIA_BASE, MEDIA_SPAN = 30000, 1000  # gateway K's RTP ports: 30000 + (K-1)*1000 … +999
+
+
+class ChildFailed(GatewayError):
+    """A gateway child exited or never answered; the message ends with its last log lines."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +179,18 @@ class GatewayChild:
         deadline = loop.time() + timeout
         while loop.time() < deadline:
             if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"gateway {self.plan.node} exited; see {self.log_path}")
+                raise ChildFailed(f"gateway {self.plan.node} exited ({self.log_path}):\n{self.log_tail()}")
             if await asyncio.to_thread(_answers, url):
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"gateway {self.plan.node} did not answer {url} within {timeout:.0f} s; see {self.log_path}")
+        raise ChildFailed(f"gateway {self.plan.node} did not answer {url} within {timeout:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 8) -> str:
+        """The end of the child's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
 
     async def stop(self, grace: float = STOP_GRACE) -> int | None:
         """SIGTERM, wait up to ``grace`` s, then SIGKILL; the exit status."""

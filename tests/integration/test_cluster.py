@@ -23,7 +23,7 @@ from simulators.city import build_city
 from simulators.fleet import Fleet, FleetOptions
 from simulators.mosquitto import MosquittoBroker
 from simulators.police_receiver import PoliceReceiver
-from tests.conftest import TEST_TOKEN, free_ports, wait_for
+from tests.conftest import TEST_TOKEN, free_ports, http_json, wait_for
 from tests.processes import Proc, until_json
 
 pytestmark = pytest.mark.slow
@@ -135,6 +135,15 @@ async def test_kill_9_one_gateway_process_and_restart_it(
             )
         nodes = await until_json(f"{a_api}/api/nodes", lambda body: len(body["items"]) == 2, a)
         assert {(n["name"], n["alive"]) for n in nodes["items"]} == {("a", True), ("b", True)}
+        # A live view of B's camera asked of A: 409 naming B and its console, not a puzzling 404.
+        camera = next(
+            c.id for kg in city if kg.district_code in b_districts for d in kg.devices for c in d.channels
+            if c.kind == "camera"
+        )  # fmt: skip
+        status, body = await http_json(f"{a_api}/api/channels/{camera}/live", {}, "POST")
+        assert (status, body["node"], body["console"]) == (409, "b", b_api), body
+        status, _ = await http_json(f"{a_api}/api/channels/{camera}/live", {}, "POST", headers={})
+        assert status == 401  # only after the login
 
         # An alarm of B's district pressed around the kill.
         button = next(kg.id for kg in city if kg.district_code in b_districts)
