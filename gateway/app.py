@@ -300,7 +300,7 @@ class GatewayService:
         await self.accounts.open()
         stack.push_async_callback(self.accounts.close)
         tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
-        node, districts = _deployment(config)
+        node, districts = config.node, tuple(sorted(config.districts))
         collectors = [
             NodeMetrics(node, config.id, config.role, districts),
             DirectoryMetrics(directory, districts),
@@ -460,12 +460,3 @@ def _inbound_limits(config: GatewayConfig) -> InboundLimits:
         header_timeout=config.tcp_header_timeout,
         body_timeout=config.http_body_timeout,
     )
-
-
-def _deployment(config: GatewayConfig) -> tuple[str, tuple[str, ...]]:
-    """This process's node name and the districts it serves (``--node``/``--districts``; default one node, all)."""
-    node = str(getattr(config, "node", "") or "gateway")
-    served = getattr(config, "districts", ()) or ()
-    if isinstance(served, str):
-        served = served.split(",")
-    return node, tuple(sorted({str(code).strip() for code in served if str(code).strip()}))

@@ -66,6 +66,8 @@ _FAILURE_OF_RESULT = {
     "malformed_auth": "malformed",
     "throttled": "busy",
     "new_device_rate_limited": "busy",
+    "redirected": "redirect",  # 302 to the gateway process serving the device's district (gateway/cluster.py)
+    "district_not_served": "forbidden",  # 403: no gateway process of the city serves that district
 }
 _NOT_FAILURES = frozenset({"ok", "refresh", "unregistered", "challenged", "stale_nonce"})
 
