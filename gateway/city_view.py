@@ -75,6 +75,10 @@ class CityView:
             return None
         return next((n for n in self._holders if n.serves(district) and n.name != self.cluster.node), None)
 
+    def known_nodes(self) -> list[NodeRecord]:
+        """The gateway processes as last read (their names, districts and consoles)."""
+        return list(self._holders)
+
     async def refresh_holders(self) -> list[NodeRecord]:
         """Read the node rows now."""
         if self.nodes is not None:

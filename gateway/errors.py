@@ -114,6 +114,19 @@ class InvalidTransition(AlarmError):
     """A lifecycle step that is not allowed from the alarm's state (HTTP 409)."""
 
 
+class ForeignAlarm(AlarmError):
+    """The alarm belongs to another gateway process of the city (HTTP 409 naming it).
+
+    Only the node that received an alarm holds its live state (outbox, escalation,
+    held deliveries); an operator step taken elsewhere would be written over by it.
+    """
+
+    def __init__(self, alarm_id: str, node: str) -> None:
+        super().__init__(f"alarm {alarm_id} is held by gateway process {node!r}: act on it there (由其他网关进程处理)")
+        self.alarm_id = alarm_id
+        self.node = node
+
+
 class DeliveryError(AlarmError):
     """A sink could not deliver; ``permanent`` means retrying the same message is pointless.
 

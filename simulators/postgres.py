@@ -154,16 +154,20 @@ class PostgresServer:
         self.sql("postgres", f'CREATE DATABASE "{name}" OWNER {self.user}')
         return self.url_for(name)
 
-    def stop(self) -> None:
-        """Fast shutdown (committed data is kept; the folder stays until :meth:`cleanup`)."""
+    def stop(self, *, mode: str = "fast") -> None:
+        """Shut down (``fast``: committed data is kept; the folder stays until :meth:`cleanup`).
+
+        ``immediate`` skips the shutdown checkpoint, like a crash: what was committed is
+        still recovered at the next start, but nothing waits for dirty pages to be written.
+        """
         if self._started:
-            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop")
             self._started = False
 
     def cleanup(self) -> None:
-        """Stop if running and remove the folder."""
+        """Stop if running and remove the folder (no shutdown checkpoint: the data is being thrown away)."""
         try:
-            self.stop()
+            self.stop(mode="immediate")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -64,7 +64,7 @@ from gateway.alarms.seqs import SeqBlocks
 from gateway.alarms.sinks.base import OutboundMessage, Sink
 from gateway.alarms.store import AlarmStore
 from gateway.alarms.writer import AlarmWriter
-from gateway.errors import DeliveryError, InvalidTransition, StoreError, UnknownAlarm
+from gateway.errors import DeliveryError, ForeignAlarm, InvalidTransition, StoreError, UnknownAlarm
 from gateway.registry.model import Page
 
 log = logging.getLogger("kgw.alarms")
@@ -627,8 +627,15 @@ class AlarmService:
         """A named user resolves; stored before it returns."""
         return await self._step(alarm_id, lambda a, now: resolve(a, user, now, note))
 
-    async def _step(self, alarm_id: str, step: Callable[[Alarm, float], tuple[Alarm, Transition]]) -> Alarm:
+    async def _owned(self, alarm_id: str) -> Alarm:
+        """The alarm, if this node holds it (ForeignAlarm when another process of the city does)."""
         alarm = await self.get_alarm(alarm_id)
+        if alarm.node != self.store.node:
+            raise ForeignAlarm(alarm_id, alarm.node)
+        return alarm
+
+    async def _step(self, alarm_id: str, step: Callable[[Alarm, float], tuple[Alarm, Transition]]) -> Alarm:
+        alarm = await self._owned(alarm_id)
         changed, transition = step(alarm, self.clock())
         # Memory first (whatever runs while this is stored builds on it), then through the
         # writer, so a version of the alarm queued before (a counted repeat, a delivery) can
@@ -662,7 +669,7 @@ class AlarmService:
     async def _verify_by_device(self, alarm_id: str, peer: str) -> None:
         try:
             await self._release_held(alarm_id, "device", f"the device registered (authenticated) from {peer}")
-        except (InvalidTransition, UnknownAlarm):
+        except (InvalidTransition, UnknownAlarm, ForeignAlarm):
             pass  # verified or resolved meanwhile
         except StoreError:
             log.exception("verifying alarm %s failed; it stays held", alarm_id)
@@ -673,7 +680,7 @@ class AlarmService:
         return await self._release_held(alarm_id, name, f"confirmed by an operator{': ' + note[:500] if note else ''}")
 
     async def _release_held(self, alarm_id: str, actor: str, detail: str) -> Alarm:
-        alarm = await self.get_alarm(alarm_id)
+        alarm = await self._owned(alarm_id)
         if alarm.verified:
             raise InvalidTransition(f"alarm {alarm_id} is verified already")
         if alarm.state is AlarmState.RESOLVED:

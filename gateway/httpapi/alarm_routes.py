@@ -27,8 +27,9 @@ from gateway.alarms.model import Alarm, AlarmFilter, AlarmState, Delivery, Deliv
 from gateway.alarms.payload import rfc3339_ms
 from gateway.alarms.service import AlarmService
 from gateway.audit.actions import AuditAction
-from gateway.errors import InvalidTransition, StoreError, UnknownAlarm
+from gateway.errors import ForeignAlarm, InvalidTransition, StoreError, UnknownAlarm
 from gateway.gb28181.ids import district_name
+from gateway.httpapi.city import CITY
 from gateway.httpapi.common import json_error, json_response, paging, query_time
 from gateway.httpapi.guard import denied, requires
 from gateway.httpapi.identity import AUDIT, principal_of
@@ -63,6 +64,14 @@ async def _scoped_alarm(request: web.Request, capability: Capability) -> Alarm:
     if not _visible(request, principal, alarm, capability):
         raise denied(request, principal, capability, alarm_id, f"no alarm {alarm_id}")
     return alarm
+
+
+def _elsewhere(request: web.Request, exc: ForeignAlarm) -> web.HTTPConflict:
+    """409 naming the gateway process that holds the alarm, and its console when it is known."""
+    city = request.app.get(CITY)
+    holder = next((n for n in city.known_nodes() if n.name == exc.node), None) if city is not None else None
+    body = {"error": str(exc), "node": exc.node, "console": holder.console if holder is not None else None}
+    return web.HTTPConflict(text=json.dumps(body, ensure_ascii=False), content_type="application/json")
 
 
 def _city_wide(request: web.Request, capability: Capability) -> None:
@@ -259,6 +268,8 @@ async def _operator_step(request: web.Request, action: str) -> web.Response:
             alarm = await service.resolve(alarm_id, user, note)
     except UnknownAlarm as exc:
         raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    except ForeignAlarm as exc:
+        raise _elsewhere(request, exc) from exc
     except InvalidTransition as exc:
         raise json_error(web.HTTPConflict, str(exc)) from exc
     except StoreError as exc:
@@ -314,6 +325,9 @@ async def verify_alarm(request: web.Request) -> web.Response:
         alarm = await service.verify(alarm_id, principal.username, note)
     except UnknownAlarm as exc:
         raise json_error(web.HTTPNotFound, f"no alarm {alarm_id}") from exc
+    except ForeignAlarm as exc:
+        record("refused", str(exc))
+        raise _elsewhere(request, exc) from exc
     except InvalidTransition as exc:
         record("refused", str(exc))
         raise json_error(web.HTTPConflict, str(exc)) from exc

@@ -18,10 +18,12 @@ from typing import Any
 
 import aiohttp
 import psycopg
+import pytest
 
 from gateway.alarms.model import AlarmFilter
 from gateway.alarms.service import AlarmService
 from gateway.alarms.store import open_alarm_store
+from gateway.errors import ForeignAlarm
 from tests.conftest import wait_for
 from tests.processes import KGW, ROOT
 from tests.unit.test_alarm_service import KG, T0, FakeClock, FakeSink, make, notice
@@ -140,3 +142,29 @@ async def test_a_user_added_by_the_cli_logs_in_on_every_node(postgres_url: str, 
                 assert r.status == 401
             async with http.post(f"{base}/api/login", json={"username": "chen", "password": "chen-password-2026"}) as r:
                 assert r.status == 200, await r.text()
+
+
+async def test_an_operator_step_on_another_node_s_alarm_is_refused_there_and_changes_nothing(
+    postgres_url: str,
+) -> None:
+    """Only the receiving node holds an alarm's live state: ack/resolve/verify elsewhere is ForeignAlarm (HTTP 409)."""
+    clock = FakeClock()
+    north = await make(clock, [FakeSink()], store=open_alarm_store(postgres_url, "north"), escalate_after=0)
+    south = await make(clock, [FakeSink()], store=open_alarm_store(postgres_url, "south"), escalate_after=0)
+    try:
+        alarm_id = (await north.receive(_press(1, "north"))).alarm_id
+        for step in (
+            south.acknowledge(alarm_id, "chen"),
+            south.resolve(alarm_id, "chen"),
+            south.verify(alarm_id, "chen"),
+        ):
+            with pytest.raises(ForeignAlarm) as refused:
+                await step
+            assert refused.value.node == "north"
+        stored = await south.get_alarm(alarm_id)  # still visible on the other node
+        assert stored.node == "north" and stored.acknowledged_by is None and stored.resolved_by is None
+        acked = await north.acknowledge(alarm_id, "chen")  # the holder may
+        assert acked.acknowledged_by == "chen"
+    finally:
+        await north.stop()
+        await south.stop()
