@@ -66,10 +66,10 @@ def _online(body: dict[str, Any]) -> dict[str, bool]:
 
 
 @pytest.fixture
-def cluster_db(tmp_path: Path) -> str:
-    """The database both processes share: one SQLite file (WAL) until the gateway's device credentials, audit
-    trail and accounts run on PostgreSQL too (i12-pgalarms); then ``postgres_url`` — the test is the same."""
-    return str(tmp_path / "city.db")
+def cluster_db(postgres_url: str) -> str:
+    """The database both processes share, as the issue deploys it: one PostgreSQL (registry, alarms, audit,
+    accounts, device credentials). The same test passes on one SQLite file (WAL) shared by both processes."""
+    return postgres_url
 
 
 async def test_kill_9_one_gateway_process_and_restart_it(
