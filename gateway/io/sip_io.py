@@ -63,6 +63,10 @@ BULK_BUDGET: Final = 0.008  # s of bulk work (REGISTER, keepalive, catalog…) p
 EXPEDITE_BUDGET: Final = 0.001  # s per loop turn while an alarm is on its way (its commit, its publish)
 EXPEDITE_WINDOW: Final = 0.25  # s after an alarm during which loop turns stay short
 BULK_CHECK_EVERY: Final = 4  # messages between two looks at the clock
+# Bytes of messages waiting in the bulk lane: about what the kernel's 4 MiB receive buffer held
+# before (it counts ~2.5x a small datagram's size). A longer queue only makes the devices'
+# retransmissions arrive before their originals are answered: more work, not more throughput.
+BULK_LANE_BYTES: Final = UDP_BUFFER // 2
 MAX_UDP_OUT: Final = 16_384  # datagrams queued while the socket's send buffer is full (beyond: dropped)
 
 
@@ -90,7 +94,7 @@ class SipDriver:
         self.on_activity = on_activity or (lambda: None)
         self.udp: socket.socket | None = None
         self.lanes: DatagramLanes[Peer] = DatagramLanes(
-            max_message=core.endpoint.max_message_size, max_bulk_bytes=2 * UDP_BUFFER
+            max_message=core.endpoint.max_message_size, max_bulk_bytes=BULK_LANE_BYTES
         )
         self._work_pending = False
         self._expedite_until = float("-inf")  # loop time until which bulk slices stay short
