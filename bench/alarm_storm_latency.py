@@ -250,7 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             spy = None
             if args.py_spy:
                 spy = subprocess.Popen(
-                    [args.py_spy, "record", "--format", "raw", "-r", "200", "-d", str(int(args.press_seconds) + 2)]
+                    [args.py_spy, "record", "--format", "raw", "-r", "200", "-d", str(int(args.py_spy_seconds))]
                     + ["-p", str(gateway.pid), "-o", str(ROOT / "bench" / "results" / "alarm_storm_latency.spy")]
                 )
             pressed, misses = await press_at_rate(base, args.press_rate, args.press_seconds)
@@ -317,6 +317,7 @@ def main() -> None:
     parser.add_argument("--uppers", action="store_true", help="register the gateway with the demo's 18 platforms")
     parser.add_argument("--timeout", type=float, default=120.0, help="s to wait for the city and the alarms")
     parser.add_argument("--py-spy", help="path of py-spy: sample the gateway during the presses (diagnostic)")
+    parser.add_argument("--py-spy-seconds", type=float, default=12.0, help="s to sample from the first press")
     parser.add_argument("--serve-uppers", metavar="FILE", help=argparse.SUPPRESS)  # the child process mode
     args = parser.parse_args()
     if args.serve_uppers:

@@ -279,7 +279,13 @@ class AlarmService:
                     f"from {alarm.peer or 'its address'} or an operator confirms it",
                 )
             )
-        done = self.writer.submit(alarm, deliveries, transitions)
+        taken: list[bool] = []
+
+        def on_commit() -> None:  # in the writer's turn: the deliveries start now (issue 12)
+            taken.append(True)
+            self._accepted(alarm, deliveries)
+
+        done = self.writer.submit(alarm, deliveries, transitions, on_commit=on_commit)
         # Repeats of it wait for this one: resolved once the alarm is in memory, not just on disk.
         accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._committing[alarm.id] = accepted
@@ -292,7 +298,8 @@ class AlarmService:
             raise
         finally:
             self._committing.pop(alarm.id, None)
-        self._accepted(alarm, deliveries)
+        if not taken:  # defensive: the commit resolved without the call-back
+            self._accepted(alarm, deliveries)
         accepted.set_result(None)
         return ReceiveResult(alarm.id, False)
 

@@ -35,6 +35,7 @@ class _Intake:
     deliveries: Sequence[Delivery]
     transitions: Sequence[Transition]
     done: asyncio.Future[None]
+    on_commit: Callable[[], None] | None = None
 
 
 class AlarmWriter:
@@ -56,11 +57,20 @@ class AlarmWriter:
         self._stopping = False
 
     def submit(
-        self, alarm: Alarm, deliveries: Sequence[Delivery], transitions: Sequence[Transition]
+        self,
+        alarm: Alarm,
+        deliveries: Sequence[Delivery],
+        transitions: Sequence[Transition],
+        *,
+        on_commit: Callable[[], None] | None = None,
     ) -> asyncio.Future[None]:
-        """Queue a new alarm; the future resolves once it is committed (StoreError if it cannot be)."""
+        """Queue a new alarm; the future resolves once it is committed (StoreError if it cannot be).
+
+        ``on_commit`` runs right after the commit, in the writer's own turn, before the
+        future's waiters wake (issue 12: an alarm's deliveries start without waiting for them).
+        """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._intakes.append(_Intake(alarm, deliveries, transitions, done))
+        self._intakes.append(_Intake(alarm, deliveries, transitions, done, on_commit))
         self._wake.set()
         return done
 
@@ -161,6 +171,11 @@ class AlarmWriter:
                 log.error("storing %d alarm(s) failed (attempt %d): %s", len(batch), attempt + 1, exc)
                 await asyncio.sleep(0.05 * 4**attempt)
         for item in batch:
+            if error is None and item.on_commit is not None:
+                try:
+                    item.on_commit()
+                except Exception:  # a bug there must not keep the other alarms of the batch waiting
+                    log.exception("after committing alarm %s", item.alarm.id)
             if item.done.done():
                 continue
             if error is None:
