@@ -3,6 +3,7 @@
 Tests and operators drive a running ``kgw simulate`` through it, e.g.::
 
     curl -X POST http://127.0.0.1:8090/press -d '{"kindergarten": 3, "kind": "button"}'
+    curl -X POST http://127.0.0.1:8090/press -d '{"registered": true}'   # a random registered alarm box
     curl -X POST http://127.0.0.1:8090/press-all -d '{"kind": "button"}'
     curl http://127.0.0.1:8090/alarms
     curl http://127.0.0.1:8090/summary
@@ -107,8 +108,16 @@ async def _press(request: web.Request) -> web.Response:
     kind = payload.get("kind", "button")
     if not isinstance(kind, str):
         return _error(400, "kind must be a string")
+    registered = payload.get("registered", False)
+    if not isinstance(registered, bool):
+        return _error(400, "registered must be true or false")
+    press_registered = getattr(fleet, "press_registered", None)
+    if registered and press_registered is None:
+        return _error(400, "this fleet cannot pick registered devices")
     try:
-        record = fleet.press(kindergarten, kind)
+        record = (
+            press_registered(kind) if press_registered is not None and registered else fleet.press(kindergarten, kind)
+        )
     except LookupError as exc:
         return _error(404, str(exc.args[0]) if exc.args else "not found")
     except ValueError as exc:

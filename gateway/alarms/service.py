@@ -292,7 +292,13 @@ class AlarmService:
                     f"from {alarm.peer or 'its address'} or an operator confirms it",
                 )
             )
-        done = self.writer.submit(alarm, deliveries, transitions)
+        taken: list[bool] = []
+
+        def on_commit() -> None:  # in the writer's turn: the deliveries start now (issue 12)
+            taken.append(True)
+            self._accepted(alarm, deliveries)
+
+        done = self.writer.submit(alarm, deliveries, transitions, on_commit=on_commit)
         # Repeats of it wait for this one: resolved once the alarm is in memory, not just on disk.
         accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._committing[alarm.id] = accepted
@@ -305,7 +311,8 @@ class AlarmService:
             raise
         finally:
             self._committing.pop(alarm.id, None)
-        self._accepted(alarm, deliveries)
+        if not taken:  # defensive: the commit resolved without the call-back
+            self._accepted(alarm, deliveries)
         accepted.set_result(None)
         return ReceiveResult(alarm.id, False)
 
@@ -409,6 +416,8 @@ class AlarmService:
             self._hold(alarm)
             self.outbox.add(delivery)
             self._pump_wake[delivery.sink].set()
+        for delivery in deliveries:  # its first attempts start now, not on the pumps' next turn (issue 12)
+            self._dispatch(delivery.sink)
         self._timer_wake.set()
         self.feed.alarm("alarm", alarm)
 
@@ -427,14 +436,19 @@ class AlarmService:
 
     # --- delivery ----------------------------------------------------------------------------------
 
+    def _dispatch(self, name: str) -> None:
+        """Start the attempts due for sink ``name`` that fit in its in-flight limit."""
+        sink = self.sinks[name]
+        room = sink.max_inflight - self.outbox.in_flight(name)
+        if room > 0 and not self._stopping:
+            for delivery in self.outbox.take_due(name, self.clock(), room):
+                self._spawn(self._attempt(sink, delivery))
+
     async def _pump(self, name: str) -> None:
         sink = self.sinks[name]
         wake = self._pump_wake[name]
         while not self._stopping:
-            room = sink.max_inflight - self.outbox.in_flight(name)
-            if room > 0:
-                for delivery in self.outbox.take_due(name, self.clock(), room):
-                    self._spawn(self._attempt(sink, delivery))
+            self._dispatch(name)
             timer = self.outbox.get_timer(name)
             wait = None if timer is None else max(0.0, min(timer - self.clock(), 1.0))
             wake.clear()

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gateway.gb28181.device_agent import DeviceAgent
 from gateway.gb28181.manscdp import AlarmNotify, ResultResponse, decode_message, serialize
 from gateway.gb28181.requests import build_message
 from gateway.gb28181.sip.endpoint import RequestReceived, SipEndpoint
@@ -175,6 +176,22 @@ async def test_press_by_index_random_and_camera_kinds(sim: Started) -> None:
     kinds = {(n.sn, n.method) for _, n in platform.alarms}
     assert (camera["sn"], "2") in kinds
     assert await wait_for(lambda: fleet.alarm_summary()["answered"] == 3, timeout=30), fleet.alarm_summary()
+
+
+async def test_press_a_registered_alarm_box(sim: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{"registered": true}``: a random kindergarten whose alarm box is registered now (bench/alarm_storm_latency.py)."""
+    fleet, platform, base = await sim()
+    assert await wait_for(lambda: fleet.summary()["registered"] == len(fleet.agents), timeout=30)
+    status, pressed = await http_json(base + "/press", {"registered": True})
+    boxes = {d.id for k in fleet.city for d in k.devices if d.kind == "alarm_box"}
+    assert status == 200 and pressed["device_id"] in boxes and pressed["kind"] == "button"
+    assert await wait_for(lambda: len(platform.alarms) == 1, timeout=30)
+    status, body = await http_json(base + "/press", {"registered": "yes"})
+    assert status == 400 and "registered" in body["error"]
+    # nobody registered (as at the start of a storm): nothing to press
+    monkeypatch.setattr(DeviceAgent, "registered", property(lambda agent: False))
+    status, body = await http_json(base + "/press", {"registered": True})
+    assert status == 404 and "registered" in body["error"]
 
 
 async def test_press_errors_are_404_and_400(sim: Started) -> None:
