@@ -100,6 +100,7 @@ async def start_gateway() -> Any:
         flush_interval=0.5,
         log_level="WARNING",
         api_tokens=(parse_token_hash_flag(TOKEN_FLAG[1]),),
+        uplink_budget_mbps=0.0,  # 16 main streams of a kindergarten exceed its default 20 Mbit/s budget
     )
     service = build_gateway(config)
     await service.start()
