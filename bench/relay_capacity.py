@@ -22,7 +22,14 @@ seconds per second), given for the rows with zero loss.
 
 Target (issue 3): at least 200 concurrent streams per core with no loss.
 
-Usage: .venv/bin/python bench/relay_capacity.py [--streams 25,50,100] [--window 20]
+``--processes P`` (issue 12, relay capacity grows with cores): P gateway processes,
+each a GatewayService with its own media port range (``--media-ports``, split in P
+parts) and its own simulator child with N/P of the cameras, as the cluster topology
+runs them. The processes open their streams and measure their windows together (a
+start barrier); a row sums them: N streams per machine, zero loss only when every
+process had none, CPU = the sum of the gateway processes' CPU.
+
+Usage: .venv/bin/python bench/relay_capacity.py [--streams 25,50,100] [--window 20] [--processes 2]
 Prints a table and writes bench/results/relay_capacity.json.
 """
 
@@ -87,7 +94,7 @@ def camera_channels(service: Any) -> list[str]:
     return sorted(c for state in service.directory.devices.values() for c in state.reported if c[10:13] == "131")
 
 
-async def start_gateway() -> Any:
+async def start_gateway(media_ports: str = "") -> Any:
     from bench.registration_storm import TOKEN_FLAG  # the simulator provisions with its token
     from gateway.config import load_config, parse_token_hash_flag
     from gbplatform.app import build_gateway
@@ -101,6 +108,7 @@ async def start_gateway() -> Any:
         log_level="WARNING",
         api_tokens=(parse_token_hash_flag(TOKEN_FLAG[1]),),
         uplink_budget_mbps=0.0,  # 16 main streams of a kindergarten exceed its default 20 Mbit/s budget
+        media_ports=media_ports,
     )
     service = build_gateway(config)
     await service.start()
@@ -296,9 +304,22 @@ def snapshot(service: Any, consumers: list[Consumer], sim_pid: int, stats_file: 
     }
 
 
+async def barrier(path: str | None, name: str, parties: int) -> None:
+    """Wait until ``parties`` workers wrote ``path.<name>`` (all processes start the step together)."""
+    if path is None:
+        return
+    Path(f"{path}.{name}.{os.getpid()}").touch()
+    folder, stem = Path(path).parent, Path(path).name
+    deadline = time.monotonic() + 180
+    while len(list(folder.glob(f"{stem}.{name}.*"))) < parties:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"barrier {name}: the other relay processes did not arrive")
+        await asyncio.sleep(0.05)
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     counts = sorted(args.streams)
-    service = await start_gateway()
+    service = await start_gateway(args.media_ports)
     tmp = tempfile.mkdtemp(prefix="kgw-relay-")
     stats_file = f"{tmp}/sim.json"
     sim = start_simulator(service, counts[-1], args, stats_file)
@@ -312,6 +333,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{len(channels)} camera channels online after {time.monotonic() - t0:.1f} s", flush=True)
         live = service.live
         for n in counts:
+            await barrier(args.barrier, f"open{n}", args.parties)
             new = channels[len(consumers) : n]
             t_open = time.monotonic()
             opened = await asyncio.gather(*(live.watch(c) for c in new))
@@ -320,6 +342,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 consumer = Consumer(channel_id, stream, viewer)
                 consumers.append(consumer)
                 tasks.append(asyncio.create_task(consume(consumer)))
+            await barrier(args.barrier, f"opened{n}", args.parties)
             await asyncio.sleep(args.settle)
             before = snapshot(service, consumers, sim.pid, stats_file)
             await asyncio.sleep(args.window)
@@ -342,6 +365,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "units_per_s_to_consumers": round(d["units"] / secs),
                 "units_skipped": int(d["skipped"]),
                 "gateway_cpu_percent_of_one_core": round(100 * cpu_share, 1),
+                "gateway_cpu_s": d["cpu"],
+                "packets": int(d["packets"]),
+                "rcvbuf_errors_host": int(d["rcvbuf_errors"]),
                 "gateway_cpu_us_per_packet": round(1e6 * d["cpu"] / max(d["packets"], 1), 1),
                 "gateway_rss_mib": round(rss_mib(os.getpid()), 1),
                 "simulator_cpu_percent_of_one_core": round(100 * d["sim_cpu"] / secs, 1),
@@ -380,6 +406,68 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def split_ports(spec: str, parts: int) -> list[str]:
+    """``"30000-39999"`` in ``parts`` disjoint ranges, one per gateway process."""
+    lo, hi = (int(x) for x in spec.split("-", 1))
+    size = (hi - lo + 1) // parts
+    if size < 4:
+        raise SystemExit(f"--media-ports {spec} is too small for {parts} processes")
+    return [f"{lo + i * size}-{lo + (i + 1) * size - 1}" for i in range(parts)]
+
+
+def run_processes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--processes P``: P relay processes (gateway + its simulator each), N/P streams each, summed per row."""
+    parts = args.processes
+    tmp = tempfile.mkdtemp(prefix="kgw-relay-procs-")
+    workers = []
+    for i, ports in enumerate(split_ports(args.media_ports, parts)):
+        share = ",".join(str(math.ceil(n / parts)) for n in sorted(args.streams))
+        result = f"{tmp}/worker{i}.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--streams", share, "--window", str(args.window)]
+        cmd += ["--settle", str(args.settle), "--media-ports", ports, "--barrier", f"{tmp}/step"]
+        cmd += ["--parties", str(parts), "--result-file", result, "--width", str(args.width)]
+        cmd += ["--height", str(args.height), "--bitrate", str(args.bitrate)]
+        workers.append((subprocess.Popen(cmd, cwd=ROOT), result))
+    results = []
+    for proc, result in workers:
+        if proc.wait() != 0:
+            raise SystemExit(f"a relay process failed with {proc.returncode}")
+        results.append(json.loads(Path(result).read_text()))
+    rows = []
+    for per in zip(*(r["rows"] for r in results), strict=True):
+        secs = max(r["window_s"] for r in per)
+        cpu = sum(r["gateway_cpu_s"] for r in per)
+        packets = sum(r["packets"] for r in per)
+        n = sum(r["streams"] for r in per)
+        share = cpu / secs
+        lost = sum(r["rtp_lost"] for r in per)
+        rcvbuf = max(r["rcvbuf_errors_host"] for r in per)  # host-wide counter: every process saw it
+        row = {
+            "streams": n,
+            "window_s": secs,
+            "packets_per_s": sum(r["packets_per_s"] for r in per),
+            "mbit_per_s": round(sum(r["mbit_per_s"] for r in per), 1),
+            "rtp_lost": lost,
+            "udp_rcvbuf_errors": rcvbuf,
+            "units_skipped": sum(r["units_skipped"] for r in per),
+            "gateway_cpu_percent_of_one_core": round(100 * share, 1),
+            "gateway_cpu_us_per_packet": round(1e6 * cpu / max(packets, 1), 1),
+            "gateway_rss_mib": round(sum(r["gateway_rss_mib"] for r in per), 1),
+            "simulator_cpu_percent_of_one_core": round(sum(r["simulator_cpu_percent_of_one_core"] for r in per), 1),
+            "streams_per_core": round(n / share, 1) if share > 0 else None,
+            "zero_loss": all(r["zero_loss"] for r in per),
+            "per_process": per,
+        }
+        rows.append(row)
+    clean = [r for r in rows if r["zero_loss"] and r["streams_per_core"]]
+    return {
+        "video": results[0]["video"],
+        "rows": rows,
+        "streams_per_core_at_zero_loss": max((r["streams_per_core"] for r in clean), default=None),
+        "max_streams_tested_at_zero_loss": max((r["streams"] for r in clean), default=0),
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "simulate":
         simulate_main(sys.argv[2:])
@@ -393,6 +481,16 @@ def main() -> None:
     )
     parser.add_argument("--window", type=float, default=20.0, help="measurement window per count, s")
     parser.add_argument("--settle", type=float, default=5.0, help="s between opening streams and measuring")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="gateway processes sharing the streams (default 1: this process)"
+    )
+    parser.add_argument(
+        "--media-ports", default="30000-39999", help="RTP port range split among --processes (default 30000-39999)"
+    )
+    # internal: one relay process of a --processes run
+    parser.add_argument("--barrier", help=argparse.SUPPRESS)
+    parser.add_argument("--parties", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     add_video_args(parser)
     args = parser.parse_args()
     report: dict[str, Any] = {
@@ -400,8 +498,16 @@ def main() -> None:
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "processes": args.processes,
     }
-    report.update(run_loop(bench(args)))
+    if args.result_file:  # a worker of a --processes run
+        Path(args.result_file).write_text(json.dumps(run_loop(bench(args))))
+        return
+    if args.processes > 1:
+        report.update(run_processes(args))
+    else:
+        args.media_ports = ""
+        report.update(run_loop(bench(args)))
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "relay_capacity.json").write_text(json.dumps(report, indent=2))
@@ -418,7 +524,7 @@ def main() -> None:
         ("simulator_cpu_percent_of_one_core", "sim CPU %"),
         ("streams_per_core", "streams/core"),
     ]
-    print("\nvideo:", report["video"])
+    print(f"\nvideo: {report['video']}; gateway processes: {args.processes}")
     print(" ".join(f"{title:>12}" for _, title in cols))
     for row in report["rows"]:
         print(" ".join(f"{row[key]!s:>12}" for key, _ in cols))
