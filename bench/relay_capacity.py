@@ -29,7 +29,19 @@ runs them. The processes open their streams and measure their windows together (
 start barrier); a row sums them: N streams per machine, zero loss only when every
 process had none, CPU = the sum of the gateway processes' CPU.
 
+``--zlm-bin PATH`` (issue 12, side by side): the same measurement against ZLMediaKit's
+MediaServer instead of kgw. ZLMediaKit has no SIP, so a raw sender child (this script
+with ``send``) streams the very clip the simulated cameras stream, with the same
+packetizer and pacing (``RtpPacketizer`` + ``ClipReplayer``: byte-identical PS/RTP
+apart from SSRC, sequence and timestamp origins), to one ``openRtpServer`` port per
+stream; each stream has one consumer pulling HTTP-FLV (its RTMP muxer; every other
+muxer is off or on demand, which favours ZLMediaKit). CPU is MediaServer's
+utime+stime from /proc; "loss" is the host's UDP receive-buffer drops plus a consumer
+bitrate short of the sender's by more than 10 %. (kgw's consumers count units in this
+process; ZLMediaKit's also mux FLV and write to a socket: a cost kgw's bench skips.)
+
 Usage: .venv/bin/python bench/relay_capacity.py [--streams 25,50,100] [--window 20] [--processes 2]
+       .venv/bin/python bench/relay_capacity.py --zlm-bin /work/zlm/ZLMediaKit/release/linux/Release/MediaServer
 Prints a table and writes bench/results/relay_capacity.json.
 """
 
@@ -406,6 +418,276 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- ZLMediaKit side by side
+
+
+def send_main(argv: list[str]) -> None:
+    """The raw sender child: the cameras' clip, packetizer and pacing, to fixed UDP ports (no SIP)."""
+    parser = argparse.ArgumentParser(prog="relay_capacity.py send")
+    parser.add_argument("--ports", required=True, help="comma-separated UDP ports on 127.0.0.1")
+    parser.add_argument("--stats-file", required=True)
+    add_video_args(parser)
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(_send(args))
+
+
+async def _send(args: argparse.Namespace) -> None:
+    from gateway.io.rtp_send_io import UdpRtpSender
+    from gateway.media.rtp import ClipReplayer, RtpPacketizer
+    from simulators.video import ClipCache, VideoProfile
+
+    profile = VideoProfile(width=args.width, height=args.height, bitrate=args.bitrate)
+    clip = await asyncio.to_thread(ClipCache().get, "kgw relay bench", "camera", profile)  # as SharedClip
+    wire = sum(len(frame[0]) for frame in clip.frames) * 8 / profile.seconds
+    loop = asyncio.get_running_loop()
+    totals = {"packets": 0, "bytes": 0, "frames": 0}
+
+    class Stream:
+        def __init__(self, sender: UdpRtpSender, ssrc: int) -> None:
+            self.sender, self.packetizer = sender, RtpPacketizer(ssrc)
+            self.replayer = ClipReplayer(clip.frames, profile.fps)
+            self.t0 = loop.time()
+            self.tick()
+
+        def tick(self) -> None:
+            for frame in self.replayer.frames_due(loop.time() - self.t0):
+                packets = [bytes(p) for p in self.packetizer.packetize(frame.ps_frame, frame.timestamp)]
+                totals["frames"] += 1
+                totals["packets"] += len(packets)
+                totals["bytes"] += sum(map(len, packets))
+                self.sender.send(packets)
+            loop.call_at(self.t0 + self.replayer.next_due_time(), self.tick)
+
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    streams = []
+    for i, port in enumerate(int(p) for p in args.ports.split(",")):
+        sender = await UdpRtpSender.open("127.0.0.1", ("127.0.0.1", port))
+        streams.append(Stream(sender, 0x10000 + i))
+        await asyncio.sleep(0.013)  # stagger the streams' frame times like independent cameras
+    while not stopping.is_set():
+        stats = {**totals, "streams": len(streams), "clip_ps_bits_per_s": wire}
+        Path(args.stats_file + ".tmp").write_text(json.dumps(stats))
+        os.replace(args.stats_file + ".tmp", args.stats_file)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 1.0)
+
+
+def free_tcp_udp_port() -> int:
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+ZLM_SECRET = "kgw-relay-bench"
+
+
+def zlm_config(folder: Path) -> dict[str, int]:
+    """A MediaServer config.ini: loopback ports, API secret, only the muxer the consumers pull (FLV)."""
+    ports = {name: free_tcp_udp_port() for name in ("http", "rtsp", "rtmp", "rtp_proxy")}
+    text = f"""[api]
+apiDebug=1
+secret={ZLM_SECRET}
+[general]
+enableVhost=0
+mediaServerId=kgw-bench
+streamNoneReaderDelayMS=60000
+[protocol]
+enable_hls=0
+enable_hls_fmp4=0
+enable_mp4=0
+enable_rtsp=0
+enable_rtmp=1
+enable_ts=0
+enable_fmp4=0
+rtmp_demand=1
+[hls]
+segNum=0
+[http]
+port={ports["http"]}
+sslport=0
+[rtmp]
+port={ports["rtmp"]}
+sslport=0
+[rtsp]
+port={ports["rtsp"]}
+sslport=0
+[rtp_proxy]
+port={ports["rtp_proxy"]}
+port_range=40000-44999
+timeoutSec=30
+[shell]
+port=0
+[rtc]
+port=0
+tcpPort=0
+[srt]
+port=0
+[onvif]
+port=0
+"""
+    (folder / "config.ini").write_text(text)
+    return ports
+
+
+def zlm_api(http_port: int, method: str, **params: Any) -> dict[str, Any]:
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"secret": ZLM_SECRET, **params})
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/index/api/{method}?{query}", timeout=10) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    if answer.get("code") != 0:
+        raise RuntimeError(f"ZLMediaKit {method}: {answer}")
+    return answer
+
+
+@dataclass
+class FlvConsumer:
+    stream_id: str
+    bytes: int = 0
+
+
+async def consume_flv(consumer: FlvConsumer, http_port: int) -> None:
+    """Pull one stream as HTTP-FLV and count its bytes (retrying until the stream exists)."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            request = f"GET /rtp/{consumer.stream_id}.live.flv HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            writer.write(request.encode())
+            while chunk := await reader.read(256 * 1024):
+                consumer.bytes += len(chunk)
+        except OSError:
+            pass
+        finally:
+            writer.close()
+        await asyncio.sleep(0.5)
+
+
+async def zlm_bench(args: argparse.Namespace) -> dict[str, Any]:
+    counts = sorted(args.streams)
+    folder = Path(tempfile.mkdtemp(prefix="kgw-zlm-"))
+    ports = zlm_config(folder)
+    zlm = subprocess.Popen(
+        [args.zlm_bin, "-c", str(folder / "config.ini"), "-l", "1"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    senders: list[subprocess.Popen[bytes]] = []
+    tasks: list[asyncio.Task[None]] = []
+    consumers: list[FlvConsumer] = []
+    rows: list[dict[str, Any]] = []
+    clip_bits = 0.0
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await asyncio.to_thread(zlm_api, ports["http"], "getServerConfig")
+                break
+            except (OSError, RuntimeError):
+                if zlm.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("ZLMediaKit MediaServer did not start") from None
+                await asyncio.sleep(0.3)
+        stats_files: list[str] = []
+        for n in counts:
+            new = [f"cam{i}" for i in range(len(consumers), n)]
+            rtp_ports = []
+            for stream_id in new:
+                answer = await asyncio.to_thread(
+                    zlm_api, ports["http"], "openRtpServer", port=0, tcp_mode=0, stream_id=stream_id
+                )
+                rtp_ports.append(int(answer["port"]))
+            stats_file = str(folder / f"send{len(senders)}.json")
+            stats_files.append(stats_file)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "send", "--ports", ",".join(map(str, rtp_ports))]
+            cmd += ["--stats-file", stats_file, "--width", str(args.width), "--height", str(args.height)]
+            senders.append(subprocess.Popen([*cmd, "--bitrate", str(args.bitrate)], cwd=ROOT))
+            for stream_id in new:
+                consumer = FlvConsumer(stream_id)
+                consumers.append(consumer)
+                tasks.append(asyncio.create_task(consume_flv(consumer, ports["http"])))
+            await asyncio.sleep(args.settle + 3)  # the sender encodes its clip first
+
+            def snap() -> dict[str, float]:
+                sent = {"packets": 0, "bytes": 0}
+                for path in stats_files:
+                    with contextlib.suppress(OSError, ValueError):
+                        stats = json.loads(Path(path).read_text())
+                        sent["packets"] += stats["packets"]
+                        sent["bytes"] += stats["bytes"]
+                return {
+                    "t": time.monotonic(),
+                    "cpu": cpu_seconds(zlm.pid),
+                    "sim_cpu": sum(cpu_seconds(p.pid) for p in senders),
+                    "sent_packets": sent["packets"],
+                    "sent_bytes": sent["bytes"],
+                    "flv_bytes": sum(c.bytes for c in consumers),
+                    "rcvbuf_errors": udp_rcvbuf_errors(),
+                }
+
+            before = snap()
+            await asyncio.sleep(args.window)
+            after = snap()
+            d = {k: after[k] - before[k] for k in before}
+            secs = d["t"]
+            share = d["cpu"] / secs
+            sent_mbit = d["sent_bytes"] * 8 / secs / 1e6
+            flv_mbit = d["flv_bytes"] * 8 / secs / 1e6
+            clip_bits = json.loads(Path(stats_files[0]).read_text()).get("clip_ps_bits_per_s", 0.0)
+            row = {
+                "streams": n,
+                "window_s": round(secs, 1),
+                "packets_per_s": round(d["sent_packets"] / secs),
+                "mbit_per_s": round(sent_mbit, 1),
+                "consumer_flv_mbit_per_s": round(flv_mbit, 1),
+                "udp_rcvbuf_errors": int(d["rcvbuf_errors"]),
+                "zlm_cpu_percent_of_one_core": round(100 * share, 1),
+                "zlm_cpu_us_per_packet": round(1e6 * d["cpu"] / max(d["sent_packets"], 1), 1),
+                "zlm_rss_mib": round(rss_mib(zlm.pid), 1),
+                "sender_cpu_percent_of_one_core": round(100 * d["sim_cpu"] / secs, 1),
+                "streams_per_core": round(n / share, 1) if share > 0 else None,
+                "zero_loss": d["rcvbuf_errors"] == 0 and flv_mbit >= 0.9 * sent_mbit,
+            }
+            rows.append(row)
+            print(
+                f"ZLM N={n}: {row['packets_per_s']} pkt/s sent, {row['mbit_per_s']} Mbit/s, FLV out {flv_mbit:.1f} "
+                f"Mbit/s, MediaServer {row['zlm_cpu_percent_of_one_core']} % CPU, rcvbuf drops {row['udp_rcvbuf_errors']}",
+                flush=True,
+            )
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for proc in senders:
+            stop_process(proc)
+        stop_process(zlm)
+    clean = [r for r in rows if r["zero_loss"] and r["streams_per_core"]]
+    return {
+        "server": "ZLMediaKit",
+        "zlm_bin": args.zlm_bin,
+        "video": {"width": args.width, "height": args.height, "clip_ps_mbit_per_s": round(clip_bits / 1e6, 2)},
+        "rows": rows,
+        "streams_per_core_at_zero_loss": max((r["streams_per_core"] for r in clean), default=None),
+        "max_streams_tested_at_zero_loss": max((r["streams"] for r in clean), default=0),
+    }
+
+
 def split_ports(spec: str, parts: int) -> list[str]:
     """``"30000-39999"`` in ``parts`` disjoint ranges, one per gateway process."""
     lo, hi = (int(x) for x in spec.split("-", 1))
@@ -472,6 +754,9 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "simulate":
         simulate_main(sys.argv[2:])
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "send":
+        send_main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--streams",
@@ -488,6 +773,7 @@ def main() -> None:
         "--media-ports", default="30000-39999", help="RTP port range split among --processes (default 30000-39999)"
     )
     # internal: one relay process of a --processes run
+    parser.add_argument("--zlm-bin", help="measure ZLMediaKit's MediaServer at this path instead of kgw")
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     parser.add_argument("--parties", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
@@ -500,6 +786,18 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "processes": args.processes,
     }
+    if args.zlm_bin:
+        report.update(run_loop(zlm_bench(args)))
+        out = ROOT / "bench" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "relay_capacity_zlm.json").write_text(json.dumps(report, indent=2))
+        keys = ["streams", "packets_per_s", "mbit_per_s", "consumer_flv_mbit_per_s", "udp_rcvbuf_errors"]
+        keys += ["zlm_cpu_percent_of_one_core", "zlm_cpu_us_per_packet", "zlm_rss_mib", "streams_per_core"]
+        print("\n" + " ".join(f"{k[:14]:>14}" for k in keys))
+        for row in report["rows"]:
+            print(" ".join(f"{row[k]!s:>14}" for k in keys))
+        print(f"report: {out / 'relay_capacity_zlm.json'}")
+        return
     if args.result_file:  # a worker of a --processes run
         Path(args.result_file).write_text(json.dumps(run_loop(bench(args))))
         return

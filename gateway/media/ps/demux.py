@@ -360,7 +360,8 @@ class PsDemuxer:
         if track.buffered > self.max_unit_size:
             self.stats.oversized += 1
             self._drop_track(track)
-        if sum(t.buffered for t in self._tracks.values()) > self.max_buffered:
+        # One track holds at most max_unit_size <= max_buffered after the check above: no sum needed.
+        if len(self._tracks) > 1 and sum(t.buffered for t in self._tracks.values()) > self.max_buffered:
             for other in self._tracks.values():
                 if other.buffered:
                     self.stats.oversized += 1

@@ -230,14 +230,23 @@ class RtpReceiver:
         counts = self._counts
         counts["received"] += 1
         counts["bytes"] += len(data)
-        self._update_jitter(int.from_bytes(data[4:8]), arrival)
+        timestamp = int.from_bytes(data[4:8])
+        last = self._last_transit  # _update_jitter, inlined
+        self._last_transit = (arrival, timestamp)
+        if last is not None:
+            d = (arrival - last[0]) * self._clock_rate - ts_diff(timestamp, last[1])
+            self._jitter += (abs(d) - self._jitter) / 16
         ext = self._next
         assert ext is not None
         self._probe = None
         self._highest = ext  # nothing is buffered, so every seen packet is below `ext`
         self._seen[ext % len(self._seen)] = ext
         self._next = ext + 1
-        self._push(data)
+        ready = self._ready
+        if len(ready) >= self._max_ready:  # _push, inlined
+            ready.popleft()
+            counts["overflow"] += 1
+        ready.append(data)
 
     def flush(self, now: float) -> None:
         """Skip gaps that have been open ``max_delay`` seconds by ``now``."""
