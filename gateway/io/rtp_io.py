@@ -236,7 +236,8 @@ class _RtpDatagram(asyncio.DatagramProtocol):
         self.owner = owner
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.owner._deliver(data, (addr[0], addr[1]))
+        # IPv6 addresses come as 4-tuples: keep (host, port) only, without a new tuple per IPv4 packet.
+        self.owner._deliver(data, addr if len(addr) == 2 else (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("media UDP :%d error: %s", self.owner.port, exc)
