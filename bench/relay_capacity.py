@@ -551,8 +551,12 @@ def free_tcp_udp_port() -> int:
 ZLM_SECRET = "kgw-relay-bench"
 
 
-def zlm_config(folder: Path) -> dict[str, int]:
-    """A MediaServer config.ini: loopback ports, API secret, only the muxer the consumers pull (FLV)."""
+def zlm_config(folder: Path, args_port_range: str) -> dict[str, int]:
+    """A MediaServer config.ini: loopback ports, API secret, only the muxer the consumers pull (FLV).
+
+    The RTP ports come from ``--media-ports`` (default 30000-39999: below the kernel's ephemeral
+    range, where outgoing connections of other programs would collide with ZLMediaKit's binds).
+    """
     ports = {name: free_tcp_udp_port() for name in ("http", "rtsp", "rtmp", "rtp_proxy")}
     text = f"""[api]
 apiDebug=1
@@ -583,7 +587,7 @@ port={ports["rtsp"]}
 sslport=0
 [rtp_proxy]
 port={ports["rtp_proxy"]}
-port_range=40000-44999
+port_range={args_port_range}
 timeoutSec=30
 [shell]
 port=0
@@ -640,7 +644,7 @@ async def consume_flv(consumer: FlvConsumer, http_port: int) -> None:
 async def zlm_bench(args: argparse.Namespace) -> dict[str, Any]:
     counts = sorted(args.streams)
     folder = Path(tempfile.mkdtemp(prefix="kgw-zlm-"))
-    ports = zlm_config(folder)
+    ports = zlm_config(folder, args.media_ports)
     zlm = subprocess.Popen(
         [args.zlm_bin, "-c", str(folder / "config.ini"), "-l", "1"],
         cwd=folder,
