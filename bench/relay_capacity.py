@@ -671,9 +671,15 @@ async def zlm_bench(args: argparse.Namespace) -> dict[str, Any]:
             new = [f"cam{i}" for i in range(len(consumers), n)]
             rtp_ports = []
             for stream_id in new:
-                answer = await asyncio.to_thread(
-                    zlm_api, ports["http"], "openRtpServer", port=0, tcp_mode=0, stream_id=stream_id
-                )
+                for attempt in range(5):  # a port of the range taken by another program: ZLM moves on
+                    try:
+                        answer = await asyncio.to_thread(
+                            zlm_api, ports["http"], "openRtpServer", port=0, tcp_mode=0, stream_id=stream_id
+                        )
+                        break
+                    except RuntimeError:
+                        if attempt == 4:
+                            raise
                 rtp_ports.append(int(answer["port"]))
             stats_file = str(folder / f"send{len(senders)}.json")
             stats_files.append(stats_file)
