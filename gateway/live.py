@@ -589,8 +589,8 @@ def feed_rtp(
     """One RTP packet (or TCP frame) → receiver → PS demuxer → fanout; True when units were published."""
     receiver.receive(data, source, now)
     published = False
-    while (packet := receiver.next_packet()) is not None:
-        for unit in demuxer.feed(packet.payload):
+    while (payload := receiver.next_payload()) is not None:
+        for unit in demuxer.feed(payload):
             fanout.publish(unit, now)
             published = True
     return published

@@ -89,6 +89,10 @@ class PsDemuxer:
         self._psm_version: int | None = None
         self._psm_types: dict[int, StreamType] = {}
         self._tracks: dict[int, _Track] = {}
+        # A PES split over many RTP packets: the parser stopped at a packet whose end (plus the
+        # next start code) is not here yet; until the buffer holds this many bytes, feeding only
+        # appends (a 64 KiB key-frame PES is ~45 RTP payloads, each would re-read its header).
+        self._need = 0
 
     @property
     def stream_types(self) -> dict[int, StreamType]:
@@ -101,6 +105,8 @@ class PsDemuxer:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise PsDemuxError(f"feed() takes bytes, not {type(data).__name__}")
         self._buf += data
+        if len(self._buf) < self._need:
+            return []
         out: list[AccessUnit] = []
         self._parse(out, final=False)
         return out
@@ -126,6 +132,7 @@ class PsDemuxer:
     def _parse(self, out: list[AccessUnit], final: bool) -> None:
         buf = self._buf
         pos = 0
+        self._need = 0
         while True:
             if self._unbounded is not None:
                 pos = self._continue_unbounded(pos, out)
@@ -149,6 +156,7 @@ class PsDemuxer:
                 continue
             step = self._packet(pos, out, final)
             if step == NEED_MORE:
+                self._need = max(0, self._need - pos)  # set when a sized packet waits for its end
                 break
             pos = self._lose_sync(pos) if step == BAD else pos + step
         del buf[:pos]
@@ -173,6 +181,7 @@ class PsDemuxer:
             return self._start_unbounded(pos, sid, out)
         avail = len(buf) - pos
         if avail < total + 4 and not final:
+            self._need = pos + total + 4
             return NEED_MORE  # wait for the packet and the start code that must follow it
         if avail < total:
             return self._truncated_tail(pos)
@@ -351,7 +360,8 @@ class PsDemuxer:
         if track.buffered > self.max_unit_size:
             self.stats.oversized += 1
             self._drop_track(track)
-        if sum(t.buffered for t in self._tracks.values()) > self.max_buffered:
+        # One track holds at most max_unit_size <= max_buffered after the check above: no sum needed.
+        if len(self._tracks) > 1 and sum(t.buffered for t in self._tracks.values()) > self.max_buffered:
             for other in self._tracks.values():
                 if other.buffered:
                     self.stats.oversized += 1

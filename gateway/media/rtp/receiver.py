@@ -21,6 +21,15 @@ authenticated signalling host, for NAT). Packets from another host are dropped a
 ``foreign_address``, with another SSRC as ``foreign_ssrc``. The first admitted packet
 then locks the exact SSRC and source address; the receiver never adopts the first
 sender of an open port.
+
+Fast path (issue 12): once a stream is locked, a datagram from the locked address with
+the plain GB/T 28181 header (``0x80``: no padding, extension or CSRC), an admitted
+payload type, the locked SSRC and exactly the next sequence number while nothing is
+held back is counted and queued as it came, without building an :class:`RtpPacket`.
+That is what nearly every packet of a healthy stream is; everything else (the first
+packet, gaps, reordering, restarts, other sources) takes the general path. Both give
+the same counters, order and payloads: :meth:`RtpReceiver.next_payload` hands out the
+payload bytes, :meth:`RtpReceiver.next_packet` the parsed packet.
 """
 
 from __future__ import annotations
@@ -29,7 +38,15 @@ from collections import deque
 from dataclasses import dataclass, fields
 
 from gateway.errors import ConfigError
-from gateway.media.rtp.packet import RtpPacket, RtpParseError, is_rtcp, seq_add, seq_diff, ts_diff
+from gateway.media.rtp.packet import (
+    RTP_HEADER_SIZE,
+    RtpPacket,
+    RtpParseError,
+    is_rtcp,
+    seq_add,
+    seq_diff,
+    ts_diff,
+)
 
 Addr = tuple[str, int]
 
@@ -116,7 +133,9 @@ class RtpReceiver:
         self._gap_since: float | None = None
         # Ring of recently accepted extended seqs, to tell duplicates from late packets.
         self._seen = [-1] * (2 * self._max_misorder)
-        self._ready: deque[RtpPacket] = deque()
+        # In-order packets: parsed ones, or (fast path) the datagram itself, a plain 12-byte header.
+        self._ready: deque[RtpPacket | bytes] = deque()
+        self._fast_source: Addr | None = None  # the locked source once the fast path may run
         self._max_ready = max_ready
         self._rtcp: deque[tuple[bytes, Addr]] = deque(maxlen=_RTCP_QUEUE)
 
@@ -139,6 +158,7 @@ class RtpReceiver:
         SSRC and exact source address (see :attr:`ssrc`, :attr:`source`).
         """
         self._armed = True
+        self._fast_source = None  # the next admitted packet re-checks the new hosts
         if self._ssrc is None:
             self._ssrcs = ssrcs
         self._hosts = hosts
@@ -171,6 +191,17 @@ class RtpReceiver:
 
     def receive(self, data: bytes, source: Addr, arrival: float) -> None:
         """Take one datagram or RFC 4571 frame; never raises for bad input."""
+        if source == self._fast_source and type(data) is bytes and len(data) >= RTP_HEADER_SIZE and data[0] == 0x80:
+            second = data[1]
+            if (
+                (second & 0x7F in self._payload_types or not self._payload_types)
+                and not 192 <= second <= 223
+                and not self._buffer
+                and (data[2] << 8 | data[3]) == (self._next or 0) & 0xFFFF
+                and int.from_bytes(data[8:12]) == self._ssrc
+            ):
+                self._receive_next(data, arrival)
+                return
         if not self._armed:
             self._counts["before_answer"] += 1
             return
@@ -190,7 +221,32 @@ class RtpReceiver:
             self._counts["received"] += 1
             self._counts["bytes"] += len(data)
             self._insert(packet, arrival)
+            if self._lock_source and self._source == source:
+                self._fast_source = source
         self._expire(arrival)
+
+    def _receive_next(self, data: bytes, arrival: float) -> None:
+        """The fast path: exactly what :meth:`_insert` does for the next packet with nothing buffered."""
+        counts = self._counts
+        counts["received"] += 1
+        counts["bytes"] += len(data)
+        timestamp = int.from_bytes(data[4:8])
+        last = self._last_transit  # _update_jitter, inlined
+        self._last_transit = (arrival, timestamp)
+        if last is not None:
+            d = (arrival - last[0]) * self._clock_rate - ts_diff(timestamp, last[1])
+            self._jitter += (abs(d) - self._jitter) / 16
+        ext = self._next
+        assert ext is not None
+        self._probe = None
+        self._highest = ext  # nothing is buffered, so every seen packet is below `ext`
+        self._seen[ext % len(self._seen)] = ext
+        self._next = ext + 1
+        ready = self._ready
+        if len(ready) >= self._max_ready:  # _push, inlined
+            ready.popleft()
+            counts["overflow"] += 1
+        ready.append(data)
 
     def flush(self, now: float) -> None:
         """Skip gaps that have been open ``max_delay`` seconds by ``now``."""
@@ -207,7 +263,16 @@ class RtpReceiver:
         if not self._ready:
             return None
         self._counts["delivered"] += 1
-        return self._ready.popleft()
+        item = self._ready.popleft()
+        return RtpPacket.parse(item) if isinstance(item, bytes) else item
+
+    def next_payload(self) -> bytes | None:
+        """The payload of the next packet in sequence order (what :meth:`next_packet` would carry)."""
+        if not self._ready:
+            return None
+        self._counts["delivered"] += 1
+        item = self._ready.popleft()
+        return item[RTP_HEADER_SIZE:] if isinstance(item, bytes) else item.payload
 
     def next_rtcp(self) -> tuple[bytes, Addr] | None:
         """The next RTCP datagram seen on the RTP port (RFC 5761 mux), for the RTCP layer."""
@@ -302,7 +367,7 @@ class RtpReceiver:
             self._skip_to(min(self._buffer))
             self._release()
 
-    def _push(self, packet: RtpPacket) -> None:
+    def _push(self, packet: RtpPacket | bytes) -> None:
         if len(self._ready) >= self._max_ready:
             self._ready.popleft()
             self._counts["overflow"] += 1
