@@ -190,7 +190,15 @@ async def test_an_alarm_reaches_district_municipal_and_police_once_each(
     for p in (d1, municipal, police):
         assert await wait_for(lambda p=p: p.queries.is_registered(gateway.config.id), 30)  # type: ignore[misc]
         assert await p.queries.ask(gateway.config.id, "Catalog") is not None
-    assert await wait_for(lambda: all(len(p.directory.channels) > 0 for p in (d1, municipal, police)), 60)
+    # Each platform holds this kindergarten's alarm input (type 134) before the press: a platform places
+    # an alarm by its source channel, and an alarm now overtakes catalog traffic (alarms first, issue 12).
+    assert await wait_for(
+        lambda: all(
+            any(c.kindergarten_id == kg.id and c.id[10:13] == "134" for c in p.directory.channels.values())
+            for p in (d1, municipal, police)
+        ),
+        60,
+    )
     fleet.press(kg.id, "button")
     fleet.press(kg.id, "tamper")  # a device fault: not for the police
     for p in (d1, municipal):
@@ -267,3 +275,4 @@ async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(
     restarted = await platform(platform_factory, "municipal", sip_port=port)
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 60)
     assert await wait_for(lambda: set(restarted.directory.channels) == set(gateway.directory.channels), 60)
+
