@@ -93,6 +93,7 @@ class FleetOptions:
     ipc_mode: bool = False
     cameras: tuple[int, int] = (8, 16)
     shard: tuple[int, int] = (0, 1)  # (i, n): only every n-th kindergarten from the i-th (n processes share a city)
+    only_districts: tuple[str, ...] = ()  # only these districts' kindergartens (); () = all
     expires: int = 3600
     keepalive_interval: float = 60.0
     rate: float = 2000.0  # devices started per second
@@ -172,6 +173,8 @@ class Fleet:
         city = build_city(
             opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
         )
+        if opts.only_districts:
+            city = [k for k in city if k.district_code in opts.only_districts]
         shard, shards = opts.shard
         self.city = city[shard::shards]
         summary = city_summary(self.city)
