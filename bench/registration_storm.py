@@ -191,6 +191,7 @@ def spy_on(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen
 
 
 GATEWAY_ID = "12010000002090000001"
+POLL = 0.5  # s between scrapes of every gateway's /metrics (each costs the gateway a few ms at 20k devices)
 
 
 @dataclass
@@ -267,7 +268,7 @@ def run_phase(
             Gateway(i, free_port(), free_port(), f"{GATEWAY_ID[:-2]}{i + 1:02d}", codes, count)
             for i, (codes, count) in enumerate(shares)
         ]
-        spy = None
+        spy = settle_spy = None
         try:
             for gw in gws:
                 extra = ["--id", gw.gateway_id, "--node", f"gw{gw.index}"]
@@ -312,6 +313,10 @@ def run_phase(
                         gw.t_online, gw.cpu_online = now, cpu_seconds(gw.proc.pid)
                         if all(g.t_online is not None for g in gws):
                             sim_online = sum(cpu_seconds(p.pid) for p in sims)
+                            if py_spy:  # and what follows: the paced queries, catalogs, first keepalives
+                                settle_spy = spy_on(
+                                    py_spy, procs[0].pid, 20, ROOT / "bench" / "results" / f"{name}-settle.stacks"
+                                )
                     if gw.t_online is not None and gw.t_settled is None and settled_catalogs(m) >= gw.expected:
                         gw.t_settled, gw.cpu_settled = now, cpu_seconds(gw.proc.pid)
                         if all(g.t_settled is not None for g in gws):
@@ -320,7 +325,7 @@ def run_phase(
                     break
                 if any(p.poll() is not None for p in (*procs, *sims)):
                     raise RuntimeError(f"{name}: a process exited")
-                time.sleep(0.25)
+                time.sleep(POLL)
             online = sum(m.get("kgw_devices_online", 0) for m in metrics.values())
             if t_first is None or any(gw.t_online is None for gw in gws):
                 raise RuntimeError(f"{name}: only {online} of {total} devices came online")
@@ -389,8 +394,9 @@ def run_phase(
             result["simulator_peak_rss_mib"] = round(max(rss_mib(p.pid) for p in sims), 1)
             return result
         finally:
-            if spy is not None:
-                spy.wait(timeout=60)
+            for profiler in (spy, settle_spy):
+                if profiler is not None:
+                    profiler.wait(timeout=60)
             stop(*(p for gw in gws for p in gw.simulators), *(gw.proc for gw in gws if gw.proc is not None))
 
 

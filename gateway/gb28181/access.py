@@ -100,7 +100,7 @@ class AccessConfig:
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0
-    max_inflight_queries: int = 64
+    max_inflight_queries: int = 256  # the pacer bounds how fast they come; this, how many wait on slow devices
     query_on_register: bool = True
     # The DeviceInfo and Catalog queries of new registrations start at this many devices a
     # second (a burst of ``initial_query_burst`` at once): during a registration storm the
