@@ -171,13 +171,7 @@ class Fleet:
         opts = self.options
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
-        city = build_city(
-            opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
-        )
-        if opts.only_districts:
-            city = [k for k in city if k.district_code in opts.only_districts]
-        shard, shards = opts.shard
-        self.city = city[shard::shards]
+        self.city = fleet_city(opts)
         summary = city_summary(self.city)
         log.info(
             "simulated city: %d kindergartens, %d devices, %d channels",
@@ -493,6 +487,16 @@ class Fleet:
             if node.media is not None:
                 total.add(node.media.totals())
         return total
+
+
+def fleet_city(opts: FleetOptions) -> list[SimKindergarten]:
+    """The kindergartens this simulator runs: the seeded city, only ``only_districts`` (if given),
+    every ``n``-th from the ``i``-th of ``shard`` — so n processes with the same options share it."""
+    city = build_city(opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode)
+    if opts.only_districts:
+        city = [k for k in city if k.district_code in opts.only_districts]
+    shard, shards = opts.shard
+    return city[shard::shards]
 
 
 def alarm_device_of(kindergarten: SimKindergarten, kind: str) -> SimDevice:
