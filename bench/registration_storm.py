@@ -98,7 +98,7 @@ def scrape(http: int) -> dict[str, float]:
     return out
 
 
-def wait_http(http: int, timeout: float = 30.0) -> None:
+def wait_http(http: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

@@ -57,6 +57,7 @@ from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.housekeeping import GC_THRESHOLDS
 from gateway.io.sip_io import SipDriver
 from simulators.audio_sink import AudioSinks
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
@@ -250,6 +251,7 @@ class Fleet:
         # (a full collection rescanning them every few seconds is CPU the gateway could use).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         await self._ramp()
         if opts.alarm_rate > 0 and self.nodes:
             self._alarm_task = asyncio.create_task(self._alarm_loop(opts.alarm_rate), name="kgw-sim-alarms")
