@@ -35,6 +35,8 @@ from gateway.audit.upper_views import upper_view_recorder
 from gateway.broadcast import BroadcastService, audio_output_finder
 from gateway.cascade.broadcast_relay import UpperBroadcastRelay
 from gateway.cascade.service import CascadeService
+from gateway.city_view import CityView
+from gateway.cluster_nodes import HEARTBEAT_PERIOD, NodeBook, NodeRecord
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
 from gateway.device_control import DeviceControlService
@@ -48,12 +50,14 @@ from gateway.device_credentials import (
 )
 from gateway.device_csv import DeviceCredential
 from gateway.downloads import DownloadLimits, DownloadService, download_directory
+from gateway.errors import StoreError
 from gateway.gb28181.sdp import MediaTransport
 from gateway.history_uplink import HistoryUplink
 from gateway.housekeeping import GC_THRESHOLDS, housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.broadcast_routes import add_broadcast_routes
+from gateway.httpapi.city import add_city_routes
 from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
@@ -116,6 +120,7 @@ class GatewayService:
         self.wall_offset = 0.0
         self.http_port = 0
         self.cascade: CascadeService | None = None
+        self.nodes: NodeBook | None = None  # the deployment's gateway processes (several-process cities only)
         # Built by start() (they need the running loop):
         self.audit: AuditTrail
         self.sip: SipStack
@@ -158,7 +163,8 @@ class GatewayService:
         self.wall_offset = time.time() - loop.time()
         await self.store.open()
         stack.push_async_callback(self.store.close)
-        rows = await load_directory(self.store, directory)
+        cluster = config.cluster
+        rows = await load_directory(self.store, directory, None if cluster.serves_everything else cluster.serves)
         imported = await asyncio.to_thread(load_credentials, sqlite_path(config.db), config.domain)
         if imported:  # per-device passwords of `kgw devices import` (strict enrolment)
             config = self.config = with_credentials(config, imported)
@@ -339,6 +345,7 @@ class GatewayService:
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
+                *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
             ),
         )
         self.http_app = app  # its routes (tests enumerate them: none may answer without a login)
@@ -350,6 +357,9 @@ class GatewayService:
             app, config.http_host, config.http_port, tls=tls, trusted_proxies=config.trusted_proxies
         )
         stack.push_async_callback(runner.cleanup)
+        if self.nodes is not None:
+            beat = loop.create_task(self._heartbeat(self.nodes), name="kgw-node-heartbeat")
+            stack.callback(beat.cancel)
         stack.push_async_callback(receiver.stop)  # alarms being stored are answered before SIP closes
 
         chores = loop.create_task(housekeeping(directory, self.writer, sip.access, self.wall), name="kgw-chores")
@@ -370,6 +380,35 @@ class GatewayService:
             config.db,
             config.enrolment,
         )
+
+    async def _city_view(self) -> CityView | None:
+        """Several gateway processes (gateway/cluster.py): the node table and the whole-city view; else None."""
+        cluster = self.config.cluster
+        if cluster.serves_everything:
+            return None
+        self.nodes = NodeBook(self.config.db)
+        await asyncio.to_thread(self.nodes.open)
+        self._stack.callback(self.nodes.close)
+        return CityView(self.store, self.directory, cluster, self.nodes)
+
+    async def _heartbeat(self, nodes: NodeBook) -> None:
+        """This process's row in the node table, every HEARTBEAT_PERIOD s (how the others tell it is alive)."""
+        config, started = self.config, time.time()
+        while True:
+            record = NodeRecord(
+                config.node,
+                config.id,
+                config.districts,
+                f"{advertised_host(config)}:{self.sip.port}",
+                self.public_base(),
+                started,
+                time.time(),
+            )
+            try:
+                await asyncio.to_thread(nodes.heartbeat, record)
+            except StoreError as exc:
+                log.warning("node heartbeat not written: %s", exc)
+            await asyncio.sleep(HEARTBEAT_PERIOD)
 
     async def _import_devices(self, rows: Sequence[DeviceCredential]) -> int:
         """Store imported credentials as HA1s (all or nothing), then let the running registrar use them."""

@@ -269,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only the gateway and the city, without the 16 district, municipal and police platforms",
     )
+    demo.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes splitting the 16 districts (default 1); devices register at gateway 1's address "
+        "and are redirected (302) to their district's gateway; all on one database",
+    )
+    demo.add_argument(
+        "--db",
+        help="the database: postgresql://USER@HOST:PORT/DB (default with --gateways N: an embedded PostgreSQL; "
+        "else the SQLite file in --data-dir)",
+    )
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     demo.add_argument("--tls-cert", metavar="FILE", help="serve every console over HTTPS with this PEM certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
@@ -670,6 +682,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             platforms=not args.no_platforms,
             tls_cert=args.tls_cert or "",
             tls_key=args.tls_key or "",
+            gateways=args.gateways,
+            db=args.db or "",
         )
     )
 

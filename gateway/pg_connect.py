@@ -10,6 +10,7 @@ be rewritten as coroutines on the event loop the alarms must keep free.
 
 from __future__ import annotations
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway.errors import StoreError
@@ -32,6 +33,12 @@ def open_pool(url: str, *, name: str, min_size: int = 1, max_size: int = 4, time
     """
     if not is_postgres_url(url):
         raise StoreError(f"not a PostgreSQL URL: {url.split('://', 1)[0]!r}")
+    # One direct connection first: a refused connection, a wrong password or an unknown database
+    # fails now with the server's own words, instead of the pool retrying until its timeout.
+    try:
+        psycopg.connect(url, connect_timeout=max(1, round(timeout)), application_name=f"kgw-{name}").close()
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to PostgreSQL ({_safe(url)}): {_first_line(exc)}") from exc
     pool = ConnectionPool(
         url,
         name=name,
@@ -39,6 +46,8 @@ def open_pool(url: str, *, name: str, min_size: int = 1, max_size: int = 4, time
         max_size=max_size,
         timeout=timeout,
         open=False,
+        # Checked on every checkout: after the server restarted, a dead connection is replaced, not used.
+        check=ConnectionPool.check_connection,
         kwargs={"application_name": f"kgw-{name}"},
     )
     try:
@@ -47,6 +56,12 @@ def open_pool(url: str, *, name: str, min_size: int = 1, max_size: int = 4, time
         pool.close()
         raise StoreError(f"cannot connect to PostgreSQL ({_safe(url)}): {exc}") from exc
     return pool
+
+
+def _first_line(exc: BaseException) -> str:
+    """libpq's message without its hint lines (they repeat the host)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _safe(url: str) -> str:

@@ -28,6 +28,7 @@ from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec, load_config
+from gateway.deployment import DEFAULT_DEVICE_PASSWORD
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.gb28181.sip.transport import Transport
 from gateway.security.accounts import ApiToken, User, secret_digest
@@ -37,11 +38,13 @@ from gateway.security.service import new_token_secret
 from gateway.security.sqlite_accounts import open_account_store
 from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
+from simulators.demo_cluster import GatewayChild, child_env, plan_gateways, split_city_ports, stop_all, toml_config
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
 from simulators.fleet import Fleet, FleetOptions
 from simulators.hevc import DEMO_HEVC_SHARE
 from simulators.mosquitto import MosquittoBroker, mosquitto_available
 from simulators.police_receiver import PoliceReceiver, format_report
+from simulators.postgres import PostgresServer
 
 log = logging.getLogger("kgw.demo")
 
@@ -68,6 +71,8 @@ class DemoOptions:
     platforms: bool = True
     tls_cert: str = ""  # serve every console over HTTPS (PEM files)
     tls_key: str = ""
+    gateways: int = 1  # > 1: that many gateway processes splitting the districts (simulators/demo_cluster.py)
+    db: str = ""  # gateways > 1: the shared database ("" = an embedded PostgreSQL); else the gateway's
 
 
 @dataclass
@@ -82,6 +87,8 @@ class Demo:
     police_receiver: PoliceReceiver | None = None
     platform_passwords: dict[str, str] = field(default_factory=dict)  # name -> what the gateway registers with
     admin_password: str = ""  # the demo administrator's, new at each start
+    children: list[GatewayChild] = field(default_factory=list)  # --gateways N: the gateway processes
+    postgres: PostgresServer | None = None  # --gateways N without --db: the embedded database
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
@@ -106,13 +113,16 @@ class Demo:
             mqtt = self.broker.url
         elif opts.mqtt:
             log.warning("mosquitto is not installed (run scripts/setup.sh): alarms go to the platforms and API only")
-        uppers = tuple(self._upper_spec(name, service) for name, service in self.platforms.items())
         fleet_token = new_token_secret()  # the simulator provisions its kindergartens with it
+        if opts.gateways > 1:
+            await self._start_split_city(mqtt, fleet_token)
+            return
+        uppers = tuple(self._upper_spec(name, service) for name, service in self.platforms.items())
         config = load_config(
             None,
             sip_port=opts.sip_port,
             http_port=opts.http_port,
-            db=f"{opts.data_dir}/gateway.db",
+            db=opts.db or f"{opts.data_dir}/gateway.db",
             api_tokens=(ApiToken("demo-simulator", secret_digest(fleet_token), Role.CITY_ADMIN),),
             **self._login_settings(),
             keepalive_interval=opts.keepalive_interval,
@@ -123,6 +133,11 @@ class Demo:
         )
         self.gateway = build_gateway(config)
         await self.gateway.start()
+        await self._start_police()
+        api = f"{self.scheme}://127.0.0.1:{self.gateway.http_port}"
+        await self._start_fleet(self.gateway.sip_port, config.id, config.password, api, fleet_token)
+
+    async def _start_police(self) -> None:
         if self.broker is not None:
             self.police_receiver = PoliceReceiver(
                 self.broker.url,
@@ -132,17 +147,22 @@ class Demo:
             )
             await self.police_receiver.start()
             self._tasks.append(asyncio.create_task(self._report()))
-        api = f"{self.scheme}://127.0.0.1:{self.gateway.http_port}"
+
+    async def _start_fleet(
+        self, sip_port: int, gateway_id: str, password: str, api: str, token: str, also: tuple[str, ...] = ()
+    ) -> None:
+        opts = self.options
         self.fleet = Fleet(
             FleetOptions(
-                gateway_port=self.gateway.sip_port,
-                gateway_id=config.id,
-                password=config.password,
+                gateway_port=sip_port,
+                gateway_id=gateway_id,
+                password=password,
                 kindergartens=opts.kindergartens,
                 transport=Transport(opts.transport.upper()),
                 keepalive_interval=opts.keepalive_interval,
                 api=api,
-                api_token=fleet_token,
+                also_provision=also,
+                api_token=token,
                 api_cafile=opts.tls_cert or None,
                 alarm_rate=opts.alarm_rate,
                 control_port=self.ports.control_port,
@@ -150,6 +170,58 @@ class Demo:
             )
         )
         await self.fleet.start()
+
+    async def _start_split_city(self, mqtt: str, fleet_token: str) -> None:
+        """``--gateways N``: N gateway processes on one database, the city registering at gateway 1's address."""
+        opts = self.options
+        plans = plan_gateways(opts.gateways, opts.sip_port, opts.http_port)
+        ensure_free([use for plan in plans[1:] for use in split_city_ports(plan)])
+        db = opts.db
+        if not db:
+            self.postgres = PostgresServer()
+            await asyncio.to_thread(self.postgres.start)
+            db = self.postgres.url
+        uppers = [self._upper_table(name, service) for name, service in self.platforms.items()]
+        tokens = [{"name": "demo-simulator", "role": "city_admin", "sha256": secret_digest(fleet_token)}]
+        env = child_env()
+        for plan in plans:
+            settings: dict[str, Any] = {
+                "db": db,
+                "accounts_db": self._login_settings()["accounts_db"],
+                "keepalive_interval": opts.keepalive_interval,
+                "flush_interval": 1.0,
+                "alarm_escalate_after": opts.escalate_after,
+                "media_ports": plan.media_ports,
+                "mqtt": mqtt,
+                "download_dir": f"{opts.data_dir}/downloads-{plan.node}",
+            }
+            if opts.tls_cert:
+                settings.update(tls_cert=opts.tls_cert, tls_key=opts.tls_key)
+            child = GatewayChild(plan, Path(opts.data_dir), toml_config(settings, uppers, tokens), env)
+            child.start()
+            self.children.append(child)
+        await asyncio.gather(*(child.ready(self.scheme) for child in self.children))
+        await self._start_police()
+        first, apis = plans[0], [f"{self.scheme}://127.0.0.1:{p.http_port}" for p in plans]
+        await self._start_fleet(
+            first.sip_port, first.gateway_id, DEFAULT_DEVICE_PASSWORD, apis[0], fleet_token, tuple(apis[1:])
+        )
+
+    def _upper_table(self, name: str, service: GatewayService) -> dict[str, Any]:
+        """A platform as a ``[[upper_platforms]]`` table of a gateway child's TOML file."""
+        level = "district" if name.startswith("district-") else name
+        table: dict[str, Any] = {
+            "name": name,
+            "level": level,
+            "server_id": service.config.id,
+            "host": "127.0.0.1",
+            "port": service.sip_port,
+            "password": self.platform_passwords[name],
+            "keepalive_interval": self.options.keepalive_interval,
+        }
+        if level == "district":
+            table["district"] = name.removeprefix("district-")
+        return table
 
     @property
     def scheme(self) -> str:
@@ -214,6 +286,8 @@ class Demo:
 
     def banner(self) -> str:
         """What to open, for the operator."""
+        if self.children:
+            return self._split_banner()
         assert self.gateway is not None and self.fleet is not None
         gw = self.gateway
         api = f"{self.scheme}://127.0.0.1:{gw.http_port}"
@@ -251,12 +325,41 @@ class Demo:
         ]
         return "\n".join(lines)
 
+    def _split_banner(self) -> str:
+        """The banner of ``--gateways N``: every gateway's console, its districts and SIP port."""
+        assert self.fleet is not None
+        first = self.children[0].plan
+        db = self.postgres.url if self.postgres is not None else self.options.db
+        lines = [
+            f"kgw demo is running: {self.options.kindergartens} simulated kindergartens, {len(self.fleet.agents)} "
+            f"devices registering at the city address 127.0.0.1:{first.sip_port} (302 to their district's gateway), "
+            f"{len(self.children)} gateway processes on {db.split('@')[-1]}",
+            f"  login     {DEMO_ADMIN} / {self.admin_password}  (demo administrator; one login for every console)",
+        ]
+        for child in self.children:
+            plan = child.plan
+            names = "、".join(TIANJIN_DISTRICTS.get(code, code) for code in plan.districts)
+            lines.append(
+                f"  gateway   {self.scheme}://127.0.0.1:{plan.http_port}/   {plan.node} ({plan.gateway_id}), SIP "
+                f"{plan.sip_port}, media {plan.media_ports}: {names}  (log {child.log_path})"
+            )
+        for name, service in self.platforms.items():
+            lines.append(f"  platform  {self.scheme}://127.0.0.1:{service.http_port}/   {name} ({service.config.id})")
+        api = f"{self.scheme}://127.0.0.1:{first.http_port}"
+        lines += [
+            f"  nodes     {api}/api/nodes   (every console lists the whole city: {api}/api/districts)",
+            f'  press     curl -X POST http://127.0.0.1:{self.fleet.control_port}/press -d \'{{"kind": "button"}}\'',
+            "Press Ctrl-C to stop.",
+        ]
+        return "\n".join(lines)
+
     async def stop(self) -> None:
         """Everything in reverse order; the gateway unregisters from its uppers on the way."""
         if self.fleet is not None:
             await self.fleet.stop()
         if self.gateway is not None:
             await self.gateway.stop()
+        await stop_all(self.children)
         for service in self.platforms.values():
             await service.stop()
         if self.police_receiver is not None:
@@ -269,3 +372,6 @@ class Demo:
         if self.broker is not None:
             await self.broker.stop()
             self.broker.cleanup()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
+            self.postgres.cleanup()

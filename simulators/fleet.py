@@ -106,6 +106,7 @@ class FleetOptions:
     malformed: int = 0  # how many devices send a broken keepalive every 3rd time
     local_host: str = "127.0.0.1"
     api: str | None = None  # gateway HTTP API to provision kindergartens into
+    also_provision: tuple[str, ...] = ()  # the other gateway processes' APIs (kgw demo --gateways N)
     confirm_areas: bool = True  # provisioning confirms the cameras' areas from the plan (as an installer would)
     api_token: str | None = None  # its API token (Authorization: Bearer); default: env KGW_API_TOKEN
     api_cafile: str | None = None  # an https API's own certificate (the demo's, on loopback)
@@ -180,10 +181,10 @@ class Fleet:
             summary["devices"],
             summary["channels"],
         )
-        if opts.api:
+        for api in (opts.api, *opts.also_provision) if opts.api else ():
             await asyncio.to_thread(
                 provision,
-                opts.api,
+                api,
                 self.city,
                 confirm_areas=opts.confirm_areas,
                 token=opts.api_token,

@@ -93,13 +93,19 @@ class AlarmIntake:
         local_offset: Callable[[float], float] | None = None,
         rate: float = 1.0,
         burst: float = 10.0,
+        next_seq: Callable[[], int] | None = None,
+        node: str = "gateway",
     ) -> None:
         """``local_offset(t)`` is the gateway's UTC offset in s at ``t`` (GB times are local);
-        ``rate``/``burst`` bound the new alarms per group (module doc)."""
+        ``rate``/``burst`` bound the new alarms per group (module doc). ``next_seq`` hands out
+        seqs unique across the nodes sharing the database (default: counting from ``first_seq``);
+        ``node`` is stamped on every new alarm."""
         self._new_id = new_id
         self.window = window
         self.max_remembered = max_remembered
         self._next_seq = first_seq
+        self._seq_source = next_seq
+        self.node = node
         self._local_offset = local_offset or (lambda _t: 0.0)
         self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()  # key -> (alarm id, received_at)
         self._buckets = TokenBuckets(rate, burst, max_keys=max_remembered)
@@ -167,7 +173,7 @@ class AlarmIntake:
             problems.append("sender not registered")
         alarm = Alarm(
             id=self._new_id(),
-            seq=self._next_seq,
+            seq=self._next_seq if self._seq_source is None else self._seq_source(),
             dedupe_key=key,
             device_id=notice.device_id,
             source_id=source_id,
@@ -188,6 +194,7 @@ class AlarmIntake:
             peer=notice.peer,
             verified=not reason,
             unverified_reason=reason,
+            node=self.node,
         )
         self._next_seq += 1
         self.remember(alarm)

@@ -190,6 +190,7 @@ class Alarm:
     verified_at: float | None = None
     repeats: int = 0  # rate-limited notifications of the same kind collapsed into this alarm
     last_repeat_at: float | None = None
+    node: str = "gateway"  # the gateway node that received it: it alone delivers it (several nodes, one database)
 
     @property
     def kind(self) -> AlarmKind:

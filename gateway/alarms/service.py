@@ -60,6 +60,7 @@ from gateway.alarms.model import (
 )
 from gateway.alarms.outbox import Outbox, RetryPolicy
 from gateway.alarms.payload import Enrichment, build_payload, encode_payload
+from gateway.alarms.seqs import SeqBlocks
 from gateway.alarms.sinks.base import OutboundMessage, Sink
 from gateway.alarms.store import AlarmStore
 from gateway.alarms.writer import AlarmWriter
@@ -119,12 +120,17 @@ class AlarmService:
         self.clock = clock
         self.outbox = Outbox(self.settings.retry, random.random)
         self.lifecycle = Lifecycle(self.settings.escalate_after)
+        # Seqs from blocks the store reserves: unique across the nodes sharing the database.
+        self.seqs = SeqBlocks()
+        self._seq_refill: asyncio.Task[None] | None = None
         self.intake = AlarmIntake(
             lambda: uuid.uuid4().hex,
             window=self.settings.dedupe_window,
             local_offset=_local_utc_offset,
             rate=self.settings.rate,
             burst=self.settings.burst,
+            next_seq=self.seqs.take,
+            node=store.node,
         )
         self._held: dict[tuple[str, str], set[str]] = {}  # (device, peer) -> unverified open alarm ids
         self._repeat_published: dict[str, float] = {}  # alarm id -> when a repeat last reached the consoles
@@ -167,7 +173,7 @@ class AlarmService:
                 if not alarm.verified:
                     self._held.setdefault((alarm.device_id, alarm.peer), set()).add(alarm.id)
             self.lifecycle.track(alarm)
-        self.intake.remember_seq(await self._run(self.store.max_seq))
+        await self._more_seqs()
         known = {a.id: a for a in recent}
         restored = await self._run(self.store.load_open_deliveries)
         for delivery in restored:
@@ -214,6 +220,9 @@ class AlarmService:
         for attempt in list(self._attempts):
             attempt.cancel()
         await asyncio.gather(*self._attempts, return_exceptions=True)
+        if self._seq_refill is not None:
+            self._seq_refill.cancel()
+            await asyncio.gather(self._seq_refill, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -234,7 +243,11 @@ class AlarmService:
 
     async def receive(self, notice: AlarmNotice, *, collapse: bool = True) -> ReceiveResult:
         """Store the alarm durably (or recognise a repeat); raises StoreError when it cannot be stored."""
+        while not self.seqs.available:  # only when the prefetch below fell behind (a storm)
+            await asyncio.shield(self._more_seqs())
         result = self.intake.accept(notice, self._state_of, collapse=collapse)
+        if self.seqs.wants_more:
+            self._more_seqs()
         if result.collapsed_into is not None:
             return await self._collapse(result.collapsed_into, notice)
         if result.alarm is None:
@@ -295,6 +308,22 @@ class AlarmService:
         self._accepted(alarm, deliveries)
         accepted.set_result(None)
         return ReceiveResult(alarm.id, False)
+
+    def _more_seqs(self) -> asyncio.Task[None]:
+        """Reserve the next block of seqs on the store thread (one reservation at a time)."""
+        if self._seq_refill is None or self._seq_refill.done():
+            task = asyncio.get_running_loop().create_task(self._reserve_seqs(), name="kgw-alarm-seqs")
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged in _reserve_seqs
+            self._seq_refill = task
+        return self._seq_refill
+
+    async def _reserve_seqs(self) -> None:
+        try:
+            first = await self._run(self.store.reserve_seqs, self.seqs.block)
+        except StoreError:
+            log.exception("reserving alarm seqs failed")  # the next alarm asks again
+            raise
+        self.seqs.add(first, self.seqs.block)
 
     def _state_of(self, alarm_id: str) -> AlarmState | None:
         """The state of an alarm in memory (being committed counts as new); None when not open."""

@@ -41,7 +41,7 @@ async def start_alarm_service(
         sinks.append(WebhookSink(config.webhook_url, config.webhook_secret, timeout=config.webhook_timeout))
     if upward is not None:
         sinks.append(upward)
-    store = await asyncio.to_thread(open_alarm_store, config.db)
+    store = await asyncio.to_thread(open_alarm_store, config.db, config.node)
     settings = AlarmSettings(
         escalate_after=config.alarm_escalate_after,
         dedupe_window=config.alarm_dedupe_window,

@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.audit.actions import AuditAction
 from gateway.errors import StoreError
 from gateway.gb28181.ids import TIANJIN_DISTRICTS, is_gb_id
+from gateway.httpapi.city import city_directory
 from gateway.httpapi.common import json_error, json_response, paging, query_bool
 from gateway.httpapi.guard import denied, record_denied, requires
 from gateway.httpapi.identity import AUDIT, principal_of
@@ -159,7 +160,7 @@ async def devices(request: web.Request) -> web.Response:
     if scope is None or filters is None:
         return json_response(_empty(offset, limit))
     type_text = request.query.get("type")
-    directory = request.app[DIRECTORY]
+    directory = await city_directory(request, request.app[DIRECTORY])  # the whole city (gateway/city_view.py)
 
     def fetch(at: int, size: int) -> Page[Device]:
         flt = DeviceFilter(
@@ -178,10 +179,12 @@ async def devices(request: web.Request) -> web.Response:
     return json_response(_page(_scoped_page(fetch, keep, scope, offset, limit), _device_json))
 
 
-def _visible_device(request: web.Request, principal: Principal, capability: Capability) -> Device:
+def _visible_device(
+    request: web.Request, principal: Principal, capability: Capability, directory: Directory | None = None
+) -> Device:
     """The path's device when the caller may use ``capability`` on it; 404 as for an unknown one otherwise."""
     device_id = request.match_info["id"]
-    row = request.app[DIRECTORY].device(device_id)
+    row = (directory or request.app[DIRECTORY]).device(device_id)
     if row is None:
         raise json_error(web.HTTPNotFound, f"unknown device {device_id}")
     if not may_see_device(principal, row, capability):
@@ -192,10 +195,13 @@ def _visible_device(request: web.Request, principal: Principal, capability: Capa
 @requires(Capability.DEVICE_READ)
 async def device(request: web.Request) -> web.Response:
     """GET /api/devices/{id}"""
-    return json_response(_device_json(_visible_device(request, principal_of(request), Capability.DEVICE_READ)))
+    city = await city_directory(request, request.app[DIRECTORY])
+    return json_response(_device_json(_visible_device(request, principal_of(request), Capability.DEVICE_READ, city)))
 
 
-def _channel_page(request: web.Request, principal: Principal, device_id: str | None) -> dict[str, Any]:
+def _channel_page(
+    request: web.Request, principal: Principal, device_id: str | None, directory: Directory
+) -> dict[str, Any]:
     """The channels the caller may list, filtered by the query (and by device when given)."""
     offset, limit = paging(request)
     area_text = request.query.get("area")
@@ -208,7 +214,6 @@ def _channel_page(request: web.Request, principal: Principal, device_id: str | N
     filters = _scoped_filters(request, scope)
     if scope is None or filters is None:
         return _empty(offset, limit)
-    directory = request.app[DIRECTORY]
 
     def fetch(at: int, size: int) -> Page[Channel]:
         flt = ChannelFilter(
@@ -287,15 +292,17 @@ async def conflicts(request: web.Request) -> web.Response:
 @requires(Capability.CHANNEL_READ)
 async def channels(request: web.Request) -> web.Response:
     """GET /api/channels?district=&kindergarten=&device=&area=&online=&offset=&limit= (within the caller's scope)"""
-    return json_response(_channel_page(request, principal_of(request), None))
+    city = await city_directory(request, request.app[DIRECTORY])
+    return json_response(_channel_page(request, principal_of(request), None, city))
 
 
 @requires(Capability.DEVICE_READ)
 async def device_channels(request: web.Request) -> web.Response:
     """GET /api/devices/{id}/channels: of a device the caller may see, the channels it may see."""
     principal = principal_of(request)
-    row = _visible_device(request, principal, Capability.DEVICE_READ)
-    return json_response(_channel_page(request, principal, row.id))
+    city = await city_directory(request, request.app[DIRECTORY])
+    row = _visible_device(request, principal, Capability.DEVICE_READ, city)
+    return json_response(_channel_page(request, principal, row.id, city))
 
 
 @requires(Capability.DEVICE_QUERY)
@@ -328,7 +335,7 @@ async def kindergartens(request: web.Request) -> web.Response:
     filters = _scoped_filters(request, scope)
     if scope is None or filters is None:
         return json_response(_empty(offset, limit))
-    directory = request.app[DIRECTORY]
+    directory = await city_directory(request, request.app[DIRECTORY])
     if scope.kindergarten_id is not None:  # one site: no district filter expresses it
         scope = Narrowing(scope.district_code, scope.kindergarten_id, post_filter=True)
 
@@ -408,7 +415,7 @@ def _kindergarten_fields(item: object) -> dict[str, Any]:
 async def districts(request: web.Request) -> web.Response:
     """GET /api/districts: kindergartens, devices and channels online per district (those in scope)."""
     principal = principal_of(request)
-    directory = request.app[DIRECTORY]
+    directory = await city_directory(request, request.app[DIRECTORY])
     scope = narrowing(principal, Capability.DISTRICT_READ)
     figures = _shareable_counts(directory, principal) if scope and scope.post_filter else district_counts(directory)
     counts = [c for c in figures if may_see_district(principal, c.district_code)]

@@ -194,4 +194,17 @@ PG_MIGRATIONS: Final[list[str]] = [
     DROP INDEX IF EXISTS alarm_dedupe;
     ALTER TABLE alarm_delivery ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0 CHECK (urgent IN (0, 1));
     """,
+    # v6: several gateway nodes on one database (issue 12). Each alarm remembers the node that
+    # received it: that node alone reloads and delivers it; listings show every node's. Existing
+    # alarms were the one node's, named "gateway" by default. Alarm seqs are handed out in blocks
+    # from one counter row (never below a stored seq), so they stay unique across nodes.
+    """
+    ALTER TABLE alarm ADD COLUMN node TEXT NOT NULL DEFAULT 'gateway';
+    CREATE INDEX alarm_node ON alarm (node, state);
+    CREATE TABLE alarm_seq_block (
+        id       INTEGER PRIMARY KEY CHECK (id = 1),
+        next_seq BIGINT NOT NULL
+    );
+    INSERT INTO alarm_seq_block (id, next_seq) SELECT 1, COALESCE(MAX(seq), 0) + 1 FROM alarm;
+    """,
 ]

@@ -18,27 +18,35 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
-from operator import attrgetter
 from typing import Any, Final
 
 from gateway.errors import StoreConstraintError, StoreError
+from gateway.registry import sql_rows as rows_
 from gateway.registry.model import (
-    CONFIRMATION_FIELDS,
     AreaConfirmation,
-    AreaTag,
     Channel,
     ChannelChanges,
     ChannelFilter,
     Device,
     DeviceFilter,
     DistrictCount,
-    EntityKind,
     Kindergarten,
     Page,
     PresenceCounts,
     StatusEvent,
     check_page,
+)
+from gateway.registry.sql_rows import (
+    CHANNEL_COLS,
+    CONFIRMATION_COLS,
+    DEVICE_COLS,
+    DISTRICT_COUNTS_SQL,
+    KG_COLS,
+    STATUS_EVENT_COLS,
+    channel_from,
+    device_from,
+    select_sql,
+    upsert_sql,
 )
 from gateway.registry.sqlite_schema import MIGRATIONS, split_statements
 from gateway.sqlite_connect import connect_wal
@@ -47,86 +55,16 @@ __all__ = ["MIGRATIONS", "SqliteStore"]
 
 log = logging.getLogger("kgw.registry")
 
-_KG_COLS: Final = tuple(f.name for f in fields(Kindergarten))
-_DEVICE_COLS: Final = tuple(f.name for f in fields(Device))
-_CHANNEL_COLS: Final = tuple(f.name for f in fields(Channel) if f.name not in CONFIRMATION_FIELDS)
-_CONFIRMATION_COLS: Final = tuple(f.name for f in fields(AreaConfirmation))
-_DEVICE_ONLINE: Final = _DEVICE_COLS.index("online")
-_CHANNEL_ONLINE: Final = _CHANNEL_COLS.index("online")
-_CHANNEL_AREA: Final = _CHANNEL_COLS.index("area")
-_device_values: Final = attrgetter(*_DEVICE_COLS)
-_kg_values: Final = attrgetter(*_KG_COLS)
-_channel_values: Final = attrgetter(*_CHANNEL_COLS)
-
-
-def _upsert_sql(table: str, cols: tuple[str, ...]) -> str:
-    """INSERT … ON CONFLICT(id) DO UPDATE: a full overwrite by id (SQLite ≥ 3.24, PostgreSQL)."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != "id")
-    marks = ", ".join("?" for _ in cols)
-    return f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks}) ON CONFLICT (id) DO UPDATE SET {updates}"
-
-
-_KG_UPSERT: Final = _upsert_sql("kindergarten", _KG_COLS)
-_DEVICE_UPSERT: Final = _upsert_sql("device", _DEVICE_COLS)
-_CHANNEL_UPSERT: Final = _upsert_sql("channel", _CHANNEL_COLS)
-_KG_SELECT: Final = f"SELECT {', '.join(_KG_COLS)} FROM kindergarten"
-_DEVICE_SELECT: Final = f"SELECT {', '.join(_DEVICE_COLS)} FROM device"
-_CHANNEL_SELECT: Final = f"SELECT {', '.join(_CHANNEL_COLS)} FROM channel"
-_CONFIRMATION_UPSERT: Final = (
-    f"INSERT INTO channel_confirmation ({', '.join(_CONFIRMATION_COLS)}) VALUES ({', '.join('?' for _ in _CONFIRMATION_COLS)})"
-    " ON CONFLICT (channel_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _CONFIRMATION_COLS if c != "channel_id")
-)
-# A channel's effective area (confirmed, else suggested) and its confirmed one, for list filters.
-_CONFIRMED_AREA: Final = "(SELECT a.area FROM channel_confirmation a WHERE a.channel_id = channel.id)"
-_EFFECTIVE_AREA: Final = f"COALESCE({_CONFIRMED_AREA}, area)"
-
-_DISTRICT_COUNTS_SQL: Final = """
-WITH k AS (SELECT district_code, COUNT(*) AS n
-           FROM kindergarten GROUP BY district_code),
-     d AS (SELECT district_code, COUNT(*) AS n, SUM(online) AS up
-           FROM device GROUP BY district_code),
-     c AS (SELECT district_code, COUNT(*) AS n, SUM(online) AS up
-           FROM channel GROUP BY district_code),
-     codes AS (SELECT district_code FROM k UNION SELECT district_code FROM d
-               UNION SELECT district_code FROM c)
-SELECT codes.district_code, COALESCE(k.n, 0), COALESCE(d.n, 0), COALESCE(d.up, 0),
-       COALESCE(c.n, 0), COALESCE(c.up, 0)
-FROM codes
-LEFT JOIN k ON k.district_code = codes.district_code
-LEFT JOIN d ON d.district_code = codes.district_code
-LEFT JOIN c ON c.district_code = codes.district_code
-ORDER BY codes.district_code
-"""
-
-
-def _device_row(d: Device) -> tuple[Any, ...]:
-    row: tuple[Any, ...] = _device_values(d)
-    return row
-
-
-def _channel_row(c: Channel) -> tuple[Any, ...]:
-    row = list(_channel_values(c))
-    row[_CHANNEL_AREA] = AreaTag(c.area).value
-    return tuple(row)
-
-
-def _device_from(row: tuple[Any, ...]) -> Device:
-    values = list(row)
-    values[_DEVICE_ONLINE] = bool(values[_DEVICE_ONLINE])
-    return Device(*values)
-
-
-def _channel_from(row: tuple[Any, ...]) -> Channel:
-    values = list(row)
-    values[_CHANNEL_ONLINE] = bool(values[_CHANNEL_ONLINE])
-    values[_CHANNEL_AREA] = AreaTag(values[_CHANNEL_AREA])
-    return Channel(*values)
-
-
-def _event_from(row: tuple[Any, ...]) -> StatusEvent:
-    entity_id, kind, online, at, reason = row
-    return StatusEvent(entity_id, EntityKind(kind), bool(online), at, reason)
+_KG_UPSERT: Final = upsert_sql("kindergarten", KG_COLS, "?")
+_DEVICE_UPSERT: Final = upsert_sql("device", DEVICE_COLS, "?")
+_CHANNEL_UPSERT: Final = upsert_sql("channel", CHANNEL_COLS, "?")
+_CONFIRMATION_UPSERT: Final = rows_.confirmation_upsert_sql("?")
+_KG_SELECT: Final = select_sql("kindergarten", KG_COLS)
+_DEVICE_SELECT: Final = select_sql("device", DEVICE_COLS)
+_CHANNEL_SELECT: Final = select_sql("channel", CHANNEL_COLS)
+_CONFIRMATION_SELECT: Final = select_sql("channel_confirmation", CONFIRMATION_COLS)
+_EVENT_INSERT: Final = f"INSERT INTO status_event ({', '.join(STATUS_EVENT_COLS)}) VALUES (?, ?, ?, ?, ?)"
+_EVENT_SELECT: Final = select_sql("status_event", STATUS_EVENT_COLS)
 
 
 def _changes(cursor: sqlite3.Cursor) -> int:
@@ -263,7 +201,7 @@ class SqliteStore:
     def upsert_kindergartens(self, kindergartens: Iterable[Kindergarten]) -> int:
         """Insert or overwrite kindergartens in one transaction."""
         with self._transaction() as conn:
-            return _changes(conn.executemany(_KG_UPSERT, map(_kg_values, kindergartens)))
+            return _changes(conn.executemany(_KG_UPSERT, map(rows_.kg_row, kindergartens)))
 
     def get_kindergarten(self, kindergarten_id: str) -> Kindergarten | None:
         """One kindergarten by id, or None."""
@@ -285,30 +223,19 @@ class SqliteStore:
     def upsert_devices(self, devices: Iterable[Device]) -> int:
         """Insert or overwrite devices in one transaction."""
         with self._transaction() as conn:
-            return _changes(conn.executemany(_DEVICE_UPSERT, map(_device_row, devices)))
+            return _changes(conn.executemany(_DEVICE_UPSERT, map(rows_.device_row, devices)))
 
     def get_device(self, device_id: str) -> Device | None:
         """One device by id, or None."""
         with self._transaction(write=False) as conn:
             row = conn.execute(f"{_DEVICE_SELECT} WHERE id = ?", (device_id,)).fetchone()
-        return None if row is None else _device_from(row)
+        return None if row is None else device_from(row)
 
     def list_devices(self, flt: DeviceFilter) -> Page[Device]:
         """Devices matching the filter, ordered by id."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("district_code", flt.district_code),
-            ("kindergarten_id", flt.kindergarten_id),
-            ("online", None if flt.online is None else int(flt.online)),
-            ("device_type", flt.device_type),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = rows_.device_where(flt, "?")
         rows, total = self._page("device", _DEVICE_SELECT, where, params, flt.offset, flt.limit)
-        return Page(tuple(map(_device_from, rows)), total, flt.offset, flt.limit)
+        return Page(tuple(map(device_from, rows)), total, flt.offset, flt.limit)
 
     def delete_device(self, device_id: str) -> bool:
         """Forget a device; its channels go with it (ON DELETE CASCADE)."""
@@ -319,46 +246,36 @@ class SqliteStore:
         """Every device ordered by id (startup warm-up)."""
         with self._transaction(write=False) as conn:
             rows = conn.execute(f"{_DEVICE_SELECT} ORDER BY id").fetchall()
-        return [_device_from(r) for r in rows]
+        return [device_from(r) for r in rows]
 
     def load_channels(self) -> list[Channel]:
         """Every channel ordered by id (startup warm-up)."""
         with self._transaction(write=False) as conn:
             rows = conn.execute(f"{_CHANNEL_SELECT} ORDER BY id").fetchall()
-        return [_channel_from(r) for r in rows]
+        return [channel_from(r) for r in rows]
 
     # --- channels --------------------------------------------------------------
 
     def replace_channels(self, device_id: str, channels: Iterable[Channel]) -> ChannelChanges:
         """Make ``channels`` the device's full channel set in one transaction."""
-        wanted: dict[str, Channel] = {}
-        for channel in channels:
-            if channel.device_id != device_id:
-                raise StoreConstraintError(f"channel {channel.id} belongs to {channel.device_id}, not {device_id}")
-            wanted[channel.id] = channel  # a duplicate id in one catalog: last wins
+        wanted = rows_.wanted_channels(device_id, channels)
         with self._transaction() as conn:
             old = {
                 c.id: c
                 for c in map(
-                    _channel_from,
+                    channel_from,
                     conn.execute(f"{_CHANNEL_SELECT} WHERE device_id = ?", (device_id,)),
                 )
             }
             removed = sorted(old.keys() - wanted.keys())
             conn.executemany("DELETE FROM channel WHERE id = ?", ((i,) for i in removed))
-            conn.executemany(_CHANNEL_UPSERT, map(_channel_row, wanted.values()))
-        added = tuple(i for i in wanted if i not in old)
-        changed = tuple(
-            i
-            for i, new in wanted.items()
-            if i in old and replace(new, online=old[i].online, updated_at=old[i].updated_at) != old[i]
-        )
-        return ChannelChanges(added=added, changed=changed, removed=tuple(removed))
+            conn.executemany(_CHANNEL_UPSERT, map(rows_.channel_row, wanted.values()))
+        return rows_.channel_changes(old, wanted, removed)
 
     def upsert_channels(self, channels: Iterable[Channel]) -> int:
         """Insert or overwrite channels (e.g. one part of a multi-part catalog)."""
         with self._transaction() as conn:
-            return _changes(conn.executemany(_CHANNEL_UPSERT, map(_channel_row, channels)))
+            return _changes(conn.executemany(_CHANNEL_UPSERT, map(rows_.channel_row, channels)))
 
     def delete_channels(self, channel_ids: Iterable[str]) -> int:
         """Forget channels (a lower platform's catalog NOTIFY said DEL); return the count deleted."""
@@ -369,35 +286,16 @@ class SqliteStore:
         """One channel by id, or None."""
         with self._transaction(write=False) as conn:
             row = conn.execute(f"{_CHANNEL_SELECT} WHERE id = ?", (channel_id,)).fetchone()
-        return None if row is None else _channel_from(row)
+        return None if row is None else channel_from(row)
 
     def list_channels(self, flt: ChannelFilter) -> Page[Channel]:
         """Channels matching the filter, ordered by id."""
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("district_code", flt.district_code),
-            ("kindergarten_id", flt.kindergarten_id),
-            ("device_id", flt.device_id),
-            ("online", None if flt.online is None else int(flt.online)),
-            ("type_code", flt.type_code),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        areas = flt.areas
-        if areas is not None and not areas:  # e.g. area=CLASSROOM with public_only: nothing may match
+        found = rows_.channel_where(flt, "?")
+        if found is None:
             return Page((), 0, flt.offset, flt.limit)
-        if flt.area is not None:
-            clauses.append(f"{_EFFECTIVE_AREA} = ?")
-            params.append(AreaTag(flt.area).value)
-        if flt.public_only:  # the police view: confirmed public areas only, never a suggestion
-            public = sorted(a.value for a in AreaTag if a.is_public)
-            clauses.append(f"{_CONFIRMED_AREA} IN ({', '.join('?' for _ in public)})")
-            params.extend(public)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = found
         rows, total = self._page("channel", _CHANNEL_SELECT, where, params, flt.offset, flt.limit)
-        return Page(tuple(map(_channel_from, rows)), total, flt.offset, flt.limit)
+        return Page(tuple(map(channel_from, rows)), total, flt.offset, flt.limit)
 
     def _page(
         self, table: str, select: str, where: str, params: list[Any], offset: int, limit: int
@@ -412,9 +310,8 @@ class SqliteStore:
 
     def upsert_area_confirmations(self, confirmations: Iterable[AreaConfirmation]) -> int:
         """Insert or overwrite operators' area confirmations in one transaction."""
-        rows = ((c.channel_id, AreaTag(c.area).value, c.confirmed_by, c.confirmed_at, c.name) for c in confirmations)
         with self._transaction() as conn:
-            return _changes(conn.executemany(_CONFIRMATION_UPSERT, rows))
+            return _changes(conn.executemany(_CONFIRMATION_UPSERT, map(rows_.confirmation_row, confirmations)))
 
     def delete_area_confirmations(self, channel_ids: Iterable[str]) -> int:
         """Withdraw confirmations by channel id; return the count deleted."""
@@ -426,10 +323,8 @@ class SqliteStore:
     def load_area_confirmations(self) -> list[AreaConfirmation]:
         """Every confirmation ordered by channel id (startup warm-up)."""
         with self._transaction(write=False) as conn:
-            rows = conn.execute(
-                f"SELECT {', '.join(_CONFIRMATION_COLS)} FROM channel_confirmation ORDER BY channel_id"
-            ).fetchall()
-        return [AreaConfirmation(i, AreaTag(area), by, at, name) for i, area, by, at, name in rows]
+            rows = conn.execute(f"{_CONFIRMATION_SELECT} ORDER BY channel_id").fetchall()
+        return [rows_.confirmation_from(r) for r in rows]
 
     # --- presence and history ----------------------------------------------------
 
@@ -457,34 +352,20 @@ class SqliteStore:
     def append_status_events(self, events: Iterable[StatusEvent]) -> int:
         """Append status history in one transaction."""
         with self._transaction() as conn:
-            return _changes(
-                conn.executemany(
-                    "INSERT INTO status_event (entity_id, kind, online, at, reason) VALUES (?, ?, ?, ?, ?)",
-                    ((e.entity_id, EntityKind(e.kind).value, int(e.online), e.at, e.reason) for e in events),
-                )
-            )
+            return _changes(conn.executemany(_EVENT_INSERT, map(rows_.event_row, events)))
 
     def list_status_events(
         self, entity_id: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[StatusEvent]:
         """Newest first (ties in insertion order reversed), optionally filtered."""
         check_page(0, limit)
-        clauses: list[str] = []
-        params: list[Any] = []
-        if entity_id is not None:
-            clauses.append("entity_id = ?")
-            params.append(entity_id)
-        if since is not None:
-            clauses.append("at >= ?")
-            params.append(since)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, params = rows_.status_event_where(entity_id, since, "?")
         with self._transaction(write=False) as conn:
             rows = conn.execute(
-                "SELECT entity_id, kind, online, at, reason FROM status_event "
-                f"{where} ORDER BY at DESC, seq DESC LIMIT ?",
+                f"{_EVENT_SELECT} {where} ORDER BY at DESC, seq DESC LIMIT ?",
                 [*params, limit],
             ).fetchall()
-        return [_event_from(r) for r in rows]
+        return [rows_.event_from(r) for r in rows]
 
     def prune_status_events(self, before: float) -> int:
         """Delete history strictly older than ``before``."""
@@ -494,5 +375,5 @@ class SqliteStore:
     def district_counts(self) -> list[DistrictCount]:
         """Per-district totals via GROUP BY (every district seen in any table)."""
         with self._transaction(write=False) as conn:
-            rows = conn.execute(_DISTRICT_COUNTS_SQL).fetchall()
+            rows = conn.execute(DISTRICT_COUNTS_SQL).fetchall()
         return [DistrictCount(*r) for r in rows]

@@ -1,4 +1,6 @@
-"""AlarmService on a fake clock: store-before-answer, dedupe, escalation, ack, dead letters, restart."""
+"""AlarmService on a fake clock: store-before-answer, dedupe, escalation, ack, dead letters, restart.
+
+Every test runs on both backends (``db_url``: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,10 +94,11 @@ async def make(
 
 
 @pytest.fixture
-async def running() -> Any:
+async def running(db_url: str) -> Any:
     services: list[AlarmService] = []
 
     async def start(*args: Any, **kw: Any) -> AlarmService:
+        kw.setdefault("store", open_alarm_store(db_url))
         service = await make(*args, **kw)
         services.append(service)
         return service
@@ -228,7 +230,7 @@ async def test_a_rejected_alarm_does_not_hold_back_the_next_one(running: Starter
     assert await wait_for(lambda: len(sink.got) == 2, 30)
 
 
-async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starter) -> None:
+async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starter, db_url: str) -> None:
     class FailingOnce:
         def __init__(self, inner: AlarmStore) -> None:
             self.inner, self.fail = inner, 3
@@ -243,7 +245,7 @@ async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starte
             return getattr(self.inner, name)
 
     clock, sink = FakeClock(), FakeSink()
-    service = await running(clock, [sink], store=FailingOnce(open_alarm_store(":memory:")))  # type: ignore[arg-type]
+    service = await running(clock, [sink], store=FailingOnce(open_alarm_store(db_url)))  # type: ignore[arg-type]
     with pytest.raises(StoreError):
         await service.receive(notice())
     assert sink.got == [] and service.writer.failures == 3
@@ -252,13 +254,14 @@ async def test_store_failure_raises_and_the_retry_is_a_new_alarm(running: Starte
     assert await wait_for(lambda: len(sink.got) == 1, 30)
 
 
-async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path) -> None:
-    db = str(tmp_path / "alarms.db")
+async def test_restart_restores_the_outbox_and_the_dedupe_window(db_url: str) -> None:
+    db = db_url
     clock, sink = FakeClock(), FakeSink()
     sink.mode = "fail"
     service = await make(clock, [sink], store=open_alarm_store(db))
     first = await service.receive(notice(sn=1, when="2026-11-29T03:34:19"))
     second = await service.receive(notice(sn=2, when="2026-11-29T03:34:25", at=T0 + 6))
+    first_seq = (await service.get_alarm(first.alarm_id)).seq
     assert await wait_for(lambda: sink.attempts >= 1, 30)  # the second waits behind the first (same kindergarten)
     assert service.outbox.depth("police") == 2
     await service.stop()
@@ -275,6 +278,7 @@ async def test_restart_restores_the_outbox_and_the_dedupe_window(tmp_path: Path)
         fresh = await restarted.receive(notice(sn=4, when="2026-11-29T03:35:00", at=T0 + 41))
         assert not fresh.duplicate
         alarm: Alarm = await restarted.get_alarm(fresh.alarm_id)
-        assert alarm.seq == 3
+        # Numbered from a new block (seqs are reserved in blocks, unique across nodes): above both.
+        assert alarm.seq > (await restarted.get_alarm(second.alarm_id)).seq > first_seq
     finally:
         await restarted.stop()

@@ -1,4 +1,5 @@
-"""The SQLite alarm store: round trips, atomic intake, outbox reloads, filters, durability, concurrency."""
+"""The alarm store on both backends (SQLite, PostgreSQL): round trips, atomic intake, outbox reloads,
+filters, durability, concurrency; several nodes on one database."""
 
 from __future__ import annotations
 
@@ -31,9 +32,11 @@ from gateway.registry import (
     StatusEvent,
     StoreConstraintError,
 )
+from gateway.registry.pg_alarms import PgAlarmStore
 from gateway.registry.sqlite_alarms import SqliteAlarmStore
 from gateway.registry.sqlite_schema import MIGRATIONS
 from gateway.registry.sqlite_store import SqliteStore
+from simulators.postgres import PostgresServer
 
 DISTRICTS = ("120101", "120102", "120103")
 KINDERGARTENS = ("12010100112160000001", "12010200112160000002", None)
@@ -72,13 +75,38 @@ def received(alarm: Alarm) -> Transition:
     return Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "system", "")
 
 
-def intake(store: SqliteAlarmStore, *alarms: Alarm) -> None:
+def intake(store: AnyStore, *alarms: Alarm) -> None:
     """Save alarms the way intake does: each with two deliveries and a 'received' line."""
     store.save_intake(list(alarms), [d for a in alarms for d in deliveries_for(a)], [received(a) for a in alarms])
 
 
+AnyStore = SqliteAlarmStore | PgAlarmStore
+
+
 @pytest.fixture
-def store() -> Iterator[SqliteAlarmStore]:
+def store(db_url: str) -> Iterator[AnyStore]:
+    """A migrated alarm store, once on SQLite and once on PostgreSQL."""
+    s = open_alarm_store(db_url)
+    assert isinstance(s, SqliteAlarmStore | PgAlarmStore)
+    yield s
+    s.close()
+
+
+def _scalar(store: AnyStore, sql: str) -> object:
+    with store._transaction(write=False) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+def _count(store: AnyStore, table: str) -> int:
+    return int(str(_scalar(store, f"SELECT COUNT(*) FROM {table}")))
+
+
+# --- schema -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_store() -> Iterator[SqliteAlarmStore]:
+    """The SQLite store in memory, for what only SQLite has (pragmas, query plans)."""
     s = SqliteAlarmStore(":memory:")
     s.open()
     s.migrate()
@@ -86,15 +114,7 @@ def store() -> Iterator[SqliteAlarmStore]:
     s.close()
 
 
-def _count(store: SqliteAlarmStore, table: str) -> int:
-    assert store._conn is not None
-    return int(store._conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
-# --- schema -----------------------------------------------------------------------
-
-
-def test_sqlite_alarm_store_satisfies_the_protocol(store: SqliteAlarmStore) -> None:
+def test_alarm_store_satisfies_the_protocol(store: AnyStore) -> None:
     assert isinstance(store, AlarmStore)
 
 
@@ -120,18 +140,20 @@ def test_columns_equal_model_fields() -> None:
     assert "alarm_dedupe" not in indexes  # v4: dedupe is per session, in memory (issue 10, C4)
 
 
-def test_open_deliveries_query_uses_the_partial_index(store: SqliteAlarmStore) -> None:
+def test_open_deliveries_query_uses_the_partial_index(sqlite_store: SqliteAlarmStore) -> None:
     from gateway.registry.sqlite_alarms import _OPEN_DELIVERIES
 
-    assert store._conn is not None
-    plan = " ".join(str(r[3]) for r in store._conn.execute(f"EXPLAIN QUERY PLAN {_OPEN_DELIVERIES}"))
+    assert sqlite_store._conn is not None
+    plan = " ".join(
+        str(r[3]) for r in sqlite_store._conn.execute(f"EXPLAIN QUERY PLAN {_OPEN_DELIVERIES}", ("gateway",))
+    )
     assert "alarm_delivery_open" in plan and "TEMP B-TREE" not in plan
 
 
 # --- round trips --------------------------------------------------------------------
 
 
-def test_alarm_round_trip_of_every_field(store: SqliteAlarmStore) -> None:
+def test_alarm_round_trip_of_every_field(store: AnyStore) -> None:
     full = Alarm(
         id="alarm-中文-1",
         seq=7,
@@ -187,11 +209,10 @@ def test_alarm_round_trip_of_every_field(store: SqliteAlarmStore) -> None:
     assert got_bare.problems == () and got_bare.state is AlarmState.NEW
     assert got_full.kind == full.kind
     assert store.get_alarm("nope") is None
-    assert store._conn is not None
-    assert store._conn.execute("SELECT problems FROM alarm WHERE seq = 8").fetchone()[0] == "[]"
+    assert _scalar(store, "SELECT problems FROM alarm WHERE seq = 8") == "[]"
 
 
-def test_every_alarm_state_round_trips(store: SqliteAlarmStore) -> None:
+def test_every_alarm_state_round_trips(store: AnyStore) -> None:
     alarms = [make_alarm(i + 1, state=state) for i, state in enumerate(AlarmState)]
     store.save_intake(alarms, [], [])
     for alarm in alarms:
@@ -199,7 +220,7 @@ def test_every_alarm_state_round_trips(store: SqliteAlarmStore) -> None:
         assert got == alarm and got is not None and type(got.state) is AlarmState
 
 
-def test_every_delivery_event_and_state_round_trips(store: SqliteAlarmStore) -> None:
+def test_every_delivery_event_and_state_round_trips(store: AnyStore) -> None:
     alarm = make_alarm(1)
     deliveries = [
         Delivery(
@@ -224,7 +245,7 @@ def test_every_delivery_event_and_state_round_trips(store: SqliteAlarmStore) -> 
     assert all(type(d.event) is DeliveryEvent and type(d.state) is DeliveryState for d in got)
 
 
-def test_every_transition_action_round_trips_in_append_order(store: SqliteAlarmStore) -> None:
+def test_every_transition_action_round_trips_in_append_order(store: AnyStore) -> None:
     alarm = make_alarm(1)
     lines = [
         Transition(alarm.id, 5.0, action, "值班员" if i % 2 else "system", f"第{i}步")
@@ -242,7 +263,7 @@ def test_every_transition_action_round_trips_in_append_order(store: SqliteAlarmS
 # --- writes ---------------------------------------------------------------------------
 
 
-def test_save_intake_is_atomic_on_a_duplicate_id(store: SqliteAlarmStore) -> None:
+def test_save_intake_is_atomic_on_a_duplicate_id(store: AnyStore) -> None:
     first = make_alarm(1)
     intake(store, first)
     batch = [make_alarm(2), make_alarm(3), make_alarm(4, id=first.id), make_alarm(5)]
@@ -260,7 +281,7 @@ def test_save_intake_is_atomic_on_a_duplicate_id(store: SqliteAlarmStore) -> Non
     assert store.max_seq() == 5
 
 
-def test_save_intake_rejects_duplicates_inside_one_batch_and_orphans(store: SqliteAlarmStore) -> None:
+def test_save_intake_rejects_duplicates_inside_one_batch_and_orphans(store: AnyStore) -> None:
     with pytest.raises(StoreConstraintError):
         intake(store, make_alarm(1), make_alarm(1, seq=2))  # same id twice
     with pytest.raises(StoreConstraintError):
@@ -271,7 +292,7 @@ def test_save_intake_rejects_duplicates_inside_one_batch_and_orphans(store: Sqli
     assert _count(store, "alarm") == 0 and _count(store, "alarm_delivery") == 0
 
 
-def test_save_progress_upserts_alarms_and_deliveries_and_appends_transitions(store: SqliteAlarmStore) -> None:
+def test_save_progress_upserts_alarms_and_deliveries_and_appends_transitions(store: AnyStore) -> None:
     alarm = make_alarm(1)
     intake(store, alarm)
     mqtt, webhook = deliveries_for(alarm)
@@ -308,7 +329,7 @@ def test_save_progress_upserts_alarms_and_deliveries_and_appends_transitions(sto
     assert store.get_alarm(new.id) == new and store.max_seq() == 2
 
 
-def test_save_progress_is_atomic(store: SqliteAlarmStore) -> None:
+def test_save_progress_is_atomic(store: AnyStore) -> None:
     alarm = make_alarm(1)
     intake(store, alarm)
     orphan = Delivery("ghost", "mqtt", DeliveryEvent.ALARM, "k", 9, 1.0)
@@ -319,7 +340,7 @@ def test_save_progress_is_atomic(store: SqliteAlarmStore) -> None:
     assert store.transitions_of(alarm.id) == [received(alarm)]
 
 
-def test_max_seq(store: SqliteAlarmStore) -> None:
+def test_max_seq(store: AnyStore) -> None:
     assert store.max_seq() == 0
     intake(store, make_alarm(5), make_alarm(3))
     assert store.max_seq() == 5
@@ -328,7 +349,7 @@ def test_max_seq(store: SqliteAlarmStore) -> None:
 # --- startup reloads ----------------------------------------------------------------------
 
 
-def test_load_open_deliveries_keeps_pending_and_dead_in_order(store: SqliteAlarmStore) -> None:
+def test_load_open_deliveries_keeps_pending_and_dead_in_order(store: AnyStore) -> None:
     alarms = [make_alarm(n) for n in (3, 1, 2)]
     intake(store, *alarms)
     by_seq = {a.seq: a for a in alarms}
@@ -345,7 +366,7 @@ def test_load_open_deliveries_keeps_pending_and_dead_in_order(store: SqliteAlarm
     assert store.load_open_deliveries() == [esc_m, w1, esc_w, m3, w3]
 
 
-def test_load_open_deliveries_when_nothing_is_open(store: SqliteAlarmStore) -> None:
+def test_load_open_deliveries_when_nothing_is_open(store: AnyStore) -> None:
     assert store.load_open_deliveries() == []
     alarm = make_alarm(1)
     intake(store, alarm)
@@ -356,7 +377,7 @@ def test_load_open_deliveries_when_nothing_is_open(store: SqliteAlarmStore) -> N
     assert store.load_open_deliveries() == []
 
 
-def test_load_alarms_since_keeps_old_unresolved_alarms(store: SqliteAlarmStore) -> None:
+def test_load_alarms_since_keeps_old_unresolved_alarms(store: AnyStore) -> None:
     old_new = make_alarm(1, received_at=100.0)
     old_delivered = make_alarm(2, received_at=100.0, state=AlarmState.DELIVERED)
     old_acked = make_alarm(3, received_at=100.0, state=AlarmState.ACKNOWLEDGED)
@@ -377,7 +398,7 @@ def test_load_alarms_since_keeps_old_unresolved_alarms(store: SqliteAlarmStore) 
 
 
 @pytest.fixture
-def city(store: SqliteAlarmStore) -> tuple[SqliteAlarmStore, list[Alarm]]:
+def city(store: AnyStore) -> tuple[AnyStore, list[Alarm]]:
     """90 alarms across 3 districts and kindergartens (one kindergarten-less), every state."""
     states = list(AlarmState)
     alarms = [
@@ -427,7 +448,7 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=repr)
-def test_list_alarms_filters(city: tuple[SqliteAlarmStore, list[Alarm]], flt: AlarmFilter) -> None:
+def test_list_alarms_filters(city: tuple[AnyStore, list[Alarm]], flt: AlarmFilter) -> None:
     store, alarms = city
     expected = _expected(alarms, flt)
     page = store.list_alarms(flt)
@@ -436,7 +457,7 @@ def test_list_alarms_filters(city: tuple[SqliteAlarmStore, list[Alarm]], flt: Al
     assert (page.offset, page.limit) == (flt.offset, flt.limit)
 
 
-def test_list_alarms_filters_select_something(city: tuple[SqliteAlarmStore, list[Alarm]]) -> None:
+def test_list_alarms_filters_select_something(city: tuple[AnyStore, list[Alarm]]) -> None:
     """Guards the parametrized test against vacuous filters."""
     _, alarms = city
     sizes = [len(_expected(alarms, f)) for f in FILTERS]
@@ -444,7 +465,7 @@ def test_list_alarms_filters_select_something(city: tuple[SqliteAlarmStore, list
     assert all(0 < n < 90 for n in sizes[1:2] + sizes[3:-1])
 
 
-def test_list_alarms_pagination(city: tuple[SqliteAlarmStore, list[Alarm]]) -> None:
+def test_list_alarms_pagination(city: tuple[AnyStore, list[Alarm]]) -> None:
     store, alarms = city
     flt = AlarmFilter(district_code="120101", limit=7)
     expected = _expected(alarms, flt)
@@ -467,12 +488,12 @@ def test_list_alarms_pagination(city: tuple[SqliteAlarmStore, list[Alarm]]) -> N
 @pytest.mark.parametrize(
     "flt", [AlarmFilter(limit=0), AlarmFilter(limit=MAX_ALARM_PAGE + 1), AlarmFilter(offset=-1)], ids=repr
 )
-def test_list_alarms_rejects_a_bad_page(store: SqliteAlarmStore, flt: AlarmFilter) -> None:
+def test_list_alarms_rejects_a_bad_page(store: AnyStore, flt: AlarmFilter) -> None:
     with pytest.raises(InvalidFilter):
         store.list_alarms(flt)
 
 
-def test_list_deliveries_by_state_and_sink(store: SqliteAlarmStore) -> None:
+def test_list_deliveries_by_state_and_sink(store: AnyStore) -> None:
     alarms = [make_alarm(n) for n in range(1, 11)]
     intake(store, *alarms)
     changed: list[Delivery] = []
@@ -600,8 +621,8 @@ def test_open_alarm_store_urls(tmp_path: Path) -> None:
         finally:
             s.close()
     assert (tmp_path / "a.db").exists()
-    with pytest.raises(StoreError):
-        open_alarm_store("postgresql://x")
+    with pytest.raises(StoreError, match="cannot connect"):  # nobody listens there
+        PgAlarmStore("postgresql://kgw:secret@127.0.0.1:9/kgw", timeout=0.5).open()
 
 
 def test_alarm_store_migrates_a_registry_database_in_place(tmp_path: Path) -> None:
@@ -633,3 +654,133 @@ def test_failures_come_out_as_store_errors(tmp_path: Path) -> None:
         s.list_alarms(AlarmFilter())
     with pytest.raises(StoreError):
         SqliteAlarmStore(str(tmp_path / "missing" / "dir" / "x.db")).open()
+
+
+# --- several nodes on one database (issue 12) ----------------------------------------------------------
+
+
+def _open(url: str, node: str) -> AnyStore:
+    s = open_alarm_store(url, node)
+    assert isinstance(s, SqliteAlarmStore | PgAlarmStore) and s.node == node
+    return s
+
+
+def _numbered(store: AnyStore, count: int, prefix: str) -> list[Alarm]:
+    """``count`` alarms numbered the way intake numbers them: from a block the store reserved."""
+    first = store.reserve_seqs(count)
+    return [make_alarm(first + i, id=f"{prefix}-{first + i}", node=store.node) for i in range(count)]
+
+
+def test_two_nodes_reload_only_their_own_alarms_and_list_everyone_s(db_url: str) -> None:
+    north, south = _open(db_url, "north"), _open(db_url, "south")
+    try:
+        mine, theirs = _numbered(north, 4, "n"), _numbered(south, 3, "s")
+        intake(north, *mine)
+        intake(south, *theirs)
+        assert {a.seq for a in mine}.isdisjoint(a.seq for a in theirs)
+        assert {d.alarm_id for d in north.load_open_deliveries()} == {a.id for a in mine}
+        assert {d.alarm_id for d in south.load_open_deliveries()} == {a.id for a in theirs}
+        assert north.load_alarms_since(0.0) == sorted(mine, key=lambda a: a.seq)
+        assert south.load_alarms_since(0.0) == sorted(theirs, key=lambda a: a.seq)
+        for s in (north, south):  # the API on any node shows the whole city
+            page = s.list_alarms(AlarmFilter(limit=100))
+            assert page.total == 7 and {a.id for a in page.items} == {a.id for a in mine + theirs}
+            assert s.get_alarm(theirs[0].id) == theirs[0] and s.get_alarm(mine[0].id) == mine[0]
+            assert s.list_deliveries(None, None, 0, 100).total == 14
+        # An operator on the south node acknowledges a north alarm: it stays north's.
+        acked = replace(mine[0], state=AlarmState.ACKNOWLEDGED, acknowledged_by="张三", node="south")
+        south.save_progress([acked], [], [])
+        stored = north.get_alarm(mine[0].id)
+        assert stored is not None and stored.node == "north" and stored.state is AlarmState.ACKNOWLEDGED
+        assert len(north.load_alarms_since(1e12)) == 4 and south.load_alarms_since(1e12) == theirs
+    finally:
+        north.close()
+        south.close()
+
+
+def test_intake_stores_an_alarm_as_the_store_s_node(db_url: str) -> None:
+    with _open(db_url, "east") as east:
+        alarm = make_alarm(east.reserve_seqs(1))  # intake forgot the node: the store's own wins
+        intake(east, alarm)
+        assert east.get_alarm(alarm.id) == replace(alarm, node="east")
+        assert [d.alarm_id for d in east.load_open_deliveries()] == [alarm.id, alarm.id]
+
+
+def test_seq_blocks_never_overlap_when_nodes_reserve_at_once(db_url: str) -> None:
+    stores = [_open(db_url, f"node-{i}") for i in range(3)]
+    got: dict[str, list[int]] = {s.node: [] for s in stores}
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores))
+
+    def reserve(s: AnyStore) -> None:
+        try:
+            start.wait()
+            for _ in range(40):
+                first = s.reserve_seqs(5)
+                got[s.node].extend(range(first, first + 5))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reserve, args=(s,)) for s in stores]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        every = [seq for seqs in got.values() for seq in seqs]
+        assert len(every) == len(set(every)) == 3 * 40 * 5
+        for seqs in got.values():
+            assert seqs == sorted(seqs)  # one node's seqs only grow: its delivery order is its receipt order
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_reserved_seqs_start_above_every_stored_seq(store: AnyStore) -> None:
+    intake(store, make_alarm(41))  # stored by a node that numbered it itself (older code)
+    first = store.reserve_seqs(10)
+    assert first == 42
+    assert store.reserve_seqs(1) == 52
+    with pytest.raises(StoreError):
+        store.reserve_seqs(0)
+
+
+def _unmigrated(db_url: str) -> AnyStore:
+    if db_url.startswith("postgresql"):
+        return PgAlarmStore(db_url)
+    return SqliteAlarmStore(db_url.removeprefix("sqlite:///"))
+
+
+def test_migration_v6_gives_old_alarms_to_the_default_node(db_url: str) -> None:
+    with _unmigrated(db_url) as v5:
+        assert v5.migrate(target=5) == 5
+        with v5._transaction() as conn:  # an alarm stored by the single-node code
+            conn.execute(
+                "INSERT INTO alarm (id, seq, dedupe_key, device_id, source_id, district_code, sn, received_at)"
+                " VALUES ('old', 41, 'k', 'd', 's', '120101', 1, 5.0)"
+            )
+        assert v5.migrate() == len(MIGRATIONS) - 5
+        assert v5.schema_version() == len(MIGRATIONS)
+        stored = v5.get_alarm("old")
+        assert stored is not None and stored.node == "gateway"
+        assert v5.reserve_seqs(3) == 42
+        assert [a.id for a in v5.load_alarms_since(0.0)] == ["old"]
+
+
+def test_pg_commits_are_durable_even_when_the_database_says_otherwise(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    with PgAlarmStore(postgres_url) as s:
+        assert s.commit_setting == "on" and s.durable_by_default
+    database = postgres_url.rsplit("/", 1)[1]
+    postgres_server.sql("postgres", f"ALTER DATABASE {database} SET synchronous_commit = off")
+    with PgAlarmStore(postgres_url) as s:
+        assert s.commit_setting == "off" and not s.durable_by_default
+        s.migrate()
+        with s._transaction() as conn:  # every write transaction of the alarm store turns it back on
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        with s._transaction(write=False) as conn:
+            assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        intake(s, make_alarm(s.reserve_seqs(1)))
+        assert s.max_seq() == 1

@@ -5,7 +5,6 @@ urgent outbox lanes, and the verify route's permission and audit."""
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,8 +73,8 @@ async def test_an_unverified_alarm_is_held_escalates_locally_and_goes_out_once_w
     assert len(sink.got) == 2
 
 
-async def test_held_survives_a_restart_and_an_operator_releases_it(tmp_path: Path) -> None:
-    db = str(tmp_path / "alarms.db")
+async def test_held_survives_a_restart_and_an_operator_releases_it(db_url: str) -> None:
+    db = db_url  # both backends
     clock, sink = FakeClock(), FakeSink()
     service = await make(clock, [sink], store=open_alarm_store(db))
     result = await service.receive(forged(reason="not_registered"))

@@ -1,13 +1,21 @@
-"""The SQLite registry store: CRUD, filters, pagination, batches, counts, migrations."""
+"""The registry store on both backends: CRUD, filters, pagination, batches, counts, migrations.
+
+Store-level tests take the ``store``/``city`` fixtures (or ``db_url``) and run once on
+SQLite and once on a real PostgreSQL; SQLite's file behaviour (WAL, pragmas, busy
+close) is tested on SQLite only. PostgreSQL's own behaviour (concurrent migration,
+reconnects, connection errors) is in tests/integration/test_pg_store.py.
+"""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,14 +30,17 @@ from gateway.registry import (
     EntityKind,
     InvalidFilter,
     Kindergarten,
+    PresenceCounts,
     StatusEvent,
     Store,
     StoreConstraintError,
 )
-from gateway.registry.backends import open_store
+from gateway.registry.backends import open_store, sqlite_path
 from gateway.registry.model import CONFIRMATION_FIELDS, AreaConfirmation
+from gateway.registry.pg_store import PgStore
 from gateway.registry.sqlite_schema import MIGRATIONS
 from gateway.registry.sqlite_store import SqliteStore
+from simulators.postgres import PostgresServer
 
 DISTRICTS = ["120101", "120102", "120103", "120104", "120105", "120106", "120110", "120111"]
 AREAS = list(AreaTag)
@@ -71,16 +82,19 @@ def make_city() -> tuple[list[Kindergarten], list[Device], list[Channel]]:
     return kgs, devices, channels
 
 
-City = tuple[SqliteStore, list[Device], list[Channel]]
+City = tuple[Store, list[Device], list[Channel]]
 
 
-@pytest.fixture(scope="module")
-def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
-    """A read-only populated store shared by the query tests (built once: fast)."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def city(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
+    """A read-only populated store shared by the query tests (built once per backend: fast)."""
     kgs, devices, channels = make_city()
-    store = SqliteStore(str(tmp_path_factory.mktemp("city") / "city.db"))
-    store.open()
-    store.migrate()
+    if request.param == "sqlite":
+        url = str(tmp_path_factory.mktemp("city") / "city.db")
+    else:
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database(f"city_{next(_city_numbers)}")
+    store = open_store(url)
     started = time.perf_counter()
     assert store.upsert_kindergartens(kgs) == N_KG
     assert store.upsert_devices(devices) == len(devices)
@@ -90,20 +104,39 @@ def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[City]:
     store.close()
 
 
+_city_numbers = itertools.count(1)
+T = TypeVar("T")
+
+
 @pytest.fixture
-def store() -> Iterator[SqliteStore]:
-    s = SqliteStore(":memory:")
-    s.open()
-    s.migrate()
+def store(db_url: str) -> Iterator[Store]:
+    """A migrated empty store, once per backend."""
+    s = open_store(db_url)
     yield s
     s.close()
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
+def test_store_satisfies_the_protocol(store: Store) -> None:
     assert isinstance(store, Store)
+    assert isinstance(store, (SqliteStore, PgStore))
 
 
-def test_columns_equal_model_fields(store: SqliteStore) -> None:
+def _version_table(store: Store) -> str:
+    return "kgw_schema" if isinstance(store, PgStore) else "schema_version"
+
+
+def _sql(store: Store, statement: str) -> list[tuple[object, ...]]:
+    """Run raw SQL on the store's own database (tests only)."""
+    if isinstance(store, SqliteStore):
+        assert store._conn is not None
+        return list(store._conn.execute(statement).fetchall())
+    assert isinstance(store, PgStore)
+    with store._transaction() as conn:
+        cursor = conn.execute(statement)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def test_columns_equal_model_fields() -> None:
     conn = sqlite3.connect(":memory:")
     for script in MIGRATIONS:
         conn.executescript(script)
@@ -125,7 +158,7 @@ def test_file_database_runs_wal_with_foreign_keys(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
-def test_kindergarten_round_trip_and_chinese_names(store: SqliteStore) -> None:
+def test_kindergarten_round_trip_and_chinese_names(store: Store) -> None:
     kg = Kindergarten("12010100112160000001", "和平区第三幼儿园", "120101", "和平区南京路1号", 117.2, 39.1)
     store.upsert_kindergartens([kg])
     assert store.get_kindergarten(kg.id) == kg
@@ -135,7 +168,7 @@ def test_kindergarten_round_trip_and_chinese_names(store: SqliteStore) -> None:
     assert store.get_kindergarten("nope") is None
 
 
-def test_device_crud_and_cascade(store: SqliteStore) -> None:
+def test_device_crud_and_cascade(store: Store) -> None:
     d = Device(
         "12010100111180000001",
         None,
@@ -160,7 +193,7 @@ def test_device_crud_and_cascade(store: SqliteStore) -> None:
     assert store.delete_device(d.id) is False
 
 
-def test_channel_of_unknown_device_is_a_constraint_error(store: SqliteStore) -> None:
+def test_channel_of_unknown_device_is_a_constraint_error(store: Store) -> None:
     with pytest.raises(StoreConstraintError):
         store.upsert_channels([Channel("c1", "no-such-device", None, "120101")])
 
@@ -254,7 +287,7 @@ def test_load_all_devices(city: City) -> None:
     assert store.load_all_devices() == sorted(devices, key=lambda d: d.id)
 
 
-def _small_device(store: SqliteStore, did: str = "dev-a") -> None:
+def _small_device(store: Store, did: str = "dev-a") -> None:
     store.upsert_devices([Device(did, None, "120101")])
 
 
@@ -262,7 +295,7 @@ def _ch(cid: str, did: str = "dev-a", **kw: object) -> Channel:
     return Channel(cid, did, None, "120101", **kw)  # type: ignore[arg-type]
 
 
-def test_replace_channels_inserts_updates_and_deletes(store: SqliteStore) -> None:
+def test_replace_channels_inserts_updates_and_deletes(store: Store) -> None:
     _small_device(store)
     _small_device(store, "dev-b")
     first = store.replace_channels("dev-a", [_ch("c1", name="大门口"), _ch("c2"), _ch("c3")])
@@ -287,7 +320,7 @@ def test_replace_channels_inserts_updates_and_deletes(store: SqliteStore) -> Non
     assert store.replace_channels("dev-a", []).removed == ("c1", "c2", "c4", "c9")
 
 
-def test_replace_channels_is_atomic(store: SqliteStore) -> None:
+def test_replace_channels_is_atomic(store: Store) -> None:
     _small_device(store)
     store.replace_channels("dev-a", [_ch("c1"), _ch("c2")])
     unbindable = _ch("c3", name=object())  # fails half-way, after the deletes
@@ -301,33 +334,56 @@ def test_replace_channels_is_atomic(store: SqliteStore) -> None:
         store.replace_channels("dev-zzz", [_ch("c5", "dev-zzz")])  # unknown device
 
 
-def test_update_presence_of_20000_devices_in_one_transaction(tmp_path: Path) -> None:
-    with SqliteStore(str(tmp_path / "presence.db")) as s:
-        s.migrate()
-        s.upsert_devices(Device(f"d{n:05d}", None, "120101", last_seen=1.0) for n in range(20_000))
-        s.upsert_channels(_ch(f"c{n:05d}", f"d{n:05d}") for n in range(20_000))
+def _one_transaction(store: Store, run: Callable[[], T]) -> T:
+    """Run ``run`` and check it committed exactly once: SQLite's statement trace, PostgreSQL's row xmin."""
+    if isinstance(store, SqliteStore):
         statements: list[str] = []
-        assert s._conn is not None
-        s._conn.set_trace_callback(statements.append)
-        started = time.perf_counter()
-        counts = s.update_presence(
-            ((f"d{n:05d}", True, None if n == 0 else 120.0) for n in range(20_000)),
-            [(f"c{n:05d}", n % 2 == 0) for n in range(20_000)] + [("ghost", True)],
-        )
-        elapsed = time.perf_counter() - started
-        s._conn.set_trace_callback(None)
-        print(f"update_presence: 20,000 devices + 20,000 channels in {elapsed * 1000:.1f} ms")
-        assert (counts.devices, counts.channels) == (20_000, 20_000)
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        try:
+            result = run()
+        finally:
+            store._conn.set_trace_callback(None)
         assert sum(1 for st in statements if st.startswith("BEGIN")) == 1
         assert sum(1 for st in statements if st == "COMMIT") == 1
-        assert s.list_devices(DeviceFilter(online=True)).total == 20_000
-        d0, d1 = s.get_device("d00000"), s.get_device("d00001")
-        assert d0 is not None and d0.last_seen == 1.0  # None keeps the stored value
-        assert d1 is not None and d1.last_seen == 120.0
-        assert s.list_channels(ChannelFilter(online=True)).total == 10_000
+        return result
+    result = run()
+    # Every row a PostgreSQL transaction wrote carries its transaction id (xmin): one id, one transaction.
+    xids = _sql(store, "SELECT DISTINCT xmin::text FROM device UNION SELECT DISTINCT xmin::text FROM channel")
+    assert len(xids) == 1, xids
+    return result
 
 
-def test_status_events(store: SqliteStore) -> None:
+def test_update_presence_of_20000_devices_in_one_transaction(store: Store) -> None:
+    store.upsert_devices(Device(f"d{n:05d}", None, "120101", last_seen=1.0) for n in range(20_000))
+    store.upsert_channels(_ch(f"c{n:05d}", f"d{n:05d}") for n in range(20_000))
+    started = time.perf_counter()
+    counts = _one_transaction(
+        store,
+        lambda: store.update_presence(
+            ((f"d{n:05d}", True, None if n == 0 else 120.0) for n in range(20_000)),
+            [(f"c{n:05d}", n % 2 == 0) for n in range(20_000)] + [("ghost", True)],
+        ),
+    )
+    elapsed = time.perf_counter() - started
+    print(f"update_presence ({type(store).__name__}): 20,000 devices + 20,000 channels in {elapsed * 1000:.1f} ms")
+    assert (counts.devices, counts.channels) == (20_000, 20_000)
+    assert store.list_devices(DeviceFilter(online=True)).total == 20_000
+    d0, d1 = store.get_device("d00000"), store.get_device("d00001")
+    assert d0 is not None and d0.last_seen == 1.0  # None keeps the stored value
+    assert d1 is not None and d1.last_seen == 120.0
+    assert store.list_channels(ChannelFilter(online=True)).total == 10_000
+
+
+def test_update_presence_of_one_id_twice_keeps_the_last(store: Store) -> None:
+    store.upsert_devices([Device("d1", None, "120101", last_seen=1.0)])
+    store.update_presence([("d1", True, 5.0), ("d1", False, None)])
+    d1 = store.get_device("d1")
+    assert d1 is not None and not d1.online and d1.last_seen in (1.0, 5.0)
+    assert store.update_presence([], []) == PresenceCounts(0, 0)
+
+
+def test_status_events(store: Store) -> None:
     events = [
         StatusEvent("d1", EntityKind.DEVICE, True, 10.0, "registered"),
         StatusEvent("c1", EntityKind.CHANNEL, True, 11.0, "catalog"),
@@ -344,42 +400,51 @@ def test_status_events(store: SqliteStore) -> None:
         store.list_status_events(limit=0)
 
 
-def test_migration_from_v1_upgrades_and_rerun_is_a_noop(tmp_path: Path) -> None:
-    path = str(tmp_path / "old.db")
-    with SqliteStore(path) as old:
-        assert old.migrate(target=1) == 1
+def _indexes(store: Store) -> set[str]:
+    if isinstance(store, PgStore):
+        return {str(r[0]) for r in _sql(store, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+    return {str(r[0]) for r in _sql(store, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+
+
+def test_migration_from_v1_upgrades_and_rerun_is_a_noop(db_url: str) -> None:
+    old = open_store(db_url, migrate=False)
+    try:
+        assert old.schema_version() == 0
+        assert old.migrate(target=1) == 1  # type: ignore[call-arg]
         assert old.schema_version() == 1
         old.upsert_devices([Device("d1", None, "120101", "旧设备")])
         with pytest.raises(StoreError):  # v1 has no status history yet
             old.append_status_events([StatusEvent("d1", EntityKind.DEVICE, True, 1.0, "")])
+    finally:
+        old.close()
 
-    with SqliteStore(path) as s:
+    s = open_store(db_url, migrate=False)
+    try:
         assert s.migrate() == len(MIGRATIONS) - 1
         assert s.schema_version() == len(MIGRATIONS)
         assert s.migrate() == 0
         device = s.get_device("d1")
         assert device is not None and device.name == "旧设备"
         assert s.append_status_events([StatusEvent("d1", EntityKind.DEVICE, True, 1.0, "")]) == 1
-        assert s._conn is not None
-        rows = s._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-        indexes = {r[0] for r in rows}
-        assert {"device_district", "channel_device", "channel_area"} <= indexes
+        assert {"device_district", "channel_device", "channel_area"} <= _indexes(s)
+    finally:
+        s.close()
 
-    reopened = open_store(f"{path}")
+    reopened = open_store(db_url)
     try:
         assert reopened.schema_version() == len(MIGRATIONS)
     finally:
         reopened.close()
 
 
-def test_database_from_newer_code_is_refused(tmp_path: Path) -> None:
-    path = str(tmp_path / "new.db")
-    with SqliteStore(path) as s:
-        s.migrate()
-        assert s._conn is not None
-        s._conn.execute("INSERT INTO schema_version (version) VALUES (99)")
-    with SqliteStore(path) as s, pytest.raises(StoreError, match="newer"):
-        s.migrate()
+def test_database_from_newer_code_is_refused(db_url: str) -> None:
+    s = open_store(db_url)
+    try:
+        _sql(s, f"INSERT INTO {_version_table(s)} (version) VALUES (99)")
+    finally:
+        s.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_store(db_url)
 
 
 def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -398,14 +463,28 @@ def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     for url in (":memory:", "sqlite://"):
         s = open_store(url)
         s.close()
-    with pytest.raises(StoreError, match="PostgreSQL"):
-        open_store("postgresql://kgw@localhost/kgw")
-    with pytest.raises(StoreError):
-        open_store("mysql://x")
+    with pytest.raises(StoreError, match="cannot connect to PostgreSQL"):
+        open_store("postgresql://kgw@127.0.0.1:1/kgw")  # nothing listens on port 1
+    for url in ("mysql://x", "postgresql+mysql://x"):
+        with pytest.raises(StoreError, match="unsupported"):
+            open_store(url)
 
 
-def test_closed_store_raises_store_error() -> None:
-    s = SqliteStore(":memory:")
+def test_open_store_picks_postgresql_by_url(postgres_url: str) -> None:
+    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1),
+                postgres_url.replace("postgresql://", "postgresql+psycopg://", 1)):  # fmt: skip
+        s = open_store(url)
+        try:
+            assert isinstance(s, PgStore) and s.schema_version() == len(MIGRATIONS)
+        finally:
+            s.close()
+    with pytest.raises(StoreError, match="SQLite"):
+        sqlite_path(postgres_url)
+
+
+def test_closed_store_raises_store_error(db_url: str) -> None:
+    s = open_store(db_url, migrate=False)
+    s.close()
     with pytest.raises(StoreError):
         s.get_device("d1")
     s.open()
