@@ -36,12 +36,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from simulators.city import build_city, city_summary  # noqa: E402
+from simulators.city import SimKindergarten, build_city  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -98,7 +100,7 @@ def scrape(http: int) -> dict[str, float]:
     return out
 
 
-def wait_http(http: int, timeout: float = 30.0) -> None:
+def wait_http(http: int, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -195,92 +197,183 @@ def spy_on(py_spy: str, pid: int, seconds: float, out: Path) -> subprocess.Popen
     )
 
 
+GATEWAY_ID = "12010000002090000001"
+POLL = 0.5  # s between scrapes of every gateway's /metrics (each costs the gateway a few ms at 20k devices)
+
+
+@dataclass
+class Gateway:
+    """One ``kgw gateway`` process of the benchmark and the devices it must get online."""
+
+    index: int
+    sip: int
+    http: int
+    gateway_id: str
+    districts: tuple[str, ...]
+    expected: int
+    proc: subprocess.Popen[bytes] | None = None
+    simulators: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    t_online: float | None = None
+    cpu_online: float = 0.0
+    t_settled: float | None = None
+    cpu_settled: float = 0.0
+
+
+def split_districts(city: list[SimKindergarten], n: int) -> list[tuple[tuple[str, ...], int]]:
+    """The city's districts in ``n`` shares of about equal devices (largest first, to the lightest share)."""
+    devices: dict[str, int] = {}
+    for kg in city:
+        devices[kg.district_code] = devices.get(kg.district_code, 0) + len(kg.devices)
+    shares: list[tuple[list[str], list[int]]] = [([], [0]) for _ in range(n)]
+    for code, count in sorted(devices.items(), key=lambda item: -item[1]):
+        codes, total = min(shares, key=lambda share: share[1][0])
+        codes.append(code)
+        total[0] += count
+    return [(tuple(sorted(codes)), total[0]) for codes, total in shares]
+
+
+def settled_catalogs(m: dict[str, float]) -> float:
+    """Catalog queries finished one way or another (complete, partial, or failed)."""
+    return (
+        m.get('kgw_catalogs_total{result="complete"}', 0)
+        + m.get('kgw_catalogs_total{result="partial"}', 0)
+        + m.get('kgw_query_failures_total{cmd="Catalog"}', 0)
+    )
+
+
 def run_phase(
     name: str,
     sim_args: list[str],
-    expected: int,
+    city: list[SimKindergarten],
     window: float,
     timeout: float,
     *,
     sim_processes: int = 1,
+    gateways: int = 1,
+    via_redirect: bool = False,
     py_spy: str | None = None,
     settle: float = 30.0,
-) -> dict[str, float]:
-    """Run one gateway + simulator(s) and measure.
+) -> dict[str, Any]:
+    """Run ``gateways`` gateway processes + simulator(s) and measure.
 
-    CPU seconds are counted from the gateway's first REGISTER (the simulator's
+    With several gateways each serves a share of the districts (``--districts``,
+    the others as ``--peer``) with its own SQLite registry; each gets its own
+    simulator(s) running only its districts (``--only-districts``), or, with
+    ``via_redirect``, every simulator registers at the first gateway, which
+    answers other districts' devices with a 302 that they follow.
+
+    CPU seconds are counted from the first REGISTER (the simulator's
     provisioning of kindergartens through the API comes before and is not
     registration work): until every device is online, and until every device's
-    catalog arrived ("settled": the DeviceInfo and Catalog queries each
+    catalog query finished ("settled": the DeviceInfo and Catalog queries each
     registration triggers are part of its cost).
     """
+    shares = split_districts(city, gateways) if gateways > 1 else [((), sum(len(k.devices) for k in city))]
+    total = sum(count for _, count in shares)
     with tempfile.TemporaryDirectory() as tmp:
-        sip, http = free_port(), free_port()
-        gateway = start_gateway(tmp, sip, http)
-        simulators: list[subprocess.Popen[bytes]] = []
-        spy = None
+        gws = [
+            Gateway(i, free_port(), free_port(), f"{GATEWAY_ID[:-2]}{i + 1:02d}", codes, count)
+            for i, (codes, count) in enumerate(shares)
+        ]
+        spy = settle_spy = None
         try:
-            wait_http(http)
-            simulators = start_simulators(sip, http, sim_args, sim_processes)
-            t_first = t_online = t_settled = None
-            cpu_first = cpu_online = cpu_settled = 0.0
+            for gw in gws:
+                extra = ["--id", gw.gateway_id, "--node", f"gw{gw.index}"]
+                if gateways > 1:
+                    extra += ["--districts", ",".join(gw.districts)]
+                    for other in gws:
+                        if other is not gw:
+                            extra += ["--peer", f"{','.join(other.districts)}=127.0.0.1:{other.sip}/{other.gateway_id}"]
+                Path(f"{tmp}/gw{gw.index}").mkdir()
+                gw.proc = start_gateway(f"{tmp}/gw{gw.index}", gw.sip, gw.http, *extra)
+            for gw in gws:
+                wait_http(gw.http)
+            for gw in gws:
+                if via_redirect and gw.index > 0:
+                    continue
+                target = gws[0] if via_redirect else gw
+                mine = [] if gateways == 1 or via_redirect else ["--only-districts", ",".join(gw.districts)]
+                gw.simulators = start_simulators(
+                    target.sip, target.http, [*sim_args, "--gateway-id", target.gateway_id, *mine], sim_processes
+                )
+            procs = [gw.proc for gw in gws if gw.proc is not None]
+            sims = [p for gw in gws for p in gw.simulators]
+            t_first: float | None = None
+            cpu_first: dict[int, float] = {}
             sim_first = sim_online = sim_settled = 0.0
-            catalogs = 'kgw_catalogs_total{result="complete"}'
             deadline = time.monotonic() + timeout
-            m: dict[str, float] = {}
+            metrics: dict[int, dict[str, float]] = {}
             while time.monotonic() < deadline:
-                m = scrape(http)
+                metrics = {gw.index: scrape(gw.http) for gw in gws}
                 now = time.monotonic()
-                if t_first is None and m.get('kgw_sip_requests_total{method="REGISTER"}', 0) > 0:
+                registers = sum(m.get('kgw_sip_requests_total{method="REGISTER"}', 0) for m in metrics.values())
+                if t_first is None and registers > 0:
                     t_first = now
-                    cpu_first = cpu_seconds(gateway.pid)
-                    sim_first = sum(cpu_seconds(p.pid) for p in simulators)
+                    cpu_first = {gw.index: cpu_seconds(gw.proc.pid) for gw in gws if gw.proc is not None}
+                    sim_first = sum(cpu_seconds(p.pid) for p in sims)
                     if py_spy:
-                        spy = spy_on(py_spy, gateway.pid, 20, ROOT / "bench" / "results" / f"{name}-gateway.stacks")
-                if t_first is not None and t_online is None and m.get("kgw_devices_online", 0) >= expected:
-                    t_online = now
-                    cpu_online = cpu_seconds(gateway.pid)
-                    sim_online = sum(cpu_seconds(p.pid) for p in simulators)
-                if t_online is not None and m.get(catalogs, 0) >= expected:
-                    t_settled = now
-                    cpu_settled = cpu_seconds(gateway.pid)
-                    sim_settled = sum(cpu_seconds(p.pid) for p in simulators)
+                        spy = spy_on(py_spy, procs[0].pid, 20, ROOT / "bench" / "results" / f"{name}-gateway.stacks")
+                for gw in gws:
+                    m = metrics[gw.index]
+                    assert gw.proc is not None
+                    if t_first is not None and gw.t_online is None and m.get("kgw_devices_online", 0) >= gw.expected:
+                        gw.t_online, gw.cpu_online = now, cpu_seconds(gw.proc.pid)
+                        if all(g.t_online is not None for g in gws):
+                            sim_online = sum(cpu_seconds(p.pid) for p in sims)
+                            if py_spy:  # and what follows: the paced queries, catalogs, first keepalives
+                                settle_spy = spy_on(
+                                    py_spy, procs[0].pid, 20, ROOT / "bench" / "results" / f"{name}-settle.stacks"
+                                )
+                    if gw.t_online is not None and gw.t_settled is None and settled_catalogs(m) >= gw.expected:
+                        gw.t_settled, gw.cpu_settled = now, cpu_seconds(gw.proc.pid)
+                        if all(g.t_settled is not None for g in gws):
+                            sim_settled = sum(cpu_seconds(p.pid) for p in sims)
+                if all(gw.t_settled is not None for gw in gws):
                     break
-                if any(p.poll() is not None for p in (gateway, *simulators)):
+                if any(p.poll() is not None for p in (*procs, *sims)):
                     raise RuntimeError(f"{name}: a process exited")
-                time.sleep(0.2)
-            if t_online is None or t_first is None:
-                raise RuntimeError(f"{name}: only {m.get('kgw_devices_online')} of {expected} devices came online")
-            result: dict[str, float] = {
-                "devices": expected,
-                "simulator_processes": sim_processes,
+                time.sleep(POLL)
+            online = sum(m.get("kgw_devices_online", 0) for m in metrics.values())
+            if t_first is None or any(gw.t_online is None for gw in gws):
+                raise RuntimeError(f"{name}: only {online} of {total} devices came online")
+            t_online = max(gw.t_online or 0.0 for gw in gws)
+            cpu_online = sum(gw.cpu_online - cpu_first[gw.index] for gw in gws)
+            result: dict[str, Any] = {
+                "devices": total,
+                "gateway_processes": gateways,
+                "simulator_processes": len(sims),
+                "via_redirect": via_redirect,
                 "time_to_all_online_s": round(t_online - t_first, 3),
-                "registrations_per_s": round(expected / max(t_online - t_first, 1e-6), 1),
-                "gateway_cpu_s_until_online": round(cpu_online - cpu_first, 2),
-                "gateway_cpu_ms_per_registration": round(1000 * (cpu_online - cpu_first) / expected, 3),
+                "registrations_per_s": round(total / max(t_online - t_first, 1e-6), 1),
+                "gateway_cpu_s_until_online": round(cpu_online, 2),
+                "gateway_cpu_ms_per_registration": round(1000 * cpu_online / total, 3),
                 "simulator_cpu_s_until_online": round(sim_online - sim_first, 2),
-                "register_requests": m.get('kgw_sip_requests_total{method="REGISTER"}', 0),
+                "register_requests": sum(
+                    m.get('kgw_sip_requests_total{method="REGISTER"}', 0) for m in metrics.values()
+                ),
             }
-            if t_settled is not None:
+            if all(gw.t_settled is not None for gw in gws):
+                t_settled = max(gw.t_settled or 0.0 for gw in gws)
+                cpu_settled = sum(gw.cpu_settled - cpu_first[gw.index] for gw in gws)
                 result.update(
                     {
                         "time_to_catalogs_settled_s": round(t_settled - t_first, 3),
-                        "gateway_cpu_s_until_settled": round(cpu_settled - cpu_first, 2),
-                        "gateway_cpu_ms_per_device_settled": round(1000 * (cpu_settled - cpu_first) / expected, 3),
+                        "gateway_cpu_s_until_settled": round(cpu_settled, 2),
+                        "gateway_cpu_ms_per_device_settled": round(1000 * cpu_settled / total, 3),
                         "simulator_cpu_s_until_settled": round(sim_settled - sim_first, 2),
                     }
                 )
             if window > 0:
                 time.sleep(settle)  # let the last DeviceInfo/Catalog answers and the first keepalives pass
-                before = scrape(http)
-                c0, t0 = cpu_seconds(gateway.pid), time.monotonic()
-                s0 = sum(cpu_seconds(p.pid) for p in simulators)
+                before = {gw.index: scrape(gw.http) for gw in gws}
+                c0, t0 = sum(cpu_seconds(p.pid) for p in procs), time.monotonic()
+                s0 = sum(cpu_seconds(p.pid) for p in sims)
                 time.sleep(window)
-                c1, t1 = cpu_seconds(gateway.pid), time.monotonic()
-                s1 = sum(cpu_seconds(p.pid) for p in simulators)
-                after = scrape(http)
+                c1, t1 = sum(cpu_seconds(p.pid) for p in procs), time.monotonic()
+                s1 = sum(cpu_seconds(p.pid) for p in sims)
+                after = {gw.index: scrape(gw.http) for gw in gws}
                 key = 'kgw_sip_requests_total{method="MESSAGE"}'
-                messages = after.get(key, 0) - before.get(key, 0)
+                messages = sum(after[i].get(key, 0) - before[i].get(key, 0) for i in after)
                 result.update(
                     {
                         "window_s": round(t1 - t0, 1),
@@ -288,26 +381,49 @@ def run_phase(
                         "gateway_cpu_percent_of_one_core": round(100 * (c1 - c0) / (t1 - t0), 2),
                         "gateway_cpu_us_per_keepalive": round(1e6 * (c1 - c0) / max(messages, 1), 1),
                         "simulator_cpu_percent_of_one_core": round(100 * (s1 - s0) / (t1 - t0), 2),
-                        "devices_online_at_end": after.get("kgw_devices_online", 0),
+                        "devices_online_at_end": sum(m.get("kgw_devices_online", 0) for m in after.values()),
                     }
                 )
-            result["gateway_peak_rss_mib"] = round(rss_mib(gateway.pid), 1)
-            result["gateway_rss_mib"] = round(current_rss_mib(gateway.pid), 1)
-            result["simulator_peak_rss_mib"] = round(max(rss_mib(p.pid) for p in simulators), 1)
+            result["per_gateway"] = [
+                {
+                    "node": f"gw{gw.index}",
+                    "districts": len(gw.districts) or 16,
+                    "devices": gw.expected,
+                    "time_to_online_s": round((gw.t_online or 0.0) - t_first, 3),
+                    "cpu_s_until_online": round(gw.cpu_online - cpu_first[gw.index], 2),
+                    "peak_rss_mib": round(rss_mib(gw.proc.pid), 1),
+                    "rss_mib": round(current_rss_mib(gw.proc.pid), 1),
+                }
+                for gw in gws
+                if gw.proc is not None
+            ]
+            result["gateway_peak_rss_mib"] = max(row["peak_rss_mib"] for row in result["per_gateway"])
+            result["simulator_peak_rss_mib"] = round(max(rss_mib(p.pid) for p in sims), 1)
             return result
         finally:
-            if spy is not None:
-                spy.wait(timeout=60)
-            stop(*simulators, gateway)
+            for profiler in (spy, settle_spy):
+                if profiler is not None:
+                    profiler.wait(timeout=60)
+            stop(*(p for gw in gws for p in gw.simulators), *(gw.proc for gw in gws if gw.proc is not None))
 
 
-def ipc_phase(args: argparse.Namespace, name: str, devices: int, window: float, timeout: float) -> dict[str, float]:
+def ipc_phase(args: argparse.Namespace, name: str, devices: int, window: float, timeout: float) -> dict[str, Any]:
     """A city where every camera registers itself (``--ipc``), sized to about ``devices`` devices."""
     cameras = ipc_cameras(devices, args.kindergartens)
     spec = f"{cameras[0]}-{cameras[1]}"
     sim = ["--kindergartens", str(args.kindergartens), "--ipc", "--cameras", spec, "--rate", str(args.rate)]
-    n = int(city_summary(build_city(args.kindergartens, ipc_mode=True, cameras_per_kindergarten=cameras))["devices"])  # type: ignore[call-overload]
-    return run_phase(name, sim, n, window, timeout, sim_processes=args.sim_processes, py_spy=args.py_spy)
+    city = build_city(args.kindergartens, ipc_mode=True, cameras_per_kindergarten=cameras)
+    return run_phase(
+        name,
+        sim,
+        city,
+        window,
+        timeout,
+        sim_processes=args.sim_processes,
+        gateways=args.gateways,
+        via_redirect=args.via_redirect,
+        py_spy=args.py_spy,
+    )
 
 
 PHASES = ("storm", "ipc", "keepalive", "city50k")
@@ -336,6 +452,18 @@ def main() -> None:
         default=1,
         help="simulator processes sharing the city (kgw simulate --shard I/N); the simulators share the cores",
     )
+    parser.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes, each serving a share of the districts (--districts/--peer) with its own "
+        "simulator(s) running only those districts",
+    )
+    parser.add_argument(
+        "--via-redirect",
+        action="store_true",
+        help="with --gateways N: every simulator registers at the first gateway and follows its 302s",
+    )
     parser.add_argument("--py-spy", help="path of py-spy: sample the gateway for 20 s from the first REGISTER")
     parser.add_argument("--db", help="the gateway's database URL, e.g. postgresql://kgw@host/db (empty; every phase)")
     parser.add_argument("--postgres", action="store_true", help="an embedded PostgreSQL, a fresh database per phase")
@@ -363,11 +491,16 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if "storm" in phases:
-        n = int(city_summary(build_city(args.kindergartens))["devices"])  # type: ignore[call-overload]
         report["storm"] = run_phase(
-            "storm", ["--kindergartens", str(args.kindergartens), "--rate", str(args.rate)], n, 0, 120,
+            "storm",
+            ["--kindergartens", str(args.kindergartens), "--rate", str(args.rate)],
+            build_city(args.kindergartens),
+            0,
+            120,
             sim_processes=args.sim_processes,
-        )  # fmt: skip
+            gateways=args.gateways,
+            via_redirect=args.via_redirect,
+        )
     if "ipc" in phases:
         report["ipc"] = ipc_phase(args, "ipc", args.devices, 0, 300)
     if "keepalive" in phases:
@@ -381,7 +514,11 @@ def main() -> None:
     print(f"\n{'phase':<10} {'metric':<36} {'value':>12}")
     for phase in PHASES:
         for key, value in (report.get(phase) or {}).items():  # type: ignore[attr-defined]
-            print(f"{phase:<10} {key:<36} {value:>12}")
+            if key == "per_gateway":
+                for row in value:
+                    print(f"{phase:<10} {row['node']:<36} {json.dumps(row)}")
+            else:
+                print(f"{phase:<10} {key:<36} {value!s:>12}")
     print(f"\nreport: {out / name}.json")
 
 

@@ -53,7 +53,7 @@ from gateway.downloads import DownloadLimits, DownloadService, download_director
 from gateway.errors import StoreError
 from gateway.gb28181.sdp import MediaTransport
 from gateway.history_uplink import HistoryUplink
-from gateway.housekeeping import housekeeping
+from gateway.housekeeping import GC_THRESHOLDS, housekeeping
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.broadcast_routes import add_broadcast_routes
@@ -170,6 +170,7 @@ class GatewayService:
             config = self.config = with_credentials(config, imported)
             self._kindergartens.update({c.device_id: c.kindergarten_id for c in imported if c.kindergarten_id})
         gc.freeze()  # the restored registry is long-lived: keep it out of GC scans
+        gc.set_threshold(*GC_THRESHOLDS)  # a registration storm allocates millions of short-lived objects
         self.writer.start()
         stack.push_async_callback(self.writer.stop)  # the last writes, after SIP closed
         self.audit = AuditTrail(open_audit_store(config.db))

@@ -370,6 +370,11 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         metavar="I/N",
         help="run only every N-th kindergarten of the city, from the I-th (0-based): N simulator processes share a city",
     )
+    sim.add_argument(
+        "--only-districts",
+        metavar="CODE[,CODE...]",
+        help="run only these districts' kindergartens (e.g. the districts one gateway process serves)",
+    )
     sim.add_argument("--expires", type=int, default=3600, help="REGISTER Expires in s (default 3600)")
     sim.add_argument("--keepalive-interval", type=float, default=60.0, help="keepalive period in s (default 60)")
     sim.add_argument("--rate", type=float, default=2000.0, help="devices started per second (default 2000)")
@@ -579,6 +584,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         ipc_mode=args.ipc,
         cameras=args.cameras,
         shard=args.shard,
+        only_districts=tuple(c.strip() for c in (args.only_districts or "").split(",") if c.strip()),
         expires=args.expires,
         keepalive_interval=args.keepalive_interval,
         rate=args.rate,

@@ -18,9 +18,12 @@ from gateway.gb28181.access import DeviceAccess
 from gateway.registry.directory import Directory
 from gateway.registry.writer import RegistryWriter
 
-__all__ = ["GC_FREEZE_PERIOD", "LAST_SEEN_PERIOD", "housekeeping", "mark_last_seen"]
+__all__ = ["GC_FREEZE_PERIOD", "GC_THRESHOLDS", "LAST_SEEN_PERIOD", "housekeeping", "mark_last_seen"]
 
 GC_FREEZE_PERIOD = 30.0  # s between gc.freeze() calls
+# Young collections every 10,000 net allocations instead of 700: a storm's messages die by
+# reference counting long before; with the default the cyclic GC cost ~15 % of the storm's CPU.
+GC_THRESHOLDS = (10_000, 10, 10)
 LAST_SEEN_PERIOD = 300.0  # s between batched writes of every device's last keepalive time
 
 

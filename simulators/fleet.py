@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ from gateway.gb28181.sip.endpoint import SipEndpoint
 from gateway.gb28181.sip.idsource import RandomIds
 from gateway.gb28181.sip.router import SipRouter
 from gateway.gb28181.sip.transport import Peer, Transport
+from gateway.housekeeping import GC_THRESHOLDS
 from gateway.io.sip_io import SipDriver
 from simulators.audio_sink import AudioSinks
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
@@ -93,6 +95,7 @@ class FleetOptions:
     ipc_mode: bool = False
     cameras: tuple[int, int] = (8, 16)
     shard: tuple[int, int] = (0, 1)  # (i, n): only every n-th kindergarten from the i-th (n processes share a city)
+    only_districts: tuple[str, ...] = ()  # only these districts' kindergartens (); () = all
     expires: int = 3600
     keepalive_interval: float = 60.0
     rate: float = 2000.0  # devices started per second
@@ -170,11 +173,7 @@ class Fleet:
         opts = self.options
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
-        city = build_city(
-            opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode
-        )
-        shard, shards = opts.shard
-        self.city = city[shard::shards]
+        self.city = fleet_city(opts)
         summary = city_summary(self.city)
         log.info(
             "simulated city: %d kindergartens, %d devices, %d channels",
@@ -249,6 +248,11 @@ class Fleet:
             self.control = await start_control(self, "127.0.0.1", opts.control_port)
             self.control_port = bound_port(self.control)
             log.info("simulator control endpoint on http://127.0.0.1:%d/", self.control_port)
+        # Tens of thousands of agents are long-lived: keep them out of the cyclic GC's scans
+        # (a full collection rescanning them every few seconds is CPU the gateway could use).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         await self._ramp()
         if opts.alarm_rate > 0 and self.nodes:
             self._alarm_task = asyncio.create_task(self._alarm_loop(opts.alarm_rate), name="kgw-sim-alarms")
@@ -506,6 +510,16 @@ class Fleet:
             if node.media is not None:
                 total.add(node.media.totals())
         return total
+
+
+def fleet_city(opts: FleetOptions) -> list[SimKindergarten]:
+    """The kindergartens this simulator runs: the seeded city, only ``only_districts`` (if given),
+    every ``n``-th from the ``i``-th of ``shard`` — so n processes with the same options share it."""
+    city = build_city(opts.kindergartens, seed=opts.seed, cameras_per_kindergarten=opts.cameras, ipc_mode=opts.ipc_mode)
+    if opts.only_districts:
+        city = [k for k in city if k.district_code in opts.only_districts]
+    shard, shards = opts.shard
+    return city[shard::shards]
 
 
 def alarm_device_of(kindergarten: SimKindergarten, kind: str) -> SimDevice:

@@ -53,6 +53,7 @@ from gateway.gb28181.manscdp import (
     decode_message,
     serialize,
 )
+from gateway.gb28181.pacer import Pacer
 from gateway.gb28181.queries import QueryBook
 from gateway.gb28181.registrar import RegisterDecision, Registrar, Registration
 from gateway.gb28181.requests import build_message, sip_uri
@@ -99,8 +100,13 @@ class AccessConfig:
     keepalive_interval: float = 60.0
     keepalive_missed: int = 3
     query_timeout: float = 10.0
-    max_inflight_queries: int = 64
+    max_inflight_queries: int = 256  # the pacer bounds how fast they come; this, how many wait on slow devices
     query_on_register: bool = True
+    # The DeviceInfo and Catalog queries of new registrations start at this many devices a
+    # second (a burst of ``initial_query_burst`` at once): during a registration storm the
+    # REGISTERs keep the CPU, and every device still gets asked (gateway/gb28181/pacer.py).
+    initial_query_rate: float = 500.0
+    initial_query_burst: int = 200
     catalog_first_chunk_timeout: float = 120.0
     # WVP waits 5 s between chunks; over UDP a lost chunk is retransmitted after up to
     # 0.5+1+2+4+4 s (Timer E), so a shorter gap commits partial catalogs needlessly.
@@ -153,6 +159,8 @@ class DeviceAccess:
         # Devices that answered something (a trusted MESSAGE) since they registered: only
         # they get queries beyond the initial DeviceInfo and Catalog (H5).
         self._answered: set[str] = set()
+        # Newly registered devices waiting for their turn to be asked DeviceInfo and Catalog.
+        self.initial_queries = Pacer(config.initial_query_rate, config.initial_query_burst)
         registrar.current_peer = self._registered_peer
         self._cseq = endpoint.ids.number(4) + 1
         self._sn = endpoint.ids.number(5) + 1
@@ -172,6 +180,7 @@ class DeviceAccess:
                 self.catalogs.get_timer(),
                 self.queries.get_timer(),
                 self.subscriptions.get_timer(),
+                self.initial_queries.get_timer(),
             )
             if t is not None
         ]
@@ -184,6 +193,7 @@ class DeviceAccess:
             self._catalog_done(done, now)
         self._expire_queries(now)
         self.subscriptions.handle_timer(now)
+        self._ask_new_devices(now)
 
     def route(self, event: SipEvent, now: float) -> bool:
         """Take an endpoint event: every request (device access is the router's last handler, it
@@ -303,6 +313,7 @@ class DeviceAccess:
         if reg.expires == 0:
             self.sessions.pop(reg.device_id, None)
             self._answered.discard(reg.device_id)
+            self.initial_queries.discard(reg.device_id)
             self.subscriptions.forget(reg.device_id)
             self._events.append(DeviceUnregistered(reg.device_id, now))
             self._liveness_events(self.liveness.unregistered(reg.device_id, now))
@@ -330,8 +341,8 @@ class DeviceAccess:
         self._events.append(DeviceRegistered(reg.device_id, reg.peer, reg.expires, reg.user_agent, first, now))
         self._liveness_events(self.liveness.registered(reg.device_id, reg.expires, now))
         if first and self.config.query_on_register:
-            self._query(reg.device_id, DeviceInfoQuery(sn=self._next_sn(), device_id=reg.device_id), now, initial=True)
-            self._query(reg.device_id, CatalogQuery(sn=self._next_sn(), device_id=reg.device_id), now, initial=True)
+            self.initial_queries.add(reg.device_id)
+            self._ask_new_devices(now)
         if first and self.config.subscribe_catalogs and CatalogSubscriber.wants(reg.device_id):
             self.subscriptions.subscribe(reg.device_id, reg.peer, now)
 
@@ -504,6 +515,12 @@ class DeviceAccess:
         self._send_admitted(now)
         return int(query.sn)
 
+    def _ask_new_devices(self, now: float) -> None:
+        """DeviceInfo and Catalog for the newly registered devices whose turn has come."""
+        for device_id in self.initial_queries.release(now):
+            self._query(device_id, DeviceInfoQuery(sn=self._next_sn(), device_id=device_id), now, initial=True)
+            self._query(device_id, CatalogQuery(sn=self._next_sn(), device_id=device_id), now, initial=True)
+
     def _send_admitted(self, now: float) -> None:
         for key, query in self.queries.admit(now):
             device_id = key[0]
@@ -577,6 +594,7 @@ class DeviceAccess:
             else:  # the registration lapsed: forget the session (the registry keeps the device)
                 self.sessions.pop(ev.device_id, None)
                 self._answered.discard(ev.device_id)
+                self.initial_queries.discard(ev.device_id)
                 self.subscriptions.forget(ev.device_id)
 
 

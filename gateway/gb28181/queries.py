@@ -59,6 +59,9 @@ class QueryBook(Generic[_Query]):
         # Per class (proven first): each device's waiting queries, and the round-robin ring of devices.
         self._queues: dict[bool, dict[str, deque[tuple[QueryKey, _Query, bool]]]] = {True: {}, False: {}}
         self._rings: dict[bool, deque[str]] = {True: deque(), False: deque()}
+        # Devices with waiting queries but at their in-flight cap: out of the ring until one
+        # of theirs finishes, so admit() never walks a ring of devices that cannot go.
+        self._parked: dict[bool, set[str]] = {True: set(), False: set()}
         self._queued: set[QueryKey] = set()
         self._heap: list[tuple[float, QueryKey]] = []
 
@@ -97,8 +100,7 @@ class QueryBook(Generic[_Query]):
         for proven in (True, False):
             ring, queues = self._rings[proven], self._queues[proven]
             cap = self.per_device if proven else 1
-            skipped = 0
-            while ring and skipped < len(ring) and len(self._inflight) < self.max_inflight:
+            while ring and len(self._inflight) < self.max_inflight:
                 if not proven and self._unproven_inflight >= self.max_unproven:
                     break
                 device = ring.popleft()
@@ -109,8 +111,7 @@ class QueryBook(Generic[_Query]):
                     del queues[device]
                     continue
                 if self._device_inflight.get(device, 0) >= cap:
-                    ring.append(device)
-                    skipped += 1
+                    self._parked[proven].add(device)
                     continue
                 key, payload, report = queue.popleft()
                 self._queued.discard(key)
@@ -121,7 +122,6 @@ class QueryBook(Generic[_Query]):
                     self._unproven_inflight += 1
                 heapq.heappush(self._heap, (deadline, key))
                 ready.append((key, payload))
-                skipped = 0
                 if queue:
                     ring.append(device)
                 else:
@@ -165,3 +165,7 @@ class QueryBook(Generic[_Query]):
             self._device_inflight.pop(device, None)
         if not entry.proven:
             self._unproven_inflight -= 1
+        for proven in (True, False):
+            if device in self._parked[proven]:
+                self._parked[proven].discard(device)
+                self._rings[proven].append(device)

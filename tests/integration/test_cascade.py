@@ -275,4 +275,3 @@ async def test_an_upper_over_tcp_registers_and_comes_back_after_a_restart(
     restarted = await platform(platform_factory, "municipal", sip_port=port)
     assert await wait_for(lambda: gateway.cascade.status()[0]["state"] == "registered", 60)
     assert await wait_for(lambda: set(restarted.directory.channels) == set(gateway.directory.channels), 60)
-

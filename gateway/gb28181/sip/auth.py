@@ -173,6 +173,40 @@ def _scan_value(s: str, pos: int) -> tuple[str, int]:
     return s[pos:end], end
 
 
+_PLAIN_SCHEME = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)(?:[ \t]+|$)")
+_PLAIN_PARAM = re.compile(
+    r"[ \t,]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*=[ \t]*(?:\"([^\"\\\\]*)\"|([^, \t\"]+))[ \t]*(?:,|$)"
+)
+_PLAIN_END = re.compile(r"[ \t,]*$")
+# The last value parsed and its result, as one tuple so a reader on another thread sees a pair.
+_last_parsed: list[tuple[str, str, dict[str, str]]] = [("", "", {})]
+
+
+def _parse_plain(value: str) -> tuple[str, dict[str, str]] | None:
+    """The common shape of credentials (no quoted-pairs, no duplicates), by regular expressions.
+
+    None when the value has any other shape: the scanner of :func:`parse_auth_params`
+    then reads it (or raises), so both paths agree on everything this one accepts.
+    """
+    match = _PLAIN_SCHEME.match(value)
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    params: dict[str, str] = {}
+    pos = match.end()
+    while not _PLAIN_END.match(value, pos):
+        match = _PLAIN_PARAM.match(value, pos)
+        if match is None:
+            return None
+        key = match.group(1).lower()
+        if key in params:
+            return None
+        quoted = match.group(2)
+        params[key] = quoted if quoted is not None else match.group(3)
+        pos = match.end()
+    return scheme, params
+
+
 def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     """Split a challenge or credentials value into ``(scheme, params)`` (RFC 7235 §2.1).
 
@@ -188,6 +222,13 @@ def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
         raise DigestError("digest parameters too long")
     if _CTL_RE.search(value):
         raise DigestError("control character in digest parameters")
+    last = _last_parsed[0]
+    if value == last[0]:  # the registrar asks for the username, then verifies: one parse
+        return last[1], dict(last[2])
+    fast = _parse_plain(value)
+    if fast is not None:
+        _last_parsed[0] = (value, fast[0], dict(fast[1]))
+        return fast
     pos = _skip_ws(value, 0)
     end = _scan_token(value, pos)
     if end == pos:

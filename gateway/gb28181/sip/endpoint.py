@@ -118,6 +118,11 @@ class SipEndpoint:
         self.stats: Counter[str] = Counter()
         self._transactions: dict[str, Transaction] = {}
         self._accepted_invites: dict[tuple[str, int], str] = {}  # (Call-ID, CSeq) -> server txn
+        # A UDP retransmission is the same bytes from the same address: (hash of the datagram,
+        # peer) -> its non-INVITE server transaction, so a storm's retransmitted REGISTERs are
+        # absorbed without being parsed again (they were ~30 % of the REGISTERs at 20k devices).
+        self._datagrams: dict[tuple[int, Peer], str] = {}
+        self._datagram_of: dict[str, tuple[int, Peer]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._scheduled: dict[str, float] = {}
         self._seq = 0
@@ -135,6 +140,8 @@ class SipEndpoint:
     def receive(self, data: bytes, peer: Peer, now: float) -> None:
         """Handle one datagram or one framed stream message."""
         self.stats["bytes_in"] += len(data)
+        if self._datagrams and self._absorbed(data, peer, now):
+            return
         try:
             message = parse_message(data, max_size=self.max_message_size)
         except MessageTooLarge:
@@ -152,9 +159,33 @@ class SipEndpoint:
                 self._send_stateless_error(message, peer, 400)
             return
         if isinstance(message, SipRequest):
-            self._receive_request(message, peer, now)
+            key = self._receive_request(message, peer, now)
+            if key is not None and peer.transport is Transport.UDP and message.method != "INVITE":
+                mark = (hash(data), peer)
+                self._datagrams[mark] = key
+                self._datagram_of[key] = mark
         else:
             self._receive_response(message, peer, now)
+
+    def _absorbed(self, data: bytes, peer: Peer, now: float) -> bool:
+        """A byte-identical retransmission of a request whose server transaction lives: absorbed.
+
+        The hash is SipHash with a per-process key and the sender must be the same
+        address, so only a true retransmission lands here; it is counted and handled
+        exactly as the parsed path would (the transaction resends its last answer).
+        """
+        key = self._datagrams.get((hash(data), peer))
+        txn = self._transactions.get(key) if key is not None else None
+        if txn is None:
+            return False
+        method = key.rpartition("|")[2] if key is not None else ""  # the key ends with the method
+        self.stats[f"in_request_{method if method in _COUNTED_METHODS else 'other'}"] += 1
+        self.stats["retransmission_absorbed"] += 1
+        self.stats["retransmission_unparsed"] += 1
+        if (txn.state, TxInput.RECV_REQUEST) in txn.TABLE:
+            self._fire(txn, TxInput.RECV_REQUEST, now)
+            self._after(txn)
+        return True
 
     def reject_oversized(self, head: bytes, peer: Peer) -> None:
         """Answer 513 to a stream message the framer refused for its size."""
@@ -309,7 +340,8 @@ class SipEndpoint:
     def _via(self, peer: Peer, branch: str) -> str:
         return f"SIP/2.0/{peer.transport.value} {self.local_host}:{self.local_port};rport;branch={branch}"
 
-    def _receive_request(self, request: SipRequest, peer: Peer, now: float) -> None:
+    def _receive_request(self, request: SipRequest, peer: Peer, now: float) -> str | None:
+        """Match or start a server transaction; the key of a new one (None: ACK, retransmission, refusal)."""
         method_label = request.method if request.method in _COUNTED_METHODS else "other"
         self.stats[f"in_request_{method_label}"] += 1
         via = request.top_via  # parsed once (cached); stamping keeps branch, host and port
@@ -319,21 +351,22 @@ class SipEndpoint:
         txn = self._transactions.get(key)
         if request.method == "ACK":
             self._receive_ack(request, peer, txn, now)
-            return
+            return None
         if txn is not None:
             self.stats["retransmission_absorbed"] += 1
             if (txn.state, TxInput.RECV_REQUEST) in txn.TABLE:
                 self._fire(txn, TxInput.RECV_REQUEST, now)
                 self._after(txn)
-            return
+            return None
         if len(self._transactions) >= MAX_TRANSACTIONS:
             self.stats["refused_overload"] += 1
             self._send_stateless_error(request, peer, 503)
-            return
+            return None
         cls = ServerInvite if request.method == "INVITE" else ServerNonInvite
         txn = cls(key, request, peer, self.timers)
         self._transactions[key] = txn
         self._events.append(RequestReceived(request, peer, key))
+        return key
 
     def _receive_ack(self, ack: SipRequest, peer: Peer, txn: Transaction | None, now: float) -> None:
         if txn is not None and txn.state in (TxState.COMPLETED, TxState.CONFIRMED):
@@ -390,6 +423,9 @@ class SipEndpoint:
         if txn.terminated:
             self._transactions.pop(txn.key, None)
             self._scheduled.pop(txn.key, None)
+            mark = self._datagram_of.pop(txn.key, None)
+            if mark is not None and self._datagrams.get(mark) == txn.key:
+                del self._datagrams[mark]
             if isinstance(txn, ServerInvite):
                 # Timer L or a transport error ended it before the ACK came.
                 accepted = (txn.request.call_id, txn.request.cseq.seq)
