@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import subprocess
@@ -46,6 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import registration_storm  # noqa: E402
 from bench.alarm_latency import Arrivals, post, summarise, wait_until  # noqa: E402
 from bench.registration_storm import (  # noqa: E402
     cpu_seconds,
@@ -319,6 +321,7 @@ def main() -> None:
     parser.add_argument("--py-spy", help="path of py-spy: sample the gateway during the presses (diagnostic)")
     parser.add_argument("--py-spy-seconds", type=float, default=12.0, help="s to sample from the first press")
     parser.add_argument("--serve-uppers", metavar="FILE", help=argparse.SUPPRESS)  # the child process mode
+    parser.add_argument("--postgres", action="store_true", help="the gateway on an embedded PostgreSQL (--db)")
     args = parser.parse_args()
     if args.serve_uppers:
         try:
@@ -328,10 +331,20 @@ def main() -> None:
         except KeyboardInterrupt:
             pass
         return
+    name = "alarm_storm_latency"
+    if args.postgres:  # registration_storm.start_gateway reads its phase_db for --db
+        from simulators.postgres import PostgresServer  # noqa: PLC0415
+
+        server = PostgresServer()
+        server.start()
+        atexit.register(server.cleanup)
+        registration_storm.phase_db = lambda tmp: server.url
+        name = "alarm_storm_latency_postgres"
     report = asyncio.run(run(args))
+    report["db"] = "postgresql" if args.postgres else "sqlite"
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "alarm_storm_latency.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     storm, alarms = report["storm"], report["alarms"]
     print(
         f"\ncity: {report['kindergartens']} kindergartens, {report['devices']} devices starting at once"
@@ -348,7 +361,7 @@ def main() -> None:
         f"pressed {alarms['pressed']} ({alarms['pressed_during_storm']} during the storm), delivered "
         f"{alarms['delivered']}, lost {alarms['lost']}, duplicate ids {alarms['duplicate_ids']}"
     )
-    print(f"\nreport: {out / 'alarm_storm_latency.json'}")
+    print(f"\nreport: {out / name}.json")
 
 
 if __name__ == "__main__":

@@ -24,18 +24,8 @@ from typing import Any, Final
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from gateway.audit.audit_sql import _HEAD, _INSERT, AppendOnlyViolation, AuditQueries, _row
 from gateway.audit.chain import AuditEntry, AuditRecord, ChainHead, chain
-from gateway.audit.sqlite_store import (
-    _CHUNK,
-    _COLS,
-    _HEAD,
-    _INSERT,
-    AppendOnlyViolation,
-    _record,
-    _row,
-    _where,
-)
-from gateway.audit.store import AuditFilter, AuditPage
 from gateway.errors import StoreError
 from gateway.pg_connect import open_pool
 from gateway.pg_tx import PgConnection, commit_setting, durable_transaction
@@ -86,7 +76,7 @@ def _mapped() -> Iterator[None]:
         raise StoreError(f"audit store: {text}") from exc
 
 
-class PgAuditStore:
+class PgAuditStore(AuditQueries):
     """:class:`~gateway.audit.store.AuditStore` on PostgreSQL (one thread at a time per instance)."""
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
@@ -145,35 +135,7 @@ class PgAuditStore:
             conn.executemany(_INSERT, [_row(r) for r in records])
         return records
 
-    def head(self) -> ChainHead:
-        """The last record's seq and hash."""
+    @contextmanager
+    def _reading(self) -> Iterator[PgConnection]:
         with self._tx() as conn:
-            row = conn.execute(_HEAD).fetchone()
-        return ChainHead(int(row[0]), str(row[1])) if row else ChainHead()
-
-    def page(self, flt: AuditFilter) -> AuditPage:
-        """Matching records newest first, with the total count (one snapshot)."""
-        where, args = _where(flt)
-        with self._tx() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM audit_log{where}", args).fetchone()[0])
-            rows = conn.execute(
-                f"SELECT {_COLS} FROM audit_log{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
-                [*args, flt.limit, flt.offset],
-            ).fetchall()
-        return AuditPage([_record(r) for r in rows], total, flt.offset, flt.limit)
-
-    def records(self, flt: AuditFilter | None = None) -> Iterator[AuditRecord]:
-        """Records in seq order (all, or those ``flt`` matches), fetched in chunks by seq."""
-        where, args = _where(flt or AuditFilter())
-        clause = f"{where} AND seq > ?" if where else " WHERE seq > ?"
-        last = 0
-        while True:
-            with self._tx() as conn:
-                rows = conn.execute(
-                    f"SELECT {_COLS} FROM audit_log{clause} ORDER BY seq LIMIT ?", [*args, last, _CHUNK]
-                ).fetchall()
-            for row in rows:
-                yield _record(row)
-            if len(rows) < _CHUNK:
-                return
-            last = int(rows[-1][0])
+            yield conn
