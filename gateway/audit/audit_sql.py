@@ -8,6 +8,7 @@ StoreError) and its own append (each serialises the chain its own way).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
@@ -64,11 +65,12 @@ def _record(row: Sequence[Any]) -> AuditRecord:
     return AuditRecord(int(seq), entry, str(prev_hash), str(hash_))
 
 
-class AuditQueries:
+class AuditQueries(ABC):
     """The read side of an audit store; subclasses give ``_reading()``."""
 
+    @abstractmethod
     def _reading(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
+        """A connection for one read, its errors mapped to StoreError."""
 
     def head(self) -> ChainHead:
         """The last record's seq and hash."""

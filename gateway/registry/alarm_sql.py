@@ -22,6 +22,7 @@ alarms alike.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import fields, replace
@@ -191,7 +192,7 @@ def transition_from(row: Sequence[Any]) -> Transition:
     return Transition(alarm_id, at, TransitionAction(action), actor, detail)
 
 
-class AlarmQueries:
+class AlarmQueries(ABC):
     """:class:`~gateway.alarms.store.AlarmStore` written once over ``_transaction`` (module doc).
 
     A backend sets ``node`` and ``_greatest`` (its two-argument max: ``MAX`` in
@@ -201,8 +202,9 @@ class AlarmQueries:
     node: str = DEFAULT_NODE
     _greatest: str = "MAX"
 
+    @abstractmethod
     def _transaction(self, *, write: bool = True) -> AbstractContextManager[SqlConnection]:
-        raise NotImplementedError
+        """One transaction on the backend's connection (committed on success, rolled back on error)."""
 
     # --- writes -----------------------------------------------------------------
 

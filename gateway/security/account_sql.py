@@ -11,6 +11,7 @@ version (``account_schema``), in each backend's dialect.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any, Final
 
@@ -40,15 +41,16 @@ def _token(row: tuple[Any, ...]) -> ApiToken:
     return ApiToken(name, token_hash, Role(role), district, kindergarten, bool(metrics_only), created, revoked, used)
 
 
-class SqlAccountStore:
+class SqlAccountStore(ABC):
     """Users, sessions and API tokens in SQL (module doc). One thread at a time."""
 
+    @abstractmethod
     def close(self) -> None:
         """Disconnect (a second call does nothing)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _tx(self) -> AbstractContextManager[Any]:
-        raise NotImplementedError
+        """One transaction on the backend's connection."""
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
         with self._tx() as conn:
