@@ -94,7 +94,9 @@ async def _cascade(
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 30)
     for level, platform in platforms.items():
         assert await wait_for(lambda p=platform: p.queries.is_registered(gateway.config.id), 30)  # type: ignore[misc]
-        assert await platform.queries.ask(gateway.config.id, "Catalog") is not None
+        assert await wait_for(
+            lambda platform=platform: platform.queries.request_catalog(gateway.config.id) is not None, 30
+        )  # type: ignore[misc]  # taken once proven (H5)
         wanted = CLASSROOM if level != "police" else ENTRANCE
         assert await wait_for(lambda p=platform, c=wanted: p.directory.device_of(c) == gateway.config.id, 30), level  # type: ignore[misc]
     return gateway, fleet, platforms

@@ -69,7 +69,7 @@ async def test_district_steers_through_the_gateway_police_is_refused(
     gateway_id = gateway.config.id
     for platform in platforms.values():
         assert await wait_for(lambda p=platform: p.queries.is_registered(gateway_id), 30)  # type: ignore[misc]
-        assert await platform.queries.ask(gateway_id, "Catalog") is not None
+        assert await wait_for(lambda platform=platform: platform.queries.request_catalog(gateway_id) is not None, 30)  # type: ignore[misc]  # taken once proven (H5)
         assert await wait_for(lambda p=platform: p.directory.device_of(ENTRANCE) == gateway_id, 30)  # type: ignore[misc]
     district, police = platforms["district"], platforms["police"]
     assert await wait_for(lambda: getattr(district.directory.channels.get(ENTRANCE), "ptz_type", None) == 1, 30)

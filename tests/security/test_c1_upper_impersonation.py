@@ -64,7 +64,9 @@ async def _system(
     assert await wait_for(lambda: all(s["state"] == "registered" for s in gateway.cascade.status()), 30)
     for platform in (municipal, police):
         assert await wait_for(lambda p=platform: p.queries.is_registered(gateway.config.id), 30)  # type: ignore[misc]
-        assert await platform.queries.ask(gateway.config.id, "Catalog") is not None
+        assert await wait_for(
+            lambda platform=platform: platform.queries.request_catalog(gateway.config.id) is not None, 30
+        )  # type: ignore[misc]  # taken once proven (H5)
     assert await wait_for(lambda: police.directory.device_of(ENTRANCE) == gateway.config.id, 30)
     return gateway, municipal, police
 

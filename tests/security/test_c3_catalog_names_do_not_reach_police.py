@@ -57,7 +57,9 @@ def _catalogs(node: GatewayService) -> float:
 async def _police_catalog(police: GatewayService, gateway: GatewayService) -> None:
     """Have the police platform fetch the gateway's whole catalog, and wait until it has applied it."""
     done = _catalogs(police)
-    assert await police.queries.ask(gateway.config.id, "Catalog") is not None
+    assert await wait_for(
+        lambda: police.queries.request_catalog(gateway.config.id) is not None, 30
+    )  # taken once proven (H5)
     assert await wait_for(lambda: _catalogs(police) > done, 30)
 
 
