@@ -13,7 +13,7 @@ itself (``SET LOCAL``), so the guarantee does not hang on that setting.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any, Final
 
@@ -21,8 +21,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway.errors import StoreError
+from gateway.pg_connect import open_pool
 
-__all__ = ["DURABLE_COMMIT", "PgConnection", "commit_setting", "durable_transaction", "pg_sql"]
+__all__ = ["DURABLE_COMMIT", "DurablePool", "PgConnection", "commit_setting", "durable_transaction", "pg_sql"]
 
 # synchronous_commit values that flush the commit record to this server's disk before COMMIT returns.
 DURABLE_COMMIT: Final = frozenset({"on", "remote_write", "remote_apply", "local"})
@@ -80,3 +81,53 @@ def durable_transaction(
         if lock is not None:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         yield PgConnection(conn)
+
+
+class DurablePool:
+    """A store's own connection pool and the server's ``synchronous_commit``, read once at open.
+
+    The alarm, audit and account stores each hold one (apart from the registry's,
+    so a commit of theirs never waits behind a registry flush); their transactions
+    go through :meth:`transaction`, which keeps every write durable.
+    """
+
+    def __init__(self, url: str, *, name: str, max_size: int, timeout: float) -> None:
+        self.url = url
+        self.name = name
+        self.max_size = max_size
+        self.timeout = timeout  # s to reach the server at open (StoreError after)
+        self.commit_setting = ""  # synchronous_commit as the server sets it for us (open)
+        self._pool: ConnectionPool[Any] | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` succeeded and :meth:`close` has not run since."""
+        return self._pool is not None
+
+    def open(self) -> None:
+        """Connect and read the commit setting (idempotent); psycopg errors propagate for the store to map."""
+        if self._pool is not None:
+            return
+        pool = open_pool(self.url, name=self.name, min_size=1, max_size=self.max_size, timeout=self.timeout)
+        try:
+            self.commit_setting = commit_setting(pool)
+        except BaseException:
+            pool.close()
+            raise
+        self._pool = pool
+
+    def close(self) -> None:
+        """Close the pool (idempotent)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def require(self) -> ConnectionPool[Any]:
+        """The open pool; StoreError when the store is not open."""
+        if self._pool is None:
+            raise StoreError(f"{self.name} store is not open")
+        return self._pool
+
+    def transaction(self, *, write: bool = True, lock: int | None = None) -> AbstractContextManager[PgConnection]:
+        """:func:`durable_transaction` on this pool."""
+        return durable_transaction(self.require(), self.commit_setting, write=write, lock=lock)

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Final
 
 import psycopg
-from psycopg_pool import ConnectionPool
 
 from gateway.audit.audit_sql import _HEAD, _INSERT, AppendOnlyViolation, AuditQueries, _row
 from gateway.audit.chain import AuditEntry, AuditRecord, ChainHead, chain
 from gateway.errors import StoreError
-from gateway.pg_connect import open_pool
-from gateway.pg_tx import PgConnection, commit_setting, durable_transaction
+from gateway.pg_tx import DurablePool, PgConnection
 
 __all__ = ["AUDIT_LOCK_KEY", "PG_SCHEMA", "PgAuditStore"]
 
@@ -81,9 +79,7 @@ class PgAuditStore(AuditQueries):
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url
-        self.timeout = timeout
-        self._pool: ConnectionPool[Any] | None = None
-        self._commit_setting = ""
+        self._db = DurablePool(url, name="audit", max_size=1, timeout=timeout)
 
     def __enter__(self) -> PgAuditStore:
         self.open()
@@ -94,36 +90,25 @@ class PgAuditStore(AuditQueries):
 
     def open(self) -> None:
         """Connect and create the table and its guards (under the append lock: nodes may start at once)."""
-        if self._pool is not None:
+        if self._db.is_open:
             return
-        pool = open_pool(self.url, name="audit", min_size=1, max_size=1, timeout=self.timeout)
         try:
             with _mapped():
-                self._commit_setting = commit_setting(pool)
-                with durable_transaction(pool, self._commit_setting, lock=AUDIT_LOCK_KEY) as conn:
+                self._db.open()
+                with self._db.transaction(lock=AUDIT_LOCK_KEY) as conn:
                     for statement in PG_SCHEMA:
                         conn.raw.execute(statement.encode())  # DDL without parameters
         except BaseException:
-            pool.close()
+            self._db.close()
             raise
-        self._pool = pool
 
     def close(self) -> None:
         """Disconnect (a second call does nothing)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._db.close()
 
     @contextmanager
     def _tx(self, *, write: bool = False, lock: bool = False) -> Iterator[PgConnection]:
-        if self._pool is None:
-            raise StoreError("audit store is not open")
-        with (
-            _mapped(),
-            durable_transaction(
-                self._pool, self._commit_setting, write=write, lock=AUDIT_LOCK_KEY if lock else None
-            ) as conn,
-        ):
+        with _mapped(), self._db.transaction(write=write, lock=AUDIT_LOCK_KEY if lock else None) as conn:
             yield conn
 
     def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:

@@ -24,9 +24,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
-from gateway.errors import StoreError
-from gateway.pg_connect import open_pool
-from gateway.pg_tx import DURABLE_COMMIT, PgConnection, commit_setting, durable_transaction
+from gateway.pg_tx import DURABLE_COMMIT, DurablePool, PgConnection
 from gateway.registry.alarm_sql import DEFAULT_NODE, AlarmQueries, check_node
 from gateway.registry.pg_migrate import mapped_pg_errors, migrate_pool, schema_version_of
 
@@ -41,10 +39,7 @@ class PgAlarmStore(AlarmQueries):
     def __init__(self, url: str, node: str = DEFAULT_NODE, *, pool_size: int = 2, timeout: float = 10.0) -> None:
         self.url = url
         self.node = check_node(node)
-        self.pool_size = pool_size
-        self.timeout = timeout  # s to reach the server at open (StoreError after)
-        self._pool: ConnectionPool[Any] | None = None
-        self.commit_setting = ""  # synchronous_commit as the server set it for us (open)
+        self._db = DurablePool(url, name=f"alarms-{self.node}", max_size=pool_size, timeout=timeout)
 
     def __enter__(self) -> PgAlarmStore:
         self.open()
@@ -55,24 +50,17 @@ class PgAlarmStore(AlarmQueries):
 
     def open(self) -> None:
         """Connect (a pool of its own) and check that commits are durable (module doc)."""
-        if self._pool is not None:
-            return
-        pool = open_pool(
-            self.url, name=f"alarms-{self.node}", min_size=1, max_size=self.pool_size, timeout=self.timeout
-        )
-        try:
-            with mapped_pg_errors():
-                self.commit_setting = commit_setting(pool)
-        except BaseException:
-            pool.close()
-            raise
-        self._pool = pool
+        with mapped_pg_errors():
+            self._db.open()
 
     def close(self) -> None:
         """Close the pool (idempotent)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._db.close()
+
+    @property
+    def commit_setting(self) -> str:
+        """``synchronous_commit`` as the server set it for us (read at open)."""
+        return self._db.commit_setting
 
     @property
     def durable_by_default(self) -> bool:
@@ -80,9 +68,7 @@ class PgAlarmStore(AlarmQueries):
         return self.commit_setting in DURABLE_COMMIT
 
     def _require(self) -> ConnectionPool[Any]:
-        if self._pool is None:
-            raise StoreError("alarm store is not open")
-        return self._pool
+        return self._db.require()
 
     def schema_version(self) -> int:
         """The schema version of the database (0 when empty)."""
@@ -97,5 +83,5 @@ class PgAlarmStore(AlarmQueries):
 
     @contextmanager
     def _transaction(self, *, write: bool = True) -> Iterator[PgConnection]:
-        with mapped_pg_errors(), durable_transaction(self._require(), self.commit_setting, write=write) as conn:
+        with mapped_pg_errors(), self._db.transaction(write=write) as conn:
             yield conn

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Final
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
 
 from gateway.errors import StoreError
-from gateway.pg_connect import open_pool
-from gateway.pg_tx import PgConnection, commit_setting, durable_transaction
+from gateway.pg_tx import DurablePool, PgConnection
 from gateway.security.account_sql import SqlAccountStore
 from gateway.security.accounts import DuplicateAccount
 
@@ -67,18 +65,15 @@ class PgAccountStore(SqlAccountStore):
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url
-        self.timeout = timeout
-        self._pool: ConnectionPool[Any] | None = None
-        self._commit_setting = ""
+        self._db = DurablePool(url, name="accounts", max_size=2, timeout=timeout)
 
     def open(self) -> None:
         """Connect and create or migrate the account tables."""
-        if self._pool is not None:
+        if self._db.is_open:
             return
-        self._pool = open_pool(self.url, name="accounts", min_size=1, max_size=2, timeout=self.timeout)
         try:
             with self._mapped():
-                self._commit_setting = commit_setting(self._pool)
+                self._db.open()
             self._migrate()
         except BaseException:
             self.close()
@@ -86,9 +81,7 @@ class PgAccountStore(SqlAccountStore):
 
     def close(self) -> None:
         """Disconnect (a second call does nothing)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        self._db.close()
 
     @staticmethod
     @contextmanager
@@ -102,9 +95,7 @@ class PgAccountStore(SqlAccountStore):
 
     @contextmanager
     def _tx(self, *, lock: int | None = None) -> Iterator[PgConnection]:
-        if self._pool is None:
-            raise StoreError("account store is not open")
-        with self._mapped(), durable_transaction(self._pool, self._commit_setting, lock=lock) as conn:
+        with self._mapped(), self._db.transaction(lock=lock) as conn:
             yield conn
 
     def _migrate(self) -> None:
