@@ -191,6 +191,7 @@ class Alarm:
     repeats: int = 0  # rate-limited notifications of the same kind collapsed into this alarm
     last_repeat_at: float | None = None
     node: str = "gateway"  # the gateway node that received it: it alone delivers it (several nodes, one database)
+    drill: bool = False  # an acceptance drill (验收演练): delivered marked as a drill, never counted as real
 
     @property
     def kind(self) -> AlarmKind:

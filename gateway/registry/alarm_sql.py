@@ -119,6 +119,7 @@ _A_STATE: Final = _ALARM_COLS.index("state")
 _A_REGISTERED: Final = _ALARM_COLS.index("sender_registered")
 _A_PROBLEMS: Final = _ALARM_COLS.index("problems")
 _A_VERIFIED: Final = _ALARM_COLS.index("verified")
+_A_DRILL: Final = _ALARM_COLS.index("drill")
 _INT_COLS: Final = tuple(_ALARM_COLS.index(c) for c in ("priority", "method", "alarm_type", "event_type"))
 
 
@@ -131,6 +132,7 @@ def alarm_row(a: Alarm) -> tuple[Any, ...]:
     row[_A_REGISTERED] = int(bool(a.sender_registered))
     row[_A_PROBLEMS] = json.dumps(list(a.problems), ensure_ascii=False)
     row[_A_VERIFIED] = int(bool(a.verified))
+    row[_A_DRILL] = int(bool(a.drill))
     return tuple(row)
 
 
@@ -141,6 +143,7 @@ def alarm_from(row: Sequence[Any]) -> Alarm:
     values[_A_REGISTERED] = bool(values[_A_REGISTERED])
     values[_A_PROBLEMS] = tuple(json.loads(values[_A_PROBLEMS]))
     values[_A_VERIFIED] = bool(values[_A_VERIFIED])
+    values[_A_DRILL] = bool(values[_A_DRILL])
     return Alarm(*values)
 
 

@@ -201,6 +201,59 @@ MIGRATIONS: Final[list[str]] = [
     );
     INSERT INTO alarm_seq_block (id, next_seq) SELECT 1, COALESCE(MAX(seq), 0) + 1 FROM alarm;
     """,
+    # v7: every kindergarten proven (issue 13). Drill alarms are kept with the real ones but
+    # marked, so they reach the sinks as drills and never count in real-alarm statistics.
+    # An acceptance run (验收) of a kindergarten: its checks and report, the snapshots it took.
+    # RTSP/ONVIF cameras the gateway pulls and shows as channels of a virtual GB device.
+    # Coverage per district per day, kept once a day for the 90-day history.
+    """
+    ALTER TABLE alarm ADD COLUMN drill INTEGER NOT NULL DEFAULT 0 CHECK (drill IN (0, 1));
+    CREATE TABLE acceptance (
+        id              TEXT PRIMARY KEY,
+        kindergarten_id TEXT NOT NULL,
+        district_code   TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'running',
+        started_by      TEXT NOT NULL,
+        started_at      REAL NOT NULL,
+        finished_at     REAL,
+        drill_alarm_id  TEXT,
+        checks          TEXT NOT NULL DEFAULT '[]',
+        devices         TEXT NOT NULL DEFAULT '[]',
+        report          TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX acceptance_kindergarten ON acceptance (kindergarten_id, started_at);
+    CREATE INDEX acceptance_district ON acceptance (district_code, started_at);
+    CREATE TABLE acceptance_snapshot (
+        acceptance_id TEXT NOT NULL REFERENCES acceptance (id) ON DELETE CASCADE,
+        channel_id    TEXT NOT NULL,
+        taken_at      REAL NOT NULL,
+        jpeg          BLOB NOT NULL,
+        PRIMARY KEY (acceptance_id, channel_id)
+    );
+    CREATE TABLE rtsp_camera (
+        channel_id      TEXT PRIMARY KEY,
+        device_id       TEXT NOT NULL,
+        kindergarten_id TEXT NOT NULL,
+        district_code   TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        area            TEXT NOT NULL DEFAULT 'other',
+        url             TEXT NOT NULL,
+        username        TEXT NOT NULL DEFAULT '',
+        password        TEXT NOT NULL DEFAULT '',
+        enabled         INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+        created_by      TEXT NOT NULL DEFAULT '',
+        created_at      REAL NOT NULL
+    );
+    CREATE INDEX rtsp_camera_kindergarten ON rtsp_camera (kindergarten_id);
+    CREATE TABLE coverage_day (
+        day           TEXT NOT NULL,
+        district_code TEXT NOT NULL,
+        complete      INTEGER NOT NULL DEFAULT 0,
+        partial       INTEGER NOT NULL DEFAULT 0,
+        missing       INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, district_code)
+    );
+    """,
 ]
 
 
