@@ -39,6 +39,8 @@ from gateway.city_view import CityView
 from gateway.cluster_nodes import HEARTBEAT_PERIOD, NodeBook, NodeRecord
 from gateway.command_broker import CommandBroker
 from gateway.config import GatewayConfig
+from gateway.coverage.model import CoverageRules
+from gateway.coverage.service import CoverageService
 from gateway.device_control import DeviceControlService
 from gateway.device_credentials import (
     credentials_db,
@@ -59,6 +61,7 @@ from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.broadcast_routes import add_broadcast_routes
 from gateway.httpapi.city import add_city_routes
 from gateway.httpapi.control_routes import add_control_routes
+from gateway.httpapi.coverage_routes import coverage_part
 from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
@@ -138,6 +141,7 @@ class GatewayService:
         self.http_app: web.Application
         self.webrtc: WebRtcPeers
         self.broadcasts: BroadcastService
+        self.coverage: CoverageService
         self._stack = contextlib.AsyncExitStack()
         self._stopped = False
 
@@ -298,6 +302,19 @@ class GatewayService:
         driver = await sip.listen(handlers, on_activity=self._drain)
         stack.callback(sip.close)
 
+        self.coverage = CoverageService(
+            directory,
+            self.store,
+            rules=_coverage_rules(config),
+            drills=self.alarms.last_successful_drills,
+            live=self.live,
+            recordings=self.records.answers,
+            districts=frozenset(config.districts),
+            refresh=config.coverage_refresh,
+        )
+        await self.coverage.start()
+        stack.push_async_callback(self.coverage.stop)
+
         await self.accounts.open()
         stack.push_async_callback(self.accounts.close)
         tls = tls_context(config.tls_cert, config.tls_key) if config.tls_cert else None
@@ -316,6 +333,7 @@ class GatewayService:
             self.broadcasts,
             self.alarms,
             self.audit,
+            self.coverage,
             GATE,
         ]
         self.metrics = metrics_registry([*collectors, *((cascade,) if cascade is not None else ())])
@@ -348,6 +366,7 @@ class GatewayService:
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
+                coverage_part(self.coverage),
                 *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
             ),
         )
@@ -450,6 +469,16 @@ class GatewayService:
         self.broadcasts.stop_all()
         for channel_id in list(self.live.streams):
             self.live.close(channel_id, "gateway stopping")
+
+
+def _coverage_rules(config: GatewayConfig) -> CoverageRules:
+    """The coverage dashboard's thresholds (``coverage_*`` settings)."""
+    return CoverageRules(
+        drill_max_age_days=config.coverage_drill_max_age_days,
+        loss_percent=config.coverage_loss_percent,
+        flaps_per_day=config.coverage_flaps,
+        require_perimeter=config.coverage_require_perimeter,
+    )
 
 
 def _inbound_limits(config: GatewayConfig) -> InboundLimits:

@@ -130,6 +130,12 @@ class GatewayConfig:
     # --- PTZ and device control (README "PTZ and device control") ---
     ptz_auto_stop: float = 2.0  # s after a PTZ move without a new command before the gateway sends the stop
     control_timeout: float = 5.0  # s a DeviceControl (TeleBoot, RecordCmd, GuardCmd…) waits for its Result
+    # --- the coverage dashboard (README "Coverage"; gateway/coverage/model.py CoverageRules) ---
+    coverage_drill_max_age_days: float = 180.0  # a successful drill older than this: 部分接入 (演练已超过N天)
+    coverage_loss_percent: float = 2.0  # RTP loss of a kindergarten's streams over 24 h at or above this (%)
+    coverage_flaps: int = 3  # device offline transitions in 24 h at or above this: 频繁掉线
+    coverage_require_perimeter: bool = True  # no perimeter camera: 部分接入
+    coverage_refresh: float = 30.0  # s between refreshes of drills, offline counts and RTP samples
     devices: tuple[ProvisionedDevice, ...] = field(default_factory=tuple)
     upper_platforms: tuple[UpperSpec, ...] = field(default_factory=tuple)  # cascade (README "Cascade")
     # --- logins (README "Logins") ---

@@ -133,6 +133,8 @@ class RecordService:
         self.total = total
         self._running: Counter[str] = Counter()
         self.outcomes: Counter[str] = Counter()  # complete / partial / timeout / failed
+        # Channel id -> whether its last search that reached the device was answered (the coverage dashboard).
+        self.answers: dict[str, bool] = {}
 
     async def search(self, channel_id: str, start: int, end: int, type: str = "all") -> RecordSearch:
         """The channel's recordings between ``start`` and ``end`` (epoch s) of ``type``.
@@ -157,7 +159,13 @@ class RecordService:
             raise RecordSearchError(429, f"该设备录像查询过多 (too many record searches on device {device_id})")
         self._running[device_id] += 1
         try:
-            return await self._search(device_id, channel_id, start, end, kind)
+            found = await self._search(device_id, channel_id, start, end, kind)
+            self.answers[channel_id] = True
+            return found
+        except RecordSearchError as exc:
+            if exc.status in (502, 504):  # the device refused or said nothing: its recordings are not reachable
+                self.answers[channel_id] = False
+            raise
         finally:
             self._running[device_id] -= 1
             if self._running[device_id] <= 0:

@@ -775,6 +775,10 @@ class AlarmService:
         transitions = await self._run(self.store.transitions_of, alarm_id)
         return alarm, sorted(live.values(), key=lambda d: (d.sink, d.event.value)), transitions
 
+    async def last_successful_drills(self) -> dict[str, float]:
+        """Kindergarten id -> time of its latest drill that reached every sink (the coverage dashboard)."""
+        return await self._run(self.store.last_successful_drills)
+
     async def list_deliveries(self, state: str | None, sink: str | None, offset: int, limit: int) -> Page[Delivery]:
         """Deliveries by state/sink (``dead`` lists the dead letters)."""
         await self._flush()

@@ -76,6 +76,9 @@ class AlarmStore(Protocol):
     def list_alarms(self, flt: AlarmFilter) -> Page[Alarm]:
         """Every node's alarms matching ``flt``, newest (latest received) first, with the total count."""
 
+    def last_successful_drills(self) -> dict[str, float]:
+        """Kindergarten id -> receipt time of its latest drill alarm whose deliveries were all delivered."""
+
     def deliveries_of(self, alarm_id: str) -> list[Delivery]:
         """The deliveries of one alarm, by (sink, event)."""
 

@@ -114,6 +114,14 @@ OPEN_DELIVERIES: Final = (
 _UNRESOLVED: Final = _in_list([s.value for s in AlarmState if s is not AlarmState.RESOLVED])
 ALARMS_SINCE: Final = f"{ALARM_SELECT} WHERE (received_at >= ? OR state IN {_UNRESOLVED}) AND node = ? ORDER BY seq"
 
+# A drill proves the alarm path only when it had deliveries and every one of them was delivered.
+LAST_SUCCESSFUL_DRILLS: Final = (
+    "SELECT a.kindergarten_id, MAX(a.received_at) FROM alarm a WHERE a.drill = 1 AND a.kindergarten_id IS NOT NULL"
+    " AND EXISTS (SELECT 1 FROM alarm_delivery d WHERE d.alarm_id = a.id)"
+    f" AND NOT EXISTS (SELECT 1 FROM alarm_delivery d WHERE d.alarm_id = a.id AND d.state <> '{DeliveryState.DELIVERED.value}')"
+    " GROUP BY a.kindergarten_id"
+)
+
 _alarm_values: Final = attrgetter(*_ALARM_COLS)
 _A_STATE: Final = _ALARM_COLS.index("state")
 _A_REGISTERED: Final = _ALARM_COLS.index("sender_registered")
@@ -310,6 +318,12 @@ class AlarmQueries(ABC):
                 [*params, flt.limit, flt.offset],
             ).fetchall()
         return Page(tuple(map(alarm_from, rows)), int(total), flt.offset, flt.limit)
+
+    def last_successful_drills(self) -> dict[str, float]:
+        """Kindergarten id -> receipt time of its latest drill alarm that every delivery reached (coverage)."""
+        with self._transaction(write=False) as conn:
+            rows = conn.execute(LAST_SUCCESSFUL_DRILLS).fetchall()
+        return {str(kg): float(at) for kg, at in rows}
 
     def deliveries_of(self, alarm_id: str) -> list[Delivery]:
         """The deliveries of one alarm, by (sink, event)."""
