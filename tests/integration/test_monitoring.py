@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec
+from gateway.coverage.model import CoverageStatus
 from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.httpapi.metrics import FAILURE_CLASSES, KINDERGARTEN_STATES
 from gbplatform.ids import platform_id
@@ -274,7 +275,8 @@ async def test_every_metric_the_dashboard_and_rules_name_is_exported_and_labels_
     per_district = [(n, labels) for n, labels in samples if "district" in labels and n != "kgw_node_district"]
     districts = {labels["district"] for _, labels in per_district}
     assert districts <= set(TIANJIN_DISTRICTS) | {"other"}
-    assert len(per_district) <= len(districts) * (2 + len(KINDERGARTEN_STATES))
+    # Per district: devices known/online, kindergartens by state, and by coverage status (kgw_kindergartens).
+    assert len(per_district) <= len(districts) * (2 + len(KINDERGARTEN_STATES) + len(CoverageStatus))
     served = [labels["district"] for n, labels in samples if n == "kgw_node_district"]
     assert served == ["all"]  # one process serves the whole city
     assert len(samples) < 1000 + 16 * 10, "a scrape's size does not grow with the devices"

@@ -55,6 +55,7 @@ async def test_search_lists_the_nvr_segments_split_over_messages(gateway_factory
         assert status == 400, (query, body)
     status, _ = await http_json(f"{api}/api/channels/34020000001319999999/records?start={start}&end={end}")
     assert status == 404
+    assert service.records.answers == {channel_id: True}  # the coverage dashboard's 录像 (answered searches only)
 
 
 async def test_500_items_in_100_messages(gateway_factory, fleet_factory):
@@ -90,3 +91,8 @@ async def test_a_device_that_never_answers_gives_504(gateway_factory, fleet_fact
     assert "did not answer" in body["error"] and "设备未" in body["error"]
     assert 1.0 <= loop.time() - began < 10
     assert records.stats.queries == 1
+    # The coverage dashboard now knows this camera's recordings do not answer.
+    assert service.records.answers == {channel_id: False}
+    kindergarten = service.directory.channels[channel_id].kindergarten_id
+    row = {r.facts.id: r for r in service.coverage.evaluate(fresh=True).rows}[kindergarten]
+    assert row.facts.recording is False and "录像不可用" in row.reason_text
