@@ -8,19 +8,30 @@ connection's state: online, server gone → offline → back → online, wrong c
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import av
 import pytest
 
+from gateway import live as live_module
 from gateway.app import GatewayService
+from gateway.cascade.policy import PolicyLevel, SharePolicy
+from gateway.cascade.upper import UpperPlatformConfig
+from gateway.config import UpperSpec
 from gateway.registry.model import AreaTag, EntityKind, Kindergarten
 from gateway.rtsp.model import CameraState, RtspCameraConfig, is_virtual_id, virtual_device_id
+from gateway.media.ps import StreamType
 from gateway.rtsp.puller import PullerTiming
+from gateway.rtsp.units import nal_types
 from tests.conftest import GatewayFactory, http_json, wait_for
 from tests.rtsp_server import RtspServerFactory
 
+PASSWORD = "platform-pw"
+MUNICIPAL = "12010000002000000001"
 KG = Kindergarten("12010100112160012300", "和平区第一幼儿园", "120101", "和平路 1 号")
 FAST = PullerTiming(backoff_base=0.2, backoff_cap=1.0, refused_retry=3600.0, open_timeout=5.0, read_timeout=3.0)
 
@@ -66,14 +77,17 @@ async def test_add_by_api_shows_the_channel_online_and_never_returns_the_passwor
     assert "s3cret-pw" not in str(listed)
     status, channels = await http_json(f"{base}/api/channels?kindergarten={KG.id}")
     assert status == 200 and [c["id"] for c in channels["items"]] == [channel_id]
-    status, audit = await http_json(f"{base}/api/audit?action=provisioning")
-    assert status == 200 and any(r["target"] == "" or "rtsp" in str(r) for r in audit["items"]), audit
     assert "s3cret-pw" not in caplog.text
     # Edit and remove.
     status, edited = await http_json(f"{base}/api/rtsp-cameras/{channel_id}", {"name": "大门口 2"}, "PATCH")
     assert status == 200 and edited["name"] == "大门口 2"
     status, _ = await http_json(f"{base}/api/rtsp-cameras/{channel_id}", method="DELETE")
     assert status == 200 and channel_id not in service.directory.channels
+    await service.audit.flush()
+    status, audit = await http_json(f"{base}/api/audit?action=provisioning")
+    ops = [r["detail"].get("op") for r in audit["items"]]
+    assert {"rtsp camera add", "rtsp camera edit", "rtsp camera remove"} <= set(ops), audit
+    assert "s3cret-pw" not in str(audit)
 
 
 async def test_bad_configurations_are_refused(gateway_factory: GatewayFactory) -> None:
@@ -120,9 +134,9 @@ async def test_first_frame_and_snapshot_through_the_live_service(
     assert stream.session is None and service.live.video_codec(stream.key) is not None
     units: list[Any] = []
     assert await wait_for(lambda: bool(units.extend(stream.fanout.pull(viewer))) or any(u.keyframe for u in units), 10)
-    assert (
-        units[0].keyframe and units[0].data.find(b"\x00\x00\x01\x67") >= 0 or b"\x00\x00\x00\x01\x67" in units[0].data
-    )
+    first = units[0]
+    # The GOP cache starts a viewer on a key frame that carries its parameter sets (SPS 7, PPS 8, IDR 5).
+    assert first.keyframe and {7, 8, 5} <= set(nal_types(first.data, StreamType.H264))
     second, other = await service.live.watch(camera.channel_id)
     assert second is stream  # one upstream however many viewers
     service.live.leave(camera.channel_id, viewer)
@@ -147,9 +161,9 @@ async def test_server_gone_and_back(gateway_factory: GatewayFactory, rtsp_server
     assert await wait_for(lambda: _state(service, channel_id) is CameraState.ONLINE, 30)
     assert service.directory.is_up(service.directory.channels[channel_id])
     await service.writer.flush()
-    events = await service.store.call(lambda s: s.list_status_events(channel_id, 0, 100))
-    history = [e.online for e in getattr(events, "items", events) if e.kind is EntityKind.CHANNEL]
-    assert history[-3:] == [True, False, True] or history[:3] == [True, False, True], history
+    events = await service.store.call(lambda s: s.list_status_events(channel_id, None, 100))
+    history = [e.online for e in reversed(events) if e.kind is EntityKind.CHANNEL]  # oldest first
+    assert history == [True, False, True], history
     service.live.leave(channel_id, viewer)
 
 
@@ -186,3 +200,79 @@ async def test_a_codec_other_than_h264_gets_a_clear_state(
     assert await wait_for(lambda: _state(service, camera.channel_id) is CameraState.UNSUPPORTED_CODEC, 30)
     label = service.rtsp.camera(camera.channel_id)[1].label
     assert label == f"不支持的编码 ({'hevc' if codec == 'h265' else 'mjpeg'})"
+
+
+async def test_an_upper_platform_watches_the_rtsp_channel_as_ps_over_rtp_without_reencoding(
+    gateway_factory: GatewayFactory,
+    platform_factory: GatewayFactory,
+    rtsp_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # Tee the PS the platform receives (the payloads of the gateway's RTP) into a file for ffprobe.
+    ps = bytearray()
+
+    def tee(receiver: Any, demuxer: Any, fanout: Any, data: bytes, source: Any, now: float) -> bool:
+        receiver.receive(data, source, now)
+        published = False
+        while (payload := receiver.next_payload()) is not None:
+            ps.extend(payload)
+            for unit in demuxer.feed(payload):
+                fanout.publish(unit, now)
+                published = True
+        return published
+
+    monkeypatch.setattr(live_module, "feed_rtp", tee)
+    platform = await platform_factory(id=MUNICIPAL, role="municipal", password=PASSWORD)
+    link = UpperPlatformConfig(
+        name="municipal",
+        server_id=platform.config.id,
+        host="127.0.0.1",
+        port=platform.sip_port,
+        password=PASSWORD,
+        register_retry_min=0.2,
+        register_retry_max=1.0,
+    )
+    service = await _gateway(
+        gateway_factory, upper_platforms=(UpperSpec(link, SharePolicy(PolicyLevel.MUNICIPAL, None)),)
+    )
+    camera = await service.rtsp.add(RtspCameraConfig(KG.id, "大门口", "entrance", rtsp_server.url), "tester")
+    channel_id = camera.channel_id
+    assert await wait_for(lambda: _state(service, channel_id) is CameraState.ONLINE, 30)
+    assert service.cascade is not None
+    assert await wait_for(lambda: all(s["state"] == "registered" for s in service.cascade.status()), 30)  # type: ignore[union-attr]
+    assert await wait_for(lambda: platform.queries.is_registered(service.config.id), 30)
+    assert await wait_for(lambda: platform.queries.request_catalog(service.config.id) is not None, 30)
+    # The catalog upward carries the virtual channel (the platform learnt it from the gateway).
+    assert await wait_for(lambda: platform.directory.device_of(channel_id) == service.config.id, 30)
+
+    stream, viewer = await platform.live.watch(channel_id)
+    units: list[Any] = []
+    assert await wait_for(lambda: bool(units.extend(stream.fanout.pull(viewer))) or len(units) >= 30, 30)
+    assert platform.live.video_codec(stream.key) is StreamType.H264
+    # No re-encoding: the SPS the platform got is byte for byte the camera's.
+    ours, own_viewer = await service.live.watch(channel_id)  # starts on the GOP cache's key frame
+    sps_upper = _sps(units)
+    assert sps_upper is not None and sps_upper == _sps(ours.fanout.pull(own_viewer))
+    service.live.leave(channel_id, own_viewer)
+    platform.live.leave(channel_id, viewer)
+    path = tmp_path / "upper.ps"
+    path.write_bytes(bytes(ps))
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    streams = json.loads(probe.stdout)["streams"]
+    assert [(s["codec_name"], s["width"], s["height"]) for s in streams] == [("h264", 320, 240)]
+
+
+def _sps(units: list[Any]) -> bytes | None:
+    """The first SPS NAL unit (type 7) in a list of H.264 access units."""
+    for unit in units:
+        for nal in unit.data.split(b"\x00\x00\x01"):
+            if nal and nal[0] & 0x1F == 7:
+                return nal.rstrip(b"\x00")
+    return None
