@@ -8,26 +8,31 @@ connection's state: online, server gone → offline → back → online, wrong c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import av
 import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from gateway import live as live_module
 from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
 from gateway.config import UpperSpec
+from gateway.media.ps import StreamType
 from gateway.registry.model import AreaTag, EntityKind, Kindergarten
 from gateway.rtsp.model import CameraState, RtspCameraConfig, is_virtual_id, virtual_device_id
-from gateway.media.ps import StreamType
 from gateway.rtsp.puller import PullerTiming
 from gateway.rtsp.units import nal_types
-from tests.conftest import GatewayFactory, http_json, wait_for
+from gateway.security.principal import Role
+from tests.conftest import GatewayFactory, add_user, http_json, wait_for
 from tests.rtsp_server import RtspServerFactory
 
 PASSWORD = "platform-pw"
@@ -276,3 +281,50 @@ def _sps(units: list[Any]) -> bytes | None:
             if nal and nal[0] & 0x1F == 7:
                 return nal.rstrip(b"\x00")
     return None
+
+
+async def test_the_area_counts_as_confirmed_only_from_someone_who_may_confirm(gateway_factory: GatewayFactory) -> None:
+    """A 运维 adds cameras but may not confirm areas: police see its camera only after a confirmation."""
+    service = await _gateway(gateway_factory)
+    await add_user(service, "yunwei", "yunwei-password-2026", Role.MAINTENANCE)
+    base = f"http://127.0.0.1:{service.http_port}"
+    body = {"kindergarten_id": KG.id, "name": "大门口", "area": "entrance", "url": "rtsp://127.0.0.1:9/a"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:  # unsafe: an IP host
+        async with http.post(f"{base}/api/login", json={"username": "yunwei", "password": "yunwei-password-2026"}) as r:
+            assert r.status == 200, await r.text()
+        async with http.post(f"{base}/api/rtsp-cameras", json=body, headers={"Origin": base}) as r:
+            assert r.status == 201, await r.text()
+            by_maintenance = (await r.json())["channel_id"]
+    status, answer = await http_json(f"{base}/api/rtsp-cameras", {**body, "name": "周界"})  # the 市级 token
+    assert status == 201, answer
+    by_admin = answer["channel_id"]
+    police = SharePolicy.police()
+    channels = service.directory.channels
+    assert channels[by_maintenance].confirmed_area is None and not police.allows_channel(channels[by_maintenance])
+    assert channels[by_admin].confirmed_area is AreaTag.ENTRANCE and police.allows_channel(channels[by_admin])
+
+
+async def test_console_snapshot_and_webrtc_passthrough_of_an_rtsp_camera(
+    gateway_factory: GatewayFactory, rtsp_server: Any
+) -> None:
+    service = await _gateway(gateway_factory)
+    camera = await service.rtsp.add(RtspCameraConfig(KG.id, "大门口", "entrance", rtsp_server.url), "tester")
+    assert await wait_for(lambda: _state(service, camera.channel_id) is CameraState.ONLINE, 30)
+    api = f"http://127.0.0.1:{service.http_port}/api/channels/{camera.channel_id}"
+    jpeg = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{api}/snapshot.jpg", timeout=20).read())
+    assert jpeg.startswith(b"\xff\xd8")
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    got_track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+    client.on("track", lambda track: got_track.done() or got_track.set_result(track))
+    client.addTransceiver("video", direction="recvonly")
+    await client.setLocalDescription(await client.createOffer())
+    status, answer = await http_json(f"{api}/webrtc", {"sdp": client.localDescription.sdp})
+    assert status == 200, answer
+    await client.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    try:
+        track = await asyncio.wait_for(got_track, 30)
+        frames = [await asyncio.wait_for(track.recv(), 30) for _ in range(10)]
+        assert all((f.width, f.height) == (320, 240) for f in frames)  # type: ignore[union-attr]
+        assert service.live.invites_sent == 0 and len(service.live.streams) == 1  # one upstream, the puller's
+    finally:
+        await client.close()
