@@ -25,6 +25,7 @@ from gateway import live as live_module
 from gateway.app import GatewayService
 from gateway.cascade.policy import PolicyLevel, SharePolicy
 from gateway.cascade.upper import UpperPlatformConfig
+from gateway.cli import main as cli_main
 from gateway.config import UpperSpec
 from gateway.media.ps import StreamType
 from gateway.registry.model import AreaTag, EntityKind, Kindergarten
@@ -32,7 +33,7 @@ from gateway.rtsp.model import CameraState, RtspCameraConfig, is_virtual_id, vir
 from gateway.rtsp.puller import PullerTiming
 from gateway.rtsp.units import nal_types
 from gateway.security.principal import Role
-from tests.conftest import GatewayFactory, add_user, http_json, wait_for
+from tests.conftest import TEST_TOKEN, GatewayFactory, add_user, http_json, wait_for
 from tests.rtsp_server import RtspServerFactory
 
 PASSWORD = "platform-pw"
@@ -328,3 +329,27 @@ async def test_console_snapshot_and_webrtc_passthrough_of_an_rtsp_camera(
         assert service.live.invites_sent == 0 and len(service.live.streams) == 1  # one upstream, the puller's
     finally:
         await client.close()
+
+
+async def test_kgw_rtsp_cli_adds_lists_and_removes_through_the_api(
+    gateway_factory: GatewayFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    service = await _gateway(gateway_factory)
+    api = f"http://127.0.0.1:{service.http_port}"
+    monkeypatch.setenv("KGW_API_TOKEN", TEST_TOKEN)
+    secret = tmp_path / "pw"
+    secret.write_text("cli-secret\n")
+    add = ["rtsp", "--api", api, "add", "--kindergarten", KG.id, "--name", "侧门", "--area", "entrance"]
+    add += ["--url", "rtsp://127.0.0.1:9/side", "--user", "admin", "--password-file", str(secret)]
+    assert await asyncio.to_thread(cli_main, add) == 0
+    (camera, _), *_ = service.rtsp.cameras()
+    assert camera.password == "cli-secret" and camera.username == "admin"
+    assert await asyncio.to_thread(cli_main, ["rtsp", "--api", api, "list"]) == 0
+    assert await asyncio.to_thread(cli_main, ["rtsp", "--api", api, "remove", camera.channel_id]) == 0
+    assert await asyncio.to_thread(cli_main, ["rtsp", "--api", api, "remove", camera.channel_id]) == 1
+    out = capsys.readouterr()
+    assert camera.channel_id in out.out and "侧门" in out.out and "cli-secret" not in out.out + out.err
+    assert service.rtsp.cameras() == []
