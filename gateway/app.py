@@ -82,6 +82,7 @@ from gateway.registry.store import Store
 from gateway.registry.store_thread import StoreThread
 from gateway.registry.warmup import load_directory
 from gateway.registry.writer import RegistryWriter
+from gateway.rtsp.model import refusing_virtual_ids
 from gateway.rtsp.service import RtspCameraService
 from gateway.rtsp.store import RtspCameraStore
 from gateway.security.accounts import SessionPolicy
@@ -191,6 +192,8 @@ class GatewayService:
             subscribe_catalogs=self.catalogs.subscribes,
         )
         sip.restore_sessions(rows, loop.time())
+        registrar = sip.access.registrar  # the RTSP cameras' IDs are the gateway's own (gateway/rtsp/model.py)
+        registrar.redirect_for = refusing_virtual_ids(registrar.redirect_for)
         self.live = LiveService(
             sip,
             directory,

@@ -13,11 +13,13 @@ gateway-made IDs, so no real device or channel of the convention can ever have o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from gateway.errors import GatewayError
+from gateway.gb28181.registrar import RefusalReason, RegisterDecision
 from gateway.registry.model import AreaTag
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "channel_id_for",
     "is_virtual_id",
     "redact_url",
+    "refusing_virtual_ids",
     "split_credentials",
     "virtual_device_id",
 ]
@@ -188,6 +191,23 @@ def is_virtual_id(any_id: str) -> bool:
         and any_id[13] == VIRTUAL_NETWORK_DIGIT
         and any_id[10:13] in ("118", "131")
     )
+
+
+def refusing_virtual_ids(
+    redirect_for: Callable[[str], RegisterDecision | None],
+) -> Callable[[str], RegisterDecision | None]:
+    """The registrar's early hook, refusing (403) a REGISTER that claims a gateway-made RTSP ID.
+
+    Those IDs are the gateway's own: a device registering as the virtual device would take
+    over its row and, with its catalog, the RTSP cameras' channels.
+    """
+
+    def decide(device_id: str) -> RegisterDecision | None:
+        if is_virtual_id(device_id):
+            return RegisterDecision(403, refusal=RefusalReason.BAD_ID, device_id=device_id)
+        return redirect_for(device_id)
+
+    return decide
 
 
 def backoff_delay(failures: int, jitter: float, *, base: float = 1.0, cap: float = 60.0) -> float:

@@ -46,6 +46,10 @@ class PullerTiming:
 
 
 DEFAULT_TIMING = PullerTiming()
+# TCP interleaved (no UDP ports to open through a kindergarten's NAT, no loss); a short probe:
+# the SDP's parameter sets say what the stream is, and FFmpeg's default 5 s analysis would
+# only delay the first frame (cold: ~1.2 s → the GOP wait alone).
+OPEN_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "100000", "probesize": "32768", "fflags": "nobuffer"}
 
 
 class RtspPuller:
@@ -121,7 +125,7 @@ class RtspPuller:
         try:
             container = av.open(
                 self.camera.pull_url,
-                options={"rtsp_transport": "tcp", "rtsp_flags": "prefer_tcp"},
+                options=OPEN_OPTIONS,
                 timeout=(timing.open_timeout, timing.read_timeout),
             )
         except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:

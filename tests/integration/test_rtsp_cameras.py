@@ -78,6 +78,7 @@ async def test_add_by_api_shows_the_channel_online_and_never_returns_the_passwor
     assert service.directory.is_up(channel) and channel.kindergarten_id == KG.id and channel.type_code == 131
     # The test token is a 市级管理员's: its area counts as confirmed.
     assert channel.confirmed_area is AreaTag.ENTRANCE
+    assert service.directory.entrance_camera(KG.id) == channel_id  # alarms' live link and snapshot use it
     status, listed = await http_json(f"{base}/api/rtsp-cameras")
     assert status == 200 and [c["state_label"] for c in listed["items"]] == ["在线"]
     assert "s3cret-pw" not in str(listed)
