@@ -234,6 +234,7 @@ class GatewayService:
             self.writer,
             confirm_area=self._confirm_rtsp_area,
             on_feed_closed=self.live.external_closed,
+            serves=config.cluster.serves,
         )
         self.live.external = self.rtsp
         await self.rtsp.start()

@@ -119,6 +119,7 @@ class RtspCameraService:
         timing: PullerTiming = DEFAULT_TIMING,
         on_feed_closed: Callable[[str, str], None] = lambda channel_id, reason: None,
         wall: Callable[[], float] = time.time,
+        serves: Callable[[str], bool] = lambda district_code: True,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -127,6 +128,7 @@ class RtspCameraService:
         self.timing = timing
         self.on_feed_closed = on_feed_closed  # the live service closes the stream on the ended connection
         self.wall = wall
+        self.serves = serves  # the districts this process serves (gateway/cluster.py); the others pull theirs
         self.loop = asyncio.get_running_loop()
         self._entries: dict[str, _Entry] = {}
         self._lock = asyncio.Lock()  # add/edit/remove one at a time (channel numbers are allocated)
@@ -134,13 +136,17 @@ class RtspCameraService:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Load the configured cameras, enter them in the directory and start pulling; returns how many."""
-        cameras = await self.store.load()
-        for camera in cameras:
-            if camera.kindergarten_id not in self.directory.kindergartens:
-                log.warning("rtsp %s: kindergarten %s unknown; not started", camera.channel_id, camera.kindergarten_id)
+        """Load the configured cameras of the kindergartens served here, enter them and start pulling; how many."""
+        started = 0
+        for camera in await self.store.load():
+            if camera.kindergarten_id not in self.directory.kindergartens or not self.serves(camera.district_code):
+                # Another gateway process serves its district (gateway/cluster.py: one database, several
+                # processes): that one pulls it. One connection per camera in the whole city.
+                log.info("rtsp %s: kindergarten %s not served here", camera.channel_id, camera.kindergarten_id)
+                continue
             self._enter(camera)
-        return len(cameras)
+            started += 1
+        return started
 
     async def stop(self) -> None:
         """Stop every puller (their threads end within FFmpeg's read timeout)."""
@@ -167,6 +173,8 @@ class RtspCameraService:
             kindergarten = self.directory.kindergartens.get(config.kindergarten_id)
             if kindergarten is None:
                 raise InvalidRtspCamera(f"unknown kindergarten {config.kindergarten_id}")
+            if not self.serves(kindergarten.district_code):
+                raise InvalidRtspCamera(f"district {kindergarten.district_code} is served by another gateway process")
             camera = RtspCamera(
                 channel_id=self._free_channel(config.kindergarten_id),
                 device_id=virtual_device_id(config.kindergarten_id),

@@ -29,7 +29,7 @@ from gateway.cli import main as cli_main
 from gateway.config import UpperSpec
 from gateway.media.ps import StreamType
 from gateway.registry.model import AreaTag, EntityKind, Kindergarten
-from gateway.rtsp.model import CameraState, RtspCameraConfig, is_virtual_id, virtual_device_id
+from gateway.rtsp.model import CameraState, InvalidRtspCamera, RtspCameraConfig, is_virtual_id, virtual_device_id
 from gateway.rtsp.puller import PullerTiming
 from gateway.rtsp.units import nal_types
 from gateway.security.principal import Role
@@ -354,3 +354,17 @@ async def test_kgw_rtsp_cli_adds_lists_and_removes_through_the_api(
     out = capsys.readouterr()
     assert camera.channel_id in out.out and "侧门" in out.out and "cli-secret" not in out.out + out.err
     assert service.rtsp.cameras() == []
+
+
+async def test_a_gateway_process_pulls_only_the_cameras_of_its_districts(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """Several processes on one database (gateway/cluster.py): one connection per camera in the city."""
+    db = str(tmp_path / "kgw.db")
+    ours = await _gateway(gateway_factory, db=db, districts="120101")
+    camera = await ours.rtsp.add(RtspCameraConfig(KG.id, "大门口", "entrance", "rtsp://127.0.0.1:9/x"), "t")
+    other = await _gateway(gateway_factory, db=db, districts="120102", node="north")
+    assert other.rtsp.cameras() == [] and camera.channel_id not in other.directory.channels
+    with pytest.raises(InvalidRtspCamera, match="another gateway process"):
+        await other.rtsp.add(RtspCameraConfig(KG.id, "侧门", "entrance", "rtsp://127.0.0.1:9/y"), "t")
+    assert [c.channel_id for c, _ in ours.rtsp.cameras()] == [camera.channel_id]
