@@ -63,6 +63,7 @@ from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, NodeMetrics, RegistrationFailures, metrics_registry
+from gateway.httpapi.onvif_routes import add_onvif_routes
 from gateway.httpapi.record_routes import add_record_routes
 from gateway.httpapi.transcode_routes import transcode_part
 from gateway.httpapi.uplink_routes import uplink_part
@@ -348,6 +349,7 @@ class GatewayService:
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
+                add_onvif_routes,
                 *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
             ),
         )

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 from xml.etree.ElementTree import Element
-from xml.sax.saxutils import escape
 
 from aiohttp import web
 
@@ -223,14 +222,14 @@ class OnvifCamera:
             f'xmlns:dn="http://www.onvif.org/ver10/network/wsdl" xmlns:tds="{NS_DEVICE}">'
             "<env:Header>"
             f"<wsa:MessageID>urn:uuid:{uuid.uuid4()}</wsa:MessageID>"
-            f"<wsa:RelatesTo>{escape(message_id)}</wsa:RelatesTo>"
+            f"<wsa:RelatesTo>{xml.escape(message_id)}</wsa:RelatesTo>"
             f"<wsa:To>{NS_ADDRESSING}/role/anonymous</wsa:To>"
             f"<wsa:Action>{NS_DISCOVERY}/ProbeMatches</wsa:Action>"
             "</env:Header><env:Body><wsdd:ProbeMatches><wsdd:ProbeMatch>"
-            f"<wsa:EndpointReference><wsa:Address>{escape(o.endpoint)}</wsa:Address></wsa:EndpointReference>"
+            f"<wsa:EndpointReference><wsa:Address>{xml.escape(o.endpoint)}</wsa:Address></wsa:EndpointReference>"
             "<wsdd:Types>dn:NetworkVideoTransmitter tds:Device</wsdd:Types>"
-            f"<wsdd:Scopes>{escape(scopes)}</wsdd:Scopes>"
-            f"<wsdd:XAddrs>{escape(self.xaddr)}</wsdd:XAddrs>"
+            f"<wsdd:Scopes>{xml.escape(scopes)}</wsdd:Scopes>"
+            f"<wsdd:XAddrs>{xml.escape(self.xaddr)}</wsdd:XAddrs>"
             "<wsdd:MetadataVersion>1</wsdd:MetadataVersion>"
             "</wsdd:ProbeMatch></wsdd:ProbeMatches></env:Body></env:Envelope>"
         ).encode()
@@ -328,16 +327,16 @@ class OnvifCamera:
         o = self.options
         return (
             "<tds:GetDeviceInformationResponse>"
-            f"<tds:Manufacturer>{escape(o.manufacturer)}</tds:Manufacturer><tds:Model>{escape(o.model)}</tds:Model>"
-            f"<tds:FirmwareVersion>{escape(o.firmware)}</tds:FirmwareVersion>"
-            f"<tds:SerialNumber>{escape(o.serial)}</tds:SerialNumber><tds:HardwareId>88</tds:HardwareId>"
+            f"<tds:Manufacturer>{xml.escape(o.manufacturer)}</tds:Manufacturer><tds:Model>{xml.escape(o.model)}</tds:Model>"
+            f"<tds:FirmwareVersion>{xml.escape(o.firmware)}</tds:FirmwareVersion>"
+            f"<tds:SerialNumber>{xml.escape(o.serial)}</tds:SerialNumber><tds:HardwareId>88</tds:HardwareId>"
             "</tds:GetDeviceInformationResponse>"
         )
 
     def _GetCapabilities(self, _: Element) -> str:
         return (
             "<tds:GetCapabilitiesResponse><tds:Capabilities>"
-            f"<tt:Media><tt:XAddr>{escape(self.media_xaddr)}</tt:XAddr>"
+            f"<tt:Media><tt:XAddr>{xml.escape(self.media_xaddr)}</tt:XAddr>"
             "<tt:StreamingCapabilities><tt:RTPMulticast>false</tt:RTPMulticast><tt:RTP_TCP>true</tt:RTP_TCP>"
             "<tt:RTP_RTSP_TCP>true</tt:RTP_RTSP_TCP></tt:StreamingCapabilities></tt:Media>"
             "</tds:Capabilities></tds:GetCapabilitiesResponse>"
@@ -347,13 +346,13 @@ class OnvifCamera:
         items = []
         for p in self.options.profiles:
             items.append(
-                f'<trt:Profiles token="{escape(p.token)}" fixed="true"><tt:Name>{escape(p.name)}</tt:Name>'
+                f'<trt:Profiles token="{xml.escape(p.token)}" fixed="true"><tt:Name>{xml.escape(p.name)}</tt:Name>'
                 '<tt:VideoSourceConfiguration token="VideoSourceToken"><tt:Name>VideoSourceConfig</tt:Name>'
                 "<tt:UseCount>2</tt:UseCount><tt:SourceToken>VideoSource_1</tt:SourceToken>"
                 f'<tt:Bounds x="0" y="0" width="{p.width}" height="{p.height}"/></tt:VideoSourceConfiguration>'
-                f'<tt:VideoEncoderConfiguration token="VideoEncoderToken_{escape(p.token)}">'
-                f"<tt:Name>VideoEncoder_{escape(p.token)}</tt:Name><tt:UseCount>1</tt:UseCount>"
-                f"<tt:Encoding>{escape(p.encoding)}</tt:Encoding>"
+                f'<tt:VideoEncoderConfiguration token="VideoEncoderToken_{xml.escape(p.token)}">'
+                f"<tt:Name>VideoEncoder_{xml.escape(p.token)}</tt:Name><tt:UseCount>1</tt:UseCount>"
+                f"<tt:Encoding>{xml.escape(p.encoding)}</tt:Encoding>"
                 f"<tt:Resolution><tt:Width>{p.width}</tt:Width><tt:Height>{p.height}</tt:Height></tt:Resolution>"
                 "<tt:Quality>3.000000</tt:Quality>"
                 f"<tt:RateControl><tt:FrameRateLimit>{p.frame_rate}</tt:FrameRateLimit>"
@@ -370,7 +369,7 @@ class OnvifCamera:
             raise _SoapFault("env:Sender", "ter:NoProfile", f"no profile {token[:64]}")
         return (
             "<trt:GetStreamUriResponse><trt:MediaUri>"
-            f"<tt:Uri>{escape(self.stream_url(profile))}</tt:Uri>"
+            f"<tt:Uri>{xml.escape(self.stream_url(profile))}</tt:Uri>"
             "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect><tt:InvalidAfterReboot>false</tt:InvalidAfterReboot>"
             "<tt:Timeout>PT60S</tt:Timeout></trt:MediaUri></trt:GetStreamUriResponse>"
         )
@@ -400,7 +399,7 @@ def _fault(code: str, subcode: str, reason: str, *, status: int = 400) -> web.Re
         body=(
             f'<?xml version="1.0" encoding="UTF-8"?><env:Envelope {_ENVELOPE_NS}><env:Body><env:Fault>'
             f"<env:Code><env:Value>{code}</env:Value><env:Subcode><env:Value>{subcode}</env:Value></env:Subcode></env:Code>"
-            f'<env:Reason><env:Text xml:lang="en">{escape(reason)}</env:Text></env:Reason>'
+            f'<env:Reason><env:Text xml:lang="en">{xml.escape(reason)}</env:Text></env:Reason>'
             "</env:Fault></env:Body></env:Envelope>"
         ),
         content_type="application/soap+xml",

@@ -23,7 +23,6 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element
-from xml.sax.saxutils import escape
 
 from gateway.onvif import xml
 from gateway.onvif.errors import NotOnvifError, OnvifAuthError, OnvifFault, OnvifProtocolError
@@ -124,7 +123,7 @@ def security_header(credentials: Credentials, nonce: bytes, created: str) -> str
     return (
         f'<wsse:Security xmlns:wsse="{NS_WSSE}" xmlns:wsu="{NS_WSU}" s:mustUnderstand="1">'
         "<wsse:UsernameToken>"
-        f"<wsse:Username>{escape(credentials.username)}</wsse:Username>"
+        f"<wsse:Username>{xml.escape(credentials.username)}</wsse:Username>"
         f'<wsse:Password Type="{PASSWORD_DIGEST}">{digest}</wsse:Password>'
         f'<wsse:Nonce EncodingType="{BASE64_BINARY}">{base64.b64encode(nonce).decode()}</wsse:Nonce>'
         f"<wsu:Created>{created}</wsu:Created>"
@@ -167,7 +166,7 @@ def get_stream_uri(profile_token: str) -> Operation:
         f"{NS_MEDIA}/GetStreamUri",
         "<trt:GetStreamUri><trt:StreamSetup><tt:Stream>RTP-Unicast</tt:Stream>"
         "<tt:Transport><tt:Protocol>RTSP</tt:Protocol></tt:Transport></trt:StreamSetup>"
-        f"<trt:ProfileToken>{escape(profile_token)}</trt:ProfileToken></trt:GetStreamUri>",
+        f"<trt:ProfileToken>{xml.escape(profile_token)}</trt:ProfileToken></trt:GetStreamUri>",
     )
 
 

@@ -23,12 +23,12 @@ What a reply may claim (every field is a claim):
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote
 from xml.etree.ElementTree import Element
-from xml.sax.saxutils import escape
 
 from gateway.onvif import xml
 from gateway.onvif.errors import DiscoveryParseError, OnvifAddressError
@@ -64,7 +64,8 @@ NS_DISCOVERY = "http://schemas.xmlsoap.org/ws/2005/04/discovery"
 NS_NETWORK = "http://www.onvif.org/ver10/network/wsdl"
 ACTION_PROBE = f"{NS_DISCOVERY}/Probe"
 _PROBE_MATCHES = "ProbeMatches"  # the action's last segment in 2005/04 and 2009/01 alike
-_CAMERA_TYPES = frozenset({"NetworkVideoTransmitter", "Device"})
+NS_DEVICE = "http://www.onvif.org/ver10/device/wsdl"
+_NS_DECLARATION = re.compile(rb'xmlns:([A-Za-z_][\w.-]{0,40})\s*=\s*["\']([^"\']{1,200})["\']')
 _SCOPE_PREFIX = "onvif://www.onvif.org/"
 
 
@@ -90,11 +91,7 @@ class ProbeMatch:
     scopes: tuple[str, ...]
     xaddrs: tuple[str, ...]
     metadata_version: int
-
-    @property
-    def is_camera(self) -> bool:
-        """True when Types names a video transmitter or an ONVIF device (prefix ignored)."""
-        return any(t.rsplit(":", 1)[-1] in _CAMERA_TYPES for t in self.types)
+    is_camera: bool  # Types names a NetworkVideoTransmitter or the ONVIF device service's Device
 
     def scope(self, category: str) -> str:
         """The first ``onvif://www.onvif.org/<category>/<value>`` scope's value, percent-decoded."""
@@ -155,11 +152,11 @@ def build_probe(message_id: str, types: str = "dn:NetworkVideoTransmitter") -> b
         f'<s:Envelope xmlns:s="{NS_SOAP12}" xmlns:a="{NS_ADDRESSING}" xmlns:d="{NS_DISCOVERY}" xmlns:dn="{NS_NETWORK}">'
         "<s:Header>"
         f'<a:Action s:mustUnderstand="1">{ACTION_PROBE}</a:Action>'
-        f"<a:MessageID>{escape(message_id)}</a:MessageID>"
+        f"<a:MessageID>{xml.escape(message_id)}</a:MessageID>"
         f"<a:ReplyTo><a:Address>{NS_ADDRESSING}/role/anonymous</a:Address></a:ReplyTo>"
         '<a:To s:mustUnderstand="1">urn:schemas-xmlsoap-org:ws:2005:04:discovery</a:To>'
         "</s:Header>"
-        f"<s:Body><d:Probe><d:Types>{escape(types)}</d:Types></d:Probe></s:Body>"
+        f"<s:Body><d:Probe><d:Types>{xml.escape(types)}</d:Types></d:Probe></s:Body>"
         "</s:Envelope>"
     ).encode()
 
@@ -183,20 +180,33 @@ def parse_probe_matches(data: bytes, message_id: str) -> tuple[ProbeMatch, ...]:
     relates_to = xml.text_of(xml.child(header, "RelatesTo"))
     if relates_to != message_id:
         raise _refused(Drop.NOT_OURS, "RelatesTo is not our probe's MessageID")
+    namespaces = {m.group(1).decode(): m.group(2).decode(errors="replace") for m in _NS_DECLARATION.finditer(data)}
     found: list[ProbeMatch] = []
     for element in list(xml.children(matches, "ProbeMatch"))[:MAX_MATCHES]:
         reference = xml.child(element, "EndpointReference")
         version = xml.text_of(xml.child(element, "MetadataVersion"), 12)
+        types = _values(xml.child(element, "Types"), MAX_TYPES)
         found.append(
             ProbeMatch(
                 endpoint=xml.text_of(xml.child(reference, "Address"), MAX_VALUE),
-                types=_values(xml.child(element, "Types"), MAX_TYPES),
+                types=types,
                 scopes=_values(xml.child(element, "Scopes"), MAX_SCOPES),
                 xaddrs=_values(xml.child(element, "XAddrs"), MAX_XADDRS),
                 metadata_version=int(version) if version.isdigit() else 0,
+                is_camera=any(_is_camera_type(t, namespaces) for t in types),
             )
         )
     return tuple(found)
+
+
+def _is_camera_type(qname: str, namespaces: dict[str, str]) -> bool:
+    """``NetworkVideoTransmitter`` (any prefix: no other protocol uses the name), or ``Device`` of
+    the ONVIF device service namespace — a Windows PC's ``wsdp:Device`` is not a camera. ONVIF Core
+    §7.3.2.2 makes ``tds:Device`` the type every device carries; older ones carry only the NVT."""
+    prefix, _, name = qname.rpartition(":")
+    if name == "NetworkVideoTransmitter":
+        return True
+    return name == "Device" and namespaces.get(prefix) == NS_DEVICE
 
 
 def _refused(drop: Drop, reason: str) -> DiscoveryParseError:

@@ -14,10 +14,15 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-__all__ = ["child", "children", "descendants", "local", "parse", "text_of"]
+__all__ = ["child", "children", "descendants", "escape", "local", "parse", "text_of"]
 
 #: Longest text of one element we keep (names, tokens, URIs are far shorter).
 MAX_TEXT = 1024
+
+
+def escape(text: str) -> str:
+    """Text for an element or a double-quoted attribute (``xml.sax.saxutils`` would load urllib.request)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def parse(data: bytes) -> Element | None:
