@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -21,7 +23,9 @@ from gateway.onvif.discovery import discover
 from gateway.onvif.errors import NotOnvifError, OnvifAuthError, OnvifProtocolError, OnvifTimeout, OnvifUnreachable
 from gateway.onvif.soap import Credentials
 from gateway.onvif.wsdiscovery import MULTICAST_GROUP
+from tests.conftest import free_sip_port, wait_for
 from tests.onvif_camera import CameraFactory
+from tests.processes import Proc
 
 RIGHT = Credentials("admin", "admin12345")
 
@@ -187,3 +191,22 @@ async def test_nothing_listening_and_silence() -> None:
             await lookup_profiles(xaddr, RIGHT, timeout=0.5)
     finally:
         silent.close()
+
+
+async def test_kgw_simulate_runs_onvif_cameras(tmp_path: Path, procs: list[Proc]) -> None:
+    """``kgw simulate --onvif URL``: the camera answers probes and lookups from another process."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe_port:
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    sip = free_sip_port()
+    args = ["simulate", "--gateway", f"127.0.0.1:{sip}", "--kindergartens", "1", "--cameras", "2"]
+    args += ["--onvif", "rtsp://127.0.0.1:18554/sim/1", "--onvif-discovery-port", str(port)]
+    args += ["--onvif-credentials", "installer:s3cret-pw"]
+    sim = Proc("simulate", args, tmp_path)
+    procs.append(sim)
+    assert await wait_for(lambda: "simulated ONVIF camera:" in sim.output(), timeout=60), sim.output()[-2000:]
+    result = await discover(host="127.0.0.1", port=port, timeout=10)
+    (device,) = result.devices
+    found = await lookup_profiles(device.xaddrs[0], Credentials("installer", "s3cret-pw"), timeout=20)
+    assert [p.rtsp_uri for p in found.profiles] == ["rtsp://127.0.0.1:18554/sim/1"] * 2
+    assert await sim.stop(signal.SIGTERM) == 0
