@@ -65,6 +65,7 @@ from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, NodeMetrics, RegistrationFailures, metrics_registry
 from gateway.httpapi.onvif_routes import add_onvif_routes
 from gateway.httpapi.record_routes import add_record_routes
+from gateway.httpapi.rtsp_routes import rtsp_part
 from gateway.httpapi.transcode_routes import transcode_part
 from gateway.httpapi.uplink_routes import uplink_part
 from gateway.httpapi.webrtc_peers import WebRtcPeers
@@ -75,12 +76,16 @@ from gateway.query_broker import QueryBroker
 from gateway.records import RecordService
 from gateway.registry.catalogs import CatalogApplier, DeviceCatalogs
 from gateway.registry.directory import Directory
+from gateway.registry.model import AreaTag
 from gateway.registry.placement import place_device
-from gateway.registry.provisioning import Provisioning
+from gateway.registry.provisioning import AreaChoice, Provisioning
 from gateway.registry.store import Store
 from gateway.registry.store_thread import StoreThread
 from gateway.registry.warmup import load_directory
 from gateway.registry.writer import RegistryWriter
+from gateway.rtsp.model import refusing_virtual_ids
+from gateway.rtsp.service import RtspCameraService
+from gateway.rtsp.store import RtspCameraStore
 from gateway.security.accounts import SessionPolicy
 from gateway.security.service import AccountService
 from gateway.sip_stack import SipStack, advertised_host
@@ -128,6 +133,7 @@ class GatewayService:
         self.live: LiveService
         self.downloads: DownloadService
         self.transcodes: TranscodeService
+        self.rtsp: RtspCameraService
         self.alarms: AlarmService
         self.queries: QueryBroker
         self.commands: CommandBroker
@@ -187,6 +193,8 @@ class GatewayService:
             subscribe_catalogs=self.catalogs.subscribes,
         )
         sip.restore_sessions(rows, loop.time())
+        registrar = sip.access.registrar  # the RTSP cameras' IDs are the gateway's own (gateway/rtsp/model.py)
+        registrar.redirect_for = refusing_virtual_ids(registrar.redirect_for)
         self.live = LiveService(
             sip,
             directory,
@@ -220,6 +228,18 @@ class GatewayService:
         )
         await self.downloads.open()
         self.transcodes = TranscodeService(self.live, max_transcodes=config.max_transcodes)
+        # Issue 13: RTSP cameras as channels of a virtual device per kindergarten, pulled by PyAV.
+        self.rtsp = RtspCameraService(
+            RtspCameraStore(self.store),
+            directory,
+            self.writer,
+            confirm_area=self._confirm_rtsp_area,
+            on_feed_closed=self.live.external_closed,
+            serves=config.cluster.serves,
+        )
+        self.live.external = self.rtsp
+        await self.rtsp.start()
+        stack.push_async_callback(self.rtsp.stop)
         stack.callback(self.transcodes.close)
         if config.upper_platforms:
             self.cascade = CascadeService(
@@ -314,6 +334,7 @@ class GatewayService:
             self.downloads,
             self.playback,
             self.transcodes,
+            self.rtsp,
             self.broadcasts,
             self.alarms,
             self.audit,
@@ -348,6 +369,7 @@ class GatewayService:
                 download_part(self.downloads),
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
+                rtsp_part(self.rtsp, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
                 add_onvif_routes,
                 *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
@@ -427,6 +449,10 @@ class GatewayService:
             if row.kindergarten_id:
                 self._kindergartens[row.device_id] = row.kindergarten_id
         return len(rows)
+
+    async def _confirm_rtsp_area(self, channel_id: str, area: AreaTag, name: str, by: str) -> None:
+        """An RTSP camera's area, given by someone allowed to confirm areas, is their confirmation."""
+        await self.provisioning.confirm_areas([AreaChoice(channel_id, area, name)], by, time.time())
 
     async def stop(self) -> None:
         """Undo :meth:`start` in reverse: streams, uppers, HTTP, SIP, alarms, the last writes, the store."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.audit.commands import add_audit_parser, run_audit
 from gateway.cli_accounts import add_account_commands, run_account_command
+from gateway.cli_rtsp import add_rtsp_commands, run_rtsp
 from gateway.config import (
     DEFAULT_GATEWAY_ID,
     GatewayConfig,
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tls-cert", metavar="FILE", help="serve every console over HTTPS with this PEM certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
     add_account_commands(sub)
+    add_rtsp_commands(sub)
     add_audit_parser(sub)
     return parser
 
@@ -790,6 +792,8 @@ def main(argv: list[str] | None = None) -> int:
             runner = run_node(config, platform=True)
         elif args.command == "devices":
             return run_devices(args)
+        elif args.command == "rtsp":
+            return run_rtsp(args)
         elif args.command == "police-receiver":
             _setup_logging(args.log_level)
             runner = run_police_receiver(args)

@@ -109,7 +109,7 @@ class LiveStream:
 
     channel_id: str
     device_id: str
-    session: PlaySession
+    session: PlaySession | None  # None: not an INVITE but an external feed (an RTSP camera's puller)
     transport: RtpTransport | None  # None until a TCP-active connection is made
     fanout: StreamFanout
     receiver: RtpReceiver
@@ -124,9 +124,36 @@ class LiveStream:
     stream_number: int = MAIN  # the stream the device sends (0 main, 1 sub)
     asked: int = MAIN  # the stream the offer asked for
     reservation: Reservation | None = None  # its share of the kindergarten's uplink
+    codec: StreamType | None = None  # known from the source (an external feed), else from the PS demuxer
 
     def __post_init__(self) -> None:
         self.key = self.key or stream_key(self.channel_id, self.stream_number)
+
+    @property
+    def state(self) -> str:
+        """The upstream's state for the API: the play session's, or "streaming" for an external feed."""
+        return self.session.state.value if self.session is not None else "streaming"
+
+
+class ExternalFeed(Protocol):
+    """One upstream connection that is not a GB/T 28181 INVITE (an RTSP camera's): what viewers read."""
+
+    @property
+    def fanout(self) -> StreamFanout: ...
+    @property
+    def codec(self) -> StreamType: ...
+    @property
+    def wakeup(self) -> asyncio.Event: ...
+    @property
+    def opened_at(self) -> float: ...
+
+
+class ExternalSources(Protocol):
+    """Channels whose streams come from elsewhere (gateway/rtsp): the live service asks, never INVITEs."""
+
+    def handles(self, channel_id: str) -> bool: ...
+    def feed(self, channel_id: str) -> ExternalFeed | None: ...
+    def state_text(self, channel_id: str) -> str: ...
 
 
 class _Sink:
@@ -183,6 +210,7 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         self._viewer_seq = itertools.count(1)
         self.invites_sent = 0
         self.closed_totals: dict[str, int] = dict.fromkeys(COUNTERS, 0)  # counters of ended streams
+        self.external: ExternalSources | None = None  # RTSP cameras (gateway/rtsp), set by the composition root
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Streams, viewers, RTP and PS counters over every stream so far."""
@@ -243,6 +271,14 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         when the stream cannot be opened. ``transport`` chooses how a *new* upstream
         carries RTP (default: the service's); a running stream is shared whatever it uses.
         """
+        if self.external is not None and self.external.handles(channel_id):
+            live = self._external_stream(channel_id, self.external)
+            consumer = f"viewer-{next(self._viewer_seq)}"
+            live.fanout.attach(consumer, self.loop.time())
+            if live.linger is not None:
+                live.linger.cancel()
+                live.linger = None
+            return live, consumer
         choice = _as_choice(stream)
         while True:
             opening = self._plan(channel_id, choice, transport or self.default_transport)
@@ -327,6 +363,41 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         opening.add_done_callback(_opened)
         return opening
 
+    def _external_stream(self, channel_id: str, sources: ExternalSources) -> LiveStream:
+        """The channel's stream on its external feed's current connection (one stream per connection)."""
+        feed = sources.feed(channel_id)
+        if feed is None:
+            raise LiveError(f"RTSP camera {channel_id} is not online: {sources.state_text(channel_id)}")
+        running = self.streams.get(channel_id)
+        if running is not None and running.fanout is feed.fanout:
+            return running
+        if running is not None:
+            self.close(channel_id, "reconnected")
+        started: asyncio.Future[None] = self.loop.create_future()
+        started.set_result(None)
+        stream = LiveStream(
+            channel_id=channel_id,
+            device_id=self.channels.device_of(channel_id) or "",
+            session=None,
+            transport=None,
+            fanout=feed.fanout,
+            receiver=RtpReceiver(None, PS_PAYLOAD_TYPES, armed=False),  # no RTP: its counters stay 0
+            demuxer=PsDemuxer(),  # no PS either: the feed gives access units
+            started=started,
+            wakeup=feed.wakeup,
+            opened_at=feed.opened_at,
+            codec=feed.codec,
+        )
+        self.streams[stream.key] = stream
+        log.info("live %s streaming from its external feed (%s)", channel_id, feed.codec.name)
+        return stream
+
+    def external_closed(self, channel_id: str, reason: str) -> None:
+        """An external feed's connection ended: its stream ends for every viewer (as a device's BYE)."""
+        stream = self.streams.get(channel_id)
+        if stream is not None and stream.session is None:
+            self.close(channel_id, reason)
+
     def streams_of(self, channel_id: str) -> list[LiveStream]:
         """The channel's running streams, main first."""
         return [s for n in (MAIN, SUB) if (s := self.streams.get(stream_key(channel_id, n))) is not None]
@@ -388,11 +459,12 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         log.info("live %s closed: %s", key, reason)
         if stream.reservation is not None:
             stream.reservation.release()
-        self._sessions.retire(stream.session)
         for name, value in _counters(stream).items():
             self.closed_totals[name] = self.closed_totals.get(name, 0) + value
-        stream.session.stop(self.loop.time())
-        self._after(stream)
+        if stream.session is not None:
+            self._sessions.retire(stream.session)
+            stream.session.stop(self.loop.time())
+            self._after(stream)
         if stream.transport is not None:
             stream.transport.close()
         for handle in (stream.timer, stream.linger):
@@ -406,7 +478,8 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         """The RTP transport ended by itself (no packets for the RTP timeout)."""
         stream = self.streams.get(key)
         if stream is not None:
-            stream.session.media_timeout(self.loop.time())
+            if stream.session is not None:
+                stream.session.media_timeout(self.loop.time())
             self.close(key, reason)
 
     # --- opening ------------------------------------------------------------------------
@@ -493,6 +566,8 @@ class LiveService(PlaySessionHandler["LiveStream"]):
         stream = self.streams.get(key)
         if stream is None:
             return None
+        if stream.codec is not None:
+            return stream.codec
         return next((t for t in stream.demuxer.stream_types.values() if t in (StreamType.H264, StreamType.H265)), None)
 
     # --- SIP events (PlaySessionHandler routes them to the sessions) -------------------------------
@@ -500,6 +575,8 @@ class LiveService(PlaySessionHandler["LiveStream"]):
     def _after(self, stream: LiveStream) -> None:
         """Drain the session's events, re-arm its timer, and send what it queued."""
         session = stream.session
+        if session is None:
+            return
         while (event := session.next_event()) is not None:
             if isinstance(event, PlayStarted):
                 log.info("live %s streaming (ssrc %s, %s)", stream.key, event.spec.ssrc_text, stream.mode.name)
@@ -567,6 +644,8 @@ class LiveService(PlaySessionHandler["LiveStream"]):
 
     def _on_timer(self, stream: LiveStream) -> None:
         stream.timer = None
+        if stream.session is None:
+            return
         stream.session.handle_timer(self.loop.time())
         self._after(stream)
 

@@ -89,7 +89,7 @@ class MediaSource(Protocol):
     @property
     def channel_id(self) -> str: ...
     @property
-    def session(self) -> SessionState: ...
+    def session(self) -> SessionState | None: ...  # None: an external feed (RTSP), only ever H.264: never transcoded
     @property
     def fanout(self) -> StreamFanout: ...
     @property
@@ -267,7 +267,7 @@ class TranscodeService:
         source = transcode.source
         try:
             while not transcode.stopped:
-                if source.session.state not in _OPEN_STATES:
+                if source.session is not None and source.session.state not in _OPEN_STATES:
                     self._stop(transcode, "camera stream ended")
                     return
                 units = source.fanout.pull(transcode.source_consumer)

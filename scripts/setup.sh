@@ -13,6 +13,9 @@ command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)         # ffmpeg/ffprob
 [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)           # MQTT broker: alarm tests start their own on a loopback port
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)  # PostgreSQL: store tests and `kgw demo --gateways N` start their own
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)  # promtool: the tests validate the alerting rules with it
+# GStreamer's RTSP server (system Python + gi): the tests' and simulators' RTSP cameras (simulators/rtsp_server.py)
+/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0')" >/dev/null 2>&1 \
+  || need_apt+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""

@@ -32,8 +32,9 @@ from simulators.fleet import Fleet, FleetOptions
 pytest_plugins = [
     "tests.mqtt_broker",
     "tests.postgres_server",
+    "tests.rtsp_server",
     "tests.onvif_camera",
-]  # mosquitto, postgres_url, db_url, onvif_camera fixtures
+]  # mosquitto, postgres_url, db_url, rtsp_server, onvif_camera fixtures
 
 # Property tests check properties, not speed. Hypothesis's defaults fail an example that takes
 # longer than 200 ms (deadline) and a test whose data generation is slow (too_slow): both are

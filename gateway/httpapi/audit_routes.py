@@ -80,6 +80,9 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/devices/{id}/control"): _Audited(AuditAction.DEVICE_CONTROL, "control"),
     ("POST", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "start", failures_only=True),
     ("DELETE", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "stop"),
+    ("POST", "/api/rtsp-cameras"): _Audited(AuditAction.PROVISIONING, "rtsp camera add"),
+    ("PATCH", "/api/rtsp-cameras/{id}"): _Audited(AuditAction.PROVISIONING, "rtsp camera edit"),
+    ("DELETE", "/api/rtsp-cameras/{id}"): _Audited(AuditAction.PROVISIONING, "rtsp camera remove"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

@@ -72,7 +72,7 @@ async def list_streams(request: web.Request) -> web.Response:
                 "channel_id": stream.channel_id,
                 "stream": "main" if stream.stream_number == 0 else "sub",
                 "device_id": stream.device_id,
-                "state": stream.session.state.value,
+                "state": stream.state,
                 "viewers": stream.fanout.consumer_count,
                 "fps": round(fanout.fps, 1),
                 "bitrate": round(fanout.bitrate),
@@ -101,7 +101,7 @@ async def open_stream(request: web.Request) -> web.Response:
         {
             "channel_id": channel_id,
             **stream_answer(choice, stream),
-            "state": stream.session.state.value,
+            "state": stream.state,
             "transport": stream.mode.name.lower(),
             "codec": codec.name.lower() if codec else None,
             "needs_transcoding": codec is StreamType.H265,

@@ -71,6 +71,8 @@ _KG_SELECT: Final = select_sql("kindergarten", KG_COLS)
 _DEVICE_SELECT: Final = select_sql("device", DEVICE_COLS)
 _CHANNEL_SELECT: Final = select_sql("channel", CHANNEL_COLS)
 _CONFIRMATION_SELECT: Final = select_sql("channel_confirmation", CONFIRMATION_COLS)
+_RTSP_UPSERT: Final = rows_.upsert_sql("rtsp_camera", rows_.RTSP_CAMERA_COLS, "%s", key="channel_id")
+_RTSP_SELECT: Final = select_sql("rtsp_camera", rows_.RTSP_CAMERA_COLS)
 _EVENT_SELECT: Final = select_sql("status_event", STATUS_EVENT_COLS)
 # Status history keeps its insertion order (ties on ``at`` list newest-inserted first): ORDINALITY.
 _EVENT_INSERT: Final = (
@@ -362,6 +364,20 @@ class PgStore:
     def load_area_confirmations(self) -> list[AreaConfirmation]:
         """Every confirmation ordered by channel id (startup warm-up)."""
         return [rows_.confirmation_from(r) for r in self._all(f"{_CONFIRMATION_SELECT} ORDER BY channel_id")]
+
+    # --- RTSP cameras (gateway/rtsp) ----------------------------------------------------
+
+    def upsert_rtsp_camera(self, row: tuple[Any, ...]) -> None:
+        """Insert or overwrite one RTSP camera."""
+        self._execute(_RTSP_UPSERT, row)
+
+    def delete_rtsp_camera(self, channel_id: str) -> bool:
+        """Forget an RTSP camera; False when there was none."""
+        return self._execute("DELETE FROM rtsp_camera WHERE channel_id = %s", (channel_id,)) > 0
+
+    def load_rtsp_cameras(self) -> list[tuple[Any, ...]]:
+        """Every RTSP camera, ordered by channel id."""
+        return self._all(f"{_RTSP_SELECT} ORDER BY channel_id")
 
     # --- presence and history ----------------------------------------------------
 

@@ -66,6 +66,21 @@ DEVICE_COLS: Final = tuple(f.name for f in fields(Device))
 CHANNEL_COLS: Final = tuple(f.name for f in fields(Channel) if f.name not in CONFIRMATION_FIELDS)
 CONFIRMATION_COLS: Final = tuple(f.name for f in fields(AreaConfirmation))
 STATUS_EVENT_COLS: Final = tuple(f.name for f in fields(StatusEvent))
+#: The ``rtsp_camera`` table (schema v7): rows are plain tuples in this order (gateway/rtsp/store.py maps them).
+RTSP_CAMERA_COLS: Final = (
+    "channel_id",
+    "device_id",
+    "kindergarten_id",
+    "district_code",
+    "name",
+    "area",
+    "url",
+    "username",
+    "password",
+    "enabled",
+    "created_by",
+    "created_at",
+)
 
 _DEVICE_ONLINE: Final = DEVICE_COLS.index("online")
 _CHANNEL_ONLINE: Final = CHANNEL_COLS.index("online")

@@ -63,6 +63,8 @@ _KG_SELECT: Final = select_sql("kindergarten", KG_COLS)
 _DEVICE_SELECT: Final = select_sql("device", DEVICE_COLS)
 _CHANNEL_SELECT: Final = select_sql("channel", CHANNEL_COLS)
 _CONFIRMATION_SELECT: Final = select_sql("channel_confirmation", CONFIRMATION_COLS)
+_RTSP_UPSERT: Final = rows_.upsert_sql("rtsp_camera", rows_.RTSP_CAMERA_COLS, "?", key="channel_id")
+_RTSP_SELECT: Final = select_sql("rtsp_camera", rows_.RTSP_CAMERA_COLS)
 _EVENT_INSERT: Final = f"INSERT INTO status_event ({', '.join(STATUS_EVENT_COLS)}) VALUES (?, ?, ?, ?, ?)"
 _EVENT_SELECT: Final = select_sql("status_event", STATUS_EVENT_COLS)
 
@@ -325,6 +327,23 @@ class SqliteStore:
         with self._transaction(write=False) as conn:
             rows = conn.execute(f"{_CONFIRMATION_SELECT} ORDER BY channel_id").fetchall()
         return [rows_.confirmation_from(r) for r in rows]
+
+    # --- RTSP cameras (gateway/rtsp) ----------------------------------------------------
+
+    def upsert_rtsp_camera(self, row: tuple[Any, ...]) -> None:
+        """Insert or overwrite one RTSP camera."""
+        with self._transaction() as conn:
+            conn.execute(_RTSP_UPSERT, row)
+
+    def delete_rtsp_camera(self, channel_id: str) -> bool:
+        """Forget an RTSP camera; False when there was none."""
+        with self._transaction() as conn:
+            return _changes(conn.execute("DELETE FROM rtsp_camera WHERE channel_id = ?", (channel_id,))) > 0
+
+    def load_rtsp_cameras(self) -> list[tuple[Any, ...]]:
+        """Every RTSP camera, ordered by channel id."""
+        with self._transaction(write=False) as conn:
+            return list(conn.execute(f"{_RTSP_SELECT} ORDER BY channel_id").fetchall())
 
     # --- presence and history ----------------------------------------------------
 

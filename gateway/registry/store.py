@@ -14,7 +14,7 @@ PostgreSQL (``--db postgresql://…``), which several gateway processes share.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.errors import StoreConstraintError
 from gateway.registry.model import (
@@ -105,6 +105,15 @@ class Store(Protocol):
 
     def load_area_confirmations(self) -> list[AreaConfirmation]:
         """Every confirmation, for the warm-up (the directory merges them into its channels)."""
+
+    def upsert_rtsp_camera(self, row: tuple[Any, ...]) -> None:
+        """Insert or overwrite one RTSP camera (a tuple in ``sql_rows.RTSP_CAMERA_COLS`` order)."""
+
+    def delete_rtsp_camera(self, channel_id: str) -> bool:
+        """Forget an RTSP camera; False when there was none."""
+
+    def load_rtsp_cameras(self) -> list[tuple[Any, ...]]:
+        """Every RTSP camera, ordered by channel id."""
 
     def update_presence(
         self,

@@ -73,6 +73,8 @@ CORE_MODULES = frozenset(
         "gateway.registry.placement",
         "gateway.registry.presence",
         "gateway.registry.store",
+        "gateway.rtsp.model",
+        "gateway.rtsp.units",
         "gateway.security.principal",
         "gateway.security.scope",
     }
