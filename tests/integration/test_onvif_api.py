@@ -7,12 +7,17 @@ import json
 import secrets
 from typing import Any
 
+from gateway.registry.model import Kindergarten
+from gateway.rtsp.model import CameraState
+from gateway.rtsp.puller import PullerTiming
 from gateway.security.accounts import ApiToken, secret_digest
 from gateway.security.principal import Role
-from tests.conftest import TEST_TOKEN_GRANT, GatewayFactory, http_json
+from tests.conftest import TEST_TOKEN_GRANT, GatewayFactory, http_json, wait_for
 from tests.onvif_camera import CameraFactory
+from tests.rtsp_server import RtspServerFactory
 
 PASSWORD = "admin12345"
+KG = Kindergarten("12010100112160012300", "和平区第一幼儿园", "120101", "和平路 1 号")
 
 
 def _grant(role: Role, district: str | None = None) -> tuple[dict[str, str], ApiToken]:
@@ -88,3 +93,32 @@ async def test_discover_and_profiles_through_the_api(
     status, page = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/audit?action=access_denied&limit=100")
     refusals = {(r["actor"], r["target"]) for r in page["items"]}
     assert {("onvif-district_duty", "/api/onvif/discover"), ("onvif-police", "/api/onvif/discover")} <= refusals
+
+
+async def test_a_discovered_profile_added_through_the_api_becomes_an_rtsp_camera(
+    gateway_factory: GatewayFactory, onvif_camera: CameraFactory, rtsp_server_factory: RtspServerFactory
+) -> None:
+    """Discover → profiles → ``POST /api/rtsp-cameras`` with the profile's URI and the same login → 在线."""
+    server = rtsp_server_factory(user="admin", password=PASSWORD)  # the camera's RTSP side, same login as ONVIF
+    camera = await onvif_camera(rtsp_url=server.url, password=PASSWORD)
+    service = await gateway_factory()
+    await service.provisioning.add_kindergartens([KG])
+    service.rtsp.timing = PullerTiming(
+        backoff_base=0.2, backoff_cap=1.0, refused_retry=3600.0, open_timeout=5.0, read_timeout=3.0
+    )
+    base = f"http://127.0.0.1:{service.http_port}/api"
+
+    status, found = await http_json(f"{base}/onvif/discover", {"host": "127.0.0.1", "port": camera.discovery_port})
+    assert status == 200, found
+    (device,) = found["devices"]
+    login = {"username": "admin", "password": PASSWORD}
+    status, profiles = await http_json(f"{base}/onvif/profiles", {"xaddr": device["xaddrs"][0], **login})
+    assert status == 200, profiles
+    main = profiles["profiles"][0]
+    body = {"kindergarten_id": KG.id, "name": "大门口", "area": "entrance", "url": main["rtsp_uri"], **login}
+    status, added = await http_json(f"{base}/rtsp-cameras", body)
+    assert status == 201, added
+    assert added["url"] == server.url and added["has_password"] is True
+    channel_id = added["channel_id"]
+    assert await wait_for(lambda: service.rtsp.camera(channel_id)[1].state is CameraState.ONLINE, 30)
+    assert channel_id in service.directory.channels
