@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.onvif import soap, xml
-from gateway.onvif.errors import NotOnvifError, OnvifAuthError, OnvifFault, OnvifProtocolError
+from gateway.onvif.errors import NotOnvifError, OnvifAuthError, OnvifError, OnvifFault, OnvifProtocolError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "onvif"
 ENV = 'xmlns:env="http://www.w3.org/2003/05/soap-envelope"'
@@ -186,3 +189,13 @@ def test_entity_expansion_is_not_onvif() -> None:
     bomb = b'<?xml version="1.0"?><!DOCTYPE e [<!ENTITY a "aaaa">]>' + _reply("<x>&a;</x>").split(b"?>", 1)[1]
     with pytest.raises(NotOnvifError):
         soap.read_reply(200, bomb)
+
+
+PROFILES = (FIXTURES / "hikvision_style_getprofiles.xml").read_bytes()
+
+
+@given(st.integers(100, 599), st.integers(0, len(PROFILES) - 1), st.binary(min_size=1, max_size=8))
+def test_mutated_replies_read_or_raise_our_error(status: int, at: int, junk: bytes) -> None:
+    data = PROFILES[:at] + junk + PROFILES[at + len(junk) :]
+    with contextlib.suppress(OnvifError):
+        soap.parse_profiles(soap.read_reply(status, data))

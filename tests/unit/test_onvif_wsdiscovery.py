@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.onvif import xml
 from gateway.onvif.errors import DiscoveryParseError
@@ -188,3 +191,18 @@ def test_hello_is_not_a_probe_match() -> None:
     with pytest.raises(DiscoveryParseError) as caught:
         parse_probe_matches(hello, PROBE_ID)
     assert caught.value.drop == Drop.NOT_PROBE_MATCHES.value
+
+
+@given(st.binary(max_size=4096))
+def test_random_bytes_never_escape_our_error(data: bytes) -> None:
+    session = ProbeSession(PROBE_ID)
+    assert session.receive(data, "10.0.0.5") == []
+    assert sum(session.dropped.values()) == 1
+
+
+@given(st.integers(0, len(HIK) - 1), st.binary(min_size=1, max_size=8))
+def test_mutated_captures_parse_or_raise_our_error(at: int, junk: bytes) -> None:
+    data = HIK[:at] + junk + HIK[at + len(junk) :]
+    with contextlib.suppress(DiscoveryParseError):
+        parse_probe_matches(data, PROBE_ID)
+    ProbeSession(PROBE_ID).receive(data, "192.168.1.64")  # never raises
