@@ -46,6 +46,7 @@ class _ProbeProtocol(asyncio.DatagramProtocol):
         self.only_from = only_from
         self.done = done
         self.other_senders = 0
+        self.send_errors = 0
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         source = str(addr[0])
@@ -60,7 +61,9 @@ class _ProbeProtocol(asyncio.DatagramProtocol):
         if found and self.only_from is not None:
             self.done.set()
 
-    def error_received(self, exc: Exception) -> None:  # ICMP port unreachable on a unicast probe
+    def error_received(self, exc: Exception) -> None:
+        """A failed send (no multicast route); the socket is not connected, so no ICMP errors come here."""
+        self.send_errors += 1
         log.debug("discovery: %s", exc)
 
 
@@ -144,6 +147,8 @@ async def discover(
     dropped = {drop.value: count for drop, count in session.dropped.items()}
     if protocol.other_senders:
         dropped["other_sender"] = protocol.other_senders
+    if protocol.send_errors:
+        dropped["send_error"] = protocol.send_errors  # the probe could not leave (no multicast route)
     return DiscoveryResult(
         devices=tuple(session.devices.values()), dropped=dropped, mode="unicast" if host is not None else "multicast"
     )
