@@ -117,7 +117,7 @@ class OnvifCamera:
         self._runner: web.AppRunner | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._nonces: deque[str] = deque(maxlen=4096)
-        self._digest_nonces: set[str] = set()
+        self._digest_nonces: deque[str] = deque(maxlen=1024)  # challenges given out (HTTP Digest)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -303,7 +303,7 @@ class OnvifCamera:
             ):
                 return None
         nonce = secrets.token_hex(16)
-        self._digest_nonces.add(nonce)
+        self._digest_nonces.append(nonce)
         return web.Response(
             status=401,
             headers={"WWW-Authenticate": f'Digest realm="{realm}", qop="auth", nonce="{nonce}", algorithm=MD5'},
