@@ -367,11 +367,11 @@ class GatewayService:
                 uplink_part(uplink, directory),
                 lambda app: add_record_routes(app, self.records, self.playback),
                 download_part(self.downloads),
+                add_onvif_routes,
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
                 rtsp_part(self.rtsp, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
-                add_onvif_routes,
                 *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
             ),
         )
