@@ -66,6 +66,7 @@ from gateway.httpapi.device_import import device_import_part
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import PEERS
 from gateway.httpapi.metrics import DirectoryMetrics, NodeInfo, NodeMetrics, RegistrationFailures, metrics_registry
+from gateway.httpapi.onvif_routes import add_onvif_routes
 from gateway.httpapi.record_routes import add_record_routes
 from gateway.httpapi.rtsp_routes import rtsp_part
 from gateway.httpapi.transcode_routes import transcode_part
@@ -384,6 +385,7 @@ class GatewayService:
                 uplink_part(uplink, directory),
                 lambda app: add_record_routes(app, self.records, self.playback),
                 download_part(self.downloads),
+                add_onvif_routes,
                 lambda app: add_control_routes(app, self.control, directory),
                 transcode_part(self.transcodes, directory),
                 rtsp_part(self.rtsp, directory),

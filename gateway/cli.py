@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit.commands import add_audit_parser, run_audit
@@ -43,6 +43,7 @@ from gateway.stream_config import add_stream_args, stream_settings
 
 if TYPE_CHECKING:  # the simulators are imported only when kgw simulate runs
     from simulators.fleet import FleetOptions
+    from simulators.onvif_camera import OnvifCameraOptions
     from simulators.video import VideoProfile
 
 log = logging.getLogger("kgw")
@@ -446,6 +447,19 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         "camera-offline, black-picture (CAMERA: a camera number, default every camera), no-entrance, silent-alarm",
     )
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    sim.add_argument(
+        "--onvif",
+        action="append",
+        metavar="RTSP_URL",
+        help="also run a simulated ONVIF camera (WS-Discovery + device/media services on --bind) whose profiles "
+        "point at RTSP_URL (repeatable)",
+    )
+    sim.add_argument(
+        "--onvif-discovery-port", type=int, default=3702, help="the ONVIF cameras' WS-Discovery port (default 3702)"
+    )
+    sim.add_argument(
+        "--onvif-credentials", default="admin:admin12345", metavar="USER:PASSWORD", help="the ONVIF cameras' login"
+    )
 
 
 async def _run_until_signal(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> None:
@@ -654,11 +668,35 @@ def _video_profile(args: argparse.Namespace) -> VideoProfile:
     return VideoProfile(width=int(width), height=int(height), codec=args.video_codec, bitrate=args.video_bitrate)
 
 
-async def run_simulate(options: FleetOptions) -> None:
-    """``kgw simulate``: start the fleet, print progress every 5 s."""
+def onvif_options_from_args(args: argparse.Namespace) -> list[OnvifCameraOptions]:
+    """One simulated ONVIF camera per ``--onvif RTSP_URL`` (all answer multicast probes on one port)."""
+    from simulators.onvif_camera import OnvifCameraOptions
+
+    username, colon, password = args.onvif_credentials.partition(":")
+    if not (username and colon and password):
+        raise ConfigError("--onvif-credentials must be USER:PASSWORD")
+    return [
+        OnvifCameraOptions(
+            rtsp_url=url,
+            username=username,
+            password=password,
+            host=args.bind,
+            discovery_port=args.onvif_discovery_port,
+            multicast=True,
+            name=f"KGW SIM Camera {index}",
+            serial=f"SIM{index:04d}",
+        )
+        for index, url in enumerate(args.onvif or (), start=1)
+    ]
+
+
+async def run_simulate(options: FleetOptions, onvif: Sequence[OnvifCameraOptions] = ()) -> None:
+    """``kgw simulate``: start the fleet (and ``onvif`` cameras), print progress every 5 s."""
     from simulators.fleet import Fleet
+    from simulators.onvif_camera import OnvifCamera
 
     fleet = Fleet(options)
+    cameras = [OnvifCamera(camera) for camera in onvif]
     progress: list[asyncio.Task[None]] = []
 
     async def report() -> None:
@@ -677,6 +715,9 @@ async def run_simulate(options: FleetOptions) -> None:
 
     async def start() -> None:
         await fleet.start()
+        for camera in cameras:
+            await camera.start()
+            log.info("simulated ONVIF camera: %s (WS-Discovery on UDP %d)", camera.xaddr, camera.discovery_port)
         if fleet.control_port is not None:
             log.info(
                 'simulator control: POST http://127.0.0.1:%d/press {"kindergarten": ID, "kind": "button"}',
@@ -687,6 +728,8 @@ async def run_simulate(options: FleetOptions) -> None:
     async def stop() -> None:
         for task in progress:
             task.cancel()
+        for camera in cameras:
+            await camera.stop()
         await fleet.stop()
 
     await _run_until_signal(start, stop)
@@ -782,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             runner: Coroutine[Any, Any, None] = run_node(config, platform=False)
         elif args.command == "simulate":
             _setup_logging(args.log_level)
-            runner = run_simulate(fleet_options_from_args(args))
+            runner = run_simulate(fleet_options_from_args(args), onvif_options_from_args(args))
         elif args.command == "platform":
             config = platform_config_from_args(args)
             _setup_logging(config.log_level)

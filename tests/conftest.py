@@ -33,7 +33,8 @@ pytest_plugins = [
     "tests.mqtt_broker",
     "tests.postgres_server",
     "tests.rtsp_server",
-]  # mosquitto, postgres_url, db_url fixtures
+    "tests.onvif_camera",
+]  # mosquitto, postgres_url, db_url, rtsp_server, onvif_camera fixtures
 
 # Property tests check properties, not speed. Hypothesis's defaults fail an example that takes
 # longer than 200 ms (deadline) and a test whose data generation is slow (too_slow): both are

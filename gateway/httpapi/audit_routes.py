@@ -51,6 +51,7 @@ class _Audited:
     op: str = ""  # what the detail says it was ("open", "close", …)
     failures_only: bool = False  # the handler records success itself (a session)
     stream_age: bool = False  # duration = how long the channel's stream had been open
+    self_recorded: bool = False  # the handler records every outcome itself (a target only it knows)
 
 
 AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
@@ -65,6 +66,8 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/alarms/{id}/deliveries/{sink}/{event}/retry"): _Audited(AuditAction.DELIVERY_RETRY),
     ("POST", "/api/devices/{id}/query/{cmd}"): _Audited(AuditAction.DEVICE_QUERY),
     ("POST", "/api/kindergartens"): _Audited(AuditAction.PROVISIONING, "kindergartens"),
+    ("POST", "/api/onvif/discover"): _Audited(AuditAction.PROVISIONING, "onvif discover", self_recorded=True),
+    ("POST", "/api/onvif/profiles"): _Audited(AuditAction.PROVISIONING, "onvif profiles", self_recorded=True),
     ("GET", "/api/channels/{id}/records"): _Audited(AuditAction.RECORD_SEARCH),
     ("POST", "/api/channels/{id}/playback"): _Audited(AuditAction.PLAYBACK, "open"),
     ("POST", "/api/playback/{id}/control"): _Audited(AuditAction.PLAYBACK, "control"),
@@ -120,7 +123,7 @@ async def audit_middleware(
     pattern = resource.canonical if resource is not None else ""
     method = "GET" if request.method == "HEAD" else request.method  # aiohttp answers HEAD with the GET handler
     audited = AUDITED_ROUTES.get((method, pattern)) or _fallback(method, pattern)
-    if audited is None or AUDIT not in request.app:
+    if audited is None or audited.self_recorded or AUDIT not in request.app:
         return await handler(request)
     duration = None
     if audited.stream_age and LIVE in request.app:

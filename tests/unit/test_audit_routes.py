@@ -13,8 +13,10 @@ from gateway.httpapi.broadcast_routes import add_broadcast_routes
 from gateway.httpapi.control_routes import add_control_routes
 from gateway.httpapi.download_routes import download_part
 from gateway.httpapi.live_routes import add_live_routes
+from gateway.httpapi.onvif_routes import add_onvif_routes
 from gateway.httpapi.record_routes import add_record_routes
 from gateway.httpapi.routes import add_registry_routes
+from gateway.httpapi.rtsp_routes import rtsp_part
 
 
 def routes() -> set[tuple[str, str]]:
@@ -27,6 +29,8 @@ def routes() -> set[tuple[str, str]]:
     download_part(fake)(app)
     add_control_routes(app, fake, fake)
     add_broadcast_routes(app, fake)
+    rtsp_part(fake, fake)(app)
+    add_onvif_routes(app)
     return {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
 
 
