@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +64,18 @@ class NodeRecord:
 
 
 class NodeBook:
-    """The ``kgw_node`` rows on the registry's database (SQLite file or PostgreSQL); blocking, for a thread."""
+    """The ``kgw_node`` rows on the registry's database (SQLite file or PostgreSQL); blocking, for a thread.
+
+    One lock around every use of the connection: a heartbeat runs on a worker thread and
+    may still be executing when the loop's shutdown closes the book — closing a SQLite
+    connection under a running statement crashes the process (seen as a segfault).
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._sqlite: sqlite3.Connection | None = None
         self._pool: Any = None
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         """Connect and create the table if missing."""
@@ -83,7 +90,11 @@ class NodeBook:
             raise StoreError(f"cannot open the node table: {exc}") from exc
 
     def close(self) -> None:
-        """Disconnect."""
+        """Disconnect (after a statement another thread is running)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._sqlite is not None:
             self._sqlite.close()
             self._sqlite = None
@@ -106,6 +117,10 @@ class NodeBook:
         return out
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._execute_locked(sql, params)
+
+    def _execute_locked(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._pool is not None:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute(sql.format(p="%s"), params)
@@ -118,6 +133,10 @@ class NodeBook:
             raise StoreError(f"node table: {exc}") from exc
 
     def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._query_locked(sql)
+
+    def _query_locked(self, sql: str) -> list[tuple[Any, ...]]:
         if self._pool is not None:
             with self._pool.connection() as conn:
                 return list(conn.execute(sql).fetchall())
