@@ -77,6 +77,12 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/devices/{id}/control"): _Audited(AuditAction.DEVICE_CONTROL, "control"),
     ("POST", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "start", failures_only=True),
     ("DELETE", "/api/channels/{id}/broadcast"): _Audited(AuditAction.BROADCAST, "stop"),
+    ("POST", "/api/acceptance"): _Audited(AuditAction.ACCEPTANCE, "start"),
+    ("POST", "/api/acceptance/{id}/areas"): _Audited(AuditAction.ACCEPTANCE, "areas"),
+    ("POST", "/api/acceptance/{id}/finish"): _Audited(AuditAction.ACCEPTANCE, "finish"),
+    ("POST", "/api/acceptance/{id}/abort"): _Audited(AuditAction.ACCEPTANCE, "abort"),
+    ("GET", "/api/acceptance/{id}/report"): _Audited(AuditAction.ACCEPTANCE, "report"),
+    ("GET", "/api/acceptance/{id}/snapshots/{channel}.jpg"): _Audited(AuditAction.ACCEPTANCE, "snapshot"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the
