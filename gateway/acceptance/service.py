@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -59,6 +59,10 @@ from gateway.gb28181.ids import TIANJIN_DISTRICTS
 from gateway.registry.directory import CAMERA_TYPES, Directory
 from gateway.registry.model import AreaTag
 from gateway.registry.provisioning import AreaChoice
+from gateway.uplink import UplinkExceeded
+
+if TYPE_CHECKING:
+    from gateway.live import LiveService
 
 __all__ = [
     "AcceptanceBusy",
@@ -72,6 +76,7 @@ __all__ = [
     "SnapshotSource",
     "UnknownKindergarten",
     "UnknownRun",
+    "idle_closer",
 ]
 
 log = logging.getLogger(__name__)
@@ -349,7 +354,7 @@ class AcceptanceService:
             async with gate:
                 started = time.perf_counter()
                 try:
-                    jpeg = await self.snapshots.snapshot(channel_id, self.settings.snapshot_wait)
+                    jpeg = await self._snapshot(channel_id, started + self.settings.snapshot_wait * 2)
                 except (GatewayError, TimeoutError) as exc:
                     return CameraPicture(channel_id, name, False, f"取不到视频画面（{exc}）"[:200])
                 finally:
@@ -365,6 +370,16 @@ class AcceptanceService:
 
         cameras = self.cameras(active.run.kindergarten_id)
         return list(await asyncio.gather(*(one(c, n) for c, n in cameras)))
+
+    async def _snapshot(self, channel_id: str, deadline: float) -> bytes:
+        """A snapshot; while the kindergarten's uplink is full (the other cameras' snapshots), try again."""
+        while True:
+            try:
+                return await self.snapshots.snapshot(channel_id, self.settings.snapshot_wait)
+            except UplinkExceeded:
+                if time.perf_counter() >= deadline:
+                    raise
+                await asyncio.sleep(0.2)  # a sibling's stream is released within moments
 
     async def confirm(self, run_id: str, choices: Mapping[str, AreaTag], actor: str) -> Acceptance:
         """The operator's areas for the run's cameras: stored through provisioning, then the drill opens.
@@ -443,7 +458,7 @@ class AcceptanceService:
     def _active(self, run_id: str, states: Sequence[AcceptanceState]) -> _Active:
         active = self.active.get(run_id)
         if active is None:
-            raise UnknownRun(run_id)
+            raise NotRunning("the run is over (or unknown)")
         if active.run.state not in states:
             raise NotRunning(f"the run is {active.run.state.value}")
         return active
@@ -590,3 +605,14 @@ class AcceptanceService:
         running = GaugeMetricFamily("kgw_acceptance_running", "Acceptance runs in progress")
         running.add_metric([], len(self.active))
         yield running
+
+
+def idle_closer(live: LiveService) -> Callable[[str], None]:
+    """After a run's snapshot: end the channel's streams if nobody watches them (no linger per camera)."""
+
+    def release(channel_id: str) -> None:
+        streams = live.streams_of(channel_id)
+        if streams and all(s.fanout.consumer_count == 0 for s in streams):
+            live.close_channel(channel_id, "acceptance_snapshot")
+
+    return release
