@@ -204,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plat.add_argument("--config", help="TOML file with [gateway] settings and [[upper_platforms]]")
     plat.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    plat.add_argument(
+        "--fault",
+        choices=["upper-down"],
+        help="a simulated failure: upper-down refuses the lower platforms' alarms (503) (simulators/upper_down.py)",
+    )
+    plat.add_argument(
+        "--fault-control-port",
+        type=int,
+        metavar="PORT",
+        help='switch upper-down at run time: PUT http://127.0.0.1:PORT/uppers/platform {"down": false} (0: any)',
+    )
     _login_args(plat)
 
     police = sub.add_parser(
@@ -286,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the database: postgresql://USER@HOST:PORT/DB (default with --gateways N: an embedded PostgreSQL; "
         "else the SQLite file in --data-dir)",
     )
+    demo.add_argument(
+        "--fault",
+        action="append",
+        metavar="KG:MODE[:CAMERA]",
+        help="a kindergarten (index or ID) that fails on purpose, or PLATFORM:upper-down (repeatable; replaces the "
+        "demo's default faulty kindergartens #5, #10 and #15; see kgw simulate --help)",
+    )
+    demo.add_argument("--no-faults", action="store_true", help="no faulty kindergartens at all")
     demo.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     demo.add_argument("--tls-cert", metavar="FILE", help="serve every console over HTTPS with this PEM certificate")
     demo.add_argument("--tls-key", metavar="FILE", help="the certificate's PEM private key")
@@ -416,6 +435,13 @@ def _simulate_args(sim: argparse.ArgumentParser) -> None:
         type=int,
         metavar="PORT",
         help='HTTP control endpoint on 127.0.0.1:PORT: POST /press {"kindergarten": ID, "kind": "button"}',
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        metavar="KG:MODE[:CAMERA]",
+        help="make a kindergarten fail on purpose (repeatable): KG is its index or 20-digit ID, MODE one of "
+        "camera-offline, black-picture (CAMERA: a camera number, default every camera), no-entrance, silent-alarm",
     )
     sim.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
 
@@ -557,18 +583,30 @@ def gateway_config_from_args(args: argparse.Namespace) -> GatewayConfig:
     return _refuse_command_line_secrets(args, config)
 
 
-async def run_node(config: GatewayConfig, *, platform: bool) -> None:
-    """``kgw gateway`` (the access gateway) or ``kgw platform`` (a monitoring platform), with the console."""
+async def run_node(
+    config: GatewayConfig, *, platform: bool, fault: str | None = None, fault_control_port: int | None = None
+) -> None:
+    """``kgw gateway`` (the access gateway) or ``kgw platform`` (a monitoring platform), with the console.
+
+    ``fault`` (a platform's ``--fault upper-down``) or a ``fault_control_port`` puts the simulated
+    failure switch of simulators/upper_down.py on the platform."""
     from gbplatform.app import build_gateway, build_platform
 
     if config.http_warning:
         log.warning("%s", config.http_warning)
     service = build_platform(config) if platform else build_gateway(config)
-    await _run_until_signal(service.start, service.stop)
+    if fault is None and fault_control_port is None:
+        await _run_until_signal(service.start, service.stop)
+        return
+    from simulators.upper_down import FaultyPlatform
+
+    node = FaultyPlatform(service, down=fault == "upper-down", control_port=fault_control_port)
+    await _run_until_signal(node.start, node.stop)
 
 
 def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
     """FleetOptions from ``kgw simulate`` flags."""
+    from simulators.faults import parse_faults
     from simulators.fleet import FleetOptions
 
     return FleetOptions(
@@ -600,6 +638,7 @@ def fleet_options_from_args(args: argparse.Namespace) -> FleetOptions:
         control_port=args.control_port,
         local_host=args.bind,
         redirect_allow=tuple(args.redirect_allow or ()),
+        faults=parse_faults(args.fault or ()),
     )
 
 
@@ -696,6 +735,7 @@ async def run_demo(args: argparse.Namespace) -> None:
             tls_key=args.tls_key or "",
             gateways=args.gateways,
             db=args.db or "",
+            faults=() if args.no_faults else tuple(args.fault) if args.fault else None,
         )
     )
 
@@ -744,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "platform":
             config = platform_config_from_args(args)
             _setup_logging(config.log_level)
-            runner = run_node(config, platform=True)
+            runner = run_node(config, platform=True, fault=args.fault, fault_control_port=args.fault_control_port)
         elif args.command == "devices":
             return run_devices(args)
         elif args.command == "police-receiver":

@@ -8,6 +8,8 @@ Tests and operators drive a running ``kgw simulate`` through it, e.g.::
     curl http://127.0.0.1:8090/alarms
     curl http://127.0.0.1:8090/summary
     curl http://127.0.0.1:8090/devices/<device or channel id>/heard   # what a voice broadcast sounded like
+    curl http://127.0.0.1:8090/faults        # the kindergartens that fail on purpose (simulators/faults.py)
+    curl -X PUT http://127.0.0.1:8090/uppers/municipal -d '{"down": true}'   # the demo's upper-down switch
 
 Bound to 127.0.0.1 only: it makes devices raise alarms, which nobody off the
 host should be able to do.
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway.gb28181.device_agent import AlarmRecord
+from simulators.upper_down import UpperDown, add_upper_routes
 
 
 class Pressable(Protocol):
@@ -47,6 +50,9 @@ def make_control_app(fleet: Pressable) -> web.Application:
     app.router.add_get("/summary", _summary)
     app.router.add_get("/devices/{id}/heard", _heard)
     app.router.add_post("/devices/{id}/hang-up", _hang_up)
+    app.router.add_get("/faults", _faults)
+    uppers: dict[str, UpperDown] = getattr(fleet, "uppers", {})
+    add_upper_routes(app, uppers)
     return app
 
 
@@ -172,6 +178,12 @@ async def _hang_up(request: web.Request) -> web.Response:
     if end is None:
         return _error(404, "no broadcasts here")
     return web.json_response({"ended": end(request.match_info["id"])})
+
+
+async def _faults(request: web.Request) -> web.Response:
+    """The faulty kindergartens: ``{"items": [{"kindergarten_id", "index", "faults", ...}]}``."""
+    faults = getattr(request.app[FLEET_KEY], "faults_json", None)
+    return web.json_response({"items": faults() if faults is not None else []})
 
 
 async def _summary(request: web.Request) -> web.Response:

@@ -41,11 +41,13 @@ from gbplatform.app import build_gateway, build_platform
 from gbplatform.ids import platform_id
 from simulators.demo_cluster import GatewayChild, child_env, plan_gateways, split_city_ports, stop_all, toml_config
 from simulators.demo_ports import DemoPorts, demo_platforms, ensure_free
+from simulators.faults import DEMO_FAULTS, Fault, FaultError, FaultSpec, parse_faults
 from simulators.fleet import Fleet, FleetOptions
 from simulators.hevc import DEMO_HEVC_SHARE
 from simulators.mosquitto import MosquittoBroker, mosquitto_available
 from simulators.police_receiver import PoliceReceiver, format_report
 from simulators.postgres import PostgresServer
+from simulators.upper_down import UpperDown, install
 
 log = logging.getLogger("kgw.demo")
 
@@ -74,6 +76,9 @@ class DemoOptions:
     tls_key: str = ""
     gateways: int = 1  # > 1: that many gateway processes splitting the districts (simulators/demo_cluster.py)
     db: str = ""  # gateways > 1: the shared database ("" = an embedded PostgreSQL); else the gateway's
+    # Kindergartens (and upper platforms) that fail on purpose (simulators/faults.py); None: DEMO_FAULTS,
+    # those of them within the city.
+    faults: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -90,7 +95,16 @@ class Demo:
     admin_password: str = ""  # the demo administrator's, new at each start
     children: list[GatewayChild] = field(default_factory=list)  # --gateways N: the gateway processes
     postgres: PostgresServer | None = None  # --gateways N without --db: the embedded database
+    uppers: dict[str, UpperDown] = field(default_factory=dict)  # each platform's upper-down switch
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def fault_specs(self) -> tuple[FaultSpec, ...]:
+        """The demo's faults: ``--fault`` as given, else the default ones that fit the city."""
+        opts = self.options
+        if opts.faults is not None:
+            return parse_faults(opts.faults)
+        defaults = parse_faults(DEMO_FAULTS)
+        return tuple(s for s in defaults if isinstance(s.target, int) and s.target < opts.kindergartens)
 
     @property
     def ports(self) -> DemoPorts:
@@ -102,6 +116,11 @@ class Demo:
         """Platforms first (the gateway registers with them), then the gateway, broker and city."""
         opts = self.options
         ensure_free(self.ports.uses())  # a clear error naming the port, before anything binds
+        specs = self.fault_specs()  # a bad --fault fails before anything starts
+        down = {str(s.target) for s in specs if s.fault is Fault.UPPER_DOWN}
+        names = {p.name for p in demo_platforms()} if opts.platforms else set()
+        if down - names:
+            raise FaultError(f"upper-down of an unknown platform: {', '.join(sorted(down - names))}")
         Path(opts.data_dir).mkdir(parents=True, exist_ok=True)
         if opts.gateways > 1 and not opts.db:  # before the accounts: they live in the same database
             self.postgres = PostgresServer()
@@ -110,6 +129,8 @@ class Demo:
         await asyncio.to_thread(self._reset_admin)
         if opts.platforms:
             await self._start_platforms()
+            for name, service in self.platforms.items():  # every platform can be taken down at run time
+                self.uppers[name] = install(service, down=name in down)
         mqtt = ""
         if opts.mqtt and mosquitto_available():
             self.broker = MosquittoBroker()
@@ -171,7 +192,9 @@ class Demo:
                 alarm_rate=opts.alarm_rate,
                 control_port=self.ports.control_port,
                 hevc_share=DEMO_HEVC_SHARE,  # some cameras are H.265: the console plays them transcoded
-            )
+                faults=tuple(s for s in self.fault_specs() if s.fault is not Fault.UPPER_DOWN),
+            ),
+            uppers=self.uppers,
         )
         await self.fleet.start()
 
@@ -330,11 +353,30 @@ class Demo:
             f"  channels  {api}/api/channels?limit=20",
             f"  districts {api}/api/districts",
             f"  history   {api}/api/events",
+            *self._fault_lines(control),
             f"  metrics   {api}/metrics   (the admin login, or an API token: kgw token add NAME --role city_admin "
             f"--metrics-only --db {self._login_settings()['accounts_db']})",
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)
+
+    def _fault_lines(self, control: str) -> list[str]:
+        """The banner's faulty kindergartens and the upper platforms' switch."""
+        assert self.fleet is not None
+        lines = [f"  fault     {item['description']}" for item in self.fleet.faults_json()]
+        lines += [
+            f"  fault     upper platform {n}: upper-down (alarms refused)" for n, u in self.uppers.items() if u.down
+        ]
+        if lines:
+            lines.append(
+                f"  faults    {control}/faults   (what fails on purpose: kgw demo --fault KG:MODE, --no-faults)"
+            )
+        if self.uppers:
+            lines.append(
+                f"  upper     curl -X PUT {control}/uppers/municipal -d '{{\"down\": true}}'   "
+                "(take an upper platform's alarm intake down; false brings it back)"
+            )
+        return lines
 
     def _split_banner(self) -> str:
         """The banner of ``--gateways N``: every gateway's console, its districts and SIP port."""
@@ -360,6 +402,7 @@ class Demo:
         lines += [
             f"  nodes     {api}/api/nodes   (every console lists the whole city: {api}/api/districts)",
             f'  press     curl -X POST http://127.0.0.1:{self.fleet.control_port}/press -d \'{{"kind": "button"}}\'',
+            *self._fault_lines(f"http://127.0.0.1:{self.fleet.control_port}"),
             "Press Ctrl-C to stop.",
         ]
         return "\n".join(lines)

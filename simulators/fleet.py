@@ -31,7 +31,7 @@ import resource
 import ssl
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -60,13 +60,16 @@ from gateway.gb28181.sip.transport import Peer, Transport
 from gateway.housekeeping import GC_THRESHOLDS
 from gateway.io.sip_io import SipDriver
 from simulators.audio_sink import AudioSinks
+from simulators.black_picture import BlackClips
 from simulators.city import SimDevice, SimKindergarten, build_city, city_summary, installer_areas
 from simulators.control import bound_port, start_control
+from simulators.faults import FaultSpec, KindergartenFaults, apply_plan_faults, describe, resolve_faults
 from simulators.playback import PlaybackHub, attach_recordings, site_seed
 from simulators.playback_video import SecondCache
 from simulators.ptz_view import equip_ptz, ptz_type_for
 from simulators.streamer import StreamHub, StreamStats
 from simulators.substreams import SubStreams
+from simulators.upper_down import UpperDown
 from simulators.video import ClipCache, VideoProfile
 
 log = logging.getLogger("kgw.simulate")
@@ -120,6 +123,7 @@ class FleetOptions:
     # Where a REGISTER 302 may send the devices (the city's gateways): "host" or "host:port";
     # () = the gateway's host, any port. A 302 elsewhere is refused (GB/T 28181-2022 redirect).
     redirect_allow: tuple[str, ...] = ()
+    faults: tuple[FaultSpec, ...] = ()  # kindergartens that fail on purpose (simulators/faults.py)
 
     @property
     def domain(self) -> str:
@@ -137,6 +141,7 @@ class KindergartenNode:
     media: StreamHub | None = None
     playback: PlaybackHub | None = None  # recordings of its cameras (simulators.playback)
     recordings: RecordingIndex | None = None
+    faults: KindergartenFaults | None = None  # what fails here on purpose (simulators/faults.py)
 
     def drain(self) -> None:
         """The driver's activity hook: live calls, then playback calls."""
@@ -157,6 +162,11 @@ class Fleet:
     agents: dict[str, DeviceAgent] = field(default_factory=dict)
     clips: ClipCache = field(default_factory=ClipCache)
     seconds: SecondCache = field(default_factory=SecondCache)  # playback GOPs
+    black: BlackClips = field(default_factory=BlackClips)  # black-picture cameras' clips
+    faults: dict[str, KindergartenFaults] = field(default_factory=dict)
+    """The faulty kindergartens by ID (``FleetOptions.faults`` resolved against the city)."""
+    uppers: dict[str, UpperDown] = field(default_factory=dict)
+    """Upper platforms' upper-down switches the control endpoint serves (the demo's platforms)."""
     control: web.AppRunner | None = field(default=None, init=False)
     control_port: int | None = field(default=None, init=False)
     """The bound port of the control endpoint once started."""
@@ -174,6 +184,11 @@ class Fleet:
         raise_fd_limit()
         self._rng = random.Random(opts.seed)
         self.city = fleet_city(opts)
+        partial = opts.shard != (0, 1) or bool(opts.only_districts)
+        self.faults = resolve_faults(self.city, opts.faults, partial=partial)
+        self.city = [apply_plan_faults(k, self.faults.get(k.id)) for k in self.city]
+        for faulty in self.faults.values():
+            log.info("kindergarten %s fails on purpose: %s", faulty.kindergarten_id, ", ".join(map(str, faulty.specs)))
         summary = city_summary(self.city)
         log.info(
             "simulated city: %d kindergartens, %d devices, %d channels",
@@ -197,7 +212,8 @@ class Fleet:
         index = 0
         for plan in self.city:
             endpoint = SipEndpoint(RandomIds(), local_host=opts.local_host, local_port=0, user_agent="kgw-sim")
-            node = KindergartenNode(plan=plan, host=AgentHost(endpoint))
+            faults = self.faults.get(plan.id)
+            node = KindergartenNode(plan=plan, host=AgentHost(endpoint), faults=faults)
             node.media = StreamHub(
                 node.host,
                 plan.name,
@@ -206,6 +222,8 @@ class Fleet:
                 local_host=opts.local_host,
                 substreams=SubStreams(opts.sub_streams),
                 hevc_share=opts.hevc_share,
+                offline=faults.offline if faults is not None else frozenset(),
+                black=(faults.black, self.black) if faults is not None and faults.black else None,
             )
             # One router per socket; a request for an ID no device here owns gets 404, as behind a real NAT.
             node.broadcast = DeviceBroadcast(endpoint, self.audio, transport=audio_mode, ps=opts.audio_ps)
@@ -225,12 +243,16 @@ class Fleet:
                 redirect_allow=frozenset(opts.redirect_allow or (opts.gateway_host,)),
             )
             for device in plan.devices:
+                misbehaviour = misbehaviours.get(index, Misbehaviour())
+                if faults is not None and faults.silent_alarm and device.kind == "alarm_box":
+                    misbehaviour = replace(misbehaviour, alarm_silent=True)
+                offline = faults.offline if faults is not None else frozenset()
                 agent = DeviceAgent(
-                    device_profile(device, plan, opts.password),
+                    device_profile(device, plan, opts.password, offline=offline),
                     server,
                     endpoint,
                     timing=AgentTiming(expires=opts.expires, keepalive_interval=opts.keepalive_interval),
-                    misbehaviour=misbehaviours.get(index, Misbehaviour()),
+                    misbehaviour=misbehaviour,
                 )
                 index += 1
                 if opts.transport is Transport.TCP:
@@ -291,8 +313,9 @@ class Fleet:
         batch = max(1, int(self.options.rate / 20))
         started = 0
         for node in self.nodes:
-            node.host.start_all(loop.time())
-            started += len(node.host.agents)
+            alive = [a for a in node.host.agents.values() if not _powered_off(a, node.faults)]
+            node.host.start_all(loop.time(), alive)
+            started += len(alive)
             if started >= batch:
                 started = 0
                 await asyncio.sleep(batch / self.options.rate)
@@ -503,6 +526,17 @@ class Fleet:
                 except (LookupError, ValueError) as exc:
                     log.warning("steady alarm not pressed: %s", exc)
 
+    def faults_json(self) -> list[dict[str, Any]]:
+        """The faulty kindergartens, in city order, with their names (``GET /faults``)."""
+        plans = {k.id: k for k in self.city}
+        items = []
+        for faults in sorted(self.faults.values(), key=lambda f: f.index):
+            item = faults.as_json()
+            item["name"] = plans[faults.kindergarten_id].name
+            item["description"] = describe(plans[faults.kindergarten_id], faults)
+            items.append(item)
+        return items
+
     def media_totals(self) -> StreamStats:
         """Frames, packets and bytes every camera of the fleet sent so far."""
         total = StreamStats()
@@ -539,8 +573,20 @@ def _find_alarm_device(kindergarten: SimKindergarten, kind: str) -> SimDevice | 
     return next((d for want in kinds for d in kindergarten.devices if d.kind == want), None)
 
 
-def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: str) -> DeviceProfile:
-    """A device-role profile from the city plan; channels become catalog items."""
+def _powered_off(agent: DeviceAgent, faults: KindergartenFaults | None) -> bool:
+    """A camera that registers itself (an IPC) and is offline on purpose never registers."""
+    if faults is None or not faults.offline or agent.profile.device_id[10:13] != "132":
+        return False
+    return all(c.device_id in faults.offline for c in agent.profile.channels)
+
+
+def device_profile(
+    device: SimDevice, kindergarten: SimKindergarten, password: str, *, offline: frozenset[str] = frozenset()
+) -> DeviceProfile:
+    """A device-role profile from the city plan; channels become catalog items.
+
+    ``offline``: cameras that are dead on purpose; the device's catalog reports them OFF.
+    """
     items = tuple(
         CatalogItem(
             device_id=channel.id,
@@ -555,7 +601,7 @@ def device_profile(device: SimDevice, kindergarten: SimKindergarten, password: s
             safety_way=0,
             register_way=1,
             secrecy=0,
-            status="ON",
+            status="OFF" if channel.id in offline else "ON",
             longitude=channel.longitude,
             latitude=channel.latitude,
             ptz_type=ptz_type_for(channel),

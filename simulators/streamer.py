@@ -38,6 +38,7 @@ from gateway.gb28181.sdp import MediaSessionSpec, MediaTransport
 from gateway.io.rtp_send_io import RtpSendTransport, TcpRtpSender, UdpRtpSender
 from gateway.media.rtp import RtpPacketizer
 from gateway.media.rtp.sender import ClipReplayer, ReplayFrame
+from simulators.black_picture import BlackClips
 from simulators.hevc import profile_for_camera
 from simulators.ptz_view import FollowingReplayer, ViewFollower, view_follower
 from simulators.substreams import SubStreams
@@ -48,6 +49,7 @@ __all__ = ["CONNECT_TIMEOUT", "TCP_HIGH_WATER", "CameraStreamer", "StreamHub", "
 log = logging.getLogger("kgw.simulate.media")
 TCP_HIGH_WATER = 2 * 1024 * 1024  # bytes queued on a TCP stream before frames are dropped
 CONNECT_TIMEOUT = 5.0  # s for a TCP-passive connect to the gateway's media port
+OFFLINE_STATUS = 480  # Temporarily Unavailable: an NVR's answer for a channel whose camera is dead
 # TCP active: the gateway's connection is awaited without a deadline (until BYE or close).
 # UDP: UdpRtpSender.open sets the socket's SO_SNDBUF (1 MiB, a key frame is a burst of datagrams).
 
@@ -344,8 +346,12 @@ class StreamHub(CallHub[CameraStreamer]):
         local_host: str,
         substreams: SubStreams | None = None,
         hevc_share: float = 0.0,
+        offline: frozenset[str] = frozenset(),
+        black: tuple[frozenset[str], BlackClips] | None = None,
     ) -> None:
         super().__init__(local_host)
+        self.offline = offline  # dead cameras (simulators/faults.py): their INVITEs are refused
+        self.black = black  # cameras streaming a black picture, and where their clips come from
         self.host = host
         self.substreams = substreams or SubStreams(0.0)  # which cameras have a sub-stream (issue 11)
         self.title = title
@@ -375,20 +381,27 @@ class StreamHub(CallHub[CameraStreamer]):
             self._stopped(event.call_id, event.reason)
 
     def _requested(self, agent: DeviceAgent, event: MediaRequested) -> None:
+        calls = agent.calls
+        assert calls is not None  # live calls come only from a device with cameras
+        if event.channel_id in self.offline:
+            calls.reject(event.call_id, OFFLINE_STATUS, self._loop.time())
+            return
         profile, answer_stream = self.substreams.pick(event.channel_id, event.spec.stream_number, self.profile)
         profile = profile_for_camera(profile, event.channel_id, self.hevc_share)
         profile = replace(profile, audio=has_microphone(event.channel_id))  # even channels have a microphone
         name = self._camera_name(agent, event)
-        follow = view_follower(agent, event.channel_id, self.title, name, profile)
-        if follow is not None:
+        black = self.black is not None and event.channel_id in self.black[0]
+        follow = None if black else view_follower(agent, event.channel_id, self.title, name, profile)
+        if black:
+            assert self.black is not None
+            clip = asyncio.ensure_future(asyncio.to_thread(self.black[1].get, profile))
+        elif follow is not None:
             clip = asyncio.ensure_future(asyncio.to_thread(follow.initial, self._loop.time()))
         else:
             clip = asyncio.ensure_future(asyncio.to_thread(self.cache.get, self.title, name, profile))
         clip.add_done_callback(_consume_exception)
         streamer = CameraStreamer(event, clip, local_host=self.local_host, on_lost=self._on_lost, follow=follow)
         streamer.answer_stream = answer_stream
-        calls = agent.calls
-        assert calls is not None  # live calls come only from a device with cameras
         self._serve(
             streamer,
             calls,

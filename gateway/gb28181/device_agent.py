@@ -132,6 +132,7 @@ class Misbehaviour:
     flap_period: float = 0.0  # > 0: alternate silent/talking every period seconds
     malformed_every: int = 0  # > 0: every n-th keepalive body is broken XML
     alarm_duplicate: bool = False  # send every alarm MESSAGE twice, as two transactions
+    alarm_silent: bool = False  # a press is recorded but no Notify/Alarm leaves (a broken alarm box)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +258,7 @@ class DeviceAgent:
             retries=self.timing.alarm_retries,
             retry_delay=self.timing.alarm_retry_delay,
             duplicate=lambda: self.misbehaviour.alarm_duplicate,
+            silent=lambda: self.misbehaviour.alarm_silent,
             next_sn=self.client.next_sn,
             max_records=MAX_ALARM_RECORDS,
         )
