@@ -151,6 +151,7 @@ class GatewayConfig:
     stream_number_styles: tuple[tuple[str, str], ...] = ()  # [stream_number_styles]: device id or maker -> style
     # --- onboarding acceptance (issue 13; gateway/acceptance/) ---
     acceptance_drill_wait: float = 180.0  # s an acceptance waits for the guard to press the one-button alarm
+    acceptance_proof_wait: float = 60.0  # s it then waits for every upper level to confirm the drill's delivery
     acceptance_overdue_days: float = 180.0  # a kindergarten whose last passed drill is older is listed (reminder)
     acceptance_check_interval: float = 3600.0  # s between refreshes of that list
 
