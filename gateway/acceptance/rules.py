@@ -325,7 +325,14 @@ def drill_check(proof: DrillProofLike | None, *, waited: float, pressed: bool) -
 
     ``pressed`` False: no drill alarm came within ``waited`` seconds (``proof`` is None).
     """
-    if not pressed or proof is None:
+    if pressed and proof is None:
+        return CheckResult(
+            CheckName.DRILL,
+            CheckState.FAILED,
+            "收到了演练报警，但无法取得各级的送达证明",
+            "请检查网关的报警推送（上级平台、MQTT）是否正常，然后重新演练。",
+        )
+    if proof is None:
         return CheckResult(
             CheckName.DRILL,
             CheckState.FAILED,

@@ -405,7 +405,19 @@ class AcceptanceService:
         )
         self._set(active, replace(areas, elapsed=time.perf_counter() - started))
         if not active.drill_open:
-            self._open_drill(active)
+            try:
+                self._open_drill(active)
+            except GatewayError as exc:  # the alarm service refused the window: the drill cannot be proven
+                self._set(
+                    active,
+                    CheckResult(
+                        CheckName.DRILL,
+                        CheckState.FAILED,
+                        f"无法开启演练（{exc}）",
+                        "报警服务拒绝了演练窗口：请检查网关的报警配置后重新验收。",
+                    ),
+                )
+                return await self._finalize(active)
         await self._call(self.store.put, active.run)
         return active.run
 
@@ -445,7 +457,10 @@ class AcceptanceService:
                 try:
                     proof = await self.drills.wait_drill_proof(alarm_id, settings.proof_wait)
                 except (TimeoutError, GatewayError):
-                    proof = self.drills.drill_proof(alarm_id)  # what reached whom by now
+                    try:
+                        proof = self.drills.drill_proof(alarm_id)  # what reached whom by now
+                    except GatewayError:
+                        proof = None
             check = drill_check(proof, waited=settings.drill_wait, pressed=pressed)
             self._set(active, replace(check, elapsed=time.perf_counter() - started))
             await self._finalize(active)

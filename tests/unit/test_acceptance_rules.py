@@ -331,3 +331,8 @@ def test_report_has_the_verdict_checks_fixes_snapshots_devices_and_escapes() -> 
     assert "data:image/jpeg;base64," in page and "DS-7808" in page
     assert "<b>大门口</b>" not in page and "&lt;b&gt;大门口&lt;/b&gt;" in page
     assert "未通过的检查：摄像机画面、摄像机区域确认" in page
+
+
+def test_a_press_without_a_proof_fails_saying_so() -> None:
+    result = drill_check(None, waited=90, pressed=True)
+    assert result.state is CheckState.FAILED and "送达证明" in result.summary
