@@ -376,8 +376,9 @@ class AcceptanceService:
         while True:
             try:
                 return await self.snapshots.snapshot(channel_id, self.settings.snapshot_wait)
-            except UplinkExceeded:
-                if time.perf_counter() >= deadline:
+            except GatewayError as exc:
+                full = isinstance(exc, UplinkExceeded) or isinstance(exc.__cause__, UplinkExceeded)
+                if not full or time.perf_counter() >= deadline:
                     raise
                 await asyncio.sleep(0.2)  # a sibling's stream is released within moments
 

@@ -219,7 +219,11 @@ async def _service(
         pictures,
         Areas(directory),
         desk,
-        AcceptanceSettings(snapshot_concurrency=2, drill_wait=settings.pop("drill_wait", 30.0), **settings),
+        AcceptanceSettings(
+            snapshot_concurrency=settings.pop("snapshot_concurrency", 2),
+            drill_wait=settings.pop("drill_wait", 30.0),
+            **settings,
+        ),
         release=pictures.released.append,
     )
     await service.start()
@@ -384,3 +388,34 @@ async def test_abort_and_a_restart_marks_left_runs_aborted(tmp_path: Any) -> Non
         assert (await again.get(left.id)).state is AcceptanceState.ABORTED
     finally:
         await again.stop()
+
+
+class FullUplink(Pictures):
+    """Refuses a snapshot (as LiveService does: a LiveError caused by LiveUplinkExceeded) beyond two at once."""
+
+    def __init__(self) -> None:
+        super().__init__(set(), set())
+        self.refused = 0
+
+    async def snapshot(self, channel_id: str, wait: float = 5.0) -> bytes:
+        from gateway.live import LiveError, LiveUplinkExceeded
+
+        if self.concurrent >= 2:
+            self.refused += 1
+            try:
+                raise LiveUplinkExceeded(KG, 4000, 8000, [])
+            except LiveUplinkExceeded as exc:
+                raise LiveError(f"cannot open {channel_id}: {exc}") from exc
+        return await super().snapshot(channel_id, wait)
+
+
+async def test_a_full_uplink_makes_snapshots_wait_their_turn_not_fail(tmp_path: Any) -> None:
+    pictures = FullUplink()
+    service = await _service(tmp_path, _directory(), pictures, Desk(proof=GOOD_PROOF), snapshot_concurrency=4)
+    try:
+        run = await service.begin(KG, "admin")
+        run = await _at(service, run.id, AcceptanceState.CONFIRM_AREAS)
+        assert run.check(CheckName.PICTURES).state is CheckState.PASSED  # type: ignore[union-attr]
+        assert pictures.refused >= 1 and pictures.most == 2
+    finally:
+        await service.stop()
