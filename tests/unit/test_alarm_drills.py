@@ -350,3 +350,16 @@ async def test_proof_with_an_upper_down_says_which_and_why(env: Env) -> None:
     assert by_name["district-120101"].delivered_at is not None
     with pytest.raises(UnknownAlarm):
         service.drill_proof("no-such-alarm")
+
+
+async def test_metrics_count_drills_apart(env: Env) -> None:
+    service, _, _, _, _ = env
+    service.open_drill(KG, "acceptance-1", T0 + 600)
+    await service.receive(notice(1))
+    await service.receive(notice(2, kg=OTHER_KG, device=OTHER_BOX, sender_kg=OTHER_KG))
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for m in service.collect() for s in m.samples}
+    received = {k: v for k, v in samples.items() if k[0] == "kgw_alarms_received_total"}
+    assert list(received.values()) == [1.0]  # the real press only
+    assert samples[("kgw_alarm_drills_total", ())] == 1.0
+    open_alarms = sum(v for k, v in samples.items() if k[0] == "kgw_alarms_open")
+    assert open_alarms == 1.0  # the drill is not an open alarm
