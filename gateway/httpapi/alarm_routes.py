@@ -451,7 +451,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     reading = asyncio.ensure_future(reader())
     try:
-        in_scope = sum(_visible(request, principal, a, Capability.ALARM_READ) for a in service.lifecycle.open_alarms())
+        in_scope = sum(
+            _visible(request, principal, a, Capability.ALARM_READ)
+            for a in service.lifecycle.open_alarms()
+            if not a.drill
+        )
         await ws.send_str(json.dumps({"type": "hello", "open": in_scope}))
         while not ws.closed:
             getting = asyncio.ensure_future(queue.get())
