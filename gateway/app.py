@@ -227,7 +227,11 @@ class GatewayService:
             self.cascade.relay.on_view = upper_view_recorder(self.audit, config.upper_platforms)
         enrichment = AlarmEnrichment(directory, config.id, self.public_base, self.live)
         cascade = self.cascade
-        upward = GbAlarmSink(cascade.alarm_targets, cascade.send_alarm) if cascade is not None else None
+        upward = (
+            GbAlarmSink(cascade.alarm_targets, cascade.send_alarm, level_of=cascade.level_of)
+            if cascade is not None
+            else None
+        )
         self.alarms = await start_alarm_service(
             config, enrich=enrichment.enrich, capture_snapshot=enrichment.entrance_snapshot, upward=upward
         )
