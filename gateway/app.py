@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from gateway.acceptance.service import AcceptanceService, AcceptanceSettings, idle_closer
+from gateway.acceptance.store import open_acceptance_store
 from gateway.access_handler import AccessEventHandler
 from gateway.alarms.enrichment import AlarmEnrichment
 from gateway.alarms.receiver import AlarmReceiver
@@ -56,6 +58,7 @@ from gateway.errors import StoreError
 from gateway.gb28181.sdp import MediaTransport
 from gateway.history_uplink import HistoryUplink
 from gateway.housekeeping import GC_THRESHOLDS, housekeeping
+from gateway.httpapi.acceptance_routes import acceptance_part
 from gateway.httpapi.app import WebPart, build_app, serve, tls_context
 from gateway.httpapi.auth import WebGuard
 from gateway.httpapi.broadcast_routes import add_broadcast_routes
@@ -138,6 +141,7 @@ class GatewayService:
         self.transcodes: TranscodeService
         self.rtsp: RtspCameraService
         self.alarms: AlarmService
+        self.acceptance: AcceptanceService
         self.queries: QueryBroker
         self.commands: CommandBroker
         self.records: RecordService
@@ -252,11 +256,31 @@ class GatewayService:
             self.cascade.relay.on_view = upper_view_recorder(self.audit, config.upper_platforms)
         enrichment = AlarmEnrichment(directory, config.id, self.public_base, self.live)
         cascade = self.cascade
-        upward = GbAlarmSink(cascade.alarm_targets, cascade.send_alarm) if cascade is not None else None
+        upward = (
+            GbAlarmSink(cascade.alarm_targets, cascade.send_alarm, level_of=cascade.level_of)
+            if cascade is not None
+            else None
+        )
         self.alarms = await start_alarm_service(
             config, enrich=enrichment.enrich, capture_snapshot=enrichment.entrance_snapshot, upward=upward
         )
         stack.push_async_callback(self.alarms.stop)
+        self.acceptance = AcceptanceService(  # 验收 (issue 13): checks, drill, report
+            await asyncio.to_thread(open_acceptance_store, config.db),
+            directory,
+            self.live,
+            self.provisioning,
+            self.alarms,
+            AcceptanceSettings(
+                drill_wait=config.acceptance_drill_wait,
+                proof_wait=config.acceptance_proof_wait,
+                overdue_after=config.acceptance_overdue_days * 86400.0,
+                check_interval=config.acceptance_check_interval,
+            ),
+            release=idle_closer(self.live),
+        )
+        await self.acceptance.start()
+        stack.push_async_callback(self.acceptance.stop)
 
         self.queries = QueryBroker(sip.access, config.query_timeout)
         self.commands = CommandBroker(sip.access, config.query_timeout)
@@ -354,6 +378,7 @@ class GatewayService:
             self.rtsp,
             self.broadcasts,
             self.alarms,
+            self.acceptance,
             self.audit,
             self.coverage,
             GATE,
@@ -391,6 +416,7 @@ class GatewayService:
                 rtsp_part(self.rtsp, directory),
                 lambda app: add_broadcast_routes(app, self.broadcasts),
                 coverage_part(self.coverage),
+                acceptance_part(self.acceptance),
                 *((lambda app: add_city_routes(app, city),) if (city := await self._city_view()) else ()),
             ),
         )

@@ -155,6 +155,11 @@ class GatewayConfig:
     uplink_measure_after: float = 10.0  # s of streaming before the measured rate counts (0: estimates only)
     stream_number_style: str = "streamnumber"  # offers' sub-stream spelling unless known per device
     stream_number_styles: tuple[tuple[str, str], ...] = ()  # [stream_number_styles]: device id or maker -> style
+    # --- onboarding acceptance (issue 13; gateway/acceptance/) ---
+    acceptance_drill_wait: float = 180.0  # s an acceptance waits for the guard to press the one-button alarm
+    acceptance_proof_wait: float = 60.0  # s it then waits for every upper level to confirm the drill's delivery
+    acceptance_overdue_days: float = 180.0  # a kindergarten whose last passed drill is older is listed (reminder)
+    acceptance_check_interval: float = 3600.0  # s between refreshes of that list
 
     @property
     def domain(self) -> str:

@@ -40,7 +40,7 @@ from gateway.gb28181.ids import is_gb_id
 from gateway.gb28181.manscdp import AlarmNotify, format_gb_time, parse_gb_time
 from gateway.ratelimit import TokenBuckets
 
-__all__ = ["AlarmIntake", "AlarmNotice", "IntakeResult"]
+__all__ = ["AlarmIntake", "AlarmNotice", "IntakeResult", "is_emergency"]
 
 MAX_DESCRIPTION: Final = 512  # characters kept of AlarmDescription
 MAX_CLOCK_SKEW: Final = 86_400.0  # s: a device clock further off than a day is "absurd"
@@ -62,6 +62,7 @@ class AlarmNotice:
     district_code: str  # the sender's district (civil code), "" when unknown
     peer: str = ""  # the transport address it came from ("udp:host:port")
     untrusted_reason: str = ""  # "" = the registered session at its registered address
+    sender_kindergarten_id: str | None = None  # the sender's own kindergarten (drills: gateway.alarms.drills)
 
     @property
     def unverified_reason(self) -> str:
@@ -129,7 +130,12 @@ class AlarmIntake:
         self._recent.pop(dedupe_key, None)
 
     def accept(
-        self, notice: AlarmNotice, state_of: StateOf = lambda _id: AlarmState.NEW, *, collapse: bool = True
+        self,
+        notice: AlarmNotice,
+        state_of: StateOf = lambda _id: AlarmState.NEW,
+        *,
+        collapse: bool = True,
+        drill: bool | Callable[[AlarmNotice], bool] = False,
     ) -> IntakeResult:
         """A new :class:`Alarm` (with its seq assigned), the id it retransmits, or the id it collapses into.
 
@@ -137,6 +143,8 @@ class AlarmIntake:
         which counts as closed; the default believes every one open): nothing is
         merged into a resolved alarm. ``collapse=False`` makes a notification over the
         rate limit a new alarm all the same (the group's alarm closed meanwhile).
+        ``drill`` (or a function deciding it for a notice that is a new alarm) marks it
+        a drill (:mod:`gateway.alarms.drills`); drills and real alarms never share a group.
         """
         body = notice.body
         # Only a retransmission of the same session is the same alarm (module doc).
@@ -147,11 +155,13 @@ class AlarmIntake:
         if seen is not None and notice.received_at - seen[1] <= self.window and state_of(seen[0]) in _MERGEABLE:
             return IntakeResult(None, seen[0])
         reason = notice.unverified_reason
+        is_drill = drill(notice) if callable(drill) else drill
         group = (
             notice.device_id,
             notice.kindergarten_id or "",
             _lane(body.method, body.alarm_type),
             "trusted" if not reason else "untrusted",
+            _drill_part(is_drill),
         )
         if not self._buckets.take(group, notice.received_at) and collapse:
             latest = self._latest.get(group)
@@ -195,6 +205,7 @@ class AlarmIntake:
             verified=not reason,
             unverified_reason=reason,
             node=self.node,
+            drill=is_drill,
         )
         self._next_seq += 1
         self.remember(alarm)
@@ -240,6 +251,11 @@ class AlarmIntake:
         return format_gb_time(when)
 
 
+def is_emergency(method: str | None, alarm_type: str | None) -> bool:
+    """A one-button (emergency) alarm, from the notification's raw codes."""
+    return _lane(method, alarm_type) == "emergency"
+
+
 def _lane(method: str | None, alarm_type: str | None) -> str:
     """ "emergency" for one-button presses (their own buckets and outbox lane), else "routine"."""
     try:
@@ -257,7 +273,11 @@ def _group(alarm: Alarm) -> tuple[str, ...]:
     method = None if alarm.method is None else str(int(alarm.method))
     alarm_type = None if alarm.alarm_type is None else str(alarm.alarm_type)
     trust = "trusted" if alarm.verified else "untrusted"
-    return (alarm.device_id, alarm.kindergarten_id or "", _lane(method, alarm_type), trust)
+    return (alarm.device_id, alarm.kindergarten_id or "", _lane(method, alarm_type), trust, _drill_part(alarm.drill))
+
+
+def _drill_part(drill: bool) -> str:
+    return "drill" if drill else "real"
 
 
 def _coded(text: str | None, name: str, allowed: range, problems: list[str], *, required: bool = True) -> int | None:

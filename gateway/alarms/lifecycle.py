@@ -4,7 +4,7 @@ The transition functions return the changed alarm plus its audit line and
 refuse steps the state does not allow. :class:`Lifecycle` keeps the open
 (unresolved) alarms and their escalation deadlines: an alarm nobody
 acknowledged within ``escalate_after`` seconds of its receipt escalates to the
-municipal level once. Time is passed in, so tests drive it with a fake clock.
+municipal level once (never a drill). Time is passed in, so tests drive it with a fake clock.
 """
 
 from __future__ import annotations
@@ -129,4 +129,9 @@ class Lifecycle:
         return escalated
 
     def _needs_escalation(self, alarm: Alarm) -> bool:
-        return self.escalate_after is not None and alarm.escalated_at is None and alarm.state in _UNACKNOWLEDGED
+        return (
+            self.escalate_after is not None
+            and alarm.escalated_at is None
+            and alarm.state in _UNACKNOWLEDGED
+            and not alarm.drill  # a drill is never escalated: nobody is to be dispatched
+        )

@@ -72,6 +72,11 @@ class AlarmMetrics(Collector):
             ["by"],
             registry=None,
         )
+        self.drills = Counter(
+            "kgw_alarm_drills",
+            "Drill alarms (验收演练) received: never counted in kgw_alarms_received or escalated",
+            registry=None,
+        )
         self.collapsed = Counter(
             "kgw_alarms_collapsed",
             "Alarm notifications beyond a device's rate limit counted as repeats of its open alarm",
@@ -90,6 +95,7 @@ class AlarmMetrics(Collector):
             self.unverified,
             self.verified,
             self.collapsed,
+            self.drills,
         ):
             yield from counter.collect()
         held = GaugeMetricFamily("kgw_alarms_held", "Unverified open alarms held from every sink")

@@ -84,6 +84,9 @@ class TransitionAction(StrEnum):
     HELD = "held"  # not verified: kept from every sink until the device or an operator verifies it
     VERIFIED = "verified"  # the device proved itself (actor "device") or an operator confirmed it
     REPEATED = "repeated"  # a rate-limited repeat collapsed into this alarm (counted in ``repeats``)
+    # One upper platform answered 2xx (actor: the upper's name; detail: "<level> <event>"). The "gb"
+    # sink has one delivery row for every upper; these lines make each upper's answer durable.
+    UPPER_ACKNOWLEDGED = "upper_acknowledged"
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,5 +259,6 @@ class AlarmFilter:
     since: float | None = None  # received_at >= since
     until: float | None = None  # received_at < until
     escalated: bool | None = None
+    drill: bool | None = None  # True: drills only; False: real alarms only; None: both
     offset: int = 0
     limit: int = 100

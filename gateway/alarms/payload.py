@@ -1,6 +1,7 @@
 """The alarm payload, schema 1: the JSON every sink carries (README: "Alarm payload").
 
-Receivers deduplicate on ``alarm_id`` (and ``event``: an alarm can be
+``drill`` is true for an acceptance drill (nobody is to be dispatched; MQTT
+carries drills on ``kgw/drills/...`` only). Receivers deduplicate on ``alarm_id`` (and ``event``: an alarm can be
 followed by one ``escalated`` message). ``received_at`` is the gateway's
 receipt time in RFC 3339 with milliseconds, UTC. The enrichment
 (kindergarten, device, location, links) comes from memory only, so building
@@ -105,6 +106,7 @@ def build_payload(
         "alarm_url": info.alarm_url,
         "gateway_id": info.gateway_id,
         "problems": list(alarm.problems),
+        "drill": alarm.drill,  # a drill (验收演练): nobody is to be dispatched (MQTT topic kgw/drills/...)
     }
     if event is DeliveryEvent.ESCALATED:
         payload["escalation"] = {

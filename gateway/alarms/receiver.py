@@ -90,6 +90,7 @@ class AlarmReceiver:
             district_code=(source.district_code if source else "") or (sender.district_code if sender else ""),
             peer=str(event.peer),
             untrusted_reason=event.untrusted_reason,
+            sender_kindergarten_id=sender.kindergarten_id if sender else None,
         )
         stored = True
         try:

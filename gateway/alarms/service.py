@@ -23,6 +23,11 @@ the store thread, the sinks and the consoles:
   alarm's ``verified`` column, and the deliveries are written with the flag.
 * rate limit: notifications beyond a group's budget are collapsed into its
   open alarm (``repeats``), stored before the device is answered.
+* drills (:mod:`gateway.alarms.drills`): while a kindergarten's drill window is
+  open (:meth:`AlarmService.open_drill`, by the acceptance flow), its verified
+  one-button alarms are stored and delivered as drills: never escalated, never
+  counted in the real-alarm metrics, and proven per target
+  (:meth:`AlarmService.drill_proof`).
 
 Time is ``clock()`` (wall seconds), injectable so tests can drive escalation
 with a fake clock through :meth:`AlarmService.run_timers`.
@@ -36,6 +41,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -43,8 +49,9 @@ from typing import Any, TypeVar
 
 from prometheus_client import Metric
 
+from gateway.alarms.drills import DrillError, DrillProof, DrillWindowClosed, DrillWindows, build_proof, relayed_drill
 from gateway.alarms.feed import AlarmFeed
-from gateway.alarms.intake import AlarmIntake, AlarmNotice
+from gateway.alarms.intake import AlarmIntake, AlarmNotice, is_emergency
 from gateway.alarms.lifecycle import Lifecycle, acknowledge, mark_delivered, resolve, valid_actor
 from gateway.alarms.metrics import AlarmMetrics
 from gateway.alarms.model import (
@@ -62,6 +69,7 @@ from gateway.alarms.outbox import Outbox, RetryPolicy
 from gateway.alarms.payload import Enrichment, build_payload, encode_payload
 from gateway.alarms.seqs import SeqBlocks
 from gateway.alarms.sinks.base import OutboundMessage, Sink
+from gateway.alarms.sinks.gb import GbAlarmSink
 from gateway.alarms.store import AlarmStore
 from gateway.alarms.writer import AlarmWriter
 from gateway.errors import DeliveryError, ForeignAlarm, InvalidTransition, StoreError, UnknownAlarm
@@ -69,6 +77,7 @@ from gateway.registry.model import Page
 
 log = logging.getLogger("kgw.alarms")
 T = TypeVar("T")
+_MAX_LEDGER = 1000  # drill alarms whose proof is kept in memory
 
 __all__ = ["AlarmService", "AlarmSettings", "ReceiveResult"]
 
@@ -158,8 +167,18 @@ class AlarmService:
             "unverified": 0,
             "verified": 0,
             "repeats": 0,
+            "drills": 0,
         }
-        self.metrics = AlarmMetrics(self.sink_status, self.lifecycle.open_alarms, self.held_count)
+        self.metrics = AlarmMetrics(self.sink_status, self._real_open_alarms, self.held_count)
+        self.drills = DrillWindows()
+        self._drill_events: dict[str, asyncio.Event] = {}  # kindergarten -> set when its window changes
+        self._progress = asyncio.Event()  # replaced and set whenever a delivery of a drill moved
+        # Drill alarm id -> its deliveries (latest per sink and event) and audit lines: drill_proof from memory.
+        self._ledger: OrderedDict[str, tuple[dict[tuple[str, str], Delivery], list[Transition]]] = OrderedDict()
+        self._ledger_alarms: dict[str, Alarm] = {}  # the ledger's alarms as received (when no longer open)
+        for sink in sinks:
+            if isinstance(sink, GbAlarmSink):
+                sink.on_target = self._upper_answered
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -245,7 +264,7 @@ class AlarmService:
         """Store the alarm durably (or recognise a repeat); raises StoreError when it cannot be stored."""
         while not self.seqs.available:  # only when the prefetch below fell behind (a storm)
             await asyncio.shield(self._more_seqs())
-        result = self.intake.accept(notice, self._state_of, collapse=collapse)
+        result = self.intake.accept(notice, self._state_of, collapse=collapse, drill=self._is_drill)
         if self.seqs.wants_more:
             self._more_seqs()
         if result.collapsed_into is not None:
@@ -280,6 +299,8 @@ class AlarmService:
         detail = f"SN {alarm.sn} from {alarm.device_id} at {alarm.peer or '?'}" + (
             f"; problems: {'; '.join(alarm.problems)}" if alarm.problems else ""
         )
+        if alarm.drill or self.drills.active(alarm.kindergarten_id, alarm.received_at) is not None:
+            detail += f"; {self._drill_note(notice)}"
         transitions = [Transition(alarm.id, alarm.received_at, TransitionAction.RECEIVED, "device", detail)]
         if not alarm.verified:
             transitions.append(
@@ -315,6 +336,38 @@ class AlarmService:
             self._accepted(alarm, deliveries)
         accepted.set_result(None)
         return ReceiveResult(alarm.id, False)
+
+    def _is_drill(self, notice: AlarmNotice) -> bool:
+        """Whether a new alarm is a drill (gateway.alarms.drills: an open window, or a lower platform's drill)."""
+        emergency = is_emergency(notice.body.method, notice.body.alarm_type)
+        verified = not notice.unverified_reason
+        decision = self.drills.classify(
+            kindergarten_id=notice.kindergarten_id,
+            sender_kindergarten_id=notice.sender_kindergarten_id,
+            verified=verified,
+            emergency=emergency,
+            now=notice.received_at,
+        )
+        return decision.drill or relayed_drill(
+            sender_id=notice.device_id, claims_drill=notice.body.drill, verified=verified, emergency=emergency
+        )
+
+    def _drill_note(self, notice: AlarmNotice) -> str:
+        """The audit trail's words on why an alarm is (not) a drill."""
+        emergency = is_emergency(notice.body.method, notice.body.alarm_type)
+        verified = not notice.unverified_reason
+        decision = self.drills.classify(
+            kindergarten_id=notice.kindergarten_id,
+            sender_kindergarten_id=notice.sender_kindergarten_id,
+            verified=verified,
+            emergency=emergency,
+            now=notice.received_at,
+        )
+        if decision.drill:
+            return f"drill (演练): {decision.reason}"
+        if self._is_drill(notice):
+            return f"drill (演练) relayed by lower platform {notice.device_id}"
+        return decision.reason
 
     def _more_seqs(self) -> asyncio.Task[None]:
         """Reserve the next block of seqs on the store thread (one reservation at a time)."""
@@ -378,9 +431,14 @@ class AlarmService:
 
     def _accepted(self, alarm: Alarm, deliveries: list[Delivery]) -> None:
         """The alarm is stored: tell the sinks, the consoles, the metrics; start the snapshot."""
-        self.counters["received"] += 1
         kind = alarm.kind
-        self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
+        if alarm.drill:  # never counted as a real alarm (issue 13)
+            self.counters["drills"] += 1
+            self.metrics.drills.inc()
+            self._drill_accepted(alarm, deliveries)
+        else:
+            self.counters["received"] += 1
+            self.metrics.received.labels(category=kind.category, kind=kind.name).inc()
         if alarm.problems:
             self.metrics.flawed.inc()
         if not alarm.verified:
@@ -395,7 +453,8 @@ class AlarmService:
                 alarm.unverified_reason,
             )
         log.warning(
-            "ALARM %s: %s priority %s from %s (kindergarten %s)%s",
+            "%s %s: %s priority %s from %s (kindergarten %s)%s",
+            "DRILL alarm" if alarm.drill else "ALARM",
             alarm.id,
             kind.name,
             alarm.priority,
@@ -495,7 +554,8 @@ class AlarmService:
         delivery = self.outbox.succeeded(key, now)
         latency = max(0.0, now - alarm.received_at)
         self.metrics.deliveries.labels(sink=sink, outcome="delivered").inc()
-        self.metrics.latency.labels(sink=sink).observe(latency)
+        if not alarm.drill:  # the latency histogram is the real alarms'
+            self.metrics.latency.labels(sink=sink).observe(latency)
         detail = f"{sink} ({delivery.event.value}) after {delivery.attempts} attempt(s), {latency * 1000:.0f} ms"
         changes: list[Alarm] = []
         transitions = [Transition(alarm.id, now, TransitionAction.DELIVERED, sink, detail)]
@@ -515,6 +575,7 @@ class AlarmService:
         self._release(alarm.id)
         self.writer.queue(changes, [delivery], transitions)
         self.feed.delivery(delivery)
+        self._drill_progress(delivery, transitions)
 
     def _on_failure(self, sink: str, key: DeliveryKey, reason: str, permanent: bool) -> None:
         now = self.clock()
@@ -541,6 +602,7 @@ class AlarmService:
         self.writer.queue((), [delivery], transitions)
         if transitions:
             self.feed.delivery(delivery)
+        self._drill_progress(delivery, transitions)
 
     def _message(self, alarm: Alarm, event: DeliveryEvent) -> OutboundMessage:
         current = self._current(alarm.id) or alarm
@@ -788,6 +850,145 @@ class AlarmService:
         if self.writer.has_progress:
             with contextlib.suppress(StoreError):
                 await self.writer.flush()
+
+    # --- drills (gateway.alarms.drills) ------------------------------------------------------------
+
+    def open_drill(self, kindergarten_id: str, ref: str, until: float) -> None:
+        """Open the kindergarten's drill window until ``until`` (wall s, as ``clock()``); DrillError if invalid.
+
+        Only the acceptance flow calls this, after checking the operator's authority; nothing
+        a device sends opens a window. Opening again replaces the window (a new first drill).
+        """
+        window = self.drills.open(kindergarten_id, ref, until, self.clock())
+        log.warning(
+            "drill window opened for kindergarten %s (%s) for %.0f s",
+            kindergarten_id,
+            ref,
+            window.until - window.opened_at,
+        )
+        self._drill_changed(kindergarten_id)
+
+    def close_drill(self, kindergarten_id: str) -> None:
+        """Close the window: the kindergarten's alarms are real again from now on."""
+        if self.drills.close(kindergarten_id) is not None:
+            log.warning("drill window closed for kindergarten %s", kindergarten_id)
+        self._drill_changed(kindergarten_id)
+
+    async def wait_drill(self, kindergarten_id: str, timeout: float) -> Alarm:
+        """The first drill alarm of the kindergarten's open window.
+
+        Raises TimeoutError (``asyncio.TimeoutError``) when none came within ``timeout`` s,
+        :class:`DrillWindowClosed` when the window closed or expired first, and
+        :class:`DrillError` when no window is open.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout  # the timeout is real time; the window's end is ``clock()`` time
+        if self.drills.get(kindergarten_id) is None:
+            raise DrillError(f"no drill window is open for kindergarten {kindergarten_id}")
+        while True:
+            window = self.drills.get(kindergarten_id)
+            if window is None:
+                raise DrillWindowClosed(f"the drill window of kindergarten {kindergarten_id} was closed")
+            if window.alarm_id is not None:
+                return await self.get_alarm(window.alarm_id)
+            to_end = window.until - self.clock()
+            if to_end <= 0:
+                raise DrillWindowClosed(f"the drill window of kindergarten {kindergarten_id} expired")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no drill alarm from kindergarten {kindergarten_id} within {timeout:g} s")
+            event = self._drill_events.setdefault(kindergarten_id, asyncio.Event())
+            await _wait_event(event, min(left, to_end, 1.0))
+
+    def drill_proof(self, alarm_id: str) -> DrillProof:
+        """Where a drill alarm (received by this process) got to, per level and target; UnknownAlarm if none."""
+        entry = self._ledger.get(alarm_id)
+        if entry is None:
+            raise UnknownAlarm(alarm_id)
+        deliveries, transitions = entry
+        alarm = self._current(alarm_id) or self._ledger_alarms[alarm_id]
+        return self._proof(alarm, deliveries.values(), transitions)
+
+    async def wait_drill_proof(self, alarm_id: str, timeout: float) -> DrillProof:
+        """The drill's proof once complete, or as it stands after ``timeout`` s (never raises for time)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            progress = self._progress
+            proof = self.drill_proof(alarm_id)
+            left = deadline - loop.time()
+            if proof.complete or left <= 0:
+                return proof
+            await _wait_event(progress, min(left, 1.0))
+
+    async def delivery_proof(self, alarm_id: str) -> DrillProof:
+        """The proof of any alarm from the store (deliveries and the uppers' audit lines): works after a restart."""
+        alarm, deliveries, transitions = await self.details(alarm_id)
+        return self._proof(alarm, deliveries, transitions)
+
+    def _proof(self, alarm: Alarm, deliveries: Any, transitions: Any) -> DrillProof:
+        gb = next((s for s in self.sinks.values() if isinstance(s, GbAlarmSink)), None)
+        return build_proof(
+            alarm,
+            deliveries,
+            transitions,
+            uppers=gb.targets_of(alarm) if gb is not None else (),
+            upper_levels=gb.level_of if gb is not None else (lambda name: name),
+            upper_errors=gb.errors_of(alarm.id) if gb is not None else None,
+            gb_sink=gb.name if gb is not None else "gb",
+        )
+
+    def _drill_changed(self, kindergarten_id: str) -> None:
+        event = self._drill_events.pop(kindergarten_id, None)
+        if event is not None:
+            event.set()
+
+    def _drill_accepted(self, alarm: Alarm, deliveries: list[Delivery]) -> None:
+        self.drills.drilled(alarm)
+        self._ledger[alarm.id] = ({(d.sink, d.event.value): replace(d) for d in deliveries}, [])
+        self._ledger_alarms[alarm.id] = alarm
+        while len(self._ledger) > _MAX_LEDGER:
+            old, _ = self._ledger.popitem(last=False)
+            self._ledger_alarms.pop(old, None)
+        self._drill_changed(alarm.kindergarten_id or "")
+        self._notify_progress()
+
+    def _drill_progress(self, delivery: Delivery, transitions: Sequence[Transition]) -> None:
+        entry = self._ledger.get(delivery.alarm_id)
+        if entry is None:
+            return
+        entry[0][(delivery.sink, delivery.event.value)] = replace(delivery)
+        entry[1].extend(transitions)
+        self._notify_progress()
+
+    def _upper_answered(self, message: OutboundMessage, upper: str, error: str) -> None:
+        """The gb sink heard one upper: its 2xx becomes a durable audit line (per-upper proof)."""
+        if error:
+            if message.alarm_id in self._ledger:
+                self._notify_progress()
+            return
+        gb = next((s for s in self.sinks.values() if isinstance(s, GbAlarmSink)), None)
+        level = gb.level_of(upper) if gb is not None else ""
+        transition = Transition(
+            message.alarm_id,
+            self.clock(),
+            TransitionAction.UPPER_ACKNOWLEDGED,
+            upper,
+            f"{level} {message.event.value}".strip(),
+        )
+        self.writer.queue((), (), [transition])
+        entry = self._ledger.get(message.alarm_id)
+        if entry is not None:
+            entry[1].append(transition)
+            self._notify_progress()
+
+    def _notify_progress(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+
+    def _real_open_alarms(self) -> list[Alarm]:
+        """Open alarms that are not drills (the metrics' open-alarm gauge)."""
+        return [a for a in self.lifecycle.open_alarms() if not a.drill]
 
     # --- views ------------------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class AuditAction(StrEnum):
     RECORD_SEARCH = "record_search"  # a camera's recordings listed (RecordInfo)
     PLAYBACK = "playback"  # a playback opened, controlled or closed
     BROADCAST = "broadcast"  # voice broadcast (喊话) to a device: start, end with its duration
+    ACCEPTANCE = "acceptance"  # an acceptance run (验收) started, areas confirmed, finished, aborted, report read
 
 
 class AuditRecorder(Protocol):

@@ -288,6 +288,11 @@ class CascadeService(Collector):
         source = self.directory.channels.get(alarm.source_id)
         return [name for name, policy in self.policies.items() if policy.allows_alarm(alarm, source=source)]
 
+    def level_of(self, name: str) -> str:
+        """The level an upper serves (district, municipal, police), as its policy says."""
+        policy = self.policies.get(name)
+        return policy.level.value if policy is not None else ""
+
     async def send_alarm(self, name: str, message: OutboundMessage) -> int:
         """Send one alarm to one upper and wait for the final answer (480 while it is not registered)."""
         link = self.host.link(name)
@@ -400,4 +405,5 @@ def _alarm_notify(alarm: Alarm, sn: int) -> AlarmNotify:
         latitude=alarm.latitude,
         alarm_type=str(alarm.alarm_type) if alarm.alarm_type is not None else None,
         event_type=str(alarm.event_type) if alarm.event_type is not None else None,
+        drill=alarm.drill,  # 【演练】 + Info/Drill (docs/gb28181.md §9.3)
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from gateway.alarms.drills import DrillProof
 from gateway.alarms.model import Alarm, AlarmFilter, AlarmState, Delivery, DeliveryEvent, Transition
 from gateway.alarms.payload import rfc3339_ms
 from gateway.alarms.service import AlarmService
@@ -142,6 +143,7 @@ def alarm_json(alarm: Alarm, directory: Directory | None = None, snapshots: Cont
         "repeats": alarm.repeats,
         "last_repeat_at": _time(alarm.last_repeat_at),
         "problems": list(alarm.problems),
+        "drill": alarm.drill,
         "live_channel_id": directory.entrance_camera(alarm.kindergarten_id) if directory is not None else None,
         "has_snapshot": bool(alarm.id in snapshots),
     }
@@ -177,7 +179,7 @@ def _time(t: float | None) -> str | None:
 
 @requires(Capability.ALARM_READ)
 async def list_alarms(request: web.Request) -> web.Response:
-    """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&offset=&limit= (in scope)."""
+    """GET /api/alarms?district=&kindergarten=&state=&since=&until=&escalated=&drill=&offset=&limit= (in scope)."""
     state_text = request.query.get("state")
     try:
         state = AlarmState(state_text) if state_text else None
@@ -187,6 +189,10 @@ async def list_alarms(request: web.Request) -> web.Response:
     escalated = {"true": True, "1": True, "false": False, "0": False}.get(escalated_text)
     if escalated_text and escalated is None:
         raise json_error(web.HTTPBadRequest, "escalated must be true or false")
+    drill_text = request.query.get("drill", "").lower()
+    drill = {"true": True, "1": True, "false": False, "0": False}.get(drill_text)
+    if drill_text and drill is None:
+        raise json_error(web.HTTPBadRequest, "drill must be true or false")
     offset, limit = paging(request)
     principal = principal_of(request)
     scope = narrowing(principal, Capability.ALARM_READ)
@@ -199,6 +205,7 @@ async def list_alarms(request: web.Request) -> web.Response:
         since=query_time(request, "since"),
         until=query_time(request, "until"),
         escalated=escalated,
+        drill=drill,
         offset=offset,
         limit=limit,
     )
@@ -249,6 +256,42 @@ async def get_alarm(request: web.Request) -> web.Response:
     data["deliveries"] = [delivery_json(d) for d in deliveries]
     data["transitions"] = [_transition_json(t) for t in transitions]
     return json_response(data)
+
+
+@requires(Capability.ALARM_READ)
+async def deliveries(request: web.Request) -> web.Response:
+    """GET /api/alarms/{id}/deliveries: where the alarm got to, per level and target (a drill's proof).
+
+    ``targets``: level (district, municipal, police_platform, police_mqtt, webhook), name,
+    state (delivered, pending, failed), delivered_at and error; ``elapsed_s`` end to end once complete.
+    """
+    await _scoped_alarm(request, Capability.ALARM_READ)
+    try:
+        proof = await _alarms(request).delivery_proof(request.match_info["id"])
+    except UnknownAlarm as exc:
+        raise json_error(web.HTTPNotFound, f"no alarm {request.match_info['id']}") from exc
+    return json_response(proof_json(proof))
+
+
+def proof_json(proof: DrillProof) -> dict[str, Any]:
+    """The API's view of a delivery proof."""
+    return {
+        "alarm_id": proof.alarm_id,
+        "drill": proof.drill,
+        "received_at": rfc3339_ms(proof.received_at),
+        "complete": proof.complete,
+        "elapsed_s": round(proof.elapsed, 3) if proof.elapsed is not None else None,
+        "targets": [
+            {
+                "level": t.level,
+                "name": t.name,
+                "state": t.state,
+                "delivered_at": _time(t.delivered_at),
+                "error": t.error,
+            }
+            for t in proof.targets
+        ],
+    }
 
 
 async def _operator_step(request: web.Request, action: str) -> web.Response:
@@ -408,7 +451,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
     reading = asyncio.ensure_future(reader())
     try:
-        in_scope = sum(_visible(request, principal, a, Capability.ALARM_READ) for a in service.lifecycle.open_alarms())
+        in_scope = sum(
+            _visible(request, principal, a, Capability.ALARM_READ)
+            for a in service.lifecycle.open_alarms()
+            if not a.drill
+        )
         await ws.send_str(json.dumps({"type": "hello", "open": in_scope}))
         while not ws.closed:
             getting = asyncio.ensure_future(queue.get())
@@ -488,6 +535,7 @@ def add_alarm_routes(app: web.Application, alarms: AlarmService, directory: Dire
     app.router.add_get("/api/alarms/ws", events)
     app.router.add_get("/api/alarms/{id}", get_alarm)
     app.router.add_get("/api/alarms/{id}/snapshot.jpg", snapshot)
+    app.router.add_get("/api/alarms/{id}/deliveries", deliveries)
     app.router.add_post("/api/alarms/{id}/ack", acknowledge)
     app.router.add_post("/api/alarms/{id}/resolve", resolve)
     app.router.add_post("/api/alarms/{id}/verify", verify_alarm)
@@ -497,4 +545,4 @@ def add_alarm_routes(app: web.Application, alarms: AlarmService, directory: Dire
     app.on_shutdown.append(_close_sockets)
 
 
-__all__ = ["add_alarm_routes", "alarm_json", "delivery_json"]
+__all__ = ["add_alarm_routes", "alarm_json", "delivery_json", "proof_json"]

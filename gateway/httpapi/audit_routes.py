@@ -83,6 +83,12 @@ AUDITED_ROUTES: Final[dict[tuple[str, str], _Audited]] = {
     ("POST", "/api/rtsp-cameras"): _Audited(AuditAction.PROVISIONING, "rtsp camera add"),
     ("PATCH", "/api/rtsp-cameras/{id}"): _Audited(AuditAction.PROVISIONING, "rtsp camera edit"),
     ("DELETE", "/api/rtsp-cameras/{id}"): _Audited(AuditAction.PROVISIONING, "rtsp camera remove"),
+    ("POST", "/api/acceptance"): _Audited(AuditAction.ACCEPTANCE, "start"),
+    ("POST", "/api/acceptance/{id}/areas"): _Audited(AuditAction.ACCEPTANCE, "areas"),
+    ("POST", "/api/acceptance/{id}/finish"): _Audited(AuditAction.ACCEPTANCE, "finish"),
+    ("POST", "/api/acceptance/{id}/abort"): _Audited(AuditAction.ACCEPTANCE, "abort"),
+    ("GET", "/api/acceptance/{id}/report"): _Audited(AuditAction.ACCEPTANCE, "report"),
+    ("GET", "/api/acceptance/{id}/snapshots/{channel}.jpg"): _Audited(AuditAction.ACCEPTANCE, "snapshot"),
 }
 """Audited routes by (method, path pattern). Other changing requests under ``/api/`` are recorded by
 :func:`_fallback` (users, tokens, areas, provisioning, configuration), except logins, which the

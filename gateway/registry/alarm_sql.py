@@ -310,6 +310,8 @@ class AlarmQueries(ABC):
                 params.append(value)
         if flt.escalated is not None:
             clauses.append("escalated_at IS NOT NULL" if flt.escalated else "escalated_at IS NULL")
+        if flt.drill is not None:
+            clauses.append("drill = 1" if flt.drill else "drill = 0")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._transaction(write=False) as conn:  # one snapshot: total and page agree
             total = conn.execute(f"SELECT COUNT(*) FROM alarm {where}", params).fetchone()[0]

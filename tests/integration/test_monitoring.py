@@ -275,8 +275,8 @@ async def test_every_metric_the_dashboard_and_rules_name_is_exported_and_labels_
     per_district = [(n, labels) for n, labels in samples if "district" in labels and n != "kgw_node_district"]
     districts = {labels["district"] for _, labels in per_district}
     assert districts <= set(TIANJIN_DISTRICTS) | {"other"}
-    # Per district: devices known/online, kindergartens by state, and by coverage status (kgw_kindergartens).
-    assert len(per_district) <= len(districts) * (2 + len(KINDERGARTEN_STATES) + len(CoverageStatus))
+    # Per district: devices known/online, acceptance overdue, kindergartens by state and by coverage status.
+    assert len(per_district) <= len(districts) * (3 + len(KINDERGARTEN_STATES) + len(CoverageStatus))
     served = [labels["district"] for n, labels in samples if n == "kgw_node_district"]
     assert served == ["all"]  # one process serves the whole city
     assert len(samples) < 1000 + 16 * 10, "a scrape's size does not grow with the devices"

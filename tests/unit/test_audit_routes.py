@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit.actions import AuditAction
+from gateway.httpapi.acceptance_routes import add_acceptance_routes
 from gateway.httpapi.alarm_routes import add_alarm_routes
 from gateway.httpapi.audit_routes import AUDITED_ROUTES, _fallback
 from gateway.httpapi.broadcast_routes import add_broadcast_routes
@@ -31,6 +32,7 @@ def routes() -> set[tuple[str, str]]:
     add_broadcast_routes(app, fake)
     rtsp_part(fake, fake)(app)
     add_onvif_routes(app)
+    add_acceptance_routes(app, fake)
     return {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
 
 

@@ -105,12 +105,18 @@ def _check_segment(segment: str, what: str) -> str:
 
 
 def topic_for(message: OutboundMessage, prefix: str = "kgw") -> str:
-    """``<prefix>/alarms/<district>/<kindergarten>`` or ``<prefix>/escalations/...``.
+    """``<prefix>/alarms/<district>/<kindergarten>``, ``<prefix>/escalations/...`` or, for a drill, ``<prefix>/drills/...``.
+
+    A drill never goes to the alarm topic (issue 13): police integrations subscribed to
+    ``kgw/alarms/#`` never see one, and a drill has no escalation.
 
     Raises ValueError when a segment would change the topic's shape (``/``)
     or is a wildcard (``+``, ``#``), which brokers refuse in PUBLISH.
     """
-    kind = "escalations" if message.event == DeliveryEvent.ESCALATED else "alarms"
+    if message.alarm.drill:
+        kind = "drills"
+    else:
+        kind = "escalations" if message.event == DeliveryEvent.ESCALATED else "alarms"
     district = _check_segment(message.district_code, "district code")
     kindergarten = _check_segment(message.kindergarten_segment, "kindergarten id")
     return f"{prefix}/{kind}/{district}/{kindergarten}"

@@ -26,6 +26,7 @@ from gateway.errors import ManscdpError
 __all__ = [
     "AlarmDuty",
     "AlarmNotify",
+    "DRILL_MARK",
     "CatalogItem",
     "CatalogQuery",
     "CatalogResponse",
@@ -260,6 +261,11 @@ class AlarmNotify:
     ``Info`` (any case, as WVP relays ``<info>``) or from the top level, and
     ``AlarmMethod`` from the top level or ``Info`` (owl). ``device_id`` is empty
     when the body has none; the sender's SIP ID stands in for it then.
+
+    ``drill``: the alarm is marked as a drill (docs/gb28181.md §9.3): the standard has
+    no such field, so kgw writes ``Info/Drill`` = 1 and starts ``AlarmDescription``
+    with :data:`DRILL_MARK`; either one read back sets it. It is a claim: only a
+    verified lower platform's counts (``gateway.alarms.drills.relayed_drill``).
     """
 
     root: ClassVar[Root] = Root.NOTIFY
@@ -275,6 +281,10 @@ class AlarmNotify:
     latitude: float | None = None
     alarm_type: str | None = None
     event_type: str | None = None
+    drill: bool = False
+
+
+DRILL_MARK: Final = "【演练】"  # AlarmDescription prefix of a drill alarm (docs/gb28181.md §9.3)
 
 
 @dataclass(frozen=True, slots=True)

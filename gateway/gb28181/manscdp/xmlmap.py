@@ -16,6 +16,7 @@ from gateway.errors import ManscdpError
 
 from .codec import ChildIndex, children, decode_xml, element_text, encode_xml, local_name
 from .messages import (
+    DRILL_MARK,
     AlarmDuty,
     AlarmNotify,
     CatalogItem,
@@ -219,17 +220,20 @@ def _parse_device_status(
 def _parse_alarm(fields: ChildIndex, sn: int, device_id: str, kind: Root) -> AlarmNotify:
     info = ChildIndex(fields.get("Info"))
     param = ChildIndex(info.get("AlarmTypeParam") or fields.get("AlarmTypeParam"))
+    description = fields.text("AlarmDescription")
+    drill = (info.text("Drill") or "").strip().lower() in ("1", "true") or (description or "").startswith(DRILL_MARK)
     return AlarmNotify(
         sn,
         device_id,
         priority=fields.text("AlarmPriority"),
         method=fields.text("AlarmMethod") or info.text("AlarmMethod"),
         alarm_time=fields.text("AlarmTime"),
-        description=fields.text("AlarmDescription"),
+        description=description,
         longitude=_opt_float(fields.text("Longitude")),
         latitude=_opt_float(fields.text("Latitude")),
         alarm_type=info.text("AlarmType") or fields.text("AlarmType"),
         event_type=param.text("EventType") or info.text("EventType") or fields.text("EventType"),
+        drill=drill,
     )
 
 
@@ -306,18 +310,26 @@ def to_element(msg: ManscdpMessage) -> Element:
 
 
 def _alarm_body(root: Element, msg: AlarmNotify) -> None:
-    """Element order of the alarm example in docs/gb28181.md §9.1; AlarmType inside Info."""
+    """Element order of the alarm example in docs/gb28181.md §9.1; AlarmType inside Info.
+
+    A drill (§9.3) starts its AlarmDescription with the drill mark and carries ``Info/Drill`` 1.
+    """
+    description = msg.description
+    if msg.drill and not (description or "").startswith(DRILL_MARK):
+        description = DRILL_MARK + (description or "")
     _add(root, "AlarmPriority", msg.priority)
     _add(root, "AlarmMethod", msg.method)
     _add(root, "AlarmTime", msg.alarm_time)
-    _add(root, "AlarmDescription", msg.description)
+    _add(root, "AlarmDescription", description)
     _add(root, "Longitude", msg.longitude)
     _add(root, "Latitude", msg.latitude)
-    if msg.alarm_type is not None or msg.event_type is not None:
+    if msg.alarm_type is not None or msg.event_type is not None or msg.drill:
         info = SubElement(root, "Info")
         _add(info, "AlarmType", msg.alarm_type)
         if msg.event_type is not None:
             _add(SubElement(info, "AlarmTypeParam"), "EventType", msg.event_type)
+        if msg.drill:
+            _add(info, "Drill", "1")
 
 
 def _status_body(root: Element, msg: DeviceStatusResponse) -> None:

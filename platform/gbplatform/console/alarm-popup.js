@@ -35,6 +35,7 @@ export function alarmPopupOpen() { return shown.size > 0; }
 
 // Pop `alarm` up (or refresh it): `actions` are the buttons of its list entry (查看现场, 回放…, 确认).
 export function openAlarmPopup(alarm, title, meta, actions) {
+  if (alarm.drill) return;  // a drill (演练) never pops up: nobody is to be dispatched
   const popup = box();
   const wasOpen = shown.size > 0;
   let li = shown.get(alarm.id);

@@ -5,6 +5,7 @@
 // 未验证 with the reason: it is held from the police until the device re-registers from that
 // address or a permitted user presses 确认真实 (POST /api/alarms/{id}/verify; the server decides
 // who may). Repeats a rate limit collapsed into an alarm show as 重复 N 次.
+// A drill (验收演练, alarm.drill) shows 演练: no sound, no popup, not counted as 待确认.
 // A new or escalated alarm also pops up (alarm-popup.js) until acknowledged or closed;
 // 回放报警前30秒 plays the entrance camera's recording from 30 s before the alarm (playback.js).
 
@@ -60,6 +61,13 @@ function renderAlarm(alarm) {
   }
   li.className = `state-${alarm.state}` + (li.classList.contains("fresh") ? " fresh" : "");
   const title = el("div", "title", titleText(alarm));
+  li.classList.toggle("drill", alarm.drill === true);
+  if (alarm.drill) {
+    // A drill (验收演练): shown so staff see the installation works, but nobody is dispatched.
+    const badge = el("span", "drill", "演练");
+    badge.title = "验收演练报警：不出警、不升级、不计入报警统计";
+    title.prepend(badge);
+  }
   if (alarm.verified === false) {
     const reason = UNVERIFIED[alarm.unverified_reason] || alarm.unverified_reason || "来源未验证";
     const badge = el("span", "unverified", `未验证：${reason}`);
@@ -150,13 +158,14 @@ function actionButtons(alarm, fromPopup) {
 }
 
 // A new or escalated alarm pops up while it waits for someone; handled ones leave the popup.
+// A drill never pops up (nor sounds): it only shows in the list with its 演练 badge.
 function popUp(alarm, open) {
-  if (alarm.state !== "new" && alarm.state !== "delivered") closeAlarmPopup(alarm.id);
+  if (alarm.drill || (alarm.state !== "new" && alarm.state !== "delivered")) closeAlarmPopup(alarm.id);
   else if (open) openAlarmPopup(alarm, titleText(alarm), metaText(alarm), actionButtons(alarm, true));
 }
 
 function updateAlarmCount() {
-  const open = [...alarms.values()].filter((a) => a.state === "new" || a.state === "delivered").length;
+  const open = [...alarms.values()].filter((a) => !a.drill && (a.state === "new" || a.state === "delivered")).length;
   $("alarm-count").textContent = open ? `（${open} 条待确认）` : "";
   const onlyOpen = $("alarms").classList.contains("open-only");
   const visible = [...alarms.values()].filter((a) => !onlyOpen || a.state !== "resolved").length;
@@ -220,10 +229,10 @@ export function connectAlarms(delay) {
     if (event.type === "alarm") {
       upsertAlarm(event.alarm, true);
       popUp(event.alarm, true);
-      beep();
+      if (!event.alarm.drill) beep();  // a drill: no siren
     } else if (event.type === "updated" || event.type === "escalated") {
       upsertAlarm(event.alarm, event.type === "escalated");
-      if (event.type === "escalated") { popUp(event.alarm, true); beep(); }
+      if (event.type === "escalated" && !event.alarm.drill) { popUp(event.alarm, true); beep(); }
     } else if (event.type === "snapshot" && alarms.has(event.alarm_id)) {
       const alarm = alarms.get(event.alarm_id);
       alarm.has_snapshot = true;

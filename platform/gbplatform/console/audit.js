@@ -14,7 +14,7 @@ const ACTIONS = {
   token_change: "令牌变更", config_change: "配置变更", access_denied: "越权被拒", login: "登录",
   login_failed: "登录失败", logout: "退出", upper_live_view: "上级平台调阅",
   ptz_control: "云台控制", device_control: "设备控制", record_search: "录像检索", playback: "录像回放",
-  download: "录像下载", broadcast: "语音喊话", upper_playback: "上级平台回放", upper_download: "上级平台下载",
+  download: "录像下载", broadcast: "语音喊话", upper_playback: "上级平台回放", upper_download: "上级平台下载", acceptance: "验收",
 };
 const OUTCOMES = { ok: "成功", started: "开始", ended: "结束", closed: "结束", failed: "失败", gateway_stopping: "服务停止" };
 const COLUMNS = ["时间", "用户", "角色", "来源地址", "操作", "对象", "结果", "时长"];
