@@ -20,6 +20,7 @@ from gateway.alarms.model import AlarmFilter
 from gateway.app import GatewayService
 from simulators.mosquitto import MosquittoBroker
 from tests.conftest import http_json, wait_for
+from tests.integration.test_alarms_webhook import SECRET, WebhookReceiver, receiver  # noqa: F401 (fixture)
 from tests.integration.test_cascade import platform, upper
 
 DISTRICT = "120116"  # three of the seeded city's first 20 kindergartens are there
@@ -48,13 +49,21 @@ def _holds_alarm_input(p: GatewayService, kg_id: str) -> bool:
 
 
 async def test_drill_reaches_every_level_marked_and_a_real_alarm_stays_real(
-    mosquitto: MosquittoBroker, gateway_factory: Any, platform_factory: Any, fleet_factory: Any
+    mosquitto: MosquittoBroker,
+    gateway_factory: Any,
+    platform_factory: Any,
+    fleet_factory: Any,
+    receiver: WebhookReceiver,  # noqa: F811
 ) -> None:
+    webhook_url = await receiver.start()
     district = await platform(platform_factory, "district", DISTRICT)
     municipal = await platform(platform_factory, "municipal")
     police = await platform(platform_factory, "police")
     gateway = await gateway_factory(
         mqtt=mosquitto.url,
+        webhook_url=webhook_url,
+        webhook_secret=SECRET,
+        webhook_timeout=10.0,
         upper_platforms=(
             upper(district, "district", DISTRICT),
             upper(municipal, "municipal", keepalive_interval=1.0),
@@ -88,6 +97,7 @@ async def test_drill_reaches_every_level_marked_and_a_real_alarm_stays_real(
             "municipal": "delivered",
             "police_platform": "delivered",
             "police_mqtt": "delivered",
+            "webhook": "delivered",
         }
         assert proof.elapsed is not None and 0 <= proof.elapsed < 60
         real = await _real_alarm(gateway, other.id)
@@ -96,6 +106,9 @@ async def test_drill_reaches_every_level_marked_and_a_real_alarm_stays_real(
         assert topics.of(real) == [f"kgw/alarms/{DISTRICT}/{other.id}"]
         payloads = {p["alarm_id"]: p for _, p in topics.got}
         assert payloads[drill.id]["drill"] is True and payloads[real]["drill"] is False
+        assert await wait_for(lambda: {p["alarm_id"] for p in receiver.received} >= {drill.id, real}, 60)
+        hooks = {p["alarm_id"]: p for p in receiver.received}  # signed (the receiver checks it)
+        assert hooks[drill.id]["drill"] is True and hooks[real]["drill"] is False
     finally:
         listener.cancel()
         await asyncio.gather(listener, return_exceptions=True)
@@ -112,7 +125,13 @@ async def test_drill_reaches_every_level_marked_and_a_real_alarm_stays_real(
     # The proof over HTTP, from the store (durable: one audit line per upper's 2xx).
     status, body = await http_json(f"http://127.0.0.1:{gateway.http_port}/api/alarms/{drill.id}/deliveries")
     assert status == 200 and body["drill"] is True and body["complete"] is True, body
-    assert sorted(t["level"] for t in body["targets"]) == ["district", "municipal", "police_mqtt", "police_platform"]
+    assert sorted(t["level"] for t in body["targets"]) == [
+        "district",
+        "municipal",
+        "police_mqtt",
+        "police_platform",
+        "webhook",
+    ]
 
     # The municipal platform goes away: the next drill's proof says so, with the error.
     await municipal.stop()

@@ -131,6 +131,8 @@ async def test_heping_duty_officer_cannot_see_or_touch_hexi(city: City) -> None:
     status, listing = await city.as_("heping", "/api/alarms")
     assert status == 200 and alarm.id not in {a["id"] for a in listing["items"]}
     assert (await city.as_("heping", f"/api/alarms/{alarm.id}"))[0] == 404
+    assert (await city.as_("heping", f"/api/alarms/{alarm.id}/deliveries"))[0] == 404  # a drill's proof too
+    assert (await city.as_("admin", f"/api/alarms/{alarm.id}/deliveries"))[0] == 200
     assert (await city.as_("heping", f"/api/alarms/{alarm.id}/ack", {"user": "和平值班员"}))[0] == 404
     assert (await city.as_("heping", f"/api/alarms/{alarm.id}/resolve", {"user": "和平值班员"}))[0] == 404
     assert (await city.service.alarms.get_alarm(alarm.id)).state is not AlarmState.ACKNOWLEDGED

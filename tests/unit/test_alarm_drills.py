@@ -19,10 +19,19 @@ from gateway.alarms.drills import (
     DrillError,
     DrillWindowClosed,
     DrillWindows,
+    build_proof,
     relayed_drill,
 )
 from gateway.alarms.intake import AlarmNotice
-from gateway.alarms.model import AlarmFilter, TransitionAction
+from gateway.alarms.model import (
+    Alarm,
+    AlarmFilter,
+    Delivery,
+    DeliveryEvent,
+    DeliveryState,
+    Transition,
+    TransitionAction,
+)
 from gateway.alarms.outbox import RetryPolicy
 from gateway.alarms.payload import Enrichment
 from gateway.alarms.service import AlarmService, AlarmSettings
@@ -116,6 +125,36 @@ def test_gb_alarm_body_marks_a_drill_both_ways() -> None:
     only_mark = serialize(body).replace("一键报警".encode("gb2312"), "【演练】一键报警".encode("gb2312"))
     again = parse_manscdp(only_mark)
     assert isinstance(again, AlarmNotify) and again.drill
+
+
+def test_proof_from_stored_rows_alone() -> None:
+    """After a restart only the store is left: the uppers' audit lines say who answered."""
+    alarm = Alarm("a1", 1, "k", BOX, BOX, KG, "120101", 1, 1, None, None, None, "", None, None, 1, T0, drill=True)
+    gb = Delivery("a1", "gb", DeliveryEvent.ALARM, KG, 1, T0, attempts=3, last_error="1 of 2 upper platforms failed")
+    mqtt = Delivery("a1", "mqtt", DeliveryEvent.ALARM, KG, 1, T0, DeliveryState.DELIVERED, delivered_at=T0 + 0.2)
+    escalation = Delivery("a1", "mqtt", DeliveryEvent.ESCALATED, KG, 1, T0)  # not part of the proof
+    trail = [
+        Transition("a1", T0 + 0.1, TransitionAction.UPPER_ACKNOWLEDGED, "district-120101", "district alarm"),
+        Transition("a1", T0 + 0.3, TransitionAction.UPPER_ACKNOWLEDGED, "police", "police escalated"),
+    ]
+    proof = build_proof(
+        alarm,
+        [gb, mqtt, escalation],
+        trail,
+        uppers=["district-120101", "police"],
+        upper_levels={"district-120101": "district", "police": "police"},
+    )
+    assert [(t.level, t.name, t.state, t.delivered_at) for t in proof.targets] == [
+        ("district", "district-120101", "delivered", T0 + 0.1),
+        ("police_platform", "police", "failed", None),
+        ("police_mqtt", "mqtt", "delivered", T0 + 0.2),
+    ]
+    assert proof.targets[1].error == "1 of 2 upper platforms failed"
+    assert not proof.complete and proof.elapsed is None
+    assert not build_proof(alarm, [], []).complete  # reaching nobody proves nothing
+    gb.state, gb.delivered_at = DeliveryState.DELIVERED, T0 + 0.5
+    done = build_proof(alarm, [gb, mqtt], trail, uppers=["district-120101", "police"], upper_levels=lambda n: "x")
+    assert done.complete and done.elapsed == pytest.approx(0.5)
 
 
 # --- the service ------------------------------------------------------------------------------------------

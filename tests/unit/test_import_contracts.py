@@ -46,6 +46,7 @@ NOT_CORE = ("gateway.media.webrtc",)  # aiortc glue: asyncio code, an adapter th
 CORE_MODULES = frozenset(
     {
         "gateway.errors",
+        "gateway.alarms.drills",
         "gateway.alarms.intake",
         "gateway.alarms.lifecycle",
         "gateway.alarms.model",
