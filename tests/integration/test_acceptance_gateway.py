@@ -20,7 +20,7 @@ from simulators.upper_down import install
 from simulators.video import VideoProfile
 from tests.conftest import http_json, http_text, wait_for
 from tests.integration.test_cascade import platform, upper
-from tests.integration.test_sim_faults import camera_ids, registered
+from tests.integration.test_faults_gateway import camera_ids, registered
 
 HEXI = "120103"
 SMALL = VideoProfile(width=320, height=180, seconds=1.0, bitrate=300_000)
