@@ -31,9 +31,9 @@ FAKE_KG = f"{KG.district_code}0011216099990" + "0"  # nobody configured this kin
 _device_profile = fleet_module.device_profile
 
 
-def _forged_tree(device: SimDevice, kindergarten: SimKindergarten, password: str) -> DeviceProfile:
+def _forged_tree(device: SimDevice, kindergarten: SimKindergarten, password: str, **options: Any) -> DeviceProfile:
     """The NVR's catalog, with a 216 node its cameras hang under."""
-    profile = _device_profile(device, kindergarten, password)
+    profile = _device_profile(device, kindergarten, password, **options)
     if device.id != NVR.id:
         return profile
     node = CatalogItem(device_id=FAKE_KG, name="伪造幼儿园", civil_code=KG.district_code)
