@@ -1,6 +1,6 @@
 """The coverage dashboard's SQL, once for both backends, run on the registry store's worker thread.
 
-Three reads and one write: device offline transitions since a time (flapping),
+Three reads and one write: device offline transitions since a time (flapping: lapsed, not unregistered),
 device events in a window plus the state each device had before it (the daily
 history), and the kept ``coverage_day`` rows (schema v7) with their upsert. They
 run on the registry store's own connection (``StoreThread.call(fn, …)`` with a
@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from gateway.coverage.history import CoverageDay
 from gateway.errors import StoreError
+from gateway.gb28181.liveness import OfflineReason
 from gateway.pg_tx import PgConnection
 from gateway.registry.alarm_sql import SqlConnection
 from gateway.registry.sqlite_store import SqliteStore
@@ -26,8 +27,14 @@ __all__ = ["device_events", "load_days", "offline_counts", "save_days"]
 
 _DEVICE: Final = "'device'"
 
+# Flapping is the uplink dropping: keepalives or registrations that lapsed. A device that said
+# goodbye (REGISTER Expires: 0, e.g. an orderly reboot or the simulators stopping) did not flap.
+_LAPSED: Final = ", ".join(
+    f"'{r.value}'" for r in (OfflineReason.KEEPALIVE_TIMEOUT, OfflineReason.REGISTRATION_EXPIRED)
+)
 OFFLINE_COUNTS: Final = (
-    f"SELECT entity_id, COUNT(*) FROM status_event WHERE kind = {_DEVICE} AND online = 0 AND at >= ? GROUP BY entity_id"
+    f"SELECT entity_id, COUNT(*) FROM status_event WHERE kind = {_DEVICE} AND online = 0 AND at >= ? "
+    f"AND reason IN ({_LAPSED}) GROUP BY entity_id"
 )
 EVENTS_BETWEEN: Final = (
     f"SELECT entity_id, online, at FROM status_event WHERE kind = {_DEVICE} AND at >= ? AND at < ? ORDER BY at"

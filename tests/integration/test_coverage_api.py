@@ -130,9 +130,11 @@ async def node(db_url: str, started_nodes: list[GatewayService]) -> Node:
         other.save_intake([a for a, _ in rows], [d for _, d in rows], [])
     finally:
         other.close()
-    # kgB's NVR dropped three times in the last hour (it is back now).
-    events = [StatusEvent(NVR_B, EntityKind.DEVICE, online, now - 3000 + i * 60, "keepalive") for i, online in
-              enumerate([False, True, False, True, False, True])]  # fmt: skip
+    # kgB's NVR dropped three times in the last hour (it is back now); an orderly unregistration
+    # (a reboot saying goodbye) is not a flap.
+    lapsed = ["keepalive_timeout", "", "registration_expired", "", "keepalive_timeout", "", "unregistered", ""]
+    events = [StatusEvent(NVR_B, EntityKind.DEVICE, i % 2 == 1, now - 3000 + i * 60, reason or "registered")
+              for i, reason in enumerate(lapsed)]  # fmt: skip
     await service.store.call(lambda store: store.append_status_events(events))
     await service.coverage.refresh_inputs()
     return Node(service, f"http://127.0.0.1:{service.http_port}", audit)
