@@ -332,6 +332,10 @@ class Demo:
             f"  login     {DEMO_ADMIN} / {self.admin_password}  "
             f"(demo administrator, {Role.CITY_ADMIN.label_zh}; one login for every console below)",
             f"  console   {api}/   (gateway: 实时视频 and 报警: log in, acknowledge alarms; /live/<channel id>)",
+            f"  coverage  {api}/console/assets/coverage.html   (接入达标: which kindergartens are not fully connected)",
+            f"  accept    {api}/console/assets/acceptance.html   (接入验收: a kindergarten's checks, snapshots, "
+            "drill alarm and report; press the drill with the press line below and its kindergarten)",
+            f"  rtsp      {api}/console/assets/rtsp.html   (RTSP/ONVIF cameras that do not speak GB/T 28181)",
         ]
         for name, service in self.platforms.items():
             label = {"municipal": "市级平台 municipal", "police": "公安平台 police"}.get(
@@ -347,7 +351,8 @@ class Demo:
             f"  alarms    {api}/api/alarms   (live events: {ws}://127.0.0.1:{gw.http_port}/api/alarms/ws)",
             f'  press     curl -X POST {control}/press -d \'{{"kind": "button"}}\'   '
             "(kinds: button, perimeter, video_loss, tamper, disk_fault)",
-            f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}",
+            f"  police    {'MQTT ' + mqtt + ' topic kgw/alarms/<district>/<kindergarten>' if mqtt else 'no MQTT broker'}"
+            f"{'   (drills: kgw/drills/...)' if mqtt else ''}",
             f"  health    {api}/healthz",
             f"  devices   {api}/api/devices?limit=20",
             f"  channels  {api}/api/channels?limit=20",

@@ -347,7 +347,7 @@ def drill_check(proof: DrillProofLike | None, *, waited: float, pressed: bool) -
         if delivered:
             assert target.delivered_at is not None
             took = max(0.0, target.delivered_at - proof.received_at)
-            detail = f"已送达，端到端 {took:.1f} 秒"
+            detail = f"已送达，端到端 {_seconds(took)}"
             extra: dict[str, object] = {"level": target.level, "elapsed": round(took, 3)}
         else:
             detail = "送达失败" if target.state == "failed" else "未送达"
@@ -375,7 +375,7 @@ def drill_check(proof: DrillProofLike | None, *, waited: float, pressed: bool) -
     return CheckResult(
         CheckName.DRILL,
         CheckState.PASSED,
-        f"演练报警已送达区级、市级和公安（{len(items)} 个接收端），最慢端到端 {slowest:.1f} 秒",
+        f"演练报警已送达区级、市级和公安（{len(items)} 个接收端），最慢端到端 {_seconds(slowest)}",
         "",
         tuple(items),
     )
@@ -419,3 +419,8 @@ def overdue_reason(last_drill: float | None, now: float, period: float) -> str |
     if age <= period:
         return None
     return f"上次通过报警演练已是 {int(age // 86400)} 天前（要求每 {period / 86400:.0f} 天一次）"
+
+
+def _seconds(value: float) -> str:
+    """An end-to-end time as staff read it: milliseconds under a second (a drill takes tens of them)."""
+    return f"{value * 1000:.0f} 毫秒" if value < 1.0 else f"{value:.1f} 秒"
