@@ -339,21 +339,14 @@ class AlarmService:
 
     def _is_drill(self, notice: AlarmNotice) -> bool:
         """Whether a new alarm is a drill (gateway.alarms.drills: an open window, or a lower platform's drill)."""
-        emergency = is_emergency(notice.body.method, notice.body.alarm_type)
-        verified = not notice.unverified_reason
-        decision = self.drills.classify(
-            kindergarten_id=notice.kindergarten_id,
-            sender_kindergarten_id=notice.sender_kindergarten_id,
-            verified=verified,
-            emergency=emergency,
-            now=notice.received_at,
-        )
-        return decision.drill or relayed_drill(
-            sender_id=notice.device_id, claims_drill=notice.body.drill, verified=verified, emergency=emergency
-        )
+        return self._drill_decision(notice)[0]
 
     def _drill_note(self, notice: AlarmNotice) -> str:
         """The audit trail's words on why an alarm is (not) a drill."""
+        return self._drill_decision(notice)[1]
+
+    def _drill_decision(self, notice: AlarmNotice) -> tuple[bool, str]:
+        """(drill?, why): the window rules first, then a verified lower platform's own drill mark."""
         emergency = is_emergency(notice.body.method, notice.body.alarm_type)
         verified = not notice.unverified_reason
         decision = self.drills.classify(
@@ -364,10 +357,12 @@ class AlarmService:
             now=notice.received_at,
         )
         if decision.drill:
-            return f"drill (演练): {decision.reason}"
-        if self._is_drill(notice):
-            return f"drill (演练) relayed by lower platform {notice.device_id}"
-        return decision.reason
+            return True, f"drill (演练): {decision.reason}"
+        if relayed_drill(
+            sender_id=notice.device_id, claims_drill=notice.body.drill, verified=verified, emergency=emergency
+        ):
+            return True, f"drill (演练) relayed by lower platform {notice.device_id}"
+        return False, decision.reason
 
     def _more_seqs(self) -> asyncio.Task[None]:
         """Reserve the next block of seqs on the store thread (one reservation at a time)."""

@@ -113,8 +113,8 @@ async def test_acceptance_passes_and_fails_each_way_it_can(
         fleet_factory,
         mosquitto,
         ("1:camera-offline:2", "2:black-picture:1", "3:silent-alarm"),
-        acceptance_drill_wait=8.0,
-        acceptance_proof_wait=8.0,
+        acceptance_drill_wait=4.0,
+        acceptance_proof_wait=4.0,
     )
     good, offline, black, silent = fleet.city[:4]
     runs = {kg.id: await start_run(service, kg.id) for kg in (good, offline, black, silent)}
@@ -158,7 +158,7 @@ async def test_acceptance_passes_and_fails_each_way_it_can(
     assert done[offline.id]["state"] == "failed" and check(done[offline.id], "drill")["state"] == "passed"
     assert done[black.id]["state"] == "failed" and check(done[black.id], "drill")["state"] == "passed"
     no_press = check(done[silent.id], "drill")
-    assert no_press["state"] == "failed" and "8 秒内没有收到一键报警" in no_press["summary"]
+    assert no_press["state"] == "failed" and "4 秒内没有收到一键报警" in no_press["summary"]
 
     # the report: printable HTML with the verdict, who, the snapshots, and the fixes of a failed check
     api = f"http://127.0.0.1:{service.http_port}/api/acceptance"

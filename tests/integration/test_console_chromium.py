@@ -193,12 +193,24 @@ async def log_in(cdp: Cdp, session: str, username: str, password: str, timeout: 
         " document.getElementById('login-submit').click(); })()",
     )
     while loop.time() < deadline:
-        state = await cdp.evaluate(session, LOGIN_STATE) or {}
+        try:
+            state = await cdp.evaluate(session, LOGIN_STATE) or {}
+        except RuntimeError as exc:  # pages that reload after the login: asked while navigating
+            if not _navigating(exc):
+                raise
+            await asyncio.sleep(0.1)
+            continue
         if state.get("user"):
             return str(state["user"])
         assert not state.get("error"), f"login refused: {state['error']}"
         await asyncio.sleep(0.1)
     raise AssertionError(f"the console never showed the logged-in user: {state}")
+
+
+def _navigating(exc: RuntimeError) -> bool:
+    """Whether a DevTools error only says the page was navigating (its context went away)."""
+    text = str(exc)
+    return "navigated or closed" in text or "Execution context was destroyed" in text or "Cannot find context" in text
 
 
 @contextlib.asynccontextmanager
