@@ -3,7 +3,7 @@
 // Reads and writes only /api/acceptance*; the server decides every verdict.
 
 import { getAll, getJson, postJson } from "./api.js";
-import { currentUser, showLogin, showUser } from "./auth.js";
+import { requireUser } from "./auth.js";
 import { $, el } from "./dom.js";
 
 const POLL_MS = 1000;
@@ -216,12 +216,7 @@ async function act(path, body) {
 }
 
 async function main() {
-  const user = await currentUser();
-  if (!user) {
-    showLogin(() => location.reload());
-    return;
-  }
-  showUser(user);
+  if (!(await requireUser((err) => showError(`服务不可用：${err.message || err}`)))) return;
   $("start").addEventListener("click", start);
   $("confirm").addEventListener("click", () => act("areas", { areas: state.chosen }));
   $("finish").addEventListener("click", () => act("finish", {}));

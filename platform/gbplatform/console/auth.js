@@ -56,3 +56,21 @@ export function showLogin(done) {
     }
   });
 }
+
+// Every page starts here: the logged-in user, shown in the header; or null after showing the
+// login form (the page reloads once logged in), or after `unavailable(err)` when /api/me fails.
+export async function requireUser(unavailable) {
+  let user = null;
+  try {
+    user = await currentUser();
+  } catch (err) {
+    unavailable(err);
+    return null;
+  }
+  if (!user) {
+    showLogin(() => location.reload());
+    return null;
+  }
+  showUser(user);
+  return user;
+}

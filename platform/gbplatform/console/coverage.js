@@ -7,7 +7,7 @@
 // navigation when the table was first drawn).
 
 import { getJson } from "./api.js";
-import { currentUser, showLogin, showUser } from "./auth.js";
+import { requireUser } from "./auth.js";
 import { $, el } from "./dom.js";
 
 const STATUS_ORDER = { missing: 0, partial: 1, complete: 2 };
@@ -240,18 +240,10 @@ async function loadHistory() {
 }
 
 async function start() {
-  let user = null;
-  try {
-    user = await currentUser();
-  } catch (err) {
+  const user = await requireUser(() => {
     $("status").textContent = "服务不可用";
-    return;
-  }
-  if (!user) {
-    showLogin(() => location.reload());
-    return;
-  }
-  showUser(user);
+  });
+  if (!user) return;
   setupTable();
   try {
     await load();

@@ -19,7 +19,7 @@
 
 import { setupAudit } from "./audit.js";
 import { connectAlarms, loadAlarms, setupAlarmFilter, showAlarmError } from "./alarms.js";
-import { currentUser, showLogin, showUser } from "./auth.js";
+import { requireUser } from "./auth.js";
 import { cells, layout, nameCells, playInGrid, selectCell, selected, setLayout, setupGrid } from "./grid.js";
 import { patrol, setupPatrol, startPatrol, stopPatrol } from "./patrol.js";
 import { openPlayback, playback, setupPlayback } from "./playback.js";
@@ -70,18 +70,10 @@ window.kgwConsole = {
 };
 
 async function start() {
-  let user = null;
-  try {
-    user = await currentUser();
-  } catch (err) {
+  const user = await requireUser(() => {
     $("status").textContent = "服务不可用";
-    return;
-  }
-  if (!user) {
-    showLogin(() => location.reload());
-    return;
-  }
-  showUser(user);
+  });
+  if (!user) return;
   main();
   setupTalk(user);
 }

@@ -4,7 +4,7 @@
 // through textContent only.
 
 import { getAll, getJson, postJson } from "./api.js";
-import { currentUser, showLogin, showUser } from "./auth.js";
+import { requireUser } from "./auth.js";
 import { $, el } from "./dom.js";
 
 const AREAS = {
@@ -60,12 +60,7 @@ async function refresh() {
 }
 
 async function start() {
-  const user = await currentUser();
-  if (!user) {
-    showLogin(() => location.reload());
-    return;
-  }
-  showUser(user);
+  if (!(await requireUser((err) => showError(`服务不可用：${err.message || err}`)))) return;
   for (const [value, label] of Object.entries(AREAS)) {
     const option = el("option", "", label);
     option.value = value;
