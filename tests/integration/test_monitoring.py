@@ -107,7 +107,13 @@ def test_promtool_unit_tests_fire_the_alerts() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     tested = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text(encoding="utf-8"))
     alerts = {t["alertname"] for case in tested["tests"] for t in case["alert_rule_test"]}
-    assert {"KgwDevicesOffline", "KgwKindergartensOffline", "KgwAlarmDeadLetters"} <= alerts
+    assert {
+        "KgwDevicesOffline",
+        "KgwKindergartensOffline",
+        "KgwAlarmDeadLetters",
+        "KgwKindergartensNotConnected",
+        "KgwAcceptanceDrillOverdue",
+    } <= alerts
 
 
 def test_every_alert_the_issue_asks_for_is_a_rule() -> None:
@@ -123,6 +129,8 @@ def test_every_alert_the_issue_asks_for_is_a_rule() -> None:
         "KgwAlarmDeliveryLatencyHigh": "kgw_alarm_delivery_latency_seconds_bucket",
         "KgwUpperPlatformOffline": "kgw_upper_platform_registered",
         "KgwRtpLossHigh": "kgw_rtp_lost_total",
+        "KgwKindergartensNotConnected": "kgw_kindergartens",
+        "KgwAcceptanceDrillOverdue": "kgw_acceptance_overdue",
     }
     for alert, metric in wanted.items():
         assert metric in names[alert], (alert, names.get(alert))
