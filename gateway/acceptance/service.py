@@ -141,6 +141,9 @@ class AreaConfirmer(Protocol):
     async def confirm_areas(self, choices: Sequence[AreaChoice], by: str, wall: float) -> Sequence[object]: ...
 
 
+REMINDER_POLL = 5.0  # s between looks at the directory's kindergartens between two reminder refreshes
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptanceSettings:
     """Timing of a run and of the reminder."""
@@ -208,6 +211,8 @@ class AcceptanceService:
         self.overdue_checked_at: float | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgw-acceptance-store")
         self._reminder: asyncio.Task[None] | None = None
+        self._recheck = asyncio.Event()  # a run finished: the reminder list may have changed
+        self._checked_kindergartens = -1  # how many kindergartens the last reminder saw
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -546,6 +551,7 @@ class AcceptanceService:
             await self._call(self.store.put, run)
         finally:
             self.active.pop(run.id, None)
+            self._recheck.set()
         log.info("acceptance %s of %s: %s", run.id, run.kindergarten_id, run.state.value)
         return run
 
@@ -598,12 +604,25 @@ class AcceptanceService:
         return overdue
 
     async def _remind(self) -> None:
+        """Refresh the reminder every ``check_interval`` s, and at once after a run finished or when
+        the directory's kindergartens changed (a gateway starts before its kindergartens are
+        provisioned: the list must not stay empty for an interval)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            try:
-                await self.refresh_overdue()
-            except GatewayError as exc:
-                log.warning("acceptance reminder not refreshed: %s", exc)
-            await asyncio.sleep(self.settings.check_interval)
+            if self._recheck.is_set() or loop.time() >= due or self._kindergartens_changed():
+                self._recheck.clear()
+                self._checked_kindergartens = len(self.directory.kindergartens)
+                try:
+                    await self.refresh_overdue()
+                except GatewayError as exc:
+                    log.warning("acceptance reminder not refreshed: %s", exc)
+                due = loop.time() + self.settings.check_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), min(REMINDER_POLL, max(0.0, due - loop.time())))
+
+    def _kindergartens_changed(self) -> bool:
+        return len(self.directory.kindergartens) != self._checked_kindergartens
 
     def collect(self) -> Iterator[Metric]:
         """``kgw_acceptance_overdue{district}`` and runs in progress (labels bounded by district)."""

@@ -272,8 +272,14 @@ async def test_a_passing_run_goes_through_every_step_and_stores_its_report(tmp_p
         assert run.state is AcceptanceState.DRILL and desk.opened and desk.opened[0][:2] == (KG, run.id)
         assert run.check(CheckName.AREAS).state is CheckState.PASSED  # type: ignore[union-attr]
         assert directory.entrance_camera(KG) == CAMS[0]  # through the provisioning path
+        assert [o.kindergarten_id for o in service.overdue] == [KG]  # the reminder at start: never drilled
         desk.pressed.set()
         assert await wait_for(lambda: run.id not in service.active, 30)
+        # The reminder refreshes by itself when a run ends, and when a kindergarten is provisioned later.
+        assert await wait_for(lambda: not service.overdue, 10)
+        later = "12010100112160000200"
+        directory.add_kindergartens([Kindergarten(later, "和平区第二幼儿园", "120101")])
+        assert await wait_for(lambda: [o.kindergarten_id for o in service.overdue] == [later], 15)
         done = await service.get(run.id)
         assert done.state is AcceptanceState.PASSED and done.drill_alarm_id == "drill-alarm-1"
         assert desk.closed == [KG]
@@ -296,7 +302,7 @@ async def test_a_passing_run_goes_through_every_step_and_stores_its_report(tmp_p
             "新设备 新摄像机（12010100001320000105） 未验收",
         )
         assert (await service.summary(KG))["needs_reacceptance"] is True
-        assert not await service.refresh_overdue()  # it just passed a drill
+        assert KG not in {o.kindergarten_id for o in await service.refresh_overdue()}  # it just passed a drill
     finally:
         await service.stop()
 
