@@ -27,8 +27,20 @@ function loginError(text) {
   $("login-error").hidden = !text;
 }
 
+// The login form, the same on every page (built here, not copied into each page's HTML).
+const LOGIN_FORM = `<div id="login" hidden>
+  <form id="login-form">
+    <h2>登录</h2>
+    <label>用户名 <input id="login-user" name="username" autocomplete="username" required></label>
+    <label>密码 <input id="login-password" name="password" type="password" autocomplete="current-password" required></label>
+    <button id="login-submit" type="submit">登录</button>
+    <p id="login-error" class="error" role="alert" hidden></p>
+  </form>
+</div>`;
+
 // Show the form; `done` runs after a successful login.
 export function showLogin(done) {
+  if (!document.getElementById("login")) document.body.insertAdjacentHTML("beforeend", LOGIN_FORM);
   document.body.classList.add("logged-out");
   $("login").hidden = false;
   $("login-user").focus();
